@@ -1,0 +1,80 @@
+"""External ids <-> internal indices, at exactly one boundary.
+
+The engine, metrics and ranking see only indices ``0..n-1``; ingest, the CLI and the service
+convert with an :class:`IdMap`.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import UnknownIdError
+
+
+class IdMap:
+    """A frozen bijection between external string ids and indices ``0..n-1``.
+
+    Parameters
+    ----------
+    external_ids : array-like of str
+        Unique ids, in index order.
+    kind : str
+        What the ids name ("patient", "treatment" ...), used in error messages.
+    """
+
+    def __init__(self, external_ids: Iterable[str], kind: str = "id"):
+        ids = pd.Index(np.asarray(list(external_ids) if not hasattr(external_ids, "__len__")
+                                  else external_ids, dtype=object).astype(str))
+        if not ids.is_unique:
+            dupes = ids[ids.duplicated()].unique()[:5].tolist()
+            raise ValueError(f"{kind} ids must be unique; repeated: {dupes}")
+        self._index = ids
+        self.kind = kind
+
+    @classmethod
+    def from_values(cls, values: Iterable[str], kind: str = "id") -> "IdMap":
+        """Build from values with repeats, keeping the order of first appearance."""
+        return cls(pd.unique(pd.Series(list(values) if not hasattr(values, "__len__") else values,
+                                       dtype=object).astype(str)), kind)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, external_id: object) -> bool:
+        return str(external_id) in self._index
+
+    @property
+    def external_ids(self) -> np.ndarray:
+        """Array of shape (n,) of the external ids, in index order."""
+        return self._index.to_numpy(dtype=object)
+
+    def to_internal(self, external_ids, strict: bool = True) -> np.ndarray:
+        """Indices (int64, shape (n,)) of ``external_ids``; -1 for unknown ones when not strict.
+
+        Raises
+        ------
+        UnknownIdError
+            If ``strict`` and any id is unknown; the message names the first few.
+        """
+        values = np.asarray(external_ids, dtype=object).astype(str)
+        index = self._index.get_indexer(values)
+        if strict and (index < 0).any():
+            missing = pd.unique(values[index < 0])[:5].tolist()
+            raise UnknownIdError(f"unknown {self.kind} id(s): {missing}")
+        return index.astype(np.int64)
+
+    def index_of(self, external_id: str) -> int:
+        """Index of one external id. Raises :class:`UnknownIdError` if unknown."""
+        return int(self.to_internal([external_id])[0])
+
+    def to_external(self, internal_ids) -> np.ndarray:
+        """External ids (object array) of indices ``internal_ids``."""
+        return self._index.to_numpy(dtype=object)[np.asarray(internal_ids, dtype=np.int64)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and self._index.equals(other._index)
+
+    def __repr__(self) -> str:
+        return f"IdMap(kind={self.kind!r}, n={len(self)})"
