@@ -295,7 +295,8 @@ def _normalise_patients(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     if C.birth_year in frame:
         text = frame[C.birth_year].astype("string").fillna("").str.strip()
         years = pd.to_numeric(text.where(text != ""), errors="coerce")
-        bad = (years.isna() & (text != "")).to_numpy() | ((years < 1850) | (years > 2100)).to_numpy()
+        out_of_range = ((years < 1850) | (years > 2100)).fillna(False).to_numpy(dtype=bool)
+        bad = (years.isna() & (text != "")).to_numpy(dtype=bool) | out_of_range
         if bad.any():
             row = _first_bad(bad)
             raise DataValidationError(f"birth_year {text.iloc[row - 1]!r} is not a year between "

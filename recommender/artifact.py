@@ -1,0 +1,190 @@
+"""Artifacts: a fitted model and its dataset as a folder of numpy arrays plus a JSON manifest.
+
+Layout::
+
+    ARTIFACT/
+      manifest.json          model type and parameters, data summary and fingerprint, id maps of
+                             treatments/features/conditions, metrics, library versions, creation
+                             time, and the SHA-256 of every array file
+      manifest.json.sha256   SHA-256 of manifest.json
+      model/<name>.npy       learned arrays (e.g. user_factors, item_factors)
+      dataset/<name>.npy     id map of patients, sparse matrices as data/indices/indptr
+
+Arrays load with ``np.load(mmap_mode="r", allow_pickle=False)``, so serving workers share the
+pages of one file instead of holding copies. Writing goes to a temporary folder renamed into
+place; loading verifies every checksum and refuses a tampered or partial artifact. No pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .dataset import Dataset
+from .exceptions import ArtifactError
+from .fileutil import atomic_dir
+
+FORMAT = "treatment-recommender-artifact"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: the fitted model (its ``dataset_`` attached) and the manifest."""
+
+    path: Path
+    manifest: dict
+    model: object
+
+    @property
+    def dataset(self) -> Dataset:
+        return self.model.dataset_
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("implicit", "numpy", "scipy", "pandas", "treatment-recommender"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def save_artifact(model, path, metrics: Mapping | None = None, extra: Mapping | None = None) -> Path:
+    """Write ``model`` (fitted) and its dataset to the folder ``path``, atomically.
+
+    Parameters
+    ----------
+    model : Recommender
+        A fitted model.
+    path : path-like
+        Target folder; replaced whole if it exists.
+    metrics : mapping, optional
+        Validation metrics to record in the manifest.
+    extra : mapping, optional
+        More JSON-able manifest entries (e.g. the training configuration).
+    """
+    dataset: Dataset = model.dataset_
+    data_arrays, data_meta = dataset.to_arrays()
+    created = datetime.now(timezone.utc)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "version": f"{model.kind}-{created:%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}",
+        "created": created.isoformat(timespec="seconds"),
+        "model": {"type": model.kind, "class": type(model).__name__,
+                  "params": _jsonable(model.get_params())},
+        "data": {"n_patients": dataset.n_patients, "n_treatments": dataset.n_treatments,
+                 "n_features": len(dataset.features), "n_conditions": len(dataset.conditions),
+                 "n_outcomes": int(dataset.history.nnz), **data_meta},
+        "metrics": _jsonable(dict(metrics or {})),
+        "libraries": library_versions(),
+        **_jsonable(dict(extra or {})),
+    }
+    files = {}
+    with atomic_dir(path) as tmp:
+        for group, arrays in (("model", model._state()), ("dataset", data_arrays)):
+            (tmp / group).mkdir()
+            for name, array in arrays.items():
+                relative = f"{group}/{name}.npy"
+                np.save(tmp / relative, np.ascontiguousarray(array), allow_pickle=False)
+                files[relative] = sha256_file(tmp / relative)
+        manifest["files"] = files
+        text = json.dumps(manifest, indent=2, sort_keys=True)
+        (tmp / MANIFEST).write_text(text)
+        (tmp / f"{MANIFEST}.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+    return Path(path)
+
+
+def read_manifest(path) -> dict:
+    """The verified manifest of the artifact at ``path`` (checksum of the manifest itself)."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no artifact folder there (train one with `recommender train`)")
+    if not manifest_path.is_file() or not (path / f"{MANIFEST}.sha256").is_file():
+        raise ArtifactError(f"{path}: not a complete artifact ({MANIFEST} or its .sha256 is missing)")
+    text = manifest_path.read_bytes()
+    expected = (path / f"{MANIFEST}.sha256").read_text().strip()
+    if hashlib.sha256(text).hexdigest() != expected:
+        raise ArtifactError(f"{manifest_path}: checksum mismatch; the manifest was modified "
+                            "after the artifact was written")
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{manifest_path}: format {manifest.get('format')!r} version "
+                            f"{manifest.get('format_version')!r}; this release reads {FORMAT!r} "
+                            f"version {FORMAT_VERSION}")
+    return manifest
+
+
+def verify_files(path, manifest: Mapping) -> None:
+    """Check that every array file is present and has its recorded SHA-256."""
+    path = Path(path)
+    for relative, expected in manifest["files"].items():
+        file = path / relative
+        if not file.is_file():
+            raise ArtifactError(f"{path}: partial artifact, {relative} is missing")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"{path}: {relative} does not match its checksum; the artifact "
+                                "was modified or corrupted after it was written")
+
+
+def load_artifact(path, mmap: bool = True, verify: bool = True) -> Artifact:
+    """Load and verify an artifact; arrays are memory-mapped read-only when ``mmap``.
+
+    Raises
+    ------
+    ArtifactError
+        Missing folder, missing or modified file, unknown format or model type.
+    """
+    from .models import MODELS
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    if verify:
+        verify_files(path, manifest)
+    arrays = {group: {} for group in ("model", "dataset")}
+    for relative in manifest["files"]:
+        group, name = relative.split("/", 1)
+        arrays[group][name.removesuffix(".npy")] = np.load(
+            path / relative, mmap_mode="r" if mmap else None, allow_pickle=False)
+    kind = manifest["model"]["type"]
+    if kind not in MODELS:
+        raise ArtifactError(f"{path}: unknown model type {kind!r}")
+    model = MODELS[kind](**manifest["model"]["params"])
+    model.dataset_ = Dataset.from_arrays(arrays["dataset"], manifest["data"])
+    model._load_state(arrays["model"])
+    model.manifest_ = manifest
+    return Artifact(path=path, manifest=manifest, model=model)
+
+
+def _jsonable(value):
+    """Convert numpy scalars/arrays inside a structure into plain JSON types."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -1,0 +1,208 @@
+"""The one model contract every recommender implements.
+
+A model is a scikit-learn style estimator: hyperparameters are keyword arguments stored as
+given; ``fit(dataset)`` validates them, learns state (attributes ending in ``_``) and returns
+``self``. Scoring, ranking with the safety exclusions, saving and loading are shared here, so a
+model family only implements ``_fit``, ``_score`` and its array state.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from ..exceptions import NotFittedError, ParameterError
+
+if TYPE_CHECKING:  # imported lazily at run time to keep the module graph acyclic
+    from ..dataset import Dataset
+    from ..ranking import RecommendationList
+
+
+@dataclass
+class Query:
+    """The patients to score.
+
+    Attributes
+    ----------
+    rows : CSR (n, n_t + n_f) float32
+        Each patient's matrix row (signed confidences, side columns included).
+    patients : ndarray of int, shape (n,), or None
+        Dataset indices of known patients; None for patients outside the training data.
+    conditions : ndarray of int, shape (n,)
+        Condition index each request asks about, -1 for none.
+    patient_conditions : CSR (n, n_c) bool
+        Each patient's diagnoses and allergies.
+    """
+
+    rows: sp.csr_matrix
+    patients: np.ndarray | None
+    conditions: np.ndarray
+    patient_conditions: sp.csr_matrix
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+
+def positive_part(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Copy of ``matrix`` keeping only entries > 0 (what worked, and side columns)."""
+    result = matrix.copy()
+    result.data = np.where(result.data > 0, result.data, 0).astype(np.float32)
+    result.eliminate_zeros()
+    return result
+
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def integer(low: int, high: float = np.inf) -> Check:
+    return (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and low <= v <= high,
+            f"an int in the range [{low}, {high}]")
+
+
+def real(low: float, high: float = np.inf, low_open: bool = False) -> Check:
+    def ok(v):
+        return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and (
+            low < v if low_open else low <= v) and v <= high
+    return ok, f"a number in the range {'(' if low_open else '['}{low}, {high}]"
+
+
+def optional_seed() -> Check:
+    return (lambda v: v is None or (isinstance(v, (int, np.integer)) and v >= 0),
+            "None or a non-negative int")
+
+
+class Recommender:
+    """Base class. Subclasses set ``kind``, ``_constraints`` and implement the private hooks."""
+
+    kind: ClassVar[str] = ""
+    _constraints: ClassVar[Mapping[str, Check]] = {}
+
+    # --- estimator discipline -----------------------------------------------------------------
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values()
+                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyperparameters as given to ``__init__`` (``deep`` is accepted for sklearn parity)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> "Recommender":
+        """Set hyperparameters; unknown names raise :class:`ParameterError`."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ParameterError(f"{type(self).__name__} has no parameter {name!r}; "
+                                     f"valid: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def clone(self) -> "Recommender":
+        """An unfitted copy with the same hyperparameters."""
+        return type(self)(**self.get_params())
+
+    def _validate_params(self) -> None:
+        for name, (check, expected) in self._constraints.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise ParameterError(f"The {name!r} parameter of {type(self).__name__} must be "
+                                     f"{expected}. Got {value!r} instead.")
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # --- fitting and scoring ------------------------------------------------------------------
+
+    def fit(self, dataset: "Dataset", show_progress: bool = False) -> "Recommender":
+        """Learn from ``dataset`` (its ``matrix``, CSR (n_p, n_t + n_f)); returns self.
+
+        BLAS is limited to one thread inside: implicit parallelises itself and is slower with
+        multithreaded BLAS underneath.
+        """
+        self._validate_params()
+        with threadpool_limits(1, "blas"):
+            self._fit(dataset, show_progress=show_progress)
+        self.dataset_ = dataset
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return "dataset_" in self.__dict__
+
+    def check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(dataset) or load "
+                                 "an artifact first")
+
+    def score(self, query: Query) -> np.ndarray:
+        """Scores of every treatment, float32 array of shape (len(query), n_t); higher is better.
+
+        Scores carry no safety rule: :mod:`recommender.ranking` applies the exclusions.
+        """
+        self.check_fitted()
+        with threadpool_limits(1, "blas"):
+            scores = self._score(query)
+        return np.asarray(scores, dtype=np.float32)
+
+    def _fit(self, dataset: "Dataset", show_progress: bool) -> None:
+        raise NotImplementedError
+
+    def _score(self, query: Query) -> np.ndarray:
+        raise NotImplementedError
+
+    # --- persistence: arrays only -------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (names without dots)."""
+        return {}
+
+    def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore learned arrays from :meth:`_state` output (arrays may be memory-mapped)."""
+
+    def save(self, path, metrics: Mapping | None = None):
+        """Write an artifact folder (see :mod:`recommender.artifact`); returns its path."""
+        from ..artifact import save_artifact
+        self.check_fitted()
+        return save_artifact(self, path, metrics=metrics)
+
+    @classmethod
+    def load(cls, path, mmap: bool = True) -> "Recommender":
+        """Load an artifact written by :meth:`save`, verifying its checksums."""
+        from ..artifact import load_artifact
+        model = load_artifact(path, mmap=mmap).model
+        if cls is not Recommender and not isinstance(model, cls):
+            raise ParameterError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    # --- ranking with exclusions (shared by every model) --------------------------------------
+
+    def recommend(self, patient_id: str, k: int = 10, condition_id: str | None = None,
+                  include_tried: bool = False) -> "RecommendationList":
+        """Top-k treatments for a patient in the training data, safety exclusions applied."""
+        from ..ranking import recommend_known
+        return recommend_known(self, patient_id, k=k, condition_id=condition_id,
+                               include_tried=include_tried)
+
+    def recommend_batch(self, patient_ids: Sequence[str], k: int = 10,
+                        condition_ids: Sequence[str | None] | None = None,
+                        include_tried: bool = False, show_progress: bool = False) -> pd.DataFrame:
+        """Top-k for many known patients: DataFrame (patient_id, condition_id, rank, treatment_id, score)."""
+        from ..ranking import recommend_many
+        return recommend_many(self, patient_ids, k=k, condition_ids=condition_ids,
+                              include_tried=include_tried, show_progress=show_progress)
+
+    def recommend_new(self, history: Sequence[Mapping] = (), conditions: Iterable[str] = (),
+                      k: int = 10, condition_id: str | None = None, include_tried: bool = False,
+                      sex: str | None = None, birth_year: int | None = None) -> "RecommendationList":
+        """Top-k for a patient outside the training data, given their outcome history."""
+        from ..ranking import recommend_unknown
+        return recommend_unknown(self, history, conditions, k=k, condition_id=condition_id,
+                                 include_tried=include_tried, sex=sex, birth_year=birth_year)

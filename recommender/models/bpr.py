@@ -1,0 +1,46 @@
+"""Bayesian personalised ranking (implicit's CPU BPR) on what worked."""
+from __future__ import annotations
+
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+from .base import integer, optional_seed, positive_part, real
+from .factorization import FactorModel
+
+
+class BPRRecommender(FactorModel):
+    """BPR (Rendle et al. 2009): learns to rank treatments that worked above untried ones.
+
+    Trained on the positive part of the matrix (outcomes that worked and side columns); failures
+    are not negatives it can use, so they only act through the exclusion rules.
+
+    Parameters
+    ----------
+    factors : int
+    learning_rate : float
+    regularization : float
+    iterations : int
+    random_state : int or None
+    """
+
+    kind = "bpr"
+    _constraints = {"factors": integer(1, 4096), "learning_rate": real(0, low_open=True),
+                    "regularization": real(0), "iterations": integer(1, 100_000),
+                    "random_state": optional_seed()}
+    _bias_layout = ((-1,), ())  # user rows end in a constant 1 that meets the item bias
+
+    def __init__(self, factors: int = 32, learning_rate: float = 0.05,
+                 regularization: float = 0.01, iterations: int = 200,
+                 random_state: int | None = 0):
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.random_state = random_state
+
+    def _fit(self, dataset, show_progress: bool) -> None:
+        model = BayesianPersonalizedRanking(
+            factors=self.factors, learning_rate=self.learning_rate,
+            regularization=self.regularization, iterations=self.iterations,
+            random_state=self.random_state)
+        model.fit(positive_part(dataset.matrix), show_progress=show_progress)
+        self.user_factors_, self.item_factors_ = model.user_factors, model.item_factors
