@@ -1,0 +1,58 @@
+"""Argument types and option groups shared by several sub-commands."""
+from __future__ import annotations
+
+import argparse
+
+from ..confidence import ConfidencePolicy
+from ..dataset import SideInfo
+from ..models import MODELS
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Options that decide how tables become a Dataset (policy and side information)."""
+    group = parser.add_argument_group("data encoding")
+    group.add_argument("--alpha", type=non_negative_float, default=ConfidencePolicy.alpha,
+                       help="confidence per unit outcome (default %(default)s)")
+    group.add_argument("--side-weight", type=non_negative_float, default=ConfidencePolicy.side_weight,
+                       help="strength of side-information columns (default %(default)s)")
+    group.add_argument("--side-info", default="conditions",
+                       help="comma-separated side columns from conditions,age_band,sex, or 'none' "
+                            "(default %(default)s)")
+
+
+def side_info_from(text: str) -> SideInfo:
+    names = {part.strip() for part in text.split(",") if part.strip()} - {"none"}
+    unknown = names - {"conditions", "age_band", "sex"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown side-information column(s) {sorted(unknown)}; "
+                                         "choose from conditions, age_band, sex")
+    return SideInfo(conditions="conditions" in names, age_band="age_band" in names, sex="sex" in names)
+
+
+def policy_from(args) -> ConfidencePolicy:
+    return ConfidencePolicy(alpha=args.alpha, side_weight=args.side_weight)
+
+
+def add_model_option(parser: argparse.ArgumentParser, default: str = "als") -> None:
+    parser.add_argument("--model", choices=sorted(MODELS), default=default,
+                        help="model family (default %(default)s)")
