@@ -25,7 +25,7 @@ $(ARTIFACT)/manifest.json: | $(STAMP)
 	$(BIN)/recommender train --data data/sample --out $(ARTIFACT) --model als
 
 serve: $(STAMP) $(ARTIFACT)/manifest.json
-	$(BIN)/recommender serve --artifact $(ARTIFACT) --host $(HOST) --port $(PORT) --dev-credentials
+	$(BIN)/recommender serve --artifact $(ARTIFACT) --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -35,7 +35,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                        help="confidence per unit outcome (default %(default)s)")
     group.add_argument("--side-weight", type=non_negative_float, default=ConfidencePolicy.side_weight,
                        help="strength of side-information columns (default %(default)s)")
-    group.add_argument("--side-info", default="conditions",
+    group.add_argument("--side-info", default="conditions", type=side_info_from,
                        help="comma-separated side columns from conditions,age_band,sex, or 'none' "
                             "(default %(default)s)")
 

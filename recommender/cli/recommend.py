@@ -1,0 +1,99 @@
+"""``recommender recommend``: top-k for one patient, a file of requests, or every patient."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..columns import Columns as C
+from ..exceptions import DataValidationError
+from ..fileutil import atomic_path
+from .options import positive_int
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "recommend", help="rank treatments from an artifact",
+        description="Rank treatments for one patient (--patient), for each row of a requests file "
+                    "(--requests, with patient_id and optional condition_id), or for every patient "
+                    "in the model (--all). Safety exclusions always apply.")
+    parser.add_argument("--artifact", required=True, help="artifact folder")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--patient", help="patient id")
+    target.add_argument("--requests", help="CSV or Parquet file of requests")
+    target.add_argument("--all", action="store_true", help="every patient in the model")
+    parser.add_argument("--condition", help="restrict to treatments used for this condition id")
+    parser.add_argument("-k", type=positive_int, default=10, help="list length (default %(default)s)")
+    parser.add_argument("--include-tried", action="store_true",
+                        help="rank treatments the patient already tried (harmful ones stay excluded)")
+    parser.add_argument("--format", choices=("json", "table"), default="json",
+                        help="output of --patient (default %(default)s)")
+    parser.add_argument("--out", help="output file for --requests/--all (.csv, .csv.gz or .parquet)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..artifact import load_artifact
+
+    model = load_artifact(args.artifact).model
+    if args.patient is not None:
+        answer = model.recommend(args.patient, k=args.k, condition_id=args.condition,
+                                 include_tried=args.include_tried)
+        print(json.dumps(answer.to_dict(), indent=2) if args.format == "json" else table(answer))
+        return 0
+    if not args.out:
+        raise DataValidationError("--out is required with --requests and --all", column="--out")
+    if args.all:
+        patients = model.dataset_.patients.external_ids
+        conditions = [args.condition] * len(patients)
+    else:
+        requests = read_requests(Path(args.requests))
+        patients, conditions = requests[C.patient].tolist(), requests[C.condition].tolist()
+    frame = model.recommend_batch(patients, k=args.k, condition_ids=conditions,
+                                  include_tried=args.include_tried,
+                                  show_progress=sys.stderr.isatty())
+    write_frame(frame, Path(args.out))
+    print(f"wrote {len(frame)} rows for {len(patients)} requests to {args.out}")
+    return 0
+
+
+def read_requests(path: Path) -> pd.DataFrame:
+    """Requests table: patient_id (required) and condition_id (optional, empty = none)."""
+    if not path.is_file():
+        raise DataValidationError("no such file", file=str(path))
+    frame = (pd.read_parquet(path) if path.suffix == ".parquet"
+             else pd.read_csv(path, dtype=str, keep_default_na=False))
+    if C.patient not in frame:
+        raise DataValidationError(f"missing required column '{C.patient}' (found {list(frame.columns)})",
+                                  file=str(path), column=C.patient)
+    frame[C.patient] = frame[C.patient].astype(str).str.strip()
+    empty = (frame[C.patient] == "").to_numpy()
+    if empty.any():
+        raise DataValidationError("empty patient id", file=str(path), row=int(empty.argmax()) + 1,
+                                  column=C.patient)
+    condition = frame[C.condition].astype(str).str.strip() if C.condition in frame else None
+    frame[C.condition] = (condition.where(condition != "", None) if condition is not None else None)
+    return frame
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """Write atomically; the extension decides the format."""
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
+
+
+def table(answer) -> str:
+    lines = [f"patient {answer.patient_id}" + (f", condition {answer.condition_id}"
+                                               if answer.condition_id else ""),
+             f"{'rank':>4}  {'treatment':<24} {'score':>9}"]
+    lines += [f"{r.rank:>4}  {r.treatment_id:<24} {r.score:>9.4f}" for r in answer.recommendations]
+    if answer.excluded:
+        lines.append("excluded:")
+        lines += [f"  {e.treatment_id:<24} {e.reason}: {e.detail}" for e in answer.excluded]
+    lines += [f"note: {n}" for n in answer.notes]
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""``recommender train``: canonical tables -> verified artifact."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..exceptions import ParameterError
+from ..models import MODELS
+from .options import add_data_options, add_model_option, policy_from, positive_int
+
+#: CLI option -> model parameter name; only models that have the parameter accept the option.
+MODEL_OPTIONS = {"factors": "factors", "iterations": "iterations",
+                 "regularization": "regularization", "seed": "random_state", "K": "K"}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="fit a model and write an artifact",
+                                   description="Fit a model on the canonical tables in --data and "
+                                               "write a checksummed artifact folder to --out.")
+    parser.add_argument("--data", required=True, help="folder of canonical tables")
+    parser.add_argument("--out", required=True, help="artifact folder (replaced atomically)")
+    add_model_option(parser)
+    parser.add_argument("--factors", type=positive_int)
+    parser.add_argument("--iterations", type=positive_int)
+    parser.add_argument("--regularization", type=float)
+    parser.add_argument("--K", type=positive_int, help="neighbours (cosine, bm25)")
+    parser.add_argument("--seed", type=int, help="random seed of the model")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help='more model parameters as JSON, e.g. \'{"learning_rate": 0.05}\'')
+    add_data_options(parser)
+    parser.set_defaults(func=run)
+
+
+def model_params(args) -> dict:
+    """Model parameters from the explicit options and --params, checked against the model."""
+    accepted = set(MODELS[args.model]().get_params())
+    params = dict(args.params)
+    for option, name in MODEL_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ParameterError(f"--{option} does not apply to the {args.model} model; it takes "
+                                 f"{sorted(accepted) or 'no parameters'}")
+        params[name] = value
+    return params
+
+
+def run(args) -> int:
+    from ..training import train_artifact
+
+    path = train_artifact(args.data, args.out, kind=args.model, params=model_params(args),
+                          policy=policy_from(args), side_info=args.side_info,
+                          show_progress=sys.stderr.isatty())
+    print(f"wrote {args.model} artifact to {path}")
+    return 0
