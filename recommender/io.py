@@ -268,8 +268,8 @@ def _normalise_outcomes(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     out[C.timestamp] = (_parse_timestamps(frame[C.timestamp], name) if C.timestamp in frame
                         else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]"))
     if C.condition in frame:
-        condition = frame[C.condition].astype("string").fillna("").str.strip()
-        out[C.condition] = condition.where(condition != "", None).astype(object)
+        condition = frame[C.condition].astype("string").fillna("").str.strip().astype(object)
+        out[C.condition] = condition.where(condition != "", None)
     else:
         out[C.condition] = None
     out[C.adverse] = (_parse_flag(frame[C.adverse], name, C.adverse) if C.adverse in frame

@@ -73,8 +73,11 @@ def read_requests(path: Path) -> pd.DataFrame:
     if empty.any():
         raise DataValidationError("empty patient id", file=str(path), row=int(empty.argmax()) + 1,
                                   column=C.patient)
-    condition = frame[C.condition].astype(str).str.strip() if C.condition in frame else None
-    frame[C.condition] = (condition.where(condition != "", None) if condition is not None else None)
+    if C.condition in frame:
+        condition = frame[C.condition].astype(str).str.strip().astype(object)
+        frame[C.condition] = condition.where(condition != "", None)
+    else:
+        frame[C.condition] = None
     return frame
 
 

@@ -1,0 +1,75 @@
+"""The command line: contract names, outputs and one-line errors (no traceback)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from recommender.cli import main
+from recommender.io import write_tables
+from tests.cohorts import checkerboard
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    tables, _ = checkerboard(80, 4)
+    write_tables(tables, root / "data")
+    assert main(["train", "--data", str(root / "data"), "--out", str(root / "model"),
+                 "--model", "als", "--factors", "8", "--iterations", "10", "--seed", "3"]) == 0
+    return root
+
+
+def test_recommend_one_patient_prints_the_contract_json(trained, capsys):
+    capsys.readouterr()
+    assert main(["recommend", "--artifact", str(trained / "model"), "--patient", "P0080",
+                 "--condition", "C", "-k", "2"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert set(answer) >= {"patient_id", "condition_id", "model", "recommendations", "excluded"}
+    assert answer["patient_id"] == "P0080" and answer["condition_id"] == "C"
+    assert answer["model"]["type"] == "als"
+    assert [r["rank"] for r in answer["recommendations"]] == [1, 2]
+    assert set(answer["recommendations"][0]) == {"rank", "treatment_id", "score"}
+
+
+def test_table_format(trained, capsys):
+    capsys.readouterr()
+    main(["recommend", "--artifact", str(trained / "model"), "--patient", "P0001", "--format", "table"])
+    out = capsys.readouterr().out
+    assert out.startswith("patient P0001") and "already_tried" in out
+
+
+def test_requests_file_and_all(trained, tmp_path):
+    requests = tmp_path / "requests.csv"
+    pd.DataFrame({"patient_id": ["P0080", "P0081"], "condition_id": ["C", ""]}).to_csv(requests, index=False)
+    assert main(["recommend", "--artifact", str(trained / "model"), "--requests", str(requests),
+                 "--out", str(tmp_path / "out.csv"), "-k", "2"]) == 0
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(out.columns) == ["patient_id", "condition_id", "rank", "treatment_id", "score"]
+    assert out.patient_id.tolist()[:2] == ["P0080", "P0080"]
+    assert main(["recommend", "--artifact", str(trained / "model"), "--all",
+                 "--out", str(tmp_path / "all.parquet"), "-k", "1"]) == 0
+    assert len(pd.read_parquet(tmp_path / "all.parquet")) > 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["recommend", "--artifact", "{m}", "--patient", "nobody"], "unknown patient id 'nobody'"),
+    (["recommend", "--artifact", "{d}", "--patient", "P1"], "not a complete artifact"),
+    (["train", "--data", "{d}/missing", "--out", "{d}/x"], "is not a folder"),
+    (["train", "--data", "{d}/data", "--out", "{d}/x", "--model", "popular", "--factors", "3"],
+     "--factors does not apply to the popular model"),
+    (["recommend", "--artifact", "{m}", "--all"], "--out is required"),
+])
+def test_user_errors_are_one_line(trained, capsys, argv, message):
+    argv = [a.format(m=trained / "model", d=trained) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_bad_option_values_are_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "d", "--out", "o", "--side-info", "conditions,shoe_size"])
+    assert info.value.code == 2
+    assert "shoe_size" in capsys.readouterr().err
