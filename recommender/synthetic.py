@@ -9,10 +9,12 @@ demographics carry a weak signal; a patient's treatment history carries most of 
 There are ``n_conditions`` conditions (indications), each with its own ``treatments_per_condition``
 candidate therapies (``RX0301`` is condition 03's therapy 01). For every condition and trait one
 therapy is clearly best (it works about 80% of the time), and the best therapy differs between
-traits, so personalisation pays. One *guideline* therapy per condition works moderately well for
-everyone (about 60%), which makes it the most prescribed and most often successful therapy, yet it
-is never anyone's best. The other therapies work 10-35% of the time. Any prescription can also
-cause an adverse event, with a small probability that depends on the trait and the therapy.
+traits, so personalisation pays. One *guideline* therapy per condition is the best therapy of the
+most common trait and works moderately well for everyone else (about 60%): it is the most
+prescribed and most often successful therapy, so per-condition popularity picks it and is right
+for the most common trait. The other therapies work 10-35% of the time unless they are best for
+the patient's trait. Any prescription can also cause an adverse event, with a small probability
+that depends on the trait and the therapy.
 
 Each patient lives through ``1 + Poisson(2)`` distinct conditions ("episodes") between 2012 and
 2024, in time order and never overlapping. In an episode the clinician tries therapies one after
@@ -21,8 +23,8 @@ the condition's therapies; later lines are any therapy not yet tried. The clinic
 first response (``responded`` or ``partial``) or after three tries. A response is recorded as
 ``responded`` (70%) or ``partial`` (30%), a failure as ``no_response`` (75%) or ``worsened``
 (25%), and an adverse event overrides either. Some patients have drug allergies (``ALG01`` ...);
-each allergy contraindicates one condition's guideline therapy, and clinicians never prescribe it
-to an allergic patient.
+each allergy contraindicates one therapy of one condition that is no trait's best (when
+``treatments_per_condition > n_traits``), and clinicians never prescribe it to an allergic patient.
 
 The last episode of every patient with two or more episodes is *held out*: its condition is among
 the patient's diagnoses, but its prescriptions are not in the outcomes table. For each held-out
@@ -118,12 +120,13 @@ class _Truth:
 
     response: np.ndarray              # (C, Z, T) P(response)
     adverse: np.ndarray               # (C, Z, T) P(adverse event)
-    guideline: np.ndarray             # (C,) the guideline therapy of each condition
+    guideline: np.ndarray             # (C,) the guideline therapy: best for trait 0
+    forbidden: np.ndarray             # (C,) the therapy an allergy to the condition's drug forbids
     best: np.ndarray                  # (C, Z) the best therapy per condition and trait
     log_trait_given_demo: np.ndarray  # (2, n_age_bands, Z) log P(z | sex, age band)
     trait_prior: np.ndarray           # (Z,) population P(z)
     prevalence: np.ndarray            # (C,) relative frequency of each condition
-    allergy_condition: np.ndarray     # (N_ALLERGIES,) the condition whose guideline each forbids
+    allergy_condition: np.ndarray     # (N_ALLERGIES,) the condition whose ``forbidden`` each blocks
     interactions: np.ndarray          # (k, 2) interacting pairs of global therapy indices
 
 
@@ -253,14 +256,17 @@ def _plant_truth(rng: np.random.Generator, n_conditions: int, n_therapies: int,
     keys = rng.random((n_conditions, n_therapies))
     keys[np.arange(n_conditions), guideline] = 2.0          # the guideline sorts last
     others = np.argsort(keys, axis=1)[:, :n_therapies - 1]  # the rest, in random order
-    best = others[:, np.arange(n_traits) % (n_therapies - 1)]
+    # trait 0 (the most common) is best served by the guideline; the others by other therapies
+    best = np.concatenate([guideline[:, None],
+                           others[:, np.arange(n_traits - 1) % (n_therapies - 1)]], axis=1)
+    forbidden = others[:, -1]                               # no trait's best when T > Z
     response = rng.uniform(*OTHER_RANGE, (n_conditions, n_traits, n_therapies))
     response[c_idx, z_idx, guideline[:, None]] = rng.uniform(*GUIDELINE_RANGE, best.shape)
     response[c_idx, z_idx, best] = rng.uniform(*BEST_RANGE, best.shape)
     adverse = rng.uniform(*ADVERSE_RANGE, response.shape)
     log_trait_given_demo, trait_prior = _trait_model(rng, n_traits)
     prevalence = rng.permutation(1.0 / np.sqrt(np.arange(1, n_conditions + 1)))
-    return _Truth(response, adverse, guideline, best, log_trait_given_demo, trait_prior,
+    return _Truth(response, adverse, guideline, forbidden, best, log_trait_given_demo, trait_prior,
                   prevalence / prevalence.sum(), np.arange(N_ALLERGIES) % n_conditions,
                   _interacting_pairs(rng, n_conditions * n_therapies))
 
@@ -391,7 +397,7 @@ def _blocked(condition: np.ndarray, allergies: np.ndarray, truth: _Truth) -> np.
     blocked = np.zeros((len(condition), truth.response.shape[2]), dtype=bool)
     for allergy, forbidden_in in enumerate(truth.allergy_condition):
         rows = np.flatnonzero(allergies[:, allergy] & (condition == forbidden_in))
-        blocked[rows, truth.guideline[forbidden_in]] = True
+        blocked[rows, truth.forbidden[forbidden_in]] = True
     return blocked
 
 
@@ -513,7 +519,7 @@ def _build_tables(names: _Names, patients: dict, episodes: _Episodes, tries: dic
         Tables.patient_conditions: _patient_conditions_frame(names, patients, episodes),
         Tables.contraindications: pd.DataFrame({
             C.treatment: names.treatment(truth.allergy_condition,
-                                         truth.guideline[truth.allergy_condition]),
+                                         truth.forbidden[truth.allergy_condition]),
             C.condition: names.allergies}),
         Tables.interactions: _interactions_frame(names, truth.interactions),
         Tables.treatments: pd.DataFrame({C.treatment: names.treatments,

@@ -109,12 +109,20 @@ def test_best_therapy_differs_across_traits_and_matches_held_out_truth(cohort):
     assert cohort.held_out["best_treatment_id"].tolist() == expected
 
 
-def test_most_prescribed_therapy_is_nobodys_best(cohort):
+def test_most_prescribed_therapy_is_the_most_common_traits_best(cohort):
     outcomes = cohort.tables[Tables.outcomes]
     most = outcomes.groupby(C.condition)[C.treatment].agg(lambda s: s.value_counts().index[0])
     best = cohort.response_probability.argmax(axis=2)
     for condition, treatment in most.items():
         c, t = int(condition[1:]) - 1, int(treatment[-2:]) - 1
+        assert best[c, 0] == t
+        assert all(best[c, z] != t for z in range(1, best.shape[1]))
+
+
+def test_contraindicated_therapy_is_nobodys_best(cohort):
+    best = cohort.response_probability.argmax(axis=2)
+    for treatment in cohort.tables[Tables.contraindications][C.treatment]:
+        c, t = int(treatment[2:4]) - 1, int(treatment[-2:]) - 1
         assert t not in best[c]
 
 
