@@ -1,0 +1,205 @@
+"""Helpers shared by the importers: reading source CSVs, code ids, dates and the output write.
+
+Code ids keep their code system as a prefix, ``system|code``; the prefixes are the keys of
+:data:`SYSTEM_URLS` (``rxnorm``, ``snomed``, ``icd9``, ``icd10``, ``ndc``, ``loinc`` ...), the same in
+every importer.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from ..columns import Columns, Tables
+from ..exceptions import DataValidationError
+from ..fileutil import atomic_dir
+from ..io import validate_tables
+from .report import ImportReport
+
+log = logging.getLogger(__name__)
+
+C = Columns
+
+#: Code-system prefix -> the URIs (FHIR ``system`` values and common variants) that mean it.
+SYSTEM_URLS: dict[str, tuple[str, ...]] = {
+    "rxnorm": ("http://www.nlm.nih.gov/research/umls/rxnorm",),
+    "snomed": ("http://snomed.info/sct", "snomed-ct", "snomed ct", "sct"),
+    "icd10": ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm",
+              "http://www.cms.gov/medicare/coding/icd10", "icd-10", "icd-10-cm"),
+    "icd9": ("http://hl7.org/fhir/sid/icd-9-cm", "http://hl7.org/fhir/sid/icd-9",
+             "icd-9", "icd-9-cm"),
+    "ndc": ("http://hl7.org/fhir/sid/ndc",),
+    "loinc": ("http://loinc.org",),
+    "cpt": ("http://www.ama-assn.org/go/cpt",),
+    "atc": ("http://www.whocc.no/atc",),
+    "cvx": ("http://hl7.org/fhir/sid/cvx",),
+}
+_BY_URL = {url.lower(): prefix for prefix, urls in SYSTEM_URLS.items() for url in urls}
+_BY_URL.update({prefix: prefix for prefix in SYSTEM_URLS})
+
+
+def system_prefix(system: str | None) -> str | None:
+    """The prefix for a code-system URI or name (``http://snomed.info/sct`` -> ``snomed``).
+
+    None when the system is empty or unknown.
+    """
+    if not system:
+        return None
+    return _BY_URL.get(system.strip().rstrip("/").lower())
+
+
+def strip_float_suffix(codes: pd.Series) -> pd.Series:
+    """Codes as text without a float-written ``.0`` (``"10509002.0"`` -> ``"10509002"``)."""
+    return codes.astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
+
+
+def code_ids(system: str, codes: pd.Series) -> pd.Series:
+    """``system|code`` for every non-empty code; None where the code is empty."""
+    text = strip_float_suffix(codes.fillna(""))
+    return ("%s|" % system + text).where(text != "", None).astype(object)
+
+
+def find_file(folder: Path, stem: str) -> Path | None:
+    """``stem.csv`` or ``stem.csv.gz`` in ``folder``, matching the name case-insensitively."""
+    wanted = {f"{stem}.csv".lower(), f"{stem}.csv.gz".lower()}
+    matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted)
+    return matches[0] if matches else None
+
+
+def read_csv(path: Path, report: ImportReport, label: str, *,
+             columns: tuple[str, ...] = (), usecols=None) -> pd.DataFrame:
+    """Read a source CSV (plain or gzip) as text; empty cells become "".
+
+    Column names are kept as written. ``columns`` lists the ones the importer needs; a missing
+    one raises.
+
+    Raises
+    ------
+    DataValidationError
+        If the file cannot be parsed or lacks a required column.
+    """
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
+                            usecols=usecols)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataValidationError(f"cannot be read as CSV: {exc}", file=str(path)) from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataValidationError(f"missing column(s) {missing}; the {label} table needs "
+                                  f"{list(columns)} (found {list(frame.columns)})",
+                                  file=str(path), column=missing[0])
+    report.read(label, len(frame))
+    return frame
+
+
+def parse_times(values: pd.Series, report: ImportReport, where: str) -> pd.Series:
+    """ISO-8601 dates or date-times as UTC timestamps; blank -> NaT.
+
+    Naive values are taken as UTC. Values that do not parse become NaT and are counted as a
+    warning naming ``where``.
+    """
+    text = values.astype(str).str.strip()
+    blank = text.isin(["", "nan", "NaT", "None"])
+    parsed = pd.to_datetime(text.where(~blank), errors="coerce", utc=True, format="ISO8601")
+    bad = parsed.isna() & ~blank
+    if bad.any():
+        report.warn(f"{where}: {int(bad.sum())} value(s) are not ISO-8601 dates, e.g. "
+                    f"{text[bad].iloc[0]!r}; treated as unknown")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def iso(times: pd.Series) -> pd.Series:
+    """UTC timestamps as ``YYYY-MM-DDTHH:MM:SSZ`` text ("" for NaT)."""
+    return times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("").astype(object)
+
+
+def dictionary(ids: pd.Series, names: pd.Series, id_column: str) -> pd.DataFrame:
+    """One row per id with its most frequent non-empty name (the id itself when it has none)."""
+    frame = pd.DataFrame({id_column: ids, "name": names.fillna("").astype(str).str.strip()})
+    frame = frame[frame[id_column].notna()]
+    named = frame[frame["name"] != ""]
+    best = (named.groupby([id_column, "name"]).size().rename("n").reset_index()
+            .sort_values([id_column, "n", "name"], ascending=[True, False, True])
+            .drop_duplicates(id_column).set_index(id_column)["name"])
+    unique = pd.Series(sorted(frame[id_column].unique()), dtype=object)
+    return pd.DataFrame({id_column: unique,
+                         "name": unique.map(best).fillna(unique).astype(object)})
+
+
+def write_output(out: str | Path, frames: Mapping[str, pd.DataFrame],
+                 report: ImportReport) -> Path:
+    """Validate the canonical tables and write them with the report, in one atomic folder write.
+
+    ``frames`` maps table name -> DataFrame whose ``timestamp`` column is already ISO text.
+    ``out`` is replaced whole; on any error it is left as it was.
+
+    Raises
+    ------
+    DataValidationError
+        If the tables break the canonical schema (a bug in the importer, reported as such).
+    """
+    validate_tables(dict(frames))
+    report.finish(dict(frames))
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        for table in Tables.all:
+            if table in frames:
+                frames[table].to_csv(tmp / f"{table}.csv", index=False)
+        (tmp / "import_report.json").write_text(report.to_json(), encoding="utf-8")
+        (tmp / "import_report.md").write_text(report.to_markdown(), encoding="utf-8")
+    log.info("%s", report.summary())
+    return out
+
+
+def require_folder(src: str | Path, what: str) -> Path:
+    """``src`` as a Path, raising when it is not an existing folder."""
+    path = Path(src)
+    if not path.is_dir():
+        raise DataValidationError(f"is not a folder; expected {what}", file=str(path))
+    return path
+
+
+def patient_conditions(episodes: pd.DataFrame, allergies: pd.DataFrame, known: set | None,
+                       report: ImportReport) -> pd.DataFrame:
+    """The patient_conditions table: diagnoses and allergies, one row per patient and condition.
+
+    ``episodes`` has patient, condition, start; ``allergies`` has patient, code, onset and
+    primary (rows with primary False are extra substance codes, not listed). Rows of patients
+    not in ``known`` (when given) are dropped. Columns: patient_id, condition_id, kind
+    ("diagnosis" or "allergy"), onset (earliest, ``YYYY-MM-DD``).
+    """
+    primary = allergies[allergies["primary"]]
+    both = pd.concat([
+        pd.DataFrame({C.patient: episodes["patient"], C.condition: episodes["condition"],
+                      "kind": "diagnosis", "onset": episodes["start"]}),
+        pd.DataFrame({C.patient: primary["patient"], C.condition: primary["code"],
+                      "kind": "allergy", "onset": primary["onset"]}),
+    ], ignore_index=True)
+    if known is not None:
+        unknown = ~both[C.patient].isin(known)
+        report.drop("conditions/allergies: patient not among the imported patients",
+                    int(unknown.sum()))
+        both = both[~unknown]
+    both = both.sort_values([C.patient, C.condition, "onset"], na_position="last")
+    both = both.drop_duplicates([C.patient, C.condition]).reset_index(drop=True)
+    both["onset"] = both["onset"].dt.strftime("%Y-%m-%d").fillna("")
+    return both
+
+
+def condition_dictionary(episodes: pd.DataFrame, allergies: pd.DataFrame, rows: pd.DataFrame,
+                         used: set) -> pd.DataFrame:
+    """conditions(condition_id, name) for the ids in ``used``.
+
+    Names come from the diagnoses, the allergies ("Allergy to <substance>" unless the text already
+    says allergy) and the treatment rows' indication names, the most frequent first.
+    """
+    primary = allergies[allergies["primary"]]
+    allergy_names = primary["name"].where(primary["name"].str.lower().str.contains("allerg"),
+                                          "Allergy to " + primary["name"])
+    names = dictionary(
+        pd.concat([episodes["condition"], primary["code"], rows["indication"]], ignore_index=True),
+        pd.concat([episodes["name"], allergy_names, rows["indication_name"]], ignore_index=True),
+        C.condition)
+    return names[names[C.condition].isin(used)].reset_index(drop=True)
