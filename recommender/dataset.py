@@ -60,11 +60,13 @@ def age_band(birth_year, reference_year: int) -> str | None:
 class PatientRecord:
     """A patient encoded against a dataset: the input of scoring and of the safety rules.
 
-    ``row`` is CSR (1, n_t + n_f); ``tried``, ``harmful`` hold treatment indices and
-    ``conditions`` condition indices. ``ignored`` lists external ids the dataset does not know.
+    ``row`` is CSR (1, n_t + n_f) and ``history`` CSR (1, n_t) of latest outcomes; ``tried``,
+    ``harmful`` hold treatment indices and ``conditions`` condition indices. ``ignored`` lists
+    external ids the dataset does not know.
     """
 
     row: sp.csr_matrix
+    history: sp.csr_matrix
     tried: np.ndarray
     harmful: np.ndarray
     conditions: np.ndarray
@@ -249,7 +251,7 @@ class Dataset:
         values = history_row.copy()
         values.data = self.policy.values(values.data)
         row = sp.hstack([values, self._side_columns(pc, demo)], format="csr", dtype=np.float32)
-        return PatientRecord(row=row, tried=np.unique(t), harmful=np.unique(t[harm]),
+        return PatientRecord(row=row, history=history_row, tried=np.unique(t), harmful=np.unique(t[harm]),
                              conditions=c_idx, ignored=ignored)
 
     def condition_index(self, condition_id: str | None) -> int:

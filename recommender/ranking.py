@@ -166,11 +166,9 @@ def recommend_known(model: "Recommender", patient_id: str, k: int = 10,
         raise UnknownIdError(f"unknown patient id {patient_id!r}: not in the model's training "
                              "data (use recommend_new with the patient's history)")
     p = np.array([dataset.patients.index_of(patient_id)])
-    query = Query(rows=dataset.matrix[p], patients=p,
-                  conditions=np.array([dataset.condition_index(condition_id)]),
-                  patient_conditions=dataset.patient_conditions[p])
-    codes = exclusion_codes(dataset, dataset.history[p], dataset.harmful[p],
-                            query.patient_conditions, include_tried)
+    query = Query.known(dataset, p, np.array([dataset.condition_index(condition_id)]))
+    codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
+                            include_tried)
     return _rank_one(model, query, codes, k, patient_id, condition_id, [])
 
 
@@ -182,25 +180,20 @@ def recommend_unknown(model: "Recommender", history: Sequence[Mapping], conditio
     dataset, k = model.dataset_, check_k(k)
     record = dataset.encode_patient(history, conditions, sex=sex, birth_year=birth_year)
     query = query_for_record(dataset, record, dataset.condition_index(condition_id))
-    codes = codes_for_record(dataset, record, query.patient_conditions, include_tried)
+    codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
+                            include_tried)
     notes = [f"ignored ids unknown to the model: {record.ignored}"] if record.ignored else []
     return _rank_one(model, query, codes, k, None, condition_id, notes)
 
 
 def query_for_record(dataset: "Dataset", record: "PatientRecord", condition: int) -> Query:
-    pc = sp.csr_matrix((np.ones(len(record.conditions), bool), record.conditions,
-                        [0, len(record.conditions)]), shape=(1, len(dataset.conditions)))
-    return Query(rows=record.row, patients=None, conditions=np.array([condition]),
-                 patient_conditions=pc)
-
-
-def codes_for_record(dataset: "Dataset", record: "PatientRecord", patient_conditions,
-                     include_tried: bool) -> sp.csr_matrix:
-    def row(indices):
+    """Query for one patient outside the training data."""
+    def pattern(indices, width):
         return sp.csr_matrix((np.ones(len(indices), bool), indices, [0, len(indices)]),
-                             shape=(1, dataset.n_treatments))
-    return exclusion_codes(dataset, row(record.tried), row(record.harmful), patient_conditions,
-                           include_tried)
+                             shape=(1, width))
+    return Query(rows=record.row, patients=None, conditions=np.array([condition]),
+                 patient_conditions=pattern(record.conditions, len(dataset.conditions)),
+                 history=record.history, harmful=pattern(record.harmful, dataset.n_treatments))
 
 
 def _rank_one(model, query: Query, codes: sp.csr_matrix, k: int, patient_id, condition_id, notes):
@@ -278,11 +271,9 @@ def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,
                   candidates: np.ndarray | None, k: int, include_tried: bool):
     """Top-k indices and scores, (n, k) each, for known patient indices asking about one condition."""
     dataset = model.dataset_
-    query = Query(rows=dataset.matrix[patients], patients=patients,
-                  conditions=np.full(len(patients), condition),
-                  patient_conditions=dataset.patient_conditions[patients])
-    codes = exclusion_codes(dataset, dataset.history[patients], dataset.harmful[patients],
-                            query.patient_conditions, include_tried)
+    query = Query.known(dataset, patients, np.full(len(patients), condition))
+    codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
+                            include_tried)
     return top_k(_mask(model.score(query), codes, candidates), k)
 
 

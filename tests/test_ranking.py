@@ -13,6 +13,7 @@ from tests.cohorts import random_cohort
 
 FAST = {"als": {"factors": 4, "iterations": 3}, "bpr": {"factors": 4, "iterations": 5},
         "lmf": {"factors": 4, "iterations": 5}, "cosine": {"K": 5}, "bm25": {"K": 5},
+        "latent-class": {"n_classes": 2, "iterations": 5, "restarts": 1},
         "popular": {}, "condition-popular": {}}
 
 

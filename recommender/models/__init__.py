@@ -6,13 +6,14 @@ from .als import ALSRecommender
 from .base import Query, Recommender
 from .bpr import BPRRecommender
 from .knn import BM25Recommender, CosineRecommender
+from .latent_class import LatentClassRecommender
 from .lmf import LMFRecommender
 from .popularity import ConditionPopularRecommender, PopularRecommender
 
 #: Model kind (as the CLI and artifacts name it) -> class.
 MODELS: dict[str, type[Recommender]] = {cls.kind: cls for cls in (
     ALSRecommender, BPRRecommender, LMFRecommender, CosineRecommender, BM25Recommender,
-    PopularRecommender, ConditionPopularRecommender)}
+    LatentClassRecommender, PopularRecommender, ConditionPopularRecommender)}
 
 
 def make_model(kind: str, **params) -> Recommender:
@@ -23,5 +24,5 @@ def make_model(kind: str, **params) -> Recommender:
 
 
 __all__ = ["MODELS", "make_model", "Query", "Recommender", "ALSRecommender", "BPRRecommender",
-           "LMFRecommender", "CosineRecommender", "BM25Recommender", "PopularRecommender",
+           "LMFRecommender", "LatentClassRecommender", "CosineRecommender", "BM25Recommender", "PopularRecommender",
            "ConditionPopularRecommender"]

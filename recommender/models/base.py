@@ -37,12 +37,25 @@ class Query:
         Condition index each request asks about, -1 for none.
     patient_conditions : CSR (n, n_c) bool
         Each patient's diagnoses and allergies.
+    history : CSR (n, n_t) float32
+        Latest outcome per tried treatment (explicit zeros kept), as in ``Dataset.history``.
+    harmful : CSR (n, n_t) bool
+        Treatments that harmed the patient, as in ``Dataset.harmful``.
     """
 
     rows: sp.csr_matrix
     patients: np.ndarray | None
     conditions: np.ndarray
     patient_conditions: sp.csr_matrix
+    history: sp.csr_matrix
+    harmful: sp.csr_matrix
+
+    @classmethod
+    def known(cls, dataset, patients: np.ndarray, conditions: np.ndarray) -> "Query":
+        """Query for patients in ``dataset`` (indices), each asking about ``conditions`` (-1: none)."""
+        return cls(rows=dataset.matrix[patients], patients=patients, conditions=conditions,
+                   patient_conditions=dataset.patient_conditions[patients],
+                   history=dataset.history[patients], harmful=dataset.harmful[patients])
 
     def __len__(self) -> int:
         return self.rows.shape[0]

@@ -13,8 +13,9 @@ from tests.cohorts import checkerboard
 #: Small, fast settings per model that still learn the checkerboard.
 FAST = {"als": {"factors": 8, "iterations": 10}, "bpr": {"factors": 8, "iterations": 100},
         "lmf": {"factors": 8, "iterations": 200, "neg_prop": 5}, "cosine": {"K": 20}, "bm25": {"K": 20},
+        "latent-class": {"n_classes": 2, "iterations": 30, "restarts": 2},
         "popular": {}, "condition-popular": {}}
-PERSONALISED = ("als", "bpr", "lmf", "cosine", "bm25")
+PERSONALISED = ("als", "bpr", "lmf", "cosine", "bm25", "latent-class")
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,7 @@ def test_fit_rejects_out_of_range_parameter(kind, param, cohort):
 def test_fit_returns_self_and_scores_have_the_documented_shape(fitted, cohort):
     dataset, _ = cohort
     patients = np.arange(5)
-    query = Query(rows=dataset.matrix[patients], patients=patients, conditions=np.full(5, -1),
-                  patient_conditions=dataset.patient_conditions[patients])
+    query = Query.known(dataset, patients, np.full(5, -1))
     scores = fitted.score(query)
     assert scores.shape == (5, dataset.n_treatments) and scores.dtype == np.float32
     assert np.isfinite(scores).all()
