@@ -124,8 +124,8 @@ def dictionary(ids: pd.Series, names: pd.Series, id_column: str) -> pd.DataFrame
             .sort_values([id_column, "n", "name"], ascending=[True, False, True])
             .drop_duplicates(id_column).set_index(id_column)["name"])
     unique = pd.Series(sorted(frame[id_column].unique()), dtype=object)
-    return pd.DataFrame({id_column: unique,
-                         "name": unique.map(best).fillna(unique).astype(object)})
+    named = unique.map(best).astype(object)
+    return pd.DataFrame({id_column: unique, "name": named.where(named.notna(), unique)})
 
 
 def write_output(out: str | Path, frames: Mapping[str, pd.DataFrame],

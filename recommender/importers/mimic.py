@@ -401,6 +401,6 @@ def _treatments(prescriptions: pd.DataFrame, used: set) -> pd.DataFrame:
 
 def _conditions(names: pd.Series, used: set, report: ImportReport) -> pd.DataFrame:
     ids = pd.Series(sorted(used), dtype=object)
-    named = ids.map(names)
+    named = ids.map(names).astype(object)
     report.unmatch("diagnosis codes not in d_icd_diagnoses", int(named.isna().sum()))
-    return pd.DataFrame({C.condition: ids, "name": named.fillna(ids)})
+    return pd.DataFrame({C.condition: ids, "name": named.where(named.notna(), ids)})
