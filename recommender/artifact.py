@@ -30,6 +30,7 @@ import numpy as np
 from .dataset import Dataset
 from .exceptions import ArtifactError
 from .fileutil import atomic_dir
+from .pseudonym import SCHEME, Pseudonymizer
 
 FORMAT = "treatment-recommender-artifact"
 FORMAT_VERSION = 1
@@ -93,6 +94,8 @@ def save_artifact(model, path, metrics: Mapping | None = None, extra: Mapping | 
         "data": {"n_patients": dataset.n_patients, "n_treatments": dataset.n_treatments,
                  "n_features": len(dataset.features), "n_conditions": len(dataset.conditions),
                  "n_outcomes": int(dataset.history.nnz), **data_meta},
+        "pseudonyms": {"scheme": SCHEME if dataset.pseudonym_fingerprint else "none",
+                       "key_fingerprint": dataset.pseudonym_fingerprint or None},
         "metrics": _jsonable(dict(metrics or {})),
         "libraries": library_versions(),
         **_jsonable(dict(extra or {})),
@@ -148,8 +151,13 @@ def verify_files(path, manifest: Mapping) -> None:
                                 "was modified or corrupted after it was written")
 
 
-def load_artifact(path, mmap: bool = True, verify: bool = True) -> Artifact:
+def load_artifact(path, mmap: bool = True, verify: bool = True,
+                  pseudonymizer: Pseudonymizer | None = None) -> Artifact:
     """Load and verify an artifact; arrays are memory-mapped read-only when ``mmap``.
+
+    ``pseudonymizer`` is the key a keyed artifact was trained with; without it the model works
+    on internal indices (evaluation, batch ranking of every patient) but cannot look up a raw
+    patient id. A key that does not match raises ArtifactError.
 
     Raises
     ------
@@ -172,6 +180,11 @@ def load_artifact(path, mmap: bool = True, verify: bool = True) -> Artifact:
         raise ArtifactError(f"{path}: unknown model type {kind!r}")
     model = MODELS[kind](**manifest["model"]["params"])
     model.dataset_ = Dataset.from_arrays(arrays["dataset"], manifest["data"])
+    if pseudonymizer is not None:
+        try:
+            model.dataset_.attach_key(pseudonymizer)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
     model._load_state(arrays["model"])
     model.manifest_ = manifest
     return Artifact(path=path, manifest=manifest, model=model)

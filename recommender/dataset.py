@@ -32,6 +32,7 @@ from .confidence import ConfidencePolicy
 from .exceptions import UnknownIdError
 from .ids import IdMap
 from .io import CohortTables, parse_outcomes
+from .pseudonym import Pseudonymizer, check_key
 
 FEATURE_CONDITION, FEATURE_AGE, FEATURE_SEX = "condition:", "age:", "sex:"
 
@@ -95,14 +96,25 @@ class Dataset:
     harm_threshold: float = 0.0
     reference_year: int | None = None
     fingerprint: str = ""
+    #: Fingerprint of the key that pseudonymised ``patients`` ("" when the ids are raw).
+    pseudonym_fingerprint: str = ""
+    #: The key itself: never saved; needed to look up a raw patient id in a keyed dataset.
+    pseudonymizer: Pseudonymizer | None = field(default=None, repr=False, compare=False)
 
     # --- building ------------------------------------------------------------------------------
 
     @classmethod
     def from_tables(cls, tables: CohortTables, policy: ConfidencePolicy | None = None,
-                    side_info: SideInfo | None = None, harm_threshold: float = 0.0) -> "Dataset":
-        """Build from validated tables (:func:`recommender.io.read_tables`)."""
+                    side_info: SideInfo | None = None, harm_threshold: float = 0.0,
+                    pseudonymizer: Pseudonymizer | None = None) -> "Dataset":
+        """Build from validated tables (:func:`recommender.io.read_tables`).
+
+        With a ``pseudonymizer`` every patient id is replaced by its keyed hash here, so the
+        dataset (and any artifact saved from it) never holds a raw id.
+        """
         policy, side_info = policy or ConfidencePolicy(), side_info or SideInfo()
+        if pseudonymizer is not None:
+            tables = _pseudonymise(tables, pseudonymizer)
         outcomes = tables.outcomes
         patient_conditions = _frame_or_empty(tables.patient_conditions, [C.patient, C.condition])
         contraindications = _frame_or_empty(tables.contraindications, [C.treatment, C.condition])
@@ -148,7 +160,9 @@ class Dataset:
                       condition_successes=condition_successes, treatment_support=support,
                       demographics=demographics, policy=policy, side_info=side_info,
                       harm_threshold=harm_threshold, reference_year=reference_year,
-                      fingerprint=tables.fingerprint)
+                      fingerprint=tables.fingerprint,
+                      pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
+                      pseudonymizer=pseudonymizer)
         dataset.matrix = dataset._build_matrix(history, pc)
         return dataset
 
@@ -254,6 +268,31 @@ class Dataset:
         return PatientRecord(row=row, history=history_row, tried=np.unique(t), harmful=np.unique(t[harm]),
                              conditions=c_idx, ignored=ignored)
 
+    def attach_key(self, pseudonymizer: Pseudonymizer | None) -> None:
+        """Provide the key of a keyed dataset (after loading); a wrong key raises ArtifactError."""
+        check_key({"key_fingerprint": self.pseudonym_fingerprint or None}, pseudonymizer,
+                  "this model")
+        self.pseudonymizer = pseudonymizer
+
+    def patient_indices(self, patient_ids, strict: bool = True) -> np.ndarray:
+        """Indices of raw patient ids (pseudonymised first when the dataset is keyed)."""
+        ids = list(patient_ids)
+        if self.pseudonym_fingerprint:
+            if self.pseudonymizer is None:
+                raise UnknownIdError("this model's patient ids are pseudonymised: set "
+                                     "RECOMMENDER_PSEUDONYM_KEY_FILE to the training key to look "
+                                     "up a patient")
+            ids = self.pseudonymizer.many(ids)
+        return self.patients.to_internal(ids, strict=strict)
+
+    def patient_index(self, patient_id: str) -> int:
+        """Index of one raw patient id; UnknownIdError (naming the raw id) if not in the data."""
+        index = int(self.patient_indices([patient_id], strict=False)[0])
+        if index < 0:
+            raise UnknownIdError(f"unknown patient id {patient_id!r}: not in the model's training "
+                                 "data (use recommend_new with the patient's history)")
+        return index
+
     def condition_index(self, condition_id: str | None) -> int:
         """Index of a condition id, -1 for None. Raises UnknownIdError if unknown."""
         if condition_id is None:
@@ -285,7 +324,7 @@ class Dataset:
             "condition_ids": self.conditions.external_ids.tolist(),
             "shapes": shapes, "policy": self.policy.to_dict(), "side_info": self.side_info.to_dict(),
             "harm_threshold": self.harm_threshold, "reference_year": self.reference_year,
-            "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint, "pseudonym_fingerprint": self.pseudonym_fingerprint,
         }
         return arrays, meta
 
@@ -304,7 +343,8 @@ class Dataset:
                    treatment_support=np.asarray(arrays["treatment_support"]),
                    demographics=demographics, policy=ConfidencePolicy(**meta["policy"]),
                    side_info=SideInfo(**meta["side_info"]), harm_threshold=meta["harm_threshold"],
-                   reference_year=meta["reference_year"], fingerprint=meta["fingerprint"], **sparse)
+                   reference_year=meta["reference_year"], fingerprint=meta["fingerprint"],
+                   pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""), **sparse)
 
 
 SPARSE_FIELDS = ("matrix", "history", "harmful", "patient_conditions", "contraindications",
@@ -315,6 +355,20 @@ SPARSE_FIELDS = ("matrix", "history", "harmful", "patient_conditions", "contrain
 
 def _frame_or_empty(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
     return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _pseudonymise(tables: CohortTables, pseudonymizer: Pseudonymizer) -> CohortTables:
+    """The same tables with every patient id replaced by its pseudonym."""
+    frames = {}
+    for name in ("outcomes", "patients", "patient_conditions"):
+        frame = getattr(tables, name)
+        if frame is not None:
+            unique = frame[C.patient].unique()
+            mapping = dict(zip(unique, pseudonymizer.many(unique)))
+            frames[name] = frame.assign(**{C.patient: frame[C.patient].map(mapping)})
+    keyed = tables.replace(**frames)
+    keyed.fingerprint = tables.fingerprint  # the data's identity is that of the source files
+    return keyed
 
 
 def _latest_rows(outcomes: pd.DataFrame) -> np.ndarray:

@@ -162,10 +162,7 @@ def recommend_known(model: "Recommender", patient_id: str, k: int = 10,
     """Top-k for a patient in the training data (see :meth:`Recommender.recommend`)."""
     model.check_fitted()
     dataset, k = model.dataset_, check_k(k)
-    if patient_id not in dataset.patients:
-        raise UnknownIdError(f"unknown patient id {patient_id!r}: not in the model's training "
-                             "data (use recommend_new with the patient's history)")
-    p = np.array([dataset.patients.index_of(patient_id)])
+    p = np.array([dataset.patient_index(patient_id)])
     query = Query.known(dataset, p, np.array([dataset.condition_index(condition_id)]))
     codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
                             include_tried)
@@ -241,13 +238,32 @@ def recommend_many(model: "Recommender", patient_ids: Sequence[str], k: int = 10
     Unknown patient or condition ids raise :class:`UnknownIdError` before any work is done.
     """
     model.check_fitted()
-    dataset, k = model.dataset_, check_k(k)
-    patients = dataset.patients.to_internal(list(patient_ids))
+    patients = model.dataset_.patient_indices(patient_ids)
+    return _rank_indices(model, patients, list(patient_ids), condition_ids, check_k(k),
+                         include_tried, show_progress, batch_size)
+
+
+def recommend_all(model: "Recommender", k: int = 10, condition_id: str | None = None,
+                  include_tried: bool = False, show_progress: bool = False,
+                  batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+    """Top-k for every patient in the model, labelled with the ids the model holds
+    (pseudonyms for a keyed model); same columns as :func:`recommend_many`."""
+    model.check_fitted()
+    dataset = model.dataset_
+    patients = np.arange(dataset.n_patients)
+    return _rank_indices(model, patients, dataset.patients.external_ids,
+                         [condition_id] * len(patients), check_k(k), include_tried,
+                         show_progress, batch_size)
+
+
+def _rank_indices(model, patients: np.ndarray, labels, condition_ids, k: int,
+                  include_tried: bool, show_progress: bool, batch_size: int) -> pd.DataFrame:
+    dataset = model.dataset_
     if condition_ids is None:
         condition_ids = [None] * len(patients)
     if len(condition_ids) != len(patients):
         raise ParameterError("condition_ids must have one entry per patient id")
-    conditions = np.array([dataset.condition_index(c) for c in condition_ids], np.int64)
+    conditions = _condition_indices(dataset, condition_ids)
     parts = []
     progress = tqdm(total=len(patients), disable=not show_progress, unit="patient", desc="ranking")
     for condition in np.unique(conditions):
@@ -256,7 +272,7 @@ def recommend_many(model: "Recommender", patient_ids: Sequence[str], k: int = 10
         for start in range(0, len(positions), batch_size):
             chunk = positions[start:start + batch_size]
             idx, values = rank_patients(model, patients[chunk], condition, candidates, k, include_tried)
-            parts.append(_frame(dataset, patient_ids, condition_ids, chunk, idx, values))
+            parts.append(_frame(dataset, labels, condition_ids, chunk, idx, values))
             progress.update(len(chunk))
     progress.close()
     columns = [C.patient, C.condition, C.rank, C.treatment, C.score]
@@ -265,6 +281,13 @@ def recommend_many(model: "Recommender", patient_ids: Sequence[str], k: int = 10
     frame = pd.concat(parts, ignore_index=True)
     order = np.argsort(frame.pop("_position").to_numpy(), kind="stable")
     return frame.iloc[order].reset_index(drop=True)[columns]
+
+
+def _condition_indices(dataset: "Dataset", condition_ids) -> np.ndarray:
+    """Condition index per request (-1 for none), looking each distinct id up once."""
+    codes, uniques = pd.factorize(pd.Series(list(condition_ids), dtype=object), use_na_sentinel=True)
+    lookup = np.array([dataset.condition_index(c) for c in uniques] + [-1], np.int64)
+    return lookup[codes]
 
 
 def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,

@@ -11,24 +11,26 @@ from .confidence import ConfidencePolicy
 from .dataset import Dataset, SideInfo
 from .io import CohortTables, read_tables
 from .models import Recommender, make_model
+from .pseudonym import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
 
 def fit_model(tables: CohortTables, kind: str = "als", params: Mapping | None = None,
               policy: ConfidencePolicy | None = None, side_info: SideInfo | None = None,
-              show_progress: bool = False) -> Recommender:
+              pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False) -> Recommender:
     """Build the Dataset from ``tables`` and fit a new model of ``kind`` with ``params``."""
     model = make_model(kind, **dict(params or {}))
     model._validate_params()  # fail on a bad parameter before the (slower) encoding
-    dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info)
+    dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
+                                  pseudonymizer=pseudonymizer)
     return model.fit(dataset, show_progress=show_progress)
 
 
 def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
                    params: Mapping | None = None, policy: ConfidencePolicy | None = None,
                    side_info: SideInfo | None = None, metrics: Mapping | None = None,
-                   show_progress: bool = False) -> Path:
+                   pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False) -> Path:
     """Train on the canonical tables in ``data`` and write a verified artifact to ``out``.
 
     Returns the artifact path. The artifact is reloaded and its checksums verified before
@@ -37,11 +39,12 @@ def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
     started = time.perf_counter()
     tables = read_tables(data)
     read_seconds = time.perf_counter() - started
-    model = fit_model(tables, kind, params, policy, side_info, show_progress=show_progress)
+    model = fit_model(tables, kind, params, policy, side_info, pseudonymizer,
+                      show_progress=show_progress)
     fit_seconds = time.perf_counter() - started - read_seconds
     training = {"data_folder": Path(data).name, "read_seconds": round(read_seconds, 3),
                 "fit_seconds": round(fit_seconds, 3), "n_outcome_rows": len(tables.outcomes)}
     path = save_artifact(model, out, metrics=metrics, extra={"training": training})
-    load_artifact(path, mmap=True)  # verify: checksums and a clean load
+    load_artifact(path, mmap=True, pseudonymizer=pseudonymizer)  # verify checksums, key, load
     log.info("trained %s in %.1fs (read %.1fs) -> %s", kind, fit_seconds, read_seconds, path)
     return path

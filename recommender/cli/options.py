@@ -6,6 +6,7 @@ import argparse
 from ..confidence import ConfidencePolicy
 from ..dataset import SideInfo
 from ..models import MODELS
+from ..pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 
 
 def positive_int(text: str) -> int:
@@ -56,3 +57,16 @@ def policy_from(args) -> ConfidencePolicy:
 def add_model_option(parser: argparse.ArgumentParser, default: str = "als") -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default=default,
                         help="model family (default %(default)s)")
+
+
+def add_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pseudonym-key-file", metavar="FILE",
+                        help=f"secret key that pseudonymises patient ids (default ${KEY_FILE_VARIABLE}; "
+                             "without a key, ids stay as given)")
+
+
+def pseudonymizer_from(args) -> Pseudonymizer | None:
+    """The key from --pseudonym-key-file, else from the environment, else None."""
+    if getattr(args, "pseudonym_key_file", None):
+        return Pseudonymizer.from_file(args.pseudonym_key_file)
+    return Pseudonymizer.from_environment()

@@ -10,7 +10,7 @@ import pandas as pd
 from ..columns import Columns as C
 from ..exceptions import DataValidationError
 from ..fileutil import atomic_path
-from .options import positive_int
+from .options import add_key_option, positive_int, pseudonymizer_from
 
 
 def register(subparsers) -> None:
@@ -30,14 +30,16 @@ def register(subparsers) -> None:
                         help="rank treatments the patient already tried (harmful ones stay excluded)")
     parser.add_argument("--format", choices=("json", "table"), default="json",
                         help="output of --patient (default %(default)s)")
-    parser.add_argument("--out", help="output file for --requests/--all (.csv, .csv.gz or .parquet)")
+    parser.add_argument("--out", help="output file for --requests/--all (.csv, .csv.gz or .parquet); "
+                                      "with --all on a pseudonymised model the ids are pseudonyms")
+    add_key_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..artifact import load_artifact
 
-    model = load_artifact(args.artifact).model
+    model = load_artifact(args.artifact, pseudonymizer=pseudonymizer_from(args)).model
     if args.patient is not None:
         answer = model.recommend(args.patient, k=args.k, condition_id=args.condition,
                                  include_tried=args.include_tried)
@@ -46,14 +48,16 @@ def run(args) -> int:
     if not args.out:
         raise DataValidationError("--out is required with --requests and --all", column="--out")
     if args.all:
+        from ..ranking import recommend_all
+        frame = recommend_all(model, k=args.k, condition_id=args.condition,
+                              include_tried=args.include_tried, show_progress=sys.stderr.isatty())
         patients = model.dataset_.patients.external_ids
-        conditions = [args.condition] * len(patients)
     else:
         requests = read_requests(Path(args.requests))
         patients, conditions = requests[C.patient].tolist(), requests[C.condition].tolist()
-    frame = model.recommend_batch(patients, k=args.k, condition_ids=conditions,
-                                  include_tried=args.include_tried,
-                                  show_progress=sys.stderr.isatty())
+        frame = model.recommend_batch(patients, k=args.k, condition_ids=conditions,
+                                      include_tried=args.include_tried,
+                                      show_progress=sys.stderr.isatty())
     write_frame(frame, Path(args.out))
     print(f"wrote {len(frame)} rows for {len(patients)} requests to {args.out}")
     return 0

@@ -6,7 +6,8 @@ import sys
 
 from ..exceptions import ParameterError
 from ..models import MODELS
-from .options import add_data_options, add_model_option, policy_from, positive_int
+from .options import (add_data_options, add_key_option, add_model_option, policy_from,
+                      positive_int, pseudonymizer_from)
 
 #: CLI option -> model parameter name; only models that have the parameter accept the option.
 MODEL_OPTIONS = {"factors": "factors", "iterations": "iterations",
@@ -28,6 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--params", type=json.loads, default={},
                         help='more model parameters as JSON, e.g. \'{"learning_rate": 0.05}\'')
     add_data_options(parser)
+    add_key_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -49,8 +51,10 @@ def model_params(args) -> dict:
 def run(args) -> int:
     from ..training import train_artifact
 
+    pseudonymizer = pseudonymizer_from(args)
     path = train_artifact(args.data, args.out, kind=args.model, params=model_params(args),
                           policy=policy_from(args), side_info=args.side_info,
-                          show_progress=sys.stderr.isatty())
-    print(f"wrote {args.model} artifact to {path}")
+                          pseudonymizer=pseudonymizer, show_progress=sys.stderr.isatty())
+    keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
+    print(f"wrote {args.model} artifact to {path}; patient ids: {keyed}")
     return 0
