@@ -195,6 +195,41 @@ class Recommender:
             raise ParameterError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 
+    # --- similar treatments --------------------------------------------------------------------
+
+    def _treatment_vectors(self):
+        """Rows describing each treatment, shape (n_t, any): what ``similar`` compares.
+
+        Default: which patients each treatment worked for (so non-factor models still answer).
+        """
+        history = self.dataset_.history
+        worked = history.copy()
+        worked.data = self.dataset_.policy.worked(history.data).astype(np.float32)
+        worked.eliminate_zeros()
+        return worked.T.tocsr()
+
+    def similar(self, treatment_id: str, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` treatments most similar to ``treatment_id`` (cosine of the model's
+        treatment vectors), most similar first, as (treatment_id, similarity) pairs."""
+        from ..ranking import check_k, top_k
+        self.check_fitted()
+        k = check_k(k)
+        treatments = self.dataset_.treatments
+        target = treatments.index_of(treatment_id)
+        vectors = self._treatment_vectors()
+        if sp.issparse(vectors):
+            norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+            sims = np.asarray((vectors @ vectors[target].T).todense()).ravel()
+        else:
+            vectors = np.asarray(vectors, dtype=np.float64)
+            norms = np.linalg.norm(vectors, axis=1)
+            sims = vectors @ vectors[target]
+        sims = (sims / np.maximum(norms * norms[target], 1e-12)).astype(np.float32)
+        sims[target] = -np.inf
+        idx, values = top_k(sims[None, :], k)
+        keep = idx[0] >= 0
+        return [(str(t), float(v)) for t, v in zip(treatments.to_external(idx[0][keep]), values[0][keep])]
+
     # --- ranking with exclusions (shared by every model) --------------------------------------
 
     def recommend(self, patient_id: str, k: int = 10, condition_id: str | None = None,

@@ -48,6 +48,9 @@ class FactorModel(Recommender):
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
 
+    def _treatment_vectors(self):
+        return self.treatment_factors
+
     @property
     def treatment_factors(self) -> np.ndarray:
         """Factors of the recommendable columns only, shape (n_t, d)."""

@@ -39,6 +39,10 @@ class ItemKNNRecommender(Recommender):
         rows = positive_part(query.rows)
         return np.asarray((rows @ self.similarity_[:, :n_t]).todense())
 
+    def _treatment_vectors(self):
+        n_t = self.dataset_.n_treatments
+        return self.similarity_[:n_t, :n_t].tocsr()
+
     def neighbours(self, treatment: int) -> tuple[np.ndarray, np.ndarray]:
         """Column indices and similarities of a column's neighbours, most similar first."""
         row = self.similarity_.getrow(treatment)

@@ -191,6 +191,10 @@ class LatentClassRecommender(Recommender):
         failed, harmed."""
         return np.einsum("nz,ztb->ntb", self.class_posterior(query), self.theta_)
 
+    def _treatment_vectors(self):
+        """Expected outcome of each treatment in each phenotype, shape (n_t, n_classes)."""
+        return self._expected_outcome().T
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"posterior": self.posterior_, "prior": self.prior_, "theta": self.theta_,
                 "bucket_values": self.bucket_values_}

@@ -166,3 +166,12 @@ def test_condition_popularity_matches_success_rates_computed_here(cohort):
     assert answer.treatment_ids == expected.sort_values(ascending=False, kind="stable").index.tolist()
     np.testing.assert_allclose([r.score - 1.0 for r in answer.recommendations],
                                expected.sort_values(ascending=False).to_numpy(), rtol=1e-5)
+
+
+def test_similar_treatments(fitted):
+    similar = fitted.similar("T0", k=3)
+    assert 0 < len(similar) <= 3 and all(t != "T0" for t, _ in similar)
+    values = [v for _, v in similar]
+    assert values == sorted(values, reverse=True) and all(-1.0001 <= v <= 1.0001 for v in values)
+    with pytest.raises(UnknownIdError, match="unknown treatment id"):
+        fitted.similar("NOPE")
