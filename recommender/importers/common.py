@@ -141,6 +141,8 @@ def write_output(out: str | Path, frames: Mapping[str, pd.DataFrame],
         If the tables break the canonical schema (a bug in the importer, reported as such).
     """
     validate_tables(dict(frames))
+    if frames[Tables.outcomes].empty:
+        report.warn("no outcome row could be derived; see 'dropped' for the reasons")
     report.finish(dict(frames))
     out = Path(out)
     with atomic_dir(out) as tmp:
@@ -170,7 +172,7 @@ def patient_conditions(episodes: pd.DataFrame, allergies: pd.DataFrame, known: s
     not in ``known`` (when given) are dropped. Columns: patient_id, condition_id, kind
     ("diagnosis" or "allergy"), onset (earliest, ``YYYY-MM-DD``).
     """
-    primary = allergies[allergies["primary"]]
+    primary = allergies.loc[allergies["primary"].astype(bool)]
     both = pd.concat([
         pd.DataFrame({C.patient: episodes["patient"], C.condition: episodes["condition"],
                       "kind": "diagnosis", "onset": episodes["start"]}),
@@ -195,7 +197,7 @@ def condition_dictionary(episodes: pd.DataFrame, allergies: pd.DataFrame, rows: 
     Names come from the diagnoses, the allergies ("Allergy to <substance>" unless the text already
     says allergy) and the treatment rows' indication names, the most frequent first.
     """
-    primary = allergies[allergies["primary"]]
+    primary = allergies.loc[allergies["primary"].astype(bool)]
     allergy_names = primary["name"].where(primary["name"].str.lower().str.contains("allerg"),
                                           "Allergy to " + primary["name"])
     names = dictionary(

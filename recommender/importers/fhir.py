@@ -219,6 +219,9 @@ class _Context:
                             "stop": stop, "episode": resource.key})
         frame = pd.DataFrame(records, columns=["patient", "condition", "name", "start", "stop",
                                                "episode"])
+        dupes = frame["episode"].duplicated()
+        self.report.drop("Condition: duplicate id (first kept)", int(dupes.sum()))
+        frame = frame[~dupes].reset_index(drop=True)
         for column in ("start", "stop"):
             frame[column] = common.parse_times(frame[column], self.report,
                                                f"Condition.{column}")
@@ -361,15 +364,13 @@ def _medication_times(data: dict, rtype: str) -> tuple[str | None, str | None]:
 
 def _link(rows: pd.DataFrame, episodes: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
     """Indication and episode: the referenced Condition, else the latest same-code episode."""
-    by_key = episodes.set_index("episode")
-    referenced = rows["reason_ref"].isin(set(by_key.index))
-    rows = rows.assign(indication=rows["reason_code"])
-    rows.loc[referenced, "indication"] = rows.loc[referenced, "reason_ref"].map(by_key["condition"])
-    rows["indication_name"] = rows["reason_name"]
-    by_code = link_episodes(rows[~referenced].drop(columns="reason_ref"), episodes)
-    by_ref = rows[referenced].assign(
-        episode=rows.loc[referenced, "reason_ref"],
-        episode_stop=rows.loc[referenced, "reason_ref"].map(by_key["stop"]))
+    rows = rows.assign(indication=rows["reason_code"], indication_name=rows["reason_name"])
+    referenced = rows["reason_ref"].isin(set(episodes["episode"]))
+    by_ref = rows[referenced].merge(
+        episodes[["episode", "condition", "stop"]].rename(columns={"stop": "episode_stop"}),
+        left_on="reason_ref", right_on="episode", how="left")
+    by_ref["indication"] = by_ref.pop("condition")
+    by_code = link_episodes(rows[~referenced], episodes)
     report.unmatch("treatments: reasonCode without a Condition of that code with onset on or "
                    "before the start", int(by_code["episode"].isna().sum()))
-    return pd.concat([by_ref.drop(columns="reason_ref"), by_code], ignore_index=True)
+    return pd.concat([by_ref, by_code], ignore_index=True).drop(columns="reason_ref")

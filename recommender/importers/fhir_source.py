@@ -118,7 +118,8 @@ def _validate(models, rtype: str, data: dict) -> str | None:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first.get("loc", ())) or "(resource)"
-        return f"field '{field}': {first.get('msg', 'invalid')}"
+        message = " ".join(str(first.get("msg", "invalid")).split())
+        return f"field '{field}': {message}"
     return None
 
 

@@ -147,9 +147,11 @@ def _within(days: pd.Series, window: int) -> np.ndarray:
 
 def _died(courses: pd.DataFrame, start_day: pd.Series, deaths: pd.Series,
           rules: OutcomeRules) -> np.ndarray:
-    death_day = courses["patient"].map(deaths.dt.floor("D"))
-    death_day = pd.to_datetime(death_day, utc=True)
-    return _within((death_day - start_day).dt.days, rules.adverse_window_days)
+    death_day = pd.to_datetime(deaths, utc=True).dt.floor("D")
+    death_day = death_day[~death_day.index.duplicated()]
+    aligned = pd.Series(death_day.reindex(courses["patient"].to_numpy()).array,
+                        index=courses.index)
+    return _within((aligned - start_day).dt.days, rules.adverse_window_days)
 
 
 def _allergic(courses: pd.DataFrame, start_day: pd.Series, allergies: pd.DataFrame,
@@ -185,7 +187,7 @@ def _first_switch(courses: pd.DataFrame, start_day: pd.Series, rules: OutcomeRul
                   & (gap <= rules.switch_window_days)]
     first = pairs.groupby("course")["day_other"].min()
     result = pd.Series(pd.NaT, index=range(len(courses)), dtype="datetime64[ns, UTC]")
-    result.loc[first.index] = first.to_numpy()
+    result.loc[first.index] = first.array
     return result
 
 
@@ -208,6 +210,9 @@ def link_episodes(rows: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
         ["patient", "condition", "day", "episode", "stop"]].rename(
         columns={"condition": "indication", "stop": "episode_stop"})
     right = right[right["day"].notna()]
+    for frame in (left, right):  # merge_asof wants identical key dtypes
+        for column in ("patient", "indication"):
+            frame[column] = frame[column].astype(object)
     linked = pd.merge_asof(left.sort_values("day", kind="stable"),
                            right.sort_values("day", kind="stable"), on="day",
                            by=["patient", "indication"], direction="backward")
