@@ -115,10 +115,16 @@ def iso(times: pd.Series) -> pd.Series:
     return times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("").astype(object)
 
 
-def dictionary(ids: pd.Series, names: pd.Series, id_column: str) -> pd.DataFrame:
-    """One row per id with its most frequent non-empty name (the id itself when it has none)."""
+def dictionary(ids: pd.Series, names: pd.Series, id_column: str,
+               used: set | None = None) -> pd.DataFrame:
+    """One row per id with its most frequent non-empty name (the id itself when it has none).
+
+    With ``used``, only those ids are listed.
+    """
     frame = pd.DataFrame({id_column: ids, "name": names.fillna("").astype(str).str.strip()})
     frame = frame[frame[id_column].notna()]
+    if used is not None:
+        frame = frame[frame[id_column].isin(used)]
     named = frame[frame["name"] != ""]
     best = (named.groupby([id_column, "name"]).size().rename("n").reset_index()
             .sort_values([id_column, "n", "name"], ascending=[True, False, True])
@@ -200,8 +206,7 @@ def condition_dictionary(episodes: pd.DataFrame, allergies: pd.DataFrame, rows: 
     primary = allergies.loc[allergies["primary"].astype(bool)]
     allergy_names = primary["name"].where(primary["name"].str.lower().str.contains("allerg"),
                                           "Allergy to " + primary["name"])
-    names = dictionary(
+    return dictionary(
         pd.concat([episodes["condition"], primary["code"], rows["indication"]], ignore_index=True),
         pd.concat([episodes["name"], allergy_names, rows["indication_name"]], ignore_index=True),
-        C.condition)
-    return names[names[C.condition].isin(used)].reset_index(drop=True)
+        C.condition, used)

@@ -114,8 +114,7 @@ def import_fhir(path: str | Path, out: str | Path, *, strict: bool = False,
     if known is not None:
         frames[Tables.patients] = patients.drop(columns="death")
     frames[Tables.treatments] = common.dictionary(rows["treatment"], rows["treatment_name"],
-                                                  C.treatment).pipe(
-        lambda d: d[d[C.treatment].isin(set(outcomes[C.treatment]))].reset_index(drop=True))
+                                                  C.treatment, set(outcomes[C.treatment]))
     frames[Tables.conditions] = common.condition_dictionary(
         episodes, allergies, rows, set(outcomes[C.condition].dropna())
         | set(frames[Tables.patient_conditions][C.condition]))

@@ -389,8 +389,8 @@ def _patient_conditions(diagnoses: pd.DataFrame, admissions: pd.DataFrame) -> pd
 
 
 def _treatments(prescriptions: pd.DataFrame, used: set) -> pd.DataFrame:
-    table = common.dictionary(prescriptions["treatment"], prescriptions["drug"], C.treatment)
-    table = table[table[C.treatment].isin(used)].reset_index(drop=True)
+    table = common.dictionary(prescriptions["treatment"], prescriptions["drug"], C.treatment,
+                              used)
     for column in ("ndc", "gsn"):
         best = common.dictionary(prescriptions["treatment"], prescriptions[column], C.treatment)
         best = best.set_index(C.treatment)["name"]

@@ -97,8 +97,8 @@ def import_synthea(src: str | Path, out: str | Path, *, include_procedures: bool
         Tables.outcomes: outcomes,
         Tables.patients: patients.drop(columns="death"),
         Tables.patient_conditions: patient_conditions,
-        Tables.treatments: common.dictionary(rows["treatment"], rows["treatment_name"], C.treatment)
-        .pipe(lambda d: d[d[C.treatment].isin(set(outcomes[C.treatment]))]),
+        Tables.treatments: common.dictionary(rows["treatment"], rows["treatment_name"],
+                                             C.treatment, set(outcomes[C.treatment])),
         Tables.conditions: common.condition_dictionary(
             episodes, allergies, rows,
             set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition])),
@@ -115,7 +115,7 @@ def _read_all(folder: Path, report: ImportReport, procedures: bool,
               "procedures": False, "careplans": False}
     raw = {}
     for name, required in wanted.items():
-        if name == "procedures" and not procedures or name == "careplans" and not careplans:
+        if (name == "procedures" and not procedures) or (name == "careplans" and not careplans):
             continue
         path = common.find_file(folder, name)
         if path is None:
@@ -225,3 +225,4 @@ def _treatment_rows(frame: pd.DataFrame, table: str, system: str, episodes: pd.D
 
 
 # --- outputs -----------------------------------------------------------------------------------
+
