@@ -59,13 +59,13 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
     mimic = kinds.add_parser("mimic", help="MIMIC-III or MIMIC-IV (demo) CSV folder")
     mimic.add_argument("src", metavar="SRC", help="MIMIC folder (MIMIC-IV: the one holding hosp/)")
     _add_out(mimic)
-    mimic.add_argument("--readmission-days", type=int, default=30,
+    mimic.add_argument("--readmission-days", type=int, default=30, metavar="DAYS",
                        help="a new admission within this many days of discharge is a "
                             "readmission (default 30)")
-    mimic.add_argument("--long-stay-days", type=float, default=7.0,
+    mimic.add_argument("--long-stay-days", type=float, default=7.0, metavar="DAYS",
                        help="a stay longer than this many days counts against the outcome "
                             "(default 7)")
-    mimic.add_argument("--drug-types", default="MAIN,ADDITIVE",
+    mimic.add_argument("--drug-types", default="MAIN,ADDITIVE", metavar="TYPES",
                        help="comma-separated prescription drug_type values kept "
                             "(default MAIN,ADDITIVE; BASE = IV base solutions)")
     mimic.add_argument("--no-labs", action="store_true",
@@ -100,17 +100,17 @@ def _chronic(text: str) -> float | None:
 
 def _add_rules(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("outcome rules (days)")
-    group.add_argument("--resolution-window-days", type=int, default=90,
+    group.add_argument("--resolution-window-days", type=int, metavar="DAYS", default=90,
                        help="condition ends within N days of the start = resolved (default 90)")
-    group.add_argument("--switch-window-days", type=int, default=365,
+    group.add_argument("--switch-window-days", type=int, metavar="DAYS", default=365,
                        help="another drug for the same episode within N days = switched "
                             "(default 365)")
-    group.add_argument("--adverse-window-days", type=int, default=30,
+    group.add_argument("--adverse-window-days", type=int, metavar="DAYS", default=30,
                        help="death or a matching allergy within N days = adverse (default 30)")
-    group.add_argument("--chronic-min-days", type=int, default=180,
+    group.add_argument("--chronic-min-days", type=int, metavar="DAYS", default=180,
                        help="a course lasting N days (or still open) without other evidence is "
                             "chronic (default 180)")
-    group.add_argument("--chronic-outcome", type=_chronic, default=0.5,
+    group.add_argument("--chronic-outcome", type=_chronic, default=0.5, metavar="VALUE",
                        help="outcome of a chronic course, or 'drop' (default 0.5)")
     group.add_argument("--allergy-match", choices=("substance", "any"), default="substance",
                        help="which new allergies are adverse: one to the drug's substance "
