@@ -1,0 +1,8 @@
+"""``recommender import synthea|mimic|fhir``: EHR exports -> canonical tables (see importers/)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    from ..importers import add_import_parser
+
+    add_import_parser(subparsers)
