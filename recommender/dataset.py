@@ -13,7 +13,13 @@ External ids become indices here and nowhere else. Shapes used throughout the en
 - ``patient_conditions``: CSR (n_p, n_c) bool; ``contraindications``: CSR (n_c, n_t) bool;
 - ``condition_outcomes`` / ``condition_successes``: CSR (n_c, n_t) float32 counts of outcomes
   recorded (and of those that worked) for a treatment given for a condition;
-- ``treatment_support``: (n_t,) int64 number of distinct patients with an outcome.
+- ``treatment_support``: (n_t,) int64 number of distinct patients with an outcome;
+- ``history_days``: CSR (n_p, n_t) float32 with ``history``'s pattern: day (since 1970-01-01)
+  of that latest outcome, -1 when unknown;
+- ``interactions``: CSR (n_t, n_t) int8, symmetric: 2 severe, 1 moderate (minor not kept);
+- ``label_counts``: CSR (n_c + 1, n_t * 5) float32: outcomes recorded per (condition, treatment,
+  label) with labels in :data:`OUTCOME_BUCKETS` order at column ``t * 5 + label``; the last row
+  counts every condition together (the evidence shown with a recommendation).
 
 Duplicate (patient, treatment) outcomes: the latest by timestamp wins for ``matrix`` and
 ``history`` (rows without a timestamp count as earliest; ties go to the later row in the file).
@@ -33,8 +39,11 @@ from .exceptions import UnknownIdError
 from .ids import IdMap
 from .io import CohortTables, parse_outcomes
 from .pseudonym import Pseudonymizer, check_key
+from .safety import SEVERITY_CODES, SafetyPolicy
 
 FEATURE_CONDITION, FEATURE_AGE, FEATURE_SEX = "condition:", "age:", "sex:"
+#: Outcome labels counted as evidence, in the column order of ``Dataset.label_counts``.
+OUTCOME_BUCKETS = ("responded", "partial", "no_response", "worsened", "adverse")
 
 
 @dataclass(frozen=True)
@@ -61,13 +70,15 @@ def age_band(birth_year, reference_year: int) -> str | None:
 class PatientRecord:
     """A patient encoded against a dataset: the input of scoring and of the safety rules.
 
-    ``row`` is CSR (1, n_t + n_f) and ``history`` CSR (1, n_t) of latest outcomes; ``tried``,
+    ``row`` is CSR (1, n_t + n_f), ``history`` CSR (1, n_t) of latest outcomes and
+    ``history_days`` their days (see :class:`Dataset`); ``tried``,
     ``harmful`` hold treatment indices and ``conditions`` condition indices. ``ignored`` lists
     external ids the dataset does not know.
     """
 
     row: sp.csr_matrix
     history: sp.csr_matrix
+    history_days: sp.csr_matrix
     tried: np.ndarray
     harmful: np.ndarray
     conditions: np.ndarray
@@ -90,8 +101,12 @@ class Dataset:
     condition_outcomes: sp.csr_matrix
     condition_successes: sp.csr_matrix
     treatment_support: np.ndarray
+    history_days: sp.csr_matrix
+    interactions: sp.csr_matrix
+    label_counts: sp.csr_matrix
     demographics: pd.DataFrame
     policy: ConfidencePolicy = field(default_factory=ConfidencePolicy)
+    safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     side_info: SideInfo = field(default_factory=SideInfo)
     harm_threshold: float = 0.0
     reference_year: int | None = None
@@ -106,7 +121,8 @@ class Dataset:
     @classmethod
     def from_tables(cls, tables: CohortTables, policy: ConfidencePolicy | None = None,
                     side_info: SideInfo | None = None, harm_threshold: float = 0.0,
-                    pseudonymizer: Pseudonymizer | None = None) -> "Dataset":
+                    pseudonymizer: Pseudonymizer | None = None,
+                    safety: SafetyPolicy | None = None) -> "Dataset":
         """Build from validated tables (:func:`recommender.io.read_tables`).
 
         With a ``pseudonymizer`` every patient id is replaced by its keyed hash here, so the
@@ -135,6 +151,7 @@ class Dataset:
         n_p, n_t = len(patients), len(treatments)
         latest = _latest_rows(outcomes)
         history = _csr(p[latest], t[latest], outcomes[C.outcome].to_numpy()[latest], (n_p, n_t))
+        history_days = _csr(p[latest], t[latest], _days(timestamps.iloc[latest]), (n_p, n_t))
         harm_rows = (outcomes[C.adverse].to_numpy() == 1) | (outcomes[C.outcome].to_numpy() < harm_threshold)
         harmful = _pattern(p[harm_rows], t[harm_rows], (n_p, n_t))
 
@@ -151,6 +168,14 @@ class Dataset:
         condition_outcomes = _csr(c, t[has_c], np.ones(len(c), np.float32), shape_ct, sum_dupes=True)
         condition_successes = _csr(c, t[has_c], worked, shape_ct, sum_dupes=True)
         support = np.asarray(_pattern(p, t, (n_p, n_t)).sum(axis=0)).ravel().astype(np.int64)
+        labels = outcome_buckets(outcomes[C.outcome].to_numpy(), outcomes[C.adverse].to_numpy(),
+                                 policy.positive_threshold)
+        all_c = np.full(len(outcomes), len(conditions))
+        label_counts = _csr(np.concatenate([c, all_c]),
+                            np.concatenate([t[has_c], t]) * len(OUTCOME_BUCKETS)
+                            + np.concatenate([labels[has_c], labels]),
+                            np.ones(len(c) + len(outcomes), np.float32),
+                            (len(conditions) + 1, n_t * len(OUTCOME_BUCKETS)), sum_dupes=True)
 
         features = _feature_ids(side_info, conditions, demographics)
         dataset = cls(patients=patients, treatments=treatments, features=features,
@@ -158,7 +183,10 @@ class Dataset:
                       patient_conditions=pc, contraindications=ci,
                       condition_outcomes=condition_outcomes,
                       condition_successes=condition_successes, treatment_support=support,
+                      history_days=history_days, label_counts=label_counts,
+                      interactions=_interaction_matrix(tables.interactions, treatments),
                       demographics=demographics, policy=policy, side_info=side_info,
+                      safety=safety or SafetyPolicy(),
                       harm_threshold=harm_threshold, reference_year=reference_year,
                       fingerprint=tables.fingerprint,
                       pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
@@ -254,6 +282,8 @@ class Dataset:
         latest = _latest_rows(frame)
         outcomes = frame[C.outcome].to_numpy()[latest]
         history_row = _csr(np.zeros(len(latest), np.int64), t[latest], outcomes, (1, self.n_treatments))
+        days_row = _csr(np.zeros(len(latest), np.int64), t[latest],
+                        _days(frame[C.timestamp].iloc[latest]), (1, self.n_treatments))
         harm = (frame[C.adverse].to_numpy() == 1) | (frame[C.outcome].to_numpy() < self.harm_threshold)
         condition_ids = [str(c) for c in conditions]
         c_idx = self.conditions.to_internal(condition_ids, strict=False)
@@ -265,7 +295,8 @@ class Dataset:
         values = history_row.copy()
         values.data = self.policy.values(values.data)
         row = sp.hstack([values, self._side_columns(pc, demo)], format="csr", dtype=np.float32)
-        return PatientRecord(row=row, history=history_row, tried=np.unique(t), harmful=np.unique(t[harm]),
+        return PatientRecord(row=row, history=history_row, history_days=days_row,
+                             tried=np.unique(t), harmful=np.unique(t[harm]),
                              conditions=c_idx, ignored=ignored)
 
     def attach_key(self, pseudonymizer: Pseudonymizer | None) -> None:
@@ -323,6 +354,7 @@ class Dataset:
             "feature_ids": self.features.external_ids.tolist(),
             "condition_ids": self.conditions.external_ids.tolist(),
             "shapes": shapes, "policy": self.policy.to_dict(), "side_info": self.side_info.to_dict(),
+            "safety": self.safety.to_dict(),
             "harm_threshold": self.harm_threshold, "reference_year": self.reference_year,
             "fingerprint": self.fingerprint, "pseudonym_fingerprint": self.pseudonym_fingerprint,
         }
@@ -343,12 +375,14 @@ class Dataset:
                    treatment_support=np.asarray(arrays["treatment_support"]),
                    demographics=demographics, policy=ConfidencePolicy(**meta["policy"]),
                    side_info=SideInfo(**meta["side_info"]), harm_threshold=meta["harm_threshold"],
+                   safety=SafetyPolicy(**meta["safety"]),
                    reference_year=meta["reference_year"], fingerprint=meta["fingerprint"],
                    pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""), **sparse)
 
 
 SPARSE_FIELDS = ("matrix", "history", "harmful", "patient_conditions", "contraindications",
-                 "condition_outcomes", "condition_successes")
+                 "condition_outcomes", "condition_successes", "history_days", "interactions",
+                 "label_counts")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -369,6 +403,40 @@ def _pseudonymise(tables: CohortTables, pseudonymizer: Pseudonymizer) -> CohortT
     keyed = tables.replace(**frames)
     keyed.fingerprint = tables.fingerprint  # the data's identity is that of the source files
     return keyed
+
+
+def outcome_buckets(outcomes: np.ndarray, adverse: np.ndarray, positive_threshold: float) -> np.ndarray:
+    """Index into :data:`OUTCOME_BUCKETS` of each outcome (adverse flag wins)."""
+    outcomes = np.asarray(outcomes, dtype=np.float32)
+    bucket = np.select([outcomes >= 0.75, outcomes > positive_threshold, outcomes >= 0,
+                        outcomes > -0.75], [0, 1, 2, 3], default=4)
+    return np.where(np.asarray(adverse) == 1, 4, bucket).astype(np.int64)
+
+
+def _days(timestamps: pd.Series) -> np.ndarray:
+    """Days since 1970-01-01 (float32), -1 where the timestamp is unknown."""
+    values = pd.to_datetime(pd.Series(timestamps).reset_index(drop=True), utc=True)
+    days = (values - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(days=1)
+    return days.fillna(-1).to_numpy(dtype=np.float32)
+
+
+def _interaction_matrix(interactions: pd.DataFrame | None, treatments: IdMap) -> sp.csr_matrix:
+    """Symmetric int8 CSR (n_t, n_t) of the worst severity per pair of known treatments."""
+    n_t = len(treatments)
+    if interactions is None or not len(interactions):
+        return sp.csr_matrix((n_t, n_t), dtype=np.int8)
+    a = treatments.to_internal(interactions[C.treatment_a], strict=False)
+    b = treatments.to_internal(interactions[C.treatment_b], strict=False)
+    severity = interactions[C.severity].map(SEVERITY_CODES).fillna(0).to_numpy()
+    keep = (a >= 0) & (b >= 0) & (severity > 0) & (a != b)
+    rows = np.concatenate([a[keep], b[keep]])
+    cols = np.concatenate([b[keep], a[keep]])
+    values = np.concatenate([severity[keep], severity[keep]]).astype(np.int8)
+    order = np.lexsort((-values, cols, rows))  # per pair, the worst severity first
+    rows, cols, values = rows[order], cols[order], values[order]
+    first = np.ones(len(rows), bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    return sp.csr_matrix((values[first], (rows[first], cols[first])), shape=(n_t, n_t), dtype=np.int8)
 
 
 def _latest_rows(outcomes: pd.DataFrame) -> np.ndarray:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .columns import Columns as C
 from .confidence import ConfidencePolicy
+from .safety import SafetyPolicy
 from .dataset import Dataset, SideInfo
 from .exceptions import DataValidationError, ParameterError
 from .io import CohortTables, find_table, read_tables
@@ -148,7 +149,8 @@ class Queries:
 def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
              train: CohortTables, test: pd.DataFrame, k: int = 10,
              ks: Sequence[int] | None = None, *, policy: ConfidencePolicy | None = None,
-             side_info: SideInfo | None = None, by_condition: bool = True,
+             side_info: SideInfo | None = None, safety: SafetyPolicy | None = None,
+             by_condition: bool = True,
              split_info: Mapping | None = None, show_progress: bool | None = None) -> EvaluationResult:
     """Fit each model on ``train`` and score its rankings of the held-out rows ``test``.
 
@@ -162,8 +164,9 @@ def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
         Held-out outcome rows (columns of ``CohortTables.outcomes``), e.g. from a split.
     k : int
         The headline cut-off; ``ks`` (default ``DEFAULT_KS`` plus ``k``) are all computed.
-    policy, side_info
-        How ``train`` becomes a :class:`~recommender.dataset.Dataset`.
+    policy, side_info, safety
+        How ``train`` becomes a :class:`~recommender.dataset.Dataset` (``safety``: the
+        minimum-evidence and interaction settings the rankings are held to).
     by_condition : bool
         Group queries by (patient, condition) and restrict candidates to the condition's.
     split_info : mapping, optional
@@ -180,7 +183,7 @@ def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
         (the splits in :mod:`recommender.split` drop such rows).
     """
     ks = check_ks(k, ks)
-    dataset = Dataset.from_tables(train, policy=policy, side_info=side_info)
+    dataset = Dataset.from_tables(train, policy=policy, side_info=side_info, safety=safety)
     queries = build_queries(dataset, test, by_condition=by_condition)
     named = named_models(models)
     results = {}

@@ -1,17 +1,9 @@
-"""Ranking: model scores -> safety exclusions -> top-k, for one patient or many.
+"""Ranking: model scores -> safety exclusions -> top-k (+ explanations), for one patient or many.
 
-Exclusions are a guarantee, never a low score: an excluded treatment is removed from the
-candidates before the top-k is taken, so a list has fewer than ``k`` entries when fewer
-treatments are allowed. Rules, in the order a reason is reported:
-
-==================  =====================================================================
-``previous_harm``   the patient had an adverse outcome (flag or outcome below the dataset's
-                    ``harm_threshold``) with the treatment; applies even with include_tried
-``contraindicated`` one of the patient's conditions or allergies contraindicates it
-``already_tried``   the patient has an outcome recorded for it (unless ``include_tried``)
-==================  =====================================================================
-
-With a ``condition_id`` only treatments recorded for that condition in the data are candidates.
+Exclusions are a guarantee, never a low score (rules and reasons: :mod:`recommender.safety`):
+an excluded treatment is removed before the top-k is taken, so a list has fewer than ``k``
+entries when fewer treatments are allowed. With a ``condition_id`` only treatments recorded for
+that condition in the data are candidates.
 """
 from __future__ import annotations
 
@@ -23,18 +15,19 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from . import safety
 from .columns import Columns as C
-from .exceptions import ParameterError, UnknownIdError
+from .exceptions import ParameterError
+from .explain import describe_contributions, evidence
 from .models.base import Query
 
 if TYPE_CHECKING:
     from .dataset import Dataset, PatientRecord
     from .models.base import Recommender
 
-TRIED, HARM, CONTRAINDICATED = 1, 2, 4
-#: Bit -> reason code, in reporting priority.
-REASONS = {HARM: "previous_harm", CONTRAINDICATED: "contraindicated", TRIED: "already_tried"}
 BATCH_SIZE = 4096
+DISCLAIMER = ("Decision support only: these suggestions rest on historical outcomes of similar "
+              "patients and support, never replace, the clinician's judgment.")
 
 
 @dataclass
@@ -42,6 +35,8 @@ class Recommendation:
     rank: int
     treatment_id: str
     score: float
+    explanation: dict | None = None
+    flags: list = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +44,7 @@ class Exclusion:
     treatment_id: str
     reason: str
     detail: str
+    rule: str = ""
 
 
 @dataclass
@@ -63,9 +59,17 @@ class RecommendationList:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """JSON-able form; optional parts are omitted when empty."""
+        recommendations = []
+        for item in self.recommendations:
+            entry = {"rank": item.rank, "treatment_id": item.treatment_id, "score": item.score}
+            if item.explanation is not None:
+                entry["explanation"] = item.explanation
+            if item.flags:
+                entry["flags"] = item.flags
+            recommendations.append(entry)
         result = {"patient_id": self.patient_id, "condition_id": self.condition_id,
-                  "model": self.model,
-                  "recommendations": [asdict(r) for r in self.recommendations],
+                  "model": self.model, "recommendations": recommendations,
                   "excluded": [asdict(e) for e in self.excluded]}
         if self.notes:
             result["notes"] = self.notes
@@ -74,43 +78,6 @@ class RecommendationList:
     @property
     def treatment_ids(self) -> list[str]:
         return [r.treatment_id for r in self.recommendations]
-
-
-# --- exclusions ---------------------------------------------------------------------------------
-
-def exclusion_codes(dataset: "Dataset", history: sp.csr_matrix, harmful: sp.csr_matrix,
-                    patient_conditions: sp.csr_matrix, include_tried: bool) -> sp.csr_matrix:
-    """Bitmask CSR (n, n_t) int8 of the rules that exclude each treatment for each patient.
-
-    ``history`` and ``harmful`` are (n, n_t) patterns, ``patient_conditions`` (n, n_c).
-    """
-    def bits(pattern: sp.csr_matrix, bit: int) -> sp.csr_matrix:
-        pattern = sp.csr_matrix((np.full(pattern.nnz, bit, np.int8), pattern.indices,
-                                 pattern.indptr), shape=pattern.shape)
-        pattern.sum_duplicates()
-        pattern.data[:] = bit
-        return pattern
-
-    contraindicated = (patient_conditions.astype(np.float32) @ dataset.contraindications.astype(np.float32)).tocsr()
-    contraindicated.eliminate_zeros()
-    codes = bits(harmful, HARM) + bits(contraindicated, CONTRAINDICATED)
-    if not include_tried:
-        codes = codes + bits(history, TRIED)
-    return codes.astype(np.int8).tocsr()
-
-
-def _primary_reason(code: int) -> str:
-    return next(reason for bit, reason in REASONS.items() if code & bit)
-
-
-def _describe(dataset: "Dataset", treatment: int, code: int, conditions: np.ndarray) -> str:
-    if code & HARM:
-        return "an adverse outcome with this treatment is on record for this patient"
-    if code & CONTRAINDICATED:
-        column = dataset.contraindications[:, treatment].toarray().ravel().astype(bool)
-        culprits = dataset.conditions.to_external([c for c in conditions if column[c]])
-        return "contraindicated by " + ", ".join(map(str, culprits))
-    return "already tried by this patient (pass include_tried to rank it again)"
 
 
 # --- top-k --------------------------------------------------------------------------------------
@@ -137,15 +104,18 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, out
 
 
-def _mask(scores: np.ndarray, codes: sp.csr_matrix, candidates: np.ndarray | None) -> np.ndarray:
-    """Set excluded and non-candidate entries to -inf (in place) and NaN scores too."""
+def mask_scores(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix,
+                candidates: np.ndarray | None) -> np.ndarray:
+    """Set excluded, under-evidenced, non-candidate and NaN entries of ``scores`` to -inf (in place)."""
     scores[~np.isfinite(scores)] = -np.inf
     coo = codes.tocoo()
     scores[coo.row, coo.col] = -np.inf
+    banned = safety.low_evidence(dataset)
     if candidates is not None:
         allowed = np.zeros(scores.shape[1], bool)
         allowed[candidates] = True
-        scores[:, ~allowed] = -np.inf
+        banned = banned | ~allowed
+    scores[:, banned] = -np.inf
     return scores
 
 
@@ -155,32 +125,44 @@ def check_k(k) -> int:
     return int(k)
 
 
+def _requested(dataset: "Dataset", treatment_ids: Iterable[str] | None, n_rows: int = 1):
+    """Pattern (n_rows, n_t) of the active treatments named in a request (unknown ids ignored)."""
+    if not treatment_ids:
+        return None, []
+    ids = [str(t) for t in treatment_ids]
+    idx = dataset.treatments.to_internal(ids, strict=False)
+    known = np.unique(idx[idx >= 0])
+    pattern = sp.csr_matrix((np.ones(len(known), bool), known, [0, len(known)]),
+                            shape=(1, dataset.n_treatments))
+    return sp.vstack([pattern] * n_rows, format="csr"), [t for t, i in zip(ids, idx) if i < 0]
+
+
 # --- one patient --------------------------------------------------------------------------------
 
 def recommend_known(model: "Recommender", patient_id: str, k: int = 10,
-                    condition_id: str | None = None, include_tried: bool = False):
+                    condition_id: str | None = None, include_tried: bool = False,
+                    active_treatments: Iterable[str] | None = None, explain: bool = True):
     """Top-k for a patient in the training data (see :meth:`Recommender.recommend`)."""
     model.check_fitted()
     dataset, k = model.dataset_, check_k(k)
     p = np.array([dataset.patient_index(patient_id)])
     query = Query.known(dataset, p, np.array([dataset.condition_index(condition_id)]))
-    codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
-                            include_tried)
-    return _rank_one(model, query, codes, k, patient_id, condition_id, [])
+    return _rank_one(model, query, k, patient_id, condition_id, include_tried,
+                     active_treatments, explain, [])
 
 
 def recommend_unknown(model: "Recommender", history: Sequence[Mapping], conditions: Iterable[str],
                       k: int = 10, condition_id: str | None = None, include_tried: bool = False,
-                      sex: str | None = None, birth_year: int | None = None):
+                      sex: str | None = None, birth_year: int | None = None,
+                      active_treatments: Iterable[str] | None = None, explain: bool = True):
     """Top-k for a patient outside the training data (see :meth:`Recommender.recommend_new`)."""
     model.check_fitted()
     dataset, k = model.dataset_, check_k(k)
     record = dataset.encode_patient(history, conditions, sex=sex, birth_year=birth_year)
     query = query_for_record(dataset, record, dataset.condition_index(condition_id))
-    codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
-                            include_tried)
     notes = [f"ignored ids unknown to the model: {record.ignored}"] if record.ignored else []
-    return _rank_one(model, query, codes, k, None, condition_id, notes)
+    return _rank_one(model, query, k, None, condition_id, include_tried, active_treatments,
+                     explain, notes)
 
 
 def query_for_record(dataset: "Dataset", record: "PatientRecord", condition: int) -> Query:
@@ -190,32 +172,74 @@ def query_for_record(dataset: "Dataset", record: "PatientRecord", condition: int
                              shape=(1, width))
     return Query(rows=record.row, patients=None, conditions=np.array([condition]),
                  patient_conditions=pattern(record.conditions, len(dataset.conditions)),
-                 history=record.history, harmful=pattern(record.harmful, dataset.n_treatments))
+                 history=record.history, harmful=pattern(record.harmful, dataset.n_treatments),
+                 history_days=record.history_days)
 
 
-def _rank_one(model, query: Query, codes: sp.csr_matrix, k: int, patient_id, condition_id, notes):
+def _rank_one(model, query: Query, k: int, patient_id, condition_id, include_tried: bool,
+              active_treatments, explain: bool, notes: list[str]):
     dataset = model.dataset_
+    requested, unknown_active = _requested(dataset, active_treatments)
+    if unknown_active:
+        notes = notes + [f"active treatments unknown to the model, not checked for interactions: "
+                         f"{unknown_active}"]
+    active = safety.active_treatments(dataset, query, requested)
+    codes = safety.exclusion_codes(dataset, query, include_tried, active)
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
-    scores = _mask(model.score(query), codes, candidates)
+    scores = mask_scores(dataset, model.score(query), codes, candidates)
     idx, values = top_k(scores, k)
-    keep = idx[0] >= 0
-    names = dataset.treatments.to_external(idx[0][keep])
-    recommendations = [Recommendation(rank=i + 1, treatment_id=str(t), score=float(s))
-                       for i, (t, s) in enumerate(zip(names, values[0][keep]))]
-    excluded = []
-    own_conditions = query.patient_conditions.indices
-    relevant = set(candidates.tolist()) if candidates is not None else None
-    for t, code in zip(codes.indices, codes.data):
-        if relevant is None or t in relevant:
-            excluded.append(Exclusion(str(dataset.treatments.to_external([t])[0]),
-                                      _primary_reason(int(code)),
-                                      _describe(dataset, int(t), int(code), own_conditions)))
-    excluded.sort(key=lambda e: e.treatment_id)
+    chosen = idx[0][idx[0] >= 0]
+    active_idx = active.indices
+    explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
+    recommendations = []
+    for rank, (t, score, explanation) in enumerate(zip(chosen, values[0], explanations), start=1):
+        flags = [{"type": "interaction", "severity": "moderate", "with": str(partner)}
+                 for partner in dataset.treatments.to_external(
+                     safety.moderate_interactions(dataset, active_idx, int(t)))]
+        recommendations.append(Recommendation(rank, str(dataset.treatments.to_external([t])[0]),
+                                              float(score), explanation, flags))
+    excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active_idx)
+    notes = notes + _evidence_note(dataset, candidates)
     if not recommendations:
         notes = notes + ["no treatment is allowed for this request after the exclusions"]
     return RecommendationList(patient_id, condition_id, recommendations, excluded,
                               model=model_summary(model), notes=notes)
+
+
+def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:
+    dataset = model.dataset_
+    pairs = model.contributions(query, chosen)
+    basis = ("the patient's own record, compared with patients with similar outcome histories"
+             if model.personalised else
+             "population outcome rates only; this model does not use the patient's own record")
+    return [{"basis": basis,
+             "contributions": describe_contributions(dataset, query, contributions),
+             "evidence": evidence(dataset, int(t), condition)}
+            for t, contributions in zip(chosen, pairs)]
+
+
+def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, active) -> list[Exclusion]:
+    relevant = set(candidates.tolist()) if candidates is not None else None
+    excluded = []
+    for t, code in zip(codes.indices, codes.data):
+        if relevant is None or t in relevant:
+            reason = safety.primary_reason(int(code))
+            excluded.append(Exclusion(str(dataset.treatments.to_external([t])[0]), reason,
+                                      safety.describe(dataset, int(t), int(code), own_conditions, active),
+                                      rule=reason))
+    return sorted(excluded, key=lambda e: e.treatment_id)
+
+
+def _evidence_note(dataset, candidates) -> list[str]:
+    low = safety.low_evidence(dataset)
+    if candidates is not None:
+        low = low[candidates]
+    count = int(low.sum())
+    if not count:
+        return []
+    return [f"{count} treatment(s) received by fewer than {dataset.safety.min_support} patients "
+            "were not considered (insufficient_evidence)"]
 
 
 def model_summary(model: "Recommender") -> dict:
@@ -224,6 +248,7 @@ def model_summary(model: "Recommender") -> dict:
     manifest = getattr(model, "manifest_", None)
     if manifest:
         info.update(version=manifest.get("version"), data_fingerprint=manifest.get("data", {}).get("fingerprint"))
+    info["disclaimer"] = DISCLAIMER
     return info
 
 
@@ -234,8 +259,9 @@ def recommend_many(model: "Recommender", patient_ids: Sequence[str], k: int = 10
                    show_progress: bool = False, batch_size: int = BATCH_SIZE) -> pd.DataFrame:
     """Top-k for many known patients: DataFrame with patient_id, condition_id, rank, treatment_id, score.
 
-    Requests are grouped by condition and scored in batches of ``batch_size`` patients.
-    Unknown patient or condition ids raise :class:`UnknownIdError` before any work is done.
+    Requests are grouped by condition and scored in batches of ``batch_size`` patients. Every
+    safety rule applies (active treatments come from each patient's record). Unknown patient or
+    condition ids raise :class:`~recommender.exceptions.UnknownIdError` before any work is done.
     """
     model.check_fitted()
     patients = model.dataset_.patient_indices(patient_ids)
@@ -295,18 +321,18 @@ def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,
     """Top-k indices and scores, (n, k) each, for known patient indices asking about one condition."""
     dataset = model.dataset_
     query = Query.known(dataset, patients, np.full(len(patients), condition))
-    codes = exclusion_codes(dataset, query.history, query.harmful, query.patient_conditions,
-                            include_tried)
-    return top_k(_mask(model.score(query), codes, candidates), k)
+    codes = safety.exclusion_codes(dataset, query, include_tried,
+                                   safety.active_treatments(dataset, query))
+    return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
-def _frame(dataset, patient_ids, condition_ids, positions, idx, values) -> pd.DataFrame:
+def _frame(dataset, labels, condition_ids, positions, idx, values) -> pd.DataFrame:
     n, k = idx.shape
     keep = (idx >= 0).ravel()
     rows = np.repeat(positions, k)[keep]
     return pd.DataFrame({
         "_position": rows,
-        C.patient: np.asarray(patient_ids, dtype=object)[rows],
+        C.patient: np.asarray(labels, dtype=object)[rows],
         C.condition: np.asarray(condition_ids, dtype=object)[rows],
         C.rank: np.tile(np.arange(1, k + 1), n)[keep],
         C.treatment: dataset.treatments.to_external(idx.ravel()[keep]),

@@ -30,7 +30,10 @@ def test_recommend_one_patient_prints_the_contract_json(trained, capsys):
     assert answer["patient_id"] == "P0080" and answer["condition_id"] == "C"
     assert answer["model"]["type"] == "als"
     assert [r["rank"] for r in answer["recommendations"]] == [1, 2]
-    assert set(answer["recommendations"][0]) == {"rank", "treatment_id", "score"}
+    first = answer["recommendations"][0]
+    assert {"rank", "treatment_id", "score"} <= set(first) <= {"rank", "treatment_id", "score",
+                                                                "explanation", "flags"}
+    assert set(first["explanation"]) == {"basis", "contributions", "evidence"}
 
 
 def test_table_format(trained, capsys):

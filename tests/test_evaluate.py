@@ -9,6 +9,7 @@ import pytest
 
 from recommender import split as S
 from recommender.cli import main
+from recommender.safety import SafetyPolicy
 from recommender.evaluate import (EvaluationResult, build_queries, evaluate, evaluate_planted,
                                   evaluate_split, named_models)
 from recommender.dataset import Dataset
@@ -43,7 +44,7 @@ def hand_built():
 
 def test_known_answer_with_the_popularity_model():
     train, test = hand_built()
-    result = evaluate("popular", train, test, k=3, ks=(1, 2))
+    result = evaluate("popular", train, test, k=3, ks=(1, 2), safety=SafetyPolicy(min_support=1))
     row = result.models["popular"].queries.iloc[0]
     # ranking for q: A, B, C (D tried, X contraindicated); relevant: B only
     assert (row["n_heldout"], row["n_relevant"], row["n_allowed"]) == (3, 1, 3)

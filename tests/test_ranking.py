@@ -17,13 +17,37 @@ FAST = {"als": {"factors": 4, "iterations": 3}, "bpr": {"factors": 4, "iteration
         "popular": {}, "condition-popular": {}}
 
 
-def forbidden(tables, patient, condition, include_tried):
+def active(tables, patient, window=180):
+    """Treatments that worked and started within ``window`` days of the patient's latest outcome."""
+    o = tables.outcomes[tables.outcomes.patient_id == patient].reset_index(drop=True)
+    o = o.assign(position=range(len(o))).sort_values(["timestamp", "position"])
+    latest = o.drop_duplicates("treatment_id", keep="last")
+    if latest.empty:
+        return set()
+    newest = latest.timestamp.max()
+    recent = latest[(latest.outcome > 0) & ((newest - latest.timestamp).dt.days <= window)]
+    return set(recent.treatment_id)
+
+
+def severe_partners(tables, treatments):
+    i = tables.interactions
+    if i is None:
+        return set()
+    severe = i[i.severity == "severe"]
+    return (set(severe.treatment_b[severe.treatment_a.isin(treatments)])
+            | set(severe.treatment_a[severe.treatment_b.isin(treatments)]))
+
+
+def forbidden(tables, patient, condition, include_tried, min_support=3):
     """Treatments the rules forbid, computed from the tables without the engine."""
     o = tables.outcomes[tables.outcomes.patient_id == patient]
     banned = set(o[(o.adverse == 1) | (o.outcome < 0)].treatment_id)
     own = set(tables.patient_conditions.condition_id[tables.patient_conditions.patient_id == patient])
     ci = tables.contraindications
     banned |= set(ci.treatment_id[ci.condition_id.isin(own)])
+    banned |= severe_partners(tables, active(tables, patient))
+    support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
+    banned |= set(support[support < min_support].index)
     if not include_tried:
         banned |= set(o.treatment_id)
     if condition is not None:
@@ -49,10 +73,12 @@ def test_no_excluded_treatment_in_any_result(seed, kind, k, include_tried, data)
         assert not banned & set(single.treatment_ids)
         assert len(single.recommendations) <= k
         reported = {e.treatment_id for e in single.excluded}
-        safety = banned - (set(tables.outcomes.treatment_id) - set(
+        outside = (set(tables.outcomes.treatment_id) - set(
             tables.outcomes.treatment_id[tables.outcomes.condition_id == condition])
             if condition else set())
-        assert safety <= reported  # every safety exclusion among the candidates is explained
+        support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
+        explained = banned - outside - set(support[support < 3].index)
+        assert explained <= reported  # every per-patient exclusion among the candidates is explained
         rows = batch[(batch.patient_id == patient)]
         assert not banned & set(rows.treatment_id)
 
@@ -68,10 +94,15 @@ def test_no_harmful_or_contraindicated_treatment_for_new_patients(seed, kind, da
         "outcome": st.sampled_from(["responded", "partial", "no_response", "worsened", "adverse", 0.3]),
     }), max_size=6))
     conditions = data.draw(st.lists(st.sampled_from(["A0", "A1", "C2", "C3", "A3"]), max_size=3))
-    answer = model.recommend_new(history, conditions, k=8, include_tried=True)
+    active_now = data.draw(st.lists(st.sampled_from(treatments), max_size=2))
+    answer = model.recommend_new(history, conditions, k=8, include_tried=True,
+                                 active_treatments=active_now)
     harmed = {h["treatment_id"] for h in history if h["outcome"] in ("worsened", "adverse")}
     ci = tables.contraindications
     banned = harmed | set(ci.treatment_id[ci.condition_id.isin(conditions)])
+    banned |= severe_partners(tables, set(active_now))
+    support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
+    banned |= set(support[support < 3].index)
     assert not banned & set(answer.treatment_ids)
 
 
@@ -95,7 +126,7 @@ def test_fewer_than_k_when_fewer_are_allowed():
     model = make_model("popular").fit(Dataset.from_tables(tables))
     for patient in model.dataset_.patients.external_ids:
         answer = model.recommend(patient, k=50)
-        allowed = 5 - len(forbidden(tables, patient, None, include_tried=False))
+        allowed = len(set(tables.outcomes.treatment_id) - forbidden(tables, patient, None, include_tried=False))
         assert len(answer.recommendations) == allowed
 
 

@@ -67,6 +67,15 @@ class ALSRecommender(FactorModel):
             return np.zeros((0, self.item_factors_.shape[1]), np.float32)
         return self._solver().recalculate_user(np.arange(rows.shape[0]), rows)
 
+    def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
+        """implicit's exact decomposition of the (folded-in) score over the positive entries."""
+        solver, weights, result = self._solver(), None, []
+        for treatment in treatments:
+            _, pairs, weights = solver.explain(0, query.rows, int(treatment), user_weights=weights,
+                                               N=query.rows.nnz or 1)
+            result.append([(int(column), float(value)) for column, value in pairs])
+        return result
+
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
         self.__dict__.pop("_solver_cache", None)

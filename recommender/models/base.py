@@ -41,6 +41,8 @@ class Query:
         Latest outcome per tried treatment (explicit zeros kept), as in ``Dataset.history``.
     harmful : CSR (n, n_t) bool
         Treatments that harmed the patient, as in ``Dataset.harmful``.
+    history_days : CSR (n, n_t) float32
+        Day of each ``history`` entry, as in ``Dataset.history_days``.
     """
 
     rows: sp.csr_matrix
@@ -49,13 +51,15 @@ class Query:
     patient_conditions: sp.csr_matrix
     history: sp.csr_matrix
     harmful: sp.csr_matrix
+    history_days: sp.csr_matrix
 
     @classmethod
     def known(cls, dataset, patients: np.ndarray, conditions: np.ndarray) -> "Query":
         """Query for patients in ``dataset`` (indices), each asking about ``conditions`` (-1: none)."""
         return cls(rows=dataset.matrix[patients], patients=patients, conditions=conditions,
                    patient_conditions=dataset.patient_conditions[patients],
-                   history=dataset.history[patients], harmful=dataset.harmful[patients])
+                   history=dataset.history[patients], harmful=dataset.harmful[patients],
+                   history_days=dataset.history_days[patients])
 
     def __len__(self) -> int:
         return self.rows.shape[0]
@@ -195,6 +199,19 @@ class Recommender:
             raise ParameterError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 
+    # --- explanations ---------------------------------------------------------------------------
+
+    #: Whether a patient's own record changes the scores (False for the popularity baselines).
+    personalised: ClassVar[bool] = True
+
+    def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
+        """For each treatment index, (matrix column, contribution to its score) pairs for the
+        single patient in ``query``; see :mod:`recommender.explain`."""
+        from ..explain import leave_one_out
+        if not self.personalised:
+            return [[] for _ in treatments]
+        return leave_one_out(self, query, treatments)
+
     # --- similar treatments --------------------------------------------------------------------
 
     def _treatment_vectors(self):
@@ -233,11 +250,17 @@ class Recommender:
     # --- ranking with exclusions (shared by every model) --------------------------------------
 
     def recommend(self, patient_id: str, k: int = 10, condition_id: str | None = None,
-                  include_tried: bool = False) -> "RecommendationList":
-        """Top-k treatments for a patient in the training data, safety exclusions applied."""
+                  include_tried: bool = False, active_treatments: Iterable[str] | None = None,
+                  explain: bool = True) -> "RecommendationList":
+        """Top-k treatments for a patient in the training data, safety rules applied.
+
+        ``active_treatments`` adds treatment ids to those the record shows as active (for the
+        interaction check); ``explain`` attaches contributions and evidence to each item.
+        """
         from ..ranking import recommend_known
         return recommend_known(self, patient_id, k=k, condition_id=condition_id,
-                               include_tried=include_tried)
+                               include_tried=include_tried, active_treatments=active_treatments,
+                               explain=explain)
 
     def recommend_batch(self, patient_ids: Sequence[str], k: int = 10,
                         condition_ids: Sequence[str | None] | None = None,
@@ -249,8 +272,11 @@ class Recommender:
 
     def recommend_new(self, history: Sequence[Mapping] = (), conditions: Iterable[str] = (),
                       k: int = 10, condition_id: str | None = None, include_tried: bool = False,
-                      sex: str | None = None, birth_year: int | None = None) -> "RecommendationList":
+                      sex: str | None = None, birth_year: int | None = None,
+                      active_treatments: Iterable[str] | None = None,
+                      explain: bool = True) -> "RecommendationList":
         """Top-k for a patient outside the training data, given their outcome history."""
         from ..ranking import recommend_unknown
         return recommend_unknown(self, history, conditions, k=k, condition_id=condition_id,
-                                 include_tried=include_tried, sex=sex, birth_year=birth_year)
+                                 include_tried=include_tried, sex=sex, birth_year=birth_year,
+                                 active_treatments=active_treatments, explain=explain)

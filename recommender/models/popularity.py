@@ -16,6 +16,7 @@ class PopularRecommender(Recommender):
     """
 
     kind = "popular"
+    personalised = False
 
     def __init__(self):
         pass
@@ -55,6 +56,7 @@ class ConditionPopularRecommender(Recommender):
     """
 
     kind = "condition-popular"
+    personalised = False
     _constraints = {"prior_strength": real(0)}
 
     def __init__(self, prior_strength: float = 2.0):

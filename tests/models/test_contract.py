@@ -162,7 +162,10 @@ def test_condition_popularity_matches_success_rates_computed_here(cohort):
     overall = latest.groupby("treatment_id").worked.agg(lambda w: (w.sum() + 1) / (len(w) + 2))
     c = outcomes[outcomes.condition_id == "C"].groupby("treatment_id").worked.agg(["sum", "count"])
     expected = (c["sum"] + 2.0 * overall[c.index]) / (c["count"] + 2.0)
+    support = outcomes.groupby("treatment_id").patient_id.nunique()
+    expected = expected[support[expected.index] >= 3]  # TX: one patient, insufficient evidence
     answer = model.recommend_new([], conditions=["C"], k=4, condition_id="C")
+    assert any("insufficient_evidence" in note for note in answer.notes)
     assert answer.treatment_ids == expected.sort_values(ascending=False, kind="stable").index.tolist()
     np.testing.assert_allclose([r.score - 1.0 for r in answer.recommendations],
                                expected.sort_values(ascending=False).to_numpy(), rtol=1e-5)

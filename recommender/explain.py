@@ -1,0 +1,123 @@
+"""Why a treatment is suggested: the patient's outcomes that drove it, and the evidence behind it.
+
+Two parts go with every recommendation a clinician sees:
+
+- ``contributions``: the entries of the patient's record (past outcomes, and side information
+  such as diagnoses) that moved the score most. ALS uses implicit's exact decomposition of the
+  score over the positive entries (Hu, Koren & Volinsky 2008, section 5); every other model uses
+  leave-one-out: the score with the full record minus the score with that entry removed (for
+  item-kNN, whose score is linear, this is exactly neighbour similarity x the entry's weight).
+  Non-personalised models have none.
+- ``evidence``: how many outcomes with this treatment are on record, for the condition asked
+  about (or for every condition), their distribution over the outcome labels, and the response
+  rate (responded or partial) with a Wilson 95% interval.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from .dataset import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+    from .models.base import Query, Recommender
+
+Z_95 = 1.959963984540054
+MAX_CONTRIBUTIONS = 5
+
+
+def wilson_interval(successes: float, total: float, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion; (0, 1) when ``total`` is 0.
+
+    >>> [round(v, 3) for v in wilson_interval(8, 10)]
+    [0.49, 0.943]
+    """
+    if total <= 0:
+        return 0.0, 1.0
+    p = successes / total
+    centre = p + z * z / (2 * total)
+    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    denominator = 1 + z * z / total
+    return max(0.0, (centre - margin) / denominator), min(1.0, (centre + margin) / denominator)
+
+
+def evidence(dataset: "Dataset", treatment: int, condition: int) -> dict:
+    """Outcomes on record for ``treatment`` (for ``condition``, or all when it is -1)."""
+    row = condition if condition >= 0 else len(dataset.conditions)
+    width = len(OUTCOME_BUCKETS)
+    counts = dataset.label_counts[row, treatment * width:(treatment + 1) * width].toarray().ravel()
+    total = float(counts.sum())
+    responded = float(counts[0] + counts[1])
+    low, high = wilson_interval(responded, total)
+    return {
+        "scope": (f"condition {dataset.conditions.to_external([condition])[0]}" if condition >= 0
+                  else "all conditions"),
+        "outcomes_recorded": int(total),
+        "patients_treated": int(dataset.treatment_support[treatment]),
+        "outcomes": {label: int(n) for label, n in zip(OUTCOME_BUCKETS, counts)},
+        "response_rate": round(responded / total, 4) if total else None,
+        "response_rate_ci95": [round(low, 4), round(high, 4)],
+    }
+
+
+def leave_one_out(model: "Recommender", query: "Query", treatments: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Per treatment, (column, contribution) for each non-zero column of the single-row query."""
+    from .models.base import Query
+
+    columns = query.rows.indices
+    if not len(columns):
+        return [[] for _ in treatments]
+    n_t = model.dataset_.n_treatments
+    variants = [query] + [_without(query, column, n_t) for column in columns]
+    batch = Query(rows=sp.vstack([v.rows for v in variants], format="csr"), patients=None,
+                  conditions=np.repeat(query.conditions, len(variants)),
+                  patient_conditions=sp.vstack([v.patient_conditions for v in variants], format="csr"),
+                  history=sp.vstack([v.history for v in variants], format="csr"),
+                  harmful=sp.vstack([v.harmful for v in variants], format="csr"),
+                  history_days=sp.vstack([v.history_days for v in variants], format="csr"))
+    scores = model.score(batch)[:, treatments]
+    deltas = scores[0][None, :] - scores[1:]  # (n_columns, n_treatments)
+    return [[(int(c), float(d)) for c, d in zip(columns, deltas[:, i])] for i in range(len(treatments))]
+
+
+def _without(query: "Query", column: int, n_t: int) -> "Query":
+    """The single-row query with one matrix column (and its history entry) removed."""
+    from .models.base import Query
+
+    def drop(matrix: sp.csr_matrix, col: int) -> sp.csr_matrix:
+        keep = matrix.indices != col
+        return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], [0, int(keep.sum())]),
+                             shape=matrix.shape)
+
+    history_col = column if column < n_t else -1
+    return Query(rows=drop(query.rows, column), patients=None, conditions=query.conditions,
+                 patient_conditions=query.patient_conditions,
+                 history=drop(query.history, history_col), harmful=drop(query.harmful, history_col),
+                 history_days=drop(query.history_days, history_col))
+
+
+def describe_contributions(dataset: "Dataset", query: "Query",
+                           pairs: list[tuple[int, float]]) -> list[dict]:
+    """Readable contributions, largest magnitude first, at most ``MAX_CONTRIBUTIONS``."""
+    n_t = dataset.n_treatments
+    outcomes = dict(zip(query.history.indices.tolist(), query.history.data.tolist()))
+    items = []
+    for column, value in sorted(pairs, key=lambda cv: -abs(cv[1])):
+        if abs(value) < 1e-6 or len(items) == MAX_CONTRIBUTIONS:
+            continue
+        if column < n_t:
+            items.append({"source": "outcome", "treatment_id": str(dataset.treatments.to_external([column])[0]),
+                          "outcome": round(float(outcomes.get(column, 0.0)), 3),
+                          "contribution": round(value, 6)})
+        else:
+            feature = str(dataset.features.to_external([column - n_t])[0])
+            kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
+                                                    (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
+                         if feature.startswith(prefix)), "feature")
+            items.append({"source": kind, "id": feature.split(":", 1)[1],
+                          "contribution": round(value, 6)})
+    return items

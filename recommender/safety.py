@@ -1,0 +1,154 @@
+"""Safety rules: which treatments a patient must never be offered, and why.
+
+Each rule is a guarantee applied in every ranking path (Python API, CLI, batch, service): an
+excluded treatment is removed before the top-k is taken, never merely scored low.
+
+=======================  ==========================================================  =====
+reason                   rule                                                        bit
+=======================  ==========================================================  =====
+``previous_harm``        the patient had an adverse outcome with it (adverse flag,     2
+                         or an outcome below the dataset's ``harm_threshold``, at
+                         any time); applies even with ``include_tried``
+``contraindicated``      one of the patient's conditions or allergies                  4
+                         contraindicates it (``contraindications`` table)
+``severe_interaction``   it interacts severely with one of the patient's active        8
+                         treatments (``interactions`` table); a *moderate*
+                         interaction does not exclude, it is flagged
+``insufficient_evidence`` fewer than ``min_support`` patients received it in the      16
+                         training data: no suggestion rests on one or two people
+                         (this also protects their privacy)
+``already_tried``        the patient has an outcome recorded for it (unless            1
+                         ``include_tried``)
+=======================  ==========================================================  =====
+
+*Active treatments* are those given in the request, plus those the patient's own record shows
+as working and started within ``active_window_days`` of the patient's latest recorded outcome.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from .exceptions import ParameterError
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+    from .models.base import Query
+
+TRIED, HARM, CONTRAINDICATED, INTERACTION, LOW_EVIDENCE = 1, 2, 4, 8, 16
+#: Bit -> reason code, in reporting priority (the first that applies is the reason given).
+REASONS = {HARM: "previous_harm", CONTRAINDICATED: "contraindicated",
+           INTERACTION: "severe_interaction", LOW_EVIDENCE: "insufficient_evidence",
+           TRIED: "already_tried"}
+SEVERE, MODERATE = 2, 1
+SEVERITY_CODES = {"severe": SEVERE, "moderate": MODERATE}
+
+
+@dataclass(frozen=True)
+class SafetyPolicy:
+    """Tunable parts of the safety rules (the rules themselves are not optional).
+
+    Parameters
+    ----------
+    min_support : int
+        A treatment received by fewer patients than this in the training data is not offered.
+    active_window_days : int
+        A treatment that worked and started within this many days of the patient's latest
+        recorded outcome counts as active for the interaction check.
+    """
+
+    min_support: int = 3
+    active_window_days: int = 180
+
+    def __post_init__(self):
+        for name in ("min_support", "active_window_days"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ParameterError(f"SafetyPolicy.{name} must be a whole number >= 0; got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bits(pattern: sp.csr_matrix, bit: int) -> sp.csr_matrix:
+    """Int8 CSR with ``bit`` wherever ``pattern`` has an entry (duplicates merged)."""
+    result = sp.csr_matrix((np.full(pattern.nnz, bit, np.int8), pattern.indices, pattern.indptr),
+                           shape=pattern.shape, copy=True)  # sum_duplicates works in place
+    result.sum_duplicates()
+    result.data[:] = bit
+    return result
+
+
+def active_treatments(dataset: "Dataset", query: "Query",
+                      requested: sp.csr_matrix | None = None) -> sp.csr_matrix:
+    """Boolean CSR (n, n_t): each patient's active treatments (see the module docstring)."""
+    history, days = query.history, query.history_days
+    worked = dataset.policy.worked(history.data)
+    rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+    latest = np.full(history.shape[0], -np.inf)
+    np.maximum.at(latest, rows, days.data)
+    recent = worked & (days.data >= 0) & (latest[rows] - days.data <= dataset.safety.active_window_days)
+    active = sp.csr_matrix((recent, history.indices, history.indptr), shape=history.shape,
+                           copy=True)  # eliminate_zeros works in place: never on shared arrays
+    active.eliminate_zeros()
+    if requested is not None:
+        active = (active + requested).astype(bool).tocsr()
+    return active
+
+
+def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
+                    active: sp.csr_matrix) -> sp.csr_matrix:
+    """Bitmask CSR (n, n_t) int8 of the per-patient rules that exclude each treatment.
+
+    ``insufficient_evidence`` is the same for everyone and lives in :func:`low_evidence`.
+    """
+    contraindicated = (query.patient_conditions.astype(np.float32)
+                       @ dataset.contraindications.astype(np.float32)).tocsr()
+    contraindicated.eliminate_zeros()
+    codes = _bits(query.harmful, HARM) + _bits(contraindicated, CONTRAINDICATED)
+    if dataset.interactions.nnz and active.nnz:
+        severe = dataset.interactions.multiply(dataset.interactions == SEVERE).astype(np.float32)
+        interacting = (active.astype(np.float32) @ severe).tocsr()
+        interacting.eliminate_zeros()
+        codes = codes + _bits(interacting, INTERACTION)
+    if not include_tried:
+        codes = codes + _bits(query.history, TRIED)
+    return codes.astype(np.int8).tocsr()
+
+
+def low_evidence(dataset: "Dataset") -> np.ndarray:
+    """Boolean (n_t,): treatments received by fewer than ``min_support`` patients."""
+    return dataset.treatment_support < dataset.safety.min_support
+
+
+def moderate_interactions(dataset: "Dataset", active: np.ndarray, treatment: int) -> list[int]:
+    """Active treatments (indices) that interact moderately with ``treatment``."""
+    if not dataset.interactions.nnz or not len(active):
+        return []
+    row = dataset.interactions.getrow(treatment)
+    partners = set(row.indices[row.data == MODERATE].tolist())
+    return sorted(int(a) for a in active if int(a) in partners)
+
+
+def primary_reason(code: int) -> str:
+    return next(reason for bit, reason in REASONS.items() if code & bit)
+
+
+def describe(dataset: "Dataset", treatment: int, code: int, conditions: np.ndarray,
+             active: np.ndarray) -> str:
+    """A sentence a clinician can read about why ``treatment`` is excluded."""
+    if code & HARM:
+        return "an adverse outcome with this treatment is on record for this patient"
+    if code & CONTRAINDICATED:
+        column = dataset.contraindications[:, treatment].toarray().ravel().astype(bool)
+        culprits = dataset.conditions.to_external([c for c in conditions if column[c]])
+        return "contraindicated by " + ", ".join(map(str, culprits))
+    if code & INTERACTION:
+        row = dataset.interactions.getrow(treatment)
+        severe = set(row.indices[row.data == SEVERE].tolist())
+        partners = dataset.treatments.to_external([a for a in active if a in severe])
+        return "severe interaction with active treatment " + ", ".join(map(str, partners))
+    return "already tried by this patient (pass include_tried to rank it again)"
