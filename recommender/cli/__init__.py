@@ -14,7 +14,8 @@ from typing import Sequence
 from ..exceptions import RecommenderError
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("generate", "imports", "train", "recommend", "evaluate", "tune", "serve", "demo")
+COMMANDS = ("generate", "imports", "train", "recommend", "evaluate", "tune", "audit", "model_card",
+            "serve", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
