@@ -1,47 +1,122 @@
-"""REST endpoints (blueprint ``api``), versioned under ``/v1``."""
+"""Clinical endpoints (blueprint ``api``), versioned under ``/v1``.
+
+Each view validates its input (``service/schemas.py``), takes the current model snapshot once,
+asks the engine, and returns the engine's ``RecommendationList.to_dict()`` unchanged, so fields
+the engine adds reach clients without a change here. Patient-data views leave what the audit
+line needs in ``g.audit``.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from datetime import datetime, timezone
 
-from recommender.exceptions import UnknownIdError
+from flask import Blueprint, current_app, g, jsonify, request
 
+from recommender.exceptions import DataValidationError, ParameterError, UnknownIdError
+
+from . import schemas
+from .auth import patient_data, roles
 from .errors import ApiError
+from .model_store import Served
+from .tokens import CLINICIAN
 
 api = Blueprint("api", __name__)
 
 
-def _store():
-    return current_app.extensions["model_store"]
+def _served() -> Served:
+    """The model snapshot this request uses from start to end (a reload cannot split it)."""
+    g.served = current_app.extensions["recommender"].store.current
+    return g.served
 
 
-def _k() -> int:
-    raw = request.args.get("k", str(current_app.config["DEFAULT_K"]))
-    max_k = current_app.config["MAX_K"]
-    if not raw.isdigit() or not 1 <= int(raw) <= max_k:
-        raise ApiError(400, "invalid_parameter", f"k must be a whole number in [1, {max_k}]",
-                       {"field": "k", "value": raw})
-    return int(raw)
+def _check_condition(served: Served, condition: str | None) -> None:
+    if condition is not None and condition not in served.conditions:
+        raise ApiError(404, "unknown_condition", f"unknown condition id {condition!r}: the model "
+                       "has no outcome, diagnosis or contraindication that mentions it",
+                       {"condition": condition})
 
 
-@api.get("/health")
-def health():
-    return jsonify(status="ok")
-
-
-@api.get("/ready")
-def ready():
-    manifest = _store().artifact.manifest
-    return jsonify(status="ready", model_version=manifest["version"])
+def _recommended_ids(body: dict) -> list[str]:
+    return [item["treatment_id"] for item in body.get("recommendations", [])]
 
 
 @api.get("/v1/patients/<patient_id>/recommendations")
+@roles(CLINICIAN)
+@patient_data
 def patient_recommendations(patient_id: str):
-    k = _k()
-    condition = request.args.get("condition") or None
-    include_tried = request.args.get("include_tried", "false").lower() in ("1", "true", "yes")
-    model = _store().model
+    """Top-k therapies for a patient in the model, with what was excluded and why."""
+    config = current_app.config
+    schemas.check_identifier(patient_id, "patient_id")
+    served = _served()
+    g.audit = {"patient_pseudonym": served.pseudonym(patient_id)}
+    params = schemas.parse_query(request.args, schemas.query_parameters(config))
+    condition = params.get("condition")
+    g.audit["condition_id"] = condition
+    _check_condition(served, condition)
     try:
-        answer = model.recommend(patient_id, k=k, condition_id=condition, include_tried=include_tried)
-    except UnknownIdError as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    return jsonify(answer.to_dict())
+        answer = served.model.recommend(patient_id, k=params.get("k", config["DEFAULT_K"]),
+                                        condition_id=condition,
+                                        include_tried=params.get("include_tried", False))
+    except UnknownIdError:
+        raise ApiError(404, "unknown_patient", f"unknown patient id {patient_id!r}: not in the "
+                       "model's training data; POST /v1/recommendations with the patient's "
+                       "history instead") from None
+    body = answer.to_dict()
+    g.audit["treatment_ids"] = _recommended_ids(body)
+    return jsonify(body)
+
+
+@api.post("/v1/recommendations")
+@roles(CLINICIAN)
+@patient_data
+def new_patient_recommendations():
+    """Top-k therapies for a patient outside the model, from the history in the body."""
+    config = current_app.config
+    served = _served()
+    g.audit = {"history_items": None}
+    document = schemas.parse_json_body(request.content_type, request.get_data(cache=False))
+    body = schemas.validate_body(document, schemas.new_patient_schema(config))
+    history = [{**item, "adverse": int(item.get("adverse", False))} for item in body.get("history", [])]
+    condition = body.get("condition")
+    g.audit.update(history_items=len(history), condition_id=condition)
+    _check_condition(served, condition)
+    try:
+        answer = served.model.recommend_new(
+            history=history, conditions=[*body.get("conditions", []), *body.get("allergies", [])],
+            k=body.get("k", config["DEFAULT_K"]), condition_id=condition,
+            include_tried=body.get("include_tried", False), sex=body.get("sex"),
+            birth_year=body.get("birth_year"))
+    except (DataValidationError, ParameterError) as exc:
+        raise ApiError(400, "invalid_body", str(exc)) from None
+    result = answer.to_dict()
+    g.audit["treatment_ids"] = _recommended_ids(result)
+    return jsonify(result)
+
+
+@api.get("/v1/treatments/<treatment_id>/similar")
+def similar_treatments(treatment_id: str):
+    """Therapies whose learned profile is closest to ``treatment_id`` (no patient data)."""
+    schemas.check_identifier(treatment_id, "treatment_id")
+    served = _served()
+    params = schemas.parse_query(request.args, {"k": schemas.query_parameters(current_app.config)["k"]})
+    if treatment_id not in served.treatments:
+        raise ApiError(404, "unknown_treatment", f"unknown treatment id {treatment_id!r}",
+                       {"treatment_id": treatment_id})
+    pairs = served.model.similar(treatment_id, k=params.get("k", current_app.config["DEFAULT_K"]))
+    return jsonify({
+        "treatment_id": treatment_id,
+        "model": {"type": served.info["type"], "version": served.version},
+        "similar": [{"rank": rank, "treatment_id": other, "similarity": similarity}
+                    for rank, (other, similarity) in enumerate(pairs, start=1)],
+    })
+
+
+@api.get("/v1/model")
+def model_description():
+    """Type, version, training-data fingerprint, metrics and creation time of the model."""
+    served = _served()
+    return jsonify({**served.info, "artifact": served.path.name,
+                    "loaded_at": _iso(served.loaded_at)})
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")

@@ -1,32 +1,164 @@
-"""Service configuration: defaults, then an optional JSON file, then ``RECOMMENDER_*`` variables,
-then the mapping passed to ``create_app`` (tests)."""
+"""Service configuration: defaults, then a JSON file, then ``RECOMMENDER_*`` variables, then the
+mapping passed to ``create_app`` (later sources win).
+
+The environment names are a contract operators and their scripts rely on; the full table, with
+types and defaults, is in ``service/README.md``. Configuration is read once, when the app is
+built, and checked as a whole: a wrong value stops the service with a message that names the
+setting and the variable it came from.
+"""
 from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
-DEFAULTS = {
+from recommender.exceptions import RecommenderError
+
+CONFIG_FILE_VARIABLE = "RECOMMENDER_CONFIG"
+
+
+class ConfigError(RecommenderError):
+    """The service configuration is incomplete or holds a wrong value."""
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+DEFAULTS: dict[str, Any] = {
     "ARTIFACT": "artifacts/default",
+    "API_TOKENS_FILE": None,
+    "PSEUDONYM_KEY_FILE": None,
+    "AUDIT_LOG": None,
+    "AUDIT_FSYNC": True,
     "MAX_K": 100,
     "DEFAULT_K": 10,
+    "MAX_HISTORY": 500,
+    "MAX_CONDITIONS": 200,
+    "MAX_BODY_BYTES": 256 * 1024,
+    "ARTIFACT_ROOT": None,
+    "ACCESS_LOG": True,
+    "RELOAD_TIMEOUT": 25.0,
 }
-#: Environment variable -> (config key, converter).
-ENVIRONMENT = {
+
+#: Environment variable -> (config key, converter). The first five are the operators' contract.
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RECOMMENDER_ARTIFACT": ("ARTIFACT", str),
+    "RECOMMENDER_API_TOKENS_FILE": ("API_TOKENS_FILE", str),
+    "RECOMMENDER_PSEUDONYM_KEY_FILE": ("PSEUDONYM_KEY_FILE", str),
+    "RECOMMENDER_AUDIT_LOG": ("AUDIT_LOG", str),
     "RECOMMENDER_MAX_K": ("MAX_K", int),
+    "RECOMMENDER_DEFAULT_K": ("DEFAULT_K", int),
+    "RECOMMENDER_MAX_HISTORY": ("MAX_HISTORY", int),
+    "RECOMMENDER_MAX_CONDITIONS": ("MAX_CONDITIONS", int),
+    "RECOMMENDER_MAX_BODY_BYTES": ("MAX_BODY_BYTES", int),
+    "RECOMMENDER_AUDIT_FSYNC": ("AUDIT_FSYNC", _boolean),
+    "RECOMMENDER_ARTIFACT_ROOT": ("ARTIFACT_ROOT", str),
+    "RECOMMENDER_ACCESS_LOG": ("ACCESS_LOG", _boolean),
+    "RECOMMENDER_RELOAD_TIMEOUT": ("RELOAD_TIMEOUT", float),
 }
 
+_KEY_TO_VARIABLE = {key: variable for variable, (key, _) in ENVIRONMENT.items()}
+#: Keys whose value must be set (a path) for the service to start.
+REQUIRED_PATHS = ("ARTIFACT", "API_TOKENS_FILE", "PSEUDONYM_KEY_FILE", "AUDIT_LOG")
+#: Integer settings and their allowed range.
+INT_RANGES = {"MAX_K": (1, 10_000), "DEFAULT_K": (1, 10_000), "MAX_HISTORY": (1, 100_000),
+              "MAX_CONDITIONS": (1, 100_000), "MAX_BODY_BYTES": (1024, 64 * 2**20)}
+#: Internal keys set by the server, not by operators (see ``service/reload.py``).
+INTERNAL = ("RELOAD_CONTROL_DIR",)
 
-def load_config(overrides: Mapping | None = None, environ: Mapping[str, str] | None = None) -> dict:
+
+def load_config(overrides: Mapping | None = None,
+                environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The merged, checked configuration.
+
+    Parameters
+    ----------
+    overrides : mapping, optional
+        Highest-priority settings (``create_app(config)``), by config key (e.g. ``"MAX_K"``).
+    environ : mapping, optional
+        Environment to read (default ``os.environ``).
+
+    Raises
+    ------
+    ConfigError
+        Unknown key in the file or mapping, a value of the wrong type or range, or a required
+        setting missing.
+    """
     environ = os.environ if environ is None else environ
     config = dict(DEFAULTS)
-    path = environ.get("RECOMMENDER_CONFIG")
+    path = environ.get(CONFIG_FILE_VARIABLE)
     if path:
-        with open(path) as handle:
-            config.update(json.load(handle))
+        config.update(_read_file(Path(path)))
     for variable, (key, convert) in ENVIRONMENT.items():
-        if variable in environ:
-            config[key] = convert(environ[variable])
-    config.update(overrides or {})
+        if environ.get(variable, "") != "":
+            try:
+                config[key] = convert(environ[variable])
+            except ValueError as exc:
+                raise ConfigError(f"{variable}={environ[variable]!r}: {exc}") from None
+    overrides = dict(overrides or {})
+    _check_known(overrides, "create_app(config)")
+    config.update(overrides)
+    return check_config(config)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}: cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}: {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}: {path} must hold a JSON object of settings")
+    _check_known(data, str(path))
+    return data
+
+
+def _check_known(settings: Mapping, where: str) -> None:
+    unknown = sorted(set(settings) - set(DEFAULTS) - set(INTERNAL) - _FLASK_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+
+
+#: Flask's own keys a test may pass through ``create_app(config)``.
+_FLASK_KEYS = {"TESTING", "DEBUG", "PROPAGATE_EXCEPTIONS"}
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Check types, ranges and required settings; returns ``config`` (normalised paths)."""
+    for key, (low, high) in INT_RANGES.items():
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{_name(key)} must be a whole number in [{low}, {high}]; "
+                              f"got {value!r}")
+    if config["DEFAULT_K"] > config["MAX_K"]:
+        raise ConfigError(f"{_name('DEFAULT_K')} ({config['DEFAULT_K']}) must not exceed "
+                          f"{_name('MAX_K')} ({config['MAX_K']})")
+    for key in ("AUDIT_FSYNC", "ACCESS_LOG"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{_name(key)} must be true or false; got {config[key]!r}")
+    timeout = config["RELOAD_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+        raise ConfigError(f"{_name('RELOAD_TIMEOUT')} must be seconds in (0, 600]; got {timeout!r}")
+    missing = [_name(key) for key in REQUIRED_PATHS if not config.get(key)]
+    if missing:
+        raise ConfigError(f"missing required setting(s): {', '.join(missing)}; see service/README.md")
+    for key in (*REQUIRED_PATHS, "ARTIFACT_ROOT"):
+        if config.get(key) is not None:
+            config[key] = str(Path(config[key]).expanduser())
+    if config["ARTIFACT_ROOT"] is None:
+        config["ARTIFACT_ROOT"] = str(Path(config["ARTIFACT"]).resolve().parent)
     return config
+
+
+def _name(key: str) -> str:
+    """How an operator sets ``key``: its environment variable (or the key itself)."""
+    variable = _KEY_TO_VARIABLE.get(key)
+    return f"{variable} ({key})" if variable else key

@@ -1,36 +1,83 @@
-"""One JSON error format for every error: ``{"error": {"code", "message", "details"?}}``."""
+"""One JSON error format for every error: ``{"error": {"code", "message", "details"?}}``.
+
+Routing errors (404, 405), body errors (400, 413, 415), authentication (401, 403) and bugs
+(500) all leave through :func:`error_response`; a client never sees HTML or a traceback.
+"""
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import logging
+import traceback
+from typing import Mapping
+
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+#: Machine-readable codes of the HTTP errors Werkzeug raises for us.
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout",
+    411: "length_required", 413: "body_too_large", 414: "uri_too_long",
+    415: "unsupported_media_type", 431: "headers_too_large", 500: "internal_error",
+}
 
 
 class ApiError(Exception):
-    """An error the client can act on, with an HTTP status and a machine-readable code."""
+    """An error the client can act on: HTTP status, machine-readable code, message, details.
 
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+    Parameters
+    ----------
+    status : int
+        HTTP status code.
+    code : str
+        Stable snake_case identifier clients can branch on (listed in ``service/README.md``).
+    message : str
+        What was wrong and what was expected, for a person.
+    details : mapping, optional
+        Structured specifics (the offending field, allowed range ...).
+    headers : mapping, optional
+        Extra response headers (e.g. ``WWW-Authenticate``).
+    """
+
+    def __init__(self, status: int, code: str, message: str, details: Mapping | None = None,
+                 headers: Mapping[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+        self.status, self.code, self.message = status, code, message
+        self.details, self.headers = details, headers
 
 
-def error_response(status: int, code: str, message: str, details: dict | None = None):
+def error_response(status: int, code: str, message: str, details: Mapping | None = None,
+                   headers: Mapping[str, str] | None = None) -> Response:
     body = {"error": {"code": code, "message": message}}
     if details:
-        body["error"]["details"] = details
-    return jsonify(body), status
+        body["error"]["details"] = dict(details)
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return error_response(error.status, error.code, error.message, error.details)
+        return error_response(error.status, error.code, error.message, error.details, error.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(error.code or 500, code, error.description or error.name)
+        status = error.code or 500
+        headers = {name: value for name, value in error.get_headers() if name.lower() == "allow"}
+        message = error.description or error.name
+        if status == 413:
+            message = (f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes "
+                       "(RECOMMENDER_MAX_BODY_BYTES)")
+        return error_response(status, HTTP_CODES.get(status, "http_error"), message, None, headers)
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception):  # a bug: logged with its traceback, never shown
-        app.logger.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+    def _unexpected(error: Exception):
+        # A bug. The traceback is logged without the exception's message, which could quote a
+        # raw identifier from the request; the client gets no detail at all.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error("unhandled %s\n%s", type(error).__name__, frames)
+        return error_response(500, "internal_error", "internal server error; the request id "
+                              "in X-Request-ID identifies it in the server log")

@@ -1,25 +1,180 @@
-"""Holds the loaded artifact; swapping in a new one is a single reference assignment."""
+"""The model the service answers from, and how a new one replaces it.
+
+A :class:`Served` snapshot bundles everything a request needs (model, key, id sets, manifest
+summary); it is built completely - checksums verified, key checked against the artifact's
+fingerprint, lookups warmed - before :meth:`ModelStore.swap` makes it current with one reference
+assignment. A request reads ``store.current`` once and uses that snapshot to the end, so a
+reload never mixes two models in one answer, and a snapshot that fails to build never replaces
+the one serving.
+"""
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from recommender.artifact import Artifact, load_artifact
+import numpy as np
+
+from recommender.artifact import Artifact, load_artifact, read_manifest
+from recommender.exceptions import ArtifactError, RecommenderError
+from recommender.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
+
+log = logging.getLogger(__name__)
 
 
-class ModelStore:
-    """The artifact the service answers from. Loading verifies checksums; arrays are mmap'd."""
+class ReloadError(RecommenderError):
+    """A new artifact (or key) was refused; the current model keeps serving."""
 
-    def __init__(self, path):
-        self._lock = threading.Lock()
-        self.artifact: Artifact = load_artifact(path, mmap=True)
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded, verified model and what requests look up in it.
+
+    Attributes
+    ----------
+    path : Path
+        Artifact folder it was loaded from.
+    artifact : Artifact
+        Manifest and model (arrays memory-mapped read-only, shared between workers).
+    pseudonymizer : Pseudonymizer
+        The key the artifact was trained with (fingerprint checked).
+    conditions, treatments : frozenset of str
+        Ids the model knows, for O(1) request validation.
+    info : dict
+        What ``GET /v1/model`` returns.
+    loaded_at : float
+        Unix time the snapshot was built.
+    """
+
+    path: Path
+    artifact: Artifact
+    pseudonymizer: Pseudonymizer
+    conditions: frozenset
+    treatments: frozenset
+    info: dict
+    loaded_at: float
 
     @property
     def model(self):
         return self.artifact.model
 
-    def reload(self, path) -> Artifact:
-        """Load and verify ``path``, then swap; on error the current artifact keeps serving."""
+    @property
+    def version(self) -> str:
+        return self.artifact.manifest["version"]
+
+    def pseudonym(self, patient_id: str) -> str:
+        """The keyed hash of a raw patient id (what logs and the audit trail record)."""
+        return self.pseudonymizer(patient_id)
+
+
+def load_served(path: str | Path, key_file: str | Path) -> Served:
+    """Load, verify and warm the artifact at ``path`` with the key in ``key_file``.
+
+    Raises
+    ------
+    ReloadError
+        Unreadable key, missing/partial/tampered artifact, an artifact with raw (not
+        pseudonymised) patient ids, or a key that does not match the one used in training.
+    """
+    path = Path(path)
+    try:
+        pseudonymizer = Pseudonymizer.from_file(key_file)
+        manifest = read_manifest(path)
+        if not (manifest.get("pseudonyms") or {}).get("key_fingerprint"):
+            raise ArtifactError(f"{path}: its patient ids are not pseudonymised; the service only "
+                                "serves keyed artifacts (recommender train --pseudonym-key-file "
+                                f"with the key in {KEY_FILE_VARIABLE})")
+        artifact = load_artifact(path, mmap=True, verify=True, pseudonymizer=pseudonymizer)
+        _prepare(artifact.model)
+    except RecommenderError as exc:
+        raise ReloadError(str(exc)) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a malformed artifact
+        raise ReloadError(f"{path}: cannot load the artifact ({type(exc).__name__}: {exc})") from None
+    dataset = artifact.dataset
+    return Served(path=path, artifact=artifact, pseudonymizer=pseudonymizer,
+                  conditions=frozenset(map(str, dataset.conditions.external_ids)),
+                  treatments=frozenset(map(str, dataset.treatments.external_ids)),
+                  info=model_info(artifact.manifest), loaded_at=time.time())
+
+
+def _prepare(model) -> None:
+    """Make the model ready to answer before it serves (and before gunicorn forks workers).
+
+    - The item factors are copied into memory when they are a read-only memory map: implicit's
+      ALS fold-in (new patients) needs a writable buffer. They are small (treatments x factors);
+      the large per-patient arrays stay mapped and shared.
+    - The patient id index and the new-patient path are exercised once, so their lazily built
+      lookups exist in the preloaded master and are shared copy-on-write by the workers.
+    """
+    factors = getattr(model, "item_factors_", None)
+    if isinstance(factors, np.ndarray) and not factors.flags.writeable:
+        model.item_factors_ = np.array(factors)
+        model.__dict__.pop("_solver_cache", None)
+    dataset = model.dataset_
+    dataset.patients.to_internal(dataset.patients.external_ids[:1], strict=False)
+    model.recommend_new(history=[], conditions=[], k=1)
+    if dataset.n_treatments:
+        model.similar(str(dataset.treatments.external_ids[0]), k=1)
+
+
+def model_info(manifest: dict) -> dict:
+    """The public description of a model (``GET /v1/model``): no key, no patient id."""
+    data = manifest.get("data", {})
+    return {
+        "version": manifest.get("version"),
+        "created": manifest.get("created"),
+        "type": manifest.get("model", {}).get("type"),
+        "params": manifest.get("model", {}).get("params", {}),
+        "data": {"fingerprint": data.get("fingerprint"), "n_patients": data.get("n_patients"),
+                 "n_treatments": data.get("n_treatments"), "n_conditions": data.get("n_conditions"),
+                 "n_outcomes": data.get("n_outcomes")},
+        "metrics": manifest.get("metrics", {}),
+        "pseudonyms": {"scheme": (manifest.get("pseudonyms") or {}).get("scheme"),
+                       "key_fingerprint": (manifest.get("pseudonyms") or {}).get("key_fingerprint")},
+        "libraries": manifest.get("libraries", {}),
+    }
+
+
+class ModelStore:
+    """Holds the current :class:`Served` snapshot; reloads build a new one, then swap.
+
+    Parameters
+    ----------
+    served : Served
+        The first snapshot (see :func:`load_served`).
+    key_file : path-like
+        Where the pseudonymisation key is read from on every reload (so a rotated key is
+        picked up together with the artifact trained with it).
+    """
+
+    def __init__(self, served: Served, key_file: str | Path):
+        self.current = served
+        self.key_file = Path(key_file)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | Path, key_file: str | Path) -> "ModelStore":
+        return cls(load_served(path, key_file), key_file)
+
+    def load(self, path: str | Path | None = None) -> Served:
+        """Build a snapshot of ``path`` (default: the current artifact's path) without swapping."""
+        return load_served(path or self.current.path, self.key_file)
+
+    def swap(self, served: Served) -> Served:
+        """Make ``served`` current; returns the previous snapshot."""
         with self._lock:
-            artifact = load_artifact(path, mmap=True)
-            self.artifact = artifact
-            return artifact
+            previous, self.current = self.current, served
+        log.info("now serving model %s from %s (was %s)", served.version, served.path,
+                 previous.version)
+        return previous
+
+    def reload(self, path: str | Path | None = None) -> Served:
+        """Load ``path`` and swap it in; on :class:`ReloadError` the current model stays."""
+        with self._lock:
+            served = self.load(path)
+            previous, self.current = self.current, served
+        log.info("now serving model %s from %s (was %s)", served.version, served.path,
+                 previous.version)
+        return served

@@ -1,0 +1,103 @@
+"""Who may call what: bearer tokens, roles, and the access rule of every view.
+
+Every view requires a valid token unless marked :func:`public`; :func:`roles` narrows it to
+some roles. Missing or unknown token: 401 with ``WWW-Authenticate: Bearer``; valid token of the
+wrong role: 403. Tokens are hashed on arrival and compared with the stored hashes in constant
+time (:class:`service.tokens.TokenStore`); a token is never stored, logged or echoed.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from flask import current_app, g, request
+
+from .errors import ApiError
+from .tokens import ROLES, Principal, TokenStore
+
+REALM = 'Bearer realm="recommender"'
+#: Longest Authorization header value considered (tokens made here are 43 characters).
+MAX_TOKEN_LENGTH = 512
+_ACCESS = "_access"
+_PATIENT_DATA = "_patient_data"
+EVERYONE = frozenset(ROLES)
+
+
+def public(view: Callable) -> Callable:
+    """Mark a view as open to anyone (liveness and readiness probes only)."""
+    setattr(view, _ACCESS, None)
+    return view
+
+
+def roles(*allowed: str) -> Callable[[Callable], Callable]:
+    """Restrict a view to principals with one of ``allowed`` roles."""
+    unknown = set(allowed) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}")
+
+    def mark(view: Callable) -> Callable:
+        setattr(view, _ACCESS, frozenset(allowed))
+        return view
+    return mark
+
+
+def patient_data(view: Callable) -> Callable:
+    """Mark a view as an access to patient data: every authenticated call is audited."""
+    setattr(view, _PATIENT_DATA, True)
+    return view
+
+
+def view_function() -> Callable | None:
+    """The view the current request is routed to (None for a routing error)."""
+    if request.url_rule is None:
+        return None
+    return current_app.view_functions.get(request.endpoint)
+
+
+def is_patient_data(view: Callable | None) -> bool:
+    return bool(view is not None and getattr(view, _PATIENT_DATA, False))
+
+
+def authorize() -> None:
+    """``before_request``: authenticate and authorise, leaving ``g.principal`` when known.
+
+    Raises
+    ------
+    ApiError
+        401 (``missing_token`` / ``invalid_token``) or 403 (``forbidden``).
+    """
+    view = view_function()
+    if view is None:
+        return  # unmatched URL or method: routing answers 404/405
+    allowed = getattr(view, _ACCESS, EVERYONE)
+    if allowed is None:
+        return
+    principal = authenticate(request.headers.get("Authorization"),
+                             current_app.extensions["recommender"].tokens)
+    g.principal = principal
+    if principal.role not in allowed:
+        current_app.extensions["recommender"].metrics.auth_failure("forbidden")
+        raise ApiError(403, "forbidden", f"role {principal.role!r} may not call this endpoint; "
+                       f"it needs {' or '.join(sorted(allowed))}",
+                       {"role": principal.role, "allowed_roles": sorted(allowed)},
+                       {"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'})
+
+
+def authenticate(header: str | None, tokens: TokenStore) -> Principal:
+    """The principal of an ``Authorization: Bearer <token>`` header (401 otherwise)."""
+    metrics = current_app.extensions["recommender"].metrics
+    if not header:
+        metrics.auth_failure("missing")
+        raise ApiError(401, "missing_token", "this endpoint needs an API token: send "
+                       "'Authorization: Bearer <token>'", None, {"WWW-Authenticate": REALM})
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+        metrics.auth_failure("malformed")
+        raise ApiError(401, "invalid_token", "the Authorization header must be 'Bearer <token>'",
+                       None, {"WWW-Authenticate": f'{REALM}, error="invalid_request"'})
+    principal = tokens.authenticate(token)
+    if principal is None:
+        metrics.auth_failure("invalid")
+        raise ApiError(401, "invalid_token", "the API token is not valid (unknown or revoked)",
+                       None, {"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+    return principal

@@ -1,0 +1,88 @@
+"""Gunicorn settings and hooks of the clinician service.
+
+``recommender serve`` reads this file; it also works on its own::
+
+    gunicorn -c service/gunicorn.conf.py 'service:create_app()'
+
+- ``preload_app``: the master builds the app once - artifact verified, arrays memory-mapped,
+  lookups warmed - and forks the workers, which share those pages (``gc.freeze`` before the
+  fork keeps the garbage collector from touching, and so copying, the shared objects).
+- ``when_ready`` installs the hot reload (``service/reload.py``): SIGHUP to the master loads
+  and verifies the artifact, then forks fresh workers; a refused artifact changes nothing.
+- Metrics of all workers are collected through ``PROMETHEUS_MULTIPROC_DIR`` (a private
+  temporary folder unless the operator sets one); ``child_exit`` retires a dead worker's files.
+- No gunicorn access log: its lines hold the URL, which can hold a raw patient id. The app
+  writes its own access log naming the endpoint instead (``RECOMMENDER_ACCESS_LOG``).
+
+Settings read from the environment here: ``RECOMMENDER_BIND`` (default 127.0.0.1:8000),
+``RECOMMENDER_WORKERS`` (default 2), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds).
+"""
+import gc
+import os
+import shutil
+import tempfile
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recommender-metrics-")
+    os.environ["RECOMMENDER_OWNS_METRICS_DIR"] = "1"
+
+bind = os.environ.get("RECOMMENDER_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("RECOMMENDER_WORKERS", "2"))
+worker_class = "sync"
+preload_app = True
+timeout = int(os.environ.get("RECOMMENDER_WORKER_TIMEOUT", "60"))
+graceful_timeout = 30
+backlog = 2048
+limit_request_line = 4094
+limit_request_fields = 50
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+
+
+def _configure_logging():
+    """The service's own loggers to stderr (gunicorn keeps its own error log setup)."""
+    import logging.config
+
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s [%(process)d] [%(levelname)s] "
+                                           "%(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "loggers": {
+            "service": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            "recommender": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+        },
+    })
+
+
+_configure_logging()
+
+
+def when_ready(server):
+    from service import reload
+
+    control = reload.install(server)
+    server.log.info("hot reload ready: SIGHUP to pid %s or POST /v1/admin/reload (control %s)",
+                    server.pid, control)
+
+
+def pre_fork(server, worker):
+    gc.freeze()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("RECOMMENDER_OWNS_METRICS_DIR") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    app = server.app.wsgi() if server.cfg.preload_app else None
+    control = app.config.get("RELOAD_CONTROL_DIR") if app is not None else None
+    if control:
+        shutil.rmtree(control, ignore_errors=True)

@@ -1,0 +1,97 @@
+"""What happens around every request: request id, authorisation, audit, metrics, access log.
+
+Order for one request:
+
+1. ``before_request``: start the clock, take a valid ``X-Request-ID`` or make one, authorise
+   (:func:`service.auth.authorize`, may answer 401/403).
+2. the view (or an error handler).
+3. ``after_request``: for a patient-data endpoint called by an authenticated principal, append
+   the audit line - if that fails, the answer is replaced by a 503 that holds no patient data;
+   then security headers, metrics and the access log line.
+
+The access log names the endpoint, never the URL: a URL can hold a raw patient id.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, Response, current_app, g, request
+
+from .audit import AuditError
+from .auth import authorize, is_patient_data, view_function
+from .errors import error_response
+
+access_log = logging.getLogger("service.access")
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def register(app: Flask) -> None:
+    app.before_request(_begin)
+    app.after_request(_finish)
+
+
+def _begin() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    authorize()
+
+
+def _finish(response: Response) -> Response:
+    runtime = current_app.extensions["recommender"]
+    view = view_function()
+    principal = g.get("principal")
+    if principal is not None and is_patient_data(view):
+        response = _audit(runtime, principal, response)
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    endpoint = request.endpoint if view is not None else "unmatched"
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    runtime.metrics.observe(endpoint, request.method, response.status_code, seconds)
+    if runtime.config["ACCESS_LOG"]:
+        access_log.info(json.dumps({
+            "request_id": g.get("request_id"), "principal": principal.id if principal else None,
+            "method": request.method, "endpoint": endpoint, "status": response.status_code,
+            "ms": round(seconds * 1000, 3)}, separators=(",", ":")))
+    return response
+
+
+def _audit(runtime, principal, response: Response) -> Response:
+    """Append the audit line of a patient-data request; 503 without data if that fails."""
+    served = g.get("served") or runtime.store.current
+    details = g.get("audit", {})
+    patient = details.get("patient_pseudonym")
+    if patient is None and request.view_args and "patient_id" in request.view_args:
+        patient = served.pseudonym(request.view_args["patient_id"])
+    record = {
+        "event": "patient_data_access", "request_id": g.get("request_id"),
+        "principal": principal.id, "role": principal.role, "endpoint": request.endpoint,
+        "method": request.method, "patient_pseudonym": patient,
+        "condition_id": details.get("condition_id"), "model_version": served.version,
+        "treatment_ids": details.get("treatment_ids", []), "status": response.status_code,
+        "error_code": _error_code(response), "remote_addr": request.remote_addr,
+    }
+    if "history_items" in details:
+        record["history_items"] = details["history_items"]
+    try:
+        runtime.audit.write(record)
+    except AuditError as exc:
+        log.error("request %s refused: %s", g.get("request_id"), exc)
+        runtime.metrics.audit_failures.inc()
+        return error_response(503, "audit_unavailable", "the access could not be recorded in "
+                              "the audit log, so no patient data is returned; retry later")
+    return response
+
+
+def _error_code(response: Response) -> str | None:
+    if response.status_code < 400 or not response.is_json:
+        return None
+    body = response.get_json(silent=True) or {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None

@@ -1,0 +1,179 @@
+"""The OpenAPI 3 document of the service, built from the request schemas and the configuration.
+
+Request bodies and query parameters come from ``service/schemas.py``, the same dictionaries
+that validate requests; limits (``MAX_K``, history length) are those of the running
+configuration. Response objects the engine produces are described with their required fields
+and stay open (``additionalProperties``) so fields the engine adds do not break the contract.
+``tests/service/test_openapi.py`` checks that every route is documented and that a fuzzer
+finds no response the document does not allow.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from . import schemas
+
+ERROR_STATUSES = {
+    400: "Invalid request: parameter, body or JSON syntax (see error.code)",
+    401: "Missing or invalid bearer token",
+    403: "The token's role may not call this endpoint",
+    404: "Unknown patient, condition or treatment id",
+    413: "Body larger than RECOMMENDER_MAX_BODY_BYTES",
+    415: "Body is not application/json",
+    422: "Artifact refused; the current model keeps serving",
+    503: "The audit log cannot be written; no patient data is returned",
+}
+
+
+def openapi_document(app: Flask) -> dict:
+    """The document for ``app`` (built once per app, then reused)."""
+    cached = app.extensions.get("recommender_openapi")
+    if cached is None:
+        cached = app.extensions["recommender_openapi"] = build(app.config)
+    return cached
+
+
+def build(config) -> dict[str, Any]:
+    query = schemas.query_parameters(config)
+    k = _query("k", query["k"], f"list length (default {config['DEFAULT_K']})")
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Treatment recommender", "version": "1",
+                 "description": "Ranked therapy suggestions from historical outcomes. They "
+                                "support a clinician's decision and never replace it."},
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/v1/patients/{patient_id}/recommendations": {"get": _operation(
+                "patientRecommendations", "Top-k therapies for a patient in the model",
+                [_path("patient_id", "the patient's id as the EHR knows it (pseudonymised by "
+                                     "the service)"),
+                 k, _query("condition", query["condition"], "condition being treated"),
+                 _query("include_tried", query["include_tried"], "rank therapies already tried")],
+                "RecommendationList", [400, 401, 403, 404, 503])},
+            "/v1/recommendations": {"post": _operation(
+                "newPatientRecommendations", "Top-k therapies for a patient outside the model",
+                [], "RecommendationList", [400, 401, 403, 404, 413, 415, 503],
+                body={"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/NewPatient"}}}})},
+            "/v1/treatments/{treatment_id}/similar": {"get": _operation(
+                "similarTreatments", "Therapies with the most similar learned profile",
+                [_path("treatment_id", "therapy id"), k], "SimilarTreatments", [400, 401, 404])},
+            "/v1/model": {"get": _operation("model", "The model being served", [], "ModelInfo",
+                                            [401])},
+            "/v1/admin/reload": {"post": _operation(
+                "reload", "Load, verify and swap in an artifact (admin role)", [], "ReloadResult",
+                [400, 401, 403, 413, 415, 422],
+                body={"required": False, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/ReloadRequest"}}}},
+                extra={"202": _json("Reload still running after RELOAD_TIMEOUT", "ReloadPending")})},
+            "/health": {"get": _operation("health", "Liveness", [], "Status", [], public=True)},
+            "/ready": {"get": _operation("ready", "Readiness: model loaded and audit log "
+                                                  "writable", [], "Status", [503], public=True)},
+            "/metrics": {"get": _operation("metrics", "Prometheus metrics", [], None, [401],
+                                           text=True)},
+            "/openapi.json": {"get": _operation("openapi", "This document", [], "Document",
+                                                [401])},
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "description": "API token; its SHA-256 is in "
+                                                              "the tokens file"}},
+            "schemas": {
+                "NewPatient": schemas.new_patient_schema(config),
+                "ReloadRequest": schemas.reload_schema(),
+                "RecommendationList": _recommendation_list(),
+                "SimilarTreatments": _similar(),
+                "ModelInfo": _model_info(),
+                "ReloadResult": _object({"status": {"type": "string", "enum": ["reloaded"]},
+                                         "artifact": _string(), "model_version": _string(),
+                                         "previous_version": _string(),
+                                         "warnings": {"type": "array", "items": _string()}},
+                                        ["status", "model_version", "previous_version"]),
+                "ReloadPending": _object({"status": {"type": "string", "enum": ["pending"]},
+                                          "artifact": _string(nullable=True),
+                                          "message": _string()}, ["status"]),
+                "Status": _object({"status": _string(), "model_version": _string()}, ["status"]),
+                "Document": {"type": "object"},
+                "Error": _object({"error": _object(
+                    {"code": _string(), "message": _string(), "details": {"type": "object"}},
+                    ["code", "message"])}, ["error"]),
+            },
+        },
+    }
+
+
+def _operation(operation_id: str, summary: str, parameters: list, schema: str | None,
+               errors: list[int], *, body: dict | None = None, public: bool = False,
+               text: bool = False, extra: dict | None = None) -> dict:
+    if text:
+        ok = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    else:
+        ok = _json("OK", schema)
+    operation = {"operationId": operation_id, "summary": summary, "parameters": parameters,
+                 "responses": {"200": ok, **(extra or {}),
+                               **{str(s): _json(ERROR_STATUSES[s], "Error") for s in errors}}}
+    if body is not None:
+        operation["requestBody"] = body
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _json(description: str, schema: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _path(name: str, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": schemas.ID_MAX}}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+def _string(nullable: bool = False) -> dict:
+    return {"type": "string", "nullable": True} if nullable else {"type": "string"}
+
+
+def _object(properties: dict, required: list[str]) -> dict:
+    return {"type": "object", "properties": properties, "required": required,
+            "additionalProperties": True}
+
+
+def _recommendation_list() -> dict:
+    item = _object({"rank": {"type": "integer", "minimum": 1}, "treatment_id": _string(),
+                    "score": {"type": "number"}}, ["rank", "treatment_id", "score"])
+    excluded = _object({"treatment_id": _string(), "reason": _string(), "detail": _string()},
+                       ["treatment_id", "reason", "detail"])
+    return _object({
+        "patient_id": _string(nullable=True), "condition_id": _string(nullable=True),
+        "model": {"type": "object"},
+        "recommendations": {"type": "array", "items": item,
+                            "description": "best first; fewer than k when the exclusions leave "
+                                           "fewer therapies"},
+        "excluded": {"type": "array", "items": excluded,
+                     "description": "therapies removed from the candidates, with the reason"},
+        "notes": {"type": "array", "items": _string()},
+    }, ["patient_id", "condition_id", "model", "recommendations", "excluded"])
+
+
+def _similar() -> dict:
+    item = _object({"rank": {"type": "integer", "minimum": 1}, "treatment_id": _string(),
+                    "similarity": {"type": "number"}}, ["rank", "treatment_id", "similarity"])
+    return _object({"treatment_id": _string(), "model": {"type": "object"},
+                    "similar": {"type": "array", "items": item}},
+                   ["treatment_id", "model", "similar"])
+
+
+def _model_info() -> dict:
+    return _object({"version": _string(), "created": _string(), "type": _string(),
+                    "params": {"type": "object"}, "data": {"type": "object"},
+                    "metrics": {"type": "object"}, "pseudonyms": {"type": "object"},
+                    "libraries": {"type": "object"}, "artifact": _string(),
+                    "loaded_at": _string()},
+                   ["version", "created", "type", "data", "metrics"])

@@ -1,0 +1,100 @@
+"""Everything one app instance serves with: model store, tokens, audit log, metrics.
+
+Built once by ``create_app`` (in the gunicorn master when the app is preloaded, so workers
+inherit it) and kept in ``app.extensions["recommender"]``; nothing lives at module level.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .audit import AuditLog
+from .config import ConfigError
+from .metrics import Metrics
+from .model_store import ModelStore, ReloadError
+from .tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReloadOutcome:
+    """What a reload did (returned by the admin endpoint, logged by the SIGHUP handler)."""
+
+    ok: bool
+    artifact: str
+    model_version: str
+    previous_version: str
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        body = {"status": "reloaded" if self.ok else "refused", "artifact": self.artifact,
+                "model_version": self.model_version, "previous_version": self.previous_version}
+        if self.error:
+            body["error"] = self.error
+        if self.warnings:
+            body["warnings"] = list(self.warnings)
+        return body
+
+
+class Runtime:
+    """The service's state. Construction fails with a clear message if anything is missing.
+
+    Raises
+    ------
+    ConfigError
+        Tokens file unreadable or invalid, audit log not writable, artifact or key refused.
+    """
+
+    def __init__(self, config: Mapping):
+        self.config = config
+        self.tokens = TokenStore.from_file(config["API_TOKENS_FILE"])
+        if not len(self.tokens):
+            log.warning("the API tokens file %s holds no token: every call will be refused",
+                        config["API_TOKENS_FILE"])
+        try:
+            self.audit = AuditLog(config["AUDIT_LOG"], fsync=config["AUDIT_FSYNC"])
+        except OSError as exc:
+            raise ConfigError(f"RECOMMENDER_AUDIT_LOG: cannot open {config['AUDIT_LOG']} for "
+                              f"appending ({exc.strerror})") from None
+        try:
+            self.store = ModelStore.open(config["ARTIFACT"], config["PSEUDONYM_KEY_FILE"])
+        except ReloadError as exc:
+            raise ConfigError(f"cannot serve the artifact: {exc}") from None
+        self.metrics = Metrics(self.model_labels)
+
+    def model_labels(self) -> tuple[dict, float]:
+        served = self.store.current
+        return ({"version": served.version, "type": served.info["type"],
+                 "data_fingerprint": served.info["data"]["fingerprint"]}, served.loaded_at)
+
+    def reload_tokens(self) -> str | None:
+        """Re-read the tokens file; on a problem keep the current tokens and return the message."""
+        try:
+            self.tokens = TokenStore.from_file(self.config["API_TOKENS_FILE"])
+        except ConfigError as exc:
+            log.error("tokens file not reloaded, the previous tokens stay in force: %s", exc)
+            return str(exc)
+        return None
+
+    def reload(self, artifact: str | Path | None = None) -> ReloadOutcome:
+        """Re-read tokens and key, load ``artifact`` (default: the current path), swap.
+
+        A refused artifact leaves the current model serving; the outcome says why.
+        """
+        warning = self.reload_tokens()
+        warnings = (f"tokens not reloaded: {warning}",) if warning else ()
+        previous = self.store.current
+        try:
+            served = self.store.reload(artifact)
+        except ReloadError as exc:
+            log.error("reload refused, model %s keeps serving: %s", previous.version, exc)
+            self.metrics.reload(False)
+            return ReloadOutcome(False, str(artifact or previous.path), previous.version,
+                                 previous.version, str(exc), warnings)
+        self.metrics.reload(True)
+        return ReloadOutcome(True, str(served.path), served.version, previous.version, None,
+                             warnings)

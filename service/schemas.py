@@ -1,0 +1,269 @@
+"""Request validation: the JSON Schemas of request bodies and query strings, and a checker.
+
+The same schema dictionaries go into ``/openapi.json`` (``service/openapi.py``) and validate the
+requests here, so the published contract and the behaviour cannot drift apart. The checker
+implements the subset of JSON Schema they use (type, properties, required,
+additionalProperties: false, items, min/maxItems, min/maxLength, minimum/maximum, enum, anyOf,
+and the ``date`` / ``date-time`` formats) and reports every problem with its JSON path.
+
+Unknown fields are rejected everywhere: in bodies (``additionalProperties: false``) and in
+query strings (a parameter the operation does not define is a 400).
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime
+from typing import Any, Mapping
+
+from werkzeug.datastructures import MultiDict
+
+from recommender.columns import OUTCOME_LABELS
+
+from .errors import ApiError
+
+ID_MAX = 256
+TRUE_FALSE = ("true", "false")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})?$")
+
+
+def identifier(description: str) -> dict:
+    return {"type": "string", "minLength": 1, "maxLength": ID_MAX, "description": description}
+
+
+def history_item_schema() -> dict:
+    return {
+        "type": "object", "additionalProperties": False, "required": ["treatment_id", "outcome"],
+        "properties": {
+            "treatment_id": identifier("therapy id as the model knows it; unknown ids are "
+                                       "ignored and listed in notes"),
+            "outcome": {"anyOf": [{"type": "number", "minimum": -1, "maximum": 1},
+                                  {"type": "string", "enum": list(OUTCOME_LABELS)}],
+                        "description": "number in [-1, 1] (1 responded, -1 harmed) or a label"},
+            "timestamp": {"anyOf": [{"type": "string", "format": "date"},
+                                    {"type": "string", "format": "date-time"}],
+                          "description": "ISO-8601 date or date-time; the latest outcome per "
+                                         "therapy counts"},
+            "adverse": {"type": "boolean", "description": "an adverse event was recorded"},
+        },
+    }
+
+
+def new_patient_schema(config: Mapping) -> dict:
+    """Body of ``POST /v1/recommendations`` for the limits in ``config``."""
+    codes = {"type": "array", "maxItems": config["MAX_CONDITIONS"],
+             "items": identifier("condition or allergy code")}
+    return {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "history": {"type": "array", "maxItems": config["MAX_HISTORY"],
+                        "items": history_item_schema(),
+                        "description": "the patient's treatment outcomes (may be empty)"},
+            "conditions": {**codes, "description": "diagnoses (condition ids)"},
+            "allergies": {**codes, "description": "allergy and other contraindication-relevant "
+                                                  "codes; merged with conditions"},
+            "condition": identifier("the condition being treated: only therapies recorded for "
+                                    "it are candidates"),
+            "k": {"type": "integer", "minimum": 1, "maximum": config["MAX_K"],
+                  "description": f"list length (default {config['DEFAULT_K']})"},
+            "include_tried": {"type": "boolean", "description": "rank therapies already tried "
+                                                                "(never a harmful one)"},
+            "sex": {"type": "string", "minLength": 1, "maxLength": 32},
+            "birth_year": {"type": "integer", "minimum": 1850, "maximum": 2200},
+        },
+    }
+
+
+def reload_schema() -> dict:
+    return {"type": "object", "additionalProperties": False,
+            "properties": {"artifact": {"type": "string", "minLength": 1, "maxLength": 4096,
+                                        "description": "artifact folder to load (default: the "
+                                                       "one being served, re-read)"}}}
+
+
+def query_parameters(config: Mapping) -> dict[str, dict]:
+    """Schemas of every query parameter, by name (each operation uses a subset)."""
+    return {
+        "k": {"type": "integer", "minimum": 1, "maximum": config["MAX_K"]},
+        "condition": {"type": "string", "minLength": 1, "maxLength": ID_MAX},
+        "include_tried": {"type": "boolean"},
+    }
+
+
+# --- checking -----------------------------------------------------------------------------------
+
+def check(value: Any, schema: Mapping, path: str = "$") -> list[str]:
+    """Problems of ``value`` against ``schema`` (empty when valid), each prefixed by its path."""
+    if "anyOf" in schema:
+        options = [check(value, option, path) for option in schema["anyOf"]]
+        if all(options):
+            return [f"{path}: {schema.get('description') or 'matches none of the allowed forms'}"]
+        return []
+    expected = schema.get("type")
+    if expected and not _has_type(value, expected):
+        return [f"{path}: expected {expected}, got {_json_type(value)}"]
+    problems = []
+    if "enum" in schema and value not in schema["enum"]:
+        problems.append(f"{path}: must be one of {schema['enum']}")
+    if isinstance(value, str):
+        problems += _check_string(value, schema, path)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            problems.append(f"{path}: must be >= {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            problems.append(f"{path}: must be <= {schema['maximum']}")
+    elif isinstance(value, list):
+        if len(value) > schema.get("maxItems", len(value)):
+            return [f"{path}: at most {schema['maxItems']} items allowed, got {len(value)}"]
+        for number, item in enumerate(value):
+            problems += check(item, schema.get("items", {}), f"{path}[{number}]")
+    elif isinstance(value, dict):
+        problems += _check_object(value, schema, path)
+    return problems
+
+
+def _check_string(value: str, schema: Mapping, path: str) -> list[str]:
+    if len(value) < schema.get("minLength", 0):
+        return [f"{path}: must not be empty" if schema["minLength"] == 1
+                else f"{path}: at least {schema['minLength']} characters"]
+    if len(value) > schema.get("maxLength", len(value)):
+        return [f"{path}: at most {schema['maxLength']} characters"]
+    fmt = schema.get("format")
+    if fmt and not _valid_format(value, fmt):
+        return [f"{path}: not an ISO-8601 {fmt}"]
+    return []
+
+
+def _check_object(value: dict, schema: Mapping, path: str) -> list[str]:
+    properties = schema.get("properties", {})
+    problems = [f"{path}: missing required field {name!r}"
+                for name in schema.get("required", ()) if name not in value]
+    if schema.get("additionalProperties") is False:
+        problems += [f"{path}: unknown field {name!r} (allowed: {sorted(properties)})"
+                     for name in value if name not in properties]
+    for name, item in value.items():
+        if name in properties:
+            problems += check(item, properties[name], f"{path}.{name}")
+    return problems
+
+
+def _valid_format(value: str, fmt: str) -> bool:
+    try:
+        if fmt == "date":
+            return bool(_DATE.match(value)) and bool(date.fromisoformat(value))
+        if fmt == "date-time":
+            return bool(_DATE_TIME.match(value)) and bool(datetime.fromisoformat(value.upper().replace("Z", "+00:00")))
+    except ValueError:
+        return False
+    return True
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
+
+
+def _has_type(value: Any, expected: str) -> bool:
+    if expected == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected == "null":
+        return value is None
+    return isinstance(value, _TYPES[expected])
+
+
+def _json_type(value: Any) -> str:
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _has_type(value, name):
+            return name
+    return type(value).__name__
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+def parse_json_body(content_type: str | None, raw: bytes, *, optional: bool = False) -> Any:
+    """The JSON document of a request body.
+
+    Raises
+    ------
+    ApiError
+        415 when the body is not ``application/json``; 400 when it is not valid UTF-8 JSON
+        (NaN and Infinity are not JSON and are refused too).
+    """
+    if optional and not raw:
+        return None
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    if mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"the body must be application/json; got {mimetype or 'no content type'}")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def validate_body(document: Any, schema: Mapping) -> dict:
+    """``document`` if it matches ``schema``; otherwise a 400 listing every problem."""
+    problems = check(document, schema)
+    if problems:
+        raise ApiError(400, "invalid_body", problems[0] if len(problems) == 1
+                       else f"{len(problems)} problems in the body; see details",
+                       {"problems": problems[:50]})
+    return document
+
+
+def parse_query(args: MultiDict, allowed: Mapping[str, dict]) -> dict[str, Any]:
+    """Typed values of the query parameters in ``allowed`` (a name -> schema map).
+
+    Raises
+    ------
+    ApiError
+        400 for an unknown or repeated parameter, or a value outside its schema.
+    """
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s) {unknown}; "
+                       f"allowed: {sorted(allowed)}", {"unknown": unknown})
+    values = {}
+    for name in args:
+        raw = args.getlist(name)
+        if len(raw) > 1:
+            raise ApiError(400, "invalid_parameter", f"query parameter {name!r} given "
+                           f"{len(raw)} times; give it once", {"field": name})
+        values[name] = _convert(name, raw[0], allowed[name])
+    return values
+
+
+def _convert(name: str, raw: str, schema: Mapping) -> Any:
+    kind = schema["type"]
+    if kind == "integer":
+        value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+        if value is None or not schema["minimum"] <= value <= schema["maximum"]:
+            raise ApiError(400, "invalid_parameter", f"{name} must be a whole number in "
+                           f"[{schema['minimum']}, {schema['maximum']}]; got {raw!r}",
+                           {"field": name, "minimum": schema["minimum"],
+                            "maximum": schema["maximum"]})
+        return value
+    if kind == "boolean":
+        if raw not in TRUE_FALSE:
+            raise ApiError(400, "invalid_parameter", f"{name} must be true or false; got {raw!r}",
+                           {"field": name})
+        return raw == "true"
+    problems = check(raw, schema, name)
+    if problems:
+        raise ApiError(400, "invalid_parameter", problems[0], {"field": name})
+    return raw
+
+
+def check_identifier(value: str, what: str) -> str:
+    """A path identifier within the length limit (400 otherwise)."""
+    if not 1 <= len(value) <= ID_MAX:
+        raise ApiError(400, "invalid_parameter", f"{what} must be 1-{ID_MAX} characters",
+                       {"field": what})
+    return value
