@@ -1,0 +1,258 @@
+"""Train ALS on Spark MLlib and export the standard artifact.
+
+``recommender train --engine spark`` goes: tables -> Dataset and signed-confidence ratings ->
+Spark ALS (implicit preferences) -> factors collected to the driver -> an ``ALSRecommender``
+saved with :func:`recommender.artifact.save_artifact` (same manifest, id maps, checksums) and
+reloaded to verify it. The manifest also records ``engine: "spark"`` and a ``spark`` section
+with the exact ALS arguments and the parameter correspondence (:mod:`.params`).
+
+Two encodings (``encode``):
+
+``local``  the local engine's own :meth:`Dataset.from_tables` on the driver: byte-identical
+           matrix, row-level validation messages; the tables must fit the driver's memory.
+``spark``  a Spark job (:mod:`.encode`) reads, validates and encodes the tables on the
+           cluster; only compact index arrays come back to the driver (see docs/spark.md
+           for where the boundary is).
+
+Either way the ALS fit itself runs on Spark, and the artifact (what the service memory-maps)
+is written by the driver.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..artifact import load_artifact, save_artifact
+from ..confidence import ConfidencePolicy
+from ..dataset import Dataset, SideInfo
+from ..exceptions import DataValidationError, ParameterError
+from ..io import CohortTables, find_table, read_tables, validate_tables
+from ..models.als import ALSRecommender
+from ..pseudonym import Pseudonymizer
+from .params import (SparkALSParams, correspond, effective_penalties, median_positive_count,
+                     spark_ratings, split_params)
+from .session import quiet_pandas_warning, spark_session
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+ENCODINGS = ("local", "spark")
+#: Column names of the ratings DataFrame ALS reads.
+PATIENT, COLUMN, RATING = "patient", "column", "rating"
+RATING_DESCRIPTION = ("rating r = sign(v) * (|v| - 1) of the signed confidence v, Spark alpha 1: "
+                      "Spark's confidence 1 + |r| equals implicit's |v| (recommender.spark.params)")
+
+
+@dataclass
+class Encoded:
+    """A cohort ready for Spark ALS.
+
+    Attributes
+    ----------
+    dataset : Dataset
+        What the artifact stores (id maps, matrices), on the driver.
+    ratings : pyspark DataFrame
+        (patient int, column int, rating float) for every non-zero of ``dataset.matrix``.
+    patient_positives, column_positives : ndarray of int, shapes (n_p,) and (n_t + n_f,)
+        Positive ratings per patient and per column (what Spark's penalty counts).
+    inexact : int
+        Entries Spark cannot represent exactly (see :func:`.params.spark_ratings`).
+    n_outcome_rows : int
+        Outcome rows read.
+    """
+
+    dataset: Dataset
+    ratings: "DataFrame"
+    patient_positives: np.ndarray
+    column_positives: np.ndarray
+    inexact: int
+    n_outcome_rows: int
+
+
+def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | None = None,
+                         policy: ConfidencePolicy | None = None, side_info: SideInfo | None = None,
+                         pseudonymizer: Pseudonymizer | None = None, master: str | None = None,
+                         encode: str = "local", metrics: Mapping | None = None) -> Path:
+    """Fit Spark ALS on the tables at ``data`` and write a verified artifact to ``out``.
+
+    Parameters
+    ----------
+    data : path or URL
+        A folder of canonical tables, or one Parquet file (or Parquet dataset folder) of
+        outcomes. With ``encode="spark"`` any path Spark can read (``hdfs://``, ``s3a://`` ...).
+    out : path
+        Artifact folder on the driver (replaced atomically).
+    params : mapping, optional
+        ALSRecommender parameters (implicit's conventions: ``factors``, ``regularization``,
+        ``iterations``, ``random_state``, ``use_cg``) plus the Spark-only ``spark_reg_param``
+        and ``spark_blocks`` (see :mod:`.params`).
+    policy, side_info, pseudonymizer
+        As for the local engine (:func:`recommender.training.train_artifact`).
+    master : str, optional
+        Spark master URL (see :mod:`.session`).
+    encode : {"local", "spark"}
+        Where the tables become matrices (see the module docstring).
+    metrics : mapping, optional
+        Metrics to record in the manifest.
+
+    Returns the artifact path.
+
+    Raises
+    ------
+    ParameterError
+        Unknown or out-of-range parameter, or an unknown ``encode``.
+    DataValidationError
+        The tables break the schema.
+    """
+    if encode not in ENCODINGS:
+        raise ParameterError(f"encode must be one of {list(ENCODINGS)}; got {encode!r}")
+    als_params, spark_only = split_params(params)
+    model = ALSRecommender(**als_params)
+    model._validate_params()  # fail on a bad parameter before starting Spark
+    started = time.perf_counter()
+    with spark_session(master) as spark:
+        encoded = (encode_locally(spark, data, policy, side_info, pseudonymizer) if encode == "local"
+                   else _encode_on_spark(spark, data, policy, side_info, pseudonymizer))
+        encode_seconds = time.perf_counter() - started
+        if encoded.inexact:
+            log.warning("%d matrix entries have a confidence below 1, which Spark cannot express; "
+                        "they enter with confidence 1 (see recommender.spark.params)", encoded.inexact)
+        als = correspond(model.get_params(), encoded.patient_positives,
+                         spark.sparkContext.defaultParallelism, spark_only)
+        model.user_factors_, model.item_factors_ = fit_als(
+            spark, encoded.ratings, encoded.dataset.matrix.shape, als)
+        fit_seconds = time.perf_counter() - started - encode_seconds
+        spark_info = _spark_section(spark, als, encoded, model.regularization, encode)
+    model.dataset_ = encoded.dataset
+    training = {"data_folder": Path(str(data).rstrip("/")).name,
+                "read_seconds": round(encode_seconds, 3), "fit_seconds": round(fit_seconds, 3),
+                "n_outcome_rows": encoded.n_outcome_rows}
+    path = save_artifact(model, out, metrics=metrics,
+                         extra={"engine": "spark", "spark": spark_info, "training": training})
+    load_artifact(path, mmap=True, pseudonymizer=pseudonymizer)  # verify checksums, key, load
+    log.info("trained als on Spark in %.1fs (encoding %.1fs) -> %s", fit_seconds, encode_seconds, path)
+    return path
+
+
+# --- encoding on the driver ---------------------------------------------------------------------
+
+def read_cohort(data: str | Path) -> CohortTables:
+    """Validated tables from a folder of canonical tables or from one Parquet file of outcomes."""
+    path = Path(data)
+    if path.is_dir() and find_table(path, "outcomes") is not None:
+        return read_tables(path)
+    if path.suffix == ".parquet" and path.exists():
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataValidationError(f"cannot be read as Parquet: {exc}", file=str(path)) from None
+        for column in ("patient_id", "treatment_id"):
+            if column in frame:  # ids are strings, as the CSV reader gives them
+                frame[column] = frame[column].astype("string").fillna("").astype(object)
+        return validate_tables({"outcomes": frame}, files={"outcomes": str(path)})
+    return read_tables(path)  # raises the usual "not a folder of canonical tables" error
+
+
+def encode_locally(spark: "SparkSession", data, policy: ConfidencePolicy | None,
+                   side_info: SideInfo | None, pseudonymizer: Pseudonymizer | None) -> Encoded:
+    """Encode on the driver with :meth:`Dataset.from_tables` and ship the ratings to Spark."""
+    tables = read_cohort(data)
+    dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
+                                  pseudonymizer=pseudonymizer)
+    coo = dataset.matrix.tocoo()
+    ratings, inexact = spark_ratings(coo.data)
+    positive = ratings > 0
+    n_rows, n_cols = dataset.matrix.shape
+    return Encoded(dataset=dataset,
+                   ratings=ratings_frame(spark, coo.row, coo.col, ratings),
+                   patient_positives=np.bincount(coo.row[positive], minlength=n_rows),
+                   column_positives=np.bincount(coo.col[positive], minlength=n_cols),
+                   inexact=inexact, n_outcome_rows=len(tables.outcomes))
+
+
+def ratings_frame(spark: "SparkSession", rows: np.ndarray, cols: np.ndarray,
+                  ratings: np.ndarray) -> "DataFrame":
+    """A Spark DataFrame (patient int, column int, rating float) from coordinate arrays."""
+    import pyarrow as pa
+
+    table = pa.table({PATIENT: pa.array(np.asarray(rows, np.int32)),
+                      COLUMN: pa.array(np.asarray(cols, np.int32)),
+                      RATING: pa.array(np.asarray(ratings, np.float32))})
+    with quiet_pandas_warning():
+        return spark.createDataFrame(table)
+
+
+def _encode_on_spark(spark, data, policy, side_info, pseudonymizer) -> Encoded:
+    from .encode import encode_tables
+    return encode_tables(spark, str(data), policy=policy, side_info=side_info,
+                         pseudonymizer=pseudonymizer)
+
+
+# --- fitting ------------------------------------------------------------------------------------
+
+def fit_als(spark: "SparkSession", ratings: "DataFrame", shape: tuple[int, int],
+            params: SparkALSParams) -> tuple[np.ndarray, np.ndarray]:
+    """Fit Spark ALS on ``ratings``; factors as float32 arrays of shapes (n_p, d), (n_cols, d).
+
+    Rows Spark returns no factors for (a patient or column without any rating) are zero, which
+    is what implicit gives them too.
+    """
+    from pyspark.ml.recommendation import ALS
+
+    als = ALS(userCol=PATIENT, itemCol=COLUMN, ratingCol=RATING, coldStartStrategy="nan",
+              **params.to_spark())
+    context = spark.sparkContext
+    checkpoints = None
+    if context.getCheckpointDir() is None and context.master.startswith("local"):
+        # ALS cuts its lineage every checkpointInterval iterations only with a checkpoint dir.
+        checkpoints = tempfile.TemporaryDirectory(prefix="recommender-spark-checkpoints-")
+        context.setCheckpointDir(checkpoints.name)
+    elif context.getCheckpointDir() is None and params.max_iter > 10:
+        log.warning("no Spark checkpoint directory: set spark.checkpoint.dir to a shared path so "
+                    "long ALS runs can cut their lineage")
+    try:
+        fitted = als.fit(ratings)
+        users = factor_matrix(fitted.userFactors, shape[0], params.rank)
+        items = factor_matrix(fitted.itemFactors, shape[1], params.rank)
+    finally:
+        if checkpoints is not None:
+            checkpoints.cleanup()
+    return users, items
+
+
+def factor_matrix(factors: "DataFrame", n: int, rank: int) -> np.ndarray:
+    """ALS's (id, features) DataFrame as a float32 (n, rank) array indexed by id (zeros if absent)."""
+    with quiet_pandas_warning():
+        table = factors.toArrow()
+    out = np.zeros((n, rank), np.float32)
+    if table.num_rows:
+        ids = table.column("id").to_numpy()
+        features = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        out[ids] = np.asarray(features, np.float32).reshape(-1, rank)
+    return out
+
+
+def _spark_section(spark, als: SparkALSParams, encoded: Encoded, regularization: float,
+                   encode: str) -> dict:
+    """The manifest's ``spark`` entry: what ran where and how the parameters correspond."""
+    return {
+        "version": spark.version, "master": spark.sparkContext.master,
+        "default_parallelism": spark.sparkContext.defaultParallelism,
+        "encode": encode, "als": als.to_dict(), "rating": RATING_DESCRIPTION,
+        "inexact_entries": encoded.inexact,
+        "regularization": {
+            "implicit_lambda": float(regularization),
+            "median_patient_positives": median_positive_count(encoded.patient_positives),
+            "patient_penalty": effective_penalties(als.reg_param, encoded.patient_positives),
+            "column_penalty": effective_penalties(als.reg_param, encoded.column_positives),
+        },
+    }
