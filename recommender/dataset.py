@@ -122,11 +122,14 @@ class Dataset:
     def from_tables(cls, tables: CohortTables, policy: ConfidencePolicy | None = None,
                     side_info: SideInfo | None = None, harm_threshold: float = 0.0,
                     pseudonymizer: Pseudonymizer | None = None,
-                    safety: SafetyPolicy | None = None) -> "Dataset":
+                    safety: SafetyPolicy | None = None, feedback: pd.DataFrame | None = None,
+                    feedback_weight: float = 0.25) -> "Dataset":
         """Build from validated tables (:func:`recommender.io.read_tables`).
 
         With a ``pseudonymizer`` every patient id is replaced by its keyed hash here, so the
-        dataset (and any artifact saved from it) never holds a raw id.
+        dataset (and any artifact saved from it) never holds a raw id. ``feedback``
+        (:func:`recommender.feedback.read_feedback`, patient ids as the model holds them) adds
+        clinicians' decisions as weak preferences of strength ``feedback_weight``.
         """
         policy, side_info = policy or ConfidencePolicy(), side_info or SideInfo()
         if pseudonymizer is not None:
@@ -192,7 +195,23 @@ class Dataset:
                       pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
                       pseudonymizer=pseudonymizer)
         dataset.matrix = dataset._build_matrix(history, pc)
+        if feedback is not None and len(feedback):
+            dataset.matrix = dataset._with_feedback(feedback, feedback_weight)
         return dataset
+
+    def _with_feedback(self, feedback: pd.DataFrame, weight: float) -> sp.csr_matrix:
+        """The matrix plus +/-(1 + alpha * weight) for decisions on pairs with no outcome."""
+        latest = feedback.sort_values("time", kind="stable").drop_duplicates(
+            ["patient", C.treatment], keep="last")
+        p = self.patients.to_internal(latest["patient"], strict=False)
+        t = self.treatments.to_internal(latest[C.treatment], strict=False)
+        known = (p >= 0) & (t >= 0)
+        p, t = p[known], t[known]
+        untried = ~_has_entry(self.history, p, t)
+        sign = np.where(latest["decision"].to_numpy()[known] == "accepted", 1.0, -1.0)
+        values = sign * (1.0 + self.policy.alpha * weight)
+        extra = _csr(p[untried], t[untried], values[untried], self.matrix.shape)
+        return (self.matrix + extra).tocsr().astype(np.float32)
 
     def _build_matrix(self, history: sp.csr_matrix, patient_conditions: sp.csr_matrix) -> sp.csr_matrix:
         """Signed confidences (n_rows, n_t + n_f) from outcome history and side information."""
@@ -403,6 +422,13 @@ def _pseudonymise(tables: CohortTables, pseudonymizer: Pseudonymizer) -> CohortT
     keyed = tables.replace(**frames)
     keyed.fingerprint = tables.fingerprint  # the data's identity is that of the source files
     return keyed
+
+
+def _has_entry(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Whether (row, col) is stored in ``matrix`` (explicit zeros count)."""
+    pattern = sp.csr_matrix((np.ones(matrix.nnz, np.int8), matrix.indices, matrix.indptr),
+                            shape=matrix.shape)
+    return np.asarray(pattern[rows, cols]).ravel() > 0
 
 
 def outcome_buckets(outcomes: np.ndarray, adverse: np.ndarray, positive_threshold: float) -> np.ndarray:

@@ -18,19 +18,24 @@ log = logging.getLogger(__name__)
 
 def fit_model(tables: CohortTables, kind: str = "als", params: Mapping | None = None,
               policy: ConfidencePolicy | None = None, side_info: SideInfo | None = None,
-              pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False) -> Recommender:
-    """Build the Dataset from ``tables`` and fit a new model of ``kind`` with ``params``."""
+              pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False,
+              **dataset_options) -> Recommender:
+    """Build the Dataset from ``tables`` and fit a new model of ``kind`` with ``params``.
+
+    ``dataset_options`` go to :meth:`Dataset.from_tables` (safety, feedback, feedback_weight).
+    """
     model = make_model(kind, **dict(params or {}))
     model._validate_params()  # fail on a bad parameter before the (slower) encoding
     dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
-                                  pseudonymizer=pseudonymizer)
+                                  pseudonymizer=pseudonymizer, **dataset_options)
     return model.fit(dataset, show_progress=show_progress)
 
 
 def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
                    params: Mapping | None = None, policy: ConfidencePolicy | None = None,
                    side_info: SideInfo | None = None, metrics: Mapping | None = None,
-                   pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False) -> Path:
+                   pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False,
+                   **dataset_options) -> Path:
     """Train on the canonical tables in ``data`` and write a verified artifact to ``out``.
 
     Returns the artifact path. The artifact is reloaded and its checksums verified before
@@ -40,7 +45,7 @@ def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
     tables = read_tables(data)
     read_seconds = time.perf_counter() - started
     model = fit_model(tables, kind, params, policy, side_info, pseudonymizer,
-                      show_progress=show_progress)
+                      show_progress=show_progress, **dataset_options)
     fit_seconds = time.perf_counter() - started - read_seconds
     training = {"data_folder": Path(data).name, "read_seconds": round(read_seconds, 3),
                 "fit_seconds": round(fit_seconds, 3), "n_outcome_rows": len(tables.outcomes)}

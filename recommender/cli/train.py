@@ -6,6 +6,7 @@ import sys
 
 from ..exceptions import ParameterError
 from ..models import MODELS
+from ..safety import SafetyPolicy
 from .options import (add_data_options, add_key_option, add_model_option, policy_from,
                       positive_int, pseudonymizer_from)
 
@@ -28,6 +29,15 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="random seed of the model")
     parser.add_argument("--params", type=json.loads, default={},
                         help='more model parameters as JSON, e.g. \'{"learning_rate": 0.05}\'')
+    parser.add_argument("--min-support", type=int, default=SafetyPolicy.min_support,
+                        help="do not offer a treatment received by fewer patients (default %(default)s)")
+    parser.add_argument("--active-window-days", type=int, default=SafetyPolicy.active_window_days,
+                        help="a treatment that worked this recently is active for the interaction "
+                             "check (default %(default)s)")
+    parser.add_argument("--feedback", metavar="FILE",
+                        help="clinicians' accept/override decisions (JSON lines) to add as signal")
+    parser.add_argument("--feedback-weight", type=float, default=0.25,
+                        help="strength of a decision in outcome units (default %(default)s)")
     add_data_options(parser)
     add_key_option(parser)
     parser.set_defaults(func=run)
@@ -51,10 +61,15 @@ def model_params(args) -> dict:
 def run(args) -> int:
     from ..training import train_artifact
 
+    from ..feedback import read_feedback
+
     pseudonymizer = pseudonymizer_from(args)
+    feedback = read_feedback(args.feedback) if args.feedback else None
+    safety = SafetyPolicy(min_support=args.min_support, active_window_days=args.active_window_days)
     path = train_artifact(args.data, args.out, kind=args.model, params=model_params(args),
                           policy=policy_from(args), side_info=args.side_info,
-                          pseudonymizer=pseudonymizer, show_progress=sys.stderr.isatty())
+                          pseudonymizer=pseudonymizer, show_progress=sys.stderr.isatty(),
+                          safety=safety, feedback=feedback, feedback_weight=args.feedback_weight)
     keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
     print(f"wrote {args.model} artifact to {path}; patient ids: {keyed}")
     return 0
