@@ -61,7 +61,7 @@ def random_cohort(seed: int, n_patients: int = 60, n_treatments: int = 12, n_con
         "treatment_id": [f"T{i}" for i in rng.integers(0, n_treatments, 5)],
         "condition_id": [f"{'A' if j % 2 else 'C'}{j % n_conditions}" for j in rng.integers(0, 30, 5)],
     })
-    pairs = rng.choice(n_treatments, size=(4, 2), replace=True)
+    pairs = np.array([rng.choice(n_treatments, size=2, replace=False) for _ in range(4)])
     interactions = pd.DataFrame({
         "treatment_a": [f"T{a}" for a in pairs[:, 0]], "treatment_b": [f"T{b}" for b in pairs[:, 1]],
         "severity": ["severe", "moderate", "severe", "minor"]})

@@ -79,7 +79,8 @@ def test_no_excluded_treatment_in_any_result(seed, kind, k, include_tried, data)
         support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
         explained = banned - outside - set(support[support < 3].index)
         assert explained <= reported  # every per-patient exclusion among the candidates is explained
-        rows = batch[(batch.patient_id == patient)]
+        same_condition = batch.condition_id.isna() if condition is None else batch.condition_id == condition
+        rows = batch[(batch.patient_id == patient) & same_condition]
         assert not banned & set(rows.treatment_id)
 
 
