@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..columns import Columns as C
-from ..exceptions import DataValidationError
+from ..exceptions import DataValidationError, ParameterError
 from ..fileutil import atomic_path
 from .options import add_key_option, positive_int, pseudonymizer_from
+from .train import add_engine_options, check_engine
 
 
 def register(subparsers) -> None:
@@ -33,12 +34,16 @@ def register(subparsers) -> None:
     parser.add_argument("--out", help="output file for --requests/--all (.csv, .csv.gz or .parquet); "
                                       "with --all on a pseudonymised model the ids are pseudonyms")
     add_key_option(parser)
+    add_engine_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..artifact import load_artifact
 
+    check_engine(args)
+    if args.engine == "spark":
+        return run_spark(args)
     model = load_artifact(args.artifact, pseudonymizer=pseudonymizer_from(args)).model
     if args.patient is not None:
         answer = model.recommend(args.patient, k=args.k, condition_id=args.condition,
@@ -60,6 +65,26 @@ def run(args) -> int:
                                       show_progress=sys.stderr.isatty())
     write_frame(frame, Path(args.out))
     print(f"wrote {len(frame)} rows for {len(patients)} requests to {args.out}")
+    return 0
+
+
+def run_spark(args) -> int:
+    """``--engine spark --all``: rank every patient on Spark, writing a Parquet dataset."""
+    from ..spark import require_pyspark
+
+    if not args.all:
+        raise ParameterError("--engine spark ranks every patient: use it with --all")
+    if not args.out or Path(args.out).suffix in (".csv", ".gz"):
+        raise DataValidationError("--engine spark writes Parquet: give --out a folder or a name "
+                                  "ending in .parquet", column="--out")
+    require_pyspark()
+    from ..spark.rank import rank_all_spark
+
+    summary = rank_all_spark(args.artifact, args.out, k=args.k, condition_id=args.condition,
+                             include_tried=args.include_tried, master=args.spark_master,
+                             pseudonymizer=pseudonymizer_from(args))
+    print(f"wrote {summary.n_rows} rows for {summary.n_patients} patients to {args.out} "
+          "(a Parquet dataset folder written by Spark)")
     return 0
 
 

@@ -40,7 +40,25 @@ def register(subparsers) -> None:
                         help="strength of a decision in outcome units (default %(default)s)")
     add_data_options(parser)
     add_key_option(parser)
+    add_engine_options(parser)
     parser.set_defaults(func=run)
+
+
+def add_engine_options(parser) -> None:
+    """``--engine`` and ``--spark-master`` (train and recommend)."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", choices=("local", "spark"), default="local",
+                       help="run on this machine or on Apache Spark (needs the [spark] extra and "
+                            "Java 17+; see docs/spark.md) (default %(default)s)")
+    group.add_argument("--spark-master", metavar="URL",
+                       help="Spark master for --engine spark (default $RECOMMENDER_SPARK_MASTER, "
+                            "then spark-defaults.conf, then local[2])")
+
+
+def check_engine(args) -> None:
+    """Refuse Spark-only options without --engine spark."""
+    if args.engine != "spark" and args.spark_master:
+        raise ParameterError("--spark-master applies only with --engine spark")
 
 
 def model_params(args) -> dict:
@@ -63,13 +81,35 @@ def run(args) -> int:
 
     from ..feedback import read_feedback
 
+    check_engine(args)
     pseudonymizer = pseudonymizer_from(args)
     feedback = read_feedback(args.feedback) if args.feedback else None
     safety = SafetyPolicy(min_support=args.min_support, active_window_days=args.active_window_days)
+    if args.engine == "spark":
+        return run_spark(args, pseudonymizer, safety=safety, feedback=feedback,
+                         feedback_weight=args.feedback_weight)
     path = train_artifact(args.data, args.out, kind=args.model, params=model_params(args),
                           policy=policy_from(args), side_info=args.side_info,
                           pseudonymizer=pseudonymizer, show_progress=sys.stderr.isatty(),
                           safety=safety, feedback=feedback, feedback_weight=args.feedback_weight)
     keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
     print(f"wrote {args.model} artifact to {path}; patient ids: {keyed}")
+    return 0
+
+
+def run_spark(args, pseudonymizer, **dataset_options) -> int:
+    """``--engine spark``: Spark MLlib ALS, exported as the standard artifact."""
+    from ..spark import require_pyspark
+
+    if args.model != "als":
+        raise ParameterError(f"--engine spark trains --model als only; got --model {args.model}")
+    require_pyspark()
+    from ..spark.train import train_spark_artifact
+
+    path = train_spark_artifact(args.data, args.out, params=model_params(args),
+                                policy=policy_from(args), side_info=args.side_info,
+                                pseudonymizer=pseudonymizer, master=args.spark_master,
+                                **dataset_options)
+    keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
+    print(f"wrote als artifact (trained on Spark) to {path}; patient ids: {keyed}")
     return 0

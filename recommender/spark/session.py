@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
@@ -130,6 +131,10 @@ def build_session(master: str | None = None, app_name: str = APP_NAME) -> "Spark
                                "or set JAVA_HOME")
     configured = configured_elsewhere()
     master = resolve_master(master, configured)
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # pyspark starts its Python workers with $PYSPARK_PYTHON (default: python3 on the PATH);
+        # locally they must run this interpreter, whose environment has this package.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in session_settings(master, configured).items():
         builder = builder.config(key, value)

@@ -81,7 +81,8 @@ class Encoded:
 def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | None = None,
                          policy: ConfidencePolicy | None = None, side_info: SideInfo | None = None,
                          pseudonymizer: Pseudonymizer | None = None, master: str | None = None,
-                         encode: str = "local", metrics: Mapping | None = None) -> Path:
+                         encode: str = "local", metrics: Mapping | None = None,
+                         **dataset_options) -> Path:
     """Fit Spark ALS on the tables at ``data`` and write a verified artifact to ``out``.
 
     Parameters
@@ -103,6 +104,9 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
         Where the tables become matrices (see the module docstring).
     metrics : mapping, optional
         Metrics to record in the manifest.
+    **dataset_options
+        More :meth:`Dataset.from_tables` options (``safety``, ``feedback`` ...), as the local
+        engine takes them.
 
     Returns the artifact path.
 
@@ -120,8 +124,10 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
     model._validate_params()  # fail on a bad parameter before starting Spark
     started = time.perf_counter()
     with spark_session(master) as spark:
-        encoded = (encode_locally(spark, data, policy, side_info, pseudonymizer) if encode == "local"
-                   else _encode_on_spark(spark, data, policy, side_info, pseudonymizer))
+        encoded = (encode_locally(spark, data, policy, side_info, pseudonymizer, **dataset_options)
+                   if encode == "local"
+                   else _encode_on_spark(spark, data, policy, side_info, pseudonymizer,
+                                         **dataset_options))
         encode_seconds = time.perf_counter() - started
         if encoded.inexact:
             log.warning("%d matrix entries have a confidence below 1, which Spark cannot express; "
@@ -163,11 +169,12 @@ def read_cohort(data: str | Path) -> CohortTables:
 
 
 def encode_locally(spark: "SparkSession", data, policy: ConfidencePolicy | None,
-                   side_info: SideInfo | None, pseudonymizer: Pseudonymizer | None) -> Encoded:
+                   side_info: SideInfo | None, pseudonymizer: Pseudonymizer | None,
+                   **dataset_options) -> Encoded:
     """Encode on the driver with :meth:`Dataset.from_tables` and ship the ratings to Spark."""
     tables = read_cohort(data)
     dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
-                                  pseudonymizer=pseudonymizer)
+                                  pseudonymizer=pseudonymizer, **dataset_options)
     coo = dataset.matrix.tocoo()
     ratings, inexact = spark_ratings(coo.data)
     positive = ratings > 0
@@ -191,10 +198,10 @@ def ratings_frame(spark: "SparkSession", rows: np.ndarray, cols: np.ndarray,
         return spark.createDataFrame(table)
 
 
-def _encode_on_spark(spark, data, policy, side_info, pseudonymizer) -> Encoded:
+def _encode_on_spark(spark, data, policy, side_info, pseudonymizer, **dataset_options) -> Encoded:
     from .encode import encode_tables
     return encode_tables(spark, str(data), policy=policy, side_info=side_info,
-                         pseudonymizer=pseudonymizer)
+                         pseudonymizer=pseudonymizer, **dataset_options)
 
 
 # --- fitting ------------------------------------------------------------------------------------
