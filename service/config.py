@@ -92,19 +92,22 @@ def load_config(overrides: Mapping | None = None,
         setting missing.
     """
     environ = os.environ if environ is None else environ
-    config = dict(DEFAULTS)
+    given: dict[str, Any] = {}
     path = environ.get(CONFIG_FILE_VARIABLE)
     if path:
-        config.update(_read_file(Path(path)))
+        given.update(_read_file(Path(path)))
     for variable, (key, convert) in ENVIRONMENT.items():
         if environ.get(variable, "") != "":
             try:
-                config[key] = convert(environ[variable])
+                given[key] = convert(environ[variable])
             except ValueError as exc:
                 raise ConfigError(f"{variable}={environ[variable]!r}: {exc}") from None
     overrides = dict(overrides or {})
     _check_known(overrides, "create_app(config)")
-    config.update(overrides)
+    given.update(overrides)
+    config = {**DEFAULTS, **given}
+    if "DEFAULT_K" not in given and isinstance(config["MAX_K"], int):
+        config["DEFAULT_K"] = min(config["DEFAULT_K"], config["MAX_K"])  # a small MAX_K wins
     return check_config(config)
 
 

@@ -9,7 +9,7 @@ import logging
 import traceback
 from typing import Mapping
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,6 @@ def register_error_handlers(app: Flask) -> None:
         # A bug. The traceback is logged without the exception's message, which could quote a
         # raw identifier from the request; the client gets no detail at all.
         frames = "".join(traceback.format_tb(error.__traceback__))
-        log.error("unhandled %s\n%s", type(error).__name__, frames)
+        log.error("request %s: unhandled %s\n%s", g.get("request_id"), type(error).__name__, frames)
         return error_response(500, "internal_error", "internal server error; the request id "
                               "in X-Request-ID identifies it in the server log")

@@ -1,0 +1,127 @@
+"""The audit log: a line per patient-data access (failures too), pseudonyms only, durable,
+rotation-friendly, and no patient data when a line cannot be written."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+from recommender.pseudonym import Pseudonymizer
+from service import audit as audit_module
+from service.audit import AuditLog
+
+from .conftest import audit_lines
+
+FIELDS = {"time", "event", "request_id", "principal", "role", "endpoint", "method",
+          "patient_pseudonym", "condition_id", "model_version", "treatment_ids", "status",
+          "error_code", "remote_addr"}
+
+
+def test_one_line_per_access_with_the_documented_fields(client, clinician, site):
+    response = client.get("/v1/patients/P0201/recommendations?condition=C&k=2", headers=clinician)
+    [line] = audit_lines(site)
+    assert set(line) == FIELDS
+    assert line["event"] == "patient_data_access" and line["principal"] == "ward-7"
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert line["patient_pseudonym"] == Pseudonymizer.from_file(site.key)("P0201")
+    assert line["treatment_ids"] == [r["treatment_id"] for r in response.get_json()["recommendations"]]
+    assert line["status"] == 200 and line["condition_id"] == "C"
+    assert line["model_version"] == response.get_json()["model"]["version"]
+    assert line["time"].endswith("Z")
+
+
+def test_failed_accesses_are_audited(client, clinician, admin, site):
+    client.get("/v1/patients/NOBODY/recommendations", headers=clinician)
+    client.get("/v1/patients/P0001/recommendations", headers=admin)
+    client.get("/v1/patients/P0001/recommendations?k=0", headers=clinician)
+    client.get("/v1/patients/P0001/recommendations")  # no principal: counted, not audited
+    lines = audit_lines(site)
+    assert [(line["status"], line["error_code"]) for line in lines] == [
+        (404, "unknown_patient"), (403, "forbidden"), (400, "invalid_parameter")]
+    assert lines[1]["principal"] == "ops" and lines[1]["treatment_ids"] == []
+
+
+def test_new_patient_requests_are_audited_without_an_identifier(client, clinician, site):
+    body = {"history": [{"treatment_id": "S0", "outcome": 1}], "conditions": ["C"]}
+    client.post("/v1/recommendations", json=body, headers=clinician)
+    [line] = audit_lines(site)
+    assert line["patient_pseudonym"] is None and line["history_items"] == 1
+
+
+def test_raw_patient_ids_appear_in_no_log_metric_or_audit_line(client, clinician, site, caplog):
+    caplog.set_level("DEBUG")
+    client.get("/v1/patients/P0203/recommendations", headers=clinician)
+    client.get("/v1/patients/UNKNOWN-PATIENT-77/recommendations", headers=clinician)
+    metrics = client.get("/metrics", headers=clinician).get_data(as_text=True)
+    for text in ((site.root / "audit.log").read_text(), caplog.text, metrics):
+        assert "P0203" not in text and "UNKNOWN-PATIENT-77" not in text
+
+
+def test_non_patient_endpoints_are_not_audited(client, clinician, site):
+    client.get("/v1/model", headers=clinician)
+    client.get("/v1/treatments/T0/similar", headers=clinician)
+    assert audit_lines(site) == []
+
+
+def test_no_patient_data_without_an_audit_line(client, clinician, site):
+    path = site.root / "audit.log"
+    path.unlink()
+    path.mkdir()  # the audit path can no longer be opened for appending
+    response = client.get("/v1/patients/P0201/recommendations", headers=clinician)
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"]["code"] == "audit_unavailable" and "recommendations" not in body
+    assert client.get("/ready").status_code == 503
+    path.rmdir()
+    assert client.get("/v1/patients/P0201/recommendations", headers=clinician).status_code == 200
+    assert len(audit_lines(site)) == 1
+
+
+def test_every_line_is_fsynced(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(audit_module.os, "fsync", synced.append)
+    log = AuditLog(tmp_path / "audit.log")
+    log.write({"event": "x"})
+    log.write({"event": "y"})
+    assert len(synced) == 2
+    AuditLog(tmp_path / "other.log", fsync=False).write({"event": "z"})
+    assert len(synced) == 2
+
+
+def test_rotation_reopens_the_file_by_path(tmp_path):
+    log = AuditLog(tmp_path / "audit.log")
+    log.write({"n": 1})
+    os.rename(tmp_path / "audit.log", tmp_path / "audit.log.1")  # what logrotate does
+    log.write({"n": 2})
+    (tmp_path / "audit.log").unlink()
+    log.write({"n": 3})
+    assert [json.loads(x)["n"] for x in (tmp_path / "audit.log.1").read_text().splitlines()] == [1]
+    assert [json.loads(x)["n"] for x in (tmp_path / "audit.log").read_text().splitlines()] == [3]
+    assert oct((tmp_path / "audit.log").stat().st_mode & 0o777) == "0o600"
+
+
+def _append_many(path: str, writer: int) -> None:
+    log = AuditLog(path, fsync=False)
+    for number in range(300):
+        log.write({"writer": writer, "n": number, "padding": "x" * 300})
+
+
+def test_lines_from_concurrent_processes_never_interleave(tmp_path):
+    path = str(tmp_path / "audit.log")
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_append_many, args=(path, w)) for w in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    lines = [json.loads(line) for line in open(path)]
+    assert len(lines) == 1200
+    for writer in range(4):
+        assert [x["n"] for x in lines if x["writer"] == writer] == list(range(300))
+
+
+def test_reloads_are_audited(client, admin, site):
+    client.post("/v1/admin/reload", headers=admin)
+    [line] = audit_lines(site)
+    assert line["event"] == "model_reload" and line["principal"] == "ops"
+    assert line["status"] == "reloaded"

@@ -1,0 +1,150 @@
+"""Hot reload in one process (admin endpoint) and the master-side logic used under gunicorn."""
+from __future__ import annotations
+
+import threading
+
+from service import reload as reload_module
+
+from .conftest import audit_lines
+
+
+def _version(client, headers) -> str:
+    return client.get("/v1/model", headers=headers).get_json()["version"]
+
+
+def test_reload_swaps_in_another_artifact(client, admin, clinician, site):
+    before = _version(client, clinician)
+    response = client.post("/v1/admin/reload", json={"artifact": str(site.other_artifact)},
+                           headers=admin)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "reloaded" and body["previous_version"] == before
+    assert _version(client, clinician) == body["model_version"] != before
+    assert client.get("/ready").get_json()["model_version"] == body["model_version"]
+
+
+def test_reload_without_a_body_rereads_the_current_artifact(client, admin):
+    response = client.post("/v1/admin/reload", headers=admin)
+    assert response.status_code == 200 and response.get_json()["status"] == "reloaded"
+
+
+def test_bad_artifacts_are_refused_and_the_old_model_keeps_serving(client, admin, clinician, site):
+    before = _version(client, clinician)
+    tampered = site.copy_artifact(site.other_artifact, "tampered")
+    (tampered / "model" / "item_factors.npy").write_bytes(b"garbage")
+    for artifact, message in ((tampered, "checksum"), (site.foreign_artifact, "key does not match"),
+                              (site.raw_artifact, "not pseudonymised"),
+                              (site.root / "missing", "no artifact folder")):
+        response = client.post("/v1/admin/reload", json={"artifact": str(artifact)}, headers=admin)
+        assert response.status_code == 422
+        error = response.get_json()["error"]
+        assert error["code"] == "reload_refused" and message in error["message"]
+        assert _version(client, clinician) == before
+        assert client.get("/v1/patients/P0001/recommendations", headers=clinician).status_code == 200
+    assert [line["status"] for line in audit_lines(site) if line["event"] == "model_reload"] == ["refused"] * 4
+
+
+def test_paths_outside_the_artifact_root_are_refused(client, admin, tmp_path):
+    response = client.post("/v1/admin/reload", json={"artifact": "/etc"}, headers=admin)
+    assert response.status_code == 422
+    assert "artifact root" in response.get_json()["error"]["message"]
+
+
+def test_reload_body_validation(client, admin):
+    assert client.post("/v1/admin/reload", json={"path": "x"}, headers=admin).status_code == 400
+    assert client.post("/v1/admin/reload", json={"artifact": 3}, headers=admin).status_code == 400
+    assert client.post("/v1/admin/reload", data="x", headers={**admin, "Content-Type": "text/plain"}).status_code == 415
+
+
+def test_a_rotated_key_is_picked_up_with_the_artifact_trained_with_it(client, admin, clinician, site):
+    site.key.write_bytes(site.root.joinpath("foreign-key").read_bytes())  # rotate the key file
+    response = client.post("/v1/admin/reload", json={"artifact": str(site.foreign_artifact)},
+                           headers=admin)
+    assert response.status_code == 200
+    assert client.get("/v1/patients/P0001/recommendations", headers=clinician).status_code == 200
+
+
+def test_reload_rereads_the_tokens_file(client, admin, clinician, site):
+    from service.tokens import add_token
+    new_token = add_token(site.tokens, "ward-9", "clinician")
+    assert client.get("/v1/model", headers={"Authorization": f"Bearer {new_token}"}).status_code == 401
+    client.post("/v1/admin/reload", headers=admin)
+    assert client.get("/v1/model", headers={"Authorization": f"Bearer {new_token}"}).status_code == 200
+
+
+def test_requests_during_reloads_never_fail(app, admin, clinician, site):
+    failures, stop = [], threading.Event()
+
+    def load():
+        client = app.test_client()
+        while not stop.is_set():
+            response = client.get("/v1/patients/P0001/recommendations?condition=C", headers=clinician)
+            if response.status_code != 200:
+                failures.append(response.status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    client = app.test_client()
+    for artifact in (site.other_artifact, site.artifact) * 3:
+        assert client.post("/v1/admin/reload", json={"artifact": str(artifact)},
+                           headers=admin).status_code == 200
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+# --- the master side (gunicorn) -------------------------------------------------------------------
+
+def _control(tmp_path):
+    control = tmp_path / "control"
+    (control / "requests").mkdir(parents=True)
+    (control / "results").mkdir()
+    return control
+
+
+def test_master_reload_answers_each_request_and_restarts_workers_once(app, site, tmp_path):
+    runtime, control, restarts = app.extensions["recommender"], _control(tmp_path), []
+    (control / "requests" / "001-a.json").write_text('{"artifact": "%s"}' % site.other_artifact)
+    (control / "requests" / "002-b.json").write_text('{"artifact": "%s"}' % (site.root / "missing"))
+    reload_module.master_reload(runtime, control, lambda: restarts.append(1))
+    assert restarts == [1]
+    assert '"status": "reloaded"' in (control / "results" / "001-a.json").read_text()
+    assert '"status": "refused"' in (control / "results" / "002-b.json").read_text()
+    assert not list((control / "requests").iterdir())
+    assert runtime.store.current.path == site.other_artifact
+
+
+def test_a_refused_sighup_does_not_restart_workers(app, site, tmp_path):
+    runtime, control, restarts = app.extensions["recommender"], _control(tmp_path), []
+    (site.artifact / "manifest.json").write_text("{}")  # the served folder is now broken
+    reload_module.master_reload(runtime, control, lambda: restarts.append(1))
+    assert restarts == []
+    assert runtime.store.current.path == site.artifact  # still the snapshot loaded at start
+
+
+def test_an_unexpected_error_while_loading_keeps_the_master_alive(app, tmp_path, monkeypatch):
+    runtime, control = app.extensions["recommender"], _control(tmp_path)
+
+    def explode(artifact=None):
+        raise MemoryError("simulated")
+    monkeypatch.setattr(runtime.store, "reload", explode)
+    (control / "requests" / "001-a.json").write_text("{}")
+    reload_module.master_reload(runtime, control, lambda: None)
+    assert "unexpected error" in (control / "results" / "001-a.json").read_text()
+
+
+def test_the_worker_side_waits_for_the_masters_answer(tmp_path, monkeypatch):
+    control = _control(tmp_path)
+    sent = []
+
+    def fake_kill(pid, sig):
+        sent.append((pid, sig))
+        [request] = (control / "requests").glob("*.json")
+        (control / "results" / request.name).write_text('{"status": "reloaded"}')
+    monkeypatch.setattr(reload_module.os, "kill", fake_kill)
+    assert reload_module.request_fleet_reload(control, 4321, None, 2.0) == {"status": "reloaded"}
+    assert sent[0][0] == 4321
+    monkeypatch.setattr(reload_module.os, "kill", lambda pid, sig: None)
+    assert reload_module.request_fleet_reload(control, 4321, None, 0.1) is None  # timed out
