@@ -113,6 +113,9 @@ class Dataset:
     fingerprint: str = ""
     #: Fingerprint of the key that pseudonymised ``patients`` ("" when the ids are raw).
     pseudonym_fingerprint: str = ""
+    #: Display names from the ``treatments`` / ``conditions`` dictionaries (id -> name).
+    treatment_names: dict = field(default_factory=dict, repr=False)
+    condition_names: dict = field(default_factory=dict, repr=False)
     #: The key itself: never saved; needed to look up a raw patient id in a keyed dataset.
     pseudonymizer: Pseudonymizer | None = field(default=None, repr=False, compare=False)
 
@@ -193,7 +196,9 @@ class Dataset:
                       harm_threshold=harm_threshold, reference_year=reference_year,
                       fingerprint=tables.fingerprint,
                       pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
-                      pseudonymizer=pseudonymizer)
+                      pseudonymizer=pseudonymizer,
+                      treatment_names=_names(tables.treatments, C.treatment, treatments),
+                      condition_names=_names(tables.conditions, C.condition, conditions))
         dataset.matrix = dataset._build_matrix(history, pc)
         if feedback is not None and len(feedback):
             dataset.matrix = dataset._with_feedback(feedback, feedback_weight)
@@ -376,6 +381,7 @@ class Dataset:
             "safety": self.safety.to_dict(),
             "harm_threshold": self.harm_threshold, "reference_year": self.reference_year,
             "fingerprint": self.fingerprint, "pseudonym_fingerprint": self.pseudonym_fingerprint,
+            "treatment_names": self.treatment_names, "condition_names": self.condition_names,
         }
         return arrays, meta
 
@@ -396,7 +402,9 @@ class Dataset:
                    side_info=SideInfo(**meta["side_info"]), harm_threshold=meta["harm_threshold"],
                    safety=SafetyPolicy(**meta["safety"]),
                    reference_year=meta["reference_year"], fingerprint=meta["fingerprint"],
-                   pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""), **sparse)
+                   pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""),
+                   treatment_names=meta.get("treatment_names", {}),
+                   condition_names=meta.get("condition_names", {}), **sparse)
 
 
 SPARSE_FIELDS = ("matrix", "history", "harmful", "patient_conditions", "contraindications",
@@ -422,6 +430,15 @@ def _pseudonymise(tables: CohortTables, pseudonymizer: Pseudonymizer) -> CohortT
     keyed = tables.replace(**frames)
     keyed.fingerprint = tables.fingerprint  # the data's identity is that of the source files
     return keyed
+
+
+def _names(dictionary: pd.DataFrame | None, column: str, ids: IdMap) -> dict[str, str]:
+    """id -> display name for the ids the dataset knows (empty without a dictionary)."""
+    if dictionary is None or "name" not in dictionary:
+        return {}
+    names = dictionary.drop_duplicates(column).set_index(column)["name"].astype(str)
+    known = names[names.index.isin(set(ids.external_ids))]
+    return {str(k): v for k, v in known.items() if v}
 
 
 def _has_entry(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ class Recommendation:
     score: float
     explanation: dict | None = None
     flags: list = field(default_factory=list)
+    treatment_name: str | None = None
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Exclusion:
     reason: str
     detail: str
     rule: str = ""
+    treatment_name: str | None = None
 
 
 @dataclass
@@ -63,6 +65,8 @@ class RecommendationList:
         recommendations = []
         for item in self.recommendations:
             entry = {"rank": item.rank, "treatment_id": item.treatment_id, "score": item.score}
+            if item.treatment_name:
+                entry["treatment_name"] = item.treatment_name
             if item.explanation is not None:
                 entry["explanation"] = item.explanation
             if item.flags:
@@ -70,7 +74,8 @@ class RecommendationList:
             recommendations.append(entry)
         result = {"patient_id": self.patient_id, "condition_id": self.condition_id,
                   "model": self.model, "recommendations": recommendations,
-                  "excluded": [asdict(e) for e in self.excluded]}
+                  "excluded": [{k: v for k, v in asdict(e).items() if v is not None}
+                               for e in self.excluded]}
         if self.notes:
             result["notes"] = self.notes
         return result
@@ -197,8 +202,9 @@ def _rank_one(model, query: Query, k: int, patient_id, condition_id, include_tri
         flags = [{"type": "interaction", "severity": "moderate", "with": str(partner)}
                  for partner in dataset.treatments.to_external(
                      safety.moderate_interactions(dataset, active_idx, int(t)))]
-        recommendations.append(Recommendation(rank, str(dataset.treatments.to_external([t])[0]),
-                                              float(score), explanation, flags))
+        treatment_id = str(dataset.treatments.to_external([t])[0])
+        recommendations.append(Recommendation(rank, treatment_id, float(score), explanation, flags,
+                                              dataset.treatment_names.get(treatment_id)))
     excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active_idx)
     notes = notes + _evidence_note(dataset, candidates)
     if not recommendations:
@@ -225,9 +231,10 @@ def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, activ
     for t, code in zip(codes.indices, codes.data):
         if relevant is None or t in relevant:
             reason = safety.primary_reason(int(code))
-            excluded.append(Exclusion(str(dataset.treatments.to_external([t])[0]), reason,
+            treatment_id = str(dataset.treatments.to_external([t])[0])
+            excluded.append(Exclusion(treatment_id, reason,
                                       safety.describe(dataset, int(t), int(code), own_conditions, active),
-                                      rule=reason))
+                                      rule=reason, treatment_name=dataset.treatment_names.get(treatment_id)))
     return sorted(excluded, key=lambda e: e.treatment_id)
 
 

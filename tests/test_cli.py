@@ -76,3 +76,21 @@ def test_bad_option_values_are_rejected_by_argparse(capsys):
         main(["train", "--data", "d", "--out", "o", "--side-info", "conditions,shoe_size"])
     assert info.value.code == 2
     assert "shoe_size" in capsys.readouterr().err
+
+
+def test_names_from_the_dictionaries_are_shown(tmp_path, capsys):
+    import pandas as pd
+    from recommender.io import validate_tables
+    tables, _ = checkerboard(40, 2)
+    names = pd.DataFrame({"treatment_id": ["S0", "S1", "T0", "T1", "T2", "TX"],
+                          "name": ["Statin 0", "Statin 1", "Therapy 0", "Therapy 1", "Therapy 2", "X"]})
+    tables = validate_tables({"outcomes": tables.outcomes, "treatments": names,
+                              "patient_conditions": tables.patient_conditions})
+    write_tables(tables, tmp_path / "data")
+    main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--model", "popular"])
+    capsys.readouterr()
+    main(["recommend", "--artifact", str(tmp_path / "m"), "--patient", "P0040", "-k", "1"])
+    first = json.loads(capsys.readouterr().out)["recommendations"][0]
+    assert first["treatment_name"] == dict(zip(names.treatment_id, names.name))[first["treatment_id"]]
+    main(["recommend", "--artifact", str(tmp_path / "m"), "--patient", "P0040", "-k", "1", "--format", "table"])
+    assert first["treatment_name"] in capsys.readouterr().out
