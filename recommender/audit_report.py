@@ -94,11 +94,17 @@ def _flag_lines(result: AuditResult) -> list[str]:
     if flags.empty:
         return [f"No gap above {result.max_gap:g} among groups with at least "
                 f"{result.min_group_size} queries.", ""]
-    return [f"- **{row.attribute}**, `{row.metric}`: gap {row.gap:.3f} (± {_num(row.se)}, "
-            f"z {_num(row.z, 1)}) between "
-            f"{row.high_group} ({row.high:.3f}) and {row.low_group} ({row.low:.3f})"
-            + (" — within noise (z < 2)" if not row.z >= 2 else "")
-            for row in flags.itertuples()] + [""]
+    # metrics that coincide (hit, recall, precision ... at k = 1) share one line
+    keys = ["attribute", "high_group", "low_group", flags["gap"].round(9), flags["high"].round(9)]
+    lines = []
+    for _, same in flags.groupby(keys, sort=False):
+        row = same.iloc[0]
+        metrics = ", ".join(f"`{m}`" for m in same["metric"])
+        lines.append(f"- **{row.attribute}**, {metrics}: gap {row.gap:.3f} (± {_num(row.se)}, "
+                     f"z {_num(row.z, 1)}) between {row.high_group} ({row.high:.3f}) and "
+                     f"{row.low_group} ({row.low:.3f})"
+                     + (" — within noise (z < 2)" if not row.z >= 2 else ""))
+    return lines + [""]
 
 
 def _attribute_section(result: AuditResult, attribute: str) -> list[str]:
@@ -118,8 +124,8 @@ def _attribute_section(result: AuditResult, attribute: str) -> list[str]:
         rows.append(row)
     gaps = result.gaps[(result.gaps["attribute"] == attribute) & result.gaps["metric"].isin(names)]
     gap_rows = [{"metric": g.metric, "gap": _num(g.gap), "± se": _num(g.se), "z": _num(g.z, 1),
-                 "highest": f"{g.high_group} {_num(g.high)}" if g.high_group else "-",
-                 "lowest": f"{g.low_group} {_num(g.low)}" if g.low_group else "-",
+                 "highest": f"{g.high_group} {_num(g.high)}" if pd.notna(g.high_group) else "-",
+                 "lowest": f"{g.low_group} {_num(g.low)}" if pd.notna(g.low_group) else "-",
                  "groups": g.n_groups, "flag": "**yes**" if g.flagged else ""}
                 for g in gaps.itertuples()]
     lines = [f"## {attribute}", "", _table(pd.DataFrame(rows)), "",
@@ -160,7 +166,8 @@ def _table(frame: pd.DataFrame) -> str:
         return "(none)"
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+            for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
@@ -170,20 +177,21 @@ def plot_group_metrics(result: AuditResult, attribute: str, path: str | Path) ->
     """PNG: one panel per metric with a bar per group (95% interval), cohort value dashed.
 
     Metrics for which no group has ``min_group_size`` queries are left out (the Markdown table
-    still lists them).
+    still lists them); metrics equal in every group (hit, recall, precision ... at k = 1) share
+    a panel.
     """
     metrics = result.metrics[result.metrics["attribute"] == attribute]
     overall = result.metrics[result.metrics["attribute"] == ALL].set_index("metric")["value"]
     gaps = result.gaps[result.gaps["attribute"] == attribute].set_index("metric")
-    names = [m for m in pd.unique(metrics["metric"]) if metrics.loc[metrics["metric"] == m, "used"].any()]
     groups = sorted(pd.unique(metrics["group"]), key=group_order)
+    names = _distinct_panels(metrics, groups)
     columns = min(4, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / columns))
     width = max(3.2, 0.32 * len(groups) + 1.2)
     figure = Figure(figsize=(width * columns, 3.3 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     x = np.arange(len(groups))
-    for position, name in enumerate(names, start=1):
+    for position, (name, same) in enumerate(names.items(), start=1):
         axes = figure.add_subplot(rows, columns, position)
         part = metrics[metrics["metric"] == name].set_index("group").reindex(groups)
         values = part["value"].to_numpy(np.float64)
@@ -196,7 +204,8 @@ def plot_group_metrics(result: AuditResult, attribute: str, path: str | Path) ->
             axes.axhline(overall[name], color="black", linestyle="--", linewidth=0.8)
         gap = gaps["gap"].get(name, float("nan"))
         flagged = bool(gaps["flagged"].get(name, False))
-        title = name if not np.isfinite(gap) else f"{name}: gap {gap:.3f}" + (" (flagged)" if flagged else "")
+        label = name + (f" (= {', '.join(m.split('@')[0] for m in same)})" if same else "")
+        title = label if not np.isfinite(gap) else f"{label}: gap {gap:.3f}" + (" (flagged)" if flagged else "")
         axes.set_title(title, color="tab:red" if flagged else "black", fontsize="medium")
         axes.set_xticks(x, groups, rotation=60 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center",
                         fontsize="small")
@@ -205,6 +214,23 @@ def plot_group_metrics(result: AuditResult, attribute: str, path: str | Path) ->
     figure.suptitle(f"Metrics by {attribute} (grey: fewer than {result.min_group_size} queries or "
                     "unknown; dashed: whole cohort)", fontsize="medium")
     figure.savefig(path, dpi=100)
+
+
+def _distinct_panels(metrics: pd.DataFrame, groups: list[str]) -> dict[str, list[str]]:
+    """Metric -> metrics with the same value in every group (one panel for all of them), for
+    the metrics where some group is used for the gap."""
+    panels: dict[str, list[str]] = {}
+    seen: dict[tuple, str] = {}
+    for name in pd.unique(metrics["metric"]):
+        part = metrics[metrics["metric"] == name].set_index("group").reindex(groups)
+        if not part["used"].fillna(False).any():
+            continue
+        key = tuple(np.round(part["value"].to_numpy(np.float64), 9).tolist())
+        if key in seen:
+            panels[seen[key]].append(name)
+        else:
+            seen[key], panels[name] = name, []
+    return panels
 
 
 def plot_exposure(result: AuditResult, attribute: str, path: str | Path) -> None:

@@ -372,4 +372,5 @@ def _table(header: list[str], rows: list[list]) -> str:
     if not rows:
         return "(none)"
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+                              for row in rows])
