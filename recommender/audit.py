@@ -8,9 +8,11 @@ confidence policy, side information and harm threshold on a training split of th
 (``split``, default ``leave-last``) and ranks the held-out treatments with
 :func:`recommender.evaluate.evaluate_model`, exactly as ``recommender evaluate`` does (safety
 exclusions included). Each query, one (patient, condition) "what next?", is put into its
-patient's group and the per-query metrics are averaged per group: the ranking metrics at ``k``
-and MRR over queries with a held-out treatment that worked, ``outcome_auc`` and ``harm_rank``
-over the queries that define them (see :mod:`recommender.evaluate`).
+patient's group and the per-query metrics are averaged per group: the ranking metrics at ``k``,
+MRR and ``reachable`` (a treatment that worked could be suggested at all: no safety rule
+excluded it and it is a candidate for the condition) over queries with a held-out treatment
+that worked, ``outcome_auc`` and ``harm_rank`` over the queries that define them (see
+:mod:`recommender.evaluate`).
 
 *Exposure per group* (the artifact itself). Every patient of the artifact is ranked by the
 artifact's model, once per diagnosed condition that has candidate treatments (``requests=
@@ -66,6 +68,9 @@ DEFAULT_MIN_GROUP_SIZE = 30
 DEFAULT_MAX_GAP = 0.10
 REQUEST_MODES = ("condition", "patient")
 RANKING = ("hit", "ndcg", "recall", "precision", "map")
+#: Share of queries where a held-out treatment that worked was rankable at all (not excluded by
+#: a safety rule, a candidate for the condition): a miss it explains is not the ranking's fault.
+REACHABLE = "reachable"
 #: Metrics counted over every query that defines them (the others need a relevant treatment).
 OUTCOME_METRICS = ("outcome_auc", "harm_rank")
 #: Most treatments shown in an exposure heat map (the most exposed overall).
@@ -76,7 +81,7 @@ JSON_FILE, MARKDOWN_FILE = "audit.json", "audit.md"
 def audit_metrics(k: int) -> dict[str, str]:
     """Audited metric name -> per-query column of :func:`recommender.evaluate.evaluate_model`."""
     names = {f"{m}@{k}": f"{m}@{k}" for m in RANKING}
-    return {**names, "mrr": "rr", **{m: m for m in OUTCOME_METRICS}}
+    return {**names, "mrr": "rr", REACHABLE: REACHABLE, **{m: m for m in OUTCOME_METRICS}}
 
 
 # --- result -------------------------------------------------------------------------------------
@@ -91,7 +96,9 @@ class AuditResult:
         The settings; ``attributes`` are the audited patient columns.
     groups : DataFrame
         attribute, group, n_patients (in the audit data), n_queries (held-out queries),
-        n_requests (exposure rankings), small (fewer than ``min_group_size`` queries).
+        mean_allowed (treatments a query could rank after the exclusions, on average: a group
+        with fewer candidates has easier queries), n_requests (exposure rankings), small
+        (fewer than ``min_group_size`` queries).
     metrics : DataFrame
         attribute, group, metric, value, n (queries counted), se, used (for the gap); the
         attribute ``all`` holds the whole cohort.
@@ -295,7 +302,9 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
                      k: int) -> tuple[pd.DataFrame, dict]:
     """Re-fit the artifact's model on a training split and score the held-out queries.
 
-    Returns the per-query metrics of :func:`recommender.evaluate.evaluate_model` and the split's
+    Returns the per-query metrics of :func:`recommender.evaluate.evaluate_model` (plus
+    ``reachable``: 1 when a held-out treatment that worked was in the ranked list at all, 0 when
+    every such treatment was excluded, NaN without one) and the split's
     summary. The model kind, parameters, confidence policy, side information, harm threshold and
     safety settings are the artifact's.
     """
@@ -315,7 +324,9 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
     model = make_model(manifest["model"]["type"], **manifest["model"]["params"])
     result = evaluate_model(model, dataset, build_queries(dataset, parts.test), (k,))
     log.info("audit: re-fitted %s on %s in %.1fs", model.kind, parts.method, result.fit_seconds)
-    return result.queries, {**parts.summary(), "n_queries": len(result.queries)}
+    queries = result.queries
+    queries[REACHABLE] = np.where(queries["n_relevant"] > 0, queries["rr"] > 0, np.nan)
+    return queries, {**parts.summary(), "n_queries": len(queries)}
 
 
 def group_metrics(queries: pd.DataFrame, attributes: Sequence[str], metrics: Mapping[str, str],
@@ -477,20 +488,22 @@ def exposure_gaps(exposure: pd.DataFrame, requests: pd.DataFrame, min_group_size
 
 def _group_table(groups: pd.DataFrame, queries: pd.DataFrame, requests: pd.DataFrame,
                  attributes: Sequence[str], min_group_size: int) -> pd.DataFrame:
-    """attribute, group, n_patients, n_queries, n_requests, small, one row per group seen."""
+    """attribute, group, n_patients, n_queries, mean_allowed, n_requests, small: one row per group."""
     rows = []
     for attribute in attributes:
         patients = groups[attribute].value_counts()
         n_queries = queries[attribute].value_counts()
+        allowed = queries.groupby(attribute)["n_allowed"].mean()
         n_requests = requests[requests["attribute"] == attribute].set_index("group")["n_requests"]
         labels = set(patients.index) | set(n_queries.index) | set(n_requests.index)
         for group in sorted(labels, key=group_order):
             q = int(n_queries.get(group, 0))
             rows.append({"attribute": attribute, "group": group,
                          "n_patients": int(patients.get(group, 0)), "n_queries": q,
+                         "mean_allowed": float(allowed.get(group, float("nan"))),
                          "n_requests": int(n_requests.get(group, 0)), "small": q < min_group_size})
     return pd.DataFrame(rows, columns=["attribute", "group", "n_patients", "n_queries",
-                                       "n_requests", "small"])
+                                       "mean_allowed", "n_requests", "small"])
 
 
 def _treatment_names(tables: CohortTables, exposure: pd.DataFrame) -> dict[str, str]:

@@ -116,7 +116,7 @@ def _attribute_section(result: AuditResult, attribute: str) -> list[str]:
     for group in groups.itertuples():
         label = group.group + (" *" if group.small or group.group == UNKNOWN else "")
         row = {"group": label, "patients": group.n_patients, "queries": group.n_queries,
-               "requests": group.n_requests}
+               "candidates": _num(group.mean_allowed, 1), "requests": group.n_requests}
         for name in names:
             cell = metrics[(metrics["group"] == group.group) & (metrics["metric"] == name)]
             row[name] = (f"{cell['value'].iloc[0]:.3f} ± {_num(cell['se'].iloc[0])}"
@@ -129,7 +129,9 @@ def _attribute_section(result: AuditResult, attribute: str) -> list[str]:
                  "groups": g.n_groups, "flag": "**yes**" if g.flagged else ""}
                 for g in gaps.itertuples()]
     lines = [f"## {attribute}", "", _table(pd.DataFrame(rows)), "",
-             f"\\* fewer than {result.min_group_size} queries, or unknown: shown, not used for gaps.",
+             f"\\* fewer than {result.min_group_size} queries, or unknown: shown, not used for gaps. "
+             "`candidates`: treatments a query could rank after the exclusions, on average (fewer "
+             "candidates make a query easier).",
              "", _table(pd.DataFrame(gap_rows)), "",
              f"![metrics by {attribute}]({metrics_plot(attribute)})", "",
              f"### Exposure by {attribute}", ""]

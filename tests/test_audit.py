@@ -96,7 +96,7 @@ def test_group_metrics_match_an_independent_computation(planted, result):
     site = tables.patients.set_index("patient_id")["site"]
     latest = test.sort_values("timestamp", kind="stable").groupby(
         ["patient_id", "condition_id", "treatment_id"]).last().reset_index()
-    hits = {}
+    hits, reachable = {}, {}
     for (patient, condition), rows in latest.groupby(["patient_id", "condition_id"]):
         relevant = set(rows.loc[rows["outcome"] > 0, "treatment_id"])
         if not relevant:
@@ -106,8 +106,10 @@ def test_group_metrics_match_an_independent_computation(planted, result):
         full = model.recommend(patient, k=model.dataset_.n_treatments, condition_id=condition)
         top = full.treatment_ids[:K]
         hits.setdefault(site[patient], []).append(bool(relevant & set(top)))
+        reachable.setdefault(site[patient], []).append(bool(relevant & set(full.treatment_ids)))
     for group, values in hits.items():
         assert result.value("site", group, f"hit@{K}") == pytest.approx(np.mean(values))
+        assert result.value("site", group, "reachable") == pytest.approx(np.mean(reachable[group]))
         row = result.metrics[(result.metrics["attribute"] == "site") & (result.metrics["group"] == group)
                              & (result.metrics["metric"] == f"hit@{K}")].iloc[0]
         assert row["n"] == len(values)
