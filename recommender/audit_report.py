@@ -262,7 +262,7 @@ def plot_exposure(result: AuditResult, attribute: str, path: str | Path) -> None
             axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize="x-small",
                       color="white" if value > 0.6 * top else "black")
     figure.colorbar(image, ax=axes, label=f"% of the group's top-{result.k} slots")
-    axes.set_title(f"Exposure by {attribute}: the {len(overall)} most suggested treatments",
+    axes.set_title(f"Exposure by {attribute}\n(the {len(overall)} most suggested treatments)",
                    fontsize="medium")
     figure.savefig(path, dpi=100)
 
