@@ -34,12 +34,12 @@ from tqdm.auto import tqdm
 from . import metrics
 from .columns import Columns as C
 from .confidence import ConfidencePolicy
-from .safety import SafetyPolicy
 from .dataset import Dataset, SideInfo
 from .exceptions import DataValidationError, ParameterError
 from .io import CohortTables, find_table, read_tables
 from .models import Recommender, make_model
 from .ranking import rank_patients
+from .safety import SafetyPolicy
 from .split import Split
 
 log = logging.getLogger(__name__)

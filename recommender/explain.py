@@ -64,7 +64,8 @@ def evidence(dataset: "Dataset", treatment: int, condition: int) -> dict:
     }
 
 
-def leave_one_out(model: "Recommender", query: "Query", treatments: np.ndarray) -> list[list[tuple[int, float]]]:
+def leave_one_out(model: "Recommender", query: "Query",
+                  treatments: np.ndarray) -> list[list[tuple[int, float]]]:
     """Per treatment, (column, contribution) for each non-zero column of the single-row query."""
     from .models.base import Query
 
@@ -110,7 +111,8 @@ def describe_contributions(dataset: "Dataset", query: "Query",
         if abs(value) < 1e-6 or len(items) == MAX_CONTRIBUTIONS:
             continue
         if column < n_t:
-            items.append({"source": "outcome", "treatment_id": str(dataset.treatments.to_external([column])[0]),
+            items.append({"source": "outcome",
+                          "treatment_id": str(dataset.treatments.to_external([column])[0]),
                           "outcome": round(float(outcomes.get(column, 0.0)), 3),
                           "contribution": round(value, 6)})
         else:

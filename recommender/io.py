@@ -128,12 +128,14 @@ def validate_tables(frames: Mapping[str, pd.DataFrame],
         for column in ID_COLUMNS[table]:
             frame[column] = _clean_ids(frame[column], name, column)
         clean[table] = frame
-    clean[Tables.outcomes] = _normalise_outcomes(clean[Tables.outcomes], files.get(Tables.outcomes, Tables.outcomes))
+    clean[Tables.outcomes] = _normalise_outcomes(clean[Tables.outcomes],
+                                                 files.get(Tables.outcomes, Tables.outcomes))
     if Tables.patient_conditions in clean:
         clean[Tables.patient_conditions] = clean[Tables.patient_conditions].drop_duplicates(
             [C.patient, C.condition]).reset_index(drop=True)
     if Tables.patients in clean:
-        clean[Tables.patients] = _normalise_patients(clean[Tables.patients], files.get(Tables.patients, Tables.patients))
+        clean[Tables.patients] = _normalise_patients(clean[Tables.patients],
+                                                     files.get(Tables.patients, Tables.patients))
     if Tables.interactions in clean:
         _check_severity(clean[Tables.interactions], files.get(Tables.interactions, Tables.interactions))
     _check_references(clean, files)

@@ -9,14 +9,20 @@ import pytest
 
 from recommender import split as S
 from recommender.cli import main
-from recommender.safety import SafetyPolicy
-from recommender.evaluate import (EvaluationResult, build_queries, evaluate, evaluate_planted,
-                                  evaluate_split, named_models)
 from recommender.dataset import Dataset
+from recommender.evaluate import (
+    EvaluationResult,
+    build_queries,
+    evaluate,
+    evaluate_planted,
+    evaluate_split,
+    named_models,
+)
 from recommender.exceptions import ParameterError
 from recommender.io import read_tables, validate_tables, write_tables
 from recommender.models import make_model
 from recommender.report import PLOT, write_report
+from recommender.safety import SafetyPolicy
 
 FAST = {"popular": "popular", "condition-popular": "condition-popular",
         "als": make_model("als", factors=8, iterations=3), "cosine": "cosine"}

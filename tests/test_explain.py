@@ -1,7 +1,6 @@
 """Explanations: contributions and evidence match what the data says."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from recommender.dataset import Dataset

@@ -5,10 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.columns import Columns as C, Tables
+from recommender.columns import Columns as C
+from recommender.columns import Tables
 from recommender.io import read_tables, validate_tables
-from recommender.synthetic import (HELD_OUT, SyntheticCohort, bayes_rate, generate_cohort,
-                                   popularity_rate, write_cohort)
+from recommender.synthetic import (
+    HELD_OUT,
+    SyntheticCohort,
+    bayes_rate,
+    generate_cohort,
+    popularity_rate,
+    write_cohort,
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..artifact import load_artifact
     from ..evaluate import evaluate_planted, evaluate_split
+    from ..io import read_tables
     from ..report import write_report
     from ..split import leave_last
     from ..synthetic import generate_cohort, write_cohort
     from ..training import train_artifact
-    from ..artifact import load_artifact
-    from ..io import read_tables
     from .recommend import table
 
     out = Path(args.out)

@@ -7,8 +7,14 @@ import sys
 from ..exceptions import ParameterError
 from ..models import MODELS
 from ..safety import SafetyPolicy
-from .options import (add_data_options, add_key_option, add_model_option, policy_from,
-                      positive_int, pseudonymizer_from)
+from .options import (
+    add_data_options,
+    add_key_option,
+    add_model_option,
+    policy_from,
+    positive_int,
+    pseudonymizer_from,
+)
 
 #: CLI option -> model parameter name; only models that have the parameter accept the option.
 MODEL_OPTIONS = {"factors": "factors", "iterations": "iterations",
@@ -77,9 +83,8 @@ def model_params(args) -> dict:
 
 
 def run(args) -> int:
-    from ..training import train_artifact
-
     from ..feedback import read_feedback
+    from ..training import train_artifact
 
     check_engine(args)
     pseudonymizer = pseudonymizer_from(args)

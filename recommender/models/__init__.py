@@ -24,5 +24,5 @@ def make_model(kind: str, **params) -> Recommender:
 
 
 __all__ = ["MODELS", "make_model", "Query", "Recommender", "ALSRecommender", "BPRRecommender",
-           "LMFRecommender", "LatentClassRecommender", "CosineRecommender", "BM25Recommender", "PopularRecommender",
-           "ConditionPopularRecommender"]
+           "LMFRecommender", "LatentClassRecommender", "CosineRecommender", "BM25Recommender",
+           "PopularRecommender", "ConditionPopularRecommender"]

@@ -29,12 +29,14 @@ class LMFRecommender(FactorModel):
     kind = "lmf"
     _constraints = {"factors": integer(1, 4096), "learning_rate": real(0, low_open=True),
                     "regularization": real(0), "iterations": integer(1, 100_000),
-                    "neg_prop": integer(1, 1000), "num_threads": integer(0, 1024), "random_state": optional_seed()}
+                    "neg_prop": integer(1, 1000), "num_threads": integer(0, 1024),
+                    "random_state": optional_seed()}
     # user rows end in (1, user bias); item rows end in (item bias, 1)
     _bias_layout = ((-2, -1), ())
 
     def __init__(self, factors: int = 32, learning_rate: float = 1.0, regularization: float = 0.6,
-                 iterations: int = 30, neg_prop: int = 30, num_threads: int = 1, random_state: int | None = 0):
+                 iterations: int = 30, neg_prop: int = 30, num_threads: int = 1,
+                 random_state: int | None = 0):
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
