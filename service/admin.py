@@ -25,9 +25,9 @@ def reload_model():
     200 when the new model serves, 422 when it was refused (the old one keeps serving), 202
     when the master had not finished within ``RELOAD_TIMEOUT``.
     """
-    document = schemas.parse_json_body(request.content_type, request.get_data(cache=False),
-                                       optional=True)
-    body = schemas.validate_body({} if document is None else document, schemas.reload_schema())
+    raw = request.get_data(cache=False)
+    document = schemas.parse_json_body(request.content_type, raw) if raw else {}  # body optional
+    body = schemas.validate_body(document, schemas.reload_schema())
     artifact = _allowed_path(body["artifact"]) if "artifact" in body else None
     runtime = current_app.extensions["recommender"]
     control = current_app.config.get(reload.CONTROL_KEY)
@@ -47,10 +47,13 @@ def reload_model():
 
 
 def _allowed_path(artifact: str) -> str:
-    """The absolute artifact path, if it lies under ``ARTIFACT_ROOT`` (422 otherwise)."""
+    """The absolute artifact path, if it lies under ``ARTIFACT_ROOT`` (422 otherwise).
+
+    A relative path is taken relative to the root, so ``{"artifact": "als-v2"}`` is enough.
+    """
     root = Path(current_app.config["ARTIFACT_ROOT"]).resolve()
     try:
-        path = Path(artifact).expanduser().resolve()
+        path = (root / Path(artifact).expanduser()).resolve()  # relative: under the root
     except (OSError, RuntimeError, ValueError) as exc:
         raise ApiError(422, "reload_refused", f"artifact path cannot be resolved: {exc}") from None
     if path != root and root not in path.parents:

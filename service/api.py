@@ -75,7 +75,7 @@ def new_patient_recommendations():
     g.audit = {"history_items": None}
     document = schemas.parse_json_body(request.content_type, request.get_data(cache=False))
     body = schemas.validate_body(document, schemas.new_patient_schema(config))
-    history = [{**item, "adverse": int(item.get("adverse", False))} for item in body.get("history", [])]
+    history = [_history_item(item) for item in body.get("history", [])]
     condition = body.get("condition")
     g.audit.update(history_items=len(history), condition_id=condition)
     _check_condition(served, condition)
@@ -90,6 +90,14 @@ def new_patient_recommendations():
     result = answer.to_dict()
     g.audit["treatment_ids"] = _recommended_ids(result)
     return jsonify(result)
+
+
+def _history_item(item: dict) -> dict:
+    """A validated history item as the engine takes it (adverse as 0/1, upper-case ISO time)."""
+    engine_item = {**item, "adverse": int(item.get("adverse", False))}
+    if "timestamp" in item:
+        engine_item["timestamp"] = item["timestamp"].upper()
+    return engine_item
 
 
 @api.get("/v1/treatments/<treatment_id>/similar")

@@ -78,7 +78,7 @@ class AuditLog:
             The line could not be written or synced; the caller must withhold the answer.
         """
         line = {"time": _now(), **record}
-        data = (json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json.dumps(line, separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
             try:
                 fd = self._current()

@@ -105,8 +105,12 @@ def _prepare(model) -> None:
     - The item factors are copied into memory when they are a read-only memory map: implicit's
       ALS fold-in (new patients) needs a writable buffer. They are small (treatments x factors);
       the large per-patient arrays stay mapped and shared.
-    - The patient id index and the new-patient path are exercised once, so their lazily built
-      lookups exist in the preloaded master and are shared copy-on-write by the workers.
+    - The patient id index is built once, so the preloaded master's copy is shared
+      copy-on-write by the workers.
+
+    The new-patient path is deliberately *not* exercised here: implicit's ALS fold-in runs an
+    OpenMP parallel region, and GNU OpenMP used in a process that then forks leaves the children
+    waiting forever on its thread pool. Each worker starts its own pool on its first use.
     """
     factors = getattr(model, "item_factors_", None)
     if isinstance(factors, np.ndarray) and not factors.flags.writeable:
@@ -114,7 +118,6 @@ def _prepare(model) -> None:
         model.__dict__.pop("_solver_cache", None)
     dataset = model.dataset_
     dataset.patients.to_internal(dataset.patients.external_ids[:1], strict=False)
-    model.recommend_new(history=[], conditions=[], k=1)
     if dataset.n_treatments:
         model.similar(str(dataset.treatments.external_ids[0]), k=1)
 

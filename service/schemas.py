@@ -25,7 +25,7 @@ from .errors import ApiError
 ID_MAX = 256
 TRUE_FALSE = ("true", "false")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})?$")
+_DATE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$")
 
 
 def identifier(description: str) -> dict:
@@ -78,8 +78,9 @@ def new_patient_schema(config: Mapping) -> dict:
 def reload_schema() -> dict:
     return {"type": "object", "additionalProperties": False,
             "properties": {"artifact": {"type": "string", "minLength": 1, "maxLength": 4096,
-                                        "description": "artifact folder to load (default: the "
-                                                       "one being served, re-read)"}}}
+                                        "description": "artifact folder to load, absolute or "
+                                                       "relative to RECOMMENDER_ARTIFACT_ROOT "
+                                                       "(default: the one being served, re-read)"}}}
 
 
 def query_parameters(config: Mapping) -> dict[str, dict]:
@@ -153,7 +154,13 @@ def _valid_format(value: str, fmt: str) -> bool:
         if fmt == "date":
             return bool(_DATE.match(value)) and bool(date.fromisoformat(value))
         if fmt == "date-time":
-            return bool(_DATE_TIME.match(value)) and bool(datetime.fromisoformat(value.upper().replace("Z", "+00:00")))
+            match = _DATE_TIME.match(value)
+            if not match:
+                return False
+            base, fraction, offset = match.groups()
+            offset = "+00:00" if offset in (None, "Z", "z") else offset
+            datetime.fromisoformat(base.upper() + (fraction or "")[:7] + offset)
+            return True
     except ValueError:
         return False
     return True
@@ -181,7 +188,7 @@ def _json_type(value: Any) -> str:
 
 # --- requests -----------------------------------------------------------------------------------
 
-def parse_json_body(content_type: str | None, raw: bytes, *, optional: bool = False) -> Any:
+def parse_json_body(content_type: str | None, raw: bytes) -> Any:
     """The JSON document of a request body.
 
     Raises
@@ -190,8 +197,6 @@ def parse_json_body(content_type: str | None, raw: bytes, *, optional: bool = Fa
         415 when the body is not ``application/json``; 400 when it is not valid UTF-8 JSON
         (NaN and Infinity are not JSON and are refused too).
     """
-    if optional and not raw:
-        return None
     mimetype = (content_type or "").split(";", 1)[0].strip().lower()
     if mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type",
