@@ -30,6 +30,7 @@ import numpy as np
 from .dataset import Dataset
 from .exceptions import ArtifactError
 from .fileutil import atomic_dir
+from .jsonable import jsonable
 from .pseudonym import SCHEME, Pseudonymizer
 
 FORMAT = "treatment-recommender-artifact"
@@ -90,15 +91,15 @@ def save_artifact(model, path, metrics: Mapping | None = None, extra: Mapping | 
         "version": f"{model.kind}-{created:%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}",
         "created": created.isoformat(timespec="seconds"),
         "model": {"type": model.kind, "class": type(model).__name__,
-                  "params": _jsonable(model.get_params())},
+                  "params": jsonable(model.get_params())},
         "data": {"n_patients": dataset.n_patients, "n_treatments": dataset.n_treatments,
                  "n_features": len(dataset.features), "n_conditions": len(dataset.conditions),
                  "n_outcomes": int(dataset.history.nnz), **data_meta},
         "pseudonyms": {"scheme": SCHEME if dataset.pseudonym_fingerprint else "none",
                        "key_fingerprint": dataset.pseudonym_fingerprint or None},
-        "metrics": _jsonable(dict(metrics or {})),
+        "metrics": jsonable(dict(metrics or {})),
         "libraries": library_versions(),
-        **_jsonable(dict(extra or {})),
+        **jsonable(dict(extra or {})),
     }
     files = {}
     with atomic_dir(path) as tmp:
@@ -188,16 +189,3 @@ def load_artifact(path, mmap: bool = True, verify: bool = True,
     model._load_state(arrays["model"])
     model.manifest_ = manifest
     return Artifact(path=path, manifest=manifest, model=model)
-
-
-def _jsonable(value):
-    """Convert numpy scalars/arrays inside a structure into plain JSON types."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value

@@ -37,6 +37,7 @@ from .confidence import ConfidencePolicy
 from .dataset import Dataset, SideInfo
 from .exceptions import DataValidationError, ParameterError
 from .io import CohortTables, find_table, read_tables
+from .jsonable import jsonable  # noqa: F401  (re-exported for audit and tune)
 from .models import Recommender, make_model
 from .ranking import rank_patients
 from .safety import SafetyPolicy
@@ -490,16 +491,3 @@ def tqdm_disable(show_progress: bool | None) -> bool | None:
 
 def _column_mean(values: pd.Series) -> float:
     return float(pd.to_numeric(values, errors="coerce").mean())
-
-
-def jsonable(value):
-    """Plain JSON types (NaN becomes None) inside nested dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
