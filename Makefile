@@ -21,10 +21,32 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-$(ARTIFACT)/manifest.json: | $(STAMP)
-	$(BIN)/recommender train --data data/sample --out $(ARTIFACT) --model als
+# make serve: local development secrets under .dev-secrets/ (git-ignored, mode 0700), created
+# once: a pseudonymisation key, a clinician and an admin token (their hashes in tokens.json).
+DEV_SECRETS := .dev-secrets
+DEV_KEY := $(DEV_SECRETS)/pseudonym.key
+DEV_TOKENS := $(DEV_SECRETS)/tokens.json
 
-serve: $(STAMP) $(ARTIFACT)/manifest.json
+$(DEV_KEY): | $(STAMP)
+	mkdir -p $(DEV_SECRETS) && chmod 700 $(DEV_SECRETS)
+	$(BIN)/python -c "from recommender.pseudonym import create_key_file; create_key_file('$(DEV_KEY)')"
+
+$(DEV_TOKENS): | $(STAMP)
+	mkdir -p $(DEV_SECRETS) && chmod 700 $(DEV_SECRETS)
+	umask 077 && $(BIN)/python -m service.tokens add --file $(DEV_TOKENS) --id dev-clinician --role clinician > $(DEV_SECRETS)/clinician.token
+	umask 077 && $(BIN)/python -m service.tokens add --file $(DEV_TOKENS) --id dev-admin --role admin > $(DEV_SECRETS)/admin.token
+
+# Trained with the development key; retrained when the key is newer than the model.
+$(ARTIFACT)/manifest.json: $(DEV_KEY) | $(STAMP)
+	$(BIN)/recommender train --data data/sample --out $(ARTIFACT) --model als --pseudonym-key-file $(DEV_KEY)
+
+serve: $(STAMP) $(DEV_KEY) $(DEV_TOKENS) $(ARTIFACT)/manifest.json
+	@echo "Development tokens are in $(DEV_SECRETS)/ (clinician.token, admin.token). Try:"
+	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/clinician.token)\" 'http://$(HOST):$(PORT)/v1/patients/P000001/recommendations?k=3&condition=C02'"
+	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/admin.token)\" -X POST http://$(HOST):$(PORT)/v1/admin/reload"
+	@echo "  curl -s http://$(HOST):$(PORT)/health   (open; the API description is GET /openapi.json with a token)"
+	RECOMMENDER_API_TOKENS_FILE=$(DEV_TOKENS) RECOMMENDER_PSEUDONYM_KEY_FILE=$(DEV_KEY) \
+	RECOMMENDER_AUDIT_LOG=$(DEV_SECRETS)/audit.log \
 	$(BIN)/recommender serve --artifact $(ARTIFACT) --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
