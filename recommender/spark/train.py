@@ -120,25 +120,22 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
     if encode not in ENCODINGS:
         raise ParameterError(f"encode must be one of {list(ENCODINGS)}; got {encode!r}")
     als_params, spark_only = split_params(params)
-    model = ALSRecommender(**als_params)
+    model = SparkALSRecommender(**als_params)
     model._validate_params()  # fail on a bad parameter before starting Spark
     started = time.perf_counter()
     with spark_session(master) as spark:
-        encoded = (encode_locally(spark, data, policy, side_info, pseudonymizer, **dataset_options)
-                   if encode == "local"
-                   else _encode_on_spark(spark, data, policy, side_info, pseudonymizer,
-                                         **dataset_options))
+        if encode == "local":
+            tables = read_cohort(data)
+            dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
+                                          pseudonymizer=pseudonymizer, **dataset_options)
+            encoded = encode_dataset(spark, dataset, n_outcome_rows=len(tables.outcomes))
+        else:
+            encoded = _encode_on_spark(spark, data, policy, side_info, pseudonymizer,
+                                       **dataset_options)
         encode_seconds = time.perf_counter() - started
-        if encoded.inexact:
-            log.warning("%d matrix entries have a confidence below 1, which Spark cannot express; "
-                        "they enter with confidence 1 (see recommender.spark.params)", encoded.inexact)
-        als = correspond(model.get_params(), encoded.patient_positives,
-                         spark.sparkContext.defaultParallelism, spark_only)
-        model.user_factors_, model.item_factors_ = fit_als(
-            spark, encoded.ratings, encoded.dataset.matrix.shape, als)
+        model.fit_encoded(spark, encoded, spark_only)
         fit_seconds = time.perf_counter() - started - encode_seconds
-        spark_info = _spark_section(spark, als, encoded, model.regularization, encode)
-    model.dataset_ = encoded.dataset
+        spark_info = {**model.spark_info_, "encode": encode}
     training = {"data_folder": Path(str(data).rstrip("/")).name,
                 "read_seconds": round(encode_seconds, 3), "fit_seconds": round(fit_seconds, 3),
                 "n_outcome_rows": encoded.n_outcome_rows}
@@ -168,13 +165,8 @@ def read_cohort(data: str | Path) -> CohortTables:
     return read_tables(path)  # raises the usual "not a folder of canonical tables" error
 
 
-def encode_locally(spark: "SparkSession", data, policy: ConfidencePolicy | None,
-                   side_info: SideInfo | None, pseudonymizer: Pseudonymizer | None,
-                   **dataset_options) -> Encoded:
-    """Encode on the driver with :meth:`Dataset.from_tables` and ship the ratings to Spark."""
-    tables = read_cohort(data)
-    dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
-                                  pseudonymizer=pseudonymizer, **dataset_options)
+def encode_dataset(spark: "SparkSession", dataset: Dataset, n_outcome_rows: int = 0) -> Encoded:
+    """Ship ``dataset.matrix`` to Spark as ratings (see :func:`.params.spark_ratings`)."""
     coo = dataset.matrix.tocoo()
     ratings, inexact = spark_ratings(coo.data)
     positive = ratings > 0
@@ -183,7 +175,7 @@ def encode_locally(spark: "SparkSession", data, policy: ConfidencePolicy | None,
                    ratings=ratings_frame(spark, coo.row, coo.col, ratings),
                    patient_positives=np.bincount(coo.row[positive], minlength=n_rows),
                    column_positives=np.bincount(coo.col[positive], minlength=n_cols),
-                   inexact=inexact, n_outcome_rows=len(tables.outcomes))
+                   inexact=inexact, n_outcome_rows=n_outcome_rows)
 
 
 def ratings_frame(spark: "SparkSession", rows: np.ndarray, cols: np.ndarray,
@@ -205,6 +197,44 @@ def _encode_on_spark(spark, data, policy, side_info, pseudonymizer, **dataset_op
 
 
 # --- fitting ------------------------------------------------------------------------------------
+
+class SparkALSRecommender(ALSRecommender):
+    """An :class:`ALSRecommender` whose ``fit`` runs Spark MLlib ALS on the same matrix.
+
+    Same parameters (implicit's conventions, mapped by :mod:`.params`), same learned state and
+    the same artifact kind (``"als"``): a saved model loads as a plain ``ALSRecommender``. So
+    :func:`recommender.evaluate.evaluate` and the tuner can compare the engines like any two
+    models. ``fit`` uses the active SparkSession, or starts one (``local[2]`` unless
+    ``RECOMMENDER_SPARK_MASTER`` or Spark's own configuration says otherwise) that stays
+    active for later fits.
+
+    After fitting, ``spark_params_`` holds the exact Spark ALS arguments and ``spark_info_``
+    the manifest's ``spark`` section.
+    """
+
+    def _fit(self, dataset: Dataset, show_progress: bool) -> None:
+        from .session import build_session
+
+        spark = build_session()
+        self.fit_encoded(spark, encode_dataset(spark, dataset), {})
+
+    def fit_encoded(self, spark: "SparkSession", encoded: Encoded,
+                    spark_only: Mapping | None = None) -> "SparkALSRecommender":
+        """Fit on an already encoded cohort, with ``spark_reg_param``/``spark_blocks`` overrides."""
+        self._validate_params()
+        if encoded.inexact:
+            log.warning("%d matrix entries have a confidence below 1, which Spark cannot express; "
+                        "they enter with confidence 1 (see recommender.spark.params)", encoded.inexact)
+        als = correspond(self.get_params(), encoded.patient_positives,
+                         spark.sparkContext.defaultParallelism, spark_only)
+        self.user_factors_, self.item_factors_ = fit_als(spark, encoded.ratings,
+                                                         encoded.dataset.matrix.shape, als)
+        self.spark_params_ = als
+        self.spark_info_ = _spark_section(spark, als, encoded, self.regularization)
+        self.dataset_ = encoded.dataset
+        self.__dict__.pop("_solver_cache", None)
+        return self
+
 
 def fit_als(spark: "SparkSession", ratings: "DataFrame", shape: tuple[int, int],
             params: SparkALSParams) -> tuple[np.ndarray, np.ndarray]:
@@ -248,13 +278,12 @@ def factor_matrix(factors: "DataFrame", n: int, rank: int) -> np.ndarray:
     return out
 
 
-def _spark_section(spark, als: SparkALSParams, encoded: Encoded, regularization: float,
-                   encode: str) -> dict:
+def _spark_section(spark, als: SparkALSParams, encoded: Encoded, regularization: float) -> dict:
     """The manifest's ``spark`` entry: what ran where and how the parameters correspond."""
     return {
         "version": spark.version, "master": spark.sparkContext.master,
         "default_parallelism": spark.sparkContext.defaultParallelism,
-        "encode": encode, "als": als.to_dict(), "rating": RATING_DESCRIPTION,
+        "als": als.to_dict(), "rating": RATING_DESCRIPTION,
         "inexact_entries": encoded.inexact,
         "regularization": {
             "implicit_lambda": float(regularization),
