@@ -207,9 +207,11 @@ def plot_group_metrics(result: AuditResult, attribute: str, path: str | Path) ->
         gap = gaps["gap"].get(name, float("nan"))
         flagged = bool(gaps["flagged"].get(name, False))
         label = name + (f" (= {', '.join(m.split('@')[0] for m in same)})" if same else "")
-        title = label if not np.isfinite(gap) else f"{label}: gap {gap:.3f}" + (" (flagged)" if flagged else "")
+        title = label if not np.isfinite(gap) else f"{label}: gap {gap:.3f}"
+        title += " (flagged)" if flagged else ""
         axes.set_title(title, color="tab:red" if flagged else "black", fontsize="medium")
-        axes.set_xticks(x, groups, rotation=60 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center",
+        tilt = len(groups) > 4
+        axes.set_xticks(x, groups, rotation=60 if tilt else 0, ha="right" if tilt else "center",
                         fontsize="small")
         axes.set_ylim(0, 1.05)
         axes.grid(axis="y", alpha=0.3)

@@ -228,7 +228,8 @@ def _validation(manifest: Mapping, evaluation: Mapping | None) -> list[str]:
     metrics = manifest.get("metrics") or {}
     if metrics:
         lines += ["Recorded in the artifact:", "",
-                  _table(["metric", "value"], [[k, _fmt(v)] for k, v in sorted(_flatten(metrics).items())]), ""]
+                  _table(["metric", "value"],
+                         [[k, _fmt(v)] for k, v in sorted(_flatten(metrics).items())]), ""]
     if evaluation:
         lines += _evaluation_lines(manifest["model"]["type"], evaluation)
     if not lines:
@@ -255,7 +256,8 @@ def _evaluation_lines(kind: str, evaluation: Mapping) -> list[str]:
         hits = ", ".join(f"{n} {_fmt(v)}" for n, v in planted.get("hit@1", {}).items())
         lines += ["", f"Planted synthetic cohort ({planted.get('n_episodes')} episodes): hit@1 "
                       f"against the true best therapy {hits}; Bayes-optimal "
-                      f"{_fmt(planted.get('bayes_rate'))}, popularity rule {_fmt(planted.get('popularity_rate'))}."]
+                      f"{_fmt(planted.get('bayes_rate'))}, popularity rule "
+                      f"{_fmt(planted.get('popularity_rate'))}."]
     return lines
 
 
@@ -340,12 +342,13 @@ def _limitations(manifest: Mapping, audit: Mapping | None, evaluation: Mapping |
 def _version(manifest: Mapping) -> list[str]:
     pseudonyms = manifest.get("pseudonyms") or {}
     libraries = ", ".join(f"{k} {v}" for k, v in sorted((manifest.get("libraries") or {}).items()))
+    key = pseudonyms.get("key_fingerprint")
     return [f"- version: `{manifest.get('version')}`",
             f"- created: {manifest.get('created')}",
             f"- data fingerprint: `{manifest['data'].get('fingerprint')}`",
             f"- artifact format: {manifest.get('format')} v{manifest.get('format_version')}",
             f"- patient ids: {pseudonyms.get('scheme', 'none')}"
-            + (f" (key fingerprint `{pseudonyms['key_fingerprint']}`)" if pseudonyms.get("key_fingerprint") else ""),
+            + (f" (key fingerprint `{key}`)" if key else ""),
             f"- libraries: {libraries or 'unknown'}"]
 
 

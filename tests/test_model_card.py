@@ -81,7 +81,8 @@ def test_reports_are_folded_in(artifact, tmp_path):
 def test_audit_of_another_artifact_is_called_out(artifact):
     audit = copy.deepcopy(AUDIT)
     audit["artifact"]["version"] = "bpr-20200101T000000Z-deadbeef"
-    assert "this audit is of artifact `bpr-20200101T000000Z-deadbeef`" in model_card_markdown(artifact, audit=audit)
+    text = model_card_markdown(artifact, audit=audit)
+    assert "this audit is of artifact `bpr-20200101T000000Z-deadbeef`" in text
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
