@@ -49,9 +49,10 @@ from .artifact import Artifact, load_artifact
 from .columns import Columns as C
 from .confidence import ConfidencePolicy
 from .dataset import Dataset, SideInfo, age_band
-from .evaluate import build_queries, condition_batches, evaluate_model, jsonable
+from .evaluate import build_queries, condition_batches, evaluate_model
 from .exceptions import ArtifactError, DataValidationError, ParameterError
 from .io import CohortTables, read_tables
+from .jsonable import jsonable
 from .models import make_model
 from .pseudonym import KEY_FILE_VARIABLE, Pseudonymizer, check_key
 from .ranking import check_k, rank_patients
