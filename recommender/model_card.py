@@ -275,7 +275,7 @@ def _subgroups(manifest: Mapping, audit: Mapping | None) -> list[str]:
               f"split, {split.get('n_queries', '?')} queries, k = {k}); gaps count groups with at "
               f"least {audit.get('min_group_size')} queries and are flagged above "
               f"{audit.get('max_gap')}.", ""]
-    headline = (f"hit@{k}", f"ndcg@{k}", "mrr", "outcome_auc", "harm_rank")
+    headline = (f"hit@{k}", f"ndcg@{k}", "mrr", "reachable", "outcome_auc", "harm_rank")
     rows = [[g["attribute"], g["metric"], _fmt(g["gap"]), f"{g['high_group']} {_fmt(g['high'])}",
              f"{g['low_group']} {_fmt(g['low'])}", "**yes**" if g["flagged"] else ""]
             for g in audit.get("gaps", []) if g["metric"] in headline and g.get("gap") is not None]
