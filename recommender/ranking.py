@@ -7,12 +7,15 @@ that condition in the data are candidates.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import safety
@@ -20,12 +23,15 @@ from .columns import Columns as C
 from .exceptions import ParameterError
 from .explain import describe_contributions, evidence
 from .models.base import Query
+from .models.factorization import FactorModel
 
 if TYPE_CHECKING:
     from .dataset import Dataset, PatientRecord
     from .models.base import Recommender
 
 BATCH_SIZE = 4096
+#: Threads of the factor-model fast path (BLAS runs single-threaded inside each).
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 DISCLAIMER = ("Decision support only: these suggestions rest on historical outcomes of similar "
               "patients and support, never replace, the clinician's judgment.")
 
@@ -87,26 +93,77 @@ class RecommendationList:
 
 # --- top-k --------------------------------------------------------------------------------------
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns per row of ``scores`` (n, m), -inf meaning "not allowed".
+#: Rows selected at a time: a (256, 10k) float32 block stays in cache while it is reduced.
+SELECT_ROWS = 256
+#: Column groups per row whose maxima bound the k-th best score (see :func:`top_k`).
+SELECT_GROUPS = 128
 
-    Returns indices int64 (n, k) and scores float32 (n, k), best first (ties by lower index);
-    slots beyond the allowed columns hold index -1 and score -inf.
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of ``scores`` (n, m); -inf (and NaN, +inf) mean "not allowed".
+
+    Returns indices int64 (n, k) and scores float32 (n, k), best first, ties by lower index
+    (also at the cut); slots beyond the allowed columns hold index -1 and score -inf.
+
+    Exact and fast for k << m: the columns are folded into about ``SELECT_GROUPS`` groups by
+    pairwise maxima; the k-th largest group maximum ``t`` is a lower bound of the k-th best
+    score (k groups each hold an entry >= t), so only entries >= t are sorted.
     """
+    scores = np.asarray(scores)
+    if scores.dtype.kind != "f":
+        scores = scores.astype(np.float64)
     n, m = scores.shape
-    kk = min(k, m)
     idx = np.full((n, k), -1, np.int64)
     out = np.full((n, k), -np.inf, np.float32)
-    if kk == 0 or n == 0:
+    if m == 0 or k == 0:
         return idx, out
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    part, part_scores = np.take_along_axis(part, order, 1), np.take_along_axis(part_scores, order, 1)
-    allowed = np.isfinite(part_scores)
-    idx[:, :kk] = np.where(allowed, part, -1)
-    out[:, :kk] = np.where(allowed, part_scores, -np.inf)
+    for start in range(0, n, SELECT_ROWS):
+        stop = min(start + SELECT_ROWS, n)
+        _select(np.ascontiguousarray(scores[start:stop]), k, idx[start:stop], out[start:stop])
     return idx, out
+
+
+def _select(scores: np.ndarray, k: int, idx: np.ndarray, out: np.ndarray) -> None:
+    """:func:`top_k` of one C-contiguous block of rows, written into ``idx`` and ``out``."""
+    r, m = scores.shape
+    bound = _group_maxima(scores, max(SELECT_GROUPS, 2 * k))
+    if np.isnan(bound).any() or np.isposinf(bound).any():  # maxima propagate NaN and +inf
+        scores = np.where(np.isfinite(scores), scores, -np.inf).astype(scores.dtype)
+        bound = _group_maxima(scores, max(SELECT_GROUPS, 2 * k))
+    g = bound.shape[1]
+    kk = min(k, g)
+    threshold = np.partition(bound, g - kk, axis=1)[:, g - kk]
+    np.maximum(threshold, -np.finfo(scores.dtype).max, out=threshold)  # -inf is never a candidate
+    flat = np.flatnonzero(scores >= threshold[:, None])
+    rows, cols = np.divmod(flat, m)
+    values = scores.ravel()[flat]
+    order = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[order], cols[order], values[order]
+    counts = np.bincount(rows, minlength=r)
+    rank = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
+    keep = rank < k
+    idx[rows[keep], rank[keep]] = cols[keep]
+    out[rows[keep], rank[keep]] = values[keep]
+
+
+def _group_maxima(scores: np.ndarray, groups: int) -> np.ndarray:
+    """Maxima (r, g) of a partition of each row's columns into g groups, groups <= g < 2 * groups
+    (the row itself when it is shorter than ``2 * groups``)."""
+    width = scores.shape[1]
+    if width < 2 * groups:
+        return scores
+    half = width // 2
+    folded = np.maximum(scores[:, :half], scores[:, half:2 * half])
+    if width % 2:
+        np.maximum(folded[:, 0], scores[:, 2 * half], out=folded[:, 0])
+    width = half
+    while width >= 2 * groups:
+        half = width // 2
+        np.maximum(folded[:, :half], folded[:, half:2 * half], out=folded[:, :half])
+        if width % 2:
+            np.maximum(folded[:, 0], folded[:, 2 * half], out=folded[:, 0])
+        width = half
+    return folded[:, :width]
 
 
 def mask_scores(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix,
@@ -115,13 +172,18 @@ def mask_scores(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix,
     scores[~np.isfinite(scores)] = -np.inf
     coo = codes.tocoo()
     scores[coo.row, coo.col] = -np.inf
-    banned = safety.low_evidence(dataset)
-    if candidates is not None:
-        allowed = np.zeros(scores.shape[1], bool)
-        allowed[candidates] = True
-        banned = banned | ~allowed
-    scores[:, banned] = -np.inf
+    scores[:, ~allowed_columns(dataset, candidates)] = -np.inf
     return scores
+
+
+def allowed_columns(dataset: "Dataset", candidates: np.ndarray | None) -> np.ndarray:
+    """Boolean (n_t,): treatments anyone may be offered (enough evidence, among ``candidates``)."""
+    allowed = ~safety.low_evidence(dataset)
+    if candidates is not None:
+        among = np.zeros(len(allowed), bool)
+        among[candidates] = True
+        allowed &= among
+    return allowed
 
 
 def check_k(k) -> int:
@@ -297,7 +359,7 @@ def _rank_indices(model, patients: np.ndarray, labels, condition_ids, k: int,
     if len(condition_ids) != len(patients):
         raise ParameterError("condition_ids must have one entry per patient id")
     conditions = _condition_indices(dataset, condition_ids)
-    parts = []
+    ranked = []  # (request positions, indices (n, k), scores (n, k)) per batch
     progress = tqdm(total=len(patients), disable=not show_progress, unit="patient", desc="ranking")
     for condition in np.unique(conditions):
         positions = np.flatnonzero(conditions == condition)
@@ -305,15 +367,10 @@ def _rank_indices(model, patients: np.ndarray, labels, condition_ids, k: int,
         for start in range(0, len(positions), batch_size):
             chunk = positions[start:start + batch_size]
             idx, values = rank_patients(model, patients[chunk], condition, candidates, k, include_tried)
-            parts.append(_frame(dataset, labels, condition_ids, chunk, idx, values))
+            ranked.append((chunk, idx, values))
             progress.update(len(chunk))
     progress.close()
-    columns = [C.patient, C.condition, C.rank, C.treatment, C.score]
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    frame = pd.concat(parts, ignore_index=True)
-    order = np.argsort(frame.pop("_position").to_numpy(), kind="stable")
-    return frame.iloc[order].reset_index(drop=True)[columns]
+    return _frame(dataset, labels, condition_ids, ranked, k)
 
 
 def _condition_indices(dataset: "Dataset", condition_ids) -> np.ndarray:
@@ -325,23 +382,98 @@ def _condition_indices(dataset: "Dataset", condition_ids) -> np.ndarray:
 
 def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,
                   candidates: np.ndarray | None, k: int, include_tried: bool):
-    """Top-k indices and scores, (n, k) each, for known patient indices asking about one condition."""
+    """Top-k indices and scores, (n, k) each, for known patient indices asking about one condition.
+
+    Factor models (ALS, BPR, LMF) take :func:`_rank_factors`, which scores only the allowed
+    treatments in cache-sized blocks on every core; it returns exactly what the generic path
+    (dense scores, :func:`mask_scores`, :func:`top_k`) returns.
+    """
     dataset = model.dataset_
+    patients = np.asarray(patients, dtype=np.int64)
     query = Query.known(dataset, patients, np.full(len(patients), condition))
     codes = safety.exclusion_codes(dataset, query, include_tried,
                                    safety.active_treatments(dataset, query))
+    if _factor_scoring(model, patients):
+        return _rank_factors(model, patients, codes, allowed_columns(dataset, candidates), k)
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
-def _frame(dataset, labels, condition_ids, positions, idx, values) -> pd.DataFrame:
-    n, k = idx.shape
-    keep = (idx >= 0).ravel()
+def _factor_scoring(model: "Recommender", patients: np.ndarray) -> bool:
+    """Whether ``model`` scores known patients as float32 user @ item factor products whose
+    values are all finite (so the fast path needs no NaN or overflow handling)."""
+    if not isinstance(model, FactorModel) or type(model)._score is not FactorModel._score:
+        return False
+    users, items = model.user_factors_, model.item_factors_
+    if users.dtype != np.float32 or items.dtype != np.float32 or not len(patients):
+        return False
+    items = items[: model.dataset_.n_treatments]
+    chosen = users[patients]
+    if not (np.isfinite(chosen).all() and np.isfinite(items).all()):
+        return False
+    largest = float(np.abs(chosen).max(initial=0)) * float(np.abs(items).max(initial=0))
+    return largest * users.shape[1] < np.finfo(np.float32).max / 2  # no product can overflow
+
+
+def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ``user_factors_[patients] @ item_factors_[allowed].T`` with ``codes`` excluded.
+
+    Only the allowed columns are multiplied (a condition's candidates are a few of thousands);
+    blocks of ``SELECT_ROWS`` patients run on a thread pool (BLAS and numpy release the GIL).
+    """
+    columns = np.flatnonzero(allowed)
+    n = len(patients)
+    idx = np.full((n, k), -1, np.int64)
+    out = np.full((n, k), -np.inf, np.float32)
+    if not len(columns):
+        return idx, out
+    items = np.ascontiguousarray(model.item_factors_[columns])
+    users = model.user_factors_
+    position = np.full(len(allowed), -1, np.int64)
+    position[columns] = np.arange(len(columns))
+
+    def block(start: int) -> None:
+        stop = min(start + SELECT_ROWS, n)
+        scores = users[patients[start:stop]] @ items.T
+        lo, hi = codes.indptr[start], codes.indptr[stop]
+        rows = np.repeat(np.arange(stop - start), np.diff(codes.indptr[start:stop + 1]))
+        cols = position[codes.indices[lo:hi]]
+        scores[rows[cols >= 0], cols[cols >= 0]] = -np.inf
+        _select(scores, k, idx[start:stop], out[start:stop])
+
+    starts = range(0, n, SELECT_ROWS)
+    with threadpool_limits(1, "blas"):
+        if len(starts) == 1 or THREADS == 1:
+            for start in starts:
+                block(start)
+        else:
+            with ThreadPoolExecutor(min(THREADS, len(starts))) as pool:
+                list(pool.map(block, starts))
+    found = idx >= 0
+    idx[found] = columns[idx[found]]
+    return idx, out
+
+
+def _frame(dataset, labels, condition_ids, ranked, k: int) -> pd.DataFrame:
+    """One DataFrame (request order, then rank) from the batches of :func:`_rank_indices`;
+    ids are looked up once for all rows."""
+    columns = [C.patient, C.condition, C.rank, C.treatment, C.score]
+    if not ranked:
+        return pd.DataFrame(columns=columns)
+    positions = np.concatenate([chunk for chunk, _, _ in ranked])
+    idx = np.concatenate([i for _, i, _ in ranked]).ravel()
+    values = np.concatenate([v for _, _, v in ranked]).ravel()
+    keep = idx >= 0
     rows = np.repeat(positions, k)[keep]
+    ranks = np.tile(np.arange(1, k + 1), len(positions))[keep]
+    idx, values = idx[keep], values[keep]
+    if len(rows) and (np.diff(rows) < 0).any():  # batches were grouped by condition
+        order = np.argsort(rows, kind="stable")
+        rows, ranks, idx, values = rows[order], ranks[order], idx[order], values[order]
     return pd.DataFrame({
-        "_position": rows,
         C.patient: np.asarray(labels, dtype=object)[rows],
         C.condition: np.asarray(condition_ids, dtype=object)[rows],
-        C.rank: np.tile(np.arange(1, k + 1), n)[keep],
-        C.treatment: dataset.treatments.to_external(idx.ravel()[keep]),
-        C.score: values.ravel()[keep],
-    })
+        C.rank: ranks,
+        C.treatment: dataset.treatments.to_external(idx),
+        C.score: values,
+    }, columns=columns)

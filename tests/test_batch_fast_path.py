@@ -1,0 +1,137 @@
+"""The batch fast path for factor models returns exactly what the generic path returns.
+
+Generic path: dense scores from ``model.score``, :func:`mask_scores`, :func:`top_k`. Fast path
+(:func:`recommender.ranking._rank_factors`): only allowed columns multiplied, blocks on threads,
+group-maxima selection. Both must agree entry for entry (ties by lower index, at the cut too),
+and neither may ever return an excluded treatment.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recommender import ranking, safety
+from recommender.dataset import Dataset
+from recommender.models import make_model
+from recommender.models.base import Query
+from recommender.ranking import mask_scores, rank_patients, top_k
+from tests.cohorts import random_cohort
+from tests.test_ranking import forbidden
+
+FACTOR_KINDS = ("als", "bpr", "lmf")
+QUICK = {"als": {"factors": 4, "iterations": 2}, "bpr": {"factors": 4, "iterations": 3},
+         "lmf": {"factors": 4, "iterations": 3}}
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    """Tiny blocks and groups, so small data crosses every block, fold and thread boundary."""
+    monkeypatch.setattr(ranking, "SELECT_ROWS", 3)
+    monkeypatch.setattr(ranking, "SELECT_GROUPS", 2)
+    monkeypatch.setattr(ranking, "THREADS", 2)
+
+
+def generic(model, patients, condition, k, include_tried):
+    """The reference: dense scores, masked, then top_k (what every non-factor model does)."""
+    dataset = model.dataset_
+    candidates = dataset.candidates(condition) if condition >= 0 else None
+    query = Query.known(dataset, patients, np.full(len(patients), condition))
+    codes = safety.exclusion_codes(dataset, query, include_tried,
+                                   safety.active_treatments(dataset, query))
+    return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
+
+
+def fitted(kind, seed, factor_values):
+    tables = random_cohort(seed, n_patients=40, n_treatments=14, n_rows=260)
+    model = make_model(kind, **QUICK[kind]).fit(Dataset.from_tables(tables))
+    rng = np.random.default_rng(seed)
+    if factor_values == "integers":  # integer scores: ties everywhere, also at the cut
+        model.user_factors_ = rng.integers(-2, 3, model.user_factors_.shape).astype(np.float32)
+        model.item_factors_ = rng.integers(-2, 3, model.item_factors_.shape).astype(np.float32)
+    elif factor_values == "zero-patients":  # patients without signal: every score ties at 0
+        model.user_factors_ = model.user_factors_.copy()
+        model.user_factors_[::3] = 0
+    return tables, model
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(FACTOR_KINDS),
+       factor_values=st.sampled_from(["fitted", "integers", "zero-patients"]),
+       k=st.integers(1, 20), include_tried=st.booleans(), data=st.data())
+def test_fast_path_equals_generic_path(seed, kind, factor_values, k, include_tried, data):
+    tables, model = fitted(kind, seed, factor_values)
+    dataset = model.dataset_
+    patients = np.array(data.draw(st.lists(st.integers(0, dataset.n_patients - 1),
+                                           min_size=1, max_size=12)))  # any order, repeats
+    condition = data.draw(st.sampled_from([-1] + list(range(len(dataset.conditions)))))
+    candidates = dataset.candidates(condition) if condition >= 0 else None
+    assert ranking._factor_scoring(model, patients)
+    idx, values = rank_patients(model, patients, condition, candidates, k, include_tried)
+    expected_idx, expected_values = generic(model, patients, condition, k, include_tried)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(values, expected_values)
+    for row, p in enumerate(patients):  # and the guarantee, from the tables alone
+        condition_id = None if condition < 0 else dataset.conditions.to_external([condition])[0]
+        chosen = set(dataset.treatments.to_external(idx[row][idx[row] >= 0]))
+        assert not chosen & forbidden(tables, dataset.patients.to_external([p])[0],
+                                      condition_id, include_tried)
+
+
+def test_fast_path_is_taken_for_factor_models_only(monkeypatch):
+    tables = random_cohort(1, n_patients=30, n_treatments=10, n_rows=200)
+    dataset = Dataset.from_tables(tables)
+    calls = []
+    original = ranking._rank_factors
+    monkeypatch.setattr(ranking, "_rank_factors", lambda *a: calls.append(1) or original(*a))
+    patients = np.arange(dataset.n_patients)
+    for kind, taken in (("als", True), ("bpr", True), ("cosine", False), ("popular", False)):
+        calls.clear()
+        model = make_model(kind, **QUICK.get(kind, {})).fit(dataset)
+        rank_patients(model, patients, -1, None, 5, False)
+        assert bool(calls) is taken, kind
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_factors_fall_back_to_the_generic_path(bad):
+    tables, model = fitted("als", 3, "fitted")
+    model.item_factors_ = model.item_factors_.copy()
+    model.item_factors_[2, 0] = bad
+    patients = np.arange(model.dataset_.n_patients)
+    assert not ranking._factor_scoring(model, patients)
+    idx, values = rank_patients(model, patients, -1, None, 20, True)
+    assert not (idx == 2).any() and np.isfinite(values[idx >= 0]).all()
+
+
+def test_fewer_than_k_when_few_are_allowed_and_padding_is_minus_one():
+    tables, model = fitted("als", 5, "fitted")
+    dataset = model.dataset_
+    patients = np.arange(dataset.n_patients)
+    k = dataset.n_treatments + 5
+    idx, values = rank_patients(model, patients, -1, None, k, False)
+    for row, p in enumerate(patients):
+        allowed = set(dataset.treatments.external_ids) - forbidden(
+            tables, dataset.patients.to_external([p])[0], None, False)
+        got = idx[row][idx[row] >= 0]
+        assert set(dataset.treatments.to_external(got)) == allowed
+        assert (idx[row][len(got):] == -1).all() and (values[row][len(got):] == -np.inf).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 9), m=st.integers(1, 40), k=st.integers(1, 45), seed=st.integers(0, 999),
+       integers=st.booleans())
+def test_top_k_is_a_stable_full_sort_of_the_allowed_entries(n, m, k, seed, integers):
+    rng = np.random.default_rng(seed)
+    scores = (rng.integers(-3, 4, (n, m)) if integers else rng.normal(size=(n, m))).astype(np.float32)
+    scores[rng.random((n, m)) < 0.2] = -np.inf
+    scores[rng.random((n, m)) < 0.05] = np.nan
+    scores[rng.random((n, m)) < 0.05] = np.inf
+    idx, values = top_k(scores.copy(), k)
+    for row in range(n):
+        allowed = np.flatnonzero(np.isfinite(scores[row]))
+        expected = allowed[np.lexsort((allowed, -scores[row, allowed]))][:k]
+        assert idx[row][: len(expected)].tolist() == expected.tolist()
+        assert (idx[row][len(expected):] == -1).all()
+        assert (values[row][len(expected):] == -np.inf).all()
+        np.testing.assert_array_equal(values[row][: len(expected)], scores[row, expected])
