@@ -47,6 +47,11 @@ def register(subparsers) -> None:
     add_data_options(parser)
     add_key_option(parser)
     add_engine_options(parser)
+    parser.add_argument("--encode", choices=("local", "spark"), default="local",
+                        help="with --engine spark, where the tables become matrices: this machine "
+                             "(the local engine's code) or a Spark job, for tables beyond one "
+                             "machine's memory; --data may then be any path Spark reads "
+                             "(default %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -93,6 +98,8 @@ def run(args) -> int:
     if args.engine == "spark":
         return run_spark(args, pseudonymizer, safety=safety, feedback=feedback,
                          feedback_weight=args.feedback_weight)
+    if args.encode != "local":
+        raise ParameterError("--encode spark applies only with --engine spark")
     path = train_artifact(args.data, args.out, kind=args.model, params=model_params(args),
                           policy=policy_from(args), side_info=args.side_info,
                           pseudonymizer=pseudonymizer, show_progress=sys.stderr.isatty(),
@@ -114,7 +121,7 @@ def run_spark(args, pseudonymizer, **dataset_options) -> int:
     path = train_spark_artifact(args.data, args.out, params=model_params(args),
                                 policy=policy_from(args), side_info=args.side_info,
                                 pseudonymizer=pseudonymizer, master=args.spark_master,
-                                **dataset_options)
+                                encode=args.encode, **dataset_options)
     keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
     print(f"wrote als artifact (trained on Spark) to {path}; patient ids: {keyed}")
     return 0
