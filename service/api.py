@@ -87,6 +87,8 @@ def new_patient_recommendations():
             birth_year=body.get("birth_year"))
     except (DataValidationError, ParameterError) as exc:
         raise ApiError(400, "invalid_body", str(exc)) from None
+    except UnknownIdError as exc:
+        raise ApiError(404, "unknown_id", str(exc)) from None
     result = answer.to_dict()
     g.audit["treatment_ids"] = _recommended_ids(result)
     return jsonify(result)
@@ -105,7 +107,8 @@ def similar_treatments(treatment_id: str):
     """Therapies whose learned profile is closest to ``treatment_id`` (no patient data)."""
     schemas.check_identifier(treatment_id, "treatment_id")
     served = _served()
-    params = schemas.parse_query(request.args, {"k": schemas.query_parameters(current_app.config)["k"]})
+    k_schema = schemas.query_parameters(current_app.config)["k"]
+    params = schemas.parse_query(request.args, {"k": k_schema})
     if treatment_id not in served.treatments:
         raise ApiError(404, "unknown_treatment", f"unknown treatment id {treatment_id!r}",
                        {"treatment_id": treatment_id})

@@ -152,7 +152,8 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{_name('RELOAD_TIMEOUT')} must be seconds in (0, 600]; got {timeout!r}")
     missing = [_name(key) for key in REQUIRED_PATHS if not config.get(key)]
     if missing:
-        raise ConfigError(f"missing required setting(s): {', '.join(missing)}; see service/README.md")
+        raise ConfigError(f"missing required setting(s): {', '.join(missing)}; "
+                          "see service/README.md")
     for key in (*REQUIRED_PATHS, "ARTIFACT_ROOT"):
         if config.get(key) is not None:
             config[key] = str(Path(config[key]).expanduser())

@@ -5,7 +5,7 @@
     gunicorn -c service/gunicorn.conf.py 'service:create_app()'
 
 - ``preload_app``: the master builds the app once - artifact verified, arrays memory-mapped,
-  lookups warmed - and forks the workers, which share those pages (``gc.freeze`` before the
+  lookups warmed - and forks the workers, which share those pages (``gc.freeze`` before any
   fork keeps the garbage collector from touching, and so copying, the shared objects).
 - ``when_ready`` installs the hot reload (``service/reload.py``): SIGHUP to the master loads
   and verifies the artifact, then forks fresh workers; a refused artifact changes nothing.
@@ -17,7 +17,6 @@
 Settings read from the environment here: ``RECOMMENDER_BIND`` (default 127.0.0.1:8000),
 ``RECOMMENDER_WORKERS`` (default 2), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds).
 """
-import gc
 import os
 import shutil
 import tempfile
@@ -67,10 +66,6 @@ def when_ready(server):
     control = reload.install(server)
     server.log.info("hot reload ready: SIGHUP to pid %s or POST /v1/admin/reload (control %s)",
                     server.pid, control)
-
-
-def pre_fork(server, worker):
-    gc.freeze()
 
 
 def child_exit(server, worker):

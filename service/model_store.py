@@ -91,7 +91,8 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
     except RecommenderError as exc:
         raise ReloadError(str(exc)) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a malformed artifact
-        raise ReloadError(f"{path}: cannot load the artifact ({type(exc).__name__}: {exc})") from None
+        raise ReloadError(f"{path}: cannot load the artifact "
+                          f"({type(exc).__name__}: {exc})") from None
     dataset = artifact.dataset
     return Served(path=path, artifact=artifact, pseudonymizer=pseudonymizer,
                   conditions=frozenset(map(str, dataset.conditions.external_ids)),
@@ -125,6 +126,7 @@ def _prepare(model) -> None:
 def model_info(manifest: dict) -> dict:
     """The public description of a model (``GET /v1/model``): no key, no patient id."""
     data = manifest.get("data", {})
+    pseudonyms = manifest.get("pseudonyms") or {}
     return {
         "version": manifest.get("version"),
         "created": manifest.get("created"),
@@ -134,8 +136,8 @@ def model_info(manifest: dict) -> dict:
                  "n_treatments": data.get("n_treatments"), "n_conditions": data.get("n_conditions"),
                  "n_outcomes": data.get("n_outcomes")},
         "metrics": manifest.get("metrics", {}),
-        "pseudonyms": {"scheme": (manifest.get("pseudonyms") or {}).get("scheme"),
-                       "key_fingerprint": (manifest.get("pseudonyms") or {}).get("key_fingerprint")},
+        "pseudonyms": {"scheme": pseudonyms.get("scheme"),
+                       "key_fingerprint": pseudonyms.get("key_fingerprint")},
         "libraries": manifest.get("libraries", {}),
     }
 

@@ -67,7 +67,8 @@ def build(config) -> dict[str, Any]:
                 [400, 401, 403, 413, 415, 422],
                 body={"required": False, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/ReloadRequest"}}}},
-                extra={"202": _json("Reload still running after RELOAD_TIMEOUT", "ReloadPending")})},
+                extra={"202": _json("Reload still running after RELOAD_TIMEOUT",
+                                    "ReloadPending")})},
             "/health": {"get": _operation("health", "Liveness", [], "Status", [], public=True)},
             "/ready": {"get": _operation("ready", "Readiness: model loaded and audit log "
                                                   "writable", [], "Status", [503], public=True)},

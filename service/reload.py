@@ -18,6 +18,7 @@ admin endpoint reloads the one process it runs in.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -78,12 +79,28 @@ def install(arbiter) -> Path:
     (control / "results").mkdir()
     app.config[CONTROL_KEY], app.config[MASTER_KEY] = str(control), arbiter.pid
     gunicorn_reload = arbiter.handle_hup  # forks new workers, stops the old ones gracefully
+    freeze_shared_objects()
+
+    def restart_workers() -> None:
+        freeze_shared_objects()
+        gunicorn_reload()
 
     def handle_hup() -> None:
-        master_reload(app.extensions["recommender"], control, gunicorn_reload)
+        master_reload(app.extensions["recommender"], control, restart_workers)
 
     arbiter.handle_hup = handle_hup  # the arbiter looks its signal handlers up by name
     return control
+
+
+def freeze_shared_objects() -> None:
+    """Collect garbage (an old model's), then keep the collector off what workers will share.
+
+    ``gc.freeze`` moves every object into a permanent generation the collector never scans,
+    so the forked workers do not write to (and so copy) the pages of the master's objects.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def master_reload(runtime: Runtime, control: Path, restart_workers: Callable[[], None]) -> None:
@@ -107,7 +124,7 @@ def master_reload(runtime: Runtime, control: Path, restart_workers: Callable[[],
 def _reload_once(runtime: Runtime, artifact: str | None) -> ReloadOutcome:
     try:
         return runtime.reload(artifact)
-    except Exception:  # noqa: BLE001 - the master must survive any failure and keep serving
+    except Exception:  # the master must survive any failure and keep serving
         log.exception("reload of %s failed unexpectedly; the current model keeps serving",
                       artifact or "the current artifact")
         current = runtime.store.current

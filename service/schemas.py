@@ -25,7 +25,8 @@ from .errors import ApiError
 ID_MAX = 256
 TRUE_FALSE = ("true", "false")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$")
+_DATE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d{1,9})?"
+                        r"([Zz]|[+-]\d{2}:\d{2})?$")
 
 
 def identifier(description: str) -> dict:

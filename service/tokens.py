@@ -48,7 +48,8 @@ class TokenStore:
     """Token hashes and their principals; :meth:`authenticate` compares in constant time."""
 
     def __init__(self, principals: Sequence[tuple[str, Principal]]):
-        self._entries = tuple((bytes.fromhex(digest), principal) for digest, principal in principals)
+        self._entries = tuple((bytes.fromhex(digest), principal)
+                              for digest, principal in principals)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -93,7 +94,8 @@ class TokenStore:
 
 def _parse_entries(data, path: Path) -> list[tuple[str, Principal]]:
     if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
-        raise ConfigError(f'API tokens file {path}: expected {{"tokens": [{{"id", "sha256", "role"}}, ...]}}')
+        raise ConfigError(f"API tokens file {path}: expected "
+                          '{"tokens": [{"id", "sha256", "role"}, ...]}')
     entries, seen = [], set()
     for number, entry in enumerate(data["tokens"]):
         where = f"API tokens file {path}, tokens[{number}]"
@@ -109,7 +111,8 @@ def _parse_entries(data, path: Path) -> list[tuple[str, Principal]]:
             raise ConfigError(f"{where} ({token_id}): sha256 must be 64 lower-case hex digits "
                               "(the SHA-256 of the token, never the token itself)")
         if role not in ROLES:
-            raise ConfigError(f"{where} ({token_id}): role must be one of {list(ROLES)}; got {role!r}")
+            raise ConfigError(f"{where} ({token_id}): role must be one of {list(ROLES)}; "
+                              f"got {role!r}")
         seen.add(token_id)
         entries.append((digest, Principal(token_id, role)))
     return entries

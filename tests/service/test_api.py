@@ -49,7 +49,8 @@ def test_responses_are_not_cached_and_carry_a_request_id(client, clinician):
 
 @pytest.mark.parametrize("query, code", [
     ("k=0", "invalid_parameter"), ("k=101", "invalid_parameter"), ("k=abc", "invalid_parameter"),
-    ("k=-1", "invalid_parameter"), ("k=1.5", "invalid_parameter"), ("k=" + "9" * 5000, "invalid_parameter"),
+    ("k=-1", "invalid_parameter"), ("k=1.5", "invalid_parameter"),
+    ("k=" + "9" * 5000, "invalid_parameter"),
     ("k=1&k=2", "invalid_parameter"), ("include_tried=maybe", "invalid_parameter"),
     ("condition=", "invalid_parameter"), ("colour=blue", "unknown_parameter"),
 ])
@@ -61,7 +62,8 @@ def test_bad_query_parameters_are_400(client, clinician, query, code):
 
 def test_max_k_is_configurable(make_app, clinician):
     client = make_app(MAX_K=3, DEFAULT_K=2).test_client()
-    assert client.get("/v1/patients/P0001/recommendations?k=3", headers=clinician).status_code == 200
+    response = client.get("/v1/patients/P0001/recommendations?k=3", headers=clinician)
+    assert response.status_code == 200
     error = client.get("/v1/patients/P0001/recommendations?k=4", headers=clinician).get_json()
     assert error["error"]["details"]["maximum"] == 3
     default = client.get("/v1/patients/P0001/recommendations", headers=clinician).get_json()
@@ -85,8 +87,10 @@ def test_an_overlong_patient_id_is_400(client, clinician):
 
 # --- POST /v1/recommendations ------------------------------------------------------------------
 
-NEW_PATIENT = {"history": [{"treatment_id": "S0", "outcome": "responded", "timestamp": "2020-03-01"},
-                           {"treatment_id": "S1", "outcome": -0.2, "timestamp": "2020-01-01T10:00:00Z"}],
+NEW_PATIENT = {"history": [{"treatment_id": "S0", "outcome": "responded",
+                            "timestamp": "2020-03-01"},
+                           {"treatment_id": "S1", "outcome": -0.2,
+                            "timestamp": "2020-01-01T10:00:00Z"}],
                "conditions": ["D", "C"], "condition": "C", "k": 2}
 
 
@@ -123,7 +127,8 @@ def test_unknown_ids_in_a_history_are_ignored_and_noted(client, clinician):
     ({"history": [{"treatment_id": "S0", "outcome": 1, "timestamp": "2020-02-30"}]}, "ISO-8601"),
     ({"history": [{"treatment_id": "", "outcome": 1}]}, "must not be empty"),
     ({"history": {"treatment_id": "S0"}}, "expected array"),
-    ({"k": 0}, "$.k"), ({"k": True}, "expected integer"), ({"include_tried": "yes"}, "expected boolean"),
+    ({"k": 0}, "$.k"), ({"k": True}, "expected integer"),
+    ({"include_tried": "yes"}, "expected boolean"),
     ({"patient_id": "P1"}, "unknown field 'patient_id'"), ([1, 2], "expected object"),
 ])
 def test_invalid_bodies_are_400_naming_the_field(client, clinician, body, fragment):

@@ -24,7 +24,8 @@ def test_one_line_per_access_with_the_documented_fields(client, clinician, site)
     assert line["event"] == "patient_data_access" and line["principal"] == "ward-7"
     assert line["request_id"] == response.headers["X-Request-ID"]
     assert line["patient_pseudonym"] == Pseudonymizer.from_file(site.key)("P0201")
-    assert line["treatment_ids"] == [r["treatment_id"] for r in response.get_json()["recommendations"]]
+    returned = [r["treatment_id"] for r in response.get_json()["recommendations"]]
+    assert line["treatment_ids"] == returned
     assert line["status"] == 200 and line["condition_id"] == "C"
     assert line["model_version"] == response.get_json()["model"]["version"]
     assert line["time"].endswith("Z")

@@ -33,13 +33,15 @@ def test_invalid_credentials_are_401(client, header):
 
 
 def test_the_scheme_is_case_insensitive(client, site):
-    assert client.get("/v1/model", headers={"Authorization": f"bearer {site.clinician}"}).status_code == 200
+    response = client.get("/v1/model", headers={"Authorization": f"bearer {site.clinician}"})
+    assert response.status_code == 200
 
 
 def test_wrong_role_is_403(client, clinician, admin):
     reload = client.post("/v1/admin/reload", headers=clinician)
     assert reload.status_code == 403
-    assert reload.get_json()["error"]["details"] == {"role": "clinician", "allowed_roles": ["admin"]}
+    details = reload.get_json()["error"]["details"]
+    assert details == {"role": "clinician", "allowed_roles": ["admin"]}
     patient = client.get("/v1/patients/P0001/recommendations", headers=admin)
     assert patient.status_code == 403  # operators do not read patient data
     assert client.post("/v1/recommendations", json={}, headers=admin).status_code == 403
@@ -106,7 +108,8 @@ def test_tokens_cli_prints_the_token_once(tmp_path, capsys):
     ("not json", "not valid JSON"),
     ('{"tokens": {}}', 'expected {"tokens"'),
     ('{"tokens": [{"id": "a", "sha256": "abc", "role": "clinician"}]}', "64 lower-case hex"),
-    ('{"tokens": [{"id": "a", "sha256": "%s", "role": "root"}]}' % ("0" * 64), "role must be one of"),
+    ('{"tokens": [{"id": "a", "sha256": "%s", "role": "root"}]}' % ("0" * 64),
+     "role must be one of"),
     ('{"tokens": [{"id": "a b", "sha256": "%s", "role": "admin"}]}' % ("0" * 64), "id must be"),
     ('{"tokens": [{"id": "a", "token": "x", "role": "admin"}]}', 'exactly the fields'),
 ])
@@ -118,6 +121,7 @@ def test_bad_tokens_files_are_refused_with_a_clear_message(tmp_path, content, me
 
 
 def test_the_service_does_not_start_with_a_bad_tokens_file(make_app, site):
-    site.tokens.write_text(json.dumps({"tokens": [{"id": "x", "sha256": "nothex", "role": "admin"}]}))
+    entry = {"id": "x", "sha256": "nothex", "role": "admin"}
+    site.tokens.write_text(json.dumps({"tokens": [entry]}))
     with pytest.raises(ConfigError, match="tokens"):
         make_app()

@@ -34,13 +34,15 @@ def test_precedence_defaults_file_environment_mapping(tmp_path):
 
 
 def test_the_artifact_root_defaults_to_the_artifact_folder_parent(tmp_path):
-    config = load_config(environ={**REQUIRED, "RECOMMENDER_ARTIFACT": str(tmp_path / "models" / "v1")})
+    artifact = str(tmp_path / "models" / "v1")
+    config = load_config(environ={**REQUIRED, "RECOMMENDER_ARTIFACT": artifact})
     assert config["ARTIFACT_ROOT"] == str(tmp_path / "models")
 
 
 @pytest.mark.parametrize("environ, message", [
     ({"RECOMMENDER_MAX_K": "ten"}, "RECOMMENDER_MAX_K='ten'"),
-    ({"RECOMMENDER_MAX_K": "0"}, r"RECOMMENDER_MAX_K \(MAX_K\) must be a whole number in \[1, 10000\]"),
+    ({"RECOMMENDER_MAX_K": "0"},
+     r"RECOMMENDER_MAX_K \(MAX_K\) must be a whole number in \[1, 10000\]"),
     ({"RECOMMENDER_DEFAULT_K": "200"}, "must not exceed"),
     ({"RECOMMENDER_AUDIT_FSYNC": "perhaps"}, "expected true/false"),
     ({"RECOMMENDER_AUDIT_LOG": ""}, r"missing required setting\(s\): RECOMMENDER_AUDIT_LOG"),
@@ -51,7 +53,8 @@ def test_wrong_values_name_the_variable(environ, message):
 
 
 def test_missing_settings_are_listed():
-    with pytest.raises(ConfigError, match="RECOMMENDER_API_TOKENS_FILE.*RECOMMENDER_PSEUDONYM_KEY_FILE"):
+    with pytest.raises(ConfigError,
+                       match="RECOMMENDER_API_TOKENS_FILE.*RECOMMENDER_PSEUDONYM_KEY_FILE"):
         load_config(environ={"RECOMMENDER_ARTIFACT": "/a"})
 
 
@@ -67,10 +70,10 @@ def test_unknown_settings_are_refused(tmp_path):
         load_config(environ={**REQUIRED, "RECOMMENDER_CONFIG": str(file)})
 
 
-def test_create_app_reads_the_environment(site, monkeypatch):
-    for variable, key in (("RECOMMENDER_ARTIFACT", "ARTIFACT"), ("RECOMMENDER_API_TOKENS_FILE", "API_TOKENS_FILE"),
-                          ("RECOMMENDER_PSEUDONYM_KEY_FILE", "PSEUDONYM_KEY_FILE"),
-                          ("RECOMMENDER_AUDIT_LOG", "AUDIT_LOG")):
+def test_create_app_reads_the_environment(make_app, site, monkeypatch):  # make_app: clean env
+    for variable, key in CONTRACT.items():
+        if key == "MAX_K":
+            continue
         monkeypatch.setenv(variable, site.config()[key])
     monkeypatch.setenv("RECOMMENDER_MAX_K", "4")
     client = create_app().test_client()

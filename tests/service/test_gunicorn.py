@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -52,7 +51,8 @@ def environment(site: Site, **extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("RECOMMENDER_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     config = site.config()
-    env.update(RECOMMENDER_ARTIFACT=config["ARTIFACT"], RECOMMENDER_API_TOKENS_FILE=config["API_TOKENS_FILE"],
+    env.update(RECOMMENDER_ARTIFACT=config["ARTIFACT"],
+               RECOMMENDER_API_TOKENS_FILE=config["API_TOKENS_FILE"],
                RECOMMENDER_PSEUDONYM_KEY_FILE=config["PSEUDONYM_KEY_FILE"],
                RECOMMENDER_AUDIT_LOG=config["AUDIT_LOG"], RECOMMENDER_ARTIFACT_ROOT=str(site.root))
     env.update(extra)
@@ -120,7 +120,8 @@ def test_answers_over_http(served):
     assert status == 200 and body["recommendations"][0]["treatment_id"] == site.truth["P0201"]
     assert call(server.port, "GET", "/v1/patients/P0201/recommendations")[0] == 401
     status, body = call(server.port, "POST", "/v1/recommendations", site.clinician,
-                        {"history": [{"treatment_id": "S1", "outcome": "responded"}], "condition": "C"})
+                        {"history": [{"treatment_id": "S1", "outcome": "responded"}],
+                         "condition": "C"})
     assert status == 200 and body["recommendations"][0]["treatment_id"] == "T1"
     status, body = call(server.port, "GET", "/nowhere", site.clinician)
     assert status == 404 and body["error"]["code"] == "not_found"
@@ -132,8 +133,9 @@ def test_metrics_add_up_over_the_workers_and_audit_lines_come_from_them(served):
     for _ in range(20):
         call(server.port, "GET", "/v1/patients/P0001/recommendations?k=1", site.clinician)
     status, text = call(server.port, "GET", "/metrics", site.admin)
-    line = next(x for x in text.splitlines() if x.startswith(
-        'recommender_http_requests_total{endpoint="api.patient_recommendations",method="GET",status="200"}'))
+    prefix = ('recommender_http_requests_total{endpoint="api.patient_recommendations",'
+              'method="GET",status="200"}')
+    line = next(x for x in text.splitlines() if x.startswith(prefix))
     assert float(line.split()[-1]) >= 20  # every worker's requests, whichever worker answers
     lines = (site.root / "audit.log").read_text().splitlines()[before:]
     assert len(lines) == 20 and all(json.loads(x)["status"] == 200 for x in lines)
@@ -154,7 +156,8 @@ class Load:
     def _run(self):
         while not self.stop_flag.is_set():
             try:
-                status, _ = call(self.port, "GET", "/v1/patients/P0001/recommendations?k=2", self.token)
+                status, _ = call(self.port, "GET", "/v1/patients/P0001/recommendations?k=2",
+                                 self.token)
             except OSError as exc:
                 status = repr(exc)
             with self.lock:
@@ -237,8 +240,9 @@ def test_a_bad_artifact_is_refused_and_the_old_model_keeps_serving(served):
 
 def test_startup_fails_with_one_clear_line_on_a_key_mismatch(site):
     env = environment(site, RECOMMENDER_ARTIFACT=str(site.foreign_artifact))
-    result = subprocess.run([sys.executable, "-m", "recommender", "serve", "--port", str(free_port())],
-                            env=env, capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "recommender", "serve", "--port", str(free_port())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot serve the artifact")
     assert "pseudonymisation key does not match" in result.stderr

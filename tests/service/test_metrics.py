@@ -26,7 +26,8 @@ def test_requests_and_latency_per_endpoint(client, clinician):
                                                         ("status", "200")))] == 3
     assert samples[("recommender_http_requests_total", (("endpoint", endpoint), ("method", "GET"),
                                                         ("status", "404")))] == 1
-    assert samples[("recommender_http_request_duration_seconds_count", (("endpoint", endpoint),))] == 4
+    count = ("recommender_http_request_duration_seconds_count", (("endpoint", endpoint),))
+    assert samples[count] == 4
     assert samples[("recommender_http_request_duration_seconds_bucket",
                     (("endpoint", endpoint), ("le", "+Inf")))] == 4
     assert any(labels == (("endpoint", "unmatched"), ("method", "GET"), ("status", "404"))

@@ -65,7 +65,7 @@ def test_fuzz_against_the_document(make_app, site, mode):
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
-        def check(case):
+        def check(case, token=token):
             case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
 
         check()

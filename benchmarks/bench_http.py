@@ -1,0 +1,454 @@
+"""HTTP serving: the recommendation endpoint with auth and audit against a bare endpoint.
+
+Builds (once, cached under benchmarks/results/tmp/) a synthetic cohort and a keyed ALS model -
+1M patients x 10k therapies (1000 conditions x 10) at full size - starts ``recommender serve``
+(gunicorn, sync workers, preloaded app) on a free loopback port and loads it with ``wrk``
+(installed from Debian when missing and allowed; otherwise a bounded Python client):
+
+- ``GET /v1/patients/{id}/recommendations?k=10&condition=...`` with a bearer token, audit line
+  fsynced per request, random patients and one of their own conditions per request;
+- ``GET /health``, the bare JSON endpoint of the same server (same middleware, no auth, no
+  audit, no model);
+
+alternating, ``--repeats`` times, and reports medians of requests/s, p50 and p99. Also:
+
+- memory: PSS/USS/RSS of master and workers with 1 and 2 workers after the same load, and the
+  resident part of the memory-mapped user factors per worker (shared, not copied);
+- reload under load: ``POST /v1/admin/reload`` in the middle of a run; any non-2xx response or
+  socket error is a lost request;
+- in-process: ``model.recommend`` alone and the same request through the app with Flask's test
+  client, so the engine's share of a request is visible.
+
+    python benchmarks/bench_http.py            # full size (first run trains for a few minutes)
+    python benchmarks/bench_http.py --quick    # 100k patients x 2k therapies, shorter runs
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, markdown_table, write_results  # noqa: E402
+
+WORK = RESULTS / "tmp" / "http"
+SIZES = {  # name -> (patients, conditions, therapies per condition, factors)
+    "full": (1_000_000, 1000, 10, 64),
+    "quick": (100_000, 200, 10, 32),
+}
+
+
+# --- data, model, secrets ----------------------------------------------------------------------
+
+def build(size: str) -> Path:
+    """Cohort, key, keyed artifact and tokens for ``size`` (reused when already built)."""
+    patients, conditions, per_condition, factors = SIZES[size]
+    folder = WORK / size
+    done = folder / "ready.json"
+    if done.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    run([sys.executable, "-m", "recommender", "generate", "--out", str(folder / "data"),
+         "--patients", str(patients), "--conditions", str(conditions),
+         "--treatments-per-condition", str(per_condition), "--seed", "1", "--format", "parquet"])
+    from recommender.pseudonym import create_key_file
+    from service.tokens import add_token
+    create_key_file(folder / "key")
+    started = time.perf_counter()
+    run([sys.executable, "-m", "recommender", "train", "--data", str(folder / "data"),
+         "--out", str(folder / "models" / "artifact"), "--model", "als", "--factors", str(factors),
+         "--pseudonym-key-file", str(folder / "key")])
+    tokens = {"clinician": add_token(folder / "tokens.json", "bench-clinician", "clinician"),
+              "admin": add_token(folder / "tokens.json", "bench-admin", "admin")}
+    (folder / "tokens.secret").write_text(json.dumps(tokens))
+    _write_paths(folder)
+    done.write_text(json.dumps({"train_seconds": round(time.perf_counter() - started, 1)}))
+    return folder
+
+
+def _write_paths(folder: Path, n: int = 20_000) -> None:
+    """Request paths: random patients, each with one of their own conditions."""
+    import pandas as pd
+    pc = pd.read_parquet(folder / "data" / "patient_conditions.parquet")
+    sample = pc.sample(n=min(n, len(pc)), random_state=0)
+    paths = [f"/v1/patients/{p}/recommendations?k=10&condition={c}"
+             for p, c in zip(sample.patient_id, sample.condition_id)]
+    (folder / "paths.txt").write_text("\n".join(paths) + "\n")
+
+
+def run(command: list[str]) -> None:
+    print("  $", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+
+
+# --- the server --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``recommender serve`` started here, stopped by its own pid."""
+
+    def __init__(self, folder: Path, workers: int):
+        self.port = free_port()
+        self.folder = folder
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMMENDER_")}
+        env.update(RECOMMENDER_API_TOKENS_FILE=str(folder / "tokens.json"),
+                   RECOMMENDER_PSEUDONYM_KEY_FILE=str(folder / "key"),
+                   RECOMMENDER_AUDIT_LOG=str(folder / "audit.log"),
+                   RECOMMENDER_ACCESS_LOG="false")
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log = open(folder / "server.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recommender", "serve", "--artifact",
+             str(folder / "models" / "artifact"), "--port", str(self.port), "--workers", str(workers)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready()
+
+    def wait_ready(self, seconds: float = 300) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.folder / 'server.log'}")
+            try:
+                if http_get(self.port, "/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def workers(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def http_get(port: int, path: str, token: str | None = None, method: str = "GET",
+             timeout: float = 120) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+# --- load generation ---------------------------------------------------------------------------
+
+def ensure_wrk() -> str | None:
+    """Path of ``wrk``; installs the Debian package when missing and running as root."""
+    found = shutil.which("wrk")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("  installing wrk from Debian (apt-get install -y wrk)", flush=True)
+    result = subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], capture_output=True)
+    return shutil.which("wrk")
+
+
+LUA = """
+local paths = {}
+for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
+local token = "%(token)s"
+request = function()
+  local headers = {}
+  if token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  return wrk.format("GET", %(pick)s, headers)
+end
+"""
+
+
+def wrk_run(wrk: str, port: int, script: Path, seconds: float, connections: int,
+            threads: int) -> dict:
+    output = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "30s",
+         "-s", str(script), f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True).stdout
+    return parse_wrk(output)
+
+
+def parse_wrk(text: str) -> dict:
+    def millis(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+        return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", text, re.M))
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+            "p50_ms": millis(latency["50"]), "p99_ms": millis(latency["99"]),
+            "requests": requests, "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+            "non_2xx": int(non_2xx.group(1)) if non_2xx else 0}
+
+
+def python_run(port: int, paths: list[str], token: str | None, seconds: float,
+               connections: int) -> dict:
+    """Fallback load client: ``connections`` threads, one request at a time each."""
+    latencies, failures, lock, stop = [], [0], threading.Lock(), time.monotonic() + seconds
+
+    def worker(offset: int):
+        index = offset
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:
+                status, _ = http_get(port, paths[index % len(paths)], token, timeout=30)
+            except OSError:
+                status = 0
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                failures[0] += status != 200
+            index += connections
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    return {"rps": len(latencies) / (time.monotonic() - started),
+            "p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+            "requests": len(latencies), "socket_errors": 0, "non_2xx": failures[0]}
+
+
+class Loader:
+    """Runs one load test against either endpoint, with wrk or the Python client."""
+
+    def __init__(self, folder: Path, args, wrk: str | None):
+        self.folder, self.args, self.wrk = folder, args, wrk
+        self.token = json.loads((folder / "tokens.secret").read_text())["clinician"]
+        self.paths = (folder / "paths.txt").read_text().split()
+        scripts = {"recommend": (self.token, "paths[math.random(#paths)]"), "bare": ("", '"/health"')}
+        self.scripts = {}
+        for name, (token, pick) in scripts.items():
+            script = folder / f"{name}.lua"
+            script.write_text(LUA % {"paths": folder / "paths.txt", "token": token, "pick": pick})
+            self.scripts[name] = script
+
+    def run(self, port: int, endpoint: str, seconds: float) -> dict:
+        if self.wrk:
+            return wrk_run(self.wrk, port, self.scripts[endpoint], seconds,
+                           self.args.connections, self.args.wrk_threads)
+        paths = self.paths if endpoint == "recommend" else ["/health"]
+        token = self.token if endpoint == "recommend" else None
+        return python_run(port, paths, token, seconds, self.args.connections)
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def memory(pid: int, factors_file: str) -> dict:
+    """PSS, USS (private), RSS in MiB, and the resident part of the factors mapping."""
+    rollup = _kib_fields(Path(f"/proc/{pid}/smaps_rollup").read_text())
+    factors_rss = factors_shared = 0
+    current = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            current = line.endswith(factors_file)
+        elif current and line.startswith("Rss:"):
+            factors_rss += int(line.split()[1])
+        elif current and line.startswith(("Shared_Clean:", "Shared_Dirty:")):
+            factors_shared += int(line.split()[1])
+    private = rollup["Private_Clean"] + rollup["Private_Dirty"]
+    return {"rss_mib": rollup["Rss"] / 1024, "pss_mib": rollup["Pss"] / 1024,
+            "uss_mib": private / 1024, "factors_rss_mib": factors_rss / 1024,
+            "factors_shared_mib": factors_shared / 1024}
+
+
+def _kib_fields(text: str) -> dict:
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+) kB", text, re.M)}
+
+
+def memory_run(folder: Path, loader: Loader, workers: int, seconds: float) -> dict:
+    server = Server(folder, workers)
+    try:
+        loader.run(server.port, "recommend", seconds)
+        factors = str((folder / "models" / "artifact" / "model" / "user_factors.npy").resolve())
+        processes = {"master": memory(server.process.pid, factors)}
+        for number, pid in enumerate(server.workers()):
+            processes[f"worker{number + 1}"] = memory(pid, factors)
+        return {"workers": workers, "processes": processes,
+                "total_pss_mib": sum(p["pss_mib"] for p in processes.values()),
+                "total_rss_mib": sum(p["rss_mib"] for p in processes.values())}
+    finally:
+        server.stop()
+
+
+# --- reload under load -------------------------------------------------------------------------
+
+def reload_under_load(folder: Path, loader: Loader, seconds: float) -> dict:
+    server = Server(folder, loader.args.workers)
+    admin = json.loads((folder / "tokens.secret").read_text())["admin"]
+    outcome = {}
+
+    def reload_midway():
+        time.sleep(seconds / 3)
+        started = time.perf_counter()
+        status, body = http_get(server.port, "/v1/admin/reload", admin, method="POST")
+        outcome.update(status=status, seconds=round(time.perf_counter() - started, 2),
+                       body=json.loads(body))
+
+    try:
+        thread = threading.Thread(target=reload_midway)
+        thread.start()
+        result = loader.run(server.port, "recommend", seconds)
+        thread.join()
+        return {**result, "reload_status": outcome.get("status"),
+                "reload_seconds": outcome.get("seconds"),
+                "lost_requests": result["non_2xx"] + result["socket_errors"]}
+    finally:
+        server.stop()
+
+
+# --- in-process: the engine alone and the whole Flask request ---------------------------------
+
+def in_process_timing(folder: Path, calls: int = 300) -> dict:
+    """Median/p99 ms of ``model.recommend(...).to_dict()`` and of the same request through the
+    app (auth, validation, engine, audit with fsync, JSON) with Flask's test client, interleaved;
+    their difference is what the service adds to the engine."""
+    from service import create_app
+    app = create_app({"ARTIFACT": str(folder / "models" / "artifact"),
+                      "API_TOKENS_FILE": str(folder / "tokens.json"),
+                      "PSEUDONYM_KEY_FILE": str(folder / "key"),
+                      "AUDIT_LOG": str(folder / "audit-inprocess.log"), "ACCESS_LOG": False})
+    model = app.extensions["recommender"].store.current.model
+    client = app.test_client()
+    headers = {"Authorization": "Bearer " + json.loads((folder / "tokens.secret").read_text())["clinician"]}
+    paths = (folder / "paths.txt").read_text().split()[:calls]
+    queries = [re.match(r"/v1/patients/([^/]+)/recommendations\?k=10&condition=(\S+)", p).groups()
+               for p in paths]
+    for path, (patient, condition) in list(zip(paths, queries))[:20]:
+        model.recommend(patient, k=10, condition_id=condition).to_dict()
+        client.get(path, headers=headers)
+    engine, service = [], []
+    for path, (patient, condition) in zip(paths, queries):
+        started = time.perf_counter()
+        model.recommend(patient, k=10, condition_id=condition).to_dict()
+        engine.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        assert client.get(path, headers=headers).status_code == 200
+        service.append(time.perf_counter() - started)
+
+    def stats(times):
+        times = sorted(times)
+        return {"median_ms": statistics.median(times) * 1e3,
+                "p99_ms": times[int(len(times) * 0.99)] * 1e3}
+    result = {"engine": stats(engine), "service": stats(service)}
+    result["overhead_median_ms"] = result["service"]["median_ms"] - result["engine"]["median_ms"]
+    return result
+
+
+# --- main --------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small model and short runs (make bench)")
+    parser.add_argument("--seconds", type=float, help="length of one load run")
+    parser.add_argument("--repeats", type=int, help="runs per endpoint (medians are reported)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    args = parser.parse_args()
+    size = "quick" if args.quick else "full"
+    seconds = args.seconds or (5 if args.quick else 15)
+    repeats = args.repeats or 3
+    folder = build(size)
+    wrk = None if args.python_client else ensure_wrk()
+    loader = Loader(folder, args, wrk)
+    print(f"load generator: {'wrk ' + wrk if wrk else 'Python threads'}; size {size}; "
+          f"{args.connections} connections; {args.workers} workers", flush=True)
+
+    load_before = os.getloadavg()
+    server = Server(folder, args.workers)
+    runs = {"recommend": [], "bare": []}
+    try:
+        loader.run(server.port, "recommend", min(5.0, seconds))  # warm the pages and caches
+        for _ in range(repeats):
+            for endpoint in ("bare", "recommend"):
+                runs[endpoint].append(loader.run(server.port, endpoint, seconds))
+                print(f"  {endpoint:9s} {runs[endpoint][-1]}", flush=True)
+    finally:
+        server.stop()
+    summary = {endpoint: {key: statistics.median(r[key] for r in results)
+                          for key in ("rps", "p50_ms", "p99_ms")}
+               for endpoint, results in runs.items()}
+    errors = sum(r["non_2xx"] + r["socket_errors"] for rs in runs.values() for r in rs)
+    ratio = summary["recommend"]["rps"] / summary["bare"]["rps"]
+
+    memory_runs = [memory_run(folder, loader, workers, min(seconds, 10)) for workers in (1, 2)]
+    reload_result = reload_under_load(folder, loader, max(seconds, 12))
+    in_process = in_process_timing(folder)
+    load_after = os.getloadavg()
+
+    rows = [{"endpoint": name, "req_per_s": round(s["rps"], 1), "p50_ms": round(s["p50_ms"], 2),
+             "p99_ms": round(s["p99_ms"], 2)} for name, s in summary.items()]
+    print()
+    print(markdown_table(rows, ["endpoint", "req_per_s", "p50_ms", "p99_ms"]))
+    print(f"\nrecommend / bare throughput: {ratio:.1%} (target >= 40%); "
+          f"recommend p99 {summary['recommend']['p99_ms']:.1f} ms (target <= 15 ms); "
+          f"failed requests in the timed runs: {errors}")
+    print(f"in-process medians: engine (model.recommend + to_dict) "
+          f"{in_process['engine']['median_ms']:.2f} ms; whole request through the app (auth, "
+          f"validation, engine, fsynced audit, JSON) {in_process['service']['median_ms']:.2f} ms; "
+          f"the service adds {in_process['overhead_median_ms']:.2f} ms")
+    memory_rows = [{"workers": m["workers"], "process": name, **{k: round(v, 1) for k, v in p.items()}}
+                   for m in memory_runs for name, p in m["processes"].items()]
+    print()
+    print(markdown_table(memory_rows, ["workers", "process", "rss_mib", "pss_mib", "uss_mib",
+                                       "factors_rss_mib", "factors_shared_mib"]))
+    print(f"total PSS: 1 worker {memory_runs[0]['total_pss_mib']:.0f} MiB, 2 workers "
+          f"{memory_runs[1]['total_pss_mib']:.0f} MiB (user factors file "
+          f"{(folder / 'models' / 'artifact' / 'model' / 'user_factors.npy').stat().st_size / 2**20:.0f} MiB)")
+    print(f"reload under load: status {reload_result['reload_status']} in "
+          f"{reload_result['reload_seconds']} s; {reload_result['requests']} requests, "
+          f"lost {reload_result['lost_requests']}; p99 during the run {reload_result['p99_ms']:.1f} ms")
+    print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores: other "
+          "work on the machine shows up in these numbers)")
+    path = write_results("http", {
+        "size": size, "sizes": dict(zip(("patients", "conditions", "therapies_per_condition", "factors"),
+                                        SIZES[size])),
+        "load_generator": "wrk" if wrk else "python-threads", "connections": args.connections,
+        "workers": args.workers, "seconds_per_run": seconds, "repeats": repeats,
+        "median": summary, "runs": runs, "throughput_ratio": ratio, "failed_requests": errors,
+        "targets": {"p99_ms_max": 15, "throughput_ratio_min": 0.4,
+                    "p99_met": summary["recommend"]["p99_ms"] <= 15, "ratio_met": ratio >= 0.4},
+        "in_process": in_process, "memory": memory_runs, "reload_under_load": reload_result,
+        "load_average": {"before": load_before, "after": load_after},
+    })
+    print(f"\nwrote {path}")
+    return 0 if errors == 0 and reload_result["lost_requests"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
