@@ -53,7 +53,8 @@ def test_fuzz_against_the_document(make_app, site, mode):
     """Every operation, valid and invalid inputs: no 500, nothing outside the document."""
     app = make_app(MAX_HISTORY=20, MAX_CONDITIONS=20, ACCESS_LOG=False, AUDIT_FSYNC=False)
     schema = schemathesis.openapi.from_wsgi(
-        "/openapi.json", app, config=CONFIG, headers={"Authorization": f"Bearer {site.clinician}"})
+        "/openapi.json", app, config=CONFIG,
+        headers={"Authorization": f"Bearer {site.clinician}"})
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 8  # all but /openapi.json itself, which serves as the input
     for operation in operations:
@@ -61,11 +62,14 @@ def test_fuzz_against_the_document(make_app, site, mode):
         if mode is GenerationMode.NEGATIVE and not inputs:
             continue  # nothing to make invalid
         token = site.admin if operation.path.startswith("/v1/admin") else site.clinician
+        _fuzz(operation, mode, token)
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def check(case, token=token):
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
 
-        check()
+def _fuzz(operation, mode: GenerationMode, token: str) -> None:
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    def check(case):
+        case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+
+    check()
