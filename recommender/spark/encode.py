@@ -298,15 +298,19 @@ def _check_references(clean: dict[str, "DataFrame"], files: dict[str, str]) -> N
 
 
 def content_fingerprint(tables: dict[str, "DataFrame"]) -> str:
-    """SHA-256 over each table's row count and order-independent sum of row hashes."""
+    """SHA-256 over each table's row count and order-independent sum of row hashes (one job)."""
     from pyspark.sql import functions as F
 
-    digest = hashlib.sha256()
+    parts = None
     for table in sorted(tables):
         frame = tables[table].drop("_pos")
-        row = frame.select(F.count(F.lit(1)), F.sum(F.xxhash64(*frame.columns).cast("decimal(38,0)"))
-                           ).collect()[0]
-        digest.update(f"{table}:{row[0]}:{row[1]}".encode())
+        part = frame.select(F.lit(table).alias("table"),
+                            F.xxhash64(*frame.columns).cast("decimal(38,0)").alias("hash"))
+        parts = part if parts is None else parts.union(part)
+    rows = parts.groupBy("table").agg(F.count(F.lit(1)), F.sum("hash")).collect()
+    digest = hashlib.sha256()
+    for table, count, total in sorted(rows, key=lambda row: row[0]):
+        digest.update(f"{table}:{count}:{total}".encode())
     return digest.hexdigest()
 
 
@@ -376,9 +380,11 @@ def _reduce(spark: "SparkSession", tables: dict, policy: ConfidencePolicy,
     patient_sources = [outcomes] + [f for f in (pc, patients_table) if f is not None]
     condition_sources = [outcomes.where(_col(C.condition).isNotNull())] + [
         f for f in (pc, ci) if f is not None]
-    patients = IdMap(_sorted_ids(patient_sources, C.patient), "patient")
-    treatments = IdMap(_sorted_ids([outcomes], C.treatment), "treatment")
-    conditions = IdMap(_sorted_ids(condition_sources, C.condition), "condition")
+    ids = _sorted_ids({"patient": (patient_sources, C.patient),
+                       "treatment": ([outcomes], C.treatment),
+                       "condition": (condition_sources, C.condition)})
+    patients, treatments, conditions = (IdMap(ids[kind], kind)
+                                        for kind in ("patient", "treatment", "condition"))
     n_c = len(conditions)
 
     rows = (outcomes
@@ -419,15 +425,20 @@ def _reduce(spark: "SparkSession", tables: dict, policy: ConfidencePolicy,
     return facts
 
 
-def _sorted_ids(frames: list, column: str) -> np.ndarray:
-    """Sorted distinct values of ``column`` over ``frames`` (collected to the driver)."""
+def _sorted_ids(sources: dict[str, tuple[list, str]]) -> dict[str, np.ndarray]:
+    """Per kind, the sorted distinct values of a column over some frames (one job)."""
+    from pyspark.sql import functions as F
+
     union = None
-    for frame in frames:
-        part = frame.select(_col(column).alias("_id"))
-        union = part if union is None else union.union(part)
+    for kind, (frames, column) in sources.items():
+        for frame in frames:
+            part = frame.select(F.lit(kind).alias("_kind"), _col(column).alias("_id"))
+            union = part if union is None else union.union(part)
     with quiet_pandas_warning():
-        table = union.distinct().orderBy("_id").toArrow()
-    return np.asarray(table.column("_id").to_pylist(), dtype=object)
+        table = union.distinct().orderBy("_kind", "_id").toArrow()
+    kinds = np.asarray(table.column("_kind").to_pylist(), dtype=object)
+    values = np.asarray(table.column("_id").to_pylist(), dtype=object)
+    return {kind: values[kinds == kind] for kind in sources}
 
 
 def _index(spark: "SparkSession", ids: IdMap, name: str) -> "DataFrame":

@@ -13,6 +13,7 @@ patient index then rank when the parts are read in name order (``pandas.read_par
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -96,8 +97,8 @@ def rank_all_spark(artifact: str | Path, out: str, k: int = 10, condition_id: st
         ranker = Ranker(staged.name, k=k, condition=condition, condition_id=condition_id,
                         include_tried=include_tried)
         partitions = max(1, min(context.defaultParallelism * 2, -(-n_patients // BATCH_PATIENTS)))
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH_PATIENTS))
-        with quiet_pandas_warning():
+        with quiet_pandas_warning(), _setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch",
+                                              str(BATCH_PATIENTS)):
             ranked = spark.range(0, n_patients, numPartitions=partitions).mapInArrow(
                 ranker, _spark_schema())
             ranked.write.mode("overwrite").parquet(out)
@@ -164,6 +165,20 @@ def _spark_schema():
                        StructField(C.rank, LongType(), False),
                        StructField(C.treatment, StringType(), False),
                        StructField(C.score, FloatType(), False)])
+
+
+@contextlib.contextmanager
+def _setting(spark, key: str, value: str) -> Iterator[None]:
+    """A session setting for the duration of one job (restored after)."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 class _staged:

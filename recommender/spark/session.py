@@ -82,19 +82,26 @@ def session_settings(master: str, configured: Mapping[str, str] | None = None) -
 
 
 def configured_elsewhere(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Settings from ``spark-defaults.conf`` (``$SPARK_CONF_DIR`` or ``$SPARK_HOME/conf``).
+    """Settings made outside this package: ``spark-defaults.conf`` (``$SPARK_CONF_DIR`` or
+    ``$SPARK_HOME/conf``) and, under ``spark-submit``, the submitted configuration.
 
-    ``spark-submit --conf`` and ``PYSPARK_SUBMIT_ARGS`` need no reading here: Spark applies
-    them after (over) the builder's settings.
+    ``PYSPARK_SUBMIT_ARGS`` needs no reading here: Spark applies it after (over) the builder.
     """
     environ = os.environ if environ is None else environ
+    settings: dict[str, str] = {}
     folders = [environ.get("SPARK_CONF_DIR"),
                environ.get("SPARK_HOME") and str(Path(environ["SPARK_HOME"]) / "conf")]
     for folder in filter(None, folders):
         path = Path(folder) / "spark-defaults.conf"
         if path.is_file():
-            return parse_defaults(path.read_text())
-    return {}
+            settings = parse_defaults(path.read_text())
+            break
+    if environ.get("PYSPARK_GATEWAY_PORT"):
+        # Started by spark-submit: its JVM already holds the --conf and defaults, and the
+        # builder's settings would override them.
+        from pyspark import SparkConf
+        settings.update(dict(SparkConf().getAll()))
+    return settings
 
 
 def parse_defaults(text: str) -> dict[str, str]:

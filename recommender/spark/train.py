@@ -124,6 +124,7 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
     model._validate_params()  # fail on a bad parameter before starting Spark
     started = time.perf_counter()
     with spark_session(master) as spark:
+        start_seconds = time.perf_counter() - started
         if encode == "local":
             tables = read_cohort(data)
             dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
@@ -137,7 +138,9 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
         fit_seconds = time.perf_counter() - started - encode_seconds
         spark_info = {**model.spark_info_, "encode": encode}
     training = {"data_folder": Path(str(data).rstrip("/")).name,
-                "read_seconds": round(encode_seconds, 3), "fit_seconds": round(fit_seconds, 3),
+                "spark_start_seconds": round(start_seconds, 3),
+                "read_seconds": round(encode_seconds - start_seconds, 3),
+                "fit_seconds": round(fit_seconds, 3),
                 "n_outcome_rows": encoded.n_outcome_rows}
     path = save_artifact(model, out, metrics=metrics,
                          extra={"engine": "spark", "spark": spark_info, "training": training})
@@ -153,6 +156,9 @@ def read_cohort(data: str | Path) -> CohortTables:
     path = Path(data)
     if path.is_dir() and find_table(path, "outcomes") is not None:
         return read_tables(path)
+    if (path / "outcomes.parquet").is_dir():
+        raise DataValidationError("outcomes.parquet is a Parquet dataset folder (as Spark writes "
+                                  "them); encode it on Spark with --encode spark", file=str(path))
     if path.suffix == ".parquet" and path.exists():
         try:
             frame = pd.read_parquet(path)
