@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from . import safety
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 BATCH_SIZE = 4096
 #: Threads of the factor-model fast path (BLAS runs single-threaded inside each).
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: Scores (patients x allowed treatments) below which one thread is faster than a pool.
+PARALLEL_CELLS = 1 << 20
 DISCLAIMER = ("Decision support only: these suggestions rest on historical outcomes of similar "
               "patients and support, never replace, the clinician's judgment.")
 
@@ -398,6 +401,12 @@ def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
+@lru_cache(maxsize=None)
+def _blas() -> ThreadpoolController:
+    """One controller of the loaded BLAS (building one reads /proc: milliseconds)."""
+    return ThreadpoolController()
+
+
 def _factor_scoring(model: "Recommender", patients: np.ndarray) -> bool:
     """Whether ``model`` scores known patients as float32 user @ item factor products whose
     values are all finite (so the fast path needs no NaN or overflow handling)."""
@@ -442,12 +451,13 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
         _select(scores, k, idx[start:stop], out[start:stop])
 
     starts = range(0, n, SELECT_ROWS)
-    with threadpool_limits(1, "blas"):
-        if len(starts) == 1 or THREADS == 1:
+    threads = min(THREADS, len(starts)) if n * len(columns) >= PARALLEL_CELLS else 1
+    with _blas().limit(limits=1, user_api="blas"):
+        if threads == 1:
             for start in starts:
                 block(start)
         else:
-            with ThreadPoolExecutor(min(THREADS, len(starts))) as pool:
+            with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(block, starts))
     found = idx >= 0
     idx[found] = columns[idx[found]]

@@ -4,6 +4,12 @@ Generic path: dense scores from ``model.score``, :func:`mask_scores`, :func:`top
 (:func:`recommender.ranking._rank_factors`): only allowed columns multiplied, blocks on threads,
 group-maxima selection. Both must agree entry for entry (ties by lower index, at the cut too),
 and neither may ever return an excluded treatment.
+
+BLAS may round a dot product differently by one ulp depending on the shape of the product
+(a one-row block goes through gemv, for instance), exactly as the generic path itself does for
+a patient ranked alone or in a batch. With integer factors every product is exact and the two
+paths must agree bit for bit; with real factors two treatments may swap only when their scores
+lie within that rounding.
 """
 from __future__ import annotations
 
@@ -43,6 +49,17 @@ def generic(model, patients, condition, k, include_tried):
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
+def assert_same_up_to_rounding(model, patients, idx, values, expected_idx, expected_values):
+    """Equal lists, except that treatments whose scores differ by rounding only may swap."""
+    np.testing.assert_array_equal(idx >= 0, expected_idx >= 0)
+    np.testing.assert_allclose(values, expected_values, rtol=1e-6, atol=1e-7)
+    rows, cols = np.nonzero(idx != expected_idx)
+    scores = model.user_factors_[patients] @ model.item_factors_.T
+    for row, col in zip(rows, cols):
+        a, b = scores[row, idx[row, col]], scores[row, expected_idx[row, col]]
+        assert abs(a - b) <= 1e-6 * max(1.0, abs(a)), (row, col, a, b)
+
+
 def fitted(kind, seed, factor_values):
     tables = random_cohort(seed, n_patients=40, n_treatments=14, n_rows=260)
     model = make_model(kind, **QUICK[kind]).fit(Dataset.from_tables(tables))
@@ -70,8 +87,11 @@ def test_fast_path_equals_generic_path(seed, kind, factor_values, k, include_tri
     assert ranking._factor_scoring(model, patients)
     idx, values = rank_patients(model, patients, condition, candidates, k, include_tried)
     expected_idx, expected_values = generic(model, patients, condition, k, include_tried)
-    np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_array_equal(values, expected_values)
+    if factor_values == "integers":
+        np.testing.assert_array_equal(idx, expected_idx)
+        np.testing.assert_array_equal(values, expected_values)
+    else:
+        assert_same_up_to_rounding(model, patients, idx, values, expected_idx, expected_values)
     for row, p in enumerate(patients):  # and the guarantee, from the tables alone
         condition_id = None if condition < 0 else dataset.conditions.to_external([condition])[0]
         chosen = set(dataset.treatments.to_external(idx[row][idx[row] >= 0]))
