@@ -121,7 +121,7 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
         raise ParameterError(f"encode must be one of {list(ENCODINGS)}; got {encode!r}")
     als_params, spark_only = split_params(params)
     model = SparkALSRecommender(**als_params)
-    model._validate_params()  # fail on a bad parameter before starting Spark
+    model.check_spark_params()  # fail on a bad parameter before starting Spark
     started = time.perf_counter()
     with spark_session(master) as spark:
         start_seconds = time.perf_counter() - started
@@ -224,10 +224,28 @@ class SparkALSRecommender(ALSRecommender):
         spark = build_session()
         self.fit_encoded(spark, encode_dataset(spark, dataset), {})
 
+    def check_spark_params(self) -> None:
+        """Validate the parameters, refusing those without a Spark counterpart."""
+        self._validate_params()
+        unsupported = [name for name in ("early_stopping", "init_fraction")
+                       if getattr(self, name, None) is not None]
+        if unsupported:
+            raise ParameterError(f"{', '.join(unsupported)} has no Spark counterpart: leave it "
+                                 "unset with --engine spark (Spark's ALS runs all iterations "
+                                 "from its own random start)")
+
     def fit_encoded(self, spark: "SparkSession", encoded: Encoded,
                     spark_only: Mapping | None = None) -> "SparkALSRecommender":
-        """Fit on an already encoded cohort, with ``spark_reg_param``/``spark_blocks`` overrides."""
-        self._validate_params()
+        """Fit on an already encoded cohort, with ``spark_reg_param``/``spark_blocks`` overrides.
+
+        Raises
+        ------
+        ParameterError
+            A parameter without a Spark counterpart is set (``early_stopping`` needs a
+            per-sweep callback and ``init_fraction`` initial factors, neither of which Spark's
+            ALS accepts).
+        """
+        self.check_spark_params()
         if encoded.inexact:
             log.warning("%d matrix entries have a confidence below 1, which Spark cannot express; "
                         "they enter with confidence 1 (see recommender.spark.params)", encoded.inexact)
@@ -236,6 +254,7 @@ class SparkALSRecommender(ALSRecommender):
         self.user_factors_, self.item_factors_ = fit_als(spark, encoded.ratings,
                                                          encoded.dataset.matrix.shape, als)
         self.spark_params_ = als
+        self.n_iterations_ = als.max_iter
         self.spark_info_ = _spark_section(spark, als, encoded, self.regularization)
         self.dataset_ = encoded.dataset
         self.__dict__.pop("_solver_cache", None)

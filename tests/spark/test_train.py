@@ -12,6 +12,7 @@ from recommender.artifact import load_artifact
 from recommender.cli import main
 from recommender.dataset import Dataset
 from recommender.evaluate import evaluate
+from recommender.exceptions import ParameterError
 from recommender.models.als import ALSRecommender
 from recommender.pseudonym import Pseudonymizer
 from recommender.spark.train import SparkALSRecommender
@@ -131,3 +132,12 @@ def test_spark_only_parameters_are_checked_before_spark_starts(capsys, tmp_path)
     assert main(["train", "--engine", "spark", "--data", str(tmp_path), "--out", str(tmp_path / "a"),
                  "--params", '{"spark_blocks": 0}']) == 2
     assert "spark_blocks must be an int >= 1" in capsys.readouterr().err
+
+
+def test_parameters_without_a_spark_counterpart_are_refused(capsys, tmp_path):
+    pytest.importorskip("pyspark")
+    with pytest.raises(ParameterError, match="init_fraction has no Spark counterpart"):
+        SparkALSRecommender(init_fraction=0.5).check_spark_params()
+    assert main(["train", "--engine", "spark", "--data", str(tmp_path), "--out", str(tmp_path / "a"),
+                 "--params", '{"early_stopping": 3}']) == 2
+    assert "early_stopping has no Spark counterpart" in capsys.readouterr().err
