@@ -16,11 +16,14 @@ alternating, ``--repeats`` times, and reports medians of requests/s, p50 and p99
   resident part of the memory-mapped user factors per worker (shared, not copied);
 - reload under load: ``POST /v1/admin/reload`` in the middle of a run; any non-2xx response or
   socket error is a lost request;
-- in-process: ``model.recommend`` alone and the same request through the app with Flask's test
-  client, so the engine's share of a request is visible.
+- in-process: the engine alone (``model.recommend``) and the service alone (the same requests
+  through the app with Flask's test client, answered from precomputed engine answers), so the
+  two parts of a request's cost are measured apart.
 
     python benchmarks/bench_http.py            # full size (first run trains for a few minutes)
     python benchmarks/bench_http.py --quick    # 100k patients x 2k therapies, shorter runs
+
+Results: benchmarks/results/http.json (full) or http_quick.json (--quick).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -267,6 +271,11 @@ class Loader:
 
 # --- memory ------------------------------------------------------------------------------------
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def memory(pid: int, factors_file: str) -> dict:
     """PSS, USS (private), RSS in MiB, and the resident part of the factors mapping."""
     rollup = _kib_fields(Path(f"/proc/{pid}/smaps_rollup").read_text())
@@ -283,6 +292,16 @@ def memory(pid: int, factors_file: str) -> dict:
     return {"rss_mib": rollup["Rss"] / 1024, "pss_mib": rollup["Pss"] / 1024,
             "uss_mib": private / 1024, "factors_rss_mib": factors_rss / 1024,
             "factors_shared_mib": factors_shared / 1024}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time so far of the processes ``pids``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
 
 
 def _kib_fields(text: str) -> dict:
@@ -333,9 +352,10 @@ def reload_under_load(folder: Path, loader: Loader, seconds: float) -> dict:
 # --- in-process: the engine alone and the whole Flask request ---------------------------------
 
 def in_process_timing(folder: Path, calls: int = 300) -> dict:
-    """Median/p99 ms of ``model.recommend(...).to_dict()`` and of the same request through the
-    app (auth, validation, engine, audit with fsync, JSON) with Flask's test client, interleaved;
-    their difference is what the service adds to the engine."""
+    """Median/p99 ms, in this process, of the engine alone (``model.recommend(...).to_dict()``)
+    and of the service alone: the same requests through the app with Flask's test client (auth,
+    validation, fsynced audit line, metrics, JSON) answered from the engine's answers computed
+    beforehand, so the two parts of a request are measured apart."""
     from service import create_app
     app = create_app({"ARTIFACT": str(folder / "models" / "artifact"),
                       "API_TOKENS_FILE": str(folder / "tokens.json"),
@@ -343,29 +363,30 @@ def in_process_timing(folder: Path, calls: int = 300) -> dict:
                       "AUDIT_LOG": str(folder / "audit-inprocess.log"), "ACCESS_LOG": False})
     model = app.extensions["recommender"].store.current.model
     client = app.test_client()
-    headers = {"Authorization": "Bearer " + json.loads((folder / "tokens.secret").read_text())["clinician"]}
+    token = json.loads((folder / "tokens.secret").read_text())["clinician"]
     paths = (folder / "paths.txt").read_text().split()[:calls]
-    queries = [re.match(r"/v1/patients/([^/]+)/recommendations\?k=10&condition=(\S+)", p).groups()
-               for p in paths]
-    for path, (patient, condition) in list(zip(paths, queries))[:20]:
+    pattern = r"/v1/patients/([^/]+)/recommendations\?k=10&condition=(\S+)"
+    queries = [re.match(pattern, p).groups() for p in paths]
+    for patient, condition in queries[:20]:
         model.recommend(patient, k=10, condition_id=condition).to_dict()
-        client.get(path, headers=headers)
-    engine, service = [], []
-    for path, (patient, condition) in zip(paths, queries):
+    answers, engine = {}, []
+    for patient, condition in queries:
         started = time.perf_counter()
-        model.recommend(patient, k=10, condition_id=condition).to_dict()
+        answers[patient, condition] = model.recommend(patient, k=10, condition_id=condition)
+        answers[patient, condition].to_dict()
         engine.append(time.perf_counter() - started)
+    model.recommend = lambda patient, k, condition_id, include_tried: answers[patient, condition_id]
+    service = []
+    for path in paths[:20] + paths:
         started = time.perf_counter()
-        assert client.get(path, headers=headers).status_code == 200
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
         service.append(time.perf_counter() - started)
 
     def stats(times):
         times = sorted(times)
         return {"median_ms": statistics.median(times) * 1e3,
                 "p99_ms": times[int(len(times) * 0.99)] * 1e3}
-    result = {"engine": stats(engine), "service": stats(service)}
-    result["overhead_median_ms"] = result["service"]["median_ms"] - result["engine"]["median_ms"]
-    return result
+    return {"engine": stats(engine), "service": stats(service[20:])}
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -394,14 +415,23 @@ def main() -> int:
     runs = {"recommend": [], "bare": []}
     try:
         loader.run(server.port, "recommend", min(5.0, seconds))  # warm the pages and caches
+        pids = [server.process.pid, *server.workers()]
         for _ in range(repeats):
             for endpoint in ("bare", "recommend"):
-                runs[endpoint].append(loader.run(server.port, endpoint, seconds))
-                print(f"  {endpoint:9s} {runs[endpoint][-1]}", flush=True)
+                server_cpu, client_cpu = cpu_seconds(pids), _children_cpu()
+                result = loader.run(server.port, endpoint, seconds)
+                # CPU per request does not depend on what else runs on the machine
+                result["server_cpu_ms_per_request"] = round(
+                    (cpu_seconds(pids) - server_cpu) * 1e3 / max(result["requests"], 1), 3)
+                result["client_cpu_ms_per_request"] = round(
+                    (_children_cpu() - client_cpu) * 1e3 / max(result["requests"], 1), 3)
+                runs[endpoint].append(result)
+                print(f"  {endpoint:9s} {result}", flush=True)
     finally:
         server.stop()
     summary = {endpoint: {key: statistics.median(r[key] for r in results)
-                          for key in ("rps", "p50_ms", "p99_ms")}
+                          for key in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request",
+                                      "client_cpu_ms_per_request")}
                for endpoint, results in runs.items()}
     errors = sum(r["non_2xx"] + r["socket_errors"] for rs in runs.values() for r in rs)
     ratio = summary["recommend"]["rps"] / summary["bare"]["rps"]
@@ -411,17 +441,31 @@ def main() -> int:
     in_process = in_process_timing(folder)
     load_after = os.getloadavg()
 
+    cores = os.cpu_count() or 1
     rows = [{"endpoint": name, "req_per_s": round(s["rps"], 1), "p50_ms": round(s["p50_ms"], 2),
-             "p99_ms": round(s["p99_ms"], 2)} for name, s in summary.items()]
+             "p99_ms": round(s["p99_ms"], 2),
+             "server_cpu_ms": round(s["server_cpu_ms_per_request"], 3),
+             "client_cpu_ms": round(s["client_cpu_ms_per_request"], 3),
+             # what the cores could serve if nothing else ran: all CPU to server and client
+             "cpu_bound_req_per_s": round(cores * 1e3 / (s["server_cpu_ms_per_request"]
+                                                          + s["client_cpu_ms_per_request"]), 1)}
+            for name, s in summary.items()]
+    for row, name in zip(rows, summary):
+        summary[name]["cpu_bound_rps"] = row["cpu_bound_req_per_s"]
     print()
-    print(markdown_table(rows, ["endpoint", "req_per_s", "p50_ms", "p99_ms"]))
-    print(f"\nrecommend / bare throughput: {ratio:.1%} (target >= 40%); "
+    print(markdown_table(rows, ["endpoint", "req_per_s", "p50_ms", "p99_ms", "server_cpu_ms",
+                                "client_cpu_ms", "cpu_bound_req_per_s"]))
+    cpu_ratio = summary["recommend"]["cpu_bound_rps"] / summary["bare"]["cpu_bound_rps"]
+    print(f"\nCPU per request (server processes): recommend "
+          f"{summary['recommend']['server_cpu_ms_per_request']:.2f} ms, bare "
+          f"{summary['bare']['server_cpu_ms_per_request']:.2f} ms; ratio of CPU-bound "
+          f"throughputs {cpu_ratio:.1%} (independent of other load on the machine)")
+    print(f"recommend / bare throughput: {ratio:.1%} (target >= 40%); "
           f"recommend p99 {summary['recommend']['p99_ms']:.1f} ms (target <= 15 ms); "
           f"failed requests in the timed runs: {errors}")
     print(f"in-process medians: engine (model.recommend + to_dict) "
-          f"{in_process['engine']['median_ms']:.2f} ms; whole request through the app (auth, "
-          f"validation, engine, fsynced audit, JSON) {in_process['service']['median_ms']:.2f} ms; "
-          f"the service adds {in_process['overhead_median_ms']:.2f} ms")
+          f"{in_process['engine']['median_ms']:.2f} ms; the service around it (auth, validation, "
+          f"fsynced audit, metrics, JSON) {in_process['service']['median_ms']:.2f} ms")
     memory_rows = [{"workers": m["workers"], "process": name, **{k: round(v, 1) for k, v in p.items()}}
                    for m in memory_runs for name, p in m["processes"].items()]
     print()
@@ -435,12 +479,13 @@ def main() -> int:
           f"lost {reload_result['lost_requests']}; p99 during the run {reload_result['p99_ms']:.1f} ms")
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (2 cores: other "
           "work on the machine shows up in these numbers)")
-    path = write_results("http", {
+    path = write_results("http" if size == "full" else "http_quick", {
         "size": size, "sizes": dict(zip(("patients", "conditions", "therapies_per_condition", "factors"),
                                         SIZES[size])),
         "load_generator": "wrk" if wrk else "python-threads", "connections": args.connections,
         "workers": args.workers, "seconds_per_run": seconds, "repeats": repeats,
-        "median": summary, "runs": runs, "throughput_ratio": ratio, "failed_requests": errors,
+        "median": summary, "runs": runs, "throughput_ratio": ratio,
+        "cpu_bound_throughput_ratio": cpu_ratio, "failed_requests": errors,
         "targets": {"p99_ms_max": 15, "throughput_ratio_min": 0.4,
                     "p99_met": summary["recommend"]["p99_ms"] <= 15, "ratio_met": ratio >= 0.4},
         "in_process": in_process, "memory": memory_runs, "reload_under_load": reload_result,

@@ -15,7 +15,8 @@
   writes its own access log naming the endpoint instead (``RECOMMENDER_ACCESS_LOG``).
 
 Settings read from the environment here: ``RECOMMENDER_BIND`` (default 127.0.0.1:8000),
-``RECOMMENDER_WORKERS`` (default 2), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds).
+``RECOMMENDER_WORKERS`` (default 2), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds),
+``RECOMMENDER_WORKER_THREADS`` (BLAS/OpenMP threads per worker, default 1).
 """
 import os
 import shutil
@@ -66,6 +67,14 @@ def when_ready(server):
     control = reload.install(server)
     server.log.info("hot reload ready: SIGHUP to pid %s or POST /v1/admin/reload (control %s)",
                     server.pid, control)
+
+
+def post_fork(server, worker):
+    """One BLAS/OpenMP thread per worker: the workers already use every core, and extra
+    threads per process only fight over them (and implicit warns about multithreaded BLAS)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ.get("RECOMMENDER_WORKER_THREADS", "1")))
 
 
 def child_exit(server, worker):
