@@ -7,18 +7,19 @@ import sys
 import numpy as np
 import pytest
 from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
 
 from recommender.artifact import load_artifact
 from recommender.cli import main
 from recommender.dataset import Dataset
 from recommender.evaluate import evaluate
 from recommender.exceptions import ParameterError
+from recommender.io import validate_tables
 from recommender.models.als import ALSRecommender
 from recommender.pseudonym import Pseudonymizer
 from recommender.spark.train import SparkALSRecommender
 from recommender.split import leave_last
 from recommender.synthetic import generate_cohort
-from recommender.io import validate_tables
 
 
 def test_spark_solves_what_implicit_solves(spark):
@@ -31,11 +32,12 @@ def test_spark_solves_what_implicit_solves(spark):
     positives = np.diff((rows > 1).astype(np.int8).tocsr().indptr)  # v > 1 <=> Spark rating > 0
     for count in np.unique(positives):
         users = np.flatnonzero(positives == count)
-        solver = AlternatingLeastSquares(factors=4, regularization=reg_param * count, alpha=1.0,
-                                         use_cg=False)
-        solver.item_factors = np.ascontiguousarray(model.item_factors_)
-        solver.user_factors = np.zeros((1, 4), np.float32)
-        expected = solver.recalculate_user(np.arange(len(users)), rows[users])
+        with threadpool_limits(1, "blas"):
+            solver = AlternatingLeastSquares(factors=4, regularization=reg_param * count,
+                                             alpha=1.0, use_cg=False)
+            solver.item_factors = np.ascontiguousarray(model.item_factors_)
+            solver.user_factors = np.zeros((1, 4), np.float32)
+            expected = solver.recalculate_user(np.arange(len(users)), rows[users])
         np.testing.assert_allclose(model.user_factors_[users], expected, rtol=1e-3, atol=1e-4)
 
 
