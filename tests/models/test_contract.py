@@ -108,6 +108,9 @@ def test_save_load_gives_identical_rankings(fitted, tmp_path):
             fitted.recommend(patient, k=4).to_dict()["recommendations"]
     batch = ["P0000", "P0001", "P0203"]
     assert loaded.recommend_batch(batch, k=3).equals(fitted.recommend_batch(batch, k=3))
+    history = [{"treatment_id": "S0", "outcome": "responded"}]
+    assert loaded.recommend_new(history, ["C"], k=2).to_dict()["recommendations"] == \
+        fitted.recommend_new(history, ["C"], k=2).to_dict()["recommendations"]  # memory-mapped fold-in
 
 
 def test_batch_matches_single_requests(fitted):
