@@ -91,11 +91,6 @@ class AuditLog:
                 self._close()  # the next write tries a fresh descriptor
                 raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from None
 
-    def reopen(self) -> None:
-        """Open the path again (after a fork, or on demand)."""
-        with self._lock:
-            self._open()
-
     def writable(self) -> bool:
         """Whether the next line can be appended (used by ``/ready``)."""
         with self._lock:

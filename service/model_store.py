@@ -163,22 +163,10 @@ class ModelStore:
     def open(cls, path: str | Path, key_file: str | Path) -> "ModelStore":
         return cls(load_served(path, key_file), key_file)
 
-    def load(self, path: str | Path | None = None) -> Served:
-        """Build a snapshot of ``path`` (default: the current artifact's path) without swapping."""
-        return load_served(path or self.current.path, self.key_file)
-
-    def swap(self, served: Served) -> Served:
-        """Make ``served`` current; returns the previous snapshot."""
-        with self._lock:
-            previous, self.current = self.current, served
-        log.info("now serving model %s from %s (was %s)", served.version, served.path,
-                 previous.version)
-        return previous
-
     def reload(self, path: str | Path | None = None) -> Served:
         """Load ``path`` and swap it in; on :class:`ReloadError` the current model stays."""
         with self._lock:
-            served = self.load(path)
+            served = load_served(path or self.current.path, self.key_file)
             previous, self.current = self.current, served
         log.info("now serving model %s from %s (was %s)", served.version, served.path,
                  previous.version)
