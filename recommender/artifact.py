@@ -34,7 +34,7 @@ from .jsonable import jsonable
 from .pseudonym import SCHEME, Pseudonymizer
 
 FORMAT = "treatment-recommender-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: history_days, interactions, label_counts, safety, names
 MANIFEST = "manifest.json"
 
 
