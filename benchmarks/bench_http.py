@@ -61,7 +61,7 @@ def build(size: str) -> Path:
     patients, conditions, per_condition, factors = SIZES[size]
     folder = WORK / size
     done = folder / "ready.json"
-    if done.exists():
+    if done.exists() and _still_loads(folder / "models" / "artifact"):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -81,6 +81,18 @@ def build(size: str) -> Path:
     _write_paths(folder)
     done.write_text(json.dumps({"train_seconds": round(time.perf_counter() - started, 1)}))
     return folder
+
+
+def _still_loads(artifact: Path) -> bool:
+    """Whether a cached artifact is one this release reads (the format may have moved on)."""
+    from recommender.artifact import read_manifest
+    from recommender.exceptions import ArtifactError
+    try:
+        read_manifest(artifact)
+    except ArtifactError as exc:
+        print(f"  rebuilding the cached model: {exc}", flush=True)
+        return False
+    return True
 
 
 def _write_paths(folder: Path, n: int = 20_000) -> None:
