@@ -88,8 +88,8 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
+            try:  # longer than gunicorn's graceful_timeout, so the master reaps every worker
+                self.process.wait(45)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
