@@ -47,21 +47,31 @@ def wilson_interval(successes: float, total: float, z: float = Z_95) -> tuple[fl
 
 def evidence(dataset: "Dataset", treatment: int, condition: int) -> dict:
     """Outcomes on record for ``treatment`` (for ``condition``, or all when it is -1)."""
+    return evidence_many(dataset, np.array([treatment]), condition)[0]
+
+
+def evidence_many(dataset: "Dataset", treatments: np.ndarray, condition: int) -> list[dict]:
+    """:func:`evidence` for several treatments, reading the condition's counts once."""
     row = condition if condition >= 0 else len(dataset.conditions)
     width = len(OUTCOME_BUCKETS)
-    counts = dataset.label_counts[row, treatment * width:(treatment + 1) * width].toarray().ravel()
-    total = float(counts.sum())
-    responded = float(counts[0] + counts[1])
-    low, high = wilson_interval(responded, total)
-    return {
-        "scope": (f"condition {dataset.conditions.to_external([condition])[0]}" if condition >= 0
-                  else "all conditions"),
-        "outcomes_recorded": int(total),
-        "patients_treated": int(dataset.treatment_support[treatment]),
-        "outcomes": {label: int(n) for label, n in zip(OUTCOME_BUCKETS, counts)},
-        "response_rate": round(responded / total, 4) if total else None,
-        "response_rate_ci95": [round(low, 4), round(high, 4)],
-    }
+    table = dataset.label_counts.getrow(row).toarray().reshape(-1, width)  # (n_t, 5)
+    scope = (f"condition {dataset.conditions.to_external([condition])[0]}" if condition >= 0
+             else "all conditions")
+    result = []
+    for treatment in treatments:
+        counts = table[int(treatment)]
+        total = float(counts.sum())
+        responded = float(counts[0] + counts[1])
+        low, high = wilson_interval(responded, total)
+        result.append({
+            "scope": scope,
+            "outcomes_recorded": int(total),
+            "patients_treated": int(dataset.treatment_support[int(treatment)]),
+            "outcomes": {label: int(n) for label, n in zip(OUTCOME_BUCKETS, counts)},
+            "response_rate": round(responded / total, 4) if total else None,
+            "response_rate_ci95": [round(low, 4), round(high, 4)],
+        })
+    return result
 
 
 def leave_one_out(model: "Recommender", query: "Query",

@@ -32,6 +32,7 @@ class IdMap:
             raise ValueError(f"{kind} ids must be unique; repeated: {dupes}")
         self._index = ids
         self.kind = kind
+        self._external: np.ndarray | None = None  # object array, built on first use
 
     @classmethod
     def from_values(cls, values: Iterable[str], kind: str = "id") -> "IdMap":
@@ -47,8 +48,10 @@ class IdMap:
 
     @property
     def external_ids(self) -> np.ndarray:
-        """Array of shape (n,) of the external ids, in index order."""
-        return self._index.to_numpy(dtype=object)
+        """Array of shape (n,) of the external ids, in index order (cached; do not modify)."""
+        if self._external is None:
+            self._external = self._index.to_numpy(dtype=object)
+        return self._external
 
     def to_internal(self, external_ids, strict: bool = True) -> np.ndarray:
         """Indices (int64, shape (n,)) of ``external_ids``; -1 for unknown ones when not strict.
@@ -71,7 +74,7 @@ class IdMap:
 
     def to_external(self, internal_ids) -> np.ndarray:
         """External ids (object array) of indices ``internal_ids``."""
-        return self._index.to_numpy(dtype=object)[np.asarray(internal_ids, dtype=np.int64)]
+        return self.external_ids[np.asarray(internal_ids, dtype=np.int64)]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IdMap) and self._index.equals(other._index)

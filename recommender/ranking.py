@@ -10,21 +10,20 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from . import safety
 from .columns import Columns as C
 from .exceptions import ParameterError
-from .explain import describe_contributions, evidence
+from .explain import describe_contributions, evidence_many
 from .models.base import Query
 from .models.factorization import FactorModel
+from .threads import single_threaded_blas
 
 if TYPE_CHECKING:
     from .dataset import Dataset, PatientRecord
@@ -284,10 +283,10 @@ def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> li
     basis = ("the patient's own record, compared with patients with similar outcome histories"
              if model.personalised else
              "population outcome rates only; this model does not use the patient's own record")
-    return [{"basis": basis,
-             "contributions": describe_contributions(dataset, query, contributions),
-             "evidence": evidence(dataset, int(t), condition)}
-            for t, contributions in zip(chosen, pairs)]
+    evidence = evidence_many(dataset, chosen, condition)
+    return [{"basis": basis, "contributions": describe_contributions(dataset, query, contributions),
+             "evidence": item_evidence}
+            for contributions, item_evidence in zip(pairs, evidence)]
 
 
 def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, active) -> list[Exclusion]:
@@ -401,12 +400,6 @@ def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
-@lru_cache(maxsize=None)
-def _blas() -> ThreadpoolController:
-    """One controller of the loaded BLAS (building one reads /proc: milliseconds)."""
-    return ThreadpoolController()
-
-
 def _factor_scoring(model: "Recommender", patients: np.ndarray) -> bool:
     """Whether ``model`` scores known patients as float32 user @ item factor products whose
     values are all finite (so the fast path needs no NaN or overflow handling)."""
@@ -452,7 +445,7 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
 
     starts = range(0, n, SELECT_ROWS)
     threads = min(THREADS, len(starts)) if n * len(columns) >= PARALLEL_CELLS else 1
-    with _blas().limit(limits=1, user_api="blas"):
+    with single_threaded_blas():
         if threads == 1:
             for start in starts:
                 block(start)

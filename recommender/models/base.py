@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Se
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from ..exceptions import NotFittedError, ParameterError
+from ..threads import single_threaded_blas
 
 if TYPE_CHECKING:  # imported lazily at run time to keep the module graph acyclic
     from ..dataset import Dataset
@@ -145,7 +145,7 @@ class Recommender:
         multithreaded BLAS underneath.
         """
         self._validate_params()
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             self._fit(dataset, show_progress=show_progress)
         self.dataset_ = dataset
         return self
@@ -165,7 +165,7 @@ class Recommender:
         Scores carry no safety rule: :mod:`recommender.ranking` applies the exclusions.
         """
         self.check_fitted()
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             scores = self._score(query)
         return np.asarray(scores, dtype=np.float32)
 
