@@ -42,6 +42,7 @@ from benchmarks.common import RESULTS, markdown_table, write_results  # noqa: E4
 from recommender import ranking, safety  # noqa: E402
 from recommender.artifact import load_artifact  # noqa: E402
 from recommender.dataset import Dataset  # noqa: E402
+from recommender.exceptions import ArtifactError  # noqa: E402
 from recommender.io import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
 from recommender.models.base import Query  # noqa: E402
@@ -60,7 +61,10 @@ def cohort_model(n_patients: int, factors: int, n_conditions: int = CONDITIONS,
     name = f"als-{n_patients}p-{n_conditions}x{therapies}-{factors}f-{iterations}it-s{seed}"
     folder = cache / name if cache else None
     if folder is not None and (folder / "manifest.json").is_file():
-        return load_artifact(folder, mmap=False).model
+        try:
+            return load_artifact(folder, mmap=False).model
+        except ArtifactError as exc:  # written by an older release: build it again
+            print(f"  cache not usable ({exc}); rebuilding", flush=True)
     cohort = generate_cohort(n_patients, seed=seed, n_conditions=n_conditions,
                              treatments_per_condition=therapies)
     dataset = Dataset.from_tables(validate_tables(cohort.tables))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
@@ -474,9 +475,23 @@ def _frame(dataset, labels, condition_ids, ranked, k: int) -> pd.DataFrame:
         order = np.argsort(rows, kind="stable")
         rows, ranks, idx, values = rows[order], ranks[order], idx[order], values[order]
     return pd.DataFrame({
-        C.patient: np.asarray(labels, dtype=object)[rows],
+        C.patient: _string_column(labels, rows),
         C.condition: np.asarray(condition_ids, dtype=object)[rows],
         C.rank: ranks,
-        C.treatment: dataset.treatments.to_external(idx),
+        C.treatment: _string_column(dataset.treatments.external_ids, idx),
         C.score: values,
     }, columns=columns)
+
+
+def _string_column(ids, positions: np.ndarray):
+    """``ids[positions]`` as the column pandas infers for strings, gathered by Arrow when that
+    is pandas' string storage (no Python object per row: 10M rows in a fraction of a second)."""
+    dtype = pd.Series(["x"]).dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        try:
+            strings = pa.array(np.asarray(ids, dtype=object), pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all strings: let pandas infer
+            pass
+        else:
+            return pd.array(strings.take(pa.array(positions, pa.int64())), dtype=dtype)
+    return np.asarray(ids, dtype=object)[positions]

@@ -14,6 +14,7 @@ lie within that rounding.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -155,3 +156,18 @@ def test_top_k_is_a_stable_full_sort_of_the_allowed_entries(n, m, k, seed, integ
         assert (idx[row][len(expected):] == -1).all()
         assert (values[row][len(expected):] == -np.inf).all()
         np.testing.assert_array_equal(values[row][: len(expected)], scores[row, expected])
+
+
+def test_frames_built_by_arrow_equal_frames_of_python_strings(monkeypatch):
+    tables, model = fitted("als", 7, "fitted")
+    dataset = model.dataset_
+    patients = list(dataset.patients.external_ids[:12])
+    conditions = [None, dataset.conditions.external_ids[0]] * 6
+    fast = [model.recommend_batch(patients, k=4, condition_ids=conditions),
+            ranking.recommend_all(model, k=3)]
+    monkeypatch.setattr(ranking, "_string_column",
+                        lambda ids, positions: np.asarray(ids, dtype=object)[positions])
+    slow = [model.recommend_batch(patients, k=4, condition_ids=conditions),
+            ranking.recommend_all(model, k=3)]
+    for a, b in zip(fast, slow):
+        pd.testing.assert_frame_equal(a, b)
