@@ -20,7 +20,7 @@ rounds interleaved, medians reported:
 BLAS is limited to one thread for every method (implicit's own advice); implicit parallelises
 over both cores itself, and so does the fast path.
 
-    python benchmarks/bench_batch.py --quick   # 100k patients (about a minute after set-up)
+    python benchmarks/bench_batch.py --quick   # 100k patients (a minute or two)
     python benchmarks/bench_batch.py           # 1M patients x 10k therapies x 64 factors (issue 7)
 """
 from __future__ import annotations
@@ -244,15 +244,16 @@ def main() -> None:
     parser.add_argument("--patients", type=int, help="default 1M, or 100k with --quick")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--repeats", type=int, help="interleaved rounds (default 5, 3 at 1M)")
-    parser.add_argument("--subset", type=int, default=100_000,
-                        help="patients for the two slow reference methods (default %(default)s)")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--subset", type=int,
+                        help="patients for the two slow reference methods (default 100k, 20k quick)")
     parser.add_argument("--no-cache", action="store_true",
                         help=f"do not keep the fitted cohort model under {CACHE}")
     args = parser.parse_args()
     n = args.patients or (100_000 if args.quick else 1_000_000)
-    repeats = args.repeats or (3 if n >= 500_000 else 5)
-    result = run(n, args.factors, args.k, repeats, args.subset, None if args.no_cache else CACHE)
+    repeats = args.repeats or 3
+    subset = args.subset or (20_000 if args.quick else 100_000)
+    result = run(n, args.factors, args.k, repeats, subset, None if args.no_cache else CACHE)
     print(markdown_table(result["rows"], ["method", "patients", "median_s", "us_per_patient",
                                           "cpu_s", "runs"]))
     for name, value in {**result["ratios"], **result["checks"]}.items():

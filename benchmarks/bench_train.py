@@ -298,7 +298,7 @@ def main() -> None:
                                                       "(default 2 at full size: ~8M rows; 1 quick)")
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=15)
-    parser.add_argument("--repeats", type=int, help="rounds (default 3 quick, 2 full)")
+    parser.add_argument("--repeats", type=int, help="rounds (default 2)")
     parser.add_argument("--skip", nargs="*", default=[], choices=("overhead", "quality", "mapping"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -314,7 +314,7 @@ def main() -> None:
         return
     n = args.patients or (100_000 if args.quick else 1_000_000)
     histories = args.histories or (1 if args.quick else 2)
-    repeats = args.repeats or (3 if args.quick else 2)
+    repeats = args.repeats or 2
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = make_cohort(WORK / f"cohort-{n}p-{histories}h", n, histories)

@@ -18,6 +18,7 @@ SCRIPTS = {
     "bench_http.py": (["--quick"], []),
     "bench_batch.py": (["--quick"], []),
     "bench_train.py": (["--quick"], []),
+    "bench_scaling.py": (["--quick"], []),
     "bench_quality.py": ([], []),
     "bench_spark.py": (["--quick"], ["--full"]),
 }
