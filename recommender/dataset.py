@@ -342,7 +342,12 @@ class Dataset:
 
     def patient_index(self, patient_id: str) -> int:
         """Index of one raw patient id; UnknownIdError (naming the raw id) if not in the data."""
-        index = int(self.patient_indices([patient_id], strict=False)[0])
+        key = patient_id
+        if self.pseudonym_fingerprint:
+            if self.pseudonymizer is None:
+                self.patient_indices([patient_id])  # raises the "needs the key" error
+            key = self.pseudonymizer(patient_id)
+        index = self.patients.index_of(key) if key in self.patients else -1
         if index < 0:
             raise UnknownIdError(f"unknown patient id {patient_id!r}: not in the model's training "
                                  "data (use recommend_new with the patient's history)")

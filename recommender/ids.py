@@ -70,7 +70,11 @@ class IdMap:
 
     def index_of(self, external_id: str) -> int:
         """Index of one external id. Raises :class:`UnknownIdError` if unknown."""
-        return int(self.to_internal([external_id])[0])
+        try:
+            position = self._index.get_loc(str(external_id))
+        except KeyError:
+            raise UnknownIdError(f"unknown {self.kind} id(s): {[str(external_id)]}") from None
+        return int(position)
 
     def to_external(self, internal_ids) -> np.ndarray:
         """External ids (object array) of indices ``internal_ids``."""

@@ -105,6 +105,8 @@ def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
 
     ``insufficient_evidence`` is the same for everyone and lives in :func:`low_evidence`.
     """
+    if query.history.shape[0] == 1:
+        return _single_row_codes(dataset, query, include_tried, active)
     contraindicated = (query.patient_conditions.astype(np.float32)
                        @ dataset.contraindications.astype(np.float32)).tocsr()
     contraindicated.eliminate_zeros()
@@ -117,6 +119,30 @@ def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
     if not include_tried:
         codes = codes + _bits(query.history, TRIED)
     return codes.astype(np.int8).tocsr()
+
+
+def _row(matrix: sp.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, data) of row ``i`` of a CSR matrix, as views."""
+    start, stop = matrix.indptr[i], matrix.indptr[i + 1]
+    return matrix.indices[start:stop], matrix.data[start:stop]
+
+
+def _single_row_codes(dataset: "Dataset", query: "Query", include_tried: bool,
+                      active: sp.csr_matrix) -> sp.csr_matrix:
+    """:func:`exclusion_codes` for one patient with plain index arithmetic (the service's path)."""
+    codes = np.zeros(dataset.n_treatments, np.int8)
+    codes[_row(query.harmful, 0)[0]] |= HARM
+    for condition in _row(query.patient_conditions, 0)[0]:
+        codes[_row(dataset.contraindications, condition)[0]] |= CONTRAINDICATED
+    if dataset.interactions.nnz:
+        for treatment in _row(active, 0)[0]:
+            partners, severity = _row(dataset.interactions, treatment)
+            codes[partners[severity == SEVERE]] |= INTERACTION
+    if not include_tried:
+        codes[_row(query.history, 0)[0]] |= TRIED
+    nonzero = np.flatnonzero(codes)
+    return sp.csr_matrix((codes[nonzero], nonzero, [0, len(nonzero)]),
+                         shape=(1, dataset.n_treatments))
 
 
 def low_evidence(dataset: "Dataset") -> np.ndarray:
