@@ -20,6 +20,7 @@ SCRIPTS = {
     "bench_train.py": (["--quick"], []),
     "bench_scaling.py": (["--quick"], []),
     "bench_quality.py": ([], []),
+    "bench_side_info.py": (["--seeds", "2"], ["--seeds", "3"]),
     "bench_spark.py": (["--quick"], ["--full"]),
 }
 
