@@ -49,4 +49,20 @@ def create_app(config: Mapping | None = None) -> Flask:
     middleware.register(app)
     for blueprint in (ops, api, admin):
         app.register_blueprint(blueprint)
+    if settings["CDS_ISSUERS"]:
+        _register_cds(app, settings)
     return app
+
+
+def _register_cds(app: Flask, settings: Mapping) -> None:
+    """The CDS Hooks blueprint, with CORS for browser-based EHRs when origins are configured."""
+    from .cds_hooks.views import cds
+
+    app.register_blueprint(cds)
+    origins = list(settings["CDS_CORS_ORIGINS"])
+    if origins:
+        from flask_cors import CORS
+
+        CORS(app, resources={r"/cds-services(/.*)?": {"origins": origins}},
+             allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"],
+             supports_credentials=False, max_age=3600)

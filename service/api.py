@@ -7,11 +7,13 @@ line needs in ``g.audit``.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from recommender.exceptions import DataValidationError, ParameterError, UnknownIdError
+from recommender.model_card import model_card_markdown
 
 from . import schemas
 from .auth import patient_data, roles
@@ -20,6 +22,7 @@ from .model_store import Served
 from .tokens import CLINICIAN
 
 api = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 
 
 def _served() -> Served:
@@ -131,3 +134,51 @@ def model_description():
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+@api.get("/v1/model/card")
+def model_card():
+    """The model card of the model being served, as Markdown (any valid token)."""
+    served = _served()
+    cache = current_app.extensions.setdefault("recommender_model_cards", {})
+    text = cache.get(served.version)
+    if text is None:
+        text = cache[served.version] = model_card_markdown(served.artifact)
+    return Response(text, content_type="text/markdown; charset=utf-8")
+
+
+@api.post("/v1/feedback")
+@roles(CLINICIAN)
+@patient_data
+def clinician_feedback():
+    """A clinician accepted or overrode a suggested therapy: stored once (idempotent)."""
+    served = _served()
+    g.audit = {}
+    document = schemas.parse_json_body(request.content_type, request.get_data(cache=False))
+    body = schemas.validate_body(document, schemas.feedback_schema())
+    treatment = body["treatment_id"]
+    g.audit.update(patient_pseudonym=served.pseudonym(body["patient_id"]),
+                   treatment_ids=[treatment], decision=body["decision"],
+                   feedback_id=body["feedback_id"],
+                   recommendation_request_id=body.get("request_id"))
+    if treatment not in served.treatments:
+        raise ApiError(404, "unknown_treatment", f"unknown treatment id {treatment!r}",
+                       {"treatment_id": treatment})
+    stored_id = f"api:{g.principal.id}:{body['feedback_id']}"
+    record = {"feedback_id": stored_id, "patient": g.audit["patient_pseudonym"],
+              "treatment_id": treatment, "decision": body["decision"],
+              "reason": body.get("reason"), "principal": g.principal.id, "source": "api",
+              "model_version": body.get("model_version")}
+    stored = store_feedback(current_app.extensions["recommender"].feedback, [record])
+    return jsonify({"status": "stored" if stored else "already_stored",
+                    "feedback_id": body["feedback_id"]}), 201 if stored else 200
+
+
+def store_feedback(store, records: list[dict]) -> int:
+    """Append decisions to the feedback store; how many were new (503 if it cannot be written)."""
+    try:
+        return sum(store.append(record) for record in records)
+    except OSError as exc:
+        log.error("request %s: feedback not stored: %s", g.get("request_id"), exc)
+        raise ApiError(503, "feedback_unavailable", "the decision could not be stored; retry "
+                       "later (feedback is idempotent)") from None

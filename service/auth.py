@@ -20,6 +20,8 @@ MAX_TOKEN_LENGTH = 512
 _ACCESS = "_access"
 _PATIENT_DATA = "_patient_data"
 EVERYONE = frozenset(ROLES)
+#: Access marker of the CDS Hooks views: the EHR's signed JWT instead of an API token.
+CDS_CLIENT = "cds-client"
 
 
 def public(view: Callable) -> Callable:
@@ -38,6 +40,12 @@ def roles(*allowed: str) -> Callable[[Callable], Callable]:
         setattr(view, _ACCESS, frozenset(allowed))
         return view
     return mark
+
+
+def cds_client(view: Callable) -> Callable:
+    """Mark a view as called by an EHR with its signed JWT (``service/cds_hooks/security.py``)."""
+    setattr(view, _ACCESS, CDS_CLIENT)
+    return view
 
 
 def patient_data(view: Callable) -> Callable:
@@ -66,10 +74,13 @@ def authorize() -> None:
         401 (``missing_token`` / ``invalid_token``) or 403 (``forbidden``).
     """
     view = view_function()
-    if view is None:
-        return  # unmatched URL or method: routing answers 404/405
+    if view is None or request.method == "OPTIONS":
+        return  # unmatched URL or method: routing answers 404/405; CORS preflights carry no token
     allowed = getattr(view, _ACCESS, EVERYONE)
     if allowed is None:
+        return
+    if allowed == CDS_CLIENT:
+        g.principal = authenticate_cds_client()
         return
     principal = authenticate(request.headers.get("Authorization"),
                              current_app.extensions["recommender"].tokens)
@@ -80,6 +91,23 @@ def authorize() -> None:
                        f"it needs {' or '.join(sorted(allowed))}",
                        {"role": principal.role, "allowed_roles": sorted(allowed)},
                        {"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'})
+
+
+def authenticate_cds_client() -> Principal:
+    """The EHR behind a CDS Hooks call: its JWT issuer (401/503 when refused)."""
+    from .cds_hooks.security import CdsAuthError
+
+    runtime = current_app.extensions["recommender"]
+    try:
+        identity = runtime.cds.verifier.verify(request.headers.get("Authorization"),
+                                               runtime.cds.audiences(request.path))
+    except CdsAuthError as exc:
+        runtime.metrics.auth_failure("missing" if exc.code == "missing_token" else "invalid")
+        headers = {"WWW-Authenticate": f'{REALM}, error="invalid_token"'} if exc.status == 401 \
+            else None
+        raise ApiError(exc.status, exc.code, exc.message, None, headers) from None
+    g.cds_tenant = identity.tenant
+    return Principal(identity.issuer, CDS_CLIENT)
 
 
 def authenticate(header: str | None, tokens: TokenStore) -> Principal:

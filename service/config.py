@@ -22,6 +22,11 @@ class ConfigError(RecommenderError):
     """The service configuration is incomplete or holds a wrong value."""
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list (blank entries dropped)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -45,6 +50,18 @@ DEFAULTS: dict[str, Any] = {
     "ARTIFACT_ROOT": None,
     "ACCESS_LOG": True,
     "RELOAD_TIMEOUT": 25.0,
+    "FEEDBACK_LOG": None,
+    "CDS_ISSUERS": (),
+    "CDS_JWKS": None,
+    "CDS_BASE_URL": None,
+    "CDS_STORE": None,
+    "CDS_CORS_ORIGINS": (),
+    "CDS_MAX_CARDS": 3,
+    "CDS_SUGGESTIONS": 3,
+    "CDS_INFO_URL": None,
+    "CDS_JWT_MAX_LIFETIME": 3600,
+    "CDS_JTI_CACHE_SIZE": 100_000,
+    "CDS_CARD_TTL_DAYS": 30,
 }
 
 #: Environment variable -> (config key, converter). The first five are the operators' contract.
@@ -62,6 +79,18 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RECOMMENDER_ARTIFACT_ROOT": ("ARTIFACT_ROOT", str),
     "RECOMMENDER_ACCESS_LOG": ("ACCESS_LOG", _boolean),
     "RECOMMENDER_RELOAD_TIMEOUT": ("RELOAD_TIMEOUT", float),
+    "RECOMMENDER_FEEDBACK_LOG": ("FEEDBACK_LOG", str),
+    "RECOMMENDER_CDS_ISSUERS": ("CDS_ISSUERS", _names),
+    "RECOMMENDER_CDS_JWKS": ("CDS_JWKS", str),
+    "RECOMMENDER_CDS_BASE_URL": ("CDS_BASE_URL", str),
+    "RECOMMENDER_CDS_STORE": ("CDS_STORE", str),
+    "RECOMMENDER_CDS_CORS_ORIGINS": ("CDS_CORS_ORIGINS", _names),
+    "RECOMMENDER_CDS_MAX_CARDS": ("CDS_MAX_CARDS", int),
+    "RECOMMENDER_CDS_SUGGESTIONS": ("CDS_SUGGESTIONS", int),
+    "RECOMMENDER_CDS_INFO_URL": ("CDS_INFO_URL", str),
+    "RECOMMENDER_CDS_JWT_MAX_LIFETIME": ("CDS_JWT_MAX_LIFETIME", int),
+    "RECOMMENDER_CDS_JTI_CACHE_SIZE": ("CDS_JTI_CACHE_SIZE", int),
+    "RECOMMENDER_CDS_CARD_TTL_DAYS": ("CDS_CARD_TTL_DAYS", int),
 }
 
 _KEY_TO_VARIABLE = {key: variable for variable, (key, _) in ENVIRONMENT.items()}
@@ -69,7 +98,12 @@ _KEY_TO_VARIABLE = {key: variable for variable, (key, _) in ENVIRONMENT.items()}
 REQUIRED_PATHS = ("ARTIFACT", "API_TOKENS_FILE", "PSEUDONYM_KEY_FILE", "AUDIT_LOG")
 #: Integer settings and their allowed range.
 INT_RANGES = {"MAX_K": (1, 10_000), "DEFAULT_K": (1, 10_000), "MAX_HISTORY": (1, 100_000),
-              "MAX_CONDITIONS": (1, 100_000), "MAX_BODY_BYTES": (1024, 64 * 2**20)}
+              "MAX_CONDITIONS": (1, 100_000), "MAX_BODY_BYTES": (1024, 64 * 2**20),
+              "CDS_MAX_CARDS": (1, 20), "CDS_SUGGESTIONS": (1, 10),
+              "CDS_JWT_MAX_LIFETIME": (10, 86_400),
+              "CDS_JTI_CACHE_SIZE": (100, 10_000_000), "CDS_CARD_TTL_DAYS": (1, 3650)}
+#: Files kept beside the audit log unless configured (its folder must exist and be writable).
+BESIDE_AUDIT_LOG = {"FEEDBACK_LOG": "feedback.jsonl", "CDS_STORE": "cds.sqlite"}
 #: Internal keys set by the server, not by operators (see ``service/reload.py``).
 INTERNAL = ("RELOAD_CONTROL_DIR",)
 
@@ -154,11 +188,40 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"missing required setting(s): {', '.join(missing)}; "
                           "see service/README.md")
-    for key in (*REQUIRED_PATHS, "ARTIFACT_ROOT"):
+    for key, name in BESIDE_AUDIT_LOG.items():
+        if not config.get(key):
+            config[key] = str(Path(config["AUDIT_LOG"]).expanduser().parent / name)
+    for key in (*REQUIRED_PATHS, "ARTIFACT_ROOT", *BESIDE_AUDIT_LOG):
         if config.get(key) is not None:
             config[key] = str(Path(config[key]).expanduser())
     if config["ARTIFACT_ROOT"] is None:
         config["ARTIFACT_ROOT"] = str(Path(config["ARTIFACT"]).resolve().parent)
+    return _check_cds(config)
+
+
+def _check_cds(config: dict[str, Any]) -> dict[str, Any]:
+    """CDS Hooks settings: off without issuers; with issuers, keys and the public URL required."""
+    for key in ("CDS_ISSUERS", "CDS_CORS_ORIGINS"):
+        value = config[key]
+        if isinstance(value, str):
+            value = _names(value)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v
+                                                           for v in value):
+            raise ConfigError(f"{_name(key)} must be a comma-separated list; got {value!r}")
+        config[key] = tuple(value)
+    for key in ("CDS_JWKS", "CDS_BASE_URL", "CDS_INFO_URL"):
+        if config[key] is not None and (not isinstance(config[key], str) or not config[key]):
+            raise ConfigError(f"{_name(key)} must be a non-empty text; got {config[key]!r}")
+    for key in ("CDS_BASE_URL", "CDS_INFO_URL"):
+        value = config[key]
+        if value is not None and not (value.startswith("https://") or value.startswith("http://")):
+            raise ConfigError(f"{_name(key)} must be an absolute http(s) URL; got {value!r}")
+    if config["CDS_ISSUERS"]:
+        missing = [_name(key) for key in ("CDS_JWKS", "CDS_BASE_URL") if not config[key]]
+        if missing:
+            raise ConfigError(f"CDS Hooks is on ({_name('CDS_ISSUERS')} is set) but "
+                              f"{', '.join(missing)} is missing; see service/README.md")
+        config["CDS_BASE_URL"] = config["CDS_BASE_URL"].rstrip("/")
     return config
 
 

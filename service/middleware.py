@@ -28,6 +28,10 @@ from .errors import error_response
 access_log = logging.getLogger("service.access")
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+#: Endpoint-specific audit fields, written when the view sets them (service/README.md).
+AUDIT_EXTRA = ("history_items", "hook", "hook_instance", "user", "condition_ids", "cards",
+               "feedback_outcomes", "patient_pseudonyms", "feedback_id", "decision",
+               "recommendation_request_id")
 
 
 def register(app: Flask) -> None:
@@ -77,8 +81,9 @@ def _audit(runtime, principal, response: Response) -> Response:
         "treatment_ids": details.get("treatment_ids", []), "status": response.status_code,
         "error_code": _error_code(response), "remote_addr": request.remote_addr,
     }
-    if "history_items" in details:
-        record["history_items"] = details["history_items"]
+    record.update({key: details[key] for key in AUDIT_EXTRA if key in details})
+    if g.get("cds_tenant"):
+        record["tenant"] = g.cds_tenant
     try:
         runtime.audit.write(record)
     except AuditError as exc:

@@ -6,9 +6,12 @@ inherit it) and kept in ``app.extensions["recommender"]``; nothing lives at modu
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+from recommender.feedback import FeedbackStore
 
 from .audit import AuditLog
 from .config import ConfigError
@@ -65,6 +68,11 @@ class Runtime:
         except ReloadError as exc:
             raise ConfigError(f"cannot serve the artifact: {exc}") from None
         self.metrics = Metrics(self.model_labels)
+        self.feedback = _feedback_store(config["FEEDBACK_LOG"])
+        self.cds = None
+        if config["CDS_ISSUERS"]:
+            from .cds_hooks import CdsRuntime
+            self.cds = CdsRuntime(config)
 
     def model_labels(self) -> tuple[dict, float]:
         served = self.store.current
@@ -87,6 +95,9 @@ class Runtime:
         """
         warning = self.reload_tokens()
         warnings = (f"tokens not reloaded: {warning}",) if warning else ()
+        if self.cds is not None:
+            keys = self.cds.reload_keys()
+            warnings += (f"CDS client keys not reloaded: {keys}",) if keys else ()
         previous = self.store.current
         try:
             served = self.store.reload(artifact)
@@ -98,3 +109,13 @@ class Runtime:
         self.metrics.reload(True)
         return ReloadOutcome(True, str(served.path), served.version, previous.version, None,
                              warnings)
+
+
+def _feedback_store(path: str) -> FeedbackStore:
+    """The clinicians' decisions file, checked writable at start (created 0600)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise ConfigError(f"RECOMMENDER_FEEDBACK_LOG: cannot open {path} for appending "
+                          f"({exc.strerror})") from None
+    return FeedbackStore(path)

@@ -76,6 +76,30 @@ def new_patient_schema(config: Mapping) -> dict:
     }
 
 
+def feedback_schema() -> dict:
+    """Body of ``POST /v1/feedback``: a clinician's decision on one suggested therapy."""
+    return {
+        "type": "object", "additionalProperties": False,
+        "required": ["feedback_id", "patient_id", "treatment_id", "decision"],
+        "anyOf": [{"required": ["request_id"]}, {"required": ["model_version"]}],
+        "description": "give the request_id of the recommendation answer, its model version, "
+                       "or both",
+        "properties": {
+            "feedback_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                            "description": "the client's id of this decision; sending it again "
+                                           "stores nothing new"},
+            "request_id": identifier("X-Request-ID of the recommendation answer decided on"),
+            "model_version": identifier("model version of that answer (its model.version)"),
+            "patient_id": identifier("the patient's id as the EHR knows it (pseudonymised by "
+                                     "the service)"),
+            "treatment_id": identifier("the therapy decided on"),
+            "decision": {"type": "string", "enum": ["accepted", "overridden"]},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1000,
+                       "description": "why it was overridden (no patient-identifying text)"},
+        },
+    }
+
+
 def reload_schema() -> dict:
     return {"type": "object", "additionalProperties": False,
             "properties": {"artifact": {"type": "string", "minLength": 1, "maxLength": 4096,
@@ -101,7 +125,6 @@ def check(value: Any, schema: Mapping, path: str = "$") -> list[str]:
         options = [check(value, option, path) for option in schema["anyOf"]]
         if all(options):
             return [f"{path}: {schema.get('description') or 'matches none of the allowed forms'}"]
-        return []
     expected = schema.get("type")
     if expected and not _has_type(value, expected):
         return [f"{path}: expected {expected}, got {_json_type(value)}"]
@@ -118,6 +141,8 @@ def check(value: Any, schema: Mapping, path: str = "$") -> list[str]:
     elif isinstance(value, list):
         if len(value) > schema.get("maxItems", len(value)):
             return [f"{path}: at most {schema['maxItems']} items allowed, got {len(value)}"]
+        if len(value) < schema.get("minItems", 0):
+            return [f"{path}: at least {schema['minItems']} item(s) needed, got {len(value)}"]
         for number, item in enumerate(value):
             problems += check(item, schema.get("items", {}), f"{path}[{number}]")
     elif isinstance(value, dict):

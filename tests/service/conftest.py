@@ -122,3 +122,58 @@ def admin(site) -> dict:
 def audit_lines(site: Site) -> list[dict]:
     path = site.root / "audit.log"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# --- CDS Hooks -----------------------------------------------------------------------------------
+
+CDS_BASE = "https://cds.example.org"
+EHR_ISSUER = "https://ehr.example.org"
+
+
+@dataclass(frozen=True)
+class CdsSite:
+    """A deployment with CDS Hooks on: the coded cohort's artifact, an EHR's keys."""
+
+    site: Site
+    artifact: Path
+    jwks: Path
+    ehr: object  # cds_support.Ehr
+    truth: dict
+
+    def config(self, **overrides) -> dict:
+        return self.site.config(ARTIFACT=str(self.artifact), CDS_ISSUERS=(EHR_ISSUER,),
+                                CDS_JWKS=str(self.jwks), CDS_BASE_URL=CDS_BASE, **overrides)
+
+
+@pytest.fixture(scope="session")
+def coded_template(tmp_path_factory):
+    from .cds_support import Ehr, coded_cohort
+
+    root = tmp_path_factory.mktemp("coded")
+    tables, truth = coded_cohort()
+    write_tables(tables, root / "data")
+    key = create_key_file(root / "key")
+    artifact = _train(root / "data", root / "artifact", key)
+    return root, artifact, key, truth, Ehr(EHR_ISSUER)
+
+
+@pytest.fixture
+def cds_site(site, coded_template) -> CdsSite:
+    from .cds_support import write_jwks
+
+    root, artifact, key, truth, ehr = coded_template
+    shutil.copy(key, site.key)  # the site's key is the one the coded artifact was trained with
+    target = site.copy_artifact(artifact, "coded")
+    return CdsSite(site, target, write_jwks(site.root / "jwks.json", ehr), ehr, truth)
+
+
+@pytest.fixture
+def make_cds_app(cds_site, make_app):
+    def make(**overrides):
+        return create_app(cds_site.config(**overrides))
+    return make
+
+
+@pytest.fixture
+def cds_client(make_cds_app):
+    return make_cds_app(ACCESS_LOG=False).test_client()
