@@ -22,8 +22,10 @@ ERROR_STATUSES = {
     404: "Unknown patient, condition or treatment id",
     413: "Body larger than RECOMMENDER_MAX_BODY_BYTES",
     415: "Body is not application/json",
+    412: "Required prefetch missing: the model does not know the patient and the request "
+         "lacks its conditions, medications or allergies",
     422: "Artifact refused; the current model keeps serving",
-    503: "The audit log cannot be written; no patient data is returned",
+    503: "The audit log (or the feedback store) cannot be written; no patient data is returned",
 }
 
 
@@ -36,6 +38,13 @@ def openapi_document(app: Flask) -> dict:
 
 
 def build(config) -> dict[str, Any]:
+    document = _rest(config)
+    if config.get("CDS_ISSUERS"):
+        _add_cds(document)
+    return document
+
+
+def _rest(config) -> dict[str, Any]:
     query = schemas.query_parameters(config)
     k = _query("k", query["k"], f"list length (default {config['DEFAULT_K']})")
     return {
@@ -62,6 +71,16 @@ def build(config) -> dict[str, Any]:
                 [_path("treatment_id", "therapy id"), k], "SimilarTreatments", [400, 401, 404])},
             "/v1/model": {"get": _operation("model", "The model being served", [], "ModelInfo",
                                             [401])},
+            "/v1/model/card": {"get": _operation(
+                "modelCard", "The model card of the model being served (Markdown)", [], None,
+                [401], text="text/markdown")},
+            "/v1/feedback": {"post": _operation(
+                "feedback", "A clinician accepted or overrode a suggested therapy (idempotent: "
+                            "201 when stored, 200 when that feedback_id was already stored)",
+                [], "FeedbackResult", [400, 401, 403, 404, 413, 415, 503],
+                body={"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Feedback"}}}},
+                extra={"201": _json("Stored", "FeedbackResult")})},
             "/v1/admin/reload": {"post": _operation(
                 "reload", "Load, verify and swap in an artifact (admin role)", [], "ReloadResult",
                 [400, 401, 403, 413, 415, 422],
@@ -73,7 +92,7 @@ def build(config) -> dict[str, Any]:
             "/ready": {"get": _operation("ready", "Readiness: model loaded and audit log "
                                                   "writable", [], "Status", [503], public=True)},
             "/metrics": {"get": _operation("metrics", "Prometheus metrics", [], None, [401],
-                                           text=True)},
+                                           text="text/plain")},
             "/openapi.json": {"get": _operation("openapi", "This document", [], "Document",
                                                 [401])},
         },
@@ -83,6 +102,10 @@ def build(config) -> dict[str, Any]:
                                                               "the tokens file"}},
             "schemas": {
                 "NewPatient": schemas.new_patient_schema(config),
+                "Feedback": schemas.feedback_schema(),
+                "FeedbackResult": _object({"status": {"type": "string",
+                                                      "enum": ["stored", "already_stored"]},
+                                           "feedback_id": _string()}, ["status", "feedback_id"]),
                 "ReloadRequest": schemas.reload_schema(),
                 "RecommendationList": _recommendation_list(),
                 "SimilarTreatments": _similar(),
@@ -107,9 +130,9 @@ def build(config) -> dict[str, Any]:
 
 def _operation(operation_id: str, summary: str, parameters: list, schema: str | None,
                errors: list[int], *, body: dict | None = None, public: bool = False,
-               text: bool = False, extra: dict | None = None) -> dict:
+               text: str | None = None, extra: dict | None = None) -> dict:
     if text:
-        ok = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        ok = {"description": "OK", "content": {text: {"schema": {"type": "string"}}}}
     else:
         ok = _json("OK", schema)
     operation = {"operationId": operation_id, "summary": summary, "parameters": parameters,
@@ -178,3 +201,60 @@ def _model_info() -> dict:
                     "libraries": {"type": "object"}, "artifact": _string(),
                     "loaded_at": _string()},
                    ["version", "created", "type", "data", "metrics"])
+
+
+def _add_cds(document: dict) -> None:
+    """CDS Hooks 2.0 endpoints (on when RECOMMENDER_CDS_ISSUERS is set): the EHR's signed JWT.
+
+    Their request and response objects are the specification's; the schemas here name the
+    required parts and stay open.
+    """
+    from .cds_hooks.feedback import feedback_schema
+    from .cds_hooks.views import request_schema
+
+    service_id = {"name": "service_id", "in": "path", "required": True,
+                  "description": "a service id from GET /cds-services",
+                  "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+    cds = [{"cdsJwt": []}]
+    document["paths"]["/cds-services"] = {"get": _operation(
+        "cdsDiscovery", "CDS Hooks discovery: services, hooks and prefetch templates (open)",
+        [], "CdsDiscovery", [], public=True)}
+    call = _operation("cdsService", "Call a CDS service (patient-view or order-select): cards",
+                      [service_id], "CdsResponse", [400, 401, 404, 412, 413, 415, 503],
+                      body={"required": True, "content": {"application/json": {
+                          "schema": {"$ref": "#/components/schemas/CdsRequest"}}}})
+    feedback = _operation("cdsFeedback", "Accepted / overridden cards (idempotent)",
+                          [service_id], "CdsFeedbackResult", [400, 401, 404, 413, 415, 503],
+                          body={"required": True, "content": {"application/json": {
+                              "schema": {"$ref": "#/components/schemas/CdsFeedback"}}}})
+    for operation in (call, feedback):
+        operation["security"] = cds
+    document["paths"]["/cds-services/{service_id}"] = {"post": call}
+    document["paths"]["/cds-services/{service_id}/feedback"] = {"post": feedback}
+    components = document["components"]
+    components["securitySchemes"]["cdsJwt"] = {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "the EHR's JWT signed with an asymmetric key (CDS Hooks 2.0): iss "
+                       "allowed, aud = the called URL, exp, iat, jti used once"}
+    card = _object({"uuid": _string(), "summary": {"type": "string", "maxLength": 139},
+                    "detail": _string(),
+                    "indicator": {"type": "string", "enum": ["info", "warning", "critical"]},
+                    "source": _object({"label": _string()}, ["label"]),
+                    "suggestions": {"type": "array", "items": {"type": "object"}},
+                    "selectionBehavior": {"type": "string", "enum": ["at-most-one", "any"]},
+                    "overrideReasons": {"type": "array", "items": {"type": "object"}},
+                    "links": {"type": "array", "items": {"type": "object"}}},
+                   ["summary", "indicator", "source"])
+    components["schemas"].update({
+        "CdsDiscovery": _object({"services": {"type": "array", "items": _object(
+            {"hook": _string(), "id": _string(), "description": _string(),
+             "title": _string(), "prefetch": {"type": "object"}},
+            ["hook", "id", "description"])}}, ["services"]),
+        "CdsRequest": request_schema(),
+        "CdsResponse": _object({"cards": {"type": "array", "items": card}}, ["cards"]),
+        "CdsFeedback": feedback_schema(),
+        "CdsFeedbackResult": _object({"stored": {"type": "integer"},
+                                      "already_stored": {"type": "integer"},
+                                      "audit_only": {"type": "integer"}},
+                                     ["stored", "already_stored", "audit_only"]),
+    })

@@ -236,17 +236,32 @@ def medication_request(treatment: str, name: str, patient_id: str, *, intent: st
     template = template or {}
     resource = {
         "resourceType": "MedicationRequest", "status": "draft", "intent": intent,
-        "category": template.get("category"),
+        "category": _list_of_objects(template.get("category")),
         "medicationCodeableConcept": coding_of(treatment, name if name != treatment else None),
         "subject": {"reference": f"Patient/{patient_id}"},
-        "encounter": template.get("encounter"), "requester": template.get("requester"),
-        "reasonCode": template.get("reasonCode") or (
-            [coding_of(condition, condition_name if condition_name != condition else None)]
-            if condition else None),
-        "reasonReference": template.get("reasonReference"),
+        "encounter": _reference(template.get("encounter")),
+        "requester": _reference(template.get("requester")),
+        "reasonCode": [coding_of(condition, condition_name if condition_name != condition
+                                 else None)] if condition else None,
+        "reasonReference": [r for r in map(_reference, _list_of_objects(template.get(
+            "reasonReference")) or []) if r],
         "note": [{"text": note}],
     }
     return compact(resource)
+
+
+def _reference(value) -> dict | None:
+    """A Reference copied from a draft order, if well formed."""
+    if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
+        return {key: value[key] for key in ("reference", "display")
+                if isinstance(value.get(key), str)}
+    return None
+
+
+def _list_of_objects(value) -> list | None:
+    if isinstance(value, list) and all(isinstance(item, Mapping) for item in value):
+        return [dict(item) for item in value]
+    return None
 
 
 # --- cards ----------------------------------------------------------------------------------------

@@ -101,15 +101,14 @@ def parse_prefetch(prefetch: Mapping | None, patient_id: str,
     Raises
     ------
     ApiError
-        400 ``invalid_prefetch`` for an unknown key, a resource that is not valid FHIR R4, of an
-        unexpected type, or about another patient.
+        400 ``invalid_prefetch`` for a resource that is not valid FHIR R4, of an unexpected
+        type, or about another patient. Keys this service did not ask for are not read.
     """
     result = Prefetched()
     resources: dict[str, list[dict]] = {}
     for key, value in (prefetch or {}).items():
         if key not in PREFETCH:
-            raise ApiError(400, "invalid_prefetch", f"prefetch key {key!r} was not requested; "
-                           f"this service asks for {sorted(PREFETCH)}", {"key": key})
+            continue  # not one of our templates: not read (the client should not send it)
         items = _resources(key, value)
         if items is None:
             continue  # an OperationOutcome: not provided
@@ -257,18 +256,23 @@ class Coder:
         preferred one (as the importer chooses), else the text."""
         if not isinstance(concept, Mapping):
             return None, ""
-        text = (concept.get("text") or "").strip()
+        text = concept.get("text")
+        text = text.strip() if isinstance(text, str) else ""
+        codings = concept.get("coding")
         ids = []
-        for coding in concept.get("coding") or []:
-            code = (coding.get("code") or "").strip()
+        for coding in codings if isinstance(codings, list) else []:
+            if not isinstance(coding, Mapping) or not isinstance(coding.get("code"), str):
+                continue  # a draft order may be incomplete: read what is well formed
+            code = coding["code"].strip()
+            system = coding.get("system") if isinstance(coding.get("system"), str) else ""
             if not code:
                 continue
-            system = coding.get("system") or ""
             prefix = system_prefix(system)
             rank = prefer.index(prefix) if prefix in prefer else len(prefer)
             if prefix is None:
                 prefix = system.split("://", 1)[-1].rstrip("/").lower() or "unknown"
-            ids.append((rank, f"{prefix}|{code}", (coding.get("display") or text).strip()))
+            display = coding.get("display") if isinstance(coding.get("display"), str) else ""
+            ids.append((rank, f"{prefix}|{code}", (display or text).strip()))
         ids.sort(key=lambda item: item[0])
         chosen = next(((i, d) for _, i, d in ids if self.known(i)), None)
         if chosen is None and ids:
@@ -315,18 +319,21 @@ class Coder:
         """The therapy of a MedicationRequest (coded, or through a referenced Medication)."""
         if data.get("medicationCodeableConcept"):
             return self.code(data["medicationCodeableConcept"], fhir_import.DRUG_SYSTEMS)
-        reference = data.get("medicationReference") or {}
+        reference = data.get("medicationReference")
+        reference = reference if isinstance(reference, Mapping) else {}
         target = None
-        ref = reference.get("reference") or ""
+        ref = reference.get("reference") if isinstance(reference.get("reference"), str) else ""
+        contained = data.get("contained") if isinstance(data.get("contained"), list) else []
         if ref.startswith("#"):
-            target = next((c for c in data.get("contained") or []
-                           if c.get("resourceType") == "Medication" and c.get("id") == ref[1:]),
+            target = next((c for c in contained if isinstance(c, Mapping) and
+                           c.get("resourceType") == "Medication" and c.get("id") == ref[1:]),
                           None)
         elif ref:
             target = self.medications.get(reference_key(ref, {}) or "")
         if target is not None:
             return self.code(target.get("code"), fhir_import.DRUG_SYSTEMS)
-        display = (reference.get("display") or "").strip()
+        display = reference.get("display")
+        display = display.strip() if isinstance(display, str) else ""
         return (f"text|{' '.join(display.lower().split())}", display) if display else (None, "")
 
     def read_medications(self, result: Prefetched, requests: list[dict],

@@ -9,7 +9,7 @@ from schemathesis import GenerationMode
 
 from service.openapi import build
 
-#: Examples per operation and mode: 9 operations x 2 modes x 40 runs in about 20 s.
+#: Examples per operation and mode: 11 operations x 2 modes x 40 runs in about 25 s.
 EXAMPLES = 40
 #: A schema-valid reload of a folder that holds no valid artifact is refused with the documented
 #: 422 (the old model keeps serving); every other default expectation stands.
@@ -31,6 +31,17 @@ def test_every_route_is_documented_and_every_documented_route_exists(client, cli
     document = client.get("/openapi.json", headers=clinician).get_json()
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert documented == _flask_routes(app)
+
+
+def test_with_cds_hooks_on_its_routes_are_documented_too(make_cds_app):
+    app = make_cds_app()
+    document = app.test_client().get("/cds-services")  # open
+    assert document.status_code == 200
+    from service.openapi import build as build_document
+    described = build_document(app.config)
+    documented = {(path, method) for path, item in described["paths"].items() for method in item}
+    assert documented == _flask_routes(app)
+    assert described["paths"]["/cds-services/{service_id}"]["post"]["security"] == [{"cdsJwt": []}]
 
 
 def test_the_document_follows_the_configuration(make_app):
@@ -56,7 +67,7 @@ def test_fuzz_against_the_document(make_app, site, mode):
         "/openapi.json", app, config=CONFIG,
         headers={"Authorization": f"Bearer {site.clinician}"})
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8  # all but /openapi.json itself, which serves as the input
+    assert len(operations) == 10  # all but /openapi.json itself, which serves as the input
     for operation in operations:
         inputs = len(operation.path_parameters) + len(operation.query) + len(operation.body)
         if mode is GenerationMode.NEGATIVE and not inputs:
