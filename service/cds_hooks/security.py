@@ -45,6 +45,8 @@ LEEWAY = 30
 JWKS_CACHE_SECONDS = 300
 JWKS_TIMEOUT = 5
 _ASYMMETRIC_KEY_TYPES = ("RSA", "EC", "OKP")
+#: Algorithm family (first two letters) -> the JWK key type it needs.
+KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
@@ -247,6 +249,9 @@ class JwtVerifier:
                                "(RECOMMENDER_CDS_ISSUERS)")
         kid = head.get("kid")
         key = self.keys[issuer].key(kid if isinstance(kid, str) else None)
+        if KEY_TYPES[algorithm[:2]] != key.key_type:
+            raise CdsAuthError("invalid_token", f"the issuer's key {key.key_id!r} "
+                               f"({key.key_type}) does not fit algorithm {algorithm}")
         claims = self._decode(token, key, algorithm, issuer, list(audiences))
         now = time.time() if now is None else now
         if claims["exp"] > now + self.max_lifetime + LEEWAY:
@@ -282,7 +287,7 @@ class JwtVerifier:
             raise CdsAuthError("invalid_token", f"the JWT has no {exc.claim!r} claim") from None
         except jwt.InvalidSignatureError:
             raise CdsAuthError("invalid_token", "the JWT signature does not verify") from None
-        except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError):
+        except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError, TypeError, ValueError):
             raise CdsAuthError("invalid_token", f"the issuer's key does not fit algorithm "
                                f"{algorithm}") from None
         except jwt.PyJWTError as exc:

@@ -141,8 +141,9 @@ class CdsSite:
     truth: dict
 
     def config(self, **overrides) -> dict:
-        return self.site.config(ARTIFACT=str(self.artifact), CDS_ISSUERS=(EHR_ISSUER,),
-                                CDS_JWKS=str(self.jwks), CDS_BASE_URL=CDS_BASE, **overrides)
+        settings = {"ARTIFACT": str(self.artifact), "CDS_ISSUERS": (EHR_ISSUER,),
+                    "CDS_JWKS": str(self.jwks), "CDS_BASE_URL": CDS_BASE}
+        return self.site.config(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="session")

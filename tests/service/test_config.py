@@ -108,3 +108,34 @@ def test_a_tampered_artifact_is_refused(make_app, site):
     array.write_bytes(array.read_bytes()[:-4] + b"\0\0\0\1")
     with pytest.raises(ConfigError, match="does not match its checksum"):
         make_app()
+
+
+def test_feedback_and_cds_files_default_beside_the_audit_log():
+    config = load_config(environ={**REQUIRED, "RECOMMENDER_AUDIT_LOG": "/var/log/rec/audit.log"})
+    assert config["FEEDBACK_LOG"] == "/var/log/rec/feedback.jsonl"
+    assert config["CDS_STORE"] == "/var/log/rec/cds.sqlite"
+    assert config["CDS_ISSUERS"] == ()  # CDS Hooks off
+
+
+def test_cds_settings_from_the_environment():
+    config = load_config(environ={
+        **REQUIRED, "RECOMMENDER_CDS_ISSUERS": "https://a.example.org, https://b.example.org",
+        "RECOMMENDER_CDS_JWKS": "/etc/rec/jwks.json",
+        "RECOMMENDER_CDS_BASE_URL": "https://cds.example.org/",
+        "RECOMMENDER_CDS_CORS_ORIGINS": "https://ehr.example.org",
+        "RECOMMENDER_FEEDBACK_LOG": "/data/feedback.jsonl"})
+    assert config["CDS_ISSUERS"] == ("https://a.example.org", "https://b.example.org")
+    assert config["CDS_BASE_URL"] == "https://cds.example.org"  # trailing slash dropped
+    assert config["CDS_CORS_ORIGINS"] == ("https://ehr.example.org",)
+    assert config["FEEDBACK_LOG"] == "/data/feedback.jsonl"
+
+
+@pytest.mark.parametrize("environ, message", [
+    ({"RECOMMENDER_CDS_ISSUERS": "https://a.example.org"},
+     "RECOMMENDER_CDS_JWKS.*RECOMMENDER_CDS_BASE_URL"),
+    ({"RECOMMENDER_CDS_BASE_URL": "cds.example.org"}, "absolute http"),
+    ({"RECOMMENDER_CDS_MAX_CARDS": "0"}, "RECOMMENDER_CDS_MAX_CARDS"),
+])
+def test_wrong_cds_settings_name_the_variable(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={**REQUIRED, **environ})
