@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,18 +83,51 @@ def peak_rss() -> int:
     return -1
 
 
+def rss() -> int:
+    """Current resident set size of this process, bytes (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return -1
+
+
+class RssSampler(threading.Thread):
+    """Samples VmRSS every ``interval`` seconds: (seconds since start, bytes) pairs."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.interval, self.samples, self.started = interval, [], time.perf_counter()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.samples.append((time.perf_counter() - self.started, rss()))
+
+    def peak_between(self, start: float, stop: float) -> int:
+        return max((b for t, b in self.samples if start <= t <= stop), default=-1)
+
+
 def child_ours(data: Path, out: Path, params: dict) -> dict:
     from recommender.artifact import read_manifest
     from recommender.training import train_artifact
 
+    sampler = RssSampler()
+    sampler.start()
     started = time.perf_counter()
     train_artifact(data, out, kind="als", params=params)
     total = time.perf_counter() - started
+    sampler.stopped.set()
     training = read_manifest(out)["training"]
-    return {"total_s": total, "read_s": training["read_seconds"],
-            "encode_s": training["encode_seconds"], "fit_s": training["fit_seconds"],
-            "write_and_reload_s": total - training["read_seconds"] - training["encode_seconds"]
-            - training["fit_seconds"], "peak_rss": peak_rss()}
+    stages = {"read": training["read_seconds"], "encode": training["encode_seconds"],
+              "fit": training["fit_seconds"]}
+    stages["write_and_reload"] = total - sum(stages.values())
+    result, at = {"total_s": total}, 0.0
+    for stage, seconds in stages.items():
+        result[f"{stage}_s"] = seconds
+        result[f"{stage}_peak_rss"] = sampler.peak_between(at, at + seconds)
+        at += seconds
+    result["peak_rss"] = peak_rss()
+    return result
 
 
 def bare_fit(matrix: sp.csr_matrix, params: dict):
@@ -197,7 +231,10 @@ def overhead(data: Path, params: dict, repeats: int) -> dict:
         row["peak_rss_vs_csr+factors"] = row["peak_rss_GiB"] * 2**30 / floor
         rows.append(row)
     ours, bare = rows[0], rows[1]
-    return {"rows": rows, "sizes": sizes, "raw": runs,
+    stages = {f"{stage}_peak_rss_GiB": statistics.median(
+        v[f"{stage}_peak_rss"] for v in runs["recommender train"]) / 2**30
+        for stage in ("read", "encode", "fit", "write_and_reload")}
+    return {"rows": rows, "sizes": sizes, "raw": runs, "recommender_train_peak_rss_by_stage": stages,
             "ratio_total (target <= 1.15)": ours["total_s"] / bare["total_s"],
             "ratio_peak_rss_vs_csr+factors (target < 3)": ours["peak_rss_vs_csr+factors"]}
 
@@ -327,6 +364,8 @@ def main() -> None:
         print(markdown_table(result["overhead"]["rows"], list(result["overhead"]["rows"][0])))
         for key in ("ratio_total (target <= 1.15)", "ratio_peak_rss_vs_csr+factors (target < 3)"):
             print(f"{key}: {result['overhead'][key]:.2f}")
+        print("peak RSS of recommender train by stage (GiB):",
+              {k: round(v, 2) for k, v in result["overhead"]["recommender_train_peak_rss_by_stage"].items()})
     if "mapping" not in args.skip and (WORK / "artifact").is_dir():
         result["mapping"] = mapping(WORK / "artifact")
         for mode, reports in result["mapping"].items():
