@@ -139,7 +139,8 @@ class ALSRecommender(FactorModel):
         """An implicit model holding the learned item factors, for fold-in and explanations."""
         if "_solver_cache" not in self.__dict__:
             model = self._implicit_model()
-            model.item_factors = np.ascontiguousarray(self.item_factors_, dtype=np.float32)
+            # a private writable copy: implicit's solver refuses read-only (memory-mapped) buffers
+            model.item_factors = np.array(self.item_factors_, dtype=np.float32, order="C")
             model.user_factors = np.zeros((1, self.item_factors_.shape[1]), np.float32)
             self._solver_cache = model
         return self._solver_cache
