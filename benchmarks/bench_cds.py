@@ -102,7 +102,7 @@ def _coded(tables) -> dict:
     return frames
 
 
-# --- requests ----------------------------------------------------------------------------------------
+# --- requests -------------------------------------------------------------------------------------
 
 def _concept(identifier: str, name: str | None) -> dict:
     system, code = identifier.split("|", 1)
@@ -193,7 +193,7 @@ def _hook(name: str, context: dict, prefetch: dict | None) -> dict:
     return body
 
 
-# --- the app ------------------------------------------------------------------------------------------
+# --- the app --------------------------------------------------------------------------------------
 
 def make_app(folder: Path, work: Path):
     import jwt
@@ -242,7 +242,9 @@ def parts(app, requests: list[tuple[str, dict]]) -> dict[str, float]:
     from service.cds_hooks.prefetch import parse_prefetch
 
     served = app.extensions["recommender"].store.current
-    known = lambda identifier: identifier in served.treatments or identifier in served.conditions  # noqa: E731
+
+    def known(identifier: str) -> bool:
+        return identifier in served.treatments or identifier in served.conditions
     parse_ms, engine_ms = [], []
     for _, body in requests:
         pid = body["context"]["patientId"]

@@ -148,7 +148,7 @@ class Namer:
         return self.conditions.get(identifier) or self.extra.get(identifier) or identifier
 
 
-# --- detail Markdown --------------------------------------------------------------------------------
+# --- detail Markdown ------------------------------------------------------------------------------
 
 def basis_markdown(item: Mapping, condition: str | None, namer: Namer) -> list[str]:
     """Why one recommended therapy: contributing record entries, evidence, flags."""
@@ -223,7 +223,7 @@ def _detail(parts: list[list[str]], style: Style) -> str:
     return text
 
 
-# --- FHIR resources in suggestions -------------------------------------------------------------------
+# --- FHIR resources in suggestions ----------------------------------------------------------------
 
 def medication_request(treatment: str, name: str, patient_id: str, *, intent: str,
                        condition: str | None, condition_name: str | None,

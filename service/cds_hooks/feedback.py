@@ -1,7 +1,8 @@
 """CDS Hooks feedback -> the recommender's feedback store (decisions about patient x therapy).
 
 A feedback item names a card (and, when accepted, the suggestions taken). The CDS store says
-what the card was about, so each item becomes decisions for :class:`recommender.feedback.FeedbackStore`:
+what the card was about, so each item becomes decisions for
+:class:`recommender.feedback.FeedbackStore`:
 
 - a suggestion card **accepted**: ``accepted`` for the therapy of each accepted suggestion;
 - a suggestion card **overridden**: ``overridden`` for every therapy the card offered, with the

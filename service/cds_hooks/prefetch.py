@@ -413,7 +413,8 @@ class Coder:
                 switch = other.start if switch is None else min(switch, other.start)
         end = course.episode_stop
         switched = switch is not None and not (end is not None and end <= switch)
-        resolved = end is not None and 0 <= (end - course.start).days <= RULES.resolution_window_days
+        resolved = (end is not None
+                    and 0 <= (end - course.start).days <= RULES.resolution_window_days)
         chronic = course.stop is None or (course.stop - course.start).days >= RULES.chronic_min_days
         if adverse:
             rule = "adverse"

@@ -106,7 +106,8 @@ def _public_key(data, where: str) -> PyJWK | None:
         return None
     if data.get("kty") not in _ASYMMETRIC_KEY_TYPES:
         raise ConfigError(f"RECOMMENDER_CDS_JWKS: {where}: key type {data.get('kty')!r} is not "
-                          f"allowed; CDS Hooks needs asymmetric keys ({', '.join(_ASYMMETRIC_KEY_TYPES)})")
+                          "allowed; CDS Hooks needs asymmetric keys "
+                          f"({', '.join(_ASYMMETRIC_KEY_TYPES)})")
     if "d" in data:
         raise ConfigError(f"RECOMMENDER_CDS_JWKS: {where} is a private key; configure the EHR's "
                           "public keys only")

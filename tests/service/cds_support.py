@@ -102,7 +102,7 @@ def write_jwks(path: Path, *ehrs: Ehr, mapping: bool = False) -> Path:
     return path
 
 
-# --- FHIR R4 resources -----------------------------------------------------------------------------
+# --- FHIR R4 resources ----------------------------------------------------------------------------
 
 def concept(identifier: str) -> dict:
     system, code = identifier.split("|")

@@ -109,7 +109,8 @@ def test_discovery_lists_both_services_with_the_prefetch_templates(cds_client):
     assert services["therapy-order-check"]["hook"] == "order-select"
     prefetch = services["therapy-suggestions"]["prefetch"]
     assert set(prefetch) == {"patient", "conditions", "medications", "allergies"}
-    assert prefetch["medications"] == "MedicationRequest?patient={{context.patientId}}&status=active"
+    assert prefetch["medications"] == ("MedicationRequest?patient={{context.patientId}}"
+                                       "&status=active")
 
 
 def test_the_spec_call_example_for_a_patient_the_model_does_not_know_is_412(cds_client, cds_site):
@@ -172,7 +173,8 @@ def test_patient_view_detail_shows_the_basis(cds_client, cds_site):
     assert "Glipizide 5 MG Oral Tablet (severe interaction" in detail  # excluded and why
     assert card["overrideReasons"] and card["selectionBehavior"] == "at-most-one"
     proposal = card["suggestions"][0]["actions"][0]["resource"]
-    assert proposal["intent"] == "proposal" and proposal["subject"] == {"reference": "Patient/P0200"}
+    assert proposal["intent"] == "proposal"
+    assert proposal["subject"] == {"reference": "Patient/P0200"}
 
 
 def test_patient_view_for_a_new_patient_from_prefetch(cds_client, cds_site):
@@ -407,7 +409,8 @@ def test_feedback_accepted_and_overridden_reach_the_feedback_store(cds_client, c
 
 def test_feedback_on_a_warning_is_audited_but_not_training_signal(cds_client, cds_site):
     prefetch = group_a_prefetch("NEW1", allergies=(allergy("NEW1", "a1", ALG),))
-    warning = call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()["cards"][0]
+    answer = call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()
+    warning = answer["cards"][0]
     response = feedback_call(cds_client, cds_site.ehr, CHECK, [
         {"card": warning["uuid"], "outcome": "overridden",
          "outcomeTimestamp": "2024-03-01T10:00:00Z"}])
@@ -448,8 +451,9 @@ def test_the_spec_feedback_examples_validate(cds_client, cds_site):
         {"card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb", "outcome": "overridden",
          "outcomeTimestamp": "2020-12-11T00:00:00Z"},
         {"card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "overridden",
-         "overrideReason": {"reason": {"code": "d7ecf885",
-                                       "system": "https://example.com/cds-hooks/override-reason-system"},
+         "overrideReason": {"reason": {
+             "code": "d7ecf885",
+             "system": "https://example.com/cds-hooks/override-reason-system"},
                             "userComment": "A comment entered by the clinician."},
          "outcomeTimestamp": "2020-12-11T00:00:00Z"},
     ]
