@@ -116,10 +116,6 @@ def ours(model, patients: np.ndarray, k: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def ours_frame(model, k: int):
-    return ranking.recommend_all(model, k=k)
-
-
 def generic(model, patients: np.ndarray, k: int):
     dataset, parts = model.dataset_, []
     for start in range(0, len(patients), ranking.BATCH_SIZE):
@@ -169,55 +165,85 @@ def timed(function):
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def run(n_patients: int, factors: int, k: int, repeats: int, subset: int, cache: Path | None) -> dict:
+def run(n_patients: int, factors: int, k: int, repeats: int, subset: int, slices: int,
+        cache: Path | None) -> dict:
+    """Time every method on the same patients.
+
+    The machine is shared, so its load drifts: each round walks the patients in ``slices``
+    slices and times every method on each slice in turn (order rotated per slice), summing per
+    method; the reported figure is the median over rounds of those sums. The two slow reference
+    methods take the first ``subset / slices`` patients of each slice.
+    """
     started = time.perf_counter()
     model = cohort_model(n_patients, factors, cache=cache)
     dataset = model.dataset_
     other = implicit_model(model)
+    labels = dataset.patients.external_ids
     setup = time.perf_counter() - started
     patients = np.arange(dataset.n_patients)
-    few = patients[: min(subset, len(patients))]
-    methods = {
-        "recommender rank_patients (every rule)": (lambda: ours(model, patients, k), len(patients)),
-        "recommender recommend_all (DataFrame of ids)": (lambda: ours_frame(model, k), len(patients)),
+    parts = np.array_split(patients, slices)
+    per_slice = max(1, min(subset, len(patients)) // slices)
+    methods = {  # name -> (function of a slice of patients, takes the subset only)
+        "recommender rank_patients (every rule)": (lambda p: ours(model, p, k), False),
+        "recommender recommend_all (DataFrame of ids)": (  # recommend_all's body, on a slice
+            lambda p: ranking._rank_indices(model, p, labels[p], [None] * len(p), k, False,
+                                            False, ranking.BATCH_SIZE), False),
         "implicit recommend (liked-item filter)": (
-            lambda: implicit_recommend(other, dataset.history, patients, k), len(patients)),
-        "implicit topk (no filtering)": (lambda: implicit_topk(other, patients, k), len(patients)),
-        "generic path (every rule)": (lambda: generic(model, few, k), len(few)),
-        "implicit topk + exclusions as filters": (
-            lambda: topk_with_filters(model, other, few, k), len(few)),
+            lambda p: implicit_recommend(other, dataset.history, p, k), False),
+        "implicit topk (no filtering)": (lambda p: implicit_topk(other, p, k), False),
+        "generic path (every rule)": (lambda p: generic(model, p, k), True),
+        "implicit topk + exclusions as filters": (lambda p: topk_with_filters(model, other, p, k), True),
     }
-    times = {name: [] for name in methods}
-    cpu = {name: [] for name in methods}
-    outputs = {}
+    names = list(methods)
+    times = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    outputs = {name: [] for name in names}
     load_before = os.getloadavg()
     for round_ in range(repeats):
-        for name, (function, _) in methods.items():
-            wall, used, outputs[name] = timed(function)
-            times[name].append(wall)
-            cpu[name].append(used)
-            print(f"  round {round_ + 1}: {name:<46} {wall:8.2f} s", flush=True)
+        wall_sum, cpu_sum = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+        for i, part in enumerate(parts):
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                function, small = methods[name]
+                wall, used, output = timed(lambda: function(part[:per_slice] if small else part))
+                wall_sum[name] += wall
+                cpu_sum[name] += used
+                if round_ == repeats - 1 and name != "recommender recommend_all (DataFrame of ids)":
+                    outputs[name].append(output)
+        for name in names:
+            times[name].append(wall_sum[name])
+            cpu[name].append(cpu_sum[name])
+            print(f"  round {round_ + 1}: {name:<46} {wall_sum[name]:8.2f} s "
+                  f"(cpu {cpu_sum[name]:.2f} s)", flush=True)
     load_after = os.getloadavg()
 
-    fast_idx, fast_values = outputs["recommender rank_patients (every rule)"]
-    generic_idx, generic_values = outputs["generic path (every rule)"]
-    identical = bool(np.array_equal(fast_idx[: len(few)], generic_idx)
-                     and np.array_equal(fast_values[: len(few)], generic_values))
-    implicit_idx = outputs["implicit recommend (liked-item filter)"][0]
+    def stacked(name, part):
+        return np.concatenate([np.asarray(o[part]) for o in outputs[name]])
+
+    few = np.concatenate([part[:per_slice] for part in parts])
+    fast_idx, fast_values = (stacked("recommender rank_patients (every rule)", i) for i in (0, 1))
+    generic_idx, generic_values = (stacked("generic path (every rule)", i) for i in (0, 1))
+    position = np.concatenate([np.arange(len(part))[:per_slice] + part[0] for part in parts])
+    differ = (fast_idx[position] != generic_idx).any(axis=1)
+    implicit_idx = stacked("implicit recommend (liked-item filter)", 0)
     checks = {
-        "fast path identical to the generic path on the subset": identical,
+        "subset rows where the fast path's list differs from the generic path's": int(differ.sum()),
+        "largest score difference fast vs generic on the subset": float(np.nanmax(np.abs(
+            np.where(np.isfinite(generic_values), fast_values[position] - generic_values, 0)))),
         "excluded pairs returned by recommender": count_excluded(dataset, patients, fast_idx),
         "excluded pairs returned by implicit recommend": count_excluded(dataset, patients, implicit_idx),
         "excluded pairs among implicit topk + filters (sentinels dropped)": count_excluded(
-            dataset, few, outputs["implicit topk + exclusions as filters"][0]),
+            dataset, few, stacked("implicit topk + exclusions as filters", 0)),
     }
     rows = []
-    for name, (_, n) in methods.items():
+    for name in names:
+        n = len(few) if methods[name][1] else len(patients)
         median = statistics.median(times[name])
         rows.append({"method": name, "patients": n, "median_s": median,
                      "us_per_patient": median / n * 1e6, "cpu_s": statistics.median(cpu[name]),
+                     "cpu_us_per_patient": statistics.median(cpu[name]) / n * 1e6,
                      "runs": len(times[name])})
     per = {row["method"]: row["us_per_patient"] for row in rows}
+    per_cpu = {row["method"]: row["cpu_us_per_patient"] for row in rows}
     ours_us = per["recommender rank_patients (every rule)"]
     ratios = {
         "implicit recommend / recommender rank_patients (target >= 2)":
@@ -231,11 +257,17 @@ def run(n_patients: int, factors: int, k: int, repeats: int, subset: int, cache:
             per["recommender recommend_all (DataFrame of ids)"] / per["implicit topk (no filtering)"],
         "generic path / fast path": per["generic path (every rule)"] / ours_us,
         "topk + filters / fast path": per["implicit topk + exclusions as filters"] / ours_us,
+        "cpu time: implicit recommend / recommender rank_patients":
+            per_cpu["implicit recommend (liked-item filter)"]
+            / per_cpu["recommender rank_patients (every rule)"],
+        "cpu time: recommender rank_patients / implicit topk":
+            per_cpu["recommender rank_patients (every rule)"] / per_cpu["implicit topk (no filtering)"],
     }
     return {"patients": len(patients), "treatments": dataset.n_treatments, "factors": factors,
-            "k": k, "repeats": repeats, "subset": len(few), "threads": ranking.THREADS,
-            "setup_s": setup, "load_average_before": load_before, "load_average_after": load_after,
-            "rows": rows, "ratios": ratios, "checks": checks, "raw_times": times}
+            "k": k, "repeats": repeats, "slices": slices, "subset": len(few),
+            "threads": ranking.THREADS, "setup_s": setup, "load_average_before": load_before,
+            "load_average_after": load_after, "rows": rows, "ratios": ratios, "checks": checks,
+            "raw_times": times, "raw_cpu": cpu}
 
 
 def main() -> None:
@@ -247,15 +279,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="interleaved rounds (default 3)")
     parser.add_argument("--subset", type=int,
                         help="patients for the two slow reference methods (default 100k, 20k quick)")
+    parser.add_argument("--slices", type=int, default=10,
+                        help="interleave the methods over this many slices of the patients")
     parser.add_argument("--no-cache", action="store_true",
                         help=f"do not keep the fitted cohort model under {CACHE}")
     args = parser.parse_args()
     n = args.patients or (100_000 if args.quick else 1_000_000)
     repeats = args.repeats or 3
     subset = args.subset or (20_000 if args.quick else 100_000)
-    result = run(n, args.factors, args.k, repeats, subset, None if args.no_cache else CACHE)
+    result = run(n, args.factors, args.k, repeats, subset, args.slices,
+                 None if args.no_cache else CACHE)
     print(markdown_table(result["rows"], ["method", "patients", "median_s", "us_per_patient",
-                                          "cpu_s", "runs"]))
+                                          "cpu_us_per_patient", "runs"]))
     for name, value in {**result["ratios"], **result["checks"]}.items():
         print(f"{name}: {value:.2f}" if isinstance(value, float) else f"{name}: {value}")
     label = "batch_quick" if args.quick else ("batch" if n == 1_000_000 else f"batch_{n}")
