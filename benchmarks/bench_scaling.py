@@ -4,7 +4,8 @@ Each point is a synthetic cohort (1000 conditions x 10 therapies = 10k therapies
 outcome rows per patient). Training is ``ALSRecommender.fit`` (15 sweeps, one Dataset already
 built); ranking is every patient's top 10 with every exclusion rule through
 ``ranking.rank_patients``, next to raw ``implicit.cpu.topk`` (no filtering) over the same
-factors. Medians of ``--repeats`` runs; PNG plots (log-log) and a JSON file are written.
+factors. Medians of ``--repeats`` runs (wall and CPU seconds: the machine is shared); PNG plots
+(log-log) and a JSON file are written.
 
     python benchmarks/bench_scaling.py --quick   # 10k..100k patients; factors 16..256 at 30k
     python benchmarks/bench_scaling.py           # 10k..1M patients; factors 16..256 at 100k
@@ -49,18 +50,19 @@ def point(dataset: Dataset, factors: int, iterations: int, fit_repeats: int, ran
         fits.append(time.perf_counter() - started)
     other = implicit_model(model)
     patients = np.arange(dataset.n_patients)
-    ranking, raw = [], []
+    ranking, raw, ranking_cpu, raw_cpu = [], [], [], []
     for _ in range(rank_repeats):  # interleaved
-        started = time.perf_counter()
-        ours(model, patients, k)
-        ranking.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        implicit_topk(other, patients, k)
-        raw.append(time.perf_counter() - started)
+        for function, wall, cpu in ((lambda: ours(model, patients, k), ranking, ranking_cpu),
+                                    (lambda: implicit_topk(other, patients, k), raw, raw_cpu)):
+            started, used = time.perf_counter(), time.process_time()
+            function()
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - used)
     return {"patients": dataset.n_patients, "treatments": dataset.n_treatments,
             "outcomes": int(dataset.history.nnz), "factors": factors,
             "train_s": statistics.median(fits), "rank_s": statistics.median(ranking),
             "implicit_topk_s": statistics.median(raw),
+            "rank_cpu_s": statistics.median(ranking_cpu), "implicit_topk_cpu_s": statistics.median(raw_cpu),
             "rank_us_per_patient": statistics.median(ranking) / dataset.n_patients * 1e6,
             "train_runs": fit_repeats, "rank_runs": rank_repeats}
 
@@ -126,7 +128,7 @@ def main() -> None:
     plot(by_factors, "factors", folder / f"scaling_factors{suffix}.png",
          f"Time against factors ({factor_patients:,} patients, 10k therapies)")
     columns = ["patients", "treatments", "factors", "outcomes", "train_s", "rank_s", "implicit_topk_s",
-               "rank_us_per_patient"]
+               "rank_cpu_s", "implicit_topk_cpu_s", "rank_us_per_patient"]
     print(markdown_table(by_patients, columns))
     print(markdown_table(by_factors, columns))
     print("results:", write_results(f"scaling{suffix}", {
