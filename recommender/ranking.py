@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 BATCH_SIZE = 4096
 #: Threads of the factor-model fast path (BLAS runs single-threaded inside each).
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+#: Treatments (highest factor norm first) scored for every patient before the norm bound
+#: decides who needs more (see :func:`_rank_factors`).
+PRUNE_FIRST = 1024
 #: Scores (patients x allowed treatments) below which one thread is faster than a pool.
 PARALLEL_CELLS = 1 << 20
 DISCLAIMER = ("Decision support only: these suggestions rest on historical outcomes of similar "
@@ -126,8 +129,13 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, out
 
 
-def _select(scores: np.ndarray, k: int, idx: np.ndarray, out: np.ndarray) -> None:
-    """:func:`top_k` of one C-contiguous block of rows, written into ``idx`` and ``out``."""
+def _select(scores: np.ndarray, k: int, idx: np.ndarray, out: np.ndarray,
+            labels: np.ndarray | None = None) -> None:
+    """:func:`top_k` of one C-contiguous block of rows, written into ``idx`` and ``out``.
+
+    With ``labels`` (m,) column ``j`` is reported as ``labels[j]`` and ties are broken by the
+    lower label instead of the lower column.
+    """
     r, m = scores.shape
     bound = _group_maxima(scores, max(SELECT_GROUPS, 2 * k))
     if np.isnan(bound).any() or np.isposinf(bound).any():  # maxima propagate NaN and +inf
@@ -140,6 +148,8 @@ def _select(scores: np.ndarray, k: int, idx: np.ndarray, out: np.ndarray) -> Non
     flat = np.flatnonzero(scores >= threshold[:, None])
     rows, cols = np.divmod(flat, m)
     values = scores.ravel()[flat]
+    if labels is not None:
+        cols = labels[cols]
     order = np.lexsort((cols, -values, rows))
     rows, cols, values = rows[order], cols[order], values[order]
     counts = np.bincount(rows, minlength=r)
@@ -421,8 +431,13 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
                   k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``user_factors_[patients] @ item_factors_[allowed].T`` with ``codes`` excluded.
 
-    Only the allowed columns are multiplied (a condition's candidates are a few of thousands);
-    blocks of ``SELECT_ROWS`` patients run on a thread pool (BLAS and numpy release the GIL).
+    Only allowed treatments are multiplied (a condition's candidates are a few of thousands),
+    and of those only the ones that can matter: treatments are taken in decreasing factor norm,
+    the first ``PRUNE_FIRST`` are scored for every patient, and a patient's k-th best score
+    ``t`` among them bounds the rest (Cauchy-Schwarz: a treatment of norm ``n`` scores at most
+    ``|u| n``); only patients for whom some later treatment could still reach ``t`` get a
+    longer prefix scored (doubling). The result is exact, ties by lower treatment index.
+    Blocks of ``SELECT_ROWS`` patients run on a thread pool (BLAS and numpy release the GIL).
     """
     columns = np.flatnonzero(allowed)
     n = len(patients)
@@ -430,19 +445,56 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
     out = np.full((n, k), -np.inf, np.float32)
     if not len(columns):
         return idx, out
-    items = np.ascontiguousarray(model.item_factors_[columns])
-    users = model.user_factors_
+    items = model.item_factors_[columns]
+    norms = np.sqrt(np.einsum("ij,ij->i", items, items, dtype=np.float64))
+    prefixes, width = [], max(PRUNE_FIRST, 4 * k)
+    while 2 * width < len(columns) or (prefixes and width < len(columns)):
+        prefixes.append(width)
+        width *= 2
+    prefixes.append(len(columns))  # a single prefix: no pruning (too few treatments to gain)
+    order = np.argsort(-norms, kind="stable") if len(prefixes) > 1 else np.arange(len(columns))
+    items, norms, labels = np.ascontiguousarray(items[order]), norms[order], columns[order]
     position = np.full(len(allowed), -1, np.int64)
-    position[columns] = np.arange(len(columns))
+    position[labels] = np.arange(len(labels))  # place of each treatment in norm order
+    users = model.user_factors_
+
+    def score(rows: np.ndarray, excluded_rows, excluded_at, width: int) -> np.ndarray:
+        scores = users[patients[rows]] @ items[:width].T
+        inside = excluded_at < width
+        scores[excluded_rows[inside], excluded_at[inside]] = -np.inf
+        return scores
 
     def block(start: int) -> None:
         stop = min(start + SELECT_ROWS, n)
-        scores = users[patients[start:stop]] @ items.T
+        rows = np.arange(start, stop)
         lo, hi = codes.indptr[start], codes.indptr[stop]
-        rows = np.repeat(np.arange(stop - start), np.diff(codes.indptr[start:stop + 1]))
-        cols = position[codes.indices[lo:hi]]
-        scores[rows[cols >= 0], cols[cols >= 0]] = -np.inf
-        _select(scores, k, idx[start:stop], out[start:stop])
+        ex_rows = np.repeat(np.arange(stop - start), np.diff(codes.indptr[start:stop + 1]))
+        ex_at = position[codes.indices[lo:hi]]
+        ex_rows, ex_at = ex_rows[ex_at >= 0], ex_at[ex_at >= 0]
+        width = prefixes[0]
+        _select(score(rows, ex_rows, ex_at, width), k, idx[start:stop], out[start:stop], labels[:width])
+        if width == len(labels):
+            return
+        # Treatments beyond the prefix can reach the k-th best only if |u| n >= t (with room for
+        # float rounding); -inf (fewer than k allowed so far) or t <= 0 needs everything.
+        kth = out[start:stop, k - 1].astype(np.float64)
+        size = np.sqrt(np.einsum("ij,ij->i", users[patients[rows]], users[patients[rows]],
+                                 dtype=np.float64)) * (1 + 1e-4) + 1e-30
+        limit = np.where(kth > 0, kth / size, -np.inf)
+        needed = np.searchsorted(-norms, -limit, side="right")  # treatments with norm >= limit
+        for wider in prefixes[1:]:
+            local = np.flatnonzero((needed > width) & (needed <= wider)
+                                   | ((needed > width) & (wider == len(labels))))
+            if len(local):
+                keep = np.isin(ex_rows, local)
+                remap = np.full(stop - start, -1, np.int64)
+                remap[local] = np.arange(len(local))
+                more_idx = np.full((len(local), k), -1, np.int64)
+                more_out = np.full((len(local), k), -np.inf, np.float32)
+                _select(score(rows[local], remap[ex_rows[keep]], ex_at[keep], wider), k,
+                        more_idx, more_out, labels[:wider])
+                idx[start + local], out[start + local] = more_idx, more_out
+            width = wider
 
     starts = range(0, n, SELECT_ROWS)
     threads = min(THREADS, len(starts)) if n * len(columns) >= PARALLEL_CELLS else 1
@@ -453,8 +505,6 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
         else:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(block, starts))
-    found = idx >= 0
-    idx[found] = columns[idx[found]]
     return idx, out
 
 

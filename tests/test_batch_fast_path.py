@@ -38,6 +38,7 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(ranking, "SELECT_ROWS", 3)
     monkeypatch.setattr(ranking, "SELECT_GROUPS", 2)
     monkeypatch.setattr(ranking, "THREADS", 2)
+    monkeypatch.setattr(ranking, "PRUNE_FIRST", 1)  # norm pruning on a handful of treatments
 
 
 def generic(model, patients, condition, k, include_tried):
@@ -61,8 +62,8 @@ def assert_same_up_to_rounding(model, patients, idx, values, expected_idx, expec
         assert abs(a - b) <= 1e-6 * max(1.0, abs(a)), (row, col, a, b)
 
 
-def fitted(kind, seed, factor_values):
-    tables = random_cohort(seed, n_patients=40, n_treatments=14, n_rows=260)
+def fitted(kind, seed, factor_values, n_treatments=30):
+    tables = random_cohort(seed, n_patients=40, n_treatments=n_treatments, n_rows=300)
     model = make_model(kind, **QUICK[kind]).fit(Dataset.from_tables(tables))
     rng = np.random.default_rng(seed)
     if factor_values == "integers":  # integer scores: ties everywhere, also at the cut
@@ -74,7 +75,7 @@ def fitted(kind, seed, factor_values):
     return tables, model
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(FACTOR_KINDS),
        factor_values=st.sampled_from(["fitted", "integers", "zero-patients"]),
        k=st.integers(1, 20), include_tried=st.booleans(), data=st.data())
@@ -98,6 +99,24 @@ def test_fast_path_equals_generic_path(seed, kind, factor_values, k, include_tri
         chosen = set(dataset.treatments.to_external(idx[row][idx[row] >= 0]))
         assert not chosen & forbidden(tables, dataset.patients.to_external([p])[0],
                                       condition_id, include_tried)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 12), include_tried=st.booleans())
+def test_norm_pruning_is_exact_on_a_large_catalog(seed, k, include_tried):
+    """Integer factors with very different norms per treatment: products are exact, so the
+    pruned ranking must equal the generic one bit for bit, ties included."""
+    tables = random_cohort(seed, n_patients=120, n_treatments=400, n_rows=2500)
+    model = make_model("als", factors=4, iterations=1).fit(Dataset.from_tables(tables))
+    rng = np.random.default_rng(seed)
+    model.user_factors_ = rng.integers(-2, 3, model.user_factors_.shape).astype(np.float32)
+    scale = rng.choice([1, 1, 1, 2, 6], size=(model.item_factors_.shape[0], 1))
+    model.item_factors_ = (rng.integers(-2, 3, model.item_factors_.shape) * scale).astype(np.float32)
+    patients = np.arange(model.dataset_.n_patients)
+    idx, values = rank_patients(model, patients, -1, None, k, include_tried)
+    expected_idx, expected_values = generic(model, patients, -1, k, include_tried)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(values, expected_values)
 
 
 def test_fast_path_is_taken_for_factor_models_only(monkeypatch):
