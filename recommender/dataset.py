@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from .columns import Columns as C
 from .confidence import ConfidencePolicy
 from .exceptions import UnknownIdError
+from .feedback import PREFERENCES
 from .ids import IdMap
 from .io import CohortTables, parse_outcomes
 from .pseudonym import Pseudonymizer, check_key
@@ -205,7 +206,11 @@ class Dataset:
         return dataset
 
     def _with_feedback(self, feedback: pd.DataFrame, weight: float) -> sp.csr_matrix:
-        """The matrix plus +/-(1 + alpha * weight) for decisions on pairs with no outcome."""
+        """The matrix plus +/-(1 + alpha * weight) for preferences on pairs with no outcome
+        (other decisions, such as an overridden safety warning, are not preferences)."""
+        feedback = feedback[feedback["decision"].isin(list(PREFERENCES))]
+        if not len(feedback):
+            return self.matrix
         latest = feedback.sort_values("time", kind="stable").drop_duplicates(
             ["patient", C.treatment], keep="last")
         p = self.patients.to_internal(latest["patient"], strict=False)
@@ -269,8 +274,9 @@ class Dataset:
 
     def candidates(self, condition: int) -> np.ndarray:
         """Treatment indices (sorted) recorded for condition index ``condition`` in the data."""
-        row = self.condition_outcomes.getrow(condition)
-        return np.sort(row.indices[row.data > 0])
+        start, stop = self.condition_outcomes.indptr[condition:condition + 2]
+        indices = self.condition_outcomes.indices[start:stop]
+        return np.sort(indices[self.condition_outcomes.data[start:stop] > 0])
 
     # --- patients outside the training data ----------------------------------------------------
 

@@ -3,7 +3,8 @@
 A record is one JSON line::
 
     {"feedback_id": "...", "time": "2026-11-24T10:00:00+00:00", "patient": "<pseudonym>",
-     "treatment_id": "rxnorm|314076", "decision": "accepted" | "overridden",
+     "treatment_id": "rxnorm|314076",
+     "decision": "accepted" | "overridden" | "warning_overridden",
      "reason": "optional override reason", "principal": "<token id>", "source": "api",
      "model_version": "..."}
 
@@ -12,9 +13,16 @@ raw identifier. Appends take an exclusive lock, so several server processes can 
 a ``feedback_id`` already stored is not written again (idempotent retries). Each line is flushed
 and fsync'ed before the call returns.
 
-A decision is not an outcome: in training (``Dataset.from_tables(feedback=...)``) it only adds a
-weak preference to the factor matrix for (patient, treatment) pairs with no outcome on record,
-``+`` for accepted and ``-`` for overridden, of strength ``feedback_weight`` in outcome units.
+Decisions about a *suggestion* (``accepted``, ``overridden``) are preferences. A decision is not
+an outcome: in training (``Dataset.from_tables(feedback=...)``) a preference only adds a weak
+signal to the factor matrix for (patient, treatment) pairs with no outcome on record, ``+`` for
+accepted and ``-`` for overridden, of strength ``feedback_weight`` in outcome units.
+
+``warning_overridden`` is the clinician ordering a therapy despite a safety warning (a CDS Hooks
+``order-select`` warning card). It is neither a preference for the therapy (the warning says
+the patient should not get it) nor against it (the clinician chose it), so training ignores it
+(:data:`PREFERENCES`); it is stored, with the override reason, for safety review: which rules
+are overridden, how often and why (``record-incorrect`` points at a data error).
 """
 from __future__ import annotations
 
@@ -29,7 +37,10 @@ import pandas as pd
 
 from .exceptions import DataValidationError
 
-DECISIONS = ("accepted", "overridden")
+#: Decisions on a suggested therapy, and the sign of the weak preference each adds in training.
+PREFERENCES = {"accepted": 1.0, "overridden": -1.0}
+#: Every decision the store holds: the preferences and overridden safety warnings.
+DECISIONS = (*PREFERENCES, "warning_overridden")
 FIELDS = ("feedback_id", "time", "patient", "treatment_id", "decision", "reason", "principal",
           "source", "model_version")
 
@@ -89,8 +100,8 @@ def _validated(record: Mapping) -> dict:
 def read_feedback(path: str | os.PathLike) -> pd.DataFrame:
     """All stored decisions as a DataFrame (patient, treatment_id, decision, time, ...).
 
-    The latest decision per (patient, treatment) is what training uses. A malformed line is an
-    error naming the file and line.
+    Training uses the latest preference (:data:`PREFERENCES`) per (patient, treatment). A
+    malformed line is an error naming the file and line.
     """
     path = Path(path)
     if not path.is_file():

@@ -80,6 +80,25 @@ def test_feedback_adds_a_weak_preference_only_where_no_outcome_exists(tmp_path):
     assert (fed.history != plain.history).nnz == 0  # a decision is not an outcome
 
 
+def test_an_overridden_safety_warning_is_stored_but_is_no_preference(tmp_path):
+    tables, _ = checkerboard(40, 2)
+    store = FeedbackStore(tmp_path / "f.jsonl")
+    assert store.append(record(1, "warning_overridden", "P0040", "T2"))  # alone: no signal
+    store.append({**record(2, "accepted", "P0041", "T2"), "time": "2024-01-01T00:00:00Z"})
+    store.append({**record(3, "warning_overridden", "P0041", "T2"),   # later: does not replace
+                  "time": "2024-02-01T00:00:00Z"})                     # the preference
+    frame = read_feedback(store.path)
+    assert frame.decision.tolist() == ["warning_overridden", "accepted", "warning_overridden"]
+    plain = Dataset.from_tables(tables)
+    fed = Dataset.from_tables(tables, feedback=frame, feedback_weight=0.5)
+    difference = (fed.matrix - plain.matrix).tocoo()
+    changed = {(plain.patients.external_ids[r], plain.treatments.external_ids[c]): v
+               for r, c, v in zip(difference.row, difference.col, difference.data) if v}
+    assert changed == {("P0041", "T2"): 1 + plain.policy.alpha * 0.5}
+    only_warnings = Dataset.from_tables(tables, feedback=frame.iloc[[0]], feedback_weight=0.5)
+    assert (only_warnings.matrix != plain.matrix).nnz == 0
+
+
 def test_train_with_feedback_from_the_cli(tmp_path):
     tables, _ = checkerboard(40, 2)
     write_tables(tables, tmp_path / "data")

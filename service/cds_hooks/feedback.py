@@ -8,10 +8,15 @@ what the card was about, so each item becomes decisions for
 - a suggestion card **overridden**: ``overridden`` for every therapy the card offered, with the
   override reason's code and display (the clinician's free-text ``userComment`` is not stored:
   it may identify the patient);
-- a **warning** card (a drafted therapy advised against): recorded in the audit log only.
-  Overriding a safety warning means the clinician chose that therapy, and accepting it means
-  they did not; neither is a preference the feedback store's "accepted = +, overridden = -"
-  training signal could hold without inverting it.
+- a **warning** card (``order-select``: a drafted therapy a safety rule excludes)
+  **overridden**: ``warning_overridden`` for the drafted therapy, with the override reason. Its
+  meaning is the opposite of a suggestion's override (the clinician kept the therapy the card
+  advised against), and it is not a preference either way: ``recommender train --feedback``
+  ignores it (:data:`recommender.feedback.PREFERENCES`); it is kept for safety review (which
+  rules are overridden, how often, and why);
+- a warning card **accepted**: the card offers no suggestion to accept (CDS Hooks requires
+  ``acceptedSuggestions`` with ``accepted``), so the clinician heeding it says nothing about the
+  therapy beyond what the rule already enforces: recorded in the audit log only.
 
 Each decision's ``feedback_id`` is derived from the card, suggestion or therapy and outcome, so
 a client sending the same feedback again (the specification allows it) stores nothing new.
@@ -60,7 +65,7 @@ class Decisions:
     records: list[dict] = field(default_factory=list)  # for FeedbackStore.append
     patients: list[str] = field(default_factory=list)
     treatments: list[str] = field(default_factory=list)
-    warnings: int = 0  # warning-card feedback (audit only)
+    audit_only: int = 0  # items that store nothing (an accepted warning card)
 
 
 def decisions(items: list[Mapping], service_id: str, store: CdsStore,
@@ -88,8 +93,8 @@ def decisions(items: list[Mapping], service_id: str, store: CdsStore,
     for item, card in zip(items, cards):
         if card.patient not in result.patients:
             result.patients.append(card.patient)
-        if card.kind == "warning":
-            result.warnings += 1
+        if card.kind == "warning" and item["outcome"] == "accepted":
+            result.audit_only += 1
             result.treatments += [t for t in card.treatments if t not in result.treatments]
             continue
         for decision in _card_decisions(item, card, service_id, principal):
@@ -120,6 +125,7 @@ def _card_decisions(item: Mapping, card: CardRecord, service_id: str, principal:
     text = None
     if reason:
         text = reason["code"] + (f" ({reason['display']})" if reason.get("display") else "")
+    decision = "warning_overridden" if card.kind == "warning" else "overridden"
     for treatment in card.treatments:
-        yield {**base, "feedback_id": f"cds:{card.uuid}:{treatment}:overridden",
-               "treatment_id": treatment, "decision": "overridden", "reason": text}
+        yield {**base, "feedback_id": f"cds:{card.uuid}:{treatment}:{decision}",
+               "treatment_id": treatment, "decision": decision, "reason": text}

@@ -157,4 +157,4 @@ def feedback(service_id: str):
         g.audit["patient_pseudonyms"] = found.patients
     stored = store_feedback(runtime.feedback, found.records)
     return jsonify({"stored": stored, "already_stored": len(found.records) - stored,
-                    "audit_only": found.warnings})
+                    "audit_only": found.audit_only})

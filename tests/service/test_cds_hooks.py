@@ -407,14 +407,38 @@ def test_feedback_accepted_and_overridden_reach_the_feedback_store(cds_client, c
     assert line["patient_pseudonym"] == first["patient"]
 
 
-def test_feedback_on_a_warning_is_audited_but_not_training_signal(cds_client, cds_site):
+def test_an_overridden_warning_is_stored_as_its_own_kind_not_as_a_preference(cds_client,
+                                                                            cds_site):
     prefetch = group_a_prefetch("NEW1", allergies=(allergy("NEW1", "a1", ALG),))
     answer = call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()
     warning = answer["cards"][0]
+    assert warning["indicator"] == "warning"
+    overridden = {"card": warning["uuid"], "outcome": "overridden",
+                  "outcomeTimestamp": "2024-03-01T10:00:00Z",
+                  "overrideReason": {"reason": warning["overrideReasons"][1],
+                                     "userComment": "allergy refuted by Dr Jones"}}
+    response = feedback_call(cds_client, cds_site.ehr, CHECK, [overridden])
+    assert response.get_json() == {"stored": 1, "already_stored": 0, "audit_only": 0}
+    again = feedback_call(cds_client, cds_site.ehr, CHECK, [overridden])
+    assert again.get_json() == {"stored": 0, "already_stored": 1, "audit_only": 0}
+    stored = read_feedback(cds_site.site.root / "feedback.jsonl")
+    assert len(stored) == 1
+    row = stored.iloc[0]
+    assert row["decision"] == "warning_overridden" and row["treatment_id"] == TX
+    assert row["reason"] == "record-incorrect (The record is incorrect (e.g. allergy refuted))"
+    assert row["source"] == "cds-hooks:therapy-order-check" and row["patient"] != "NEW1"
+    assert "Jones" not in (cds_site.site.root / "feedback.jsonl").read_text()
+    assert audit_lines(cds_site.site)[-1]["treatment_ids"] == [TX]
+
+
+def test_an_accepted_warning_is_audited_only(cds_client, cds_site):
+    prefetch = group_a_prefetch("NEW1", allergies=(allergy("NEW1", "a1", ALG),))
+    answer = call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()
     response = feedback_call(cds_client, cds_site.ehr, CHECK, [
-        {"card": warning["uuid"], "outcome": "overridden",
+        {"card": answer["cards"][0]["uuid"], "outcome": "accepted",
          "outcomeTimestamp": "2024-03-01T10:00:00Z"}])
     assert response.get_json() == {"stored": 0, "already_stored": 0, "audit_only": 1}
+    assert not (cds_site.site.root / "feedback.jsonl").read_text()
     assert audit_lines(cds_site.site)[-1]["treatment_ids"] == [TX]
 
 
