@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .dataset import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS
+from .sparse_rows import row_arrays
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -54,13 +55,19 @@ def evidence_many(dataset: "Dataset", treatments: np.ndarray, condition: int) ->
     """:func:`evidence` for several treatments, reading the condition's counts once."""
     row = condition if condition >= 0 else len(dataset.conditions)
     width = len(OUTCOME_BUCKETS)
-    table = dataset.label_counts.getrow(row).toarray().reshape(-1, width)  # (n_t, 5)
-    scope = (f"condition {dataset.conditions.to_external([condition])[0]}" if condition >= 0
+    columns, values = row_arrays(dataset.label_counts, row)
+    wanted = (np.asarray(treatments, np.int64)[:, None] * width + np.arange(width)).ravel()
+    table = np.zeros(len(wanted))
+    if len(columns):  # a row's columns are sorted: look each wanted count up
+        found = np.minimum(np.searchsorted(columns, wanted), len(columns) - 1)
+        hit = columns[found] == wanted
+        table[hit] = values[found[hit]]
+    table = table.reshape(-1, width)  # (len(treatments), 5)
+    scope = (f"condition {dataset.conditions.external_ids[condition]}" if condition >= 0
              else "all conditions")
     result = []
-    for treatment in treatments:
-        counts = table[int(treatment)]
-        total = float(counts.sum())
+    for treatment, counts in zip(treatments, table.tolist()):
+        total = float(sum(counts))
         responded = float(counts[0] + counts[1])
         low, high = wilson_interval(responded, total)
         result.append({
@@ -116,17 +123,17 @@ def describe_contributions(dataset: "Dataset", query: "Query",
     """Readable contributions, largest magnitude first, at most ``MAX_CONTRIBUTIONS``."""
     n_t = dataset.n_treatments
     outcomes = dict(zip(query.history.indices.tolist(), query.history.data.tolist()))
+    treatment_ids = dataset.treatments.external_ids
     items = []
     for column, value in sorted(pairs, key=lambda cv: -abs(cv[1])):
         if abs(value) < 1e-6 or len(items) == MAX_CONTRIBUTIONS:
             continue
         if column < n_t:
-            items.append({"source": "outcome",
-                          "treatment_id": str(dataset.treatments.to_external([column])[0]),
+            items.append({"source": "outcome", "treatment_id": str(treatment_ids[column]),
                           "outcome": round(float(outcomes.get(column, 0.0)), 3),
                           "contribution": round(value, 6)})
         else:
-            feature = str(dataset.features.to_external([column - n_t])[0])
+            feature = str(dataset.features.external_ids[column - n_t])
             kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
                                                     (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
                          if feature.startswith(prefix)), "feature")

@@ -183,8 +183,8 @@ def mask_scores(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix,
                 candidates: np.ndarray | None) -> np.ndarray:
     """Set excluded, under-evidenced, non-candidate and NaN entries of ``scores`` to -inf (in place)."""
     scores[~np.isfinite(scores)] = -np.inf
-    coo = codes.tocoo()
-    scores[coo.row, coo.col] = -np.inf
+    rows = np.repeat(np.arange(codes.shape[0]), np.diff(codes.indptr))
+    scores[rows, codes.indices] = -np.inf
     scores[:, ~allowed_columns(dataset, candidates)] = -np.inf
     return scores
 
@@ -272,12 +272,13 @@ def _rank_one(model, query: Query, k: int, patient_id, condition_id, include_tri
     chosen = idx[0][idx[0] >= 0]
     active_idx = active.indices
     explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
+    treatment_ids = dataset.treatments.external_ids
+    moderate = safety.moderate_partners(dataset, active_idx)
     recommendations = []
     for rank, (t, score, explanation) in enumerate(zip(chosen, values[0], explanations), start=1):
-        flags = [{"type": "interaction", "severity": "moderate", "with": str(partner)}
-                 for partner in dataset.treatments.to_external(
-                     safety.moderate_interactions(dataset, active_idx, int(t)))]
-        treatment_id = str(dataset.treatments.to_external([t])[0])
+        flags = [{"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
+                 for partner in moderate.get(int(t), ())]
+        treatment_id = str(treatment_ids[t])
         recommendations.append(Recommendation(rank, treatment_id, float(score), explanation, flags,
                                               dataset.treatment_names.get(treatment_id)))
     excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active_idx)
@@ -306,7 +307,7 @@ def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, activ
     for t, code in zip(codes.indices, codes.data):
         if relevant is None or t in relevant:
             reason = safety.primary_reason(int(code))
-            treatment_id = str(dataset.treatments.to_external([t])[0])
+            treatment_id = str(dataset.treatments.external_ids[t])
             excluded.append(Exclusion(treatment_id, reason,
                                       safety.describe(dataset, int(t), int(code), own_conditions, active),
                                       rule=reason, treatment_name=dataset.treatment_names.get(treatment_id)))

@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from . import sparse_rows
 from .exceptions import ParameterError
+from .sparse_rows import row_arrays
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -91,6 +93,8 @@ def active_treatments(dataset: "Dataset", query: "Query",
     latest = np.full(history.shape[0], -np.inf)
     np.maximum.at(latest, rows, days.data)
     recent = worked & (days.data >= 0) & (latest[rows] - days.data <= dataset.safety.active_window_days)
+    if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
+        return sparse_rows.pattern(history.indices[recent], history.shape[1])
     active = sp.csr_matrix((recent, history.indices, history.indptr), shape=history.shape,
                            copy=True)  # eliminate_zeros works in place: never on shared arrays
     active.eliminate_zeros()
@@ -121,28 +125,21 @@ def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
     return codes.astype(np.int8).tocsr()
 
 
-def _row(matrix: sp.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, data) of row ``i`` of a CSR matrix, as views."""
-    start, stop = matrix.indptr[i], matrix.indptr[i + 1]
-    return matrix.indices[start:stop], matrix.data[start:stop]
-
-
 def _single_row_codes(dataset: "Dataset", query: "Query", include_tried: bool,
                       active: sp.csr_matrix) -> sp.csr_matrix:
     """:func:`exclusion_codes` for one patient with plain index arithmetic (the service's path)."""
     codes = np.zeros(dataset.n_treatments, np.int8)
-    codes[_row(query.harmful, 0)[0]] |= HARM
-    for condition in _row(query.patient_conditions, 0)[0]:
-        codes[_row(dataset.contraindications, condition)[0]] |= CONTRAINDICATED
+    codes[row_arrays(query.harmful, 0)[0]] |= HARM
+    for condition in row_arrays(query.patient_conditions, 0)[0]:
+        codes[row_arrays(dataset.contraindications, condition)[0]] |= CONTRAINDICATED
     if dataset.interactions.nnz:
-        for treatment in _row(active, 0)[0]:
-            partners, severity = _row(dataset.interactions, treatment)
+        for treatment in row_arrays(active, 0)[0]:
+            partners, severity = row_arrays(dataset.interactions, treatment)
             codes[partners[severity == SEVERE]] |= INTERACTION
     if not include_tried:
-        codes[_row(query.history, 0)[0]] |= TRIED
+        codes[row_arrays(query.history, 0)[0]] |= TRIED
     nonzero = np.flatnonzero(codes)
-    return sp.csr_matrix((codes[nonzero], nonzero, [0, len(nonzero)]),
-                         shape=(1, dataset.n_treatments))
+    return sparse_rows.single_row(nonzero, codes[nonzero], dataset.n_treatments)
 
 
 def low_evidence(dataset: "Dataset") -> np.ndarray:
@@ -150,13 +147,20 @@ def low_evidence(dataset: "Dataset") -> np.ndarray:
     return dataset.treatment_support < dataset.safety.min_support
 
 
-def moderate_interactions(dataset: "Dataset", active: np.ndarray, treatment: int) -> list[int]:
-    """Active treatments (indices) that interact moderately with ``treatment``."""
-    if not dataset.interactions.nnz or not len(active):
-        return []
-    row = dataset.interactions.getrow(treatment)
-    partners = set(row.indices[row.data == MODERATE].tolist())
-    return sorted(int(a) for a in active if int(a) in partners)
+def moderate_partners(dataset: "Dataset", active: np.ndarray) -> dict[int, list[int]]:
+    """Treatment index -> the active treatments (sorted indices) it interacts moderately with.
+
+    Read from the active treatments' rows (``interactions`` is symmetric), so the cost grows
+    with the few active treatments, not with the candidates.
+    """
+    partners: dict[int, list[int]] = {}
+    if not dataset.interactions.nnz:
+        return partners
+    for a in sorted(set(np.asarray(active).tolist())):
+        others, severity = row_arrays(dataset.interactions, a)
+        for other in others[severity == MODERATE].tolist():
+            partners.setdefault(other, []).append(a)
+    return partners
 
 
 def primary_reason(code: int) -> str:
@@ -169,12 +173,12 @@ def describe(dataset: "Dataset", treatment: int, code: int, conditions: np.ndarr
     if code & HARM:
         return "an adverse outcome with this treatment is on record for this patient"
     if code & CONTRAINDICATED:
-        column = dataset.contraindications[:, treatment].toarray().ravel().astype(bool)
-        culprits = dataset.conditions.to_external([c for c in conditions if column[c]])
+        culprits = dataset.conditions.to_external(
+            [c for c in conditions if treatment in row_arrays(dataset.contraindications, c)[0]])
         return "contraindicated by " + ", ".join(map(str, culprits))
     if code & INTERACTION:
-        row = dataset.interactions.getrow(treatment)
-        severe = set(row.indices[row.data == SEVERE].tolist())
+        partners, severity = row_arrays(dataset.interactions, treatment)
+        severe = set(partners[severity == SEVERE].tolist())
         partners = dataset.treatments.to_external([a for a in active if a in severe])
         return "severe interaction with active treatment " + ", ".join(map(str, partners))
     return "already tried by this patient (pass include_tried to rank it again)"

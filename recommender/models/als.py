@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 
+from .. import sparse_rows
 from ..exceptions import ParameterError
 from .base import Query, integer, optional_seed, real
 from .factorization import EarlyStopping, FactorModel, StopTraining, Validation
@@ -151,12 +152,32 @@ class ALSRecommender(FactorModel):
         return self._solver().recalculate_user(np.arange(rows.shape[0]), rows)
 
     def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
-        """implicit's exact decomposition of the (folded-in) score over the positive entries."""
-        solver, weights, result = self._solver(), None, []
-        for treatment in treatments:
-            _, pairs, weights = solver.explain(0, query.rows, int(treatment), user_weights=weights,
-                                               N=query.rows.nnz or 1)
-            result.append([(int(column), float(value)) for column, value in pairs])
+        """implicit's exact decomposition of the (folded-in) score over the positive entries.
+
+        The same arithmetic as ``implicit.cpu.als.AlternatingLeastSquares.explain`` (section 5
+        of Hu, Koren and Volinsky), for all ``treatments`` at once: one solve of the patient's
+        weighted Gram matrix ``W_u^-1 = YtY + reg I + Y^T (|C_u| - I) Y`` against every
+        treatment's factors, instead of one call per treatment.
+        Per treatment: (column, contribution) for each positive entry, largest first (ties: the
+        higher column first, as implicit's heap gives them).
+        """
+        solver = self._solver()
+        columns, confidence = sparse_rows.row_arrays(query.rows, 0)
+        confidence = confidence * solver.alpha if solver.alpha != 1.0 else confidence
+        factors = solver.item_factors
+        liked = factors[columns]  # (nnz, d)
+        gram = solver.YtY + solver.regularization * np.eye(factors.shape[1])
+        gram += (liked * (np.abs(confidence) - 1)[:, None]).T @ liked
+        # gram is symmetric positive definite: a plain solve (one LAPACK call) is as exact as
+        # implicit's cho_factor + cho_solve and skips scipy's per-call argument checks
+        weighted = np.linalg.solve(gram, factors[np.asarray(treatments, np.int64)].T)  # (d, k)
+        positive = confidence >= 0
+        kept_columns = columns[positive]
+        scores = (liked[positive] @ weighted) * confidence[positive][:, None]  # (nnz+, k)
+        result = []
+        for i in range(scores.shape[1]):
+            order = np.lexsort((kept_columns, scores[:, i]))[::-1]
+            result.append(list(zip(kept_columns[order].tolist(), scores[order, i].tolist())))
         return result
 
     def _load_state(self, arrays) -> None:

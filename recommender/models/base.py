@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..exceptions import NotFittedError, ParameterError
+from ..sparse_rows import take_rows
 from ..threads import single_threaded_blas
 
 if TYPE_CHECKING:  # imported lazily at run time to keep the module graph acyclic
@@ -56,10 +57,12 @@ class Query:
     @classmethod
     def known(cls, dataset, patients: np.ndarray, conditions: np.ndarray) -> "Query":
         """Query for patients in ``dataset`` (indices), each asking about ``conditions`` (-1: none)."""
-        return cls(rows=dataset.matrix[patients], patients=patients, conditions=conditions,
-                   patient_conditions=dataset.patient_conditions[patients],
-                   history=dataset.history[patients], harmful=dataset.harmful[patients],
-                   history_days=dataset.history_days[patients])
+        return cls(rows=take_rows(dataset.matrix, patients), patients=patients,
+                   conditions=conditions,
+                   patient_conditions=take_rows(dataset.patient_conditions, patients),
+                   history=take_rows(dataset.history, patients),
+                   harmful=take_rows(dataset.harmful, patients),
+                   history_days=take_rows(dataset.history_days, patients))
 
     def __len__(self) -> int:
         return self.rows.shape[0]
