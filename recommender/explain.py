@@ -121,22 +121,33 @@ def _without(query: "Query", column: int, n_t: int) -> "Query":
 def describe_contributions(dataset: "Dataset", query: "Query",
                            pairs: list[tuple[int, float]]) -> list[dict]:
     """Readable contributions, largest magnitude first, at most ``MAX_CONTRIBUTIONS``."""
+    return describe_contributions_many(dataset, query, [pairs])[0]
+
+
+def describe_contributions_many(dataset: "Dataset", query: "Query",
+                                pairs_per_treatment: list[list[tuple[int, float]]]) -> list[list[dict]]:
+    """:func:`describe_contributions` for each treatment's pairs, reading the patient once."""
     n_t = dataset.n_treatments
     outcomes = dict(zip(query.history.indices.tolist(), query.history.data.tolist()))
-    treatment_ids = dataset.treatments.external_ids
-    items = []
-    for column, value in sorted(pairs, key=lambda cv: -abs(cv[1])):
-        if abs(value) < 1e-6 or len(items) == MAX_CONTRIBUTIONS:
-            continue
-        if column < n_t:
-            items.append({"source": "outcome", "treatment_id": str(treatment_ids[column]),
-                          "outcome": round(float(outcomes.get(column, 0.0)), 3),
-                          "contribution": round(value, 6)})
-        else:
-            feature = str(dataset.features.external_ids[column - n_t])
-            kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
-                                                    (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
-                         if feature.startswith(prefix)), "feature")
-            items.append({"source": kind, "id": feature.split(":", 1)[1],
-                          "contribution": round(value, 6)})
-    return items
+    treatment_ids, feature_ids = dataset.treatments.external_ids, dataset.features.external_ids
+    described: dict[int, dict] = {}  # column -> the parts of its entry that do not depend on the treatment
+
+    def describe(column: int) -> dict:
+        if column not in described:
+            if column < n_t:
+                described[column] = {"source": "outcome", "treatment_id": str(treatment_ids[column]),
+                                     "outcome": round(float(outcomes.get(column, 0.0)), 3)}
+            else:
+                feature = str(feature_ids[column - n_t])
+                kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
+                                                        (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
+                             if feature.startswith(prefix)), "feature")
+                described[column] = {"source": kind, "id": feature.split(":", 1)[1]}
+        return described[column]
+
+    result = []
+    for pairs in pairs_per_treatment:
+        kept = sorted((cv for cv in pairs if abs(cv[1]) >= 1e-6), key=lambda cv: -abs(cv[1]))
+        result.append([{**describe(column), "contribution": round(value, 6)}
+                       for column, value in kept[:MAX_CONTRIBUTIONS]])
+    return result

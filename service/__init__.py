@@ -35,11 +35,13 @@ def create_app(config: Mapping | None = None) -> Flask:
     from .admin import admin
     from .api import api
     from .errors import register_error_handlers
+    from .json_provider import OrjsonProvider
     from .ops import ops
     from .runtime import Runtime
 
     settings = load_config(config)
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.json.sort_keys = False
