@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
+from scipy.linalg import lapack
 
 from .. import sparse_rows
 from ..exceptions import ParameterError
@@ -168,17 +169,20 @@ class ALSRecommender(FactorModel):
         liked = factors[columns]  # (nnz, d)
         gram = solver.YtY + solver.regularization * np.eye(factors.shape[1])
         gram += (liked * (np.abs(confidence) - 1)[:, None]).T @ liked
-        # gram is symmetric positive definite: a plain solve (one LAPACK call) is as exact as
-        # implicit's cho_factor + cho_solve and skips scipy's per-call argument checks
-        weighted = np.linalg.solve(gram, factors[np.asarray(treatments, np.int64)].T)  # (d, k)
+        targets = factors[np.asarray(treatments, np.int64)].T  # (d, k)
+        # gram is symmetric positive definite: one LAPACK Cholesky solve (as implicit's
+        # cho_factor + cho_solve, without scipy's per-call wrappers)
+        _, weighted, info = lapack.dposv(gram, targets)
+        if info != 0:  # not positive definite in floating point: a general solve
+            weighted = np.linalg.solve(gram, targets)
         positive = confidence >= 0
-        kept_columns = columns[positive]
-        scores = (liked[positive] @ weighted) * confidence[positive][:, None]  # (nnz+, k)
-        result = []
-        for i in range(scores.shape[1]):
-            order = np.lexsort((kept_columns, scores[:, i]))[::-1]
-            result.append(list(zip(kept_columns[order].tolist(), scores[order, i].tolist())))
-        return result
+        # rows in decreasing column order, so a stable sort leaves ties with the higher column first
+        kept_columns = columns[positive][::-1]
+        scores = ((liked[positive] @ weighted) * confidence[positive][:, None])[::-1]  # (nnz+, k)
+        order = np.argsort(-scores, axis=0, kind="stable")
+        ranked_columns = kept_columns[order].T.tolist()
+        ranked_scores = np.take_along_axis(scores, order, axis=0).T.tolist()
+        return [list(zip(c, v)) for c, v in zip(ranked_columns, ranked_scores)]
 
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
