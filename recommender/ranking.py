@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import safety
 from .columns import Columns as C
 from .exceptions import ParameterError
-from .explain import describe_contributions, evidence_many
+from .explain import describe_contributions_many, evidence_many
 from .models.base import Query
 from .models.factorization import FactorModel
 from .threads import single_threaded_blas
@@ -86,7 +86,7 @@ class RecommendationList:
             recommendations.append(entry)
         result = {"patient_id": self.patient_id, "condition_id": self.condition_id,
                   "model": self.model, "recommendations": recommendations,
-                  "excluded": [{k: v for k, v in asdict(e).items() if v is not None}
+                  "excluded": [{k: v for k, v in vars(e).items() if v is not None}
                                for e in self.excluded]}
         if self.notes:
             result["notes"] = self.notes
@@ -223,12 +223,8 @@ def recommend_known(model: "Recommender", patient_id: str, k: int = 10,
                     condition_id: str | None = None, include_tried: bool = False,
                     active_treatments: Iterable[str] | None = None, explain: bool = True):
     """Top-k for a patient in the training data (see :meth:`Recommender.recommend`)."""
-    model.check_fitted()
-    dataset, k = model.dataset_, check_k(k)
-    p = np.array([dataset.patient_index(patient_id)])
-    query = Query.known(dataset, p, np.array([dataset.condition_index(condition_id)]))
-    return _rank_one(model, query, k, patient_id, condition_id, include_tried,
-                     active_treatments, explain, [])
+    return recommend_known_conditions(model, patient_id, [condition_id], k, include_tried,
+                                      active_treatments, explain)[0]
 
 
 def recommend_unknown(model: "Recommender", history: Sequence[Mapping], conditions: Iterable[str],
@@ -236,13 +232,61 @@ def recommend_unknown(model: "Recommender", history: Sequence[Mapping], conditio
                       sex: str | None = None, birth_year: int | None = None,
                       active_treatments: Iterable[str] | None = None, explain: bool = True):
     """Top-k for a patient outside the training data (see :meth:`Recommender.recommend_new`)."""
+    return recommend_unknown_conditions(model, history, conditions, [condition_id], k,
+                                        include_tried, sex, birth_year, active_treatments,
+                                        explain)[0]
+
+
+def recommend_known_conditions(model: "Recommender", patient_id: str,
+                               condition_ids: Sequence[str | None], k: int = 10,
+                               include_tried: bool = False,
+                               active_treatments: Iterable[str] | None = None,
+                               explain: bool = True) -> list[RecommendationList]:
+    """:func:`recommend_known` for each of ``condition_ids``, one list per condition, in order.
+
+    The patient's record, scores and exclusions are computed once; each condition then restricts
+    the candidates. Each list equals what :func:`recommend_known` returns for that condition.
+
+    Raises
+    ------
+    UnknownIdError
+        For an unknown patient or condition id, before any ranking.
+    """
+    model.check_fitted()
+    dataset, k = model.dataset_, check_k(k)
+    p = np.array([dataset.patient_index(patient_id)])
+    indices = [dataset.condition_index(c) for c in condition_ids]
+    query = Query.known(dataset, p, np.array([-1]))
+    return _rank_conditions(model, query, indices, list(condition_ids), k, patient_id,
+                            include_tried, active_treatments, explain, [])
+
+
+def recommend_unknown_conditions(model: "Recommender", history: Sequence[Mapping],
+                                 conditions: Iterable[str], condition_ids: Sequence[str | None],
+                                 k: int = 10, include_tried: bool = False,
+                                 sex: str | None = None, birth_year: int | None = None,
+                                 active_treatments: Iterable[str] | None = None,
+                                 explain: bool = True) -> list[RecommendationList]:
+    """:func:`recommend_unknown` for each of ``condition_ids``, one list per condition, in order.
+
+    The patient is encoded, folded in and scored once; each condition then restricts the
+    candidates. Each list equals what :func:`recommend_unknown` returns for that condition.
+
+    Raises
+    ------
+    DataValidationError
+        For a malformed history entry (as :meth:`Dataset.encode_patient`).
+    UnknownIdError
+        For an unknown condition id in ``condition_ids``, before any ranking.
+    """
     model.check_fitted()
     dataset, k = model.dataset_, check_k(k)
     record = dataset.encode_patient(history, conditions, sex=sex, birth_year=birth_year)
-    query = query_for_record(dataset, record, dataset.condition_index(condition_id))
+    indices = [dataset.condition_index(c) for c in condition_ids]
+    query = query_for_record(dataset, record, -1)
     notes = [f"ignored ids unknown to the model: {record.ignored}"] if record.ignored else []
-    return _rank_one(model, query, k, None, condition_id, include_tried, active_treatments,
-                     explain, notes)
+    return _rank_conditions(model, query, indices, list(condition_ids), k, None, include_tried,
+                            active_treatments, explain, notes)
 
 
 def query_for_record(dataset: "Dataset", record: "PatientRecord", condition: int) -> Query:
@@ -256,8 +300,15 @@ def query_for_record(dataset: "Dataset", record: "PatientRecord", condition: int
                  history_days=record.history_days)
 
 
-def _rank_one(model, query: Query, k: int, patient_id, condition_id, include_tried: bool,
-              active_treatments, explain: bool, notes: list[str]):
+def _rank_conditions(model, query: Query, conditions: list[int], condition_ids: list,
+                     k: int, patient_id, include_tried: bool, active_treatments, explain: bool,
+                     notes: list[str]) -> list[RecommendationList]:
+    """One answer per condition for the single patient of ``query``.
+
+    The active treatments and exclusion codes do not depend on the condition, and neither do the
+    scores of a model whose :meth:`~Recommender.score` ignores ``query.conditions`` (the factor
+    models): those are computed once and copied for each condition.
+    """
     dataset = model.dataset_
     requested, unknown_active = _requested(dataset, active_treatments)
     if unknown_active:
@@ -265,15 +316,31 @@ def _rank_one(model, query: Query, k: int, patient_id, condition_id, include_tri
                          f"{unknown_active}"]
     active = safety.active_treatments(dataset, query, requested)
     codes = safety.exclusion_codes(dataset, query, include_tried, active)
+    moderate = safety.moderate_partners(dataset, active.indices)
+    shared = model.score(query) if _scores_ignore_condition(model) else None
+    return [_rank_condition(model, replace(query, conditions=np.array([condition])), k,
+                            patient_id, condition_id, codes, active.indices, moderate, explain,
+                            notes, shared)
+            for condition, condition_id in zip(conditions, condition_ids)]
+
+
+def _scores_ignore_condition(model: "Recommender") -> bool:
+    """Whether ``model.score`` is the same whatever condition a query asks about."""
+    return isinstance(model, FactorModel) and type(model)._score is FactorModel._score
+
+
+def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes: sp.csr_matrix,
+                    active_idx: np.ndarray, moderate: Mapping, explain: bool, notes: list[str],
+                    shared: np.ndarray | None) -> RecommendationList:
+    """The answer for the condition ``query`` asks about (``shared``: its scores, to copy)."""
+    dataset = model.dataset_
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
-    scores = mask_scores(dataset, model.score(query), codes, candidates)
-    idx, values = top_k(scores, k)
+    raw = shared.copy() if shared is not None else model.score(query)
+    idx, values = top_k(mask_scores(dataset, raw, codes, candidates), k)
     chosen = idx[0][idx[0] >= 0]
-    active_idx = active.indices
     explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
     treatment_ids = dataset.treatments.external_ids
-    moderate = safety.moderate_partners(dataset, active_idx)
     recommendations = []
     for rank, (t, score, explanation) in enumerate(zip(chosen, values[0], explanations), start=1):
         flags = [{"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
@@ -296,9 +363,9 @@ def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> li
              if model.personalised else
              "population outcome rates only; this model does not use the patient's own record")
     evidence = evidence_many(dataset, chosen, condition)
-    return [{"basis": basis, "contributions": describe_contributions(dataset, query, contributions),
-             "evidence": item_evidence}
-            for contributions, item_evidence in zip(pairs, evidence)]
+    described = describe_contributions_many(dataset, query, pairs)
+    return [{"basis": basis, "contributions": contributions, "evidence": item_evidence}
+            for contributions, item_evidence in zip(described, evidence)]
 
 
 def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, active) -> list[Exclusion]:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recommender.dataset import Dataset
+from recommender.exceptions import UnknownIdError
 from recommender.models import MODELS, make_model
-from recommender.ranking import top_k
+from recommender.ranking import recommend_known_conditions, recommend_unknown_conditions, top_k
 from tests.cohorts import random_cohort
 
 FAST = {"als": {"factors": 4, "iterations": 3}, "bpr": {"factors": 4, "iterations": 5},
@@ -138,3 +140,60 @@ def test_nan_scores_are_never_ranked():
     answer = model.recommend("P1", k=20, include_tried=True)
     assert answer.recommendations
     assert not set(model.dataset_.treatments.to_external([0, 1, 2])) & set(answer.treatment_ids)
+
+
+def condition_bound(tables):
+    """The cohort with T0-T5 each used for one condition only (C0-C2), so that each condition
+    has its own candidates; T6-T9 keep their random conditions."""
+    outcomes = tables.outcomes.copy()
+    number = outcomes.treatment_id.str[1:].astype(int)
+    bound = number < 6
+    outcomes.loc[bound, "condition_id"] = "C" + (number[bound] % 3).astype(str)
+    return tables.replace(outcomes=outcomes)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(MODELS)), k=st.integers(1, 6),
+       include_tried=st.booleans(), explain=st.booleans(), data=st.data())
+def test_several_conditions_at_once_equal_one_call_per_condition(seed, kind, k, include_tried,
+                                                                 explain, data):
+    tables = condition_bound(random_cohort(seed, n_patients=30, n_treatments=10, n_rows=200))
+    model = make_model(kind, **FAST[kind]).fit(Dataset.from_tables(tables))
+    treatments = sorted(model.dataset_.treatments.external_ids)
+    conditions = data.draw(st.lists(st.sampled_from([None, "C0", "C1", "C2", "C3"]),
+                                    min_size=1, max_size=4))  # repeats and None included
+    active_now = data.draw(st.lists(st.sampled_from(treatments + ["UNSEEN"]), max_size=2))
+    options = dict(k=k, include_tried=include_tried, active_treatments=active_now,
+                   explain=explain)
+    patient = data.draw(st.sampled_from(sorted(model.dataset_.patients.external_ids)))
+    together = recommend_known_conditions(model, patient, conditions, **options)
+    apart = [model.recommend(patient, condition_id=c, **options) for c in conditions]
+    assert [a.to_dict() for a in together] == [a.to_dict() for a in apart]
+    history = data.draw(st.lists(st.fixed_dictionaries({
+        "treatment_id": st.sampled_from(treatments + ["UNSEEN"]),
+        "outcome": st.sampled_from(["responded", "partial", "no_response", "worsened", 0.3]),
+        "timestamp": st.sampled_from(["2021-01-01", "2021-06-01", None])}), max_size=6))
+    diagnoses = data.draw(st.lists(st.sampled_from(["A0", "A1", "C2", "C3", "X9"]), max_size=3))
+    together = recommend_unknown_conditions(model, history, diagnoses, conditions, sex="F",
+                                            birth_year=1970, **options)
+    apart = [model.recommend_new(history, diagnoses, condition_id=c, sex="F", birth_year=1970,
+                                 **options) for c in conditions]
+    assert [a.to_dict() for a in together] == [a.to_dict() for a in apart]
+
+
+def test_several_conditions_answer_in_request_order_and_check_every_id_first():
+    tables = condition_bound(random_cohort(7, n_patients=30, n_treatments=10, n_rows=200))
+    model = make_model("als", **FAST["als"]).fit(Dataset.from_tables(tables))
+    history = [{"treatment_id": "T1", "outcome": "adverse"}, {"treatment_id": "T2",
+                                                              "outcome": "responded"}]
+    answers = recommend_unknown_conditions(model, history, ["A1"], ["C2", None, "C0"], k=10)
+    assert [a.condition_id for a in answers] == ["C2", None, "C0"]
+    assert all("T1" not in a.treatment_ids for a in answers)
+    assert any(e.treatment_id == "T1" and e.reason == "previous_harm" for e in answers[1].excluded)
+    assert "T5" in answers[0].treatment_ids and "T0" in answers[2].treatment_ids
+    assert not {"T0", "T3", "T4"} & set(answers[0].treatment_ids)  # other conditions' therapies
+    assert not {"T2", "T4", "T5"} & set(answers[2].treatment_ids)
+    with pytest.raises(UnknownIdError, match="NOPE"):
+        recommend_unknown_conditions(model, history, [], ["C0", "NOPE"])
+    with pytest.raises(UnknownIdError, match="NOPE"):
+        recommend_known_conditions(model, "P1", ["C0", "NOPE"])

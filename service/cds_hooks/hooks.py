@@ -50,8 +50,10 @@ def patient_view(served: Served, inputs: PatientInputs, context: Mapping, style:
     """Cards for ``patient-view`` (see the module docstring)."""
     namer = Namer(served.model.dataset_, inputs.names)
     answer = HookAnswer()
-    for condition in inputs.treatable(served, max_cards):
-        result = inputs.recommend(served, condition, k=suggestions, include_tried=False).to_dict()
+    conditions = inputs.treatable(served, max_cards)
+    answers = inputs.recommend_conditions(served, conditions, k=suggestions, include_tried=False)
+    for condition, answer_of_condition in zip(conditions, answers):
+        result = answer_of_condition.to_dict()
         answer.conditions.append(condition)
         items = result["recommendations"]
         if items:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from recommender.ranking import recommend_known_conditions, recommend_unknown_conditions
+
 from ..errors import ApiError
 from ..model_store import Served
 from .prefetch import Prefetched
@@ -64,6 +66,19 @@ class PatientInputs:
         return served.model.recommend(self.patient_id, k=k, condition_id=condition_id,
                                       include_tried=include_tried, active_treatments=active,
                                       explain=explain)
+
+    def recommend_conditions(self, served: Served, condition_ids: list[str], k: int,
+                             include_tried: bool) -> list:
+        """:meth:`recommend` (with explanations) for each condition, the patient encoded and
+        scored once (:func:`~recommender.ranking.recommend_unknown_conditions`)."""
+        if self.merged or not self.known:
+            return recommend_unknown_conditions(
+                served.model, self.history, self.conditions, condition_ids, k=k,
+                include_tried=include_tried, sex=self.sex, birth_year=self.birth_year,
+                active_treatments=self.active_treatments)
+        return recommend_known_conditions(served.model, self.patient_id, condition_ids, k=k,
+                                          include_tried=include_tried,
+                                          active_treatments=self.active_treatments)
 
     def treatable(self, served: Served, limit: int) -> list[str]:
         """Active conditions the model has therapies for, in record order, at most ``limit``."""
