@@ -305,10 +305,10 @@ class Dataset:
                                             format="ISO8601")
         frame[C.adverse] = pd.to_numeric(frame[C.adverse], errors="coerce").fillna(0)
         frame[C.treatment] = frame[C.treatment].astype(str)
-        known = frame[C.treatment].isin(set(self.treatments.external_ids)).to_numpy()
+        t = self.treatments.to_internal(frame[C.treatment], strict=False)  # one hash lookup each
+        known = t >= 0
         ignored: list[str] = frame.loc[~known, C.treatment].unique().tolist()
-        frame = frame[known].reset_index(drop=True)
-        t = self.treatments.to_internal(frame[C.treatment])
+        frame, t = frame[known].reset_index(drop=True), t[known]
         latest = _latest_rows(frame)
         outcomes = frame[C.outcome].to_numpy()[latest]
         history_row = _csr(np.zeros(len(latest), np.int64), t[latest], outcomes, (1, self.n_treatments))
