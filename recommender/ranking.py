@@ -336,9 +336,12 @@ def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes
     dataset = model.dataset_
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
-    raw = shared.copy() if shared is not None else model.score(query)
-    idx, values = top_k(mask_scores(dataset, raw, codes, candidates), k)
-    chosen = idx[0][idx[0] >= 0]
+    raw = shared if shared is not None else model.score(query)
+    if candidates is None:
+        idx, values = top_k(mask_scores(dataset, raw.copy(), codes, None), k)
+        chosen = idx[0][idx[0] >= 0]
+    else:
+        chosen, values = _top_candidates(dataset, raw[0], codes, candidates, k)
     explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
     treatment_ids = dataset.treatments.external_ids
     recommendations = []
@@ -354,6 +357,25 @@ def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes
         notes = notes + ["no treatment is allowed for this request after the exclusions"]
     return RecommendationList(patient_id, condition_id, recommendations, excluded,
                               model=model_summary(model), notes=notes)
+
+
+def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix,
+                    candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same top-k as :func:`mask_scores` + :func:`top_k` over all ``n_t`` scores, computed
+    among the condition's few ``candidates`` (sorted indices) only.
+
+    ``scores`` (n_t,) of one patient and ``codes`` its single-row exclusion bitmask. Returns
+    the chosen treatment indices (best first, ties by lower index, at most ``k``) and their
+    scores as a (1, k) array, like :func:`top_k`'s row.
+    """
+    values = scores[candidates].astype(np.float32)  # a copy: fancy indexing
+    blocked = (~np.isfinite(values)
+               | safety.low_evidence(dataset, candidates)
+               | np.isin(candidates, codes.indices, assume_unique=True))
+    values[blocked] = -np.inf
+    idx, top = top_k(values[None, :], k)
+    kept = idx[0][idx[0] >= 0]
+    return candidates[kept], top
 
 
 def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:
@@ -382,10 +404,7 @@ def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, activ
 
 
 def _evidence_note(dataset, candidates) -> list[str]:
-    low = safety.low_evidence(dataset)
-    if candidates is not None:
-        low = low[candidates]
-    count = int(low.sum())
+    count = int(safety.low_evidence(dataset, candidates).sum())
     if not count:
         return []
     return [f"{count} treatment(s) received by fewer than {dataset.safety.min_support} patients "

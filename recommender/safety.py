@@ -142,9 +142,11 @@ def _single_row_codes(dataset: "Dataset", query: "Query", include_tried: bool,
     return sparse_rows.single_row(nonzero, codes[nonzero], dataset.n_treatments)
 
 
-def low_evidence(dataset: "Dataset") -> np.ndarray:
-    """Boolean (n_t,): treatments received by fewer than ``min_support`` patients."""
-    return dataset.treatment_support < dataset.safety.min_support
+def low_evidence(dataset: "Dataset", treatments: np.ndarray | None = None) -> np.ndarray:
+    """Boolean (n_t,), or (len(treatments),) for those indices: treatments received by fewer
+    than ``min_support`` patients."""
+    support = dataset.treatment_support if treatments is None else dataset.treatment_support[treatments]
+    return support < dataset.safety.min_support
 
 
 def moderate_partners(dataset: "Dataset", active: np.ndarray) -> dict[int, list[int]]:

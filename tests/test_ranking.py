@@ -197,3 +197,30 @@ def test_several_conditions_answer_in_request_order_and_check_every_id_first():
         recommend_unknown_conditions(model, history, [], ["C0", "NOPE"])
     with pytest.raises(UnknownIdError, match="NOPE"):
         recommend_known_conditions(model, "P1", ["C0", "NOPE"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_top_among_candidates_equals_masking_every_score(data):
+    """The service's path (rank the condition's candidates only) picks exactly what masking
+    all n_t scores and taking the top-k picks: same treatments, order, ties and scores."""
+    import scipy.sparse as sp
+    from types import SimpleNamespace
+
+    from recommender.ranking import _top_candidates, mask_scores
+    from recommender.safety import SafetyPolicy
+
+    n_t = data.draw(st.integers(1, 40))
+    values = st.sampled_from([0.0, 0.5, -1.0, 2.0, np.nan, np.inf, -np.inf]) | st.floats(-3, 3, width=32)
+    scores = np.array(data.draw(st.lists(values, min_size=n_t, max_size=n_t)), np.float32)[None, :]
+    support = np.array(data.draw(st.lists(st.integers(0, 5), min_size=n_t, max_size=n_t)))
+    dataset = SimpleNamespace(treatment_support=support, safety=SafetyPolicy(min_support=2),
+                              n_treatments=n_t)
+    candidates = np.array(sorted(data.draw(st.sets(st.integers(0, n_t - 1), min_size=1))))
+    coded = np.array(sorted(data.draw(st.sets(st.integers(0, n_t - 1)))), np.int32)
+    codes = sp.csr_matrix((np.ones(len(coded), np.int8), coded, [0, len(coded)]), shape=(1, n_t))
+    k = data.draw(st.integers(1, 12))
+    idx, expected = top_k(mask_scores(dataset, scores.copy(), codes, candidates), k)
+    chosen, got = _top_candidates(dataset, scores[0], codes, candidates, k)
+    assert chosen.tolist() == idx[0][idx[0] >= 0].tolist()
+    np.testing.assert_array_equal(got[0][:len(chosen)], expected[0][:len(chosen)])
