@@ -306,8 +306,8 @@ def _rank_conditions(model, query: Query, conditions: list[int], condition_ids: 
     """One answer per condition for the single patient of ``query``.
 
     The active treatments and exclusion codes do not depend on the condition, and neither do the
-    scores of a model whose :meth:`~Recommender.score` ignores ``query.conditions`` (the factor
-    models): those are computed once and copied for each condition.
+    patient factors of a model whose :meth:`~Recommender.score` ignores ``query.conditions`` (the
+    factor models): those are computed once, and each condition scores only its candidates.
     """
     dataset = model.dataset_
     requested, unknown_active = _requested(dataset, active_treatments)
@@ -317,11 +317,25 @@ def _rank_conditions(model, query: Query, conditions: list[int], condition_ids: 
     active = safety.active_treatments(dataset, query, requested)
     codes = safety.exclusion_codes(dataset, query, include_tried, active)
     moderate = safety.moderate_partners(dataset, active.indices)
-    shared = model.score(query) if _scores_ignore_condition(model) else None
+    scorer = _scorer(model, query)
     return [_rank_condition(model, replace(query, conditions=np.array([condition])), k,
                             patient_id, condition_id, codes, active.indices, moderate, explain,
-                            notes, shared)
+                            notes, scorer)
             for condition, condition_id in zip(conditions, condition_ids)]
+
+
+def _scorer(model: "Recommender", query: Query):
+    """Function ``(query, treatments or None) -> scores (1, n)`` for the one patient of ``query``.
+
+    For a factor model whose scores ignore the condition, the patient's factors are taken (or
+    folded in) once and each call scores only the treatments asked for: a condition's few
+    candidates rather than the whole catalogue. Otherwise :meth:`~Recommender.score` per call.
+    """
+    if _scores_ignore_condition(model):
+        users = model.patient_factors(query)
+        return lambda _query, treatments: model.factor_scores(users, treatments)
+    return lambda query_, treatments: (model.score(query_) if treatments is None
+                                       else model.score(query_)[:, treatments])
 
 
 def _scores_ignore_condition(model: "Recommender") -> bool:
@@ -331,17 +345,16 @@ def _scores_ignore_condition(model: "Recommender") -> bool:
 
 def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes: sp.csr_matrix,
                     active_idx: np.ndarray, moderate: Mapping, explain: bool, notes: list[str],
-                    shared: np.ndarray | None) -> RecommendationList:
-    """The answer for the condition ``query`` asks about (``shared``: its scores, to copy)."""
+                    scorer) -> RecommendationList:
+    """The answer for the condition ``query`` asks about (``scorer``: see :func:`_scorer`)."""
     dataset = model.dataset_
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
-    raw = shared if shared is not None else model.score(query)
     if candidates is None:
-        idx, values = top_k(mask_scores(dataset, raw.copy(), codes, None), k)
+        idx, values = top_k(mask_scores(dataset, scorer(query, None), codes, None), k)
         chosen = idx[0][idx[0] >= 0]
     else:
-        chosen, values = _top_candidates(dataset, raw[0], codes, candidates, k)
+        chosen, values = _top_candidates(dataset, scorer(query, candidates)[0], codes, candidates, k)
     explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
     treatment_ids = dataset.treatments.external_ids
     recommendations = []
@@ -364,11 +377,12 @@ def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix
     """The same top-k as :func:`mask_scores` + :func:`top_k` over all ``n_t`` scores, computed
     among the condition's few ``candidates`` (sorted indices) only.
 
-    ``scores`` (n_t,) of one patient and ``codes`` its single-row exclusion bitmask. Returns
+    ``scores`` (len(candidates),) of one patient for the candidates, ``codes`` its single-row
+    exclusion bitmask over all treatments. Returns
     the chosen treatment indices (best first, ties by lower index, at most ``k``) and their
     scores as a (1, k) array, like :func:`top_k`'s row.
     """
-    values = scores[candidates].astype(np.float32)  # a copy: fancy indexing
+    values = np.array(scores, dtype=np.float32)  # a copy: masked in place below
     blocked = (~np.isfinite(values)
                | safety.low_evidence(dataset, candidates)
                | np.isin(candidates, codes.indices, assume_unique=True))

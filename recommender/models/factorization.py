@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import ParameterError
+from ..threads import single_threaded_blas
 from .base import Query, Recommender, positive_part
 
 if TYPE_CHECKING:
@@ -30,10 +31,32 @@ class FactorModel(Recommender):
     _bias_layout: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
     def _score(self, query: Query) -> np.ndarray:
-        n_t = self.dataset_.n_treatments
-        users = (self.user_factors_[query.patients] if query.patients is not None
-                 else self._fold_in(query.rows))
-        return users @ self.item_factors_[:n_t].T
+        return self._factor_scores(self._patient_factors(query), None)
+
+    def patient_factors(self, query: Query) -> np.ndarray:
+        """Factors float32 (len(query), d) of the query's patients (folded in when not known)."""
+        self.check_fitted()
+        with single_threaded_blas():
+            return np.asarray(self._patient_factors(query), dtype=np.float32)
+
+    def factor_scores(self, users: np.ndarray, treatments: np.ndarray | None = None) -> np.ndarray:
+        """Scores float32 (len(users), n) of ``users`` (from :meth:`patient_factors`) for the
+        treatment indices ``treatments`` (n of them), or for every treatment when None.
+
+        What :meth:`score` computes, split so a caller ranking one patient for several
+        conditions folds the patient in once and scores only each condition's candidates.
+        """
+        with single_threaded_blas():
+            return np.asarray(self._factor_scores(users, treatments), dtype=np.float32)
+
+    def _patient_factors(self, query: Query) -> np.ndarray:
+        return (self.user_factors_[query.patients] if query.patients is not None
+                else self._fold_in(query.rows))
+
+    def _factor_scores(self, users: np.ndarray, treatments: np.ndarray | None) -> np.ndarray:
+        factors = (self.item_factors_[:self.dataset_.n_treatments] if treatments is None
+                   else self.item_factors_[treatments])
+        return users @ factors.T
 
     def _fold_in(self, rows) -> np.ndarray:
         """Factors (n, d) for patients outside the training data.
