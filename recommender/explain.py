@@ -51,8 +51,37 @@ def evidence(dataset: "Dataset", treatment: int, condition: int) -> dict:
     return evidence_many(dataset, np.array([treatment]), condition)[0]
 
 
+#: Evidence entries remembered per dataset (they depend on the data only); beyond this many the
+#: rest is computed on every call.
+EVIDENCE_CACHE_ENTRIES = 1_000_000
+
+
 def evidence_many(dataset: "Dataset", treatments: np.ndarray, condition: int) -> list[dict]:
-    """:func:`evidence` for several treatments, reading the condition's counts once."""
+    """:func:`evidence` for several treatments, reading the condition's counts once.
+
+    Entries are computed once per (condition, treatment) and remembered on the dataset, which
+    never changes after it is built; each call returns fresh copies, so callers may modify them.
+    """
+    cache = vars(dataset).setdefault("_evidence_cache", {})
+    keys = [(condition, int(t)) for t in np.asarray(treatments).tolist()]
+    missing = [t for (_, t) in keys if (condition, t) not in cache]
+    if missing:
+        computed = _evidence_entries(dataset, np.array(missing, np.int64), condition)
+        if len(cache) < EVIDENCE_CACHE_ENTRIES:
+            cache.update(zip(((condition, t) for t in missing), computed))
+        else:
+            return [_copy_entry(e) for e in _evidence_entries(dataset, np.asarray(treatments, np.int64),
+                                                               condition)]
+    return [_copy_entry(cache[key]) for key in keys]
+
+
+def _copy_entry(entry: dict) -> dict:
+    return {**entry, "outcomes": dict(entry["outcomes"]),
+            "response_rate_ci95": list(entry["response_rate_ci95"])}
+
+
+def _evidence_entries(dataset: "Dataset", treatments: np.ndarray, condition: int) -> list[dict]:
+    """The evidence entries of ``treatments`` for ``condition`` (-1: all), computed."""
     row = condition if condition >= 0 else len(dataset.conditions)
     width = len(OUTCOME_BUCKETS)
     columns, values = row_arrays(dataset.label_counts, row)
