@@ -383,13 +383,16 @@ def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix
     scores as a (1, k) array, like :func:`top_k`'s row.
     """
     values = np.array(scores, dtype=np.float32)  # a copy: masked in place below
-    blocked = (~np.isfinite(values)
-               | safety.low_evidence(dataset, candidates)
-               | np.isin(candidates, codes.indices, assume_unique=True))
-    values[blocked] = -np.inf
-    idx, top = top_k(values[None, :], k)
-    kept = idx[0][idx[0] >= 0]
-    return candidates[kept], top
+    coded = codes.indices  # sorted: look each candidate up
+    at = np.minimum(np.searchsorted(coded, candidates), max(len(coded) - 1, 0))
+    excluded = coded[at] == candidates if len(coded) else np.zeros(len(candidates), bool)
+    values[~np.isfinite(values) | safety.low_evidence(dataset, candidates) | excluded] = -np.inf
+    # a stable sort of a few values: best first, ties by lower index, as top_k orders them
+    order = np.argsort(-values, kind="stable")[:k]
+    order = order[values[order] > -np.inf]
+    top = np.full((1, k), -np.inf, np.float32)
+    top[0, :len(order)] = values[order]
+    return candidates[order], top
 
 
 def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:

@@ -181,7 +181,7 @@ class ALSRecommender(FactorModel):
         scores = ((liked[positive] @ weighted) * confidence[positive][:, None])[::-1]  # (nnz+, k)
         order = np.argsort(-scores, axis=0, kind="stable")
         ranked_columns = kept_columns[order].T.tolist()
-        ranked_scores = np.take_along_axis(scores, order, axis=0).T.tolist()
+        ranked_scores = scores[order, np.arange(scores.shape[1])].T.tolist()
         return [list(zip(c, v)) for c, v in zip(ranked_columns, ranked_scores)]
 
     def _load_state(self, arrays) -> None:
