@@ -107,6 +107,7 @@ class ALSRecommender(FactorModel):
     def _fit(self, dataset, show_progress: bool) -> None:
         model = self._implicit_model()
         self.__dict__.pop("_solver_cache", None)
+        self.__dict__.pop("_gram_base", None)
         if self.init_fraction is not None:
             model.item_factors = self._warm_start(dataset.matrix)
             model.user_factors = np.zeros((dataset.matrix.shape[0], self.factors), np.float32)
@@ -167,8 +168,9 @@ class ALSRecommender(FactorModel):
         confidence = confidence * solver.alpha if solver.alpha != 1.0 else confidence
         factors = solver.item_factors
         liked = factors[columns]  # (nnz, d)
-        gram = solver.YtY + solver.regularization * np.eye(factors.shape[1])
-        gram += (liked * (np.abs(confidence) - 1)[:, None]).T @ liked
+        if "_gram_base" not in self.__dict__:  # the part every patient shares
+            self._gram_base = solver.YtY + solver.regularization * np.eye(factors.shape[1])
+        gram = self._gram_base + (liked * (np.abs(confidence) - 1)[:, None]).T @ liked
         targets = factors[np.asarray(treatments, np.int64)].T  # (d, k)
         # gram is symmetric positive definite: one LAPACK Cholesky solve (as implicit's
         # cho_factor + cho_solve, without scipy's per-call wrappers)
@@ -187,3 +189,5 @@ class ALSRecommender(FactorModel):
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
         self.__dict__.pop("_solver_cache", None)
+        self.__dict__.pop("_gram_base", None)
+        self.__dict__.pop("_gram_base", None)
