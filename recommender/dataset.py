@@ -38,6 +38,7 @@ from .confidence import ConfidencePolicy
 from .exceptions import UnknownIdError
 from .feedback import PREFERENCES
 from .ids import IdMap
+from .codes import NAT, CohortCodes, take_codes
 from .io import CohortTables, parse_outcomes
 from .pseudonym import Pseudonymizer, check_key
 from .safety import SEVERITY_CODES, SafetyPolicy
@@ -135,71 +136,58 @@ class Dataset:
         (:func:`recommender.feedback.read_feedback`, patient ids as the model holds them) adds
         clinicians' decisions as weak preferences of strength ``feedback_weight``.
         """
+        return cls.from_codes(CohortCodes.from_tables(tables), policy=policy, side_info=side_info,
+                              harm_threshold=harm_threshold, pseudonymizer=pseudonymizer,
+                              safety=safety, feedback=feedback, feedback_weight=feedback_weight)
+
+    @classmethod
+    def from_codes(cls, codes: CohortCodes, policy: ConfidencePolicy | None = None,
+                   side_info: SideInfo | None = None, harm_threshold: float = 0.0,
+                   pseudonymizer: Pseudonymizer | None = None,
+                   safety: SafetyPolicy | None = None, feedback: pd.DataFrame | None = None,
+                   feedback_weight: float = 0.25) -> "Dataset":
+        """Build from tables already turned into integer codes (:mod:`recommender.codes`).
+
+        The options are those of :meth:`from_tables`. Every outcome matrix comes from one stable
+        sort of the rows by (patient, treatment); the counts per condition from one pass over
+        (condition, treatment, label) keys.
+        """
         policy, side_info = policy or ConfidencePolicy(), side_info or SideInfo()
         if pseudonymizer is not None:
-            tables = _pseudonymise(tables, pseudonymizer)
-        outcomes = tables.outcomes
-        patient_conditions = _frame_or_empty(tables.patient_conditions, [C.patient, C.condition])
-        contraindications = _frame_or_empty(tables.contraindications, [C.treatment, C.condition])
-        patients_table = _frame_or_empty(tables.patients, [C.patient])
-
-        patients = IdMap.from_values(pd.concat([outcomes[C.patient], patient_conditions[C.patient],
-                                                patients_table[C.patient]]), "patient")
-        treatments = IdMap(np.sort(outcomes[C.treatment].unique()), "treatment")
-        conditions = IdMap(np.sort(pd.unique(pd.concat([
-            outcomes[C.condition].dropna(), patient_conditions[C.condition],
-            contraindications[C.condition]]))), "condition")
-        timestamps = outcomes[C.timestamp]
-        reference_year = int(timestamps.max().year) if timestamps.notna().any() else None
-        demographics = _demographics(patients, patients_table, reference_year)
-
-        p = patients.to_internal(outcomes[C.patient])
-        t = treatments.to_internal(outcomes[C.treatment])
-        n_p, n_t = len(patients), len(treatments)
-        latest = _latest_rows(outcomes)
-        history = _csr(p[latest], t[latest], outcomes[C.outcome].to_numpy()[latest], (n_p, n_t))
-        history_days = _csr(p[latest], t[latest], _days(timestamps.iloc[latest]), (n_p, n_t))
-        harm_rows = (outcomes[C.adverse].to_numpy() == 1) | (outcomes[C.outcome].to_numpy() < harm_threshold)
-        harmful = _pattern(p[harm_rows], t[harm_rows], (n_p, n_t))
-
-        pc = _pattern(patients.to_internal(patient_conditions[C.patient]),
-                      conditions.to_internal(patient_conditions[C.condition]), (n_p, len(conditions)))
+            codes = codes.pseudonymised(pseudonymizer)
+        patients = IdMap.from_distinct(codes.patient_ids, "patient")
+        treatments = IdMap(codes.treatment_ids, "treatment")
+        conditions = IdMap(codes.condition_ids, "condition")
+        n_p, n_t, n_c = len(patients), len(treatments), len(conditions)
+        latest_time = codes.timestamp.max() if codes.n_rows else NAT  # NAT is the smallest int64
+        reference_year = pd.Timestamp(int(latest_time), tz="UTC").year if latest_time != NAT else None
+        demographics = _coded_demographics(n_p, codes.table_patients, codes.sex,
+                                           codes.birth_year, reference_year)
+        by_condition = _condition_counts(codes, policy, n_c, n_t)  # first: large temporaries
+        history, history_days, harmful, support = _outcome_matrices(
+            codes.patient, codes.treatment, codes.outcome, codes.timestamp,
+            (codes.adverse == 1) | (codes.outcome < harm_threshold), (n_p, n_t))
+        pc = _pattern_unique(codes.pc_patient, codes.pc_condition, (n_p, n_c))
+        contraindications = _frame_or_empty(codes.contraindications, [C.treatment, C.condition])
         known_t = contraindications[C.treatment].isin(set(treatments.external_ids)).to_numpy()
         ci = _pattern(conditions.to_internal(contraindications[C.condition][known_t]),
-                      treatments.to_internal(contraindications[C.treatment][known_t]),
-                      (len(conditions), n_t))
-        has_c = outcomes[C.condition].notna().to_numpy()
-        c = conditions.to_internal(outcomes[C.condition][has_c])
-        worked = policy.worked(outcomes[C.outcome].to_numpy()[has_c]).astype(np.float32)
-        shape_ct = (len(conditions), n_t)
-        condition_outcomes = _csr(c, t[has_c], np.ones(len(c), np.float32), shape_ct, sum_dupes=True)
-        condition_successes = _csr(c, t[has_c], worked, shape_ct, sum_dupes=True)
-        support = np.asarray(_pattern(p, t, (n_p, n_t)).sum(axis=0)).ravel().astype(np.int64)
-        labels = outcome_buckets(outcomes[C.outcome].to_numpy(), outcomes[C.adverse].to_numpy(),
-                                 policy.positive_threshold)
-        all_c = np.full(len(outcomes), len(conditions))
-        label_counts = _csr(np.concatenate([c, all_c]),
-                            np.concatenate([t[has_c], t]) * len(OUTCOME_BUCKETS)
-                            + np.concatenate([labels[has_c], labels]),
-                            np.ones(len(c) + len(outcomes), np.float32),
-                            (len(conditions) + 1, n_t * len(OUTCOME_BUCKETS)), sum_dupes=True)
-
-        features = _feature_ids(side_info, conditions, demographics)
-        dataset = cls(patients=patients, treatments=treatments, features=features,
+                      treatments.to_internal(contraindications[C.treatment][known_t]), (n_c, n_t))
+        dataset = cls(patients=patients, treatments=treatments,
+                      features=_feature_ids(side_info, conditions, demographics),
                       conditions=conditions, matrix=None, history=history, harmful=harmful,
                       patient_conditions=pc, contraindications=ci,
-                      condition_outcomes=condition_outcomes,
-                      condition_successes=condition_successes, treatment_support=support,
-                      history_days=history_days, label_counts=label_counts,
-                      interactions=_interaction_matrix(tables.interactions, treatments),
+                      condition_outcomes=by_condition[0], condition_successes=by_condition[1],
+                      treatment_support=support, history_days=history_days,
+                      label_counts=by_condition[2],
+                      interactions=_interaction_matrix(codes.interactions, treatments),
                       demographics=demographics, policy=policy, side_info=side_info,
                       safety=safety or SafetyPolicy(),
                       harm_threshold=harm_threshold, reference_year=reference_year,
-                      fingerprint=tables.fingerprint,
+                      fingerprint=codes.fingerprint,
                       pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
                       pseudonymizer=pseudonymizer,
-                      treatment_names=_names(tables.treatments, C.treatment, treatments),
-                      condition_names=_names(tables.conditions, C.condition, conditions))
+                      treatment_names=_names(codes.treatments, C.treatment, treatments),
+                      condition_names=_names(codes.conditions, C.condition, conditions))
         dataset.matrix = dataset._build_matrix(history, pc)
         if feedback is not None and len(feedback):
             dataset.matrix = dataset._with_feedback(feedback, feedback_weight)
@@ -225,30 +213,36 @@ class Dataset:
 
     def _build_matrix(self, history: sp.csr_matrix, patient_conditions: sp.csr_matrix) -> sp.csr_matrix:
         """Signed confidences (n_rows, n_t + n_f) from outcome history and side information."""
-        values = history.copy()
-        values.data = self.policy.values(values.data)
-        side = self._side_columns(patient_conditions, self.demographics)
-        return sp.hstack([values, side], format="csr", dtype=np.float32)
+        values = sp.csr_matrix((self.policy.values(history.data), history.indices, history.indptr),
+                               shape=history.shape)
+        return _hstack([values, *self._side_blocks(patient_conditions, self.demographics)])
 
     def _side_columns(self, patient_conditions: sp.csr_matrix, demographics: pd.DataFrame) -> sp.csr_matrix:
         """Side-feature block (n_rows, n_f) of the matrix, every set entry equal to ``side_value``."""
-        n_rows = patient_conditions.shape[0]
-        rows, cols = [], []
-        if self.side_info.conditions:  # condition features come first, in condition index order
-            coo = patient_conditions.tocoo()
-            rows.append(coo.row)
-            cols.append(coo.col)
+        return _hstack(self._side_blocks(patient_conditions, demographics))
+
+    def _side_blocks(self, patient_conditions: sp.csr_matrix,
+                     demographics: pd.DataFrame) -> list[sp.csr_matrix]:
+        """The side-feature columns as CSR blocks to stack side by side: the condition columns
+        (when used; in condition index order), then the age band and sex columns."""
+        side = np.float32(self.policy.side_value)
+        blocks, first_demographic = [], 0
+        if self.side_info.conditions:
+            first_demographic = patient_conditions.shape[1]
+            blocks.append(sp.csr_matrix((np.full(patient_conditions.nnz, side, np.float32),
+                                         patient_conditions.indices, patient_conditions.indptr),
+                                        shape=patient_conditions.shape))
+        columns = []
         for enabled, column, prefix in ((self.side_info.age_band, "age_band", FEATURE_AGE),
                                         (self.side_info.sex, C.sex, FEATURE_SEX)):
             if enabled:
-                labels = (prefix + demographics[column].fillna("").astype(str)).to_numpy()
-                idx = self.features.to_internal(labels, strict=False)
-                rows.append(np.flatnonzero(idx >= 0))
-                cols.append(idx[idx >= 0])
-        rows = np.concatenate(rows) if rows else np.array([], np.int64)
-        cols = np.concatenate(cols) if cols else np.array([], np.int64)
-        values = np.full(len(rows), self.policy.side_value, np.float32)
-        return _csr(rows, cols, values, (n_rows, len(self.features)))
+                codes, uniques = pd.factorize(demographics[column])
+                labels = prefix + np.asarray(uniques, dtype=object).astype(str).astype(object)
+                known = self.features.to_internal(labels, strict=False)
+                columns.append(take_codes(known, codes, -1))
+        blocks.append(_one_per_row(columns, first_demographic, patient_conditions.shape[0],
+                                   len(self.features) - first_demographic, side))
+        return blocks
 
     # --- shapes and views ----------------------------------------------------------------------
 
@@ -429,20 +423,6 @@ def _frame_or_empty(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFr
     return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
-def _pseudonymise(tables: CohortTables, pseudonymizer: Pseudonymizer) -> CohortTables:
-    """The same tables with every patient id replaced by its pseudonym."""
-    frames = {}
-    for name in ("outcomes", "patients", "patient_conditions"):
-        frame = getattr(tables, name)
-        if frame is not None:
-            unique = frame[C.patient].unique()
-            mapping = dict(zip(unique, pseudonymizer.many(unique)))
-            frames[name] = frame.assign(**{C.patient: frame[C.patient].map(mapping)})
-    keyed = tables.replace(**frames)
-    keyed.fingerprint = tables.fingerprint  # the data's identity is that of the source files
-    return keyed
-
-
 def _names(dictionary: pd.DataFrame | None, column: str, ids: IdMap) -> dict[str, str]:
     """id -> display name for the ids the dataset knows (empty without a dictionary)."""
     if dictionary is None or "name" not in dictionary:
@@ -460,11 +440,14 @@ def _has_entry(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.
 
 
 def outcome_buckets(outcomes: np.ndarray, adverse: np.ndarray, positive_threshold: float) -> np.ndarray:
-    """Index into :data:`OUTCOME_BUCKETS` of each outcome (adverse flag wins)."""
+    """Index (int8) into :data:`OUTCOME_BUCKETS` of each outcome (adverse flag wins)."""
     outcomes = np.asarray(outcomes, dtype=np.float32)
-    bucket = np.select([outcomes >= 0.75, outcomes > positive_threshold, outcomes >= 0,
-                        outcomes > -0.75], [0, 1, 2, 3], default=4)
-    return np.where(np.asarray(adverse) == 1, 4, bucket).astype(np.int64)
+    bucket = np.full(outcomes.shape, 4, np.int8)  # the first matching rule below wins
+    for index, rule in ((3, outcomes > -0.75), (2, outcomes >= 0),
+                        (1, outcomes > positive_threshold), (0, outcomes >= 0.75)):
+        bucket[rule] = index
+    bucket[np.asarray(adverse) == 1] = 4
+    return bucket
 
 
 def _days(timestamps: pd.Series) -> np.ndarray:
@@ -472,6 +455,12 @@ def _days(timestamps: pd.Series) -> np.ndarray:
     values = pd.to_datetime(pd.Series(timestamps).reset_index(drop=True), utc=True)
     days = (values - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(days=1)
     return days.fillna(-1).to_numpy(dtype=np.float32)
+
+
+def _days_of(nanoseconds: np.ndarray) -> np.ndarray:
+    """:func:`_days` of int64 nanoseconds since the epoch (:data:`NAT` unknown)."""
+    days = nanoseconds.astype(np.float64) / 86_400_000_000_000.0
+    return np.where(nanoseconds == NAT, -1.0, days).astype(np.float32)
 
 
 def _interaction_matrix(interactions: pd.DataFrame | None, treatments: IdMap) -> sp.csr_matrix:
@@ -513,9 +502,14 @@ def _csr(rows, cols, values, shape, sum_dupes: bool = False) -> sp.csr_matrix:
         unique, start = np.unique(keys, return_index=True)
         values = np.add.reduceat(values, start)
         rows, cols = unique // shape[1], unique % shape[1]
-    indptr = np.zeros(shape[0] + 1, np.int64)
-    np.add.at(indptr, rows + 1, 1)
-    return sp.csr_matrix((values, cols.astype(np.int32), np.cumsum(indptr)), shape=shape)
+    return sp.csr_matrix((values, cols.astype(np.int32), _indptr(rows, shape[0])), shape=shape)
+
+
+def _indptr(rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """CSR row pointer (int64, n_rows + 1) of entries whose sorted row indices are ``rows``."""
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr
 
 
 def _pattern(rows, cols, shape) -> sp.csr_matrix:
@@ -526,17 +520,196 @@ def _pattern(rows, cols, shape) -> sp.csr_matrix:
 
 def _demographics(patients: IdMap, table: pd.DataFrame, reference_year: int | None) -> pd.DataFrame:
     """Per patient index: sex and age band (strings, None when unknown)."""
-    frame = pd.DataFrame({C.patient: patients.external_ids})
-    if C.sex in table:
-        frame = frame.merge(table[[C.patient, C.sex]], on=C.patient, how="left")
+    rows = patients.to_internal(table[C.patient], strict=False)
+    known = rows >= 0
+    return _coded_demographics(
+        len(patients), rows[known],
+        table[C.sex].to_numpy(object)[known] if C.sex in table else None,
+        table[C.birth_year].astype("Int64").array[known] if C.birth_year in table else None,
+        reference_year)
+
+
+def _coded_demographics(n_patients: int, rows: np.ndarray | None, sex: np.ndarray | None,
+                        birth_year, reference_year: int | None) -> pd.DataFrame:
+    """Sex and age band per patient index from the patients-table rows ``rows`` (patient indices).
+
+    Sex is None where blank and NaN for a patient without a row, as a left join leaves it; the
+    age band is None where unknown.
+    """
+    if sex is None:
+        sex_column = np.full(n_patients, None, dtype=object)
     else:
-        frame[C.sex] = None
-    years = (table.set_index(C.patient)[C.birth_year] if C.birth_year in table
-             else pd.Series(dtype="Int64"))
-    frame["age_band"] = [age_band(y, reference_year) if reference_year else None
-                         for y in years.reindex(frame[C.patient]).to_numpy()]
-    frame[C.sex] = frame[C.sex].replace("", None)
-    return frame[[C.sex, "age_band"]].reset_index(drop=True)
+        sex_column = np.full(n_patients, np.nan, dtype=object)
+        sex_column[rows] = np.where(sex == "", None, sex)
+    bands = np.full(n_patients, None, dtype=object)
+    if birth_year is not None and reference_year and len(rows):
+        known = ~np.asarray(pd.isna(birth_year))
+        years = np.asarray(birth_year[known], dtype=np.int64)
+        low = np.maximum(0, (reference_year - years) // 10 * 10)
+        lows, codes = np.unique(low, return_inverse=True)
+        labels = np.array([f"{value}-{value + 9}" for value in lows.tolist()], dtype=object)
+        bands[rows[known]] = labels[codes]
+    frame = pd.DataFrame({C.sex: pd.Series(sex_column, dtype=object)})
+    frame["age_band"] = bands
+    return frame
+
+
+def _outcome_matrices(p: np.ndarray, t: np.ndarray, outcome: np.ndarray, timestamp: np.ndarray,
+                      harm: np.ndarray, shape: tuple[int, int]):
+    """history, history_days, harmful (CSR ``shape``) and treatment_support from outcome rows.
+
+    One stable sort of the rows by (patient, treatment) gives every matrix: the latest row of
+    each pair (by timestamp, NaT first, then file order) fills ``history`` and
+    ``history_days``; a pair is harmful if any of its rows is.
+    """
+    n_p, n_t = shape
+    key = p.astype(np.int64)
+    key *= n_t
+    key += t
+    order = np.argsort(key, kind="stable")
+    del key
+    head, last = _group_edges(p[order], t[order])  # first / last row of each pair, sorted
+    latest = _latest_of_groups(order, head, last, timestamp)
+    harmed = np.zeros(len(latest), bool)
+    harmed[np.cumsum(head, dtype=_counter(len(head)))[harm[order]] - 1] = True
+    del order, head, last
+    rows, cols = p[latest], t[latest]
+    indptr = _indptr(rows, n_p)
+    history = sp.csr_matrix((outcome[latest], cols, indptr), shape=shape)
+    history_days = sp.csr_matrix((_days_of(timestamp[latest]), cols.copy(), indptr), shape=shape)
+    harmful = sp.csr_matrix((np.ones(int(harmed.sum()), bool), cols[harmed],
+                             _indptr(rows[harmed], n_p)), shape=shape)
+    support = np.bincount(cols, minlength=n_t).astype(np.int64)
+    return history, history_days, harmful, support
+
+
+def _counter(n: int) -> type:
+    """The smallest integer dtype (int32 or int64) that counts to ``n``."""
+    return np.int32 if n < 2**31 else np.int64
+
+
+def _group_edges(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the first and the last row of each run of equal (sorted) keys."""
+    n = len(keys[0])
+    head = np.ones(n, bool)
+    for key in keys:
+        head[1:] &= key[1:] == key[:-1]
+    if n:
+        head[0] = False
+    np.logical_not(head, out=head)
+    last = np.ones(n, bool)
+    last[:-1] = head[1:]
+    return head, last
+
+
+def _latest_of_groups(order: np.ndarray, head: np.ndarray, last: np.ndarray,
+                      timestamp: np.ndarray) -> np.ndarray:
+    """Row of each group of a stable sort (``order``; ``head`` / ``last`` mark where groups
+    begin and end) with the latest timestamp (:data:`NAT` earliest), the later row in file
+    order on a tie."""
+    latest = order[last]
+    members = np.flatnonzero(~(head & last))  # rows of groups with more than one row
+    if len(members):
+        group = np.cumsum(head[:members[-1] + 1], dtype=_counter(len(head)))[members] - 1
+        rows = order[members]
+        last_first = np.lexsort((timestamp[rows], group))  # stable: file order within a tie
+        group, rows = group[last_first], rows[last_first]
+        final = np.append(group[1:] != group[:-1], True)
+        latest[group[final]] = rows[final]
+    return latest
+
+
+def _pattern_unique(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """:func:`_pattern` by sorting the combined (row, col) keys (no values to carry)."""
+    keys = np.sort(rows.astype(np.int64) * shape[1] + cols)
+    keys = keys[np.append(True, keys[1:] != keys[:-1])] if len(keys) else keys
+    return sp.csr_matrix((np.ones(len(keys), bool), (keys % shape[1]).astype(np.int32),
+                          _indptr(keys // shape[1], shape[0])), shape=shape)
+
+
+def _condition_counts(codes: CohortCodes, policy: ConfidencePolicy, n_c: int, n_t: int):
+    """condition_outcomes, condition_successes (CSR (n_c, n_t)) and label_counts
+    (CSR (n_c + 1, n_t * n_buckets)) from the outcome rows, by counting distinct
+    (condition, treatment, label, worked) keys."""
+    n_b = len(OUTCOME_BUCKETS)
+    key = np.where(codes.condition >= 0, codes.condition, n_c).astype(np.int64)
+    key *= n_t
+    key += codes.treatment
+    key *= n_b
+    key += outcome_buckets(codes.outcome, codes.adverse, policy.positive_threshold)
+    key *= 2
+    key += policy.worked(codes.outcome)
+    codes, uniques = pd.factorize(key)
+    del key
+    counts = np.bincount(codes, minlength=len(uniques))
+    del codes
+    order = np.argsort(uniques)
+    uniques, counts = uniques[order], counts[order]
+    by_label, (n, n_worked) = _sum_sorted(uniques // 2, counts, counts * (uniques % 2))
+    by_pair, (n_pair, worked_pair) = _sum_sorted(by_label // n_b, n, n_worked)
+    with_c = by_pair < n_c * n_t
+    pair_rows = by_pair[with_c] // n_t
+    pair_cols = (by_pair[with_c] % n_t).astype(np.int32)
+    shape_ct = (n_c, n_t)
+    condition_outcomes = sp.csr_matrix((n_pair[with_c].astype(np.float32), pair_cols,
+                                        _indptr(pair_rows, n_c)), shape=shape_ct)
+    condition_successes = sp.csr_matrix((worked_pair[with_c].astype(np.float32), pair_cols.copy(),
+                                         _indptr(pair_rows, n_c)), shape=shape_ct)
+    width = n_t * n_b
+    with_c = by_label < n_c * width
+    every = np.bincount(by_label % width, weights=n, minlength=width)
+    columns = np.flatnonzero(every)
+    label_rows = np.concatenate([by_label[with_c] // width, np.full(len(columns), n_c)])
+    label_counts = sp.csr_matrix((
+        np.concatenate([n[with_c], every[columns]]).astype(np.float32),
+        np.concatenate([by_label[with_c] % width, columns]).astype(np.int32),
+        _indptr(label_rows, n_c + 1)), shape=(n_c + 1, width))
+    return condition_outcomes, condition_successes, label_counts
+
+
+def _sum_sorted(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Distinct sorted ``keys`` and each of ``values`` summed over equal keys."""
+    if not len(keys):
+        return keys, [v for v in values]
+    starts = np.flatnonzero(np.append(True, keys[1:] != keys[:-1]))
+    return keys[starts], [np.add.reduceat(v, starts) for v in values]
+
+
+def _hstack(blocks: list[sp.csr_matrix]) -> sp.csr_matrix:
+    """``scipy.sparse.hstack(blocks, format="csr", dtype=float32)`` for canonical CSR blocks of
+    the same rows, written straight into the result (no concatenated copies of the blocks)."""
+    n_rows, n_cols = blocks[0].shape[0], sum(block.shape[1] for block in blocks)
+    nnz = sum(block.nnz for block in blocks)
+    index = np.int32 if max(nnz, n_cols) <= np.iinfo(np.int32).max else np.int64
+    counts = [np.diff(block.indptr) for block in blocks]
+    indptr = np.zeros(n_rows + 1, index)
+    np.cumsum(sum(counts), out=indptr[1:])
+    indices, data = np.empty(nnz, index), np.empty(nnz, np.float32)
+    row_start, first_column = indptr[:-1].astype(np.int64), 0
+    for block, count in zip(blocks, counts):  # each block's part of a row follows the last one's
+        where = np.repeat((row_start - block.indptr[:-1]).astype(index), count)
+        where += np.arange(block.nnz, dtype=index)
+        indices[where] = block.indices + first_column if first_column else block.indices
+        data[where] = block.data
+        del where
+        row_start += count
+        first_column += block.shape[1]
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
+
+
+def _one_per_row(columns: list[np.ndarray], offset: int, n_rows: int, n_cols: int,
+                 value: np.float32) -> sp.csr_matrix:
+    """CSR (n_rows, n_cols) with ``value`` at column ``columns[k][r] - offset`` of row ``r`` for
+    each k where that column is >= 0; later arrays of ``columns`` hold later columns."""
+    if not columns:
+        return sp.csr_matrix((n_rows, n_cols), dtype=np.float32)
+    stacked = np.stack(columns, axis=1)
+    present = stacked >= 0
+    indices = (stacked[present] - offset).astype(np.int32)
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(present.sum(axis=1), out=indptr[1:])
+    return sp.csr_matrix((np.full(len(indices), value, np.float32), indices, indptr),
+                         shape=(n_rows, n_cols))
 
 
 def _feature_ids(side_info: SideInfo, conditions: IdMap, demographics: pd.DataFrame) -> IdMap:

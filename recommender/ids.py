@@ -35,6 +35,24 @@ class IdMap:
         self._external: np.ndarray | None = None  # object array, built on first use
 
     @classmethod
+    def from_distinct(cls, ids: pd.Index, kind: str = "id") -> "IdMap":
+        """Build from string ids known to be distinct, in index order (the distinct values of a
+        factorisation, as in :class:`recommender.codes.CohortCodes`).
+
+        Arrow-backed strings are kept as they are and the lookup table is only built on the
+        first lookup, so a million patient ids cost tens of megabytes instead of hundreds
+        while a model trains. Anything else goes through the checking constructor.
+        """
+        if not (isinstance(ids, pd.Index) and isinstance(ids.dtype, pd.StringDtype)
+                and not ids.hasnans):
+            return cls(ids, kind)
+        id_map = cls.__new__(cls)
+        id_map._index = pd.Index(ids.astype("str"))
+        id_map.kind = kind
+        id_map._external = None
+        return id_map
+
+    @classmethod
     def from_values(cls, values: Iterable[str], kind: str = "id") -> "IdMap":
         """Build from values with repeats, keeping the order of first appearance."""
         return cls(pd.unique(pd.Series(list(values) if not hasattr(values, "__len__") else values,

@@ -95,26 +95,50 @@ def read_tables(folder: str | Path) -> CohortTables:
         If the folder or the ``outcomes`` table is missing, or any table breaks the schema.
     """
     folder = Path(folder)
+    check_folder(folder)
+    paths = table_files(folder)
+    frames = {table: read_file(path, table) for table, path in paths.items()}
+    tables = _validate(frames, {t: str(path) for t, path in paths.items()}, fingerprint=False)
+    tables.fingerprint = fingerprint_files(paths)
+    return tables
+
+
+def check_folder(folder: Path) -> None:
+    """Raise DataValidationError unless ``folder`` is a folder holding an outcomes table."""
     if not folder.is_dir():
         raise DataValidationError("is not a folder of canonical tables (expected outcomes.csv, "
                                   "outcomes.csv.gz or outcomes.parquet inside)", file=str(folder))
     if find_table(folder, Tables.outcomes) is None:
         raise DataValidationError("no outcomes table: expected outcomes.csv, outcomes.csv.gz or "
                                   "outcomes.parquet", file=str(folder))
-    frames, digest = {}, hashlib.sha256()
-    for table in Tables.all:
-        path = find_table(folder, table)
-        if path is not None:
-            frames[table] = _read_file(path, table)
-            digest.update(table.encode() + path.read_bytes())
-    tables = validate_tables(frames, files={t: str(find_table(folder, t)) for t in frames})
-    tables.fingerprint = digest.hexdigest()
-    return tables
+
+
+def table_files(folder: Path) -> dict[str, Path]:
+    """table name -> file, for the canonical tables present in ``folder`` (in Tables.all order)."""
+    found = {table: find_table(folder, table) for table in Tables.all}
+    return {table: path for table, path in found.items() if path is not None}
+
+
+def fingerprint_files(paths: Mapping[str, Path]) -> str:
+    """SHA-256 over table name + file bytes of each table file, in Tables.all order."""
+    digest = hashlib.sha256()
+    for table, path in paths.items():
+        digest.update(table.encode())
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def validate_tables(frames: Mapping[str, pd.DataFrame],
                     files: Mapping[str, str] | None = None) -> CohortTables:
     """Validate and normalise raw tables (all columns as read) into :class:`CohortTables`."""
+    return _validate(frames, files)
+
+
+def _validate(frames: Mapping[str, pd.DataFrame], files: Mapping[str, str] | None = None,
+              fingerprint: bool = True) -> CohortTables:
+    """:func:`validate_tables`; the content fingerprint is skipped when the caller sets its own."""
     files = dict(files or {})
     if Tables.outcomes not in frames:
         raise DataValidationError("the outcomes table is required")
@@ -122,12 +146,7 @@ def validate_tables(frames: Mapping[str, pd.DataFrame],
     for table, frame in frames.items():
         if table not in REQUIRED:
             raise DataValidationError(f"unknown table '{table}'; expected one of {list(REQUIRED)}")
-        name = files.get(table, table)
-        _check_columns(frame, table, name)
-        frame = frame.reset_index(drop=True)
-        for column in ID_COLUMNS[table]:
-            frame[column] = _clean_ids(frame[column], name, column)
-        clean[table] = frame
+        clean[table] = clean_table(frame, table, files.get(table, table))
     clean[Tables.outcomes] = _normalise_outcomes(clean[Tables.outcomes],
                                                  files.get(Tables.outcomes, Tables.outcomes))
     if Tables.patient_conditions in clean:
@@ -137,9 +156,9 @@ def validate_tables(frames: Mapping[str, pd.DataFrame],
         clean[Tables.patients] = _normalise_patients(clean[Tables.patients],
                                                      files.get(Tables.patients, Tables.patients))
     if Tables.interactions in clean:
-        _check_severity(clean[Tables.interactions], files.get(Tables.interactions, Tables.interactions))
+        check_severity(clean[Tables.interactions], files.get(Tables.interactions, Tables.interactions))
     _check_references(clean, files)
-    return CohortTables(**clean, fingerprint=fingerprint_frames(clean))
+    return CohortTables(**clean, fingerprint=fingerprint_frames(clean) if fingerprint else "")
 
 
 def write_tables(tables: CohortTables | Mapping[str, pd.DataFrame], folder: str | Path,
@@ -181,7 +200,8 @@ def fingerprint_frames(frames: Mapping[str, pd.DataFrame]) -> str:
 
 # --- reading -----------------------------------------------------------------------------------
 
-def _read_file(path: Path, table: str) -> pd.DataFrame:
+def read_file(path: Path, table: str) -> pd.DataFrame:
+    """One table file as read before validation (id columns as strings)."""
     try:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
@@ -192,6 +212,16 @@ def _read_file(path: Path, table: str) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"cannot be read as a table: {exc}", file=str(path)) from None
+
+
+def clean_table(frame: pd.DataFrame, table: str, name: str) -> pd.DataFrame:
+    """``frame`` with its required columns checked and its id columns stripped (first step of
+    :func:`validate_tables` for every table; ``name`` is the file named in errors)."""
+    _check_columns(frame, table, name)
+    frame = frame.reset_index(drop=True)
+    for column in ID_COLUMNS[table]:
+        frame[column] = _clean_ids(frame[column], name, column)
+    return frame
 
 
 def _check_columns(frame: pd.DataFrame, table: str, name: str) -> None:
@@ -207,8 +237,13 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 1
 
 
+def text_values(values: pd.Series) -> pd.Series:
+    """Values as stripped strings, "" where missing (how every id and text column is read)."""
+    return values.astype("string").fillna("").str.strip()
+
+
 def _clean_ids(values: pd.Series, name: str, column: str) -> pd.Series:
-    text = values.astype("string").fillna("").str.strip()
+    text = text_values(values)
     empty = (text == "").to_numpy()
     if empty.any():
         raise DataValidationError("empty id; every row needs a non-empty id", file=name,
@@ -216,12 +251,17 @@ def _clean_ids(values: pd.Series, name: str, column: str) -> pd.Series:
     return text.astype(object)
 
 
-def parse_outcomes(values: pd.Series, name: str = Tables.outcomes) -> np.ndarray:
-    """Outcome numbers (float32) from numbers in [-1, 1] or the labels in ``OUTCOME_LABELS``."""
+def outcome_values(values: pd.Series) -> np.ndarray:
+    """Outcome numbers (float64) of labels or numbers, NaN where a value is neither."""
     text = values.astype("string").fillna("").str.strip().str.lower()
     mapped = text.map(OUTCOME_LABELS)
     numeric = pd.to_numeric(text.where(mapped.isna()), errors="coerce")
-    result = mapped.fillna(numeric).astype(float).to_numpy()
+    return mapped.fillna(numeric).astype(float).to_numpy()
+
+
+def parse_outcomes(values: pd.Series, name: str = Tables.outcomes) -> np.ndarray:
+    """Outcome numbers (float32) from numbers in [-1, 1] or the labels in ``OUTCOME_LABELS``."""
+    result = outcome_values(values)
     bad = np.isnan(result)
     if bad.any():
         row = _first_bad(bad)
@@ -236,11 +276,16 @@ def parse_outcomes(values: pd.Series, name: str = Tables.outcomes) -> np.ndarray
     return result.astype(np.float32)
 
 
-def _parse_timestamps(values: pd.Series, name: str) -> pd.Series:
-    text = values.astype("string").fillna("").str.strip()
+def timestamp_values(values: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """(stripped text, parsed UTC times with NaT where blank or unparseable, unparseable mask)."""
+    text = text_values(values)
     blank = (text == "").to_numpy()
     parsed = pd.to_datetime(text.where(~blank), errors="coerce", utc=True, format="ISO8601")
-    bad = parsed.isna().to_numpy() & ~blank
+    return text, parsed, parsed.isna().to_numpy() & ~blank
+
+
+def _parse_timestamps(values: pd.Series, name: str) -> pd.Series:
+    text, parsed, bad = timestamp_values(values)
     if bad.any():
         row = _first_bad(bad)
         raise DataValidationError(f"timestamp {text.iloc[row - 1]!r} is not an ISO-8601 date or "
@@ -249,10 +294,15 @@ def _parse_timestamps(values: pd.Series, name: str) -> pd.Series:
     return parsed.astype("datetime64[ns, UTC]")
 
 
-def _parse_flag(values: pd.Series, name: str, column: str) -> np.ndarray:
+def flag_values(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(lower-cased stripped text, 0/1 flags with NaN where a value is not a flag)."""
     text = values.astype("string").fillna("").str.strip().str.lower()
     mapping = {"": 0, "0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
-    mapped = text.map(mapping)
+    return text, text.map(mapping)
+
+
+def _parse_flag(values: pd.Series, name: str, column: str) -> np.ndarray:
+    text, mapped = flag_values(values)
     bad = mapped.isna().to_numpy()
     if bad.any():
         row = _first_bad(bad)
@@ -270,7 +320,7 @@ def _normalise_outcomes(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     out[C.timestamp] = (_parse_timestamps(frame[C.timestamp], name) if C.timestamp in frame
                         else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]"))
     if C.condition in frame:
-        condition = frame[C.condition].astype("string").fillna("").str.strip().astype(object)
+        condition = text_values(frame[C.condition]).astype(object)
         out[C.condition] = condition.where(condition != "", None)
     else:
         out[C.condition] = None
@@ -286,6 +336,14 @@ def _normalise_outcomes(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return out
 
 
+def birth_year_values(values: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
+    """(stripped text, numbers with NaN where blank or not a number, mask of bad values)."""
+    text = text_values(values)
+    years = pd.to_numeric(text.where(text != ""), errors="coerce")
+    out_of_range = ((years < 1850) | (years > 2100)).fillna(False).to_numpy(dtype=bool)
+    return text, years, (years.isna() & (text != "")).to_numpy(dtype=bool) | out_of_range
+
+
 def _normalise_patients(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     dupes = frame[C.patient].duplicated().to_numpy()
     if dupes.any():
@@ -295,10 +353,7 @@ def _normalise_patients(frame: pd.DataFrame, name: str) -> pd.DataFrame:
                                   column=C.patient)
     frame = frame.copy()
     if C.birth_year in frame:
-        text = frame[C.birth_year].astype("string").fillna("").str.strip()
-        years = pd.to_numeric(text.where(text != ""), errors="coerce")
-        out_of_range = ((years < 1850) | (years > 2100)).fillna(False).to_numpy(dtype=bool)
-        bad = (years.isna() & (text != "")).to_numpy(dtype=bool) | out_of_range
+        text, years, bad = birth_year_values(frame[C.birth_year])
         if bad.any():
             row = _first_bad(bad)
             raise DataValidationError(f"birth_year {text.iloc[row - 1]!r} is not a year between "
@@ -306,11 +361,11 @@ def _normalise_patients(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         frame[C.birth_year] = years.astype("Int64")
     for column in frame.columns:
         if column not in (C.patient, C.birth_year):
-            frame[column] = frame[column].astype("string").fillna("").str.strip().astype(object)
+            frame[column] = text_values(frame[column]).astype(object)
     return frame
 
 
-def _check_severity(frame: pd.DataFrame, name: str) -> None:
+def check_severity(frame: pd.DataFrame, name: str) -> None:
     severity = frame[C.severity].astype("string").fillna("").str.strip().str.lower()
     bad = (~severity.isin(SEVERITIES)).to_numpy()
     if bad.any():
