@@ -72,3 +72,27 @@ def test_policy_is_validated_and_saved(tmp_path):
     loaded = type(model).load(model.save(tmp_path / "a"))
     assert loaded.dataset_.safety == SafetyPolicy(min_support=2)
     assert loaded.dataset_.interactions.nnz == 4  # X-Y and X-Z, both directions; minor dropped
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_one_patient_rules_equal_the_batch_rules(seed):
+    """The service's one-patient shortcuts (active treatments, exclusion codes) give each
+    patient exactly the row the batch computation gives."""
+    import numpy as np
+
+    from recommender import safety
+    from recommender.models.base import Query
+    from tests.cohorts import random_cohort
+
+    dataset = Dataset.from_tables(random_cohort(seed, n_patients=40, n_treatments=12, n_rows=300))
+    everyone = np.arange(len(dataset.patients))
+    batch = Query.known(dataset, everyone, np.full(len(everyone), -1))
+    active = safety.active_treatments(dataset, batch)
+    codes = safety.exclusion_codes(dataset, batch, False, active)
+    for p in everyone:
+        one = Query.known(dataset, np.array([p]), np.array([-1]))
+        one_active = safety.active_treatments(dataset, one)
+        assert one_active.indices.tolist() == active[[p]].indices.tolist()
+        one_codes = safety.exclusion_codes(dataset, one, False, one_active)
+        assert dict(zip(one_codes.indices.tolist(), one_codes.data.tolist())) == \
+            dict(zip(codes[[p]].indices.tolist(), codes[[p]].data.tolist()))
