@@ -176,7 +176,12 @@ def describe_contributions_many(dataset: "Dataset", query: "Query",
 
     result = []
     for pairs in pairs_per_treatment:
-        kept = sorted((cv for cv in pairs if abs(cv[1]) >= 1e-6), key=lambda cv: -abs(cv[1]))
+        kept = [cv for cv in pairs if cv[1] >= 1e-6 or cv[1] <= -1e-6]  # |value| >= 1e-6
+        kept.sort(key=_largest_first)
         result.append([{**describe(column), "contribution": round(value, 6)}
                        for column, value in kept[:MAX_CONTRIBUTIONS]])
     return result
+
+
+def _largest_first(pair: tuple[int, float]) -> float:
+    return -abs(pair[1])
