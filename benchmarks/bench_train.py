@@ -389,7 +389,23 @@ def main() -> None:
         print(markdown_table(result["quality"]["rows"], list(result["quality"]["rows"][0])))
     result["load_average_after"] = os.getloadavg()
     label = "train_quick" if args.quick else ("train" if n == 1_000_000 else f"train_{n}")
+    keep_skipped_parts(result, RESULTS / f"{label}.json", args.skip)
     print("results:", write_results(label, result))
+
+
+def keep_skipped_parts(result: dict, previous: Path, skipped: list[str]) -> None:
+    """Carry the skipped parts over from the previous results file of the same size, marked as
+    such, so that re-running one part does not erase the others."""
+    if not skipped or not previous.is_file():
+        return
+    earlier = json.loads(previous.read_text())
+    if (earlier.get("patients"), earlier.get("histories")) != (result["patients"], result["histories"]):
+        return
+    carried = [part for part in skipped if part in earlier and part not in result]
+    for part in carried:
+        result[part] = earlier[part]
+    if carried:
+        result["parts_from_an_earlier_run"] = sorted(carried)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def _check_defined(ids: pd.Series, dictionary: pd.DataFrame | None, column: str)
 
 def _outcomes(source: "_Source") -> dict:
     source.require(REQUIRED[Tables.outcomes])
-    patient, patient_ids = _ids(source.column(C.patient))
+    patient, patient_ids = _ids(source.column(C.patient), ordered=True)
     treatment, treatment_ids = _ids(source.column(C.treatment))
     outcome = _outcome_numbers(source.column(C.outcome))
     n = len(outcome)
@@ -154,7 +154,7 @@ def _outcomes(source: "_Source") -> dict:
 
 def _patient_conditions(source: "_Source") -> dict:
     source.require(REQUIRED[Tables.patient_conditions])
-    patient, patient_ids = _ids(source.column(C.patient))
+    patient, patient_ids = _ids(source.column(C.patient), ordered=True)
     condition, condition_ids = _ids(source.column(C.condition))
     return {"patient": patient, "patient_ids": patient_ids, "condition": condition,
             "condition_ids": condition_ids}
@@ -162,7 +162,7 @@ def _patient_conditions(source: "_Source") -> dict:
 
 def _patients(source: "_Source") -> dict:
     source.require(REQUIRED[Tables.patients])
-    patient, patient_ids = _ids(source.column(C.patient))
+    patient, patient_ids = _ids(source.column(C.patient), ordered=True)
     if len(patient_ids) != len(patient):
         raise _Unsupported("a patient is listed twice in the patients table")
     sex = birth_year = None
@@ -180,15 +180,18 @@ def _patients(source: "_Source") -> dict:
 
 # --- columns -------------------------------------------------------------------------------------
 
-def _ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
-    """Codes (int32, order of first appearance) and distinct stripped ids of an id column."""
-    codes, values = _distinct(column)
+def _ids(column: pa.ChunkedArray, ordered: bool = False) -> tuple[np.ndarray, pd.Series]:
+    """Codes (int32) and distinct stripped ids of an id column; with ``ordered`` the ids are
+    numbered in order of first appearance."""
+    if pa.types.is_floating(column.type):
+        raise _Unsupported("id column of numbers with a fraction")
+    codes, values = _distinct(column, ordered)
     if len(codes) and codes.min() < 0:
         raise _Unsupported("missing id")
     text = text_values(values)
     if (text == "").any():
         raise _Unsupported("empty id")
-    return _merge(codes, text)
+    return _merge(codes, values, text)
 
 
 def _optional_ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
@@ -196,27 +199,29 @@ def _optional_ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
     codes, values = _distinct(column)
     text = text_values(values)
     blank = (text == "").to_numpy()
-    if blank.any():  # blank values become missing ones; the rest keep their order
+    if blank.any():  # blank values become missing ones
         kept = np.flatnonzero(~blank)
         renumber = np.full(len(text) + 1, -1, np.int32)
         renumber[kept] = np.arange(len(kept), dtype=np.int32)
-        codes, text = renumber[codes], text.iloc[kept].reset_index(drop=True)
-    return _merge(codes, text)
+        codes = renumber[codes]
+        values, text = values.iloc[kept], text.iloc[kept]
+    return _merge(codes, values.reset_index(drop=True), text.reset_index(drop=True))
 
 
-def _merge(codes: np.ndarray, text: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Merge values that became equal after stripping (first appearance wins the order)."""
+def _merge(codes: np.ndarray, values: pd.Series, text: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Merge distinct ``values`` whose stripped ``text`` is equal (the first keeps its place)."""
+    if (text == values.astype("string")).all():  # nothing was stripped: still distinct
+        return codes, text
     merged, uniques = pd.factorize(text)
     if len(uniques) == len(text):
-        return codes, text.reset_index(drop=True)
+        return codes, text
     return take_codes(merged.astype(np.int32), codes, -1), pd.Series(uniques)
 
 
 def _outcome_numbers(column: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
         values = column.to_numpy().astype(np.float64)  # nulls are NaN and rejected below
-        if (np.signbit(values) & (values == 0)).any():
-            raise _Unsupported("negative zero outcome")
+        _refuse_negative_zero(values)
         codes, uniques = pd.factorize(values)
         numbers = outcome_values(pd.Series(uniques))
     else:
@@ -246,14 +251,17 @@ def _flags(column: pa.ChunkedArray) -> np.ndarray:
     return take_codes(mapped.to_numpy(np.int8), codes, 0)  # a missing value is blank: 0
 
 
-def _distinct(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
+def _distinct(column: pa.ChunkedArray, ordered: bool = False) -> tuple[np.ndarray, pd.Series]:
     """(int32 code per row, -1 where null; the distinct non-null values as a pandas Series).
 
-    The codes follow the order of first appearance and every distinct value is used.
+    Every distinct value is used by some row; with ``ordered`` they are numbered in order of
+    first appearance.
     """
     if not (_is_text(column.type) or pa.types.is_integer(column.type)
             or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
         raise _Unsupported(f"column of type {column.type}")
+    if pa.types.is_floating(column.type):
+        _refuse_negative_zero(column.to_numpy())
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
     chunks = [chunk for chunk in column.chunks if len(chunk)]
@@ -282,7 +290,19 @@ def _distinct(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
         values = values.cast(pa.large_string())
     merged, uniques = pd.factorize(pd.Series(values.to_pandas()))
     codes = take_codes(merged.astype(np.int32), codes, -1)
-    return _first_appearance(codes, pd.Series(uniques))
+    return (_first_appearance if ordered else _used)(codes, pd.Series(uniques))
+
+
+def _used(codes: np.ndarray, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Drop the values no row uses (a Parquet dictionary may hold unused categories)."""
+    used = np.zeros(len(values) + 1, bool)
+    used[codes] = True  # code -1 marks the extra last slot
+    if used[:-1].all():
+        return codes, values
+    order = np.flatnonzero(used[:-1])
+    renumber = np.full(len(values) + 1, -1, np.int32)
+    renumber[order] = np.arange(len(order), dtype=np.int32)
+    return renumber[codes], values.iloc[order].reset_index(drop=True)
 
 
 def _first_appearance(codes: np.ndarray, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -318,6 +338,12 @@ def _exact_duplicates(columns: list[np.ndarray]) -> np.ndarray:
     rows = np.sort(order[candidate])
     frame = pd.DataFrame({i: values[rows] for i, values in enumerate(columns)})
     return rows[frame.duplicated().to_numpy()]
+
+
+def _refuse_negative_zero(values: np.ndarray) -> None:
+    """pandas finds -0.0 equal to 0.0, but their text (what the rules parse) differs."""
+    if (np.signbit(values) & (values == 0)).any():
+        raise _Unsupported("negative zero")
 
 
 def _is_text(kind: pa.DataType) -> bool:

@@ -459,8 +459,11 @@ def _days(timestamps: pd.Series) -> np.ndarray:
 
 def _days_of(nanoseconds: np.ndarray) -> np.ndarray:
     """:func:`_days` of int64 nanoseconds since the epoch (:data:`NAT` unknown)."""
-    days = nanoseconds.astype(np.float64) / 86_400_000_000_000.0
-    return np.where(nanoseconds == NAT, -1.0, days).astype(np.float32)
+    days = nanoseconds.astype(np.float64)
+    days /= 86_400_000_000_000.0
+    days = days.astype(np.float32)
+    days[nanoseconds == NAT] = -1.0
+    return days
 
 
 def _interaction_matrix(interactions: pd.DataFrame | None, treatments: IdMap) -> sp.csr_matrix:
@@ -620,11 +623,10 @@ def _latest_of_groups(order: np.ndarray, head: np.ndarray, last: np.ndarray,
 
 
 def _pattern_unique(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """:func:`_pattern` by sorting the combined (row, col) keys (no values to carry)."""
-    keys = np.sort(rows.astype(np.int64) * shape[1] + cols)
-    keys = keys[np.append(True, keys[1:] != keys[:-1])] if len(keys) else keys
-    return sp.csr_matrix((np.ones(len(keys), bool), (keys % shape[1]).astype(np.int32),
-                          _indptr(keys // shape[1], shape[0])), shape=shape)
+    """:func:`_pattern` for many entries: scipy's counting sort by row (repeats are or-ed)."""
+    pattern = sp.coo_matrix((np.ones(len(rows), bool), (rows, cols)), shape=shape).tocsr()
+    pattern.sum_duplicates()
+    return pattern
 
 
 def _condition_counts(codes: CohortCodes, policy: ConfidencePolicy, n_c: int, n_t: int):

@@ -25,8 +25,11 @@ class IdMap:
     """
 
     def __init__(self, external_ids: Iterable[str], kind: str = "id"):
-        ids = pd.Index(np.asarray(list(external_ids) if not hasattr(external_ids, "__len__")
-                                  else external_ids, dtype=object).astype(str))
+        if isinstance(external_ids, np.ndarray) and external_ids.dtype.kind == "U":
+            ids = pd.Index(external_ids)  # already strings (an artifact's id array)
+        else:
+            ids = pd.Index(np.asarray(list(external_ids) if not hasattr(external_ids, "__len__")
+                                      else external_ids, dtype=object).astype(str))
         if not ids.is_unique:
             dupes = ids[ids.duplicated()].unique()[:5].tolist()
             raise ValueError(f"{kind} ids must be unique; repeated: {dupes}")
