@@ -543,23 +543,12 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
     longer prefix scored (doubling). The result is exact, ties by lower treatment index.
     Blocks of ``SELECT_ROWS`` patients run on a thread pool (BLAS and numpy release the GIL).
     """
-    columns = np.flatnonzero(allowed)
     n = len(patients)
     idx = np.full((n, k), -1, np.int64)
     out = np.full((n, k), -np.inf, np.float32)
-    if not len(columns):
+    if not allowed.any():
         return idx, out
-    items = model.item_factors_[columns]
-    norms = np.sqrt(np.einsum("ij,ij->i", items, items, dtype=np.float64))
-    prefixes, width = [], max(PRUNE_FIRST, 4 * k)
-    while 2 * width < len(columns) or (prefixes and width < len(columns)):
-        prefixes.append(width)
-        width *= 2
-    prefixes.append(len(columns))  # a single prefix: no pruning (too few treatments to gain)
-    order = np.argsort(-norms, kind="stable") if len(prefixes) > 1 else np.arange(len(columns))
-    items, norms, labels = np.ascontiguousarray(items[order]), norms[order], columns[order]
-    position = np.full(len(allowed), -1, np.int64)
-    position[labels] = np.arange(len(labels))  # place of each treatment in norm order
+    items, norms, labels, position, prefixes = _norm_order(model, allowed, k)
     users = model.user_factors_
 
     def score(rows: np.ndarray, excluded_rows, excluded_at, width: int) -> np.ndarray:
@@ -601,15 +590,64 @@ def _rank_factors(model, patients: np.ndarray, codes: sp.csr_matrix, allowed: np
             width = wider
 
     starts = range(0, n, SELECT_ROWS)
-    threads = min(THREADS, len(starts)) if n * len(columns) >= PARALLEL_CELLS else 1
+    threads = min(THREADS, len(starts)) if n * len(labels) >= PARALLEL_CELLS else 1
     with single_threaded_blas():
         if threads == 1:
             for start in starts:
                 block(start)
         else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(block, starts))
+            list(_pool().map(block, starts))
     return idx, out
+
+
+#: Prepared treatment orders kept per model (a condition's mask each; see :func:`_norm_order`).
+ORDER_CACHE_ENTRIES = 256
+
+
+def _norm_order(model, allowed: np.ndarray, k: int):
+    """The allowed treatments in decreasing factor norm, as :func:`_rank_factors` scans them.
+
+    Returns ``(items, norms, labels, position, prefixes)``: the factors (contiguous), norms and
+    treatment indices in that order, each treatment's place in it (-1: not allowed) and the
+    prefix widths scored in turn. Depends only on the factors, ``allowed`` and ``k``, so it is
+    kept on the model (a batch job ranks thousands of blocks with the same few masks).
+    """
+    cache = vars(model).setdefault("_norm_orders", {})
+    factors = model.item_factors_
+    key = (id(factors), factors.shape, allowed.tobytes(), k)
+    if key in cache:
+        return cache[key][1:]
+    columns = np.flatnonzero(allowed)
+    items = factors[columns]
+    norms = np.sqrt(np.einsum("ij,ij->i", items, items, dtype=np.float64))
+    prefixes, width = [], max(PRUNE_FIRST, 4 * k)
+    while 2 * width < len(columns) or (prefixes and width < len(columns)):
+        prefixes.append(width)
+        width *= 2
+    prefixes.append(len(columns))  # a single prefix: no pruning (too few treatments to gain)
+    order = np.argsort(-norms, kind="stable") if len(prefixes) > 1 else np.arange(len(columns))
+    items, norms, labels = np.ascontiguousarray(items[order]), norms[order], columns[order]
+    position = np.full(len(allowed), -1, np.int64)
+    position[labels] = np.arange(len(labels))  # place of each treatment in norm order
+    if len(cache) >= ORDER_CACHE_ENTRIES:
+        cache.pop(next(iter(cache)))  # the oldest
+    # the factors are held with the entry, so their id cannot be reused while it is cached
+    cache[key] = (factors, items, norms, labels, position, prefixes)
+    return items, norms, labels, position, prefixes
+
+
+_POOL: list = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's ranking threads (started once; a forked child starts its own)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(THREADS, thread_name_prefix="recommender-rank"))
+    return _POOL[0]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL.clear)  # a parent's threads do not exist in a child
 
 
 def _frame(dataset, labels, condition_ids, ranked, k: int) -> pd.DataFrame:

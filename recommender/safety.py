@@ -94,9 +94,12 @@ def active_treatments(dataset: "Dataset", query: "Query",
         latest = days.data.max() if len(days.data) else -np.inf
         recent = worked & (days.data >= 0) & (latest - days.data <= window)
         return sparse_rows.pattern(history.indices[recent], history.shape[1])
-    rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+    counts = np.diff(history.indptr)
+    rows = np.repeat(np.arange(history.shape[0]), counts)
     latest = np.full(history.shape[0], -np.inf)
-    np.maximum.at(latest, rows, days.data)
+    filled = counts > 0  # reduceat needs non-empty segments
+    if len(days.data):
+        latest[filled] = np.maximum.reduceat(days.data, history.indptr[:-1][filled])
     recent = worked & (days.data >= 0) & (latest[rows] - days.data <= window)
     active = sp.csr_matrix((recent, history.indices, history.indptr), shape=history.shape,
                            copy=True)  # eliminate_zeros works in place: never on shared arrays
