@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .codes import NAT, CohortCodes, sorted_codes, take_codes
+from .codes import NAT, CohortCodes, group_edges, sorted_codes, take_codes
 from .columns import Columns as C
 from .columns import Tables
 from .exceptions import DataValidationError
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 LARGE = (Tables.outcomes, Tables.patient_conditions, Tables.patients)
 OUTCOME_COLUMNS = (C.patient, C.treatment, C.outcome, C.timestamp, C.condition, C.adverse)
+#: Outcome columns compared as values (after the patient and treatment codes) for duplicates.
+OUTCOME_VALUES = ("outcome", "timestamp", "condition", "adverse")
 
 
 class _Unsupported(Exception):
@@ -61,8 +63,8 @@ def read_codes(folder: str | Path) -> CohortCodes:
     paths = table_files(folder)
     try:
         codes = _read(paths)
-    except (_Unsupported, DataValidationError, pa.ArrowException, OSError, ValueError,
-            TypeError) as reason:
+    except (_Unsupported, DataValidationError, pa.ArrowException, OSError, EOFError,
+            ValueError, TypeError) as reason:
         log.info("%s: %s; reading the tables with pandas", folder, reason)
         return CohortCodes.from_tables(read_tables(folder))
     finally:
@@ -83,56 +85,76 @@ def _read(paths: dict[str, Path]) -> CohortCodes:
     pc = (_patient_conditions(_Source(paths[Tables.patient_conditions], Tables.patient_conditions))
           if Tables.patient_conditions in paths else None)
     patients = _patients(_Source(paths[Tables.patients], Tables.patients)) if Tables.patients in paths else None
-
-    parts = [outcomes["patient_ids"]] + [t["patient_ids"] for t in (pc, patients) if t is not None]
-    global_codes, patient_ids = pd.factorize(pd.concat(parts, ignore_index=True))
-    global_codes = global_codes.astype(np.int32)
-    offsets = np.cumsum([0] + [len(part) for part in parts])
-    as_global = [global_codes[offsets[i]:offsets[i + 1]] for i in range(len(parts))]
+    tables = [t for t in (outcomes, pc, patients) if t is not None]
+    patient_ids, patient_codes = _patient_codes(tables)
     if patients is not None:
-        listed = np.zeros(len(patient_ids), bool)
-        listed[as_global[-1]] = True
-        if not listed.all():
+        rows = np.bincount(patient_codes[-1], minlength=len(patient_ids))
+        if rows.max(initial=1) > 1:
+            raise _Unsupported("a patient is listed twice in the patients table")
+        if rows.min(initial=1) == 0:
             raise _Unsupported("a patient id is not defined in the patients table")
+    _check_defined(outcomes["treatment_ids"], small.get(Tables.treatments), C.treatment)
+    treatment, treatment_ids = sorted_codes(outcomes["treatment"], outcomes["treatment_ids"])
+    kept, pair_order = _drop_exact_duplicates(
+        [patient_codes[0], treatment] + [outcomes[name] for name in OUTCOME_VALUES]
+        + outcomes["extra"])
+
     n_outcome = len(outcomes["condition_ids"])
     condition_codes, condition_ids = pd.factorize(pd.concat(
         [outcomes["condition_ids"]] + ([pc["condition_ids"]] if pc else []), ignore_index=True))
-    _check_defined(outcomes["treatment_ids"], small.get(Tables.treatments), C.treatment)
     _check_defined(condition_ids, small.get(Tables.conditions), C.condition)
-    treatment, treatment_ids = sorted_codes(outcomes["treatment"], outcomes["treatment_ids"])
     contraindications = small.get(Tables.contraindications)
     condition_codes, condition_ids = sorted_codes(
         condition_codes, condition_ids,
         contraindications[C.condition] if contraindications is not None else ())
+    rows = {"patient": patient_codes[0], "treatment": treatment,
+            "condition": take_codes(condition_codes[:n_outcome], outcomes["condition"], -1),
+            **{name: outcomes[name] for name in OUTCOME_VALUES if name != "condition"}}
+    if kept is not None:
+        rows = {name: values[kept] for name, values in rows.items()}
     return CohortCodes(
         patient_ids=pd.Index(patient_ids), treatment_ids=treatment_ids,
-        condition_ids=condition_ids,
-        patient=outcomes["patient"],  # outcome patients come first: their codes are global
-        treatment=treatment,
-        condition=take_codes(condition_codes[:n_outcome], outcomes["condition"], -1),
-        outcome=outcomes["outcome"], timestamp=outcomes["timestamp"],
-        adverse=outcomes["adverse"],
-        pc_patient=as_global[1][pc["patient"]] if pc else np.zeros(0, np.int32),
+        condition_ids=condition_ids, **rows,
+        pc_patient=patient_codes[1] if pc else np.zeros(0, np.int32),
         pc_condition=condition_codes[n_outcome:][pc["condition"]] if pc else np.zeros(0, np.int32),
-        table_patients=as_global[-1][patients["patient"]] if patients else None,
+        table_patients=patient_codes[-1] if patients else None,
         sex=patients["sex"] if patients else None,
         birth_year=patients["birth_year"] if patients else None,
-        contraindications=small.get(Tables.contraindications),
-        interactions=small.get(Tables.interactions), treatments=small.get(Tables.treatments),
-        conditions=small.get(Tables.conditions))
+        contraindications=contraindications, interactions=small.get(Tables.interactions),
+        treatments=small.get(Tables.treatments), conditions=small.get(Tables.conditions),
+        pair_order=pair_order)
+
+
+def _patient_codes(tables: list[dict]) -> tuple[pd.Index, list[np.ndarray]]:
+    """Distinct patient ids in order of first appearance over the tables' rows, and each
+    table's rows as codes into them (one factorisation of every table's dictionaries)."""
+    codes, patient_ids = pd.factorize(pd.concat([t["patient_ids"] for t in tables],
+                                                ignore_index=True))
+    codes = codes.astype(np.int32)
+    parts, start = [], 0
+    for table in tables:
+        size = len(table["patient_ids"])
+        parts.append(codes[start:start + size][table["patient"]])
+        start += size
+    if not _in_appearance_order(parts, len(patient_ids)):  # dictionaries out of row order
+        used = pd.unique(np.concatenate(parts))
+        renumber = np.empty(len(patient_ids), np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
+        parts, patient_ids = [renumber[part] for part in parts], patient_ids[used]
+    return patient_ids, parts
 
 
 def _check_defined(ids: pd.Series, dictionary: pd.DataFrame | None, column: str) -> None:
-    if dictionary is not None and not pd.Index(dictionary[column]).get_indexer(
-            pd.Index(ids, dtype=object)).min(initial=0) >= 0:
+    if dictionary is not None and not pd.Index(ids, dtype=object).isin(dictionary[column]).all():
         raise _Unsupported(f"a {column} is not defined in its dictionary table")
 
 
 # --- the three large tables ----------------------------------------------------------------------
 
 def _outcomes(source: "_Source") -> dict:
+    """Every column of the outcomes table as codes or numbers (exact duplicates not dropped)."""
     source.require(REQUIRED[Tables.outcomes])
-    patient, patient_ids = _ids(source.column(C.patient), ordered=True)
+    patient, patient_ids = _raw_ids(source.column(C.patient))
     treatment, treatment_ids = _ids(source.column(C.treatment))
     outcome = _outcome_numbers(source.column(C.outcome))
     n = len(outcome)
@@ -140,21 +162,16 @@ def _outcomes(source: "_Source") -> dict:
     condition, condition_ids = (_optional_ids(source.column(C.condition)) if C.condition in source
                                 else (np.full(n, -1, np.int32), pd.Series([], dtype=object)))
     adverse = _flags(source.column(C.adverse)) if C.adverse in source else np.zeros(n, np.int8)
-    columns = {"patient": patient, "treatment": treatment, "outcome": outcome,
-               "timestamp": timestamp, "condition": condition, "adverse": adverse}
-    extra = [source.codes_as_read(name) for name in source.names if name not in OUTCOME_COLUMNS]
-    duplicates = _exact_duplicates(list(columns.values()) + extra)
-    if len(duplicates):
-        keep = np.ones(n, bool)
-        keep[duplicates] = False
-        columns = {name: values[keep] for name, values in columns.items()}
-    return {**columns, "patient_ids": patient_ids, "treatment_ids": treatment_ids,
-            "condition_ids": condition_ids}
+    return {"patient": patient, "patient_ids": patient_ids, "treatment": treatment,
+            "treatment_ids": treatment_ids, "outcome": outcome, "timestamp": timestamp,
+            "condition": condition, "condition_ids": condition_ids, "adverse": adverse,
+            "extra": [source.codes_as_read(name) for name in source.names
+                      if name not in OUTCOME_COLUMNS]}
 
 
 def _patient_conditions(source: "_Source") -> dict:
     source.require(REQUIRED[Tables.patient_conditions])
-    patient, patient_ids = _ids(source.column(C.patient), ordered=True)
+    patient, patient_ids = _raw_ids(source.column(C.patient))
     condition, condition_ids = _ids(source.column(C.condition))
     return {"patient": patient, "patient_ids": patient_ids, "condition": condition,
             "condition_ids": condition_ids}
@@ -162,9 +179,7 @@ def _patient_conditions(source: "_Source") -> dict:
 
 def _patients(source: "_Source") -> dict:
     source.require(REQUIRED[Tables.patients])
-    patient, patient_ids = _ids(source.column(C.patient), ordered=True)
-    if len(patient_ids) != len(patient):
-        raise _Unsupported("a patient is listed twice in the patients table")
+    patient, patient_ids = _raw_ids(source.column(C.patient))
     sex = birth_year = None
     if C.sex in source:
         codes, values = _distinct(source.column(C.sex))
@@ -180,42 +195,32 @@ def _patients(source: "_Source") -> dict:
 
 # --- columns -------------------------------------------------------------------------------------
 
-def _ids(column: pa.ChunkedArray, ordered: bool = False) -> tuple[np.ndarray, pd.Series]:
-    """Codes (int32) and distinct stripped ids of an id column; with ``ordered`` the ids are
-    numbered in order of first appearance."""
+def _ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
+    """Codes (int32) and distinct stripped ids of an id column."""
+    codes, text = _raw_ids(column)
+    merged, uniques = pd.factorize(text)
+    return _used(take_codes(merged.astype(np.int32), codes, -1), pd.Series(uniques))
+
+
+def _raw_ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
+    """Codes (int32) into the stripped dictionary values of an id column (which may repeat)."""
     if pa.types.is_floating(column.type):
         raise _Unsupported("id column of numbers with a fraction")
-    codes, values = _distinct(column, ordered)
+    codes, values = _dictionary_codes(column)
     if len(codes) and codes.min() < 0:
         raise _Unsupported("missing id")
     text = text_values(values)
     if (text == "").any():
         raise _Unsupported("empty id")
-    return _merge(codes, values, text)
+    return codes, text
 
 
 def _optional_ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
     """As :func:`_ids`, with -1 where the value is missing or blank (condition_id of outcomes)."""
-    codes, values = _distinct(column)
+    codes, values = _dictionary_codes(column)
     text = text_values(values)
-    blank = (text == "").to_numpy()
-    if blank.any():  # blank values become missing ones
-        kept = np.flatnonzero(~blank)
-        renumber = np.full(len(text) + 1, -1, np.int32)
-        renumber[kept] = np.arange(len(kept), dtype=np.int32)
-        codes = renumber[codes]
-        values, text = values.iloc[kept], text.iloc[kept]
-    return _merge(codes, values.reset_index(drop=True), text.reset_index(drop=True))
-
-
-def _merge(codes: np.ndarray, values: pd.Series, text: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Merge distinct ``values`` whose stripped ``text`` is equal (the first keeps its place)."""
-    if (text == values.astype("string")).all():  # nothing was stripped: still distinct
-        return codes, text
-    merged, uniques = pd.factorize(text)
-    if len(uniques) == len(text):
-        return codes, text
-    return take_codes(merged.astype(np.int32), codes, -1), pd.Series(uniques)
+    merged, uniques = pd.factorize(text.where(text != ""))
+    return _used(take_codes(merged.astype(np.int32), codes, -1), pd.Series(uniques))
 
 
 def _outcome_numbers(column: pa.ChunkedArray) -> np.ndarray:
@@ -251,11 +256,19 @@ def _flags(column: pa.ChunkedArray) -> np.ndarray:
     return take_codes(mapped.to_numpy(np.int8), codes, 0)  # a missing value is blank: 0
 
 
-def _distinct(column: pa.ChunkedArray, ordered: bool = False) -> tuple[np.ndarray, pd.Series]:
-    """(int32 code per row, -1 where null; the distinct non-null values as a pandas Series).
+def _distinct(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
+    """(int32 code per row, -1 where null; the distinct non-null values as a pandas Series,
+    each used by some row)."""
+    codes, values = _dictionary_codes(column)
+    merged, uniques = pd.factorize(values)
+    return _used(take_codes(merged.astype(np.int32), codes, -1), pd.Series(uniques))
 
-    Every distinct value is used by some row; with ``ordered`` they are numbered in order of
-    first appearance.
+
+def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
+    """(int32 code per row, -1 where null; the values of the column's dictionaries, in order).
+
+    Parquet gives one dictionary per row group, each listing its values in order of first
+    appearance; a value seen in several row groups is listed once per group.
     """
     if not (_is_text(column.type) or pa.types.is_integer(column.type)
             or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
@@ -284,13 +297,10 @@ def _distinct(column: pa.ChunkedArray, ordered: bool = False) -> tuple[np.ndarra
                 segment = codes[position:position + len(chunk)]
                 segment[segment >= 0] += np.int32(start)
             position += len(chunk)
-    first = dictionaries[0]
-    values = pa.concat_arrays(dictionaries) if len(dictionaries) > 1 else first
+    values = pa.concat_arrays(dictionaries) if len(dictionaries) > 1 else dictionaries[0]
     if pa.types.is_large_string(values.type) or pa.types.is_string(values.type):
         values = values.cast(pa.large_string())
-    merged, uniques = pd.factorize(pd.Series(values.to_pandas()))
-    codes = take_codes(merged.astype(np.int32), codes, -1)
-    return (_first_appearance if ordered else _used)(codes, pd.Series(uniques))
+    return codes, pd.Series(values.to_pandas())
 
 
 def _used(codes: np.ndarray, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -305,39 +315,48 @@ def _used(codes: np.ndarray, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
     return renumber[codes], values.iloc[order].reset_index(drop=True)
 
 
-def _first_appearance(codes: np.ndarray, values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Renumber ``codes`` (-1 missing) so that values are numbered in order of first appearance
-    and drop values no row uses."""
-    running = np.maximum.accumulate(codes) if len(codes) else codes
-    if not len(codes) or (running[0] <= 0 and (np.diff(running) <= 1).all()
-                          and running[-1] == len(values) - 1):
-        return codes, values.reset_index(drop=True)
-    rows = np.flatnonzero(codes >= 0)
-    used, first = np.unique(codes[rows], return_index=True)
-    order = used[np.argsort(first, kind="stable")]
-    renumber = np.full(len(values) + 1, -1, np.int32)
-    renumber[order] = np.arange(len(order), dtype=np.int32)
-    return renumber[codes], values.iloc[order].reset_index(drop=True)
+def _in_appearance_order(parts: list[np.ndarray], n_values: int) -> bool:
+    """Whether the codes of ``parts`` read one after the other number every value 0..n-1 in
+    order of first appearance (each new code is one more than the largest so far)."""
+    largest = -1
+    for codes in parts:
+        if not len(codes):
+            continue
+        running = np.maximum.accumulate(codes)
+        if running[0] > largest + 1 or (np.diff(running) > 1).any():
+            return False
+        largest = max(largest, int(running[-1]))
+    return largest == n_values - 1
 
 
-def _exact_duplicates(columns: list[np.ndarray]) -> np.ndarray:
-    """Rows equal in every column to an earlier row (candidates: rows sharing columns 0 and 1)."""
-    n = len(columns[0])
-    if n < 2:
-        return np.zeros(0, np.int64)
-    key = columns[0].astype(np.int64) * (int(columns[1].max()) + 1) + columns[1]
+def _drop_exact_duplicates(columns: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(rows to keep, or None when every row is kept; the kept rows in a stable order by
+    columns 0 and 1, as int32 positions among the kept rows).
+
+    Only rows that share columns 0 and 1 (patient, treatment) can be equal; pandas'
+    ``duplicated`` decides among those, so equality is the pandas reader's.
+    """
+    first, second = columns[0], columns[1]
+    key = first.astype(np.int64)
+    key *= int(second.max(initial=0)) + 1
+    key += second
     order = np.argsort(key, kind="stable")
-    key = key[order]
-    repeated = key[1:] == key[:-1]
     del key
-    if not repeated.any():
-        return np.zeros(0, np.int64)
-    candidate = np.zeros(n, bool)
-    candidate[1:] |= repeated
-    candidate[:-1] |= repeated
-    rows = np.sort(order[candidate])
-    frame = pd.DataFrame({i: values[rows] for i, values in enumerate(columns)})
-    return rows[frame.duplicated().to_numpy()]
+    head, last = group_edges(first[order], second[order])
+    shared = ~(head & last)
+    del head, last
+    index = np.int32 if len(first) < 2**31 else np.int64
+    if not shared.any():
+        return None, order.astype(index)
+    rows = np.sort(order[shared])
+    duplicate = rows[pd.DataFrame({i: values[rows] for i, values in enumerate(columns)})
+                     .duplicated().to_numpy()]
+    if not len(duplicate):
+        return None, order.astype(index)
+    keep = np.ones(len(first), bool)
+    keep[duplicate] = False
+    position = np.cumsum(keep, dtype=index) - 1
+    return keep, position[order[keep[order]]]
 
 
 def _refuse_negative_zero(values: np.ndarray) -> None:

@@ -54,6 +54,9 @@ class CohortCodes:
         The small tables as :func:`recommender.io.validate_tables` normalises them.
     fingerprint : str
         As ``CohortTables.fingerprint``.
+    pair_order : ndarray of int or None
+        The outcome rows in a stable order by (patient, treatment) code, when the producer
+        sorted them already (the Dataset then does not sort them again).
     """
 
     patient_ids: pd.Index
@@ -75,6 +78,7 @@ class CohortCodes:
     treatments: pd.DataFrame | None = None
     conditions: pd.DataFrame | None = None
     fingerprint: str = ""
+    pair_order: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -128,6 +132,21 @@ def sorted_codes(codes: np.ndarray, ids: pd.Index, more_ids=()) -> tuple[np.ndar
 
 def _column(frame: pd.DataFrame | None, column: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=object) if frame is not None else np.zeros(0, object)
+
+
+def group_edges(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the first and of the last row of each run of equal rows of ``keys``
+    (arrays of one length, sorted so that equal rows are adjacent)."""
+    n = len(keys[0])
+    head = np.ones(n, bool)
+    for key in keys:
+        head[1:] &= key[1:] == key[:-1]
+    if n:
+        head[0] = False
+    np.logical_not(head, out=head)
+    last = np.ones(n, bool)
+    last[:-1] = head[1:]
+    return head, last
 
 
 def take_codes(values: np.ndarray, codes: np.ndarray, missing) -> np.ndarray:

@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .codes import NAT, CohortCodes, group_edges, take_codes
 from .columns import Columns as C
 from .confidence import ConfidencePolicy
 from .exceptions import UnknownIdError
 from .feedback import PREFERENCES
 from .ids import IdMap
-from .codes import NAT, CohortCodes, take_codes
 from .io import CohortTables, parse_outcomes
 from .pseudonym import Pseudonymizer, check_key
 from .safety import SEVERITY_CODES, SafetyPolicy
@@ -163,10 +163,12 @@ class Dataset:
         reference_year = pd.Timestamp(int(latest_time), tz="UTC").year if latest_time != NAT else None
         demographics = _coded_demographics(n_p, codes.table_patients, codes.sex,
                                            codes.birth_year, reference_year)
-        by_condition = _condition_counts(codes, policy, n_c, n_t)  # first: large temporaries
+        # counts per condition first: their temporaries are large, the results small
+        condition_outcomes, condition_successes, label_counts = _condition_counts(
+            codes, policy, n_c, n_t)
         history, history_days, harmful, support = _outcome_matrices(
             codes.patient, codes.treatment, codes.outcome, codes.timestamp,
-            (codes.adverse == 1) | (codes.outcome < harm_threshold), (n_p, n_t))
+            (codes.adverse == 1) | (codes.outcome < harm_threshold), (n_p, n_t), codes.pair_order)
         pc = _pattern_unique(codes.pc_patient, codes.pc_condition, (n_p, n_c))
         contraindications = _frame_or_empty(codes.contraindications, [C.treatment, C.condition])
         known_t = contraindications[C.treatment].isin(set(treatments.external_ids)).to_numpy()
@@ -176,9 +178,9 @@ class Dataset:
                       features=_feature_ids(side_info, conditions, demographics),
                       conditions=conditions, matrix=None, history=history, harmful=harmful,
                       patient_conditions=pc, contraindications=ci,
-                      condition_outcomes=by_condition[0], condition_successes=by_condition[1],
-                      treatment_support=support, history_days=history_days,
-                      label_counts=by_condition[2],
+                      condition_outcomes=condition_outcomes,
+                      condition_successes=condition_successes, treatment_support=support,
+                      history_days=history_days, label_counts=label_counts,
                       interactions=_interaction_matrix(codes.interactions, treatments),
                       demographics=demographics, policy=policy, side_info=side_info,
                       safety=safety or SafetyPolicy(),
@@ -558,20 +560,21 @@ def _coded_demographics(n_patients: int, rows: np.ndarray | None, sex: np.ndarra
 
 
 def _outcome_matrices(p: np.ndarray, t: np.ndarray, outcome: np.ndarray, timestamp: np.ndarray,
-                      harm: np.ndarray, shape: tuple[int, int]):
+                      harm: np.ndarray, shape: tuple[int, int], order: np.ndarray | None = None):
     """history, history_days, harmful (CSR ``shape``) and treatment_support from outcome rows.
 
-    One stable sort of the rows by (patient, treatment) gives every matrix: the latest row of
-    each pair (by timestamp, NaT first, then file order) fills ``history`` and
-    ``history_days``; a pair is harmful if any of its rows is.
+    One stable sort of the rows by (patient, treatment) (``order``, computed when None) gives
+    every matrix: the latest row of each pair (by timestamp, NaT first, then file order) fills
+    ``history`` and ``history_days``; a pair is harmful if any of its rows is.
     """
     n_p, n_t = shape
-    key = p.astype(np.int64)
-    key *= n_t
-    key += t
-    order = np.argsort(key, kind="stable")
-    del key
-    head, last = _group_edges(p[order], t[order])  # first / last row of each pair, sorted
+    if order is None:
+        key = p.astype(np.int64)
+        key *= n_t
+        key += t
+        order = np.argsort(key, kind="stable")
+        del key
+    head, last = group_edges(p[order], t[order])  # first / last row of each pair, sorted
     latest = _latest_of_groups(order, head, last, timestamp)
     harmed = np.zeros(len(latest), bool)
     harmed[np.cumsum(head, dtype=_counter(len(head)))[harm[order]] - 1] = True
@@ -589,20 +592,6 @@ def _outcome_matrices(p: np.ndarray, t: np.ndarray, outcome: np.ndarray, timesta
 def _counter(n: int) -> type:
     """The smallest integer dtype (int32 or int64) that counts to ``n``."""
     return np.int32 if n < 2**31 else np.int64
-
-
-def _group_edges(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of the first and the last row of each run of equal (sorted) keys."""
-    n = len(keys[0])
-    head = np.ones(n, bool)
-    for key in keys:
-        head[1:] &= key[1:] == key[:-1]
-    if n:
-        head[0] = False
-    np.logical_not(head, out=head)
-    last = np.ones(n, bool)
-    last[:-1] = head[1:]
-    return head, last
 
 
 def _latest_of_groups(order: np.ndarray, head: np.ndarray, last: np.ndarray,
@@ -641,10 +630,10 @@ def _condition_counts(codes: CohortCodes, policy: ConfidencePolicy, n_c: int, n_
     key += outcome_buckets(codes.outcome, codes.adverse, policy.positive_threshold)
     key *= 2
     key += policy.worked(codes.outcome)
-    codes, uniques = pd.factorize(key)
+    which, uniques = pd.factorize(key)
     del key
-    counts = np.bincount(codes, minlength=len(uniques))
-    del codes
+    counts = np.bincount(which, minlength=len(uniques))
+    del which
     order = np.argsort(uniques)
     uniques, counts = uniques[order], counts[order]
     by_label, (n, n_worked) = _sum_sorted(uniques // 2, counts, counts * (uniques % 2))

@@ -122,8 +122,8 @@ def messy_frames(seed: int, n_patients: int = 40, n_rows: int = 300) -> dict[str
         "interactions": pd.DataFrame({"treatment_a": ["T1", "T2", "T1"],
                                       "treatment_b": ["T2", "T1", "T5"],
                                       "severity": ["moderate", "severe", "minor"]}),
-        "treatments": pd.DataFrame({"treatment_id": [f"T{i}" for i in range(12)],
-                                    "name": [f"drug {i}" for i in range(12)]}),
+        "treatments": pd.DataFrame({"treatment_id": [f"T{i}" for i in range(12)] + ["T3"],
+                                    "name": [f"drug {i}" for i in range(12)] + ["again"]}),
     }
 
 
@@ -289,3 +289,19 @@ def test_a_trained_artifact_holds_the_previous_dataset(tmp_path):
     reference = reference_from_tables(read_tables(SAMPLE))
     assert_same_dataset(load_artifact(path).dataset, Dataset.from_arrays(*reference.to_arrays()))
     assert not list(tmp_path.glob(".*spill*"))  # the temporary memory maps are gone
+
+
+def test_parquet_categories_out_of_row_order(tmp_path, no_fallback):
+    """A categorical id column stores its categories (here reversed, one unused) as the
+    dictionary: patient indices must still follow the rows."""
+    frames = messy_frames(9)
+    for name in ("outcomes", "patient_conditions"):
+        ids = frames[name]["patient_id"].str.strip()
+        frames[name]["patient_id"] = pd.Categorical(
+            ids, categories=sorted(set(ids) | {"UNUSED"}, reverse=True))
+    frames["outcomes"]["condition_id"] = frames["outcomes"]["condition_id"].astype("category")
+    folder = write_folder(frames, tmp_path / "d", "parquet")
+    codes = read_codes(folder)
+    assert "UNUSED" not in list(codes.patient_ids)
+    assert_same_codes(codes, CohortCodes.from_tables(read_tables(folder)))
+    assert_same_dataset(Dataset.from_codes(codes), reference_from_tables(read_tables(folder)))
