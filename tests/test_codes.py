@@ -305,3 +305,14 @@ def test_parquet_categories_out_of_row_order(tmp_path, no_fallback):
     assert "UNUSED" not in list(codes.patient_ids)
     assert_same_codes(codes, CohortCodes.from_tables(read_tables(folder)))
     assert_same_dataset(Dataset.from_codes(codes), reference_from_tables(read_tables(folder)))
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_tables_without_rows(tmp_path, kind, no_fallback):
+    frames = messy_frames(4)
+    frames["outcomes"] = frames["outcomes"].iloc[:0]
+    folder = write_folder(frames, tmp_path / "d", kind)
+    codes = read_codes(folder)
+    assert codes.n_rows == 0
+    assert_same_codes(codes, CohortCodes.from_tables(read_tables(folder)))
+    assert_same_dataset(Dataset.from_codes(codes), reference_from_tables(read_tables(folder)))
