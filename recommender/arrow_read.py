@@ -323,9 +323,10 @@ def _in_appearance_order(parts: list[np.ndarray], n_values: int) -> bool:
         if not len(codes):
             continue
         running = np.maximum.accumulate(codes)
+        np.maximum(running, largest, out=running)  # the largest code of the earlier parts
         if running[0] > largest + 1 or (np.diff(running) > 1).any():
             return False
-        largest = max(largest, int(running[-1]))
+        largest = int(running[-1])
     return largest == n_values - 1
 
 
