@@ -104,6 +104,12 @@ def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
     The manifest's ``training`` section records ``read_seconds`` (read and validate the
     tables, :func:`recommender.arrow_read.read_codes`), ``encode_seconds`` (build the Dataset)
     and ``fit_seconds`` (fit the model).
+
+    Memory: the tables never exist as pandas frames of strings; the integer codes are dropped
+    once the Dataset is built; glibc maps large blocks on their own (:func:`map_large_blocks`)
+    and freed memory is handed back between stages (:func:`release_memory`); and while the
+    model fits, the matrices it does not read (:data:`SPILLED`) are memory-mapped from a
+    temporary folder beside ``out`` (writing them counts in ``encode_seconds``).
     """
     map_large_blocks()
     started = time.perf_counter()
