@@ -107,7 +107,7 @@ def main() -> None:
     spark.stop()
     table = markdown_table(rows, COLUMNS)
     print(table)
-    path = write_results("spark", {
+    path = write_results("spark_quick" if args.quick else "spark", {
         "description": __doc__.splitlines()[0], "repeats": args.repeats,
         "spark_version": spark.version, "spark_session_start_s": session_seconds,
         "params": ALSRecommender().get_params(), "rows": rows, "table": table})
