@@ -42,6 +42,7 @@ from .ids import IdMap
 from .io import CohortTables, parse_outcomes
 from .pseudonym import Pseudonymizer, check_key
 from .safety import SEVERITY_CODES, SafetyPolicy
+from .sparse_rows import row_arrays
 
 FEATURE_CONDITION, FEATURE_AGE, FEATURE_SEX = "condition:", "age:", "sex:"
 #: Outcome labels counted as evidence, in the column order of ``Dataset.label_counts``.
@@ -270,9 +271,8 @@ class Dataset:
 
     def candidates(self, condition: int) -> np.ndarray:
         """Treatment indices (sorted) recorded for condition index ``condition`` in the data."""
-        start, stop = self.condition_outcomes.indptr[condition:condition + 2]
-        indices = self.condition_outcomes.indices[start:stop]
-        return np.sort(indices[self.condition_outcomes.data[start:stop] > 0])
+        indices, counts = row_arrays(self.condition_outcomes, condition)
+        return np.sort(indices[counts > 0])
 
     # --- patients outside the training data ----------------------------------------------------
 

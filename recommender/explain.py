@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .dataset import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS
-from .sparse_rows import row_arrays
+from .sparse_rows import lookup, row_arrays
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -87,10 +87,8 @@ def _evidence_entries(dataset: "Dataset", treatments: np.ndarray, condition: int
     columns, values = row_arrays(dataset.label_counts, row)
     wanted = (np.asarray(treatments, np.int64)[:, None] * width + np.arange(width)).ravel()
     table = np.zeros(len(wanted))
-    if len(columns):  # a row's columns are sorted: look each wanted count up
-        found = np.minimum(np.searchsorted(columns, wanted), len(columns) - 1)
-        hit = columns[found] == wanted
-        table[hit] = values[found[hit]]
+    positions, found = lookup(columns, wanted)
+    table[found] = values[positions[found]]
     table = table.reshape(-1, width)  # (len(treatments), 5)
     scope = (f"condition {dataset.conditions.external_ids[condition]}" if condition >= 0
              else "all conditions")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from . import safety
+from . import safety, sparse_rows
 from .columns import Columns as C
 from .exceptions import ParameterError
 from .explain import describe_contributions_many, evidence_many
@@ -211,9 +211,7 @@ def _requested(dataset: "Dataset", treatment_ids: Iterable[str] | None, n_rows: 
         return None, []
     ids = [str(t) for t in treatment_ids]
     idx = dataset.treatments.to_internal(ids, strict=False)
-    known = np.unique(idx[idx >= 0])
-    pattern = sp.csr_matrix((np.ones(len(known), bool), known, [0, len(known)]),
-                            shape=(1, dataset.n_treatments))
+    pattern = sparse_rows.pattern(idx[idx >= 0], dataset.n_treatments)
     return sp.vstack([pattern] * n_rows, format="csr"), [t for t, i in zip(ids, idx) if i < 0]
 
 
@@ -291,12 +289,10 @@ def recommend_unknown_conditions(model: "Recommender", history: Sequence[Mapping
 
 def query_for_record(dataset: "Dataset", record: "PatientRecord", condition: int) -> Query:
     """Query for one patient outside the training data."""
-    def pattern(indices, width):
-        return sp.csr_matrix((np.ones(len(indices), bool), indices, [0, len(indices)]),
-                             shape=(1, width))
     return Query(rows=record.row, patients=None, conditions=np.array([condition]),
-                 patient_conditions=pattern(record.conditions, len(dataset.conditions)),
-                 history=record.history, harmful=pattern(record.harmful, dataset.n_treatments),
+                 patient_conditions=sparse_rows.pattern(record.conditions, len(dataset.conditions)),
+                 history=record.history,
+                 harmful=sparse_rows.pattern(record.harmful, dataset.n_treatments),
                  history_days=record.history_days)
 
 
@@ -383,9 +379,7 @@ def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix
     scores as a (1, k) array, like :func:`top_k`'s row.
     """
     values = np.array(scores, dtype=np.float32)  # a copy: masked in place below
-    coded = codes.indices  # sorted: look each candidate up
-    at = np.minimum(np.searchsorted(coded, candidates), max(len(coded) - 1, 0))
-    excluded = coded[at] == candidates if len(coded) else np.zeros(len(candidates), bool)
+    _, excluded = sparse_rows.lookup(codes.indices, candidates)
     values[~np.isfinite(values) | safety.low_evidence(dataset, candidates) | excluded] = -np.inf
     # a stable sort of a few values: best first, ties by lower index, as top_k orders them
     order = np.argsort(-values, kind="stable")[:k]

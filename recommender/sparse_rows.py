@@ -18,6 +18,20 @@ def row_arrays(matrix: sp.csr_matrix, i: int) -> tuple[np.ndarray, np.ndarray]:
     return matrix.indices[start:stop], matrix.data[start:stop]
 
 
+def lookup(indices: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``wanted`` stands in the sorted ``indices`` (a CSR row's columns).
+
+    Returns ``(positions, found)``, both shaped like ``wanted``: ``found`` says whether the
+    value is present, and then ``indices[positions]`` is it (elsewhere ``positions`` is any
+    valid index, or 0 for an empty ``indices``).
+    """
+    wanted = np.asarray(wanted)
+    if not len(indices):
+        return np.zeros(wanted.shape, np.intp), np.zeros(wanted.shape, bool)
+    positions = np.minimum(np.searchsorted(indices, wanted), len(indices) - 1)
+    return positions, indices[positions] == wanted
+
+
 def _assemble(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
               shape: tuple[int, int]) -> sp.csr_matrix:
     """CSR from trusted, canonical arrays without scipy's validation (same attributes)."""

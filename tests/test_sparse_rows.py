@@ -77,3 +77,12 @@ def test_als_contributions_equal_implicit_explain(als):
                                                 rel=1e-4, abs=1e-6)  # float32 sums in another order
             checked += 1
     assert checked > 10
+
+
+def test_lookup_finds_present_values_only():
+    indices = np.array([2, 5, 9])
+    positions, found = sparse_rows.lookup(indices, np.array([9, 1, 5, 10, 2]))
+    assert found.tolist() == [True, False, True, False, True]
+    assert indices[positions[found]].tolist() == [9, 5, 2]
+    positions, found = sparse_rows.lookup(np.array([], int), np.array([3, 4]))
+    assert not found.any() and positions.tolist() == [0, 0]
