@@ -106,8 +106,7 @@ class ALSRecommender(FactorModel):
 
     def _fit(self, dataset, show_progress: bool) -> None:
         model = self._implicit_model()
-        self.__dict__.pop("_solver_cache", None)
-        self.__dict__.pop("_gram_base", None)
+        self._forget_solver()
         if self.init_fraction is not None:
             model.item_factors = self._warm_start(dataset.matrix)
             model.user_factors = np.zeros((dataset.matrix.shape[0], self.factors), np.float32)
@@ -146,7 +145,14 @@ class ALSRecommender(FactorModel):
             model.item_factors = np.array(self.item_factors_, dtype=np.float32, order="C")
             model.user_factors = np.zeros((1, self.item_factors_.shape[1]), np.float32)
             self._solver_cache = model
+            # YtY + reg I: the part of every patient's weighted Gram matrix they all share
+            self._gram_base = model.YtY + model.regularization * np.eye(self.item_factors_.shape[1])
         return self._solver_cache
+
+    def _forget_solver(self) -> None:
+        """Drop what :meth:`_solver` derived from the factors (they are being replaced)."""
+        self.__dict__.pop("_solver_cache", None)
+        self.__dict__.pop("_gram_base", None)
 
     def _fold_in(self, rows) -> np.ndarray:
         if rows.shape[0] == 0:
@@ -168,8 +174,6 @@ class ALSRecommender(FactorModel):
         confidence = confidence * solver.alpha if solver.alpha != 1.0 else confidence
         factors = solver.item_factors
         liked = factors[columns]  # (nnz, d)
-        if "_gram_base" not in self.__dict__:  # the part every patient shares
-            self._gram_base = solver.YtY + solver.regularization * np.eye(factors.shape[1])
         gram = self._gram_base + (liked * (np.abs(confidence) - 1)[:, None]).T @ liked
         targets = factors[np.asarray(treatments, np.int64)].T  # (d, k)
         # gram is symmetric positive definite: one LAPACK Cholesky solve (as implicit's
@@ -188,6 +192,4 @@ class ALSRecommender(FactorModel):
 
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
-        self.__dict__.pop("_solver_cache", None)
-        self.__dict__.pop("_gram_base", None)
-        self.__dict__.pop("_gram_base", None)
+        self._forget_solver()
