@@ -88,19 +88,15 @@ def active_treatments(dataset: "Dataset", query: "Query",
                       requested: sp.csr_matrix | None = None) -> sp.csr_matrix:
     """Boolean CSR (n, n_t): each patient's active treatments (see the module docstring)."""
     history, days = query.history, query.history_days
-    worked = dataset.policy.worked(history.data)
-    window = dataset.safety.active_window_days
-    if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
-        latest = days.data.max() if len(days.data) else -np.inf
-        recent = worked & (days.data >= 0) & (latest - days.data <= window)
-        return sparse_rows.pattern(history.indices[recent], history.shape[1])
     counts = np.diff(history.indptr)
-    rows = np.repeat(np.arange(history.shape[0]), counts)
-    latest = np.full(history.shape[0], -np.inf)
+    latest = np.full(history.shape[0], -np.inf)  # each patient's latest day on record
     filled = counts > 0  # reduceat needs non-empty segments
     if len(days.data):
         latest[filled] = np.maximum.reduceat(days.data, history.indptr[:-1][filled])
-    recent = worked & (days.data >= 0) & (latest[rows] - days.data <= window)
+    recent = (dataset.policy.worked(history.data) & (days.data >= 0)
+              & (np.repeat(latest, counts) - days.data <= dataset.safety.active_window_days))
+    if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
+        return sparse_rows.pattern(history.indices[recent], history.shape[1])
     active = sp.csr_matrix((recent, history.indices, history.indptr), shape=history.shape,
                            copy=True)  # eliminate_zeros works in place: never on shared arrays
     active.eliminate_zeros()
