@@ -512,7 +512,7 @@ def rank_patients(model: "Recommender", patients: np.ndarray, condition: int,
 def _factor_scoring(model: "Recommender", patients: np.ndarray) -> bool:
     """Whether ``model`` scores known patients as float32 user @ item factor products whose
     values are all finite (so the fast path needs no NaN or overflow handling)."""
-    if not isinstance(model, FactorModel) or type(model)._score is not FactorModel._score:
+    if not _scores_ignore_condition(model):  # not plain user @ item factor products
         return False
     users, items = model.user_factors_, model.item_factors_
     if users.dtype != np.float32 or items.dtype != np.float32 or not len(patients):
