@@ -266,6 +266,25 @@ def _list_of_objects(value) -> list | None:
 
 # --- cards ----------------------------------------------------------------------------------------
 
+def _suggestion_card(text: str, parts: list[list[str]], suggestions: list[dict],
+                     offered: dict[str, str], answer: Mapping, namer: Namer,
+                     style: Style) -> Card:
+    """An ``info`` card offering at most one of ``suggestions``.
+
+    ``text`` is the summary, ``parts`` the detail's Markdown paragraphs so far (the answer's
+    safety exclusions are appended to it), ``offered`` maps suggestion uuid -> therapy id in
+    suggestion order. The card's own uuid is drawn here, after the suggestions' uuids.
+    """
+    parts.append(exclusions_markdown(answer.get("excluded", []), namer))
+    body = compact({
+        "uuid": str(uuid.uuid4()), "summary": text, "indicator": "info",
+        "detail": _detail(parts, style), "source": style.source(),
+        "suggestions": suggestions, "selectionBehavior": "at-most-one",
+        "overrideReasons": override_reasons(SUGGESTION_OVERRIDES), "links": style.links(),
+    })
+    return Card(body, "suggestion", tuple(offered.values()), offered)
+
+
 def recommendation_card(items: list[Mapping], answer: Mapping, condition: str,
                         patient_id: str, encounter_id: str | None, namer: Namer,
                         style: Style) -> Card:
@@ -301,14 +320,7 @@ def recommendation_card(items: list[Mapping], answer: Mapping, condition: str,
             "label": summary("Propose {t}", t=therapy), "uuid": suggestion_id,
             "actions": [{"type": "create", "description": f"Draft a proposal of {therapy}",
                          "resource": resource}]})
-    parts.append(exclusions_markdown(answer.get("excluded", []), namer))
-    body = compact({
-        "uuid": str(uuid.uuid4()), "summary": text, "indicator": "info",
-        "detail": _detail(parts, style), "source": style.source(),
-        "suggestions": suggestions, "selectionBehavior": "at-most-one",
-        "overrideReasons": override_reasons(SUGGESTION_OVERRIDES), "links": style.links(),
-    })
-    return Card(body, "suggestion", tuple(offered.values()), offered)
+    return _suggestion_card(text, parts, suggestions, offered, answer, namer, style)
 
 
 def warning_card(drafted: str, exclusion: Mapping, namer: Namer, style: Style) -> Card:
@@ -365,11 +377,4 @@ def alternatives_card(drafted: str, draft: Mapping, alternatives: list[Mapping],
                          "resourceId": draft_reference},
                         {"type": "create", "description": f"Draft an order of {alternative}",
                          "resource": resource}]})
-    parts.append(exclusions_markdown(answer.get("excluded", []), namer))
-    body = compact({
-        "uuid": str(uuid.uuid4()), "summary": text, "indicator": "info",
-        "detail": _detail(parts, style), "source": style.source(),
-        "suggestions": suggestions, "selectionBehavior": "at-most-one",
-        "overrideReasons": override_reasons(SUGGESTION_OVERRIDES), "links": style.links(),
-    })
-    return Card(body, "suggestion", tuple(offered.values()), offered)
+    return _suggestion_card(text, parts, suggestions, offered, answer, namer, style)

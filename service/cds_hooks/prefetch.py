@@ -367,7 +367,9 @@ class Coder:
                 result.history.append(item)
 
     def _course(self, data: Mapping, treatment: str, name: str, status: str) -> _Course | None:
-        start_text, stop_text = _request_times(data)
+        # Start and stop text as the FHIR importer reads a MedicationRequest (authoredOn, else
+        # the first dosage boundsPeriod, else dispenseRequest.validityPeriod).
+        start_text, stop_text = fhir_import._medication_times(data, "MedicationRequest")
         start = _day(start_text)
         if start is None:
             return None
@@ -429,18 +431,6 @@ class Coder:
         outcome = RULES.chronic_outcome if rule == "chronic" else RULE_OUTCOMES[rule]
         return {"treatment_id": course.treatment, "outcome": round(float(outcome), 3),
                 "timestamp": course.start.isoformat(), "adverse": int(adverse)}
-
-
-def _request_times(data: Mapping) -> tuple[str | None, str | None]:
-    """Start and stop of a MedicationRequest, as the FHIR importer reads them."""
-    bounds = {}
-    for dosage in data.get("dosageInstruction") or []:
-        bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
-        if bounds:
-            break
-    validity = (data.get("dispenseRequest") or {}).get("validityPeriod") or {}
-    start = data.get("authoredOn") or bounds.get("start") or validity.get("start")
-    return start, bounds.get("end") or validity.get("end")
 
 
 def _add(values: list, value: str) -> None:
