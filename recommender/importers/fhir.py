@@ -285,7 +285,7 @@ class _Context:
             stop = period.get("end") or start
         else:
             code, name = self._medication(resource)
-            start, stop = _medication_times(data, rtype)
+            start, stop = medication_times(data, rtype)
             if not stop and status not in OPEN_STATUS:
                 stop = start
         patient = self.patient_of(resource)
@@ -346,7 +346,7 @@ def _us_core(patient: dict, name: str) -> str:
     return ""
 
 
-def _medication_times(data: dict, rtype: str) -> tuple[str | None, str | None]:
+def medication_times(data: dict, rtype: str) -> tuple[str | None, str | None]:
     if rtype == "MedicationStatement":
         period = data.get("effectivePeriod") or {}
         start = data.get("effectiveDateTime") or period.get("start") or data.get("dateAsserted")

@@ -369,7 +369,7 @@ class Coder:
     def _course(self, data: Mapping, treatment: str, name: str, status: str) -> _Course | None:
         # Start and stop text as the FHIR importer reads a MedicationRequest (authoredOn, else
         # the first dosage boundsPeriod, else dispenseRequest.validityPeriod).
-        start_text, stop_text = fhir_import._medication_times(data, "MedicationRequest")
+        start_text, stop_text = fhir_import.medication_times(data, "MedicationRequest")
         start = _day(start_text)
         if start is None:
             return None
