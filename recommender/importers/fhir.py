@@ -347,6 +347,8 @@ def _us_core(patient: dict, name: str) -> str:
 
 
 def medication_times(data: dict, rtype: str) -> tuple[str | None, str | None]:
+    """(start, stop) ISO-8601 texts of a MedicationStatement/MedicationRequest resource ``data``
+    of type ``rtype``; None where the resource does not say."""
     if rtype == "MedicationStatement":
         period = data.get("effectivePeriod") or {}
         start = data.get("effectiveDateTime") or period.get("start") or data.get("dateAsserted")
