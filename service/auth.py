@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flask import current_app, g, request
+from flask import Flask, Request, current_app, g, request
 
 from .errors import ApiError
 from .tokens import ROLES, Principal, TokenStore
@@ -54,39 +54,51 @@ def patient_data(view: Callable) -> Callable:
     return view
 
 
-def view_function() -> Callable | None:
-    """The view the current request is routed to (None for a routing error)."""
-    if request.url_rule is None:
+def view_function(app: Flask | None = None, req: Request | None = None) -> Callable | None:
+    """The view the current request is routed to (None for a routing error).
+
+    ``app`` and ``req`` are the current app and request when the caller already holds them
+    (each access to Flask's ``current_app`` / ``request`` proxies costs a context lookup).
+    """
+    app = current_app if app is None else app
+    req = request if req is None else req
+    if req.url_rule is None:
         return None
-    return current_app.view_functions.get(request.endpoint)
+    return app.view_functions.get(req.endpoint)
 
 
 def is_patient_data(view: Callable | None) -> bool:
     return bool(view is not None and getattr(view, _PATIENT_DATA, False))
 
 
-def authorize() -> None:
+def authorize(app: Flask | None = None, req: Request | None = None, ctx=None) -> None:
     """``before_request``: authenticate and authorise, leaving ``g.principal`` when known.
+
+    ``app``, ``req`` and ``ctx`` are the current app, request and ``g`` when the caller already
+    holds them (see :func:`view_function`).
 
     Raises
     ------
     ApiError
         401 (``missing_token`` / ``invalid_token``) or 403 (``forbidden``).
     """
-    view = view_function()
-    if view is None or request.method == "OPTIONS":
+    app = current_app._get_current_object() if app is None else app
+    req = request._get_current_object() if req is None else req
+    ctx = g._get_current_object() if ctx is None else ctx
+    view = view_function(app, req)
+    if view is None or req.method == "OPTIONS":
         return  # unmatched URL or method: routing answers 404/405; CORS preflights carry no token
     allowed = getattr(view, _ACCESS, EVERYONE)
     if allowed is None:
         return
     if allowed == CDS_CLIENT:
-        g.principal = authenticate_cds_client()
+        ctx.principal = authenticate_cds_client()
         return
-    principal = authenticate(request.headers.get("Authorization"),
-                             current_app.extensions["recommender"].tokens)
-    g.principal = principal
+    runtime = app.extensions["recommender"]
+    principal = authenticate(req.headers.get("Authorization"), runtime.tokens, runtime.metrics)
+    ctx.principal = principal
     if principal.role not in allowed:
-        current_app.extensions["recommender"].metrics.auth_failure("forbidden")
+        runtime.metrics.auth_failure("forbidden")
         raise ApiError(403, "forbidden", f"role {principal.role!r} may not call this endpoint; "
                        f"it needs {' or '.join(sorted(allowed))}",
                        {"role": principal.role, "allowed_roles": sorted(allowed)},
@@ -110,9 +122,13 @@ def authenticate_cds_client() -> Principal:
     return Principal(identity.issuer, CDS_CLIENT)
 
 
-def authenticate(header: str | None, tokens: TokenStore) -> Principal:
-    """The principal of an ``Authorization: Bearer <token>`` header (401 otherwise)."""
-    metrics = current_app.extensions["recommender"].metrics
+def authenticate(header: str | None, tokens: TokenStore, metrics=None) -> Principal:
+    """The principal of an ``Authorization: Bearer <token>`` header (401 otherwise).
+
+    Refusals are counted in ``metrics`` (default: the current app's).
+    """
+    if metrics is None:
+        metrics = current_app.extensions["recommender"].metrics
     if not header:
         metrics.auth_failure("missing")
         raise ApiError(401, "missing_token", "this endpoint needs an API token: send "

@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 
 from .audit import AuditError
 from .auth import authorize, is_patient_data, view_function
@@ -40,54 +40,61 @@ def register(app: Flask) -> None:
 
 
 def _begin() -> None:
-    g.started = time.perf_counter()
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    authorize()
+    ctx, req = g._get_current_object(), request._get_current_object()
+    ctx.started = time.perf_counter()
+    incoming = req.headers.get("X-Request-ID", "")
+    ctx.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    authorize(current_app._get_current_object(), req, ctx)
 
 
 def _finish(response: Response) -> Response:
-    runtime = current_app.extensions["recommender"]
-    view = view_function()
-    principal = g.get("principal")
+    # The proxies (request, g, current_app) are resolved once: each access costs a lookup.
+    app, req, ctx = current_app._get_current_object(), request._get_current_object(), \
+        g._get_current_object()
+    runtime = app.extensions["recommender"]
+    view = view_function(app, req)
+    principal = ctx.get("principal")
     if principal is not None and is_patient_data(view):
-        response = _audit(runtime, principal, response)
-    response.headers["X-Request-ID"] = g.get("request_id", "")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    endpoint = request.endpoint if view is not None else "unmatched"
-    seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    runtime.metrics.observe(endpoint, request.method, response.status_code, seconds)
+        response = _audit(runtime, req, ctx, principal, response)
+    headers = response.headers
+    headers["X-Request-ID"] = ctx.get("request_id", "")
+    headers["Cache-Control"] = "no-store"
+    headers["X-Content-Type-Options"] = "nosniff"
+    endpoint = req.endpoint if view is not None else "unmatched"
+    seconds = time.perf_counter() - ctx.get("started", time.perf_counter())
+    runtime.metrics.observe(endpoint, req.method, response.status_code, seconds)
     if runtime.config["ACCESS_LOG"]:
         access_log.info(json.dumps({
-            "request_id": g.get("request_id"), "principal": principal.id if principal else None,
-            "method": request.method, "endpoint": endpoint, "status": response.status_code,
+            "request_id": ctx.get("request_id"), "principal": principal.id if principal else None,
+            "method": req.method, "endpoint": endpoint, "status": response.status_code,
             "ms": round(seconds * 1000, 3)}, separators=(",", ":")))
     return response
 
 
-def _audit(runtime, principal, response: Response) -> Response:
+def _audit(runtime, req: Request, ctx, principal, response: Response) -> Response:
     """Append the audit line of a patient-data request; 503 without data if that fails."""
-    served = g.get("served") or runtime.store.current
-    details = g.get("audit", {})
+    served = ctx.get("served") or runtime.store.current
+    details = ctx.get("audit", {})
     patient = details.get("patient_pseudonym")
-    if patient is None and request.view_args and "patient_id" in request.view_args:
-        patient = served.pseudonym(request.view_args["patient_id"])
+    view_args = req.view_args
+    if patient is None and view_args and "patient_id" in view_args:
+        patient = served.pseudonym(view_args["patient_id"])
     record = {
-        "event": "patient_data_access", "request_id": g.get("request_id"),
-        "principal": principal.id, "role": principal.role, "endpoint": request.endpoint,
-        "method": request.method, "patient_pseudonym": patient,
+        "event": "patient_data_access", "request_id": ctx.get("request_id"),
+        "principal": principal.id, "role": principal.role, "endpoint": req.endpoint,
+        "method": req.method, "patient_pseudonym": patient,
         "condition_id": details.get("condition_id"), "model_version": served.version,
         "treatment_ids": details.get("treatment_ids", []), "status": response.status_code,
-        "error_code": _error_code(response), "remote_addr": request.remote_addr,
+        "error_code": _error_code(response), "remote_addr": req.remote_addr,
     }
     record.update({key: details[key] for key in AUDIT_EXTRA if key in details})
-    if g.get("cds_tenant"):
-        record["tenant"] = g.cds_tenant
+    tenant = ctx.get("cds_tenant")
+    if tenant:
+        record["tenant"] = tenant
     try:
         runtime.audit.write(record)
     except AuditError as exc:
-        log.error("request %s refused: %s", g.get("request_id"), exc)
+        log.error("request %s refused: %s", ctx.get("request_id"), exc)
         runtime.metrics.audit_failures.inc()
         return error_response(503, "audit_unavailable", "the access could not be recorded in "
                               "the audit log, so no patient data is returned; retry later")
