@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 Z_95 = 1.959963984540054
 MAX_CONTRIBUTIONS = 5
+#: Contributions smaller than this in magnitude are not shown (float noise, not a reason).
+MIN_CONTRIBUTION = 1e-6
 
 
 def wilson_interval(successes: float, total: float, z: float = Z_95) -> tuple[float, float]:
@@ -145,15 +147,31 @@ def _without(query: "Query", column: int, n_t: int) -> "Query":
                  history_days=drop(query.history_days, history_col))
 
 
+def strongest(pairs: list[tuple[int, float]], limit: int) -> list[tuple[int, float]]:
+    """The at most ``limit`` (column, contribution) pairs of magnitude >= ``MIN_CONTRIBUTION``,
+    largest magnitude first (a stable sort: equal magnitudes keep their order in ``pairs``)."""
+    kept = [cv for cv in pairs if abs(cv[1]) >= MIN_CONTRIBUTION]
+    kept.sort(key=_largest_first)
+    return kept[:limit]
+
+
 def describe_contributions(dataset: "Dataset", query: "Query",
                            pairs: list[tuple[int, float]]) -> list[dict]:
     """Readable contributions, largest magnitude first, at most ``MAX_CONTRIBUTIONS``."""
-    return describe_contributions_many(dataset, query, [pairs])[0]
+    return describe_strongest(dataset, query, [strongest(pairs, MAX_CONTRIBUTIONS)])[0]
 
 
 def describe_contributions_many(dataset: "Dataset", query: "Query",
                                 pairs_per_treatment: list[list[tuple[int, float]]]) -> list[list[dict]]:
     """:func:`describe_contributions` for each treatment's pairs, reading the patient once."""
+    return describe_strongest(dataset, query, [strongest(pairs, MAX_CONTRIBUTIONS)
+                                               for pairs in pairs_per_treatment])
+
+
+def describe_strongest(dataset: "Dataset", query: "Query",
+                       strongest_per_treatment: list[list[tuple[int, float]]]) -> list[list[dict]]:
+    """Each treatment's pairs, already chosen and ordered by :func:`strongest` (or
+    :meth:`~recommender.models.base.Recommender.strongest_contributions`), in readable form."""
     n_t = dataset.n_treatments
     outcomes = dict(zip(query.history.indices.tolist(), query.history.data.tolist()))
     treatment_ids, feature_ids = dataset.treatments.external_ids, dataset.features.external_ids
@@ -172,13 +190,8 @@ def describe_contributions_many(dataset: "Dataset", query: "Query",
                 described[column] = {"source": kind, "id": feature.split(":", 1)[1]}
         return described[column]
 
-    result = []
-    for pairs in pairs_per_treatment:
-        kept = [cv for cv in pairs if cv[1] >= 1e-6 or cv[1] <= -1e-6]  # |value| >= 1e-6
-        kept.sort(key=_largest_first)
-        result.append([{**describe(column), "contribution": round(value, 6)}
-                       for column, value in kept[:MAX_CONTRIBUTIONS]])
-    return result
+    return [[{**describe(column), "contribution": round(value, 6)} for column, value in pairs]
+            for pairs in strongest_per_treatment]
 
 
 def _largest_first(pair: tuple[int, float]) -> float:

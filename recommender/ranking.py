@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import safety, sparse_rows
 from .columns import Columns as C
 from .exceptions import ParameterError
-from .explain import describe_contributions_many, evidence_many
+from .explain import MAX_CONTRIBUTIONS, describe_strongest, evidence_many
 from .models.base import Query
 from .models.factorization import FactorModel
 from .threads import single_threaded_blas
@@ -391,12 +391,12 @@ def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix
 
 def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:
     dataset = model.dataset_
-    pairs = model.contributions(query, chosen)
+    pairs = model.strongest_contributions(query, chosen, MAX_CONTRIBUTIONS)
     basis = ("the patient's own record, compared with patients with similar outcome histories"
              if model.personalised else
              "population outcome rates only; this model does not use the patient's own record")
     evidence = evidence_many(dataset, chosen, condition)
-    described = describe_contributions_many(dataset, query, pairs)
+    described = describe_strongest(dataset, query, pairs)
     return [{"basis": basis, "contributions": contributions, "evidence": item_evidence}
             for contributions, item_evidence in zip(described, evidence)]
 

@@ -88,6 +88,12 @@ def active_treatments(dataset: "Dataset", query: "Query",
                       requested: sp.csr_matrix | None = None) -> sp.csr_matrix:
     """Boolean CSR (n, n_t): each patient's active treatments (see the module docstring)."""
     history, days = query.history, query.history_days
+    if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
+        latest = days.data.max() if len(days.data) else -np.inf
+        recent = (dataset.policy.worked(history.data) & (days.data >= 0)
+                  & (latest - days.data <= dataset.safety.active_window_days))
+        chosen = history.indices[recent]  # a canonical row's columns: sorted, unique
+        return sparse_rows.single_row(chosen, np.ones(len(chosen), bool), history.shape[1])
     counts = np.diff(history.indptr)
     latest = np.full(history.shape[0], -np.inf)  # each patient's latest day on record
     filled = counts > 0  # reduceat needs non-empty segments
@@ -95,8 +101,6 @@ def active_treatments(dataset: "Dataset", query: "Query",
         latest[filled] = np.maximum.reduceat(days.data, history.indptr[:-1][filled])
     recent = (dataset.policy.worked(history.data) & (days.data >= 0)
               & (np.repeat(latest, counts) - days.data <= dataset.safety.active_window_days))
-    if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
-        return sparse_rows.pattern(history.indices[recent], history.shape[1])
     active = sp.csr_matrix((recent, history.indices, history.indptr), shape=history.shape,
                            copy=True)  # eliminate_zeros works in place: never on shared arrays
     active.eliminate_zeros()
@@ -129,19 +133,32 @@ def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
 
 def _single_row_codes(dataset: "Dataset", query: "Query", include_tried: bool,
                       active: sp.csr_matrix) -> sp.csr_matrix:
-    """:func:`exclusion_codes` for one patient with plain index arithmetic (the service's path)."""
-    codes = np.zeros(dataset.n_treatments, np.int8)
-    codes[row_arrays(query.harmful, 0)[0]] |= HARM
-    for condition in row_arrays(query.patient_conditions, 0)[0]:
-        codes[row_arrays(dataset.contraindications, condition)[0]] |= CONTRAINDICATED
-    if dataset.interactions.nnz:
-        for treatment in row_arrays(active, 0)[0]:
-            partners, severity = row_arrays(dataset.interactions, treatment)
-            codes[partners[severity == SEVERE]] |= INTERACTION
+    """:func:`exclusion_codes` for one patient with plain index arithmetic (the service's path):
+    every rule's treatment indices in one array, OR-ed together per treatment."""
+    parts = [(row_arrays(query.harmful, 0)[0], HARM)]
+    for contraindicated in _nonempty_rows(dataset.contraindications,
+                                          row_arrays(query.patient_conditions, 0)[0]):
+        parts.append((contraindicated[0], CONTRAINDICATED))
+    for partners, severity in _nonempty_rows(dataset.interactions, row_arrays(active, 0)[0]):
+        parts.append((partners[severity == SEVERE], INTERACTION))
     if not include_tried:
-        codes[row_arrays(query.history, 0)[0]] |= TRIED
-    nonzero = np.flatnonzero(codes)
-    return sparse_rows.single_row(nonzero, codes[nonzero], dataset.n_treatments)
+        parts.append((row_arrays(query.history, 0)[0], TRIED))
+    indices = np.concatenate([part for part, _ in parts])
+    bits = np.repeat(np.array([bit for _, bit in parts], np.int8), [len(part) for part, _ in parts])
+    if not len(indices):
+        return sparse_rows.single_row(indices, bits, dataset.n_treatments)
+    order = np.argsort(indices, kind="stable")
+    indices, bits = indices[order], bits[order]
+    first = np.flatnonzero(np.concatenate(([True], indices[1:] != indices[:-1])))
+    return sparse_rows.single_row(indices[first], np.bitwise_or.reduceat(bits, first),
+                                  dataset.n_treatments)
+
+
+def _nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(indices, data) of those of ``rows`` that hold entries (rule tables are mostly empty)."""
+    rows = np.asarray(rows)
+    filled = rows[matrix.indptr[rows + 1] > matrix.indptr[rows]]
+    return [row_arrays(matrix, r) for r in filled.tolist()]
 
 
 def low_evidence(dataset: "Dataset", treatments: np.ndarray | None = None) -> np.ndarray:

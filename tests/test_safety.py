@@ -88,11 +88,13 @@ def test_one_patient_rules_equal_the_batch_rules(seed):
     everyone = np.arange(len(dataset.patients))
     batch = Query.known(dataset, everyone, np.full(len(everyone), -1))
     active = safety.active_treatments(dataset, batch)
-    codes = safety.exclusion_codes(dataset, batch, False, active)
-    for p in everyone:
-        one = Query.known(dataset, np.array([p]), np.array([-1]))
-        one_active = safety.active_treatments(dataset, one)
-        assert one_active.indices.tolist() == active[[p]].indices.tolist()
-        one_codes = safety.exclusion_codes(dataset, one, False, one_active)
-        assert dict(zip(one_codes.indices.tolist(), one_codes.data.tolist())) == \
-            dict(zip(codes[[p]].indices.tolist(), codes[[p]].data.tolist()))
+    for include_tried in (False, True):
+        codes = safety.exclusion_codes(dataset, batch, include_tried, active)
+        for p in everyone:
+            one = Query.known(dataset, np.array([p]), np.array([-1]))
+            one_active = safety.active_treatments(dataset, one)
+            assert one_active.indices.tolist() == active[[p]].indices.tolist()
+            one_codes = safety.exclusion_codes(dataset, one, include_tried, one_active)
+            assert one_codes.dtype == np.int8
+            assert dict(zip(one_codes.indices.tolist(), one_codes.data.tolist())) == \
+                dict(zip(codes[[p]].indices.tolist(), codes[[p]].data.tolist()))

@@ -79,6 +79,40 @@ def test_als_contributions_equal_implicit_explain(als):
     assert checked > 10
 
 
+def test_als_strongest_contributions_equal_the_generic_choice(als):
+    """ALS picks its strongest contributions in numpy; the result is the generic
+    per-pair choice (magnitude order, ties as in contributions, small ones dropped)."""
+    from recommender.explain import strongest
+    from recommender.models.base import Recommender
+
+    dataset = als.dataset_
+    treatments = np.arange(dataset.n_treatments)
+    for patient in range(0, len(dataset.patients), 7):
+        query = Query.known(dataset, np.array([patient]), np.array([-1]))
+        for limit in (1, 3, 5, 50):
+            assert als.strongest_contributions(query, treatments, limit) == \
+                Recommender.strongest_contributions(als, query, treatments, limit)
+    pairs = [(1, 0.5), (2, -0.5), (3, 1e-7), (4, -2.0), (5, 0.5)]
+    assert strongest(pairs, 3) == [(4, -2.0), (1, 0.5), (2, -0.5)]
+
+
+def test_als_contributions_fall_back_to_the_full_solve(als, monkeypatch):
+    """When the small system is singular in floating point, the d x d solve gives the same."""
+    from recommender.models import als as als_module
+
+    dataset = als.dataset_
+    query = Query.known(dataset, np.array([3]), np.array([-1]))
+    treatments = np.arange(dataset.n_treatments)
+    expected = als.contributions(query, treatments)
+    real = als_module.lapack.dgesv
+    monkeypatch.setattr(als_module.lapack, "dgesv",
+                        lambda a, b: (*real(a, b)[:3], 1))  # report "singular"
+    fallback = als.contributions(query, treatments)
+    for ours, theirs in zip(fallback, expected):
+        assert [c for c, _ in ours] == [c for c, _ in theirs]
+        assert [v for _, v in ours] == pytest.approx([v for _, v in theirs], rel=1e-4, abs=1e-6)
+
+
 def test_lookup_finds_present_values_only():
     indices = np.array([2, 5, 9])
     positions, found = sparse_rows.lookup(indices, np.array([9, 1, 5, 10, 2]))

@@ -6,6 +6,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from scipy.linalg import lapack
 
 from .. import sparse_rows
+from ..explain import MIN_CONTRIBUTION
 from ..exceptions import ParameterError
 from .base import Query, integer, optional_seed, real
 from .factorization import EarlyStopping, FactorModel, StopTraining, Validation
@@ -145,51 +146,83 @@ class ALSRecommender(FactorModel):
             model.item_factors = np.array(self.item_factors_, dtype=np.float32, order="C")
             model.user_factors = np.zeros((1, self.item_factors_.shape[1]), np.float32)
             self._solver_cache = model
-            # YtY + reg I: the part of every patient's weighted Gram matrix they all share
-            self._gram_base = model.YtY + model.regularization * np.eye(self.item_factors_.shape[1])
+            # A = YtY + reg I: the part of every patient's weighted Gram matrix they all share,
+            # and Y A^-1 (n_items, d), which turns each explanation into a tiny solve
+            base = model.YtY + model.regularization * np.eye(self.item_factors_.shape[1])
+            self._gram_base = base
+            self._shrunk_factors = np.ascontiguousarray(
+                np.linalg.solve(base, model.item_factors.T.astype(np.float64)).T)
         return self._solver_cache
 
     def _forget_solver(self) -> None:
         """Drop what :meth:`_solver` derived from the factors (they are being replaced)."""
-        self.__dict__.pop("_solver_cache", None)
-        self.__dict__.pop("_gram_base", None)
+        for name in ("_solver_cache", "_gram_base", "_shrunk_factors"):
+            self.__dict__.pop(name, None)
 
     def _fold_in(self, rows) -> np.ndarray:
         if rows.shape[0] == 0:
             return np.zeros((0, self.item_factors_.shape[1]), np.float32)
         return self._solver().recalculate_user(np.arange(rows.shape[0]), rows)
 
-    def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
-        """implicit's exact decomposition of the (folded-in) score over the positive entries.
+    def _contribution_matrix(self, query: Query, treatments) -> tuple[np.ndarray, np.ndarray]:
+        """Columns (m,) of the patient's positive entries, in decreasing order, and their
+        contributions (m, len(treatments)) to each treatment's score.
 
-        The same arithmetic as ``implicit.cpu.als.AlternatingLeastSquares.explain`` (section 5
-        of Hu, Koren and Volinsky), for all ``treatments`` at once: one solve of the patient's
-        weighted Gram matrix ``W_u^-1 = YtY + reg I + Y^T (|C_u| - I) Y`` against every
-        treatment's factors, instead of one call per treatment.
-        Per treatment: (column, contribution) for each positive entry, largest first (ties: the
-        higher column first, as implicit's heap gives them).
+        The arithmetic of ``implicit.cpu.als.AlternatingLeastSquares.explain`` (section 5 of
+        Hu, Koren and Volinsky): entry j contributes ``c_j y_j W_u y_t`` with
+        ``W_u = (A + Y_u^T D Y_u)^-1``, ``A = YtY + reg I``, ``D = diag(|c| - 1)`` over the
+        patient's entries ``Y_u``. Rather than factorising the d x d matrix per patient, the
+        identity ``Y_u W_u = (I + G D)^-1 Y_u A^-1`` with ``G = Y_u A^-1 Y_u^T`` leaves a system
+        of the patient's few entries, since ``Y A^-1`` is computed once per model.
         """
         solver = self._solver()
         columns, confidence = sparse_rows.row_arrays(query.rows, 0)
-        confidence = confidence * solver.alpha if solver.alpha != 1.0 else confidence
-        factors = solver.item_factors
-        liked = factors[columns]  # (nnz, d)
-        gram = self._gram_base + (liked * (np.abs(confidence) - 1)[:, None]).T @ liked
-        targets = factors[np.asarray(treatments, np.int64)].T  # (d, k)
-        # gram is symmetric positive definite: one LAPACK Cholesky solve (as implicit's
-        # cho_factor + cho_solve, without scipy's per-call wrappers)
-        _, weighted, info = lapack.dposv(gram, targets)
-        if info != 0:  # not positive definite in floating point: a general solve
-            weighted = np.linalg.solve(gram, targets)
+        if solver.alpha != 1.0:
+            confidence = confidence * solver.alpha
         positive = confidence >= 0
+        if not positive.any() or not len(treatments):
+            return columns[:0], np.zeros((0, len(treatments)))
+        factors = solver.item_factors
+        shrunk = self._shrunk_factors[columns]  # (n, d) rows of Y A^-1
+        system = (shrunk @ factors[columns].T) * (np.abs(confidence) - 1)  # G D, (n, n)
+        system.flat[::len(columns) + 1] += 1.0
+        right = shrunk @ factors[treatments].T  # (n, k)
+        _, _, solved, info = lapack.dgesv(system, right)
+        if info != 0:  # singular in floating point: the d x d route
+            solved = factors[columns] @ np.linalg.solve(
+                self._gram_base + (factors[columns] * (np.abs(confidence) - 1)[:, None]).T
+                @ factors[columns], factors[treatments].T)
         # rows in decreasing column order, so a stable sort leaves ties with the higher column first
-        kept_columns = columns[positive][::-1]
-        scores = ((liked[positive] @ weighted) * confidence[positive][:, None])[::-1]  # (nnz+, k)
+        scores = (solved * confidence[:, None])[positive][::-1]
+        return columns[positive][::-1], scores
+
+    def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
+        """implicit's exact decomposition of the (folded-in) score over the positive entries,
+        for all ``treatments`` at once (see :meth:`_contribution_matrix`).
+
+        Per treatment: (column, contribution) for each positive entry, largest first (ties: the
+        higher column first, as implicit's heap gives them).
+        """
+        columns, scores = self._contribution_matrix(query, np.asarray(treatments, np.int64))
         order = np.argsort(-scores, axis=0, kind="stable")
-        ranked_columns = kept_columns[order].T.tolist()
-        ranked_scores = scores[order, np.arange(scores.shape[1])].T.tolist()
-        return [list(zip(c, v)) for c, v in zip(ranked_columns, ranked_scores)]
+        return _pairs(columns, scores, order)
+
+    def strongest_contributions(self, query: Query, treatments: np.ndarray,
+                                limit: int) -> list[list[tuple[int, float]]]:
+        """See :meth:`Recommender.strongest_contributions`; ordered by numpy, not per pair."""
+        columns, scores = self._contribution_matrix(query, np.asarray(treatments, np.int64))
+        # magnitude first, then value, then the higher column (the rows' order; lexsort is stable)
+        order = np.lexsort((-scores, -np.abs(scores)), axis=0)[:limit]
+        return [[pair for pair in pairs if abs(pair[1]) >= MIN_CONTRIBUTION]
+                for pairs in _pairs(columns, scores, order)]
 
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
         self._forget_solver()
+
+
+def _pairs(columns: np.ndarray, scores: np.ndarray, order: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Per treatment (column of ``scores``), (column, contribution) in ``order``'s row order."""
+    ranked_columns = columns[order].T.tolist()
+    ranked_scores = np.take_along_axis(scores, order, axis=0).T.tolist()
+    return [list(zip(c, v)) for c, v in zip(ranked_columns, ranked_scores)]

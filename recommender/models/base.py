@@ -215,6 +215,14 @@ class Recommender:
             return [[] for _ in treatments]
         return leave_one_out(self, query, treatments)
 
+    def strongest_contributions(self, query: Query, treatments: np.ndarray,
+                                limit: int) -> list[list[tuple[int, float]]]:
+        """For each treatment index, the at most ``limit`` pairs of :meth:`contributions` whose
+        magnitude is at least ``explain.MIN_CONTRIBUTION``, largest magnitude first (equal
+        magnitudes keep the order of :meth:`contributions`)."""
+        from ..explain import strongest
+        return [strongest(pairs, limit) for pairs in self.contributions(query, treatments)]
+
     # --- similar treatments --------------------------------------------------------------------
 
     def _treatment_vectors(self):
