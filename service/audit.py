@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 
@@ -103,8 +105,7 @@ class AuditLog:
         AuditError
             The line could not be written or synced; the caller must withhold the answer.
         """
-        line = {"time": _now(), **record}
-        data = (json.dumps(line, separators=(",", ":")) + "\n").encode("ascii")
+        data = encode_line({"time": _now(), **record})
         with self._lock:
             try:
                 fd = self._current()
@@ -160,6 +161,29 @@ class AuditLog:
 
 #: Layout of the shared durability mark: device, inode, bytes known durable.
 _DURABLE = struct.Struct("QQQ")
+
+
+#: orjson leaves to ``json.dumps`` (which refuses them, as it always did) what it would accept.
+_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def encode_line(line: Mapping[str, Any]) -> bytes:
+    """``line`` as one compact ASCII JSON line, exactly as ``json.dumps`` writes it.
+
+    orjson writes it in a tenth of the time. Its output is the same for the fields' types
+    (strings, integers, booleans, None, lists and dicts of them) as long as it is plain ASCII:
+    orjson writes non-ASCII text and DEL unescaped, where ``json.dumps`` escapes them as
+    ``\\uXXXX``, so such a line - and anything orjson refuses (an integer beyond 64 bits) - goes
+    through ``json.dumps``, as do datetimes and dataclasses (which it refuses). No field is a
+    float (orjson would write 1e-05 as 0.00001).
+    """
+    try:
+        data = orjson.dumps(line, option=_STRICT)
+    except orjson.JSONEncodeError:
+        data = None
+    if data is None or not data.isascii() or b"\x7f" in data:
+        data = json.dumps(line, separators=(",", ":")).encode("ascii")
+    return data + b"\n"
 
 
 def _now() -> str:

@@ -175,3 +175,16 @@ def test_a_reopened_file_never_inherits_an_old_mark(tmp_path):
     audit_module._DURABLE.pack_into(log._durable, 0, *log._identity, 10 ** 9)
     log._open()
     assert audit_module._DURABLE.unpack_from(log._durable) == (*log._identity, 0)
+
+
+def test_lines_are_encoded_exactly_as_json_dumps_writes_them():
+    records = [
+        {"time": "2024-01-01T00:00:00.000Z", "event": "patient_data_access", "status": 200,
+         "error_code": None, "treatment_ids": ["T1", "T2"], "history_items": 0, "ok": True},
+        {"condition_id": "été", "principal": "naïve\u2028"},  # non-ASCII: escaped
+        {"condition_id": "a\x00\x1f\x7f\n\t\"\\/"},  # control characters and DEL
+        {"cards": [{"nested": ["x", 1, None]}], "big": 2 ** 70},  # beyond 64 bits
+    ]
+    for record in records:
+        expected = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
+        assert audit_module.encode_line(record) == expected
