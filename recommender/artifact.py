@@ -174,8 +174,10 @@ def load_artifact(path, mmap: bool = True, verify: bool = True,
     arrays = {group: {} for group in ("model", "dataset")}
     for relative in manifest["files"]:
         group, name = relative.split("/", 1)
-        arrays[group][name.removesuffix(".npy")] = np.load(
-            path / relative, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path / relative, mmap_mode="r" if mmap else None, allow_pickle=False)
+        # a plain ndarray view of the map: np.memmap's Python-level __getitem__ costs
+        # microseconds per slice on the serving path; the view keeps the map alive (its base)
+        arrays[group][name.removesuffix(".npy")] = array.view(np.ndarray) if mmap else array
     kind = manifest["model"]["type"]
     if kind not in MODELS:
         raise ArtifactError(f"{path}: unknown model type {kind!r}")

@@ -34,7 +34,8 @@ def test_manifest_describes_the_model_and_data(model, tmp_path):
 
 def test_arrays_are_memory_mapped_and_pickle_free(model, tmp_path):
     loaded = load_artifact(model.save(tmp_path / "a")).model
-    assert isinstance(loaded.user_factors_, np.memmap)
+    assert isinstance(loaded.user_factors_.base, np.memmap)  # a plain view of the map
+    assert not loaded.user_factors_.flags.writeable
     for file in (tmp_path / "a").rglob("*.npy"):
         np.load(file, allow_pickle=False)  # raises if anything needed pickle
 
