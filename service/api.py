@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from recommender.exceptions import DataValidationError, ParameterError, UnknownIdError
 from recommender.model_card import model_card_markdown
@@ -25,10 +25,16 @@ api = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 
 
-def _served() -> Served:
-    """The model snapshot this request uses from start to end (a reload cannot split it)."""
-    g.served = current_app.extensions["recommender"].store.current
-    return g.served
+def _served(app: Flask | None = None, ctx=None) -> Served:
+    """The model snapshot this request uses from start to end (a reload cannot split it).
+
+    ``app`` and ``ctx`` are the current app and ``g`` when the caller already holds them
+    (each access to Flask's ``current_app`` / ``g`` proxies costs a context lookup).
+    """
+    app = current_app if app is None else app
+    ctx = g if ctx is None else ctx
+    ctx.served = served = app.extensions["recommender"].store.current
+    return served
 
 
 def _check_condition(served: Served, condition: str | None) -> None:
@@ -47,13 +53,15 @@ def _recommended_ids(body: dict) -> list[str]:
 @patient_data
 def patient_recommendations(patient_id: str):
     """Top-k therapies for a patient in the model, with what was excluded and why."""
-    config = current_app.config
+    # The busiest endpoint: the app and g are taken from their proxies once (see _served).
+    app, ctx = current_app._get_current_object(), g._get_current_object()
+    config = app.config
     schemas.check_identifier(patient_id, "patient_id")
-    served = _served()
-    g.audit = {"patient_pseudonym": served.pseudonym(patient_id)}
+    served = _served(app, ctx)
+    ctx.audit = audit = {"patient_pseudonym": served.pseudonym(patient_id)}
     params = schemas.parse_query(request.args, schemas.query_parameters(config))
     condition = params.get("condition")
-    g.audit["condition_id"] = condition
+    audit["condition_id"] = condition
     _check_condition(served, condition)
     try:
         answer = served.model.recommend(patient_id, k=params.get("k", config["DEFAULT_K"]),
@@ -64,8 +72,8 @@ def patient_recommendations(patient_id: str):
                        "model's training data; POST /v1/recommendations with the patient's "
                        "history instead") from None
     body = answer.to_dict()
-    g.audit["treatment_ids"] = _recommended_ids(body)
-    return jsonify(body)
+    audit["treatment_ids"] = _recommended_ids(body)
+    return app.json.response(body)
 
 
 @api.post("/v1/recommendations")

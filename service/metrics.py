@@ -48,10 +48,21 @@ class Metrics:
                                ["result"], registry=self.registry)
         self._model = _ModelCollector(model_info)
         self.registry.register(self._model)
+        #: (endpoint, method, status) -> the request counter's and latency histogram's children.
+        #: ``labels()`` validates its arguments and looks the child up on every call; the children
+        #: it returns are the metric's own, kept for the metric's lifetime, and their values
+        #: follow a fork themselves (multiprocess mode), so they can be kept here.
+        self._request_children: dict[tuple[str, str, int], tuple] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, method, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        key = (endpoint, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(endpoint, method, str(status)), self.latency.labels(endpoint))
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
