@@ -61,3 +61,26 @@ def test_unserialisable_raises_typeerror(providers):
     fast, _ = providers
     with pytest.raises(TypeError):
         fast.dumps({"x": object()})
+
+
+def _provider(compact: bool = True):
+    """An app (kept: a provider holds only a weak reference to it) and its OrjsonProvider."""
+    app = Flask(__name__)
+    provider = OrjsonProvider(app)
+    provider.sort_keys, provider.compact = False, compact
+    return app, provider
+
+
+@pytest.mark.parametrize("value", [
+    {"z": 1, "a": [1.5, None, True], "é": "naïve \u2028"},
+    {"big": 2 ** 70},  # refused by orjson: Flask's encoder
+    [1, 2],
+])
+@pytest.mark.parametrize("compact", [True, False])
+def test_response_as_flask_makes_it_from_the_same_dumps(value, compact):
+    app, provider = _provider(compact)
+    with app.app_context():
+        mine, flasks = provider.response(value), DefaultJSONProvider.response(provider, value)
+    assert mine.get_data() == flasks.get_data()
+    assert mine.get_data().endswith(b"\n")
+    assert list(mine.headers) == list(flasks.headers)
