@@ -106,7 +106,8 @@ def _prepare(model) -> None:
     - The item factors are copied into memory when they are a read-only memory map: implicit's
       ALS fold-in (new patients) needs a writable buffer. They are small (treatments x factors);
       the large per-patient arrays stay mapped and shared.
-    - The patient id index is built once, so the preloaded master's copy is shared
+    - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`) and
+      the patient id index are built once, so the preloaded master's copies are shared
       copy-on-write by the workers.
 
     The new-patient path is deliberately *not* exercised here: implicit's ALS fold-in runs an
@@ -116,7 +117,7 @@ def _prepare(model) -> None:
     factors = getattr(model, "item_factors_", None)
     if isinstance(factors, np.ndarray) and not factors.flags.writeable:
         model.item_factors_ = np.array(factors)
-        model.__dict__.pop("_solver_cache", None)
+    model.warm_up()  # e.g. ALS's explanation solver, derived from the factors just copied
     dataset = model.dataset_
     dataset.patients.to_internal(dataset.patients.external_ids[:1], strict=False)
     if dataset.n_treatments:

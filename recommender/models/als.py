@@ -159,6 +159,11 @@ class ALSRecommender(FactorModel):
         for name in ("_solver_cache", "_gram_base", "_shrunk_factors"):
             self.__dict__.pop(name, None)
 
+    def warm_up(self) -> None:
+        """(Re)derive the explanation and fold-in state from the current item factors."""
+        self._forget_solver()
+        self._solver()
+
     def _fold_in(self, rows) -> np.ndarray:
         if rows.shape[0] == 0:
             return np.zeros((0, self.item_factors_.shape[1]), np.float32)

@@ -187,6 +187,13 @@ class Recommender:
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore learned arrays from :meth:`_state` output (arrays may be memory-mapped)."""
 
+    def warm_up(self) -> None:
+        """Derive now what answering derives lazily on first use (nothing by default).
+
+        A server calls this before it forks its workers, so they share the result instead of
+        each computing a private copy on its first request.
+        """
+
     def save(self, path, metrics: Mapping | None = None):
         """Write an artifact folder (see :mod:`recommender.artifact`); returns its path."""
         from ..artifact import save_artifact

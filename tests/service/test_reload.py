@@ -154,3 +154,22 @@ def test_the_worker_side_waits_for_the_masters_answer(tmp_path, monkeypatch):
     assert sent[0][0] == 4321
     monkeypatch.setattr(reload_module.os, "kill", lambda pid, sig: None)
     assert reload_module.request_fleet_reload(control, 4321, None, 0.1) is None  # timed out
+
+
+def test_a_loaded_model_is_warmed_before_it_serves(site):
+    """What ALS derives for explanations exists before the first request (so gunicorn's
+    workers share the master's copy) and equals what a cold model derives on first use."""
+    import numpy as np
+
+    from recommender.artifact import load_artifact
+    from recommender.models.base import Query
+    from recommender.pseudonym import Pseudonymizer
+    from service.model_store import load_served
+
+    served = load_served(site.artifact, site.key)
+    assert {"_solver_cache", "_gram_base", "_shrunk_factors"} <= set(vars(served.model))
+    cold = load_artifact(site.artifact, pseudonymizer=Pseudonymizer.from_file(site.key)).model
+    assert "_shrunk_factors" not in vars(cold)
+    query = Query.known(cold.dataset_, np.array([0]), np.array([-1]))
+    treatments = np.arange(cold.dataset_.n_treatments)
+    assert served.model.contributions(query, treatments) == cold.contributions(query, treatments)
