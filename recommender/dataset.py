@@ -349,20 +349,21 @@ class Dataset:
             if self.pseudonymizer is None:
                 self.patient_indices([patient_id])  # raises the "needs the key" error
             key = self.pseudonymizer(patient_id)
-        index = self.patients.index_of(key) if key in self.patients else -1
-        if index < 0:
+        try:
+            return self.patients.index_of(key)
+        except UnknownIdError:
             raise UnknownIdError(f"unknown patient id {patient_id!r}: not in the model's training "
-                                 "data (use recommend_new with the patient's history)")
-        return index
+                                 "data (use recommend_new with the patient's history)") from None
 
     def condition_index(self, condition_id: str | None) -> int:
         """Index of a condition id, -1 for None. Raises UnknownIdError if unknown."""
         if condition_id is None:
             return -1
-        if condition_id not in self.conditions:
+        try:
+            return self.conditions.index_of(condition_id)
+        except UnknownIdError:
             raise UnknownIdError(f"unknown condition id {condition_id!r}: no outcome, diagnosis or "
-                                 "contraindication in the training data mentions it")
-        return self.conditions.index_of(condition_id)
+                                 "contraindication in the training data mentions it") from None
 
     # --- persistence (arrays + JSON, no pickle) -------------------------------------------------
 

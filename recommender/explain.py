@@ -172,26 +172,29 @@ def describe_strongest(dataset: "Dataset", query: "Query",
                        strongest_per_treatment: list[list[tuple[int, float]]]) -> list[list[dict]]:
     """Each treatment's pairs, already chosen and ordered by :func:`strongest` (or
     :meth:`~recommender.models.base.Recommender.strongest_contributions`), in readable form."""
+    columns = {column for pairs in strongest_per_treatment for column, _ in pairs}
+    described = _describe_columns(dataset, query, columns)
+    return [[dict(described[column], contribution=round(value, 6)) for column, value in pairs]
+            for pairs in strongest_per_treatment]
+
+
+def _describe_columns(dataset: "Dataset", query: "Query", columns) -> dict[int, dict]:
+    """Matrix column -> the parts of its readable entry that do not depend on the treatment."""
     n_t = dataset.n_treatments
     outcomes = dict(zip(query.history.indices.tolist(), query.history.data.tolist()))
     treatment_ids, feature_ids = dataset.treatments.external_ids, dataset.features.external_ids
-    described: dict[int, dict] = {}  # column -> the parts of its entry that do not depend on the treatment
-
-    def describe(column: int) -> dict:
-        if column not in described:
-            if column < n_t:
-                described[column] = {"source": "outcome", "treatment_id": str(treatment_ids[column]),
-                                     "outcome": round(float(outcomes.get(column, 0.0)), 3)}
-            else:
-                feature = str(feature_ids[column - n_t])
-                kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
-                                                        (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
-                             if feature.startswith(prefix)), "feature")
-                described[column] = {"source": kind, "id": feature.split(":", 1)[1]}
-        return described[column]
-
-    return [[{**describe(column), "contribution": round(value, 6)} for column, value in pairs]
-            for pairs in strongest_per_treatment]
+    described = {}
+    for column in columns:
+        if column < n_t:
+            described[column] = {"source": "outcome", "treatment_id": str(treatment_ids[column]),
+                                 "outcome": round(float(outcomes.get(column, 0.0)), 3)}
+        else:
+            feature = str(feature_ids[column - n_t])
+            kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
+                                                    (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
+                         if feature.startswith(prefix)), "feature")
+            described[column] = {"source": kind, "id": feature.split(":", 1)[1]}
+    return described
 
 
 def _largest_first(pair: tuple[int, float]) -> float:
