@@ -352,14 +352,15 @@ def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes
     else:
         chosen, values = _top_candidates(dataset, scorer(query, candidates)[0], codes, candidates, k)
     explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
-    treatment_ids = dataset.treatments.external_ids
+    treatment_ids, names = dataset.treatments.external_ids, dataset.treatment_names
     recommendations = []
-    for rank, (t, score, explanation) in enumerate(zip(chosen, values[0], explanations), start=1):
+    for rank, (t, score, explanation) in enumerate(
+            zip(chosen.tolist(), values[0].tolist(), explanations), start=1):
         flags = [{"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
-                 for partner in moderate.get(int(t), ())]
+                 for partner in moderate.get(t, ())]
         treatment_id = str(treatment_ids[t])
-        recommendations.append(Recommendation(rank, treatment_id, float(score), explanation, flags,
-                                              dataset.treatment_names.get(treatment_id)))
+        recommendations.append(Recommendation(rank, treatment_id, score, explanation, flags,
+                                              names.get(treatment_id)))
     excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active_idx)
     notes = notes + _evidence_note(dataset, candidates)
     if not recommendations:
