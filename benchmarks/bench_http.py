@@ -16,6 +16,8 @@ alternating, ``--repeats`` times, and reports medians of requests/s, p50 and p99
   resident part of the memory-mapped user factors per worker (shared, not copied);
 - reload under load: ``POST /v1/admin/reload`` in the middle of a run; any non-2xx response or
   socket error is a lost request;
+- a reference: the recommendation endpoint with the audit line written but not fsynced, to show
+  what durability costs;
 - in-process: the engine alone (``model.recommend``) and the service alone (the same requests
   through the app with Flask's test client, answered from precomputed engine answers), so the
   two parts of a request's cost are measured apart.
@@ -121,7 +123,7 @@ def free_port() -> int:
 class Server:
     """``recommender serve`` started here, stopped by its own pid."""
 
-    def __init__(self, folder: Path, workers: int):
+    def __init__(self, folder: Path, workers: int, **settings: str):
         self.port = free_port()
         self.folder = folder
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMMENDER_")}
@@ -129,6 +131,7 @@ class Server:
                    RECOMMENDER_PSEUDONYM_KEY_FILE=str(folder / "key"),
                    RECOMMENDER_AUDIT_LOG=str(folder / "audit.log"),
                    RECOMMENDER_ACCESS_LOG="false")
+        env.update({f"RECOMMENDER_{name}": value for name, value in settings.items()})
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = open(folder / "server.log", "w")
         self.process = subprocess.Popen(
@@ -346,6 +349,29 @@ def memory_run(folder: Path, loader: Loader, workers: int, seconds: float) -> di
         server.stop()
 
 
+def without_fsync(folder: Path, loader: Loader, workers: int, seconds: float,
+                  repeats: int) -> dict:
+    """The recommendation endpoint with the audit line written but not fsynced: what durability
+    costs (a reference only; the service always fsyncs unless an operator turns it off)."""
+    server = Server(folder, workers, AUDIT_FSYNC="false")
+    try:
+        loader.run(server.port, "recommend", min(5.0, seconds))
+        pids = [server.process.pid, *server.workers()]
+        runs = []
+        for _ in range(repeats):
+            server_cpu = cpu_seconds(pids)
+            result = loader.run(server.port, "recommend", seconds)
+            result["server_cpu_ms_per_request"] = round(
+                (cpu_seconds(pids) - server_cpu) * 1e3 / max(result["requests"], 1), 3)
+            runs.append(result)
+            print(f"  recommend without fsync {result}", flush=True)
+    finally:
+        server.stop()
+    return {"runs": runs, "median": {key: statistics.median(r[key] for r in runs)
+                                     for key in ("rps", "p50_ms", "p99_ms",
+                                                 "server_cpu_ms_per_request")}}
+
+
 # --- reload under load -------------------------------------------------------------------------
 
 def reload_under_load(folder: Path, loader: Loader, seconds: float) -> dict:
@@ -481,6 +507,7 @@ def main() -> int:
     errors += sum(row["failed"] for row in paced)
     ratio = summary["recommend"]["rps"] / summary["bare"]["rps"]
 
+    unsynced = without_fsync(folder, loader, args.workers, seconds, repeats)
     memory_runs = [memory_run(folder, loader, workers, min(seconds, 10)) for workers in (1, 2)]
     reload_result = reload_under_load(folder, loader, max(seconds, 12))
     in_process = in_process_timing(folder)
@@ -511,6 +538,10 @@ def main() -> int:
     print(f"in-process medians: engine (model.recommend + to_dict) "
           f"{in_process['engine']['median_ms']:.2f} ms; the service around it (auth, validation, "
           f"fsynced audit, metrics, JSON) {in_process['service']['median_ms']:.2f} ms")
+    print(f"without the fsync of each audit line (reference): recommend "
+          f"{unsynced['median']['rps']:.0f} req/s, {unsynced['median']['rps'] / summary['bare']['rps']:.1%} "
+          f"of bare, p99 {unsynced['median']['p99_ms']:.1f} ms, server CPU "
+          f"{unsynced['median']['server_cpu_ms_per_request']:.2f} ms per request")
     if paced:
         print("\nbelow saturation (16 connections, think time before each request):")
         print(markdown_table([{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
@@ -533,7 +564,7 @@ def main() -> int:
                                         SIZES[size])),
         "load_generator": "wrk" if wrk else "python-threads", "connections": args.connections,
         "workers": args.workers, "seconds_per_run": seconds, "repeats": repeats,
-        "median": summary, "runs": runs, "paced": paced, "throughput_ratio": ratio,
+        "median": summary, "runs": runs, "paced": paced, "without_fsync": unsynced, "throughput_ratio": ratio,
         "cpu_bound_throughput_ratio": cpu_ratio, "failed_requests": errors,
         "targets": {"p99_ms_max": 15, "throughput_ratio_min": 0.4,
                     "p99_met": summary["recommend"]["p99_ms"] <= 15, "ratio_met": ratio >= 0.4,
