@@ -7,21 +7,18 @@ gets a 503 and no patient data. Before every write the file's inode is compared 
 descriptor's, so after ``logrotate`` moves the file away the next line goes to a new file at the
 configured path (no ``copytruncate`` or signal needed). Field list: ``service/README.md``.
 
-Group commit: an ``fsync`` makes durable every byte written to the file before it started, so
-the workers share them. Writers take turns on a lock file beside the log (``flock``, released by
-the kernel if a worker dies); a shared page inherited from the process that opened the log
-records how far the file is known to be durable. A writer whose line ends below that mark
-returns without an ``fsync`` of its own: under load one ``fsync`` covers the lines of every
-worker that wrote while it ran, instead of each worker waiting for its own in turn.
+Workers share the file and each one fsyncs its own line, with no coordination between them: the
+file system's journal already batches concurrent fsyncs (one journal commit covers every line
+written before it started, and an fsync whose line is already committed returns at once). An
+earlier version took turns on a lock file and shared a mark of how far the file was durable;
+measured under load it gained nothing with 2 workers and made waiting workers queue behind each
+other's fsyncs with 3 (``benchmarks/README.md``, HTTP service).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import mmap
 import os
-import struct
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,9 +50,6 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
-        # (device, inode, bytes known durable) of the log, shared with forked workers
-        self._durable = mmap.mmap(-1, _DURABLE.size)
-        self._turns: tuple[int, int] | None = None  # (pid, descriptor) of the lock file
         with self._lock:
             self._open()
 
@@ -64,19 +58,6 @@ class AuditLog:
         stat = os.fstat(fd)
         self._close()
         self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
-        if self.fsync:
-            self._forget_reused_inode()
-
-    def _forget_reused_inode(self) -> None:
-        """Clear the durability mark if it names this file: it may be left from a removed file
-        whose inode number the new one reuses (clearing only costs one extra ``fsync``)."""
-        turns = self._turn_descriptor()
-        fcntl.flock(turns, fcntl.LOCK_EX)
-        try:
-            if _DURABLE.unpack_from(self._durable)[:2] == self._identity:
-                _DURABLE.pack_into(self._durable, 0, *self._identity, 0)
-        finally:
-            fcntl.flock(turns, fcntl.LOCK_UN)
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -113,34 +94,10 @@ class AuditLog:
                 if written != len(data):
                     raise OSError(f"short write ({written} of {len(data)} bytes)")
                 if self.fsync:
-                    self._make_durable(fd, os.lseek(fd, 0, os.SEEK_CUR))
+                    os.fsync(fd)
             except OSError as exc:
                 self._close()  # the next write tries a fresh descriptor
                 raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from None
-
-    def _make_durable(self, fd: int, end: int) -> None:
-        """Return once the file's first ``end`` bytes are on disk (group commit, see above)."""
-        turns = self._turn_descriptor()
-        fcntl.flock(turns, fcntl.LOCK_EX)
-        try:
-            device, inode, durable = _DURABLE.unpack_from(self._durable)
-            if (device, inode) == self._identity and durable >= end:
-                return  # an fsync that started after this line was written has finished
-            written = os.fstat(fd).st_size  # every byte below was written before this fsync
-            os.fsync(fd)
-            if (device, inode) != self._identity or written > durable:
-                _DURABLE.pack_into(self._durable, 0, *self._identity, written)
-        finally:
-            fcntl.flock(turns, fcntl.LOCK_UN)
-
-    def _turn_descriptor(self) -> int:
-        """This process's descriptor of the lock file (opened after a fork: ``flock`` locks
-        belong to an open file, which forked workers would otherwise share)."""
-        if self._turns is None or self._turns[0] != os.getpid():
-            lock_path = self.path.with_name(f".{self.path.name}.lock")
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._turns = (os.getpid(), fd)
-        return self._turns[1]
 
     def writable(self) -> bool:
         """Whether the next line can be appended (used by ``/ready``)."""
@@ -154,13 +111,6 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             self._close()
-            if self._turns is not None and self._turns[0] == os.getpid():
-                os.close(self._turns[1])
-            self._turns = None
-
-
-#: Layout of the shared durability mark: device, inode, bytes known durable.
-_DURABLE = struct.Struct("QQQ")
 
 
 #: orjson leaves to ``json.dumps`` (which refuses them, as it always did) what it would accept.

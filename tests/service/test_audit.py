@@ -128,53 +128,30 @@ def test_reloads_are_audited(client, admin, site):
     assert line["status"] == "reloaded"
 
 
-def test_one_fsync_covers_every_line_written_before_it(tmp_path, monkeypatch):
-    """Group commit: a line already covered by a later-started fsync needs none of its own."""
-    synced = []
-    monkeypatch.setattr(audit_module.os, "fsync", synced.append)
-    log = AuditLog(tmp_path / "audit.log")
-    fd = log._current()
-    os.write(fd, b'{"n":1}\n')
-    first_end = os.lseek(fd, 0, os.SEEK_CUR)
-    os.write(fd, b'{"n":2}\n')  # another worker's line, written before the fsync below
-    log._make_durable(fd, os.lseek(fd, 0, os.SEEK_CUR))
-    assert len(synced) == 1
-    log._make_durable(fd, first_end)  # the first writer's turn comes: already durable
-    assert len(synced) == 1
-    log.write({"n": 3})  # written after the last fsync started: needs its own
-    assert len(synced) == 2
+def _write_synced(path: str, writer: int) -> None:
+    log = AuditLog(path)
+    for number in range(50):
+        log.write({"writer": writer, "n": number})
 
 
-def _write_and_report(log: AuditLog, queue) -> None:
-    log.write({"from": "child"})
-    queue.put(os.path.getsize(log.path))
-
-
-def test_the_durability_mark_is_shared_with_forked_workers(tmp_path, monkeypatch):
-    log = AuditLog(tmp_path / "audit.log")
+def test_workers_fsync_their_own_lines_without_waiting_for_each_other(tmp_path, monkeypatch):
+    """Every line gets its own fsync, in forked workers too; no lock file is left beside the log."""
+    path = str(tmp_path / "audit.log")
     context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_write_and_report, args=(log, queue))
-    child.start()
-    child_end = queue.get(timeout=60)
-    child.join(60)
-    assert child.exitcode == 0
+    processes = [context.Process(target=_write_synced, args=(path, w)) for w in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    lines = [json.loads(line) for line in open(path)]
+    assert sorted((x["writer"], x["n"]) for x in lines) == [(w, n) for w in range(3) for n in range(50)]
+    assert os.listdir(tmp_path) == ["audit.log"]
     synced = []
     monkeypatch.setattr(audit_module.os, "fsync", synced.append)
-    log._make_durable(log._current(), child_end)  # the child's fsync already covers it
-    assert synced == []
-    log.write({"from": "parent"})
-    assert len(synced) == 1
-    assert [json.loads(x)["from"] for x in (tmp_path / "audit.log").read_text().splitlines()] == \
-        ["child", "parent"]
-
-
-def test_a_reopened_file_never_inherits_an_old_mark(tmp_path):
-    """A new file may reuse a removed file's inode number: reopening clears a mark naming it."""
-    log = AuditLog(tmp_path / "audit.log")
-    audit_module._DURABLE.pack_into(log._durable, 0, *log._identity, 10 ** 9)
-    log._open()
-    assert audit_module._DURABLE.unpack_from(log._durable) == (*log._identity, 0)
+    log = AuditLog(path)
+    log.write({"n": "last"})
+    assert synced == [log._fd]
 
 
 def test_lines_are_encoded_exactly_as_json_dumps_writes_them():
