@@ -3,7 +3,8 @@
 Builds (once, cached under benchmarks/results/tmp/) a synthetic cohort and a keyed ALS model -
 1M patients x 10k therapies (1000 conditions x 10) at full size - starts ``recommender serve``
 (gunicorn, sync workers, preloaded app) on a free loopback port and loads it with ``wrk``
-(installed from Debian when missing and allowed; otherwise a bounded Python client):
+(installed from Debian when missing and allowed; otherwise a bounded Python client), with the
+service's default number of workers (usable cores + 1):
 
 - ``GET /v1/patients/{id}/recommendations?k=10&condition=...`` with a bearer token, audit line
   fsynced per request, random patients and one of their own conditions per request;
@@ -466,11 +467,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="length of one load run")
     parser.add_argument("--repeats", type=int, help="runs per endpoint (medians are reported)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn workers (default: the service's, usable cores + 1)")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     args = parser.parse_args()
     size = "quick" if args.quick else "full"
+    args.workers = args.workers or len(os.sched_getaffinity(0)) + 1
     seconds = args.seconds or (5 if args.quick else 15)
     repeats = args.repeats or 3
     folder = build(size)

@@ -15,7 +15,7 @@
   writes its own access log naming the endpoint instead (``RECOMMENDER_ACCESS_LOG``).
 
 Settings read from the environment here: ``RECOMMENDER_BIND`` (default 127.0.0.1:8000),
-``RECOMMENDER_WORKERS`` (default 2), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds),
+``RECOMMENDER_WORKERS`` (default: usable cores + 1), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds),
 ``RECOMMENDER_WORKER_THREADS`` (BLAS/OpenMP threads per worker, default 1).
 """
 import os
@@ -33,7 +33,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["RECOMMENDER_OWNS_METRICS_DIR"] = "1"
 
 bind = os.environ.get("RECOMMENDER_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("RECOMMENDER_WORKERS", "2"))
+# one more worker than cores: while a worker waits for its audit line's fsync, another uses the core
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+workers = int(os.environ.get("RECOMMENDER_WORKERS", _CORES + 1))
 worker_class = "sync"
 preload_app = True
 timeout = int(os.environ.get("RECOMMENDER_WORKER_TIMEOUT", "60"))

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=positive_int, default=None, help="port (default 8000)")
     parser.add_argument("--workers", type=positive_int, default=None,
-                        help="worker processes (default $RECOMMENDER_WORKERS or 2)")
+                        help="worker processes (default $RECOMMENDER_WORKERS or usable cores + 1)")
     parser.set_defaults(func=run)
 
 

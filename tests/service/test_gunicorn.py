@@ -247,3 +247,20 @@ def test_startup_fails_with_one_clear_line_on_a_key_mismatch(site):
     assert result.stderr.startswith("error: cannot serve the artifact")
     assert "pseudonymisation key does not match" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_default_worker_count_is_one_more_than_the_usable_cores(monkeypatch, tmp_path):
+    """A worker waiting for its audit fsync leaves its core to the spare one."""
+    from recommender.cli.serve import conf_file
+
+    monkeypatch.delenv("RECOMMENDER_WORKERS", raising=False)
+    import logging.config
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # no temporary folder made
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)  # keep test logging
+    settings = {"__file__": str(conf_file())}
+    exec(compile(conf_file().read_text(), str(conf_file()), "exec"), settings)
+    assert settings["workers"] == len(os.sched_getaffinity(0)) + 1
+    monkeypatch.setenv("RECOMMENDER_WORKERS", "5")
+    exec(compile(conf_file().read_text(), str(conf_file()), "exec"), settings)
+    assert settings["workers"] == 5
