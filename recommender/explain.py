@@ -174,27 +174,44 @@ def describe_strongest(dataset: "Dataset", query: "Query",
     :meth:`~recommender.models.base.Recommender.strongest_contributions`), in readable form."""
     columns = {column for pairs in strongest_per_treatment for column, _ in pairs}
     described = _describe_columns(dataset, query, columns)
-    return [[dict(described[column], contribution=round(value, 6)) for column, value in pairs]
-            for pairs in strongest_per_treatment]
+    # every contribution rounded at once (numpy's rounding to 6 places gives Python's round here)
+    rounded = np.round([value for pairs in strongest_per_treatment for _, value in pairs],
+                       6).tolist()
+    result, start = [], 0
+    for pairs in strongest_per_treatment:
+        values = rounded[start:start + len(pairs)]
+        start += len(pairs)
+        result.append([dict(described[column], contribution=value)
+                       for (column, _), value in zip(pairs, values)])
+    return result
 
 
 def _describe_columns(dataset: "Dataset", query: "Query", columns) -> dict[int, dict]:
     """Matrix column -> the parts of its readable entry that do not depend on the treatment."""
     n_t = dataset.n_treatments
     outcomes = dict(zip(query.history.indices.tolist(), query.history.data.tolist()))
-    treatment_ids, feature_ids = dataset.treatments.external_ids, dataset.features.external_ids
+    treatment_ids = dataset.treatments.external_ids
+    features = vars(dataset).setdefault("_feature_descriptions", {})
     described = {}
     for column in columns:
         if column < n_t:
             described[column] = {"source": "outcome", "treatment_id": str(treatment_ids[column]),
-                                 "outcome": round(float(outcomes.get(column, 0.0)), 3)}
+                                 "outcome": round(outcomes.get(column, 0.0), 3)}
         else:
-            feature = str(feature_ids[column - n_t])
-            kind = next((name for prefix, name in ((FEATURE_CONDITION, "condition"),
-                                                    (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
-                         if feature.startswith(prefix)), "feature")
-            described[column] = {"source": kind, "id": feature.split(":", 1)[1]}
+            entry = features.get(column)
+            if entry is None:  # a side feature reads the same for everyone: described once
+                entry = features[column] = _describe_feature(dataset, column - n_t)
+            described[column] = entry
     return described
+
+
+def _describe_feature(dataset: "Dataset", feature: int) -> dict:
+    """The readable entry of side feature ``feature`` (a diagnosis, age band or sex)."""
+    name = str(dataset.features.external_ids[feature])
+    kind = next((kind for prefix, kind in ((FEATURE_CONDITION, "condition"),
+                                           (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
+                 if name.startswith(prefix)), "feature")
+    return {"source": kind, "id": name.split(":", 1)[1]}
 
 
 def _largest_first(pair: tuple[int, float]) -> float:

@@ -7,6 +7,7 @@ that condition in the data are candidates.
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -205,14 +206,14 @@ def check_k(k) -> int:
     return int(k)
 
 
-def _requested(dataset: "Dataset", treatment_ids: Iterable[str] | None, n_rows: int = 1):
-    """Pattern (n_rows, n_t) of the active treatments named in a request (unknown ids ignored)."""
+def _requested(dataset: "Dataset", treatment_ids: Iterable[str] | None) -> tuple[list[int], list[str]]:
+    """Indices of the active treatments named in a request, and the ids the model does not know
+    (ignored)."""
     if not treatment_ids:
-        return None, []
+        return [], []
     ids = [str(t) for t in treatment_ids]
-    idx = dataset.treatments.to_internal(ids, strict=False)
-    pattern = sparse_rows.pattern(idx[idx >= 0], dataset.n_treatments)
-    return sp.vstack([pattern] * n_rows, format="csr"), [t for t, i in zip(ids, idx) if i < 0]
+    idx = dataset.treatments.to_internal(ids, strict=False).tolist()
+    return [i for i in idx if i >= 0], [t for t, i in zip(ids, idx) if i < 0]
 
 
 # --- one patient --------------------------------------------------------------------------------
@@ -310,12 +311,14 @@ def _rank_conditions(model, query: Query, conditions: list[int], condition_ids: 
     if unknown_active:
         notes = notes + [f"active treatments unknown to the model, not checked for interactions: "
                          f"{unknown_active}"]
-    active = safety.active_treatments(dataset, query, requested)
-    codes = safety.exclusion_codes(dataset, query, include_tried, active)
-    moderate = safety.moderate_partners(dataset, active.indices)
+    active = safety.patient_active(dataset, query)
+    if requested:
+        active = sorted(set(active).union(requested))
+    codes = safety.patient_codes(dataset, query, include_tried, active)
+    moderate = safety.moderate_partners(dataset, active)
     scorer = _scorer(model, query)
     return [_rank_condition(model, replace(query, conditions=np.array([condition])), k,
-                            patient_id, condition_id, codes, active.indices, moderate, explain,
+                            patient_id, condition_id, codes, active, moderate, explain,
                             notes, scorer)
             for condition, condition_id in zip(conditions, condition_ids)]
 
@@ -339,15 +342,17 @@ def _scores_ignore_condition(model: "Recommender") -> bool:
     return isinstance(model, FactorModel) and type(model)._score is FactorModel._score
 
 
-def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes: sp.csr_matrix,
-                    active_idx: np.ndarray, moderate: Mapping, explain: bool, notes: list[str],
+def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes: Mapping[int, int],
+                    active: list[int], moderate: Mapping, explain: bool, notes: list[str],
                     scorer) -> RecommendationList:
-    """The answer for the condition ``query`` asks about (``scorer``: see :func:`_scorer`)."""
+    """The answer for the condition ``query`` asks about (``scorer``: see :func:`_scorer`;
+    ``codes``: the patient's :func:`safety.patient_codes` with the ``active`` treatments)."""
     dataset = model.dataset_
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
     if candidates is None:
-        idx, values = top_k(mask_scores(dataset, scorer(query, None), codes, None), k)
+        idx, values = top_k(mask_scores(dataset, scorer(query, None),
+                                        safety.codes_row(codes, dataset.n_treatments), None), k)
         chosen = idx[0][idx[0] >= 0]
     else:
         chosen, values = _top_candidates(dataset, scorer(query, candidates)[0], codes, candidates, k)
@@ -361,7 +366,7 @@ def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes
         treatment_id = str(treatment_ids[t])
         recommendations.append(Recommendation(rank, treatment_id, score, explanation, flags,
                                               names.get(treatment_id)))
-    excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active_idx)
+    excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active)
     notes = notes + _evidence_note(dataset, candidates)
     if not recommendations:
         notes = notes + ["no treatment is allowed for this request after the exclusions"]
@@ -369,25 +374,30 @@ def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes
                               model=model_summary(model), notes=notes)
 
 
-def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: sp.csr_matrix,
+def _top_candidates(dataset: "Dataset", scores: np.ndarray, codes: Mapping[int, int],
                     candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The same top-k as :func:`mask_scores` + :func:`top_k` over all ``n_t`` scores, computed
     among the condition's few ``candidates`` (sorted indices) only.
 
-    ``scores`` (len(candidates),) of one patient for the candidates, ``codes`` its single-row
-    exclusion bitmask over all treatments. Returns
-    the chosen treatment indices (best first, ties by lower index, at most ``k``) and their
-    scores as a (1, k) array, like :func:`top_k`'s row.
+    ``scores`` (len(candidates),) of one patient for the candidates, ``codes`` its excluded
+    treatments (index -> rule bits). Returns the chosen treatment indices (best first, ties by
+    lower index, at most ``k``) and their scores as a (1, k) array, like :func:`top_k`'s row.
+    A condition has a few candidates, so this is plain Python over them.
     """
-    values = np.array(scores, dtype=np.float32)  # a copy: masked in place below
-    _, excluded = sparse_rows.lookup(codes.indices, candidates)
-    values[~np.isfinite(values) | safety.low_evidence(dataset, candidates) | excluded] = -np.inf
-    # a stable sort of a few values: best first, ties by lower index, as top_k orders them
-    order = np.argsort(-values, kind="stable")[:k]
-    order = order[values[order] > -np.inf]
+    minimum = dataset.safety.min_support
+    support = dataset.treatment_support[candidates].tolist()
+    kept = [(value, position) for position, (t, value, count) in enumerate(
+                zip(candidates.tolist(), np.asarray(scores, np.float32).tolist(), support))
+            if count >= minimum and t not in codes and math.isfinite(value)]
+    kept.sort(key=_best_first)  # stable: ties keep the lower index first, as top_k orders them
+    kept = kept[:k]
     top = np.full((1, k), -np.inf, np.float32)
-    top[0, :len(order)] = values[order]
-    return candidates[order], top
+    top[0, :len(kept)] = [value for value, _ in kept]
+    return candidates[[position for _, position in kept]], top
+
+
+def _best_first(pair: tuple[float, int]) -> float:
+    return -pair[0]
 
 
 def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:
@@ -402,16 +412,21 @@ def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> li
             for contributions, item_evidence in zip(described, evidence)]
 
 
-def _exclusions(dataset, codes: sp.csr_matrix, candidates, own_conditions, active) -> list[Exclusion]:
-    relevant = set(candidates.tolist()) if candidates is not None else None
+def _exclusions(dataset, codes: Mapping[int, int], candidates, own_conditions,
+                active: list[int]) -> list[Exclusion]:
+    """What ``codes`` excludes among ``candidates`` (every treatment when None), by id."""
+    if candidates is None:
+        coded = sorted(codes.items())
+    else:
+        coded = [(t, codes[t]) for t in candidates.tolist() if t in codes]
+    treatment_ids, names = dataset.treatments.external_ids, dataset.treatment_names
     excluded = []
-    for t, code in zip(codes.indices, codes.data):
-        if relevant is None or t in relevant:
-            reason = safety.primary_reason(int(code))
-            treatment_id = str(dataset.treatments.external_ids[t])
-            excluded.append(Exclusion(treatment_id, reason,
-                                      safety.describe(dataset, int(t), int(code), own_conditions, active),
-                                      rule=reason, treatment_name=dataset.treatment_names.get(treatment_id)))
+    for t, code in coded:
+        reason = safety.primary_reason(code)
+        treatment_id = str(treatment_ids[t])
+        excluded.append(Exclusion(treatment_id, reason,
+                                  safety.describe(dataset, t, code, own_conditions, active),
+                                  rule=reason, treatment_name=names.get(treatment_id)))
     return sorted(excluded, key=lambda e: e.treatment_id)
 
 

@@ -89,10 +89,7 @@ def active_treatments(dataset: "Dataset", query: "Query",
     """Boolean CSR (n, n_t): each patient's active treatments (see the module docstring)."""
     history, days = query.history, query.history_days
     if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
-        latest = days.data.max() if len(days.data) else -np.inf
-        recent = (dataset.policy.worked(history.data) & (days.data >= 0)
-                  & (latest - days.data <= dataset.safety.active_window_days))
-        chosen = history.indices[recent]  # a canonical row's columns: sorted, unique
+        chosen = patient_active(dataset, query)
         return sparse_rows.single_row(chosen, np.ones(len(chosen), bool), history.shape[1])
     counts = np.diff(history.indptr)
     latest = np.full(history.shape[0], -np.inf)  # each patient's latest day on record
@@ -107,6 +104,37 @@ def active_treatments(dataset: "Dataset", query: "Query",
     if requested is not None:
         active = (active + requested).astype(bool).tocsr()
     return active
+
+
+def patient_active(dataset: "Dataset", query: "Query") -> list[int]:
+    """The active treatments (sorted indices) the record of the single patient of ``query``
+    shows: what :func:`active_treatments` gives that patient, without sparse matrices."""
+    history, days = query.history, query.history_days
+    if not len(days.data):
+        return []
+    # float32 arithmetic, as for a batch: a day 180.00001 after the latest rounds to 180
+    recent = (dataset.policy.worked(history.data) & (days.data >= 0)
+              & (days.data.max() - days.data <= dataset.safety.active_window_days))
+    return history.indices[recent].tolist()  # a canonical row's columns: sorted, unique
+
+
+def patient_codes(dataset: "Dataset", query: "Query", include_tried: bool,
+                  active: list[int]) -> dict[int, int]:
+    """Treatment index -> bitmask of the rules excluding it, for the single patient of
+    ``query`` with the ``active`` treatment indices: the entries of its row of
+    :func:`exclusion_codes`, read from the few rows involved with plain Python (the service's
+    path, where a request's patient has a handful of entries in each table)."""
+    codes: dict[int, int] = dict.fromkeys(row_arrays(query.harmful, 0)[0].tolist(), HARM)
+    marked = [(CONTRAINDICATED, contraindicated.tolist()) for contraindicated, _ in
+              _nonempty_rows(dataset.contraindications, row_arrays(query.patient_conditions, 0)[0])]
+    marked += [(INTERACTION, partners[severity == SEVERE].tolist())
+               for partners, severity in _nonempty_rows(dataset.interactions, active)]
+    if not include_tried:
+        marked.append((TRIED, row_arrays(query.history, 0)[0].tolist()))
+    for bit, treatments in marked:
+        for t in treatments:
+            codes[t] = codes.get(t, 0) | bit
+    return codes
 
 
 def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
@@ -133,30 +161,21 @@ def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
 
 def _single_row_codes(dataset: "Dataset", query: "Query", include_tried: bool,
                       active: sp.csr_matrix) -> sp.csr_matrix:
-    """:func:`exclusion_codes` for one patient with plain index arithmetic (the service's path):
-    every rule's treatment indices in one array, OR-ed together per treatment."""
-    parts = [(row_arrays(query.harmful, 0)[0], HARM)]
-    for contraindicated in _nonempty_rows(dataset.contraindications,
-                                          row_arrays(query.patient_conditions, 0)[0]):
-        parts.append((contraindicated[0], CONTRAINDICATED))
-    for partners, severity in _nonempty_rows(dataset.interactions, row_arrays(active, 0)[0]):
-        parts.append((partners[severity == SEVERE], INTERACTION))
-    if not include_tried:
-        parts.append((row_arrays(query.history, 0)[0], TRIED))
-    indices = np.concatenate([part for part, _ in parts])
-    bits = np.repeat(np.array([bit for _, bit in parts], np.int8), [len(part) for part, _ in parts])
-    if not len(indices):
-        return sparse_rows.single_row(indices, bits, dataset.n_treatments)
-    order = np.argsort(indices, kind="stable")
-    indices, bits = indices[order], bits[order]
-    first = np.flatnonzero(np.concatenate(([True], indices[1:] != indices[:-1])))
-    return sparse_rows.single_row(indices[first], np.bitwise_or.reduceat(bits, first),
-                                  dataset.n_treatments)
+    """:func:`exclusion_codes` for one patient: :func:`patient_codes` as a (1, n_t) row."""
+    return codes_row(patient_codes(dataset, query, include_tried,
+                                   row_arrays(active, 0)[0].tolist()), dataset.n_treatments)
+
+
+def codes_row(codes: dict[int, int], n_treatments: int) -> sp.csr_matrix:
+    """(1, ``n_treatments``) int8 CSR of one patient's :func:`patient_codes`."""
+    indices = sorted(codes)
+    return sparse_rows.single_row(np.array(indices, np.int32),
+                                  np.array([codes[t] for t in indices], np.int8), n_treatments)
 
 
 def _nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """(indices, data) of those of ``rows`` that hold entries (rule tables are mostly empty)."""
-    rows = np.asarray(rows)
+    rows = np.asarray(rows, dtype=np.int64)
     filled = rows[matrix.indptr[rows + 1] > matrix.indptr[rows]]
     return [row_arrays(matrix, r) for r in filled.tolist()]
 

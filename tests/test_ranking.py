@@ -221,6 +221,7 @@ def test_top_among_candidates_equals_masking_every_score(data):
     codes = sp.csr_matrix((np.ones(len(coded), np.int8), coded, [0, len(coded)]), shape=(1, n_t))
     k = data.draw(st.integers(1, 12))
     idx, expected = top_k(mask_scores(dataset, scores.copy(), codes, candidates), k)
-    chosen, got = _top_candidates(dataset, scores[0, candidates], codes, candidates, k)
+    chosen, got = _top_candidates(dataset, scores[0, candidates], dict.fromkeys(coded.tolist(), 1),
+                                  candidates, k)
     assert chosen.tolist() == idx[0][idx[0] >= 0].tolist()
     np.testing.assert_array_equal(got[0][:len(chosen)], expected[0][:len(chosen)])

@@ -188,15 +188,16 @@ class ALSRecommender(FactorModel):
         if not positive.any() or not len(treatments):
             return columns[:0], np.zeros((0, len(treatments)))
         factors = solver.item_factors
+        entries = factors[columns]  # (n, d) rows of Y
+        weights = np.abs(confidence) - 1  # D
         shrunk = self._shrunk_factors[columns]  # (n, d) rows of Y A^-1
-        system = (shrunk @ factors[columns].T) * (np.abs(confidence) - 1)  # G D, (n, n)
+        system = (shrunk @ entries.T) * weights  # G D, (n, n)
         system.flat[::len(columns) + 1] += 1.0
-        right = shrunk @ factors[treatments].T  # (n, k)
-        _, _, solved, info = lapack.dgesv(system, right)
+        targets = factors[treatments].T  # (d, k)
+        _, _, solved, info = lapack.dgesv(system, shrunk @ targets)
         if info != 0:  # singular in floating point: the d x d route
-            solved = factors[columns] @ np.linalg.solve(
-                self._gram_base + (factors[columns] * (np.abs(confidence) - 1)[:, None]).T
-                @ factors[columns], factors[treatments].T)
+            solved = entries @ np.linalg.solve(
+                self._gram_base + (entries * weights[:, None]).T @ entries, targets)
         # rows in decreasing column order, so a stable sort leaves ties with the higher column first
         scores = (solved * confidence[:, None])[positive][::-1]
         return columns[positive][::-1], scores
@@ -218,8 +219,11 @@ class ALSRecommender(FactorModel):
         columns, scores = self._contribution_matrix(query, np.asarray(treatments, np.int64))
         # magnitude first, then value, then the higher column (the rows' order; lexsort is stable)
         order = np.lexsort((-scores, -np.abs(scores)), axis=0)[:limit]
-        return [[pair for pair in pairs if abs(pair[1]) >= MIN_CONTRIBUTION]
-                for pairs in _pairs(columns, scores, order)]
+        ranked = scores[order, np.arange(scores.shape[1])]  # (<= limit, len(treatments))
+        # ordered by magnitude, so the pairs large enough to show are a prefix of each column
+        shown = (np.abs(ranked) >= MIN_CONTRIBUTION).sum(axis=0).tolist()
+        return [list(zip(c[:n], v[:n])) for c, v, n in
+                zip(columns[order].T.tolist(), ranked.T.tolist(), shown)]
 
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
@@ -229,5 +233,5 @@ class ALSRecommender(FactorModel):
 def _pairs(columns: np.ndarray, scores: np.ndarray, order: np.ndarray) -> list[list[tuple[int, float]]]:
     """Per treatment (column of ``scores``), (column, contribution) in ``order``'s row order."""
     ranked_columns = columns[order].T.tolist()
-    ranked_scores = np.take_along_axis(scores, order, axis=0).T.tolist()
+    ranked_scores = scores[order, np.arange(scores.shape[1])].T.tolist()
     return [list(zip(c, v)) for c, v in zip(ranked_columns, ranked_scores)]
