@@ -19,6 +19,9 @@ alternating, ``--repeats`` times, and reports medians of requests/s, p50 and p99
   socket error is a lost request;
 - a reference: the recommendation endpoint with the audit line written but not fsynced, to show
   what durability costs;
+- a ceiling: the service with the engine's answers computed before the load
+  (``benchmarks/precomputed_app.py``), with and without the fsync, each against the bare
+  endpoint of its own server: what the rest of the request allows whatever the engine costs;
 - in-process: the engine alone (``model.recommend``) and the service alone (the same requests
   through the app with Flask's test client, answered from precomputed engine answers), so the
   two parts of a request's cost are measured apart.
@@ -46,7 +49,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS, markdown_table, write_results  # noqa: E402
 
@@ -122,9 +126,13 @@ def free_port() -> int:
 
 
 class Server:
-    """``recommender serve`` started here, stopped by its own pid."""
+    """``recommender serve`` started here, stopped by its own pid.
 
-    def __init__(self, folder: Path, workers: int, **settings: str):
+    With ``precomputed=True`` gunicorn serves :mod:`benchmarks.precomputed_app` instead (same
+    configuration file and settings): the service with the engine's answers computed beforehand.
+    """
+
+    def __init__(self, folder: Path, workers: int, precomputed: bool = False, **settings: str):
         self.port = free_port()
         self.folder = folder
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMMENDER_")}
@@ -134,11 +142,20 @@ class Server:
                    RECOMMENDER_ACCESS_LOG="false")
         env.update({f"RECOMMENDER_{name}": value for name, value in settings.items()})
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        artifact = str(folder / "models" / "artifact")
+        if precomputed:
+            from recommender.cli.serve import conf_file
+            env.update(RECOMMENDER_ARTIFACT=artifact, RECOMMENDER_BIND=f"127.0.0.1:{self.port}",
+                       RECOMMENDER_WORKERS=str(workers), BENCH_PATHS=str(folder / "paths.txt"),
+                       PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+            command = [sys.executable, "-m", "gunicorn", "-c", str(conf_file()),
+                       "benchmarks.precomputed_app:create_app()"]
+        else:
+            command = [sys.executable, "-m", "recommender", "serve", "--artifact", artifact,
+                       "--port", str(self.port), "--workers", str(workers)]
         self.log = open(folder / "server.log", "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "recommender", "serve", "--artifact",
-             str(folder / "models" / "artifact"), "--port", str(self.port), "--workers", str(workers)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(command, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready()
 
     def wait_ready(self, seconds: float = 300) -> None:
@@ -350,6 +367,54 @@ def memory_run(folder: Path, loader: Loader, workers: int, seconds: float) -> di
         server.stop()
 
 
+def alternating_runs(server: Server, loader: Loader, seconds: float, repeats: int,
+                     label: str = "") -> dict[str, list[dict]]:
+    """``repeats`` rounds of the bare endpoint then the recommendation endpoint on ``server``
+    (after a warm-up run), each with the server's and the client's CPU time per request."""
+    loader.run(server.port, "recommend", min(5.0, seconds))  # warm the pages and caches
+    pids = [server.process.pid, *server.workers()]
+    runs = {"recommend": [], "bare": []}
+    for _ in range(repeats):
+        for endpoint in ("bare", "recommend"):
+            server_cpu, client_cpu = cpu_seconds(pids), _children_cpu()
+            result = loader.run(server.port, endpoint, seconds)
+            # CPU per request does not depend on what else runs on the machine
+            result["server_cpu_ms_per_request"] = round(
+                (cpu_seconds(pids) - server_cpu) * 1e3 / max(result["requests"], 1), 3)
+            result["client_cpu_ms_per_request"] = round(
+                (_children_cpu() - client_cpu) * 1e3 / max(result["requests"], 1), 3)
+            runs[endpoint].append(result)
+            print(f"  {label}{endpoint:9s} {result}", flush=True)
+    return runs
+
+
+def medians(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    return {endpoint: {key: statistics.median(r[key] for r in results)
+                       for key in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request",
+                                   "client_cpu_ms_per_request")}
+            for endpoint, results in runs.items()}
+
+
+def without_engine(folder: Path, loader: Loader, workers: int, seconds: float,
+                   repeats: int) -> dict:
+    """The recommendation endpoint with the engine's answers precomputed
+    (:mod:`benchmarks.precomputed_app`), against the bare endpoint of the same server, with
+    and without the audit fsync: the most the rest of the request allows, whatever the engine."""
+    result = {}
+    for fsync in ("true", "false"):
+        server = Server(folder, workers, precomputed=True, AUDIT_FSYNC=fsync)
+        try:
+            runs = alternating_runs(server, loader, seconds, repeats,
+                                    label=f"no engine, fsync {fsync}: ")
+        finally:
+            server.stop()
+        summary = medians(runs)
+        result["fsync" if fsync == "true" else "no_fsync"] = {
+            "median": summary, "runs": runs,
+            "throughput_ratio": summary["recommend"]["rps"] / summary["bare"]["rps"]}
+    return result
+
+
 def without_fsync(folder: Path, loader: Loader, workers: int, seconds: float,
                   repeats: int) -> dict:
     """The recommendation endpoint with the audit line written but not fsynced: what durability
@@ -484,33 +549,20 @@ def main() -> int:
 
     load_before = os.getloadavg()
     server = Server(folder, args.workers)
-    runs = {"recommend": [], "bare": []}
     try:
-        loader.run(server.port, "recommend", min(5.0, seconds))  # warm the pages and caches
-        pids = [server.process.pid, *server.workers()]
-        for _ in range(repeats):
-            for endpoint in ("bare", "recommend"):
-                server_cpu, client_cpu = cpu_seconds(pids), _children_cpu()
-                result = loader.run(server.port, endpoint, seconds)
-                # CPU per request does not depend on what else runs on the machine
-                result["server_cpu_ms_per_request"] = round(
-                    (cpu_seconds(pids) - server_cpu) * 1e3 / max(result["requests"], 1), 3)
-                result["client_cpu_ms_per_request"] = round(
-                    (_children_cpu() - client_cpu) * 1e3 / max(result["requests"], 1), 3)
-                runs[endpoint].append(result)
-                print(f"  {endpoint:9s} {result}", flush=True)
+        runs = alternating_runs(server, loader, seconds, repeats)
         paced = paced_runs(loader, server.port, seconds, repeats) if wrk else []
     finally:
         server.stop()
-    summary = {endpoint: {key: statistics.median(r[key] for r in results)
-                          for key in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request",
-                                      "client_cpu_ms_per_request")}
-               for endpoint, results in runs.items()}
+    summary = medians(runs)
     errors = sum(r["non_2xx"] + r["socket_errors"] for rs in runs.values() for r in rs)
     errors += sum(row["failed"] for row in paced)
     ratio = summary["recommend"]["rps"] / summary["bare"]["rps"]
 
     unsynced = without_fsync(folder, loader, args.workers, seconds, repeats)
+    engine_free = without_engine(folder, loader, args.workers, seconds, repeats)
+    errors += sum(r["non_2xx"] + r["socket_errors"] for part in engine_free.values()
+                  for rs in part["runs"].values() for r in rs)
     memory_runs = [memory_run(folder, loader, workers, min(seconds, 10)) for workers in (1, 2)]
     reload_result = reload_under_load(folder, loader, max(seconds, 12))
     in_process = in_process_timing(folder)
@@ -545,6 +597,13 @@ def main() -> int:
           f"{unsynced['median']['rps']:.0f} req/s, {unsynced['median']['rps'] / summary['bare']['rps']:.1%} "
           f"of bare, p99 {unsynced['median']['p99_ms']:.1f} ms, server CPU "
           f"{unsynced['median']['server_cpu_ms_per_request']:.2f} ms per request")
+    for name, label in (("fsync", "with"), ("no_fsync", "without")):
+        part = engine_free[name]["median"]
+        print(f"engine answers precomputed, {label} the audit fsync (the ceiling of the rest of "
+              f"the request): recommend {part['recommend']['rps']:.0f} req/s vs bare "
+              f"{part['bare']['rps']:.0f} = {engine_free[name]['throughput_ratio']:.1%}; server CPU "
+              f"{part['recommend']['server_cpu_ms_per_request']:.2f} ms vs "
+              f"{part['bare']['server_cpu_ms_per_request']:.2f} ms per request")
     if paced:
         print("\nbelow saturation (16 connections, think time before each request):")
         print(markdown_table([{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
@@ -567,7 +626,8 @@ def main() -> int:
                                         SIZES[size])),
         "load_generator": "wrk" if wrk else "python-threads", "connections": args.connections,
         "workers": args.workers, "seconds_per_run": seconds, "repeats": repeats,
-        "median": summary, "runs": runs, "paced": paced, "without_fsync": unsynced, "throughput_ratio": ratio,
+        "median": summary, "runs": runs, "paced": paced, "without_fsync": unsynced,
+        "without_engine": engine_free, "throughput_ratio": ratio,
         "cpu_bound_throughput_ratio": cpu_ratio, "failed_requests": errors,
         "targets": {"p99_ms_max": 15, "throughput_ratio_min": 0.4,
                     "p99_met": summary["recommend"]["p99_ms"] <= 15, "ratio_met": ratio >= 0.4,
