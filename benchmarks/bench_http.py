@@ -17,11 +17,10 @@ alternating, ``--repeats`` times, and reports medians of requests/s, p50 and p99
   resident part of the memory-mapped user factors per worker (shared, not copied);
 - reload under load: ``POST /v1/admin/reload`` in the middle of a run; any non-2xx response or
   socket error is a lost request;
-- a reference: the recommendation endpoint with the audit line written but not fsynced, to show
-  what durability costs;
-- a ceiling: the service with the engine's answers computed before the load
-  (``benchmarks/precomputed_app.py``), with and without the fsync, each against the bare
-  endpoint of its own server: what the rest of the request allows whatever the engine costs;
+- reference servers (``VARIANTS``), each against the bare endpoint of its own server: the audit
+  line fsynced by a background thread within 10 ms, or never (what durability costs); and the
+  service with the engine's answers computed before the load (``benchmarks/precomputed_app.py``),
+  with and without the fsync (what the rest of the request allows, whatever the engine costs);
 - in-process: the engine alone (``model.recommend``) and the service alone (the same requests
   through the app with Flask's test client, answered from precomputed engine answers), so the
   two parts of a request's cost are measured apart.
@@ -395,47 +394,36 @@ def medians(runs: dict[str, list[dict]]) -> dict[str, dict]:
             for endpoint, results in runs.items()}
 
 
-def without_engine(folder: Path, loader: Loader, workers: int, seconds: float,
-                   repeats: int) -> dict:
-    """The recommendation endpoint with the engine's answers precomputed
-    (:mod:`benchmarks.precomputed_app`), against the bare endpoint of the same server, with
-    and without the audit fsync: the most the rest of the request allows, whatever the engine."""
+#: Reference servers, each measured against the bare endpoint of its own server:
+#: name -> (engine answers precomputed?, settings).
+VARIANTS = {
+    # what durability costs: the line written before the response, fsynced within 10 ms
+    # (RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS) or never
+    "fsync_within_10ms": (False, {"AUDIT_FSYNC_INTERVAL_MS": "10"}),
+    "no_fsync": (False, {"AUDIT_FSYNC": "false"}),
+    # what the rest of the request allows, whatever the engine costs
+    # (benchmarks/precomputed_app.py), with each line fsynced and without
+    "no_engine": (True, {}),
+    "no_engine_no_fsync": (True, {"AUDIT_FSYNC": "false"}),
+}
+
+
+def variant_runs(folder: Path, loader: Loader, workers: int, seconds: float,
+                 repeats: int) -> dict:
+    """:data:`VARIANTS`, each on a server of its own, alternating with that server's bare
+    endpoint: medians, runs and the throughput ratio of each."""
     result = {}
-    for fsync in ("true", "false"):
-        server = Server(folder, workers, precomputed=True, AUDIT_FSYNC=fsync)
+    for name, (precomputed, settings) in VARIANTS.items():
+        server = Server(folder, workers, precomputed=precomputed, **settings)
         try:
-            runs = alternating_runs(server, loader, seconds, repeats,
-                                    label=f"no engine, fsync {fsync}: ")
+            runs = alternating_runs(server, loader, seconds, repeats, label=f"{name}: ")
         finally:
             server.stop()
         summary = medians(runs)
-        result["fsync" if fsync == "true" else "no_fsync"] = {
-            "median": summary, "runs": runs,
-            "throughput_ratio": summary["recommend"]["rps"] / summary["bare"]["rps"]}
+        result[name] = {"settings": settings, "engine_precomputed": precomputed,
+                        "median": summary, "runs": runs,
+                        "throughput_ratio": summary["recommend"]["rps"] / summary["bare"]["rps"]}
     return result
-
-
-def without_fsync(folder: Path, loader: Loader, workers: int, seconds: float,
-                  repeats: int) -> dict:
-    """The recommendation endpoint with the audit line written but not fsynced: what durability
-    costs (a reference only; the service always fsyncs unless an operator turns it off)."""
-    server = Server(folder, workers, AUDIT_FSYNC="false")
-    try:
-        loader.run(server.port, "recommend", min(5.0, seconds))
-        pids = [server.process.pid, *server.workers()]
-        runs = []
-        for _ in range(repeats):
-            server_cpu = cpu_seconds(pids)
-            result = loader.run(server.port, "recommend", seconds)
-            result["server_cpu_ms_per_request"] = round(
-                (cpu_seconds(pids) - server_cpu) * 1e3 / max(result["requests"], 1), 3)
-            runs.append(result)
-            print(f"  recommend without fsync {result}", flush=True)
-    finally:
-        server.stop()
-    return {"runs": runs, "median": {key: statistics.median(r[key] for r in runs)
-                                     for key in ("rps", "p50_ms", "p99_ms",
-                                                 "server_cpu_ms_per_request")}}
 
 
 # --- reload under load -------------------------------------------------------------------------
@@ -491,7 +479,10 @@ def in_process_timing(folder: Path, calls: int = 300) -> dict:
     and of the service alone: the same requests through the app with Flask's test client (auth,
     validation, fsynced audit line, metrics, JSON) answered from the engine's answers computed
     beforehand, so the two parts of a request are measured apart."""
+    from threadpoolctl import threadpool_limits
+
     from service import create_app
+    threadpool_limits(1)  # one BLAS thread, as in each worker (service/gunicorn.conf.py)
     app = create_app({"ARTIFACT": str(folder / "models" / "artifact"),
                       "API_TOKENS_FILE": str(folder / "tokens.json"),
                       "PSEUDONYM_KEY_FILE": str(folder / "key"),
@@ -559,9 +550,8 @@ def main() -> int:
     errors += sum(row["failed"] for row in paced)
     ratio = summary["recommend"]["rps"] / summary["bare"]["rps"]
 
-    unsynced = without_fsync(folder, loader, args.workers, seconds, repeats)
-    engine_free = without_engine(folder, loader, args.workers, seconds, repeats)
-    errors += sum(r["non_2xx"] + r["socket_errors"] for part in engine_free.values()
+    variants = variant_runs(folder, loader, args.workers, seconds, repeats)
+    errors += sum(r["non_2xx"] + r["socket_errors"] for part in variants.values()
                   for rs in part["runs"].values() for r in rs)
     memory_runs = [memory_run(folder, loader, workers, min(seconds, 10)) for workers in (1, 2)]
     reload_result = reload_under_load(folder, loader, max(seconds, 12))
@@ -593,17 +583,14 @@ def main() -> int:
     print(f"in-process medians: engine (model.recommend + to_dict) "
           f"{in_process['engine']['median_ms']:.2f} ms; the service around it (auth, validation, "
           f"fsynced audit, metrics, JSON) {in_process['service']['median_ms']:.2f} ms")
-    print(f"without the fsync of each audit line (reference): recommend "
-          f"{unsynced['median']['rps']:.0f} req/s, {unsynced['median']['rps'] / summary['bare']['rps']:.1%} "
-          f"of bare, p99 {unsynced['median']['p99_ms']:.1f} ms, server CPU "
-          f"{unsynced['median']['server_cpu_ms_per_request']:.2f} ms per request")
-    for name, label in (("fsync", "with"), ("no_fsync", "without")):
-        part = engine_free[name]["median"]
-        print(f"engine answers precomputed, {label} the audit fsync (the ceiling of the rest of "
-              f"the request): recommend {part['recommend']['rps']:.0f} req/s vs bare "
-              f"{part['bare']['rps']:.0f} = {engine_free[name]['throughput_ratio']:.1%}; server CPU "
-              f"{part['recommend']['server_cpu_ms_per_request']:.2f} ms vs "
-              f"{part['bare']['server_cpu_ms_per_request']:.2f} ms per request")
+    print("\nreference servers (each against the bare endpoint of its own server):")
+    print(markdown_table([{"variant": name, "recommend_rps": round(v["median"]["recommend"]["rps"]),
+                           "bare_rps": round(v["median"]["bare"]["rps"]),
+                           "ratio": f"{v['throughput_ratio']:.1%}",
+                           "p99_ms": round(v["median"]["recommend"]["p99_ms"], 1),
+                           "server_cpu_ms": round(v["median"]["recommend"]["server_cpu_ms_per_request"], 3)}
+                          for name, v in variants.items()],
+                         ["variant", "recommend_rps", "bare_rps", "ratio", "p99_ms", "server_cpu_ms"]))
     if paced:
         print("\nbelow saturation (16 connections, think time before each request):")
         print(markdown_table([{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
@@ -626,8 +613,8 @@ def main() -> int:
                                         SIZES[size])),
         "load_generator": "wrk" if wrk else "python-threads", "connections": args.connections,
         "workers": args.workers, "seconds_per_run": seconds, "repeats": repeats,
-        "median": summary, "runs": runs, "paced": paced, "without_fsync": unsynced,
-        "without_engine": engine_free, "throughput_ratio": ratio,
+        "median": summary, "runs": runs, "paced": paced, "variants": variants,
+        "throughput_ratio": ratio,
         "cpu_bound_throughput_ratio": cpu_ratio, "failed_requests": errors,
         "targets": {"p99_ms_max": 15, "throughput_ratio_min": 0.4,
                     "p99_met": summary["recommend"]["p99_ms"] <= 15, "ratio_met": ratio >= 0.4,

@@ -7,6 +7,12 @@ gets a 503 and no patient data. Before every write the file's inode is compared 
 descriptor's, so after ``logrotate`` moves the file away the next line goes to a new file at the
 configured path (no ``copytruncate`` or signal needed). Field list: ``service/README.md``.
 
+With ``AUDIT_FSYNC_INTERVAL_MS`` above zero the fsync leaves the request: the line is still
+written (so in the kernel, safe from a crash of the service) before the response leaves, and a
+background thread of each worker fsyncs the file at most that many milliseconds later, so a
+power loss or kernel crash can lose at most that window. An fsync that fails closes the log: every
+later write raises :class:`AuditError` (no more patient data is served) and ``/ready`` says so.
+
 Workers share the file and each one fsyncs its own line, with no coordination between them: the
 file system's journal already batches concurrent fsyncs (one journal commit covers every line
 written before it started, and an fsync whose line is already committed returns at once). An
@@ -20,6 +26,8 @@ import json
 import logging
 import os
 import threading
+import time
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,23 +49,36 @@ class AuditLog:
     path : path-like
         The audit log file (created 0600 if missing; its folder must exist).
     fsync : bool
-        ``fsync`` after every line (durable across a power loss, not only a process crash).
+        Make every line durable across a power loss, not only a crash of the service.
+    fsync_interval : float
+        Seconds: 0 to ``fsync`` each line before :meth:`write` returns; above 0 to leave the
+        ``fsync`` to a background thread that runs at most this long after a line is written.
     """
 
-    def __init__(self, path: str | os.PathLike, fsync: bool = True):
+    def __init__(self, path: str | os.PathLike, fsync: bool = True, fsync_interval: float = 0.0):
         self.path = Path(path)
         self.fsync = fsync
+        self.fsync_interval = fsync_interval
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
+        self._failure: str | None = None  # why a background fsync failed: the log is closed
+        self._unsynced = threading.Event()
+        self._flusher: int | None = None  # pid of the process whose thread fsyncs
+        _after_fork_in_child(self)
         with self._lock:
             self._open()
 
     def _open(self) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         stat = os.fstat(fd)
+        if self._fd is not None and self._deferred():
+            self._sync(self._fd)  # the rotated file's last lines, before its descriptor goes
         self._close()
         self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+
+    def _deferred(self) -> bool:
+        return self.fsync and self.fsync_interval > 0
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -88,20 +109,52 @@ class AuditLog:
         """
         data = encode_line({"time": _now(), **record})
         with self._lock:
+            if self._failure is not None:
+                raise AuditError(self._failure)
             try:
                 fd = self._current()
                 written = os.write(fd, data)
                 if written != len(data):
                     raise OSError(f"short write ({written} of {len(data)} bytes)")
-                if self.fsync:
+                if self._deferred():
+                    self._defer_sync()
+                elif self.fsync:
                     os.fsync(fd)
             except OSError as exc:
                 self._close()  # the next write tries a fresh descriptor
                 raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from None
 
+    def _defer_sync(self) -> None:
+        """Have this process's background thread fsync within ``fsync_interval``."""
+        if self._flusher != os.getpid():  # the first deferred line of this process
+            self._flusher = os.getpid()
+            threading.Thread(target=self._flush_forever, name="audit-fsync", daemon=True).start()
+        self._unsynced.set()
+
+    def _flush_forever(self) -> None:
+        while True:
+            self._unsynced.wait()
+            time.sleep(self.fsync_interval)
+            self._unsynced.clear()  # a line written from here on sets it again: next round
+            with self._lock:
+                if self._fd is None:
+                    continue  # closed, or reopened by the next write (which syncs the old file)
+                self._sync(self._fd)
+
+    def _sync(self, fd: int) -> None:
+        """``fsync`` from the background (lock held); a failure closes the log for good."""
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._failure = (f"the audit log {self.path} could not be made durable ({exc}); no "
+                             "further access is served until the service is restarted")
+            log.error(self._failure)
+
     def writable(self) -> bool:
         """Whether the next line can be appended (used by ``/ready``)."""
         with self._lock:
+            if self._failure is not None:
+                return False
             try:
                 self._current()
             except OSError:
@@ -110,7 +163,24 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
+            if self._fd is not None and self._deferred():
+                self._sync(self._fd)
             self._close()
+
+
+def _after_fork_in_child(audit_log: AuditLog) -> None:
+    """Give a forked child fresh locks: a lock the parent's background thread held at the fork
+    would stay held in the child, whose copy of that thread does not exist."""
+    reference = weakref.ref(audit_log)
+
+    def reset() -> None:
+        instance = reference()
+        if instance is not None:
+            instance._lock = threading.Lock()
+            instance._unsynced = threading.Event()
+            instance._flusher = None
+
+    os.register_at_fork(after_in_child=reset)
 
 
 #: orjson leaves to ``json.dumps`` (which refuses them, as it always did) what it would accept.

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "PSEUDONYM_KEY_FILE": None,
     "AUDIT_LOG": None,
     "AUDIT_FSYNC": True,
+    "AUDIT_FSYNC_INTERVAL_MS": 0,
     "MAX_K": 100,
     "DEFAULT_K": 10,
     "MAX_HISTORY": 500,
@@ -76,6 +77,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RECOMMENDER_MAX_CONDITIONS": ("MAX_CONDITIONS", int),
     "RECOMMENDER_MAX_BODY_BYTES": ("MAX_BODY_BYTES", int),
     "RECOMMENDER_AUDIT_FSYNC": ("AUDIT_FSYNC", _boolean),
+    "RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": ("AUDIT_FSYNC_INTERVAL_MS", int),
     "RECOMMENDER_ARTIFACT_ROOT": ("ARTIFACT_ROOT", str),
     "RECOMMENDER_ACCESS_LOG": ("ACCESS_LOG", _boolean),
     "RECOMMENDER_RELOAD_TIMEOUT": ("RELOAD_TIMEOUT", float),
@@ -101,7 +103,8 @@ INT_RANGES = {"MAX_K": (1, 10_000), "DEFAULT_K": (1, 10_000), "MAX_HISTORY": (1,
               "MAX_CONDITIONS": (1, 100_000), "MAX_BODY_BYTES": (1024, 64 * 2**20),
               "CDS_MAX_CARDS": (1, 20), "CDS_SUGGESTIONS": (1, 10),
               "CDS_JWT_MAX_LIFETIME": (10, 86_400),
-              "CDS_JTI_CACHE_SIZE": (100, 10_000_000), "CDS_CARD_TTL_DAYS": (1, 3650)}
+              "CDS_JTI_CACHE_SIZE": (100, 10_000_000), "CDS_CARD_TTL_DAYS": (1, 3650),
+              "AUDIT_FSYNC_INTERVAL_MS": (0, 10_000)}
 #: Files kept beside the audit log unless configured (its folder must exist and be writable).
 BESIDE_AUDIT_LOG = {"FEEDBACK_LOG": "feedback.jsonl", "CDS_STORE": "cds.sqlite"}
 #: Internal keys set by the server, not by operators (see ``service/reload.py``).

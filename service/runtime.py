@@ -59,7 +59,8 @@ class Runtime:
             log.warning("the API tokens file %s holds no token: every call will be refused",
                         config["API_TOKENS_FILE"])
         try:
-            self.audit = AuditLog(config["AUDIT_LOG"], fsync=config["AUDIT_FSYNC"])
+            self.audit = AuditLog(config["AUDIT_LOG"], fsync=config["AUDIT_FSYNC"],
+                                  fsync_interval=config["AUDIT_FSYNC_INTERVAL_MS"] / 1000)
         except OSError as exc:
             raise ConfigError(f"RECOMMENDER_AUDIT_LOG: cannot open {config['AUDIT_LOG']} for "
                               f"appending ({exc.strerror})") from None

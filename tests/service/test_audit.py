@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
+
+import pytest
 
 from recommender.pseudonym import Pseudonymizer
 from service import audit as audit_module
-from service.audit import AuditLog
+from service.audit import AuditError, AuditLog
 
 from .conftest import audit_lines
 
@@ -165,3 +168,106 @@ def test_lines_are_encoded_exactly_as_json_dumps_writes_them():
     for record in records:
         expected = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
         assert audit_module.encode_line(record) == expected
+
+
+def test_a_deferred_fsync_runs_after_the_write_within_the_interval(tmp_path, monkeypatch):
+    """With an interval the line is in the file when write returns and one background fsync
+    covers a burst of lines, within the interval."""
+    synced = []
+    monkeypatch.setattr(audit_module.os, "fsync", synced.append)
+    log = AuditLog(tmp_path / "audit.log", fsync_interval=0.5)
+    for number in range(20):
+        log.write({"n": number})
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 20
+    assert synced == []  # not on the request's path
+    deadline = time.monotonic() + 5
+    while not synced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert synced == [log._fd]
+    time.sleep(0.3)
+    assert len(synced) == 1  # nothing written since: nothing more to sync
+    log.write({"n": "later"})
+    log.close()  # closing syncs what is still pending
+    assert len(synced) == 2
+
+
+def test_a_failed_deferred_fsync_closes_the_log(tmp_path, monkeypatch):
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(audit_module.os, "fsync", failing)
+    log = AuditLog(tmp_path / "audit.log", fsync_interval=0.01)
+    log.write({"n": 1})
+    deadline = time.monotonic() + 5
+    while log.writable() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not log.writable()
+    with pytest.raises(AuditError, match="could not be made durable"):
+        log.write({"n": 2})
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 1
+
+
+def test_rotation_syncs_the_old_file_before_leaving_it(tmp_path, monkeypatch):
+    synced = []
+    log = AuditLog(tmp_path / "audit.log", fsync_interval=60)  # the thread never gets there
+    monkeypatch.setattr(audit_module.os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino))
+    log.write({"n": 1})
+    old = (tmp_path / "audit.log").stat().st_ino
+    os.rename(tmp_path / "audit.log", tmp_path / "audit.log.1")
+    log.write({"n": 2})
+    assert synced == [old]
+
+
+def _write_deferred(log: AuditLog, writer: int) -> None:
+    synced = []
+    audit_module.os.fsync = synced.append  # this child's own module: the parent is unaffected
+    for number in range(50):
+        log.write({"writer": writer, "n": number})
+    deadline = time.monotonic() + 10
+    while not synced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(0 if synced else 3)
+
+
+def test_each_forked_worker_syncs_its_lines_in_its_own_thread(tmp_path):
+    """A log opened before the fork (as gunicorn's preloaded master does) works in each
+    worker: the worker starts its own background thread, with locks of its own."""
+    path = str(tmp_path / "audit.log")
+    opened = AuditLog(path, fsync_interval=0.05)
+    opened.write({"writer": "master"})  # the master's thread exists, and may hold its lock
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_write_deferred, args=(opened, w)) for w in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    lines = [json.loads(line) for line in open(path)]
+    assert sorted((x["writer"], x["n"]) for x in lines if x["writer"] != "master") == \
+        [(w, n) for w in range(3) for n in range(50)]
+
+
+def test_the_service_defers_the_fsync_when_configured(make_app, site, clinician, monkeypatch):
+    """RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS: the request returns before the fsync, which follows
+    within the interval; a failed background fsync turns patient data away (503, not ready)."""
+    synced = []
+    monkeypatch.setattr(audit_module.os, "fsync", synced.append)
+    app = make_app(AUDIT_FSYNC_INTERVAL_MS=50)
+    client = app.test_client()
+    assert client.get("/v1/patients/P0201/recommendations", headers=clinician).status_code == 200
+    assert len(audit_lines(site)) == 1 and synced == []
+    deadline = time.monotonic() + 5
+    while not synced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(synced) == 1
+
+    def failing(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit_module.os, "fsync", failing)
+    client.get("/v1/patients/P0201/recommendations", headers=clinician)
+    while client.get("/ready").status_code == 200 and time.monotonic() < deadline + 5:
+        time.sleep(0.01)
+    assert client.get("/ready").status_code == 503
+    response = client.get("/v1/patients/P0201/recommendations", headers=clinician)
+    assert response.status_code == 503 and "recommendations" not in response.get_json()

@@ -45,6 +45,10 @@ def test_the_artifact_root_defaults_to_the_artifact_folder_parent(tmp_path):
      r"RECOMMENDER_MAX_K \(MAX_K\) must be a whole number in \[1, 10000\]"),
     ({"RECOMMENDER_DEFAULT_K": "200"}, "must not exceed"),
     ({"RECOMMENDER_AUDIT_FSYNC": "perhaps"}, "expected true/false"),
+    ({"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "soon"}, "RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS='soon'"),
+    ({"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "60000"},
+     r"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS \(AUDIT_FSYNC_INTERVAL_MS\) must be a whole number in "
+     r"\[0, 10000\]"),
     ({"RECOMMENDER_AUDIT_LOG": ""}, r"missing required setting\(s\): RECOMMENDER_AUDIT_LOG"),
 ])
 def test_wrong_values_name_the_variable(environ, message):
