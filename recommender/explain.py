@@ -77,6 +77,30 @@ def evidence_many(dataset: "Dataset", treatments: np.ndarray, condition: int) ->
     return [_copy_entry(cache[key]) for key in keys]
 
 
+#: Entries :func:`warm_evidence` computes at most (about a kilobyte each).
+EVIDENCE_WARM_ENTRIES = 200_000
+
+
+def warm_evidence(dataset: "Dataset", max_entries: int = EVIDENCE_WARM_ENTRIES) -> int:
+    """Remember the evidence of every treatment recorded for each condition, then of every
+    treatment over all conditions, until ``max_entries``; returns how many are remembered.
+
+    Run before a server forks its workers, so that they share these entries instead of each
+    computing them on its first requests (a cold entry costs a request about 50 us).
+    """
+    total = 0
+    for condition in range(len(dataset.conditions)):
+        candidates = dataset.candidates(condition)
+        if total + len(candidates) > max_entries:
+            return total
+        evidence_many(dataset, candidates, condition)
+        total += len(candidates)
+    if total + dataset.n_treatments <= max_entries:
+        evidence_many(dataset, np.arange(dataset.n_treatments), -1)
+        total += dataset.n_treatments
+    return total
+
+
 def _copy_entry(entry: dict) -> dict:
     return {**entry, "outcomes": dict(entry["outcomes"]),
             "response_rate_ci95": list(entry["response_rate_ci95"])}

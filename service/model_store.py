@@ -19,6 +19,7 @@ import numpy as np
 
 from recommender.artifact import Artifact, load_artifact, read_manifest
 from recommender.exceptions import ArtifactError, RecommenderError
+from recommender.explain import warm_evidence
 from recommender.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,10 @@ def _prepare(model) -> None:
     - The item factors are copied into memory when they are a read-only memory map: implicit's
       ALS fold-in (new patients) needs a writable buffer. They are small (treatments x factors);
       the large per-patient arrays stay mapped and shared.
-    - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`) and
-      the patient id index are built once, so the preloaded master's copies are shared
-      copy-on-write by the workers.
+    - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`),
+      the patient id index and the evidence shown in explanations
+      (:func:`~recommender.explain.warm_evidence`) are built once, so the preloaded master's
+      copies are shared copy-on-write by the workers.
 
     The new-patient path is deliberately *not* exercised here: implicit's ALS fold-in runs an
     OpenMP parallel region, and GNU OpenMP used in a process that then forks leaves the children
@@ -120,6 +122,7 @@ def _prepare(model) -> None:
     model.warm_up()  # e.g. ALS's explanation solver, derived from the factors just copied
     dataset = model.dataset_
     dataset.patients.to_internal(dataset.patients.external_ids[:1], strict=False)
+    warm_evidence(dataset)
     if dataset.n_treatments:
         model.similar(str(dataset.treatments.external_ids[0]), k=1)
 

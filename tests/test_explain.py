@@ -82,3 +82,23 @@ def test_explanations_can_be_skipped(data):
     answer = make_model("popular").fit(dataset).recommend("P0200", k=2, explain=False)
     assert all(r.explanation is None for r in answer.recommendations)
     assert "explanation" not in answer.to_dict()["recommendations"][0]
+
+
+def test_warmed_evidence_equals_evidence_computed_on_demand(data):
+    """warm_evidence remembers every (condition, candidate) entry and the all-conditions ones;
+    what it remembers is what a cold dataset computes, and the cap is respected."""
+    import numpy as np
+
+    from recommender.explain import evidence_many, warm_evidence
+
+    tables, _, _ = data
+    warm, cold = Dataset.from_tables(tables), Dataset.from_tables(tables)
+    expected = sum(len(warm.candidates(c)) for c in range(len(warm.conditions))) + warm.n_treatments
+    assert warm_evidence(warm) == expected
+    assert len(vars(warm)["_evidence_cache"]) == expected
+    for condition in [*range(len(warm.conditions)), -1]:
+        treatments = (warm.candidates(condition) if condition >= 0
+                      else np.arange(warm.n_treatments))
+        assert evidence_many(warm, treatments, condition) == evidence_many(cold, treatments, condition)
+    first = len(warm.candidates(0))
+    assert warm_evidence(Dataset.from_tables(tables), max_entries=first) == first

@@ -168,6 +168,7 @@ def test_a_loaded_model_is_warmed_before_it_serves(site):
 
     served = load_served(site.artifact, site.key)
     assert {"_solver_cache", "_gram_base", "_shrunk_factors"} <= set(vars(served.model))
+    assert vars(served.model.dataset_)["_evidence_cache"]  # explanations' evidence, shared too
     cold = load_artifact(site.artifact, pseudonymizer=Pseudonymizer.from_file(site.key)).model
     assert "_shrunk_factors" not in vars(cold)
     query = Query.known(cold.dataset_, np.array([0]), np.array([-1]))
