@@ -137,17 +137,23 @@ def _write_synced(path: str, writer: int) -> None:
         log.write({"writer": writer, "n": number})
 
 
-def test_workers_fsync_their_own_lines_without_waiting_for_each_other(tmp_path, monkeypatch):
-    """Every line gets its own fsync, in forked workers too; no lock file is left beside the log."""
-    path = str(tmp_path / "audit.log")
+def _forked_writers(path: str, target, first_argument, writers: int = 3) -> list[dict]:
+    """Run ``target(first_argument, writer)`` in ``writers`` forked processes (as gunicorn
+    forks its workers); each must exit 0. Returns the lines of the log at ``path``."""
     context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_write_synced, args=(path, w)) for w in range(3)]
+    processes = [context.Process(target=target, args=(first_argument, w)) for w in range(writers)]
     for process in processes:
         process.start()
     for process in processes:
         process.join(60)
         assert process.exitcode == 0
-    lines = [json.loads(line) for line in open(path)]
+    return [json.loads(line) for line in open(path)]
+
+
+def test_workers_fsync_their_own_lines_without_waiting_for_each_other(tmp_path, monkeypatch):
+    """Every line gets its own fsync, in forked workers too; no lock file is left beside the log."""
+    path = str(tmp_path / "audit.log")
+    lines = _forked_writers(path, _write_synced, path)
     assert sorted((x["writer"], x["n"]) for x in lines) == [(w, n) for w in range(3) for n in range(50)]
     assert os.listdir(tmp_path) == ["audit.log"]
     synced = []
@@ -235,14 +241,7 @@ def test_each_forked_worker_syncs_its_lines_in_its_own_thread(tmp_path):
     path = str(tmp_path / "audit.log")
     opened = AuditLog(path, fsync_interval=0.05)
     opened.write({"writer": "master"})  # the master's thread exists, and may hold its lock
-    context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_write_deferred, args=(opened, w)) for w in range(3)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(60)
-        assert process.exitcode == 0
-    lines = [json.loads(line) for line in open(path)]
+    lines = _forked_writers(path, _write_deferred, opened)
     assert sorted((x["writer"], x["n"]) for x in lines if x["writer"] != "master") == \
         [(w, n) for w in range(3) for n in range(50)]
 
