@@ -96,14 +96,18 @@ class Server:
         self.log.close()
 
 
-@pytest.fixture(scope="module")
-def served(site_template, tmp_path_factory):
-    root = tmp_path_factory.mktemp("served") / "site"
+def copy_site(site_template: Site, root) -> Site:
+    """A private copy of the site under ``root`` (a server writes its audit log there)."""
     shutil.copytree(site_template.root, root)
-    site = Site(root=root, artifact=root / "artifact", other_artifact=root / "artifact-other",
+    return Site(root=root, artifact=root / "artifact", other_artifact=root / "artifact-other",
                 foreign_artifact=root / "artifact-foreign", raw_artifact=root / "artifact-raw",
                 key=root / "key", tokens=root / "tokens.json", clinician=site_template.clinician,
                 admin=site_template.admin, truth=site_template.truth)
+
+
+@pytest.fixture(scope="module")
+def served(site_template, tmp_path_factory):
+    site = copy_site(site_template, tmp_path_factory.mktemp("served") / "site")
     server = Server(site)
     yield site, server
     server.stop()
@@ -264,3 +268,24 @@ def test_the_default_worker_count_is_one_more_than_the_usable_cores(monkeypatch,
     monkeypatch.setenv("RECOMMENDER_WORKERS", "5")
     exec(compile(conf_file().read_text(), str(conf_file()), "exec"), settings)
     assert settings["workers"] == 5
+
+
+def test_a_deferred_audit_fsync_serves_and_reloads_under_load(site_template, tmp_path):
+    """RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS under gunicorn: every request gets its audit line,
+    through a reload that forks fresh workers from the master (which audits the reload itself),
+    and no request fails."""
+    site = copy_site(site_template, tmp_path / "site")
+    server = Server(site, RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS="20")
+    try:
+        load = Load(server.port, site.clinician)
+        time.sleep(0.5)
+        status, body = call(server.port, "POST", "/v1/admin/reload", site.admin, timeout=60)
+        assert status == 200 and body["status"] == "reloaded", body
+        time.sleep(0.5)
+        ok, failures = load.stop()
+        assert failures == [] and ok > 20
+        assert call(server.port, "GET", "/ready")[0] == 200
+        lines = [json.loads(x) for x in (site.root / "audit.log").read_text().splitlines()]
+        assert sum(x.get("event") == "patient_data_access" for x in lines) == ok
+    finally:
+        server.stop()
