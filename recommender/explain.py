@@ -198,7 +198,8 @@ def describe_strongest(dataset: "Dataset", query: "Query",
     :meth:`~recommender.models.base.Recommender.strongest_contributions`), in readable form."""
     columns = {column for pairs in strongest_per_treatment for column, _ in pairs}
     described = _describe_columns(dataset, query, columns)
-    # every contribution rounded at once (numpy's rounding to 6 places gives Python's round here)
+    # every contribution rounded at once: numpy rounds x * 1e6 half to even, so on a value
+    # within float error of a half (2.5e-06) it may differ from round() by 1e-06
     rounded = np.round([value for pairs in strongest_per_treatment for _, value in pairs],
                        6).tolist()
     result, start = [], 0
