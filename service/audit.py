@@ -64,8 +64,9 @@ class AuditLog:
         self._identity: tuple[int, int] | None = None
         self._failure: str | None = None  # why a background fsync failed: the log is closed
         self._unsynced = threading.Event()
-        self._flusher: int | None = None  # pid of the process whose thread fsyncs
-        _after_fork_in_child(self)
+        self._flushing = False  # whether this process runs the background fsync thread
+        if self._deferred():
+            _after_fork_in_child(self)
         with self._lock:
             self._open()
 
@@ -126,8 +127,8 @@ class AuditLog:
 
     def _defer_sync(self) -> None:
         """Have this process's background thread fsync within ``fsync_interval``."""
-        if self._flusher != os.getpid():  # the first deferred line of this process
-            self._flusher = os.getpid()
+        if not self._flushing:  # the first deferred line of this process (reset by a fork)
+            self._flushing = True
             threading.Thread(target=self._flush_forever, name="audit-fsync", daemon=True).start()
         self._unsynced.set()
 
@@ -178,7 +179,7 @@ def _after_fork_in_child(audit_log: AuditLog) -> None:
         if instance is not None:
             instance._lock = threading.Lock()
             instance._unsynced = threading.Event()
-            instance._flusher = None
+            instance._flushing = False  # the parent's thread is not in the child
 
     os.register_at_fork(after_in_child=reset)
 
