@@ -219,19 +219,20 @@ class ALSRecommender(FactorModel):
         columns, scores = self._contribution_matrix(query, np.asarray(treatments, np.int64))
         # magnitude first, then value, then the higher column (the rows' order; lexsort is stable)
         order = np.lexsort((-scores, -np.abs(scores)), axis=0)[:limit]
-        ranked = scores[order, np.arange(scores.shape[1])]  # (<= limit, len(treatments))
-        # ordered by magnitude, so the pairs large enough to show are a prefix of each column
-        shown = (np.abs(ranked) >= MIN_CONTRIBUTION).sum(axis=0).tolist()
-        return [list(zip(c[:n], v[:n])) for c, v, n in
-                zip(columns[order].T.tolist(), ranked.T.tolist(), shown)]
+        return _pairs(columns, scores, order, minimum=MIN_CONTRIBUTION)
 
     def _load_state(self, arrays) -> None:
         super()._load_state(arrays)
         self._forget_solver()
 
 
-def _pairs(columns: np.ndarray, scores: np.ndarray, order: np.ndarray) -> list[list[tuple[int, float]]]:
-    """Per treatment (column of ``scores``), (column, contribution) in ``order``'s row order."""
-    ranked_columns = columns[order].T.tolist()
-    ranked_scores = scores[order, np.arange(scores.shape[1])].T.tolist()
-    return [list(zip(c, v)) for c, v in zip(ranked_columns, ranked_scores)]
+def _pairs(columns: np.ndarray, scores: np.ndarray, order: np.ndarray,
+           minimum: float | None = None) -> list[list[tuple[int, float]]]:
+    """Per treatment (column of ``scores``), (column, contribution) in ``order``'s row order;
+    with ``minimum``, only the pairs of at least that magnitude (``order`` then ranks by
+    magnitude, so they are a prefix of each treatment's pairs)."""
+    ranked = scores[order, np.arange(scores.shape[1])]  # (len(order), len(treatments))
+    shown = ([len(order)] * scores.shape[1] if minimum is None
+             else (np.abs(ranked) >= minimum).sum(axis=0).tolist())
+    return [list(zip(c[:n], v[:n])) for c, v, n in
+            zip(columns[order].T.tolist(), ranked.T.tolist(), shown)]
