@@ -272,7 +272,7 @@ def test_the_default_worker_count_is_one_more_than_the_usable_cores(monkeypatch,
 
 def test_a_deferred_audit_fsync_serves_and_reloads_under_load(site_template, tmp_path):
     """RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS under gunicorn: every request gets its audit line,
-    through a reload that forks fresh workers from the master (which audits the reload itself),
+    through a reload that forks fresh workers from the master (they inherit the log it opened),
     and no request fails."""
     site = copy_site(site_template, tmp_path / "site")
     server = Server(site, RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS="20")
