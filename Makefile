@@ -29,7 +29,7 @@ DEV_TOKENS := $(DEV_SECRETS)/tokens.json
 
 $(DEV_KEY): | $(STAMP)
 	mkdir -p $(DEV_SECRETS) && chmod 700 $(DEV_SECRETS)
-	$(BIN)/python -c "from recommender.pseudonym import create_key_file; create_key_file('$(DEV_KEY)')"
+	$(BIN)/python -c "from recommender.data.pseudonym import create_key_file; create_key_file('$(DEV_KEY)')"
 
 $(DEV_TOKENS): | $(STAMP)
 	mkdir -p $(DEV_SECRETS) && chmod 700 $(DEV_SECRETS)

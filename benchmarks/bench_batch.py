@@ -39,14 +39,14 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, markdown_table, write_results  # noqa: E402
-from recommender import ranking, safety  # noqa: E402
-from recommender.artifact import load_artifact  # noqa: E402
-from recommender.dataset import Dataset  # noqa: E402
+from recommender.ranking import core as ranking, safety # noqa: E402
+from recommender.models.persistence import load_artifact  # noqa: E402
+from recommender.data.dataset import Dataset  # noqa: E402
 from recommender.exceptions import ArtifactError  # noqa: E402
-from recommender.io import validate_tables  # noqa: E402
+from recommender.data.tables import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
 from recommender.models.base import Query  # noqa: E402
-from recommender.synthetic import generate_cohort  # noqa: E402
+from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
 
 CACHE = RESULTS / "tmp" / "batch"
 CONDITIONS, THERAPIES = 1000, 10

@@ -58,7 +58,7 @@ TARGET_MS = 50.0
 
 def build(size: str) -> Path:
     """Coded cohort and keyed artifact for ``size`` (reused when already built)."""
-    from recommender.artifact import read_manifest
+    from recommender.models.persistence import read_manifest
     from recommender.exceptions import ArtifactError
 
     folder = WORK / size
@@ -69,9 +69,9 @@ def build(size: str) -> Path:
         pass
     import shutil
 
-    from recommender.io import write_tables
-    from recommender.pseudonym import Pseudonymizer, create_key_file
-    from recommender.synthetic import generate_cohort
+    from recommender.data.tables import write_tables
+    from recommender.data.pseudonym import Pseudonymizer, create_key_file
+    from recommender.data.synthetic.planted import generate_cohort
     from recommender.training import train_artifact
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -148,7 +148,7 @@ def scenarios(folder: Path, n: int, seed: int = 0) -> dict[str, list[tuple[str, 
     """Scenario -> [(path, body)] for ``n`` patients with at least one outcome."""
     import pandas as pd
 
-    from recommender.io import read_tables
+    from recommender.data.tables import read_tables
 
     tables = read_tables(folder / "data")
     names = {}

@@ -74,7 +74,7 @@ def build(size: str) -> Path:
     run([sys.executable, "-m", "recommender", "generate", "--out", str(folder / "data"),
          "--patients", str(patients), "--conditions", str(conditions),
          "--treatments-per-condition", str(per_condition), "--seed", "1", "--format", "parquet"])
-    from recommender.pseudonym import create_key_file
+    from recommender.data.pseudonym import create_key_file
     from service.tokens import add_token
     create_key_file(folder / "key")
     started = time.perf_counter()
@@ -91,7 +91,7 @@ def build(size: str) -> Path:
 
 def _still_loads(artifact: Path) -> bool:
     """Whether a cached artifact is one this release reads (the format may have moved on)."""
-    from recommender.artifact import read_manifest
+    from recommender.models.persistence import read_manifest
     from recommender.exceptions import ArtifactError
     try:
         read_manifest(artifact)

@@ -1,6 +1,6 @@
 """Planted-truth quality: how often each model ranks the truly best therapy first.
 
-On synthetic cohorts (``recommender.synthetic``) a hidden trait decides the best therapy per
+On synthetic cohorts (``recommender.data.synthetic.planted``) a hidden trait decides the best therapy per
 condition. For each held-out episode (a patient's last condition, not in the training outcomes)
 every model ranks the condition's therapies for that patient; hit@1 is the share of episodes where
 rank 1 is the true best. The Bayes rate (an oracle that knows the generative model and sees what
@@ -26,11 +26,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from recommender.confidence import ConfidencePolicy  # noqa: E402
-from recommender.dataset import Dataset, SideInfo  # noqa: E402
-from recommender.io import validate_tables  # noqa: E402
+from recommender.data.policies import ConfidencePolicy  # noqa: E402
+from recommender.data.dataset import Dataset, SideInfo  # noqa: E402
+from recommender.data.tables import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
-from recommender.synthetic import bayes_rate, generate_cohort, popularity_rate  # noqa: E402
+from recommender.data.synthetic.planted import bayes_rate, generate_cohort, popularity_rate  # noqa: E402
 
 #: Candidate settings per model: (model params, confidence policy params, side information).
 GRID = {

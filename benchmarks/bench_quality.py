@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from recommender.evaluate import evaluate_split  # noqa: E402
+from recommender.evaluation.evaluate import evaluate_split  # noqa: E402
 from recommender.importers import import_mimic, import_synthea  # noqa: E402
-from recommender.io import read_tables  # noqa: E402
+from recommender.data.tables import read_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
-from recommender.split import leave_last, leave_last_episode  # noqa: E402
+from recommender.data.splits import leave_last, leave_last_episode  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DATASETS = {

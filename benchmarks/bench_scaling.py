@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_batch import implicit_model, implicit_topk, ours  # noqa: E402
 from benchmarks.common import RESULTS, markdown_table, write_results  # noqa: E402
-from recommender.dataset import Dataset  # noqa: E402
-from recommender.io import validate_tables  # noqa: E402
+from recommender.data.dataset import Dataset  # noqa: E402
+from recommender.data.tables import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
-from recommender.synthetic import generate_cohort  # noqa: E402
+from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONDITIONS, THERAPIES = 1000, 10

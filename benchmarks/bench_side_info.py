@@ -1,6 +1,6 @@
 """Side information on and off: what diagnosis columns do for patients with and without history.
 
-On planted cohorts (``recommender.synthetic``) each model is fitted with and without the
+On planted cohorts (``recommender.data.synthetic.planted``) each model is fitted with and without the
 condition side-information columns and asked about every held-out episode twice: with the
 patient's record (warm), and as a *cold* patient who has only the diagnosis
 (``recommend_new`` with no history). hit@1 is the share of episodes where rank 1 is the
@@ -21,10 +21,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from recommender.dataset import Dataset, SideInfo  # noqa: E402
-from recommender.io import validate_tables  # noqa: E402
+from recommender.data.dataset import Dataset, SideInfo  # noqa: E402
+from recommender.data.tables import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
-from recommender.synthetic import generate_cohort  # noqa: E402
+from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
 
 MODELS = {"als": {"factors": 8, "regularization": 0.1}, "cosine": {"K": 200},
           "bpr": {"factors": 32, "learning_rate": 0.05}}

@@ -4,7 +4,7 @@ the time to rank every patient.
 Both engines fit ALS with the same parameters (the local defaults: 32 factors, regularisation
 0.1, 15 iterations), the Spark one through the documented correspondence
 (``recommender.spark.params``), on a leave-last split of a synthetic cohort; NDCG@10 comes from
-``recommender.evaluate`` (exclusions applied, candidates restricted to the query's condition).
+``recommender.evaluation.evaluate`` (exclusions applied, candidates restricted to the query's condition).
 Each number is the median of ``--repeats`` runs with seeds 0, 1, ...; the Spark times exclude
 the one-off session start (reported on its own) but include moving the ratings into Spark and
 the factors out. Batch ranking times ``recommend --all`` (k=10) on an artifact trained on the
@@ -27,13 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from recommender.artifact import load_artifact  # noqa: E402
-from recommender.evaluate import evaluate  # noqa: E402
-from recommender.io import validate_tables, write_tables  # noqa: E402
+from recommender.models.persistence import load_artifact  # noqa: E402
+from recommender.evaluation.evaluate import evaluate  # noqa: E402
+from recommender.data.tables import validate_tables, write_tables  # noqa: E402
 from recommender.models.als import ALSRecommender  # noqa: E402
-from recommender.ranking import recommend_all  # noqa: E402
-from recommender.split import leave_last  # noqa: E402
-from recommender.synthetic import generate_cohort  # noqa: E402
+from recommender.ranking.core import recommend_all  # noqa: E402
+from recommender.data.splits import leave_last  # noqa: E402
+from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
 from recommender.training import train_artifact  # noqa: E402
 
 COHORT_SEED = 21

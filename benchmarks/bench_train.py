@@ -51,11 +51,11 @@ ROLLUP = ("Rss", "Pss", "Shared_Clean", "Private_Dirty", "Anonymous")
 def make_cohort(folder: Path, n_patients: int, histories: int, seed: int = 11) -> Path:
     """Canonical tables (Parquet) of ``n_patients`` with ``histories`` independent synthetic
     histories each (two at full size: about 8M outcome rows for 1M patients)."""
-    from recommender.synthetic import generate_cohort
+    from recommender.data.synthetic.planted import generate_cohort
 
     if (folder / "outcomes.parquet").is_file():
         return folder
-    from recommender.io import write_tables
+    from recommender.data.tables import write_tables
 
     parts = [generate_cohort(n_patients, seed=seed + i, n_conditions=CONDITIONS,
                              treatments_per_condition=THERAPIES).tables for i in range(histories)]
@@ -116,7 +116,7 @@ class RssSampler(threading.Thread):
 
 
 def child_ours(data: Path, out: Path, params: dict) -> dict:
-    from recommender.artifact import read_manifest
+    from recommender.models.persistence import read_manifest
     from recommender.training import train_artifact
 
     sampler = RssSampler()
@@ -165,8 +165,8 @@ def child_bare(data: Path, matrix_file: Path, params: dict, read: bool) -> dict:
 
 def child_worker(artifact: Path, mmap: bool) -> None:
     """Load like a service worker, touch every factor page, wait, then report smaps_rollup."""
-    from recommender.artifact import load_artifact
-    from recommender.ranking import rank_patients
+    from recommender.models.persistence import load_artifact
+    from recommender.ranking.core import rank_patients
 
     model = load_artifact(artifact, mmap=mmap).model
     float(np.asarray(model.user_factors_).sum() + np.asarray(model.item_factors_).sum())
@@ -206,7 +206,7 @@ def run_child(*arguments: str) -> dict:
 # --- the three parts -----------------------------------------------------------------------------
 
 def overhead(data: Path, params: dict, repeats: int) -> dict:
-    from recommender.artifact import load_artifact
+    from recommender.models.persistence import load_artifact
 
     artifact, matrix_file = WORK / f"artifact-{data.name}", WORK / f"matrix-{data.name}.npz"
     runs = {"recommender train": [], "bare implicit fit + pandas read": [], "bare implicit fit only": []}
@@ -265,8 +265,8 @@ def overhead(data: Path, params: dict, repeats: int) -> dict:
 def split_cohort(data: Path):
     """(training tables, validation rows, test rows): the last episode of each patient is the
     test set, the one before it the validation set."""
-    from recommender.io import read_tables
-    from recommender.split import leave_last_episode
+    from recommender.data.tables import read_tables
+    from recommender.data.splits import leave_last_episode
 
     outer = leave_last_episode(read_tables(data))
     inner = leave_last_episode(outer.train)
@@ -282,7 +282,7 @@ def known_rows(dataset, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_to_quality(data: Path, factors: int, repeats: int) -> dict:
-    from recommender.dataset import Dataset
+    from recommender.data.dataset import Dataset
     from recommender.models import make_model
     from recommender.models.factorization import Validation
 

@@ -13,14 +13,14 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .arrow_read import read_codes
-from .artifact import load_artifact, save_artifact
-from .codes import CohortCodes
-from .confidence import ConfidencePolicy
-from .dataset import Dataset, SideInfo
-from .io import CohortTables
+from .data.arrow_read import read_codes
+from .models.persistence import load_artifact, save_artifact
+from .data.codes import CohortCodes
+from .data.policies import ConfidencePolicy
+from .data.dataset import Dataset, SideInfo
+from .data.tables import CohortTables
 from .models import Recommender, make_model
-from .pseudonym import Pseudonymizer
+from .data.pseudonym import Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
     (every later load, e.g. the service's, verifies them in full).
 
     The manifest's ``training`` section records ``read_seconds`` (read and validate the
-    tables, :func:`recommender.arrow_read.read_codes`), ``encode_seconds`` (build the Dataset)
+    tables, :func:`recommender.data.arrow_read.read_codes`), ``encode_seconds`` (build the Dataset)
     and ``fit_seconds`` (fit the model).
 
     Memory: the tables never exist as pandas frames of strings; the integer codes are dropped

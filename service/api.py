@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from recommender.exceptions import DataValidationError, ParameterError, UnknownIdError
-from recommender.model_card import model_card_markdown
+from recommender.trust.model_card import model_card_markdown
 
 from . import schemas
 from .auth import patient_data, roles

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.artifact import Artifact, load_artifact, read_manifest
+from recommender.models.persistence import Artifact, load_artifact, read_manifest
 from recommender.exceptions import ArtifactError, RecommenderError
-from recommender.explain import warm_evidence
-from recommender.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
+from recommender.ranking.explain import warm_evidence
+from recommender.data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _prepare(model) -> None:
       the large per-patient arrays stay mapped and shared.
     - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`),
       the patient id index and the evidence shown in explanations
-      (:func:`~recommender.explain.warm_evidence`) are built once, so the preloaded master's
+      (:func:`~recommender.ranking.explain.warm_evidence`) are built once, so the preloaded master's
       copies are shared copy-on-write by the workers.
 
     The new-patient path is deliberately *not* exercised here: implicit's ALS fold-in runs an

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from recommender.feedback import FeedbackStore
+from recommender.data.feedback import FeedbackStore
 
 from .audit import AuditLog
 from .config import ConfigError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recommender.io import CohortTables, validate_tables
+from recommender.data.tables import CohortTables, validate_tables
 
 
 def checkerboard(n_patients: int = 200, n_probes: int = 10) -> tuple[CohortTables, dict[str, str]]:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.io import CohortTables, validate_tables, write_tables
+from recommender.data.tables import CohortTables, validate_tables, write_tables
 
 LABELS = np.array(["responded", "partial", "no_response", "worsened", "adverse"])
 

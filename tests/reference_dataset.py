@@ -1,6 +1,6 @@
 """The pandas implementation of ``Dataset.from_tables`` before the integer-code encoder.
 
-Kept only as a slow reference: the tests check that the encoder in ``recommender.dataset``
+Kept only as a slow reference: the tests check that the encoder in ``recommender.data.dataset``
 builds exactly the same Dataset (ids in the same order, every sparse matrix with the same
 pattern, explicit zeros and values). The logic below is the original code, unchanged except that
 the helpers are module functions instead of methods.
@@ -12,12 +12,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommender.columns import Columns as C
-from recommender.confidence import ConfidencePolicy
-from recommender.dataset import (FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS,
+from recommender.data.policies import ConfidencePolicy
+from recommender.data.dataset import (FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS,
                                  Dataset, SideInfo, age_band)
-from recommender.ids import IdMap
-from recommender.io import CohortTables
-from recommender.safety import SEVERITY_CODES, SafetyPolicy
+from recommender.data.ids import IdMap
+from recommender.data.tables import CohortTables
+from recommender.ranking.safety import SEVERITY_CODES, SafetyPolicy
 
 
 def reference_from_tables(tables: CohortTables, policy: ConfidencePolicy | None = None,

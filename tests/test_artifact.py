@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from recommender.artifact import MANIFEST, load_artifact
-from recommender.dataset import Dataset
+from recommender.models.persistence import MANIFEST, load_artifact
+from recommender.data.dataset import Dataset
 from recommender.exceptions import ArtifactError
 from recommender.models import make_model
 from tests.cohorts import checkerboard

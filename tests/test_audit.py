@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import split as S
-from recommender.audit import AuditResult, audit
-from recommender.audit_report import write_audit
+from recommender.data import splits as S
+from recommender.trust.subgroup_audit import AuditResult, audit
+from recommender.trust.subgroup_report import write_audit
 from recommender.cli import main
-from recommender.dataset import Dataset
+from recommender.data.dataset import Dataset
 from recommender.exceptions import ArtifactError, DataValidationError, ParameterError
-from recommender.io import read_tables, validate_tables, write_tables
+from recommender.data.tables import read_tables, validate_tables, write_tables
 from recommender.models import make_model
-from recommender.pseudonym import Pseudonymizer, create_key_file
-from recommender.synthetic import generate_cohort
+from recommender.data.pseudonym import Pseudonymizer, create_key_file
+from recommender.data.synthetic.planted import generate_cohort
 from recommender.training import train_artifact
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "synthea_ibm_california_1000"
@@ -123,7 +123,7 @@ def test_group_metrics_match_an_independent_computation(planted, result):
 
 def test_exposure_matches_the_artifacts_own_lists(planted, result):
     data, artifact_path = planted
-    from recommender.artifact import load_artifact
+    from recommender.models.persistence import load_artifact
 
     model = load_artifact(artifact_path).model
     tables = read_tables(data)

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recommender import ranking, safety
-from recommender.dataset import Dataset
+from recommender.ranking import core as ranking, safety
+from recommender.data.dataset import Dataset
 from recommender.models import make_model
 from recommender.models.base import Query
-from recommender.ranking import mask_scores, rank_patients, top_k
+from recommender.ranking.core import mask_scores, rank_patients, top_k
 from tests.cohorts import random_cohort
 from tests.test_ranking import forbidden
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recommender.cli import main
-from recommender.io import write_tables
+from recommender.data.tables import write_tables
 from tests.cohorts import checkerboard
 
 
@@ -81,7 +81,7 @@ def test_bad_option_values_are_rejected_by_argparse(capsys):
 def test_names_from_the_dictionaries_are_shown(tmp_path, capsys):
     import pandas as pd
 
-    from recommender.io import validate_tables
+    from recommender.data.tables import validate_tables
     tables, _ = checkerboard(40, 2)
     names = pd.DataFrame({"treatment_id": ["S0", "S1", "T0", "T1", "T2", "TX"],
                           "name": ["Statin 0", "Statin 1", "Therapy 0", "Therapy 1", "Therapy 2", "X"]})

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import arrow_read
-from recommender.arrow_read import read_codes
-from recommender.codes import CohortCodes
-from recommender.confidence import ConfidencePolicy
-from recommender.dataset import SPARSE_FIELDS, Dataset, SideInfo
+from recommender.data import arrow_read
+from recommender.data.arrow_read import read_codes
+from recommender.data.codes import CohortCodes
+from recommender.data.policies import ConfidencePolicy
+from recommender.data.dataset import SPARSE_FIELDS, Dataset, SideInfo
 from recommender.exceptions import DataValidationError
-from recommender.io import read_tables
-from recommender.pseudonym import Pseudonymizer
+from recommender.data.tables import read_tables
+from recommender.data.pseudonym import Pseudonymizer
 from tests.cohorts import checkerboard, random_cohort
 from tests.reference_dataset import reference_from_tables
 
@@ -281,7 +281,7 @@ def test_csv_quoting_and_line_ends_read_as_pandas_reads_them(tmp_path, text, no_
 
 
 def test_a_trained_artifact_holds_the_previous_dataset(tmp_path):
-    from recommender.artifact import load_artifact
+    from recommender.models.persistence import load_artifact
     from recommender.training import train_artifact
 
     path = train_artifact(SAMPLE, tmp_path / "model", kind="als",

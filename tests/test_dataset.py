@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.confidence import ConfidencePolicy
-from recommender.dataset import Dataset, SideInfo
+from recommender.data.policies import ConfidencePolicy
+from recommender.data.dataset import Dataset, SideInfo
 from recommender.exceptions import DataValidationError, ParameterError
-from recommender.io import validate_tables
+from recommender.data.tables import validate_tables
 
 
 @pytest.fixture

@@ -6,15 +6,15 @@ import pytest
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from recommender.artifact import load_artifact
-from recommender.dataset import Dataset
-from recommender.evaluate import evaluate
+from recommender.models.persistence import load_artifact
+from recommender.data.dataset import Dataset
+from recommender.evaluation.evaluate import evaluate
 from recommender.exceptions import ParameterError
-from recommender.io import validate_tables
+from recommender.data.tables import validate_tables
 from recommender.models import make_model
 from recommender.models.factorization import Validation
-from recommender.split import leave_last, leave_last_episode
-from recommender.synthetic import generate_cohort
+from recommender.data.splits import leave_last, leave_last_episode
+from recommender.data.synthetic.planted import generate_cohort
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender import split as S
+from recommender.data import splits as S
 from recommender.cli import main
-from recommender.dataset import Dataset
-from recommender.evaluate import (
+from recommender.data.dataset import Dataset
+from recommender.evaluation.evaluate import (
     EvaluationResult,
     build_queries,
     evaluate,
@@ -19,10 +19,10 @@ from recommender.evaluate import (
     named_models,
 )
 from recommender.exceptions import ParameterError
-from recommender.io import read_tables, validate_tables, write_tables
+from recommender.data.tables import read_tables, validate_tables, write_tables
 from recommender.models import make_model
-from recommender.report import PLOT, write_report
-from recommender.safety import SafetyPolicy
+from recommender.evaluation.report import PLOT, write_report
+from recommender.ranking.safety import SafetyPolicy
 
 FAST = {"popular": "popular", "condition-popular": "condition-popular",
         "als": make_model("als", factors=8, iterations=3), "cosine": "cosine"}

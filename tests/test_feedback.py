@@ -7,10 +7,10 @@ import multiprocessing
 import pytest
 
 from recommender.cli import main
-from recommender.dataset import Dataset
+from recommender.data.dataset import Dataset
 from recommender.exceptions import DataValidationError
-from recommender.feedback import FeedbackStore, read_feedback
-from recommender.io import write_tables
+from recommender.data.feedback import FeedbackStore, read_feedback
+from recommender.data.tables import write_tables
 from tests.cohorts import checkerboard
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recommender.exceptions import DataValidationError
-from recommender.io import read_tables, validate_tables, write_tables
+from recommender.data.tables import read_tables, validate_tables, write_tables
 
 
 def write(folder, name, text):

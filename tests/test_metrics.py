@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import recommender.metrics as M
+import recommender.evaluation.metrics as M
 
 # Query 0: relevant {1, 4, 9}, ranked [4, 2, 1, 7]   -> hits T F T F
 # Query 1: relevant {5},       ranked [0, 3, 5, -1]  -> hits F F T F (list of 3)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from recommender.artifact import load_artifact, read_manifest
+from recommender.models.persistence import load_artifact, read_manifest
 from recommender.cli import main
 from recommender.exceptions import ArtifactError, DataValidationError
-from recommender.io import write_tables
-from recommender.model_card import ALGORITHMS, SECTIONS, model_card_markdown
+from recommender.data.tables import write_tables
+from recommender.trust.model_card import ALGORITHMS, SECTIONS, model_card_markdown
 from recommender.models import MODELS
 from recommender.training import train_artifact
 from tests.conftest import make_cohort

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from recommender.artifact import load_artifact
+from recommender.models.persistence import load_artifact
 from recommender.cli import main
-from recommender.dataset import Dataset
+from recommender.data.dataset import Dataset
 from recommender.exceptions import ArtifactError, RecommenderError, UnknownIdError
-from recommender.io import write_tables
+from recommender.data.tables import write_tables
 from recommender.models import make_model
-from recommender.pseudonym import Pseudonymizer, create_key_file
+from recommender.data.pseudonym import Pseudonymizer, create_key_file
 from tests.cohorts import checkerboard
 
 KEY = Pseudonymizer(b"0123456789abcdef0123456789abcdef")

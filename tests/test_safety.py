@@ -4,11 +4,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recommender.dataset import Dataset
+from recommender.data.dataset import Dataset
 from recommender.exceptions import ParameterError
-from recommender.io import validate_tables
+from recommender.data.tables import validate_tables
 from recommender.models import make_model
-from recommender.safety import SafetyPolicy
+from recommender.ranking.safety import SafetyPolicy
 
 
 def cohort(min_support=3, on_x_days_before_latest=10):
@@ -80,7 +80,7 @@ def test_one_patient_rules_equal_the_batch_rules(seed):
     patient exactly the row the batch computation gives."""
     import numpy as np
 
-    from recommender import safety
+    from recommender.ranking import safety
     from recommender.models.base import Query
     from tests.cohorts import random_cohort
 

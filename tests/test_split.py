@@ -6,9 +6,9 @@ import doctest
 import pandas as pd
 import pytest
 
-import recommender.split as S
+import recommender.data.splits as S
 from recommender.exceptions import DataValidationError, ParameterError
-from recommender.io import validate_tables
+from recommender.data.tables import validate_tables
 
 
 def tables_from(rows, **extra):

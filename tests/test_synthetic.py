@@ -7,8 +7,8 @@ import pytest
 
 from recommender.columns import Columns as C
 from recommender.columns import Tables
-from recommender.io import read_tables, validate_tables
-from recommender.synthetic import (
+from recommender.data.tables import read_tables, validate_tables
+from recommender.data.synthetic.planted import (
     HELD_OUT,
     SyntheticCohort,
     bayes_rate,

@@ -6,10 +6,10 @@ import json
 import pandas as pd
 import pytest
 
-from recommender.artifact import load_artifact
+from recommender.models.persistence import load_artifact
 from recommender.cli import main
 from recommender.exceptions import ParameterError
-from recommender.tune import Dimension, candidate_points, search_space, train_best, tune, write_results
+from recommender.evaluation.tune import Dimension, candidate_points, search_space, train_best, tune, write_results
 
 #: A small, fast space for the factor models.
 QUICK = {"factors": Dimension((4, 8)), "iterations": Dimension((2, 3)),

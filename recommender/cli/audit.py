@@ -50,8 +50,8 @@ def attribute_list(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    from ..audit import audit
-    from ..audit_report import write_audit
+    from ..trust.subgroup_audit import audit
+    from ..trust.subgroup_report import write_audit
 
     result = audit(args.artifact, args.data, by=args.by, k=args.k, split=args.split,
                    min_group_size=args.min_group_size, max_gap=args.max_gap,

@@ -22,12 +22,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..artifact import load_artifact
-    from ..evaluate import evaluate_planted, evaluate_split
-    from ..io import read_tables
-    from ..report import write_report
-    from ..split import leave_last
-    from ..synthetic import generate_cohort, write_cohort
+    from ..models.persistence import load_artifact
+    from ..evaluation.evaluate import evaluate_planted, evaluate_split
+    from ..data.tables import read_tables
+    from ..evaluation.report import write_report
+    from ..data.splits import leave_last
+    from ..data.synthetic.planted import generate_cohort, write_cohort
     from ..training import train_artifact
     from .recommend import table
 

@@ -53,7 +53,7 @@ def model_list(text: str) -> list[str]:
 
 
 def make_split(tables, args):
-    from .. import split
+    from ..data import splits as split
 
     if args.split == "leave-k-out":
         return split.leave_k_out(tables, k=args.leave_out, seed=args.seed)
@@ -76,9 +76,9 @@ def seeded_models(kinds: list[str], seed: int) -> dict:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate_planted, evaluate_split
-    from ..io import find_table, read_tables
-    from ..report import write_report
+    from ..evaluation.evaluate import evaluate_planted, evaluate_split
+    from ..data.tables import find_table, read_tables
+    from ..evaluation.report import write_report
 
     tables = read_tables(args.data)
     split = make_split(tables, args)

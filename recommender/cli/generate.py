@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..synthetic import generate_cohort, write_cohort
+    from ..data.synthetic.planted import generate_cohort, write_cohort
 
     cohort = generate_cohort(args.patients, seed=args.seed, n_conditions=args.conditions,
                              treatments_per_condition=args.treatments_per_condition,

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..model_card import model_card_markdown, write_model_card
+    from ..trust.model_card import model_card_markdown, write_model_card
 
     if args.out:
         path = write_model_card(args.artifact, args.out, audit=args.audit, evaluation=args.evaluation)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..confidence import ConfidencePolicy
-from ..dataset import SideInfo
+from ..data.policies import ConfidencePolicy
+from ..data.dataset import SideInfo
 from ..models import MODELS
-from ..pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
+from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 
 
 def positive_int(text: str) -> int:

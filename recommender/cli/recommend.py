@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..columns import Columns as C
 from ..exceptions import DataValidationError, ParameterError
-from ..fileutil import atomic_path
+from ..utils.fileutil import atomic_path
 from .options import add_key_option, positive_int, pseudonymizer_from
 from .train import add_engine_options, check_engine
 
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..artifact import load_artifact
+    from ..models.persistence import load_artifact
 
     check_engine(args)
     if args.engine == "spark":
@@ -53,7 +53,7 @@ def run(args) -> int:
     if not args.out:
         raise DataValidationError("--out is required with --requests and --all", column="--out")
     if args.all:
-        from ..ranking import recommend_all
+        from ..ranking.core import recommend_all
         frame = recommend_all(model, k=args.k, condition_id=args.condition,
                               include_tried=args.include_tried, show_progress=sys.stderr.isatty())
         patients = model.dataset_.patients.external_ids

@@ -6,7 +6,7 @@ import sys
 
 from ..exceptions import ParameterError
 from ..models import MODELS
-from ..safety import SafetyPolicy
+from ..ranking.safety import SafetyPolicy
 from .options import (
     add_data_options,
     add_key_option,
@@ -88,7 +88,7 @@ def model_params(args) -> dict:
 
 
 def run(args) -> int:
-    from ..feedback import read_feedback
+    from ..data.feedback import read_feedback
     from ..training import train_artifact
 
     check_engine(args)

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..io import read_tables
-    from ..tune import train_best, tune, write_results
+    from ..data.tables import read_tables
+    from ..evaluation.tune import train_best, tune, write_results
 
     tables = read_tables(args.data)
     result = tune(tables, args.model, trials=args.trials, search=args.search, seed=args.seed,

@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..columns import Columns, Tables
 from ..exceptions import DataValidationError
-from ..fileutil import atomic_dir
-from ..io import validate_tables
+from ..utils.fileutil import atomic_dir
+from ..data.tables import validate_tables
 from .report import ImportReport
 
 log = logging.getLogger(__name__)

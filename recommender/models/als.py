@@ -5,8 +5,8 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.linalg import lapack
 
-from .. import sparse_rows
-from ..explain import MIN_CONTRIBUTION
+from ..utils import sparse_rows
+from ..ranking.explain import MIN_CONTRIBUTION
 from ..exceptions import ParameterError
 from .base import Query, integer, optional_seed, real
 from .factorization import EarlyStopping, FactorModel, StopTraining, Validation
@@ -15,7 +15,7 @@ from .factorization import EarlyStopping, FactorModel, StopTraining, Validation
 class ALSRecommender(FactorModel):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) over the outcome confidence matrix.
 
-    The matrix already holds confidences (:mod:`recommender.confidence`), so implicit runs with
+    The matrix already holds confidences (:mod:`recommender.data.policies`), so implicit runs with
     its own ``alpha = 1``. A patient outside the training data gets the exact least-squares
     factors for their history row (implicit's ``recalculate_user``).
 

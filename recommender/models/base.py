@@ -16,12 +16,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..exceptions import NotFittedError, ParameterError
-from ..sparse_rows import take_rows
-from ..threads import single_threaded_blas
+from ..utils.sparse_rows import take_rows
+from ..utils.threads import single_threaded_blas
 
 if TYPE_CHECKING:  # imported lazily at run time to keep the module graph acyclic
-    from ..dataset import Dataset
-    from ..ranking import RecommendationList
+    from ..data.dataset import Dataset
+    from ..ranking.core import RecommendationList
 
 
 @dataclass
@@ -195,15 +195,15 @@ class Recommender:
         """
 
     def save(self, path, metrics: Mapping | None = None):
-        """Write an artifact folder (see :mod:`recommender.artifact`); returns its path."""
-        from ..artifact import save_artifact
+        """Write an artifact folder (see :mod:`recommender.models.persistence`); returns its path."""
+        from .persistence import save_artifact
         self.check_fitted()
         return save_artifact(self, path, metrics=metrics)
 
     @classmethod
     def load(cls, path, mmap: bool = True) -> "Recommender":
         """Load an artifact written by :meth:`save`, verifying its checksums."""
-        from ..artifact import load_artifact
+        from .persistence import load_artifact
         model = load_artifact(path, mmap=mmap).model
         if cls is not Recommender and not isinstance(model, cls):
             raise ParameterError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
@@ -216,8 +216,8 @@ class Recommender:
 
     def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
         """For each treatment index, (matrix column, contribution to its score) pairs for the
-        single patient in ``query``; see :mod:`recommender.explain`."""
-        from ..explain import leave_one_out
+        single patient in ``query``; see :mod:`recommender.ranking.explain`."""
+        from ..ranking.explain import leave_one_out
         if not self.personalised:
             return [[] for _ in treatments]
         return leave_one_out(self, query, treatments)
@@ -227,7 +227,7 @@ class Recommender:
         """For each treatment index, the at most ``limit`` pairs of :meth:`contributions` whose
         magnitude is at least ``explain.MIN_CONTRIBUTION``, largest magnitude first (equal
         magnitudes keep the order of :meth:`contributions`)."""
-        from ..explain import strongest
+        from ..ranking.explain import strongest
         return [strongest(pairs, limit) for pairs in self.contributions(query, treatments)]
 
     # --- similar treatments --------------------------------------------------------------------
@@ -246,7 +246,7 @@ class Recommender:
     def similar(self, treatment_id: str, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` treatments most similar to ``treatment_id`` (cosine of the model's
         treatment vectors), most similar first, as (treatment_id, similarity) pairs."""
-        from ..ranking import check_k, top_k
+        from ..ranking.core import check_k, top_k
         self.check_fitted()
         k = check_k(k)
         treatments = self.dataset_.treatments
@@ -275,7 +275,7 @@ class Recommender:
         ``active_treatments`` adds treatment ids to those the record shows as active (for the
         interaction check); ``explain`` attaches contributions and evidence to each item.
         """
-        from ..ranking import recommend_known
+        from ..ranking.core import recommend_known
         return recommend_known(self, patient_id, k=k, condition_id=condition_id,
                                include_tried=include_tried, active_treatments=active_treatments,
                                explain=explain)
@@ -284,7 +284,7 @@ class Recommender:
                         condition_ids: Sequence[str | None] | None = None,
                         include_tried: bool = False, show_progress: bool = False) -> pd.DataFrame:
         """Top-k for many known patients: DataFrame (patient_id, condition_id, rank, treatment_id, score)."""
-        from ..ranking import recommend_many
+        from ..ranking.core import recommend_many
         return recommend_many(self, patient_ids, k=k, condition_ids=condition_ids,
                               include_tried=include_tried, show_progress=show_progress)
 
@@ -294,7 +294,7 @@ class Recommender:
                       active_treatments: Iterable[str] | None = None,
                       explain: bool = True) -> "RecommendationList":
         """Top-k for a patient outside the training data, given their outcome history."""
-        from ..ranking import recommend_unknown
+        from ..ranking.core import recommend_unknown
         return recommend_unknown(self, history, conditions, k=k, condition_id=condition_id,
                                  include_tried=include_tried, sex=sex, birth_year=birth_year,
                                  active_treatments=active_treatments, explain=explain)

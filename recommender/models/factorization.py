@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import ParameterError
-from ..threads import single_threaded_blas
+from ..utils.threads import single_threaded_blas
 from .base import Query, Recommender, positive_part
 
 if TYPE_CHECKING:
-    from ..dataset import Dataset
+    from ..data.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class FactorModel(Recommender):
 class Validation:
     """Held-out outcome rows a factor model is scored on between training sweeps (early stopping).
 
-    The score is NDCG@``k`` as :func:`recommender.evaluate.evaluate` defines it: queries are
+    The score is NDCG@``k`` as :func:`recommender.evaluation.evaluate.evaluate` defines it: queries are
     (patient, condition) groups of ``test`` rows, ranked with every safety rule (with
     ``by_condition`` among the condition's treatments), relevance is "the held-out outcome
     worked", and the mean runs over queries with a relevant treatment.
@@ -106,7 +106,7 @@ class Validation:
     ----------
     test : DataFrame
         Held-out outcome rows (columns of ``CohortTables.outcomes``), for example
-        ``split.test`` of a :mod:`recommender.split` split of the *training* tables; never the
+        ``split.test`` of a :mod:`recommender.data.splits` split of the *training* tables; never the
         rows the final model is tested on.
     k : int
         NDCG cut-off.
@@ -121,8 +121,8 @@ class Validation:
 
     def score(self, model: "FactorModel") -> float:
         """Mean NDCG@k of the fitted factor ``model`` over the queries with a relevant treatment."""
-        from .. import metrics
-        from ..ranking import top_k
+        from ..evaluation import metrics
+        from ..ranking.core import top_k
 
         plan = self._plan(model.dataset_)
         users, items = model.user_factors_, model.item_factors_
@@ -141,7 +141,7 @@ class Validation:
 
     def _rank_unrestricted(self, model, plan) -> np.ndarray:
         """Top-k over every treatment for the queries without a condition."""
-        from ..ranking import BATCH_SIZE, rank_patients
+        from ..ranking.core import BATCH_SIZE, rank_patients
 
         patients = plan.patients[plan.unrestricted]
         return np.concatenate([
@@ -176,8 +176,8 @@ class _Plan:
 
     @classmethod
     def build(cls, dataset: "Dataset", test: pd.DataFrame, by_condition: bool) -> "_Plan":
-        from .. import safety
-        from ..evaluate import build_queries
+        from ..ranking import safety
+        from ..evaluation.evaluate import build_queries
 
         queries = build_queries(dataset, test, by_condition)
         patients = queries.frame["patient"].to_numpy()

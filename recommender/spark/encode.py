@@ -9,7 +9,7 @@ reducing the rows to what the Dataset holds: the latest outcome and its day per 
 treatment), the harm pairs, the per-(condition, treatment) outcome, success and label counts,
 the support per treatment and the reference year. Only those compact index arrays (about 16
 bytes per patient-treatment pair), the id lists and the small dictionary tables come back to
-the driver, which assembles the :class:`~recommender.dataset.Dataset` with the Dataset's own
+the driver, which assembles the :class:`~recommender.data.dataset.Dataset` with the Dataset's own
 constructors. The artifact a service memory-maps must fit one machine anyway; what no longer
 has to is the pandas frame of every outcome row with its string ids (about 250 bytes a row).
 
@@ -36,16 +36,16 @@ import pandas as pd
 from ..columns import OUTCOME_LABELS, TABLE_EXTENSIONS
 from ..columns import Columns as C
 from ..columns import Tables as T
-from ..confidence import ConfidencePolicy
-from ..dataset import Dataset, SideInfo
+from ..data.policies import ConfidencePolicy
+from ..data.dataset import Dataset, SideInfo
 # The Dataset's own helpers, so that both encodings build identical matrices from the same facts.
-from ..dataset import (_csr, _demographics, _feature_ids, _interaction_matrix, _names,  # noqa: F401
+from ..data.dataset import (_csr, _demographics, _feature_ids, _interaction_matrix, _names,  # noqa: F401
                        _pattern)
 from ..exceptions import DataValidationError, RecommenderError
-from ..ids import IdMap
-from ..io import ID_COLUMNS, REQUIRED, SEVERITIES
-from ..pseudonym import Pseudonymizer
-from ..safety import SafetyPolicy
+from ..data.ids import IdMap
+from ..data.tables import ID_COLUMNS, REQUIRED, SEVERITIES
+from ..data.pseudonym import Pseudonymizer
+from ..ranking.safety import SafetyPolicy
 from .session import quiet_pandas_warning
 from .train import Encoded, encode_dataset
 
@@ -61,7 +61,7 @@ FILLED_FIELDS = frozenset({
     "treatment_support", "history_days", "interactions", "label_counts", "demographics",
     "policy", "safety", "side_info", "harm_threshold", "reference_year", "fingerprint",
     "pseudonym_fingerprint", "treatment_names", "condition_names", "pseudonymizer"})
-N_BUCKETS = 5  # recommender.dataset.OUTCOME_BUCKETS
+N_BUCKETS = 5  # recommender.data.dataset.OUTCOME_BUCKETS
 ADVERSE_FLAGS = {"": 0, "0": 0, "1": 1, "false": 0, "true": 1, "0.0": 0, "1.0": 1}
 
 
@@ -144,7 +144,7 @@ def _read(spark: "SparkSession", path: str) -> "DataFrame":
 # --- validation and normalisation ---------------------------------------------------------------
 
 def _validated(raw: dict[str, "DataFrame"], files: dict[str, str]) -> dict[str, "DataFrame"]:
-    """Each table checked and normalised as :func:`recommender.io.validate_tables` does.
+    """Each table checked and normalised as :func:`recommender.data.tables.validate_tables` does.
 
     The checks of one table run as one Spark job; an example of the first failure is fetched
     only when there is one. The normalised tables are cached for the reduction that follows.

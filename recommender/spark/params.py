@@ -7,7 +7,7 @@ Both engines minimise Hu, Koren & Volinsky's weighted loss
 Confidence and preference
 -------------------------
 The local engine fits implicit with ``alpha = 1`` on signed confidences ``v``
-(:mod:`recommender.confidence`): ``p = 1, c = v`` for ``v > 0`` and ``p = 0, c = |v|`` for
+(:mod:`recommender.data.policies`): ``p = 1, c = v`` for ``v > 0`` and ``p = 0, c = |v|`` for
 ``v < 0``. Spark reads a rating ``r`` as ``p = 1`` if ``r > 0`` else ``0`` and
 ``c = 1 + alpha_spark * |r|``. With ``alpha_spark = 1`` and
 

@@ -2,7 +2,7 @@
 
 ``recommender train --engine spark`` goes: tables -> Dataset and signed-confidence ratings ->
 Spark ALS (implicit preferences) -> factors collected to the driver -> an ``ALSRecommender``
-saved with :func:`recommender.artifact.save_artifact` (same manifest, id maps, checksums) and
+saved with :func:`recommender.models.persistence.save_artifact` (same manifest, id maps, checksums) and
 reloaded to verify it. The manifest also records ``engine: "spark"`` and a ``spark`` section
 with the exact ALS arguments and the parameter correspondence (:mod:`.params`).
 
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import pandas as pd
 
-from ..artifact import load_artifact, save_artifact
-from ..confidence import ConfidencePolicy
-from ..dataset import Dataset, SideInfo
+from ..models.persistence import load_artifact, save_artifact
+from ..data.policies import ConfidencePolicy
+from ..data.dataset import Dataset, SideInfo
 from ..exceptions import DataValidationError, ParameterError
-from ..io import CohortTables, find_table, read_tables, validate_tables
+from ..data.tables import CohortTables, find_table, read_tables, validate_tables
 from ..models.als import ALSRecommender
-from ..pseudonym import Pseudonymizer
+from ..data.pseudonym import Pseudonymizer
 from .params import (SparkALSParams, correspond, effective_penalties, median_positive_count,
                      spark_ratings, split_params)
 from .session import quiet_pandas_warning, spark_session
@@ -209,7 +209,7 @@ class SparkALSRecommender(ALSRecommender):
 
     Same parameters (implicit's conventions, mapped by :mod:`.params`), same learned state and
     the same artifact kind (``"als"``): a saved model loads as a plain ``ALSRecommender``. So
-    :func:`recommender.evaluate.evaluate` and the tuner can compare the engines like any two
+    :func:`recommender.evaluation.evaluate.evaluate` and the tuner can compare the engines like any two
     models. ``fit`` uses the active SparkSession, or starts one (``local[2]`` unless
     ``RECOMMENDER_SPARK_MASTER`` or Spark's own configuration says otherwise) that stays
     active for later fits.

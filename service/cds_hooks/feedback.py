@@ -2,7 +2,7 @@
 
 A feedback item names a card (and, when accepted, the suggestions taken). The CDS store says
 what the card was about, so each item becomes decisions for
-:class:`recommender.feedback.FeedbackStore`:
+:class:`recommender.data.feedback.FeedbackStore`:
 
 - a suggestion card **accepted**: ``accepted`` for the therapy of each accepted suggestion;
 - a suggestion card **overridden**: ``overridden`` for every therapy the card offered, with the
@@ -12,7 +12,7 @@ what the card was about, so each item becomes decisions for
   **overridden**: ``warning_overridden`` for the drafted therapy, with the override reason. Its
   meaning is the opposite of a suggestion's override (the clinician kept the therapy the card
   advised against), and it is not a preference either way: ``recommender train --feedback``
-  ignores it (:data:`recommender.feedback.PREFERENCES`); it is kept for safety review (which
+  ignores it (:data:`recommender.data.feedback.PREFERENCES`); it is kept for safety review (which
   rules are overridden, how often, and why);
 - a warning card **accepted**: the card offers no suggestion to accept (CDS Hooks requires
   ``acceptedSuggestions`` with ``accepted``), so the clinician heeding it says nothing about the

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from recommender.cli import main
-from recommender.pseudonym import create_key_file
+from recommender.data.pseudonym import create_key_file
 from service import create_app
 from service.tokens import add_token
 from tests.importers.conftest import shared_dataset

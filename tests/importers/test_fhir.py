@@ -10,7 +10,7 @@ import pytest
 
 from recommender.exceptions import DataValidationError
 from recommender.importers import import_fhir, import_synthea
-from recommender.io import read_tables
+from recommender.data.tables import read_tables
 
 from .conftest import shared_dataset
 

@@ -7,7 +7,7 @@ import pytest
 from recommender.exceptions import DataValidationError
 from recommender.importers import import_mimic
 from recommender.importers.mimic import normalise_drug
-from recommender.io import read_tables
+from recommender.data.tables import read_tables
 
 from .conftest import shared_dataset
 

@@ -9,7 +9,7 @@ import pytest
 
 from recommender.exceptions import DataValidationError, ParameterError
 from recommender.importers import import_synthea
-from recommender.io import read_tables
+from recommender.data.tables import read_tables
 
 from .conftest import shared_dataset
 

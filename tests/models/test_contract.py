@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recommender.dataset import Dataset
+from recommender.data.dataset import Dataset
 from recommender.exceptions import NotFittedError, ParameterError, UnknownIdError
 from recommender.models import MODELS, Recommender, make_model
 from recommender.models.base import Query

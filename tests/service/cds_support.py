@@ -21,7 +21,7 @@ import jwt
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from recommender.io import validate_tables
+from recommender.data.tables import validate_tables
 
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SCT = "http://snomed.info/sct"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from recommender.io import write_tables
-from recommender.pseudonym import Pseudonymizer, create_key_file
+from recommender.data.tables import write_tables
+from recommender.data.pseudonym import Pseudonymizer, create_key_file
 from recommender.training import train_artifact
 from service import create_app
 from service.tokens import add_token

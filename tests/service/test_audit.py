@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from recommender.pseudonym import Pseudonymizer
+from recommender.data.pseudonym import Pseudonymizer
 from service import audit as audit_module
 from service.audit import AuditError, AuditLog
 

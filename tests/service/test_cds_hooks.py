@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from recommender.feedback import read_feedback
+from recommender.data.feedback import read_feedback
 
 from .cds_rules import check_discovery, check_response
 from .cds_support import (ALG, C, D, S0, S1, T0, T1, T2, TX, allergy, bundle, group_a_prefetch,

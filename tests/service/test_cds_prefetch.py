@@ -6,7 +6,7 @@ import json
 import pytest
 
 from recommender.importers.fhir import import_fhir
-from recommender.io import read_tables
+from recommender.data.tables import read_tables
 from service.cds_hooks.prefetch import parse_prefetch
 from service.errors import ApiError
 

@@ -161,9 +161,9 @@ def test_a_loaded_model_is_warmed_before_it_serves(site):
     workers share the master's copy) and equals what a cold model derives on first use."""
     import numpy as np
 
-    from recommender.artifact import load_artifact
+    from recommender.models.persistence import load_artifact
     from recommender.models.base import Query
-    from recommender.pseudonym import Pseudonymizer
+    from recommender.data.pseudonym import Pseudonymizer
     from service.model_store import load_served
 
     served = load_served(site.artifact, site.key)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from recommender.feedback import read_feedback
-from recommender.model_card import SECTIONS
+from recommender.data.feedback import read_feedback
+from recommender.trust.model_card import SECTIONS
 
 from .conftest import audit_lines
 

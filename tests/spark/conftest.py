@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from recommender.io import validate_tables, write_tables
-from recommender.pseudonym import create_key_file
+from recommender.data.tables import validate_tables, write_tables
+from recommender.data.pseudonym import create_key_file
 from recommender.spark.session import java_available
-from recommender.synthetic import generate_cohort
+from recommender.data.synthetic.planted import generate_cohort
 
 COHORT_PATIENTS, COHORT_SEED = 3000, 3
 #: Small and quick; the parameters every Spark-trained test artifact uses.

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.artifact import load_artifact
+from recommender.models.persistence import load_artifact
 from recommender.cli import main
-from recommender.dataset import SPARSE_FIELDS, Dataset, SideInfo
+from recommender.data.dataset import SPARSE_FIELDS, Dataset, SideInfo
 from recommender.exceptions import DataValidationError
-from recommender.io import read_tables, validate_tables, write_tables
-from recommender.pseudonym import Pseudonymizer
+from recommender.data.tables import read_tables, validate_tables, write_tables
+from recommender.data.pseudonym import Pseudonymizer
 from recommender.spark.encode import encode_tables
-from recommender.synthetic import generate_cohort
+from recommender.data.synthetic.planted import generate_cohort
 
 
 @pytest.fixture(scope="module")

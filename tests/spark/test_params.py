@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recommender.confidence import ConfidencePolicy
+from recommender.data.policies import ConfidencePolicy
 from recommender.exceptions import ParameterError
 from recommender.spark.params import (TINY_RATING, correspond, effective_penalties,
                                       median_positive_count, spark_ratings, split_params)

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.artifact import load_artifact
+from recommender.models.persistence import load_artifact
 from recommender.cli import main
-from recommender.ranking import recommend_all
+from recommender.ranking.core import recommend_all
 
 COLUMNS = ["patient_id", "condition_id", "rank", "treatment_id", "score"]
 

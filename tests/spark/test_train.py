@@ -9,17 +9,17 @@ import pytest
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from recommender.artifact import load_artifact
+from recommender.models.persistence import load_artifact
 from recommender.cli import main
-from recommender.dataset import Dataset
-from recommender.evaluate import evaluate
+from recommender.data.dataset import Dataset
+from recommender.evaluation.evaluate import evaluate
 from recommender.exceptions import ParameterError
-from recommender.io import validate_tables
+from recommender.data.tables import validate_tables
 from recommender.models.als import ALSRecommender
-from recommender.pseudonym import Pseudonymizer
+from recommender.data.pseudonym import Pseudonymizer
 from recommender.spark.train import SparkALSRecommender
-from recommender.split import leave_last
-from recommender.synthetic import generate_cohort
+from recommender.data.splits import leave_last
+from recommender.data.synthetic.planted import generate_cohort
 
 
 def test_spark_solves_what_implicit_solves(spark):

@@ -7,7 +7,7 @@ service does; otherwise every query is one patient and ranks every treatment.
 
 Ranking goes through :func:`recommender.ranking.rank_patients`, so the safety exclusions
 (previous harm, contraindication, already tried in ``train``) apply exactly as in production.
-Held-out treatments are not in the patient's training history (see :mod:`recommender.split`),
+Held-out treatments are not in the patient's training history (see :mod:`recommender.data.splits`),
 so they stay rankable unless a safety rule removes them.
 
 Relevance: a held-out treatment is relevant when its outcome worked (``dataset.policy.worked``
@@ -32,16 +32,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import metrics
-from .columns import Columns as C
-from .confidence import ConfidencePolicy
-from .dataset import Dataset, SideInfo
-from .exceptions import DataValidationError, ParameterError
-from .io import CohortTables, find_table, read_tables
-from .jsonable import jsonable  # noqa: F401  (re-exported for audit and tune)
-from .models import Recommender, make_model
-from .ranking import rank_patients
-from .safety import SafetyPolicy
-from .split import Split
+from ..columns import Columns as C
+from ..data.policies import ConfidencePolicy
+from ..data.dataset import Dataset, SideInfo
+from ..exceptions import DataValidationError, ParameterError
+from ..data.tables import CohortTables, find_table, read_tables
+from ..utils.jsonable import jsonable  # noqa: F401  (re-exported for audit and tune)
+from ..models import Recommender, make_model
+from ..ranking.core import rank_patients
+from ..ranking.safety import SafetyPolicy
+from ..data.splits import Split
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
     k : int
         The headline cut-off; ``ks`` (default ``DEFAULT_KS`` plus ``k``) are all computed.
     policy, side_info, safety
-        How ``train`` becomes a :class:`~recommender.dataset.Dataset` (``safety``: the
+        How ``train`` becomes a :class:`~recommender.data.dataset.Dataset` (``safety``: the
         minimum-evidence and interaction settings the rankings are held to).
     by_condition : bool
         Group queries by (patient, condition) and restrict candidates to the condition's.
@@ -181,7 +181,7 @@ def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
         Unknown model kind or parameter, or a bad ``k``.
     UnknownIdError
         A test row names a patient, treatment or condition unknown to ``train``
-        (the splits in :mod:`recommender.split` drop such rows).
+        (the splits in :mod:`recommender.data.splits` drop such rows).
     """
     ks = check_ks(k, ks)
     dataset = Dataset.from_tables(train, policy=policy, side_info=side_info, safety=safety)

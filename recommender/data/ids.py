@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .exceptions import UnknownIdError
+from ..exceptions import UnknownIdError
 
 
 class IdMap:
@@ -40,7 +40,7 @@ class IdMap:
     @classmethod
     def from_distinct(cls, ids: pd.Index, kind: str = "id") -> "IdMap":
         """Build from string ids known to be distinct, in index order (the distinct values of a
-        factorisation, as in :class:`recommender.codes.CohortCodes`).
+        factorisation, as in :class:`recommender.data.codes.CohortCodes`).
 
         Arrow-backed strings are kept as they are and the lookup table is only built on the
         first lookup, so a million patient ids cost tens of megabytes instead of hundreds

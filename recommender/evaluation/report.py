@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluate import RANKING_METRICS, EvaluationResult
-from .fileutil import atomic_dir
+from ..utils.fileutil import atomic_dir
 
 PLOT = "metrics_vs_k.png"
 PLOT_METRICS = (*RANKING_METRICS, "coverage")

@@ -1,6 +1,6 @@
 """Ranking: model scores -> safety exclusions -> top-k (+ explanations), for one patient or many.
 
-Exclusions are a guarantee, never a low score (rules and reasons: :mod:`recommender.safety`):
+Exclusions are a guarantee, never a low score (rules and reasons: :mod:`recommender.ranking.safety`):
 an excluded treatment is removed before the top-k is taken, so a list has fewer than ``k``
 entries when fewer treatments are allowed. With a ``condition_id`` only treatments recorded for
 that condition in the data are candidates.
@@ -19,17 +19,18 @@ import pyarrow as pa
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from . import safety, sparse_rows
-from .columns import Columns as C
-from .exceptions import ParameterError
+from . import safety
+from ..utils import sparse_rows
+from ..columns import Columns as C
+from ..exceptions import ParameterError
 from .explain import MAX_CONTRIBUTIONS, describe_strongest, evidence_many
-from .models.base import Query
-from .models.factorization import FactorModel
-from .threads import single_threaded_blas
+from ..models.base import Query
+from ..models.factorization import FactorModel
+from ..utils.threads import single_threaded_blas
 
 if TYPE_CHECKING:
-    from .dataset import Dataset, PatientRecord
-    from .models.base import Recommender
+    from ..data.dataset import Dataset, PatientRecord
+    from ..models.base import Recommender
 
 BATCH_SIZE = 4096
 #: Threads of the factor-model fast path (BLAS runs single-threaded inside each).

@@ -6,13 +6,13 @@ Two questions, answered with two different models on purpose:
 would flatter it, so the audit re-fits the artifact's model kind with its hyperparameters, its
 confidence policy, side information and harm threshold on a training split of the audit data
 (``split``, default ``leave-last``) and ranks the held-out treatments with
-:func:`recommender.evaluate.evaluate_model`, exactly as ``recommender evaluate`` does (safety
+:func:`recommender.evaluation.evaluate.evaluate_model`, exactly as ``recommender evaluate`` does (safety
 exclusions included). Each query, one (patient, condition) "what next?", is put into its
 patient's group and the per-query metrics are averaged per group: the ranking metrics at ``k``,
 MRR and ``reachable`` (a treatment that worked could be suggested at all: no safety rule
 excluded it and it is a candidate for the condition) over queries with a held-out treatment
 that worked, ``outcome_auc`` and ``harm_rank`` over the queries that define them (see
-:mod:`recommender.evaluate`).
+:mod:`recommender.evaluation.evaluate`).
 
 *Exposure per group* (the artifact itself). Every patient of the artifact is ranked by the
 artifact's model, once per diagnosed condition that has candidate treatments (``requests=
@@ -22,7 +22,7 @@ filled top-k slots. Differences reflect case mix (groups have different conditio
 histories) as well as the model; read them next to the quality numbers.
 
 Groups come from the ``patients`` table: ``age_band`` from ``birth_year`` at the data's
-reference year (the year of its latest outcome, :func:`recommender.dataset.age_band`), any
+reference year (the year of its latest outcome, :func:`recommender.data.dataset.age_band`), any
 other column as recorded (``sex``, ``race``, ``ethnicity``, ``payer`` ...). A patient with no
 value is in the group ``unknown``. The *gap* of a metric is the largest minus the smallest
 group value among the groups with at least ``min_group_size`` queries counted for that metric;
@@ -45,18 +45,18 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .artifact import Artifact, load_artifact
-from .columns import Columns as C
-from .confidence import ConfidencePolicy
-from .dataset import Dataset, SideInfo, age_band
-from .evaluate import build_queries, condition_batches, evaluate_model
-from .exceptions import ArtifactError, DataValidationError, ParameterError
-from .io import CohortTables, read_tables
-from .jsonable import jsonable
-from .models import make_model
-from .pseudonym import KEY_FILE_VARIABLE, Pseudonymizer, check_key
-from .ranking import check_k, rank_patients
-from .split import SPLITS
+from ..models.persistence import Artifact, load_artifact
+from ..columns import Columns as C
+from ..data.policies import ConfidencePolicy
+from ..data.dataset import Dataset, SideInfo, age_band
+from ..evaluation.evaluate import build_queries, condition_batches, evaluate_model
+from ..exceptions import ArtifactError, DataValidationError, ParameterError
+from ..data.tables import CohortTables, read_tables
+from ..utils.jsonable import jsonable
+from ..models import make_model
+from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer, check_key
+from ..ranking.core import check_k, rank_patients
+from ..data.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ JSON_FILE, MARKDOWN_FILE = "audit.json", "audit.md"
 
 
 def audit_metrics(k: int) -> dict[str, str]:
-    """Audited metric name -> per-query column of :func:`recommender.evaluate.evaluate_model`."""
+    """Audited metric name -> per-query column of :func:`recommender.evaluation.evaluate.evaluate_model`."""
     names = {f"{m}@{k}": f"{m}@{k}" for m in RANKING}
     return {**names, "mrr": "rr", REACHABLE: REACHABLE, **{m: m for m in OUTCOME_METRICS}}
 
@@ -175,7 +175,7 @@ def audit(artifact: Artifact | str | Path, data: CohortTables | str | Path,
     k : int
         Cut-off of the ranking metrics and of the exposure lists.
     split : str
-        Hold-out rule of :data:`recommender.split.SPLITS` for the quality part.
+        Hold-out rule of :data:`recommender.data.splits.SPLITS` for the quality part.
     min_group_size : int
         Fewest queries (per metric) or requests (exposure) a group needs to enter a gap.
     max_gap : float
@@ -303,7 +303,7 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
                      k: int) -> tuple[pd.DataFrame, dict]:
     """Re-fit the artifact's model on a training split and score the held-out queries.
 
-    Returns the per-query metrics of :func:`recommender.evaluate.evaluate_model` (plus
+    Returns the per-query metrics of :func:`recommender.evaluation.evaluate.evaluate_model` (plus
     ``reachable``: 1 when a held-out treatment that worked was in the ranked list at all, 0 when
     every such treatment was excluded, NaN without one) and the split's
     summary. The model kind, parameters, confidence policy, side information, harm threshold and
@@ -319,7 +319,7 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
     encoding = {"policy": ConfidencePolicy(**data["policy"]), "side_info": SideInfo(**data["side_info"]),
                 "harm_threshold": data.get("harm_threshold", 0.0)}
     if "safety" in data:  # the safety settings (minimum evidence ...) the artifact ranks with
-        from .safety import SafetyPolicy
+        from ..ranking.safety import SafetyPolicy
         encoding["safety"] = SafetyPolicy(**data["safety"])
     dataset = Dataset.from_tables(parts.train, **encoding)
     model = make_model(manifest["model"]["type"], **manifest["model"]["params"])

@@ -3,7 +3,7 @@
 :func:`read_codes` returns what ``CohortCodes.from_tables(read_tables(folder))`` returns, without
 building the pandas tables. The large tables (outcomes, patient_conditions, patients) are read
 column by column as dictionary-encoded Arrow arrays; every per-value rule of
-:func:`recommender.io.validate_tables` (ids stripped and non-empty, outcome labels and numbers,
+:func:`recommender.data.tables.validate_tables` (ids stripped and non-empty, outcome labels and numbers,
 ISO-8601 timestamps, flags, birth years) runs once per *distinct* value of a column, through the
 same functions the pandas reader uses, and the rules across rows (exact duplicate rows, patients
 listed twice, ids a dictionary table does not define) run on the int32 codes. The small
@@ -12,7 +12,7 @@ by the pandas reader's own code.
 
 This reader only decides that a folder is valid. At the first problem, or at a column type it
 does not handle (a Parquet timestamp or integer id column, say), it hands the folder to
-:func:`~recommender.io.read_tables`, which raises the error naming file, row and column (or
+:func:`~recommender.data.tables.read_tables`, which raises the error naming file, row and column (or
 reads the folder, slowly). Error messages therefore come from one place.
 """
 from __future__ import annotations
@@ -30,10 +30,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .codes import NAT, CohortCodes, group_edges, sorted_codes, take_codes
-from .columns import Columns as C
-from .columns import Tables
-from .exceptions import DataValidationError
-from .io import (REQUIRED, birth_year_values, check_folder, check_severity, clean_table,
+from ..columns import Columns as C
+from ..columns import Tables
+from ..exceptions import DataValidationError
+from .tables import (REQUIRED, birth_year_values, check_folder, check_severity, clean_table,
                  fingerprint_files, flag_values, outcome_values, read_file, read_tables,
                  table_files, text_values, timestamp_values)
 
@@ -50,12 +50,12 @@ class _Unsupported(Exception):
 
 
 def read_codes(folder: str | Path) -> CohortCodes:
-    """The validated tables of ``folder`` as :class:`~recommender.codes.CohortCodes`.
+    """The validated tables of ``folder`` as :class:`~recommender.data.codes.CohortCodes`.
 
     Raises
     ------
     DataValidationError
-        As :func:`~recommender.io.read_tables` does, for the same problems and with the same
+        As :func:`~recommender.data.tables.read_tables` does, for the same problems and with the same
         messages.
     """
     folder = Path(folder)

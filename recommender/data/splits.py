@@ -1,7 +1,7 @@
 """Train/test splits of a cohort's outcomes, reproducible for a seed.
 
 Every split returns a :class:`Split`, which unpacks as ``train, test = leave_last(tables)``:
-``train`` is a :class:`~recommender.io.CohortTables` with some outcome rows removed (every other
+``train`` is a :class:`~recommender.data.tables.CohortTables` with some outcome rows removed (every other
 table is kept whole) and ``test`` a DataFrame of the held-out outcome rows, with the columns of
 ``tables.outcomes`` in file order.
 
@@ -30,9 +30,9 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from .columns import Columns as C
-from .exceptions import DataValidationError, ParameterError
-from .io import CohortTables
+from ..columns import Columns as C
+from ..exceptions import DataValidationError, ParameterError
+from .tables import CohortTables
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def leave_last(tables: CohortTables) -> Split:
 
     Examples
     --------
-    >>> from recommender.io import validate_tables
+    >>> from recommender.data.tables import validate_tables
     >>> outcomes = pd.DataFrame({"patient_id": ["a", "a", "b"], "treatment_id": ["x", "y", "x"],
     ...                          "outcome": [1, 0, 1], "timestamp": ["2020-02-01", "2020-01-01", ""]})
     >>> train, test = leave_last(validate_tables({"outcomes": outcomes}))

@@ -3,7 +3,7 @@
 External ids become indices here and nowhere else. Shapes used throughout the engine:
 
 - ``n_p`` patients, ``n_t`` treatments, ``n_f`` side-information features, ``n_c`` conditions;
-- ``matrix``: CSR (n_p, n_t + n_f) float32 signed confidences (:mod:`recommender.confidence`);
+- ``matrix``: CSR (n_p, n_t + n_f) float32 signed confidences (:mod:`recommender.data.policies`);
   the first ``n_t`` columns are treatments, the rest side features that inform the factors but
   are never recommended;
 - ``history``: CSR (n_p, n_t) float32 latest outcome per (patient, treatment); its sparsity
@@ -34,15 +34,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .codes import NAT, CohortCodes, group_edges, take_codes
-from .columns import Columns as C
-from .confidence import ConfidencePolicy
-from .exceptions import UnknownIdError
+from ..columns import Columns as C
+from .policies import ConfidencePolicy
+from ..exceptions import UnknownIdError
 from .feedback import PREFERENCES
 from .ids import IdMap
-from .io import CohortTables, parse_outcomes
+from .tables import CohortTables, parse_outcomes
 from .pseudonym import Pseudonymizer, check_key
-from .safety import SEVERITY_CODES, SafetyPolicy
-from .sparse_rows import row_arrays
+from ..ranking.safety import SEVERITY_CODES, SafetyPolicy
+from ..utils.sparse_rows import row_arrays
 
 FEATURE_CONDITION, FEATURE_AGE, FEATURE_SEX = "condition:", "age:", "sex:"
 #: Outcome labels counted as evidence, in the column order of ``Dataset.label_counts``.
@@ -130,11 +130,11 @@ class Dataset:
                     pseudonymizer: Pseudonymizer | None = None,
                     safety: SafetyPolicy | None = None, feedback: pd.DataFrame | None = None,
                     feedback_weight: float = 0.25) -> "Dataset":
-        """Build from validated tables (:func:`recommender.io.read_tables`).
+        """Build from validated tables (:func:`recommender.data.tables.read_tables`).
 
         With a ``pseudonymizer`` every patient id is replaced by its keyed hash here, so the
         dataset (and any artifact saved from it) never holds a raw id. ``feedback``
-        (:func:`recommender.feedback.read_feedback`, patient ids as the model holds them) adds
+        (:func:`recommender.data.feedback.read_feedback`, patient ids as the model holds them) adds
         clinicians' decisions as weak preferences of strength ``feedback_weight``.
         """
         return cls.from_codes(CohortCodes.from_tables(tables), policy=policy, side_info=side_info,
@@ -147,7 +147,7 @@ class Dataset:
                    pseudonymizer: Pseudonymizer | None = None,
                    safety: SafetyPolicy | None = None, feedback: pd.DataFrame | None = None,
                    feedback_weight: float = 0.25) -> "Dataset":
-        """Build from tables already turned into integer codes (:mod:`recommender.codes`).
+        """Build from tables already turned into integer codes (:mod:`recommender.data.codes`).
 
         The options are those of :meth:`from_tables`. Every outcome matrix comes from one stable
         sort of the rows by (patient, treatment); the counts per condition from one pass over

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .exceptions import ParameterError
+from ..exceptions import ParameterError
 
 
 @dataclass(frozen=True)

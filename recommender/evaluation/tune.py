@@ -1,10 +1,10 @@
 """Hyperparameter search: random or grid, scored by NDCG@k on a leave-last validation split.
 
-The validation split is carved from the tables given (:func:`recommender.split.leave_last`);
+The validation split is carved from the tables given (:func:`recommender.data.splits.leave_last`);
 pass the training part of an outer split to keep a final test set untouched. The searched
 dimensions are those of :data:`SPACE` that the model has (factors, regularization, iterations,
 learning_rate, K) plus the confidence-policy ones (alpha, side_weight), which rebuild the
-matrix with :meth:`~recommender.dataset.Dataset.with_policy` instead of re-reading the tables.
+matrix with :meth:`~recommender.data.dataset.Dataset.with_policy` instead of re-reading the tables.
 Each trial is ``make_model(kind, **point).fit(dataset)``; models with a ``random_state`` get the
 search ``seed``, so trials differ only in the searched values.
 """
@@ -21,16 +21,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .artifact import load_artifact
-from .confidence import ConfidencePolicy
-from .dataset import Dataset, SideInfo
+from ..models.persistence import load_artifact
+from ..data.policies import ConfidencePolicy
+from ..data.dataset import Dataset, SideInfo
 from .evaluate import RANKING_METRICS, build_queries, evaluate_model, jsonable, tqdm_disable
-from .exceptions import ParameterError
-from .fileutil import atomic_file
-from .io import CohortTables
-from .models import MODELS, make_model
-from .split import leave_last
-from .training import fit_model
+from ..exceptions import ParameterError
+from ..utils.fileutil import atomic_file
+from ..data.tables import CohortTables
+from ..models import MODELS, make_model
+from ..data.splits import leave_last
+from ..training import fit_model
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .audit import ALL, HEATMAP_ROWS, JSON_FILE, MARKDOWN_FILE, UNKNOWN, AuditResult, group_order
-from .fileutil import atomic_dir
+from .subgroup_audit import ALL, HEATMAP_ROWS, JSON_FILE, MARKDOWN_FILE, UNKNOWN, AuditResult, group_order
+from ..utils.fileutil import atomic_dir
 
 #: Exposure differences listed per attribute in the Markdown report.
 TOP_EXPOSURE_GAPS = 5

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .exceptions import ArtifactError, RecommenderError
+from ..exceptions import ArtifactError, RecommenderError
 
 KEY_FILE_VARIABLE = "RECOMMENDER_PSEUDONYM_KEY_FILE"
 KEY_VARIABLE = "RECOMMENDER_PSEUDONYM_KEY"

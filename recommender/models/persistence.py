@@ -27,11 +27,11 @@ from typing import Mapping
 
 import numpy as np
 
-from .dataset import Dataset
-from .exceptions import ArtifactError
-from .fileutil import atomic_dir
-from .jsonable import jsonable
-from .pseudonym import SCHEME, Pseudonymizer
+from ..data.dataset import Dataset
+from ..exceptions import ArtifactError
+from ..utils.fileutil import atomic_dir
+from ..utils.jsonable import jsonable
+from ..data.pseudonym import SCHEME, Pseudonymizer
 
 FORMAT = "treatment-recommender-artifact"
 FORMAT_VERSION = 2  # 2: history_days, interactions, label_counts, safety, names
@@ -165,7 +165,7 @@ def load_artifact(path, mmap: bool = True, verify: bool = True,
     ArtifactError
         Missing folder, missing or modified file, unknown format or model type.
     """
-    from .models import MODELS
+    from . import MODELS
 
     path = Path(path)
     manifest = read_manifest(path)

@@ -4,7 +4,7 @@ The three tables that grow with the cohort (outcomes, patient_conditions, patien
 int32 codes into arrays of distinct ids, plus numeric columns; the dictionaries
 (contraindications, interactions, treatments, conditions) stay small DataFrames. Two producers
 give the same codes: :meth:`CohortCodes.from_tables` from validated pandas tables, and
-:func:`recommender.arrow_read.read_codes` straight from the files (the training path, which never
+:func:`recommender.data.arrow_read.read_codes` straight from the files (the training path, which never
 builds the pandas tables).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .columns import Columns as C
-from .io import CohortTables
+from ..columns import Columns as C
+from .tables import CohortTables
 
 #: ``timestamp`` value of an outcome without a time (numpy's NaT as int64 nanoseconds).
 NAT = np.iinfo(np.int64).min
@@ -51,7 +51,7 @@ class CohortCodes:
     birth_year : pandas IntegerArray or None
         Birth year of each patients-table row (NA when blank); None without the column.
     contraindications, interactions, treatments, conditions : DataFrame or None
-        The small tables as :func:`recommender.io.validate_tables` normalises them.
+        The small tables as :func:`recommender.data.tables.validate_tables` normalises them.
     fingerprint : str
         As ``CohortTables.fingerprint``.
     pair_order : ndarray of int or None
@@ -91,7 +91,7 @@ class CohortCodes:
 
     @classmethod
     def from_tables(cls, tables: CohortTables) -> "CohortCodes":
-        """Codes of validated tables (:func:`recommender.io.read_tables` or ``validate_tables``)."""
+        """Codes of validated tables (:func:`recommender.data.tables.read_tables` or ``validate_tables``)."""
         outcomes, pc, patients = tables.outcomes, tables.patient_conditions, tables.patients
         sizes = [len(outcomes), len(pc) if pc is not None else 0]
         patient_codes, patient_ids = _factorize(pd.concat(

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
-from .artifact import Artifact, read_manifest
-from .exceptions import DataValidationError
-from .fileutil import atomic_file
+from ..models.persistence import Artifact, read_manifest
+from ..exceptions import DataValidationError
+from ..utils.fileutil import atomic_file
 
 SECTIONS = ("Model details", "Intended use and users", "Inputs", "How the algorithm works",
             "Training data", "Validation results", "Subgroup results", "Safety rules applied",
@@ -299,9 +299,9 @@ def _safety(manifest: Mapping) -> list[str]:
 def _reason_codes() -> list[str]:
     """The exclusion reasons of this release, in reporting priority."""
     try:
-        from .safety import REASONS
+        from ..ranking.safety import REASONS
     except ImportError:  # releases before the safety module kept the rules in ranking
-        from .ranking import REASONS
+        from ..ranking.core import REASONS
     return list(REASONS.values())
 
 

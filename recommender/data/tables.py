@@ -16,9 +16,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .columns import OUTCOME_LABELS, TABLE_EXTENSIONS, Columns, Tables
-from .exceptions import DataValidationError
-from .fileutil import atomic_dir
+from ..columns import OUTCOME_LABELS, TABLE_EXTENSIONS, Columns, Tables
+from ..exceptions import DataValidationError
+from ..utils.fileutil import atomic_dir
 
 log = logging.getLogger(__name__)
 

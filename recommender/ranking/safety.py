@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from . import sparse_rows
-from .exceptions import ParameterError
-from .sparse_rows import row_arrays
+from ..utils import sparse_rows
+from ..exceptions import ParameterError
+from ..utils.sparse_rows import row_arrays
 
 if TYPE_CHECKING:
-    from .dataset import Dataset
-    from .models.base import Query
+    from ..data.dataset import Dataset
+    from ..models.base import Query
 
 TRIED, HARM, CONTRAINDICATED, INTERACTION, LOW_EVIDENCE = 1, 2, 4, 8, 16
 #: Bit -> reason code, in reporting priority (the first that applies is the reason given).

@@ -46,9 +46,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .columns import OUTCOME_LABELS, Columns, Tables
-from .exceptions import ParameterError
-from .io import write_tables
+from ...columns import OUTCOME_LABELS, Columns, Tables
+from ...exceptions import ParameterError
+from ..tables import write_tables
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from .exceptions import DataValidationError
+from ..exceptions import DataValidationError
 
 #: Decisions on a suggested therapy, and the sign of the weak preference each adds in training.
 PREFERENCES = {"accepted": 1.0, "overridden": -1.0}

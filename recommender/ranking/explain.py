@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from .dataset import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS
-from .sparse_rows import lookup, row_arrays
+from ..data.dataset import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS
+from ..utils.sparse_rows import lookup, row_arrays
 
 if TYPE_CHECKING:
-    from .dataset import Dataset
-    from .models.base import Query, Recommender
+    from ..data.dataset import Dataset
+    from ..models.base import Query, Recommender
 
 Z_95 = 1.959963984540054
 MAX_CONTRIBUTIONS = 5
@@ -137,7 +137,7 @@ def _evidence_entries(dataset: "Dataset", treatments: np.ndarray, condition: int
 def leave_one_out(model: "Recommender", query: "Query",
                   treatments: np.ndarray) -> list[list[tuple[int, float]]]:
     """Per treatment, (column, contribution) for each non-zero column of the single-row query."""
-    from .models.base import Query
+    from ..models.base import Query
 
     columns = query.rows.indices
     if not len(columns):
@@ -157,7 +157,7 @@ def leave_one_out(model: "Recommender", query: "Query",
 
 def _without(query: "Query", column: int, n_t: int) -> "Query":
     """The single-row query with one matrix column (and its history entry) removed."""
-    from .models.base import Query
+    from ..models.base import Query
 
     def drop(matrix: sp.csr_matrix, col: int) -> sp.csr_matrix:
         keep = matrix.indices != col
