@@ -39,13 +39,13 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, markdown_table, write_results  # noqa: E402
-from recommender.ranking import core as ranking, safety # noqa: E402
+from recommender.ranking import batch as ranking, factor_path, safety  # noqa: E402
 from recommender.models.persistence import load_artifact  # noqa: E402
 from recommender.data.dataset import Dataset  # noqa: E402
 from recommender.exceptions import ArtifactError  # noqa: E402
 from recommender.data.tables import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
-from recommender.models.base import Query  # noqa: E402
+from recommender.data.patient import Query  # noqa: E402
 from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
 
 CACHE = RESULTS / "tmp" / "batch"
@@ -265,7 +265,7 @@ def run(n_patients: int, factors: int, k: int, repeats: int, subset: int, slices
     }
     return {"patients": len(patients), "treatments": dataset.n_treatments, "factors": factors,
             "k": k, "repeats": repeats, "slices": slices, "subset": len(few),
-            "threads": ranking.THREADS, "setup_s": setup, "load_average_before": load_before,
+            "threads": factor_path.THREADS, "setup_s": setup, "load_average_before": load_before,
             "load_average_after": load_after, "rows": rows, "ratios": ratios, "checks": checks,
             "raw_times": times, "raw_cpu": cpu}
 

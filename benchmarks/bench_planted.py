@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
 from recommender.data.policies import ConfidencePolicy  # noqa: E402
-from recommender.data.dataset import Dataset, SideInfo  # noqa: E402
+from recommender.data.dataset import Dataset  # noqa: E402
+from recommender.data.side_info import SideInfo
 from recommender.data.tables import validate_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
 from recommender.data.synthetic.planted import bayes_rate, generate_cohort, popularity_rate  # noqa: E402

@@ -31,7 +31,7 @@ from recommender.models.persistence import load_artifact  # noqa: E402
 from recommender.evaluation.evaluate import evaluate  # noqa: E402
 from recommender.data.tables import validate_tables, write_tables  # noqa: E402
 from recommender.models.als import ALSRecommender  # noqa: E402
-from recommender.ranking.core import recommend_all  # noqa: E402
+from recommender.ranking import recommend_all  # noqa: E402
 from recommender.data.splits import leave_last  # noqa: E402
 from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
 from recommender.training import train_artifact  # noqa: E402

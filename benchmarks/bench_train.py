@@ -166,7 +166,7 @@ def child_bare(data: Path, matrix_file: Path, params: dict, read: bool) -> dict:
 def child_worker(artifact: Path, mmap: bool) -> None:
     """Load like a service worker, touch every factor page, wait, then report smaps_rollup."""
     from recommender.models.persistence import load_artifact
-    from recommender.ranking.core import rank_patients
+    from recommender.ranking import rank_patients
 
     model = load_artifact(artifact, mmap=mmap).model
     float(np.asarray(model.user_factors_).sum() + np.asarray(model.item_factors_).sum())
@@ -284,7 +284,7 @@ def known_rows(dataset, rows: pd.DataFrame) -> pd.DataFrame:
 def time_to_quality(data: Path, factors: int, repeats: int) -> dict:
     from recommender.data.dataset import Dataset
     from recommender.models import make_model
-    from recommender.models.factorization import Validation
+    from recommender.evaluation.validation import Validation
 
     train, validation_rows, test_rows = split_cohort(data)
     dataset = Dataset.from_tables(train)
@@ -303,7 +303,7 @@ def time_to_quality(data: Path, factors: int, repeats: int) -> dict:
         for name, (params, watched) in variants.items():
             model = make_model("als", factors=factors, random_state=0, **params)
             started = time.perf_counter()
-            model.fit(dataset, validation=validation if watched else None)
+            model.fit(dataset, callback=validation.callback(model) if watched else None)
             seconds = time.perf_counter() - started
             runs[name].append({"fit_s": seconds, "sweeps": model.n_iterations_,
                                "kept_sweep": getattr(model, "best_iteration_", model.n_iterations_),

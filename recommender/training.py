@@ -17,7 +17,8 @@ from .data.arrow_read import read_codes
 from .models.persistence import load_artifact, save_artifact
 from .data.codes import CohortCodes
 from .data.policies import ConfidencePolicy
-from .data.dataset import Dataset, SideInfo
+from .data.dataset import Dataset
+from .data.side_info import SideInfo
 from .data.tables import CohortTables
 from .models import Recommender, make_model
 from .data.pseudonym import Pseudonymizer

@@ -19,7 +19,7 @@ import numpy as np
 
 from recommender.models.persistence import Artifact, load_artifact, read_manifest
 from recommender.exceptions import ArtifactError, RecommenderError
-from recommender.ranking.explain import warm_evidence
+from recommender.ranking.evidence import warm_evidence
 from recommender.data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _prepare(model) -> None:
       the large per-patient arrays stay mapped and shared.
     - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`),
       the patient id index and the evidence shown in explanations
-      (:func:`~recommender.ranking.explain.warm_evidence`) are built once, so the preloaded master's
+      (:func:`~recommender.ranking.evidence.warm_evidence`) are built once, so the preloaded master's
       copies are shared copy-on-write by the workers.
 
     The new-patient path is deliberately *not* exercised here: implicit's ALS fold-in runs an

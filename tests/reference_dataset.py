@@ -13,11 +13,12 @@ import scipy.sparse as sp
 
 from recommender.columns import Columns as C
 from recommender.data.policies import ConfidencePolicy
-from recommender.data.dataset import (FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, OUTCOME_BUCKETS,
-                                 Dataset, SideInfo, age_band)
+from recommender.data.side_info import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, SideInfo, age_band
+from recommender.data.matrices import OUTCOME_BUCKETS
+from recommender.data.dataset import Dataset
 from recommender.data.ids import IdMap
 from recommender.data.tables import CohortTables
-from recommender.ranking.safety import SEVERITY_CODES, SafetyPolicy
+from recommender.data.policies import SEVERITY_CODES, SafetyPolicy
 
 
 def reference_from_tables(tables: CohortTables, policy: ConfidencePolicy | None = None,

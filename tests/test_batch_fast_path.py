@@ -1,7 +1,7 @@
 """The batch fast path for factor models returns exactly what the generic path returns.
 
 Generic path: dense scores from ``model.score``, :func:`mask_scores`, :func:`top_k`. Fast path
-(:func:`recommender.ranking._rank_factors`): only allowed columns multiplied, blocks on threads,
+(:func:`recommender.ranking.rank_factors`): only allowed columns multiplied, blocks on threads,
 group-maxima selection. Both must agree entry for entry (ties by lower index, at the cut too),
 and neither may ever return an excluded treatment.
 
@@ -19,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recommender.ranking import core as ranking, safety
+from recommender.ranking import batch as ranking
+from recommender.ranking import factor_path, safety, topk
 from recommender.data.dataset import Dataset
 from recommender.models import make_model
-from recommender.models.base import Query
-from recommender.ranking.core import mask_scores, rank_patients, top_k
+from recommender.data.patient import Query
+from recommender.ranking import mask_scores, rank_patients, top_k
 from tests.cohorts import random_cohort
 from tests.test_ranking import forbidden
 
@@ -35,10 +36,10 @@ QUICK = {"als": {"factors": 4, "iterations": 2}, "bpr": {"factors": 4, "iteratio
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Tiny blocks and groups, so small data crosses every block, fold and thread boundary."""
-    monkeypatch.setattr(ranking, "SELECT_ROWS", 3)
-    monkeypatch.setattr(ranking, "SELECT_GROUPS", 2)
-    monkeypatch.setattr(ranking, "THREADS", 2)
-    monkeypatch.setattr(ranking, "PRUNE_FIRST", 1)  # norm pruning on a handful of treatments
+    monkeypatch.setattr(topk, "SELECT_ROWS", 3)
+    monkeypatch.setattr(topk, "SELECT_GROUPS", 2)
+    monkeypatch.setattr(factor_path, "THREADS", 2)
+    monkeypatch.setattr(factor_path, "PRUNE_FIRST", 1)  # norm pruning on a handful of treatments
 
 
 def generic(model, patients, condition, k, include_tried):
@@ -123,8 +124,8 @@ def test_fast_path_is_taken_for_factor_models_only(monkeypatch):
     tables = random_cohort(1, n_patients=30, n_treatments=10, n_rows=200)
     dataset = Dataset.from_tables(tables)
     calls = []
-    original = ranking._rank_factors
-    monkeypatch.setattr(ranking, "_rank_factors", lambda *a: calls.append(1) or original(*a))
+    original = ranking.rank_factors
+    monkeypatch.setattr(ranking, "rank_factors", lambda *a: calls.append(1) or original(*a))
     patients = np.arange(dataset.n_patients)
     for kind, taken in (("als", True), ("bpr", True), ("cosine", False), ("popular", False)):
         calls.clear()

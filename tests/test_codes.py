@@ -20,7 +20,8 @@ from recommender.data import arrow_read
 from recommender.data.arrow_read import read_codes
 from recommender.data.codes import CohortCodes
 from recommender.data.policies import ConfidencePolicy
-from recommender.data.dataset import SPARSE_FIELDS, Dataset, SideInfo
+from recommender.data.dataset import SPARSE_FIELDS, Dataset
+from recommender.data.side_info import SideInfo
 from recommender.exceptions import DataValidationError
 from recommender.data.tables import read_tables
 from recommender.data.pseudonym import Pseudonymizer

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from recommender.data.policies import ConfidencePolicy
-from recommender.data.dataset import Dataset, SideInfo
+from recommender.data.dataset import Dataset
+from recommender.data.patient import encode_patient
+from recommender.data.side_info import SideInfo
 from recommender.exceptions import DataValidationError, ParameterError
 from recommender.data.tables import validate_tables
 
@@ -71,15 +73,15 @@ def test_arrays_round_trip(tables):
 
 def test_encode_new_patient(tables):
     ds = Dataset.from_tables(tables)
-    record = ds.encode_patient([{"treatment_id": "x", "outcome": "adverse"},
-                                {"treatment_id": "q", "outcome": 1},
-                                {"treatment_id": "y", "outcome": "responded", "timestamp": "2020-01-01"},
-                                {"treatment_id": "y", "outcome": "no_response", "timestamp": "2021-01-01"}],
-                               conditions=["c2", "zz"])
+    record = encode_patient(ds, [{"treatment_id": "x", "outcome": "adverse"},
+                                 {"treatment_id": "q", "outcome": 1},
+                                 {"treatment_id": "y", "outcome": "responded", "timestamp": "2020-01-01"},
+                                 {"treatment_id": "y", "outcome": "no_response", "timestamp": "2021-01-01"}],
+                            conditions=["c2", "zz"])
     assert record.tried.tolist() == [0, 1] and record.harmful.tolist() == [0]
     assert record.ignored == ["q", "zz"]
     row = record.row.toarray()[0]
     assert row[1] == -3  # latest y outcome (no_response) wins
     assert row[3 + ds.conditions.index_of("c2")] == ds.policy.side_value
     with pytest.raises(DataValidationError, match="outcome 'wonderful'"):
-        ds.encode_patient([{"treatment_id": "x", "outcome": "wonderful"}])
+        encode_patient(ds, [{"treatment_id": "x", "outcome": "wonderful"}])

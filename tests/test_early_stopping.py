@@ -12,7 +12,7 @@ from recommender.evaluation.evaluate import evaluate
 from recommender.exceptions import ParameterError
 from recommender.data.tables import validate_tables
 from recommender.models import make_model
-from recommender.models.factorization import Validation
+from recommender.evaluation.validation import Validation
 from recommender.data.splits import leave_last, leave_last_episode
 from recommender.data.synthetic.planted import generate_cohort
 
@@ -46,7 +46,7 @@ def test_early_stopping_needs_validation_rows(dataset):
 def test_stops_on_a_plateau_and_keeps_the_best_sweep(split, dataset):
     validation = Validation(split.test)
     model = make_model("als", factors=8, iterations=40, early_stopping=1, tol=1e-3)
-    model.fit(dataset, validation=validation)
+    model.fit(dataset, callback=validation.callback(model))
     scores = model.validation_scores_
     assert model.n_iterations_ == len(scores) < 40
     assert model.best_iteration_ <= model.n_iterations_
@@ -57,7 +57,7 @@ def test_stops_on_a_plateau_and_keeps_the_best_sweep(split, dataset):
 
 def test_patience_counts_sweeps_without_a_gain(split, dataset):
     model = make_model("als", factors=8, iterations=40, early_stopping=3, tol=1.0)  # never gains
-    model.fit(dataset, validation=Validation(split.test))
+    model.fit(dataset, callback=Validation(split.test).callback(model))
     assert model.best_iteration_ == 1 and model.n_iterations_ == 4
 
 
@@ -88,14 +88,15 @@ def test_a_failed_fit_leaves_no_fitted_model(split, dataset):
 
     model = make_model("als", factors=4, early_stopping=1)
     with pytest.raises(RuntimeError, match="boom"):
-        model.fit(dataset, validation=Broken(split.test))
+        model.fit(dataset, callback=Broken(split.test).callback(model))
     assert not model.is_fitted
 
 
 def test_validation_without_a_relevant_query_is_refused(split, dataset):
     failed = split.test.assign(outcome=-1.0)
     with pytest.raises(ParameterError, match="nothing to stop on"):
-        make_model("als", factors=4, early_stopping=1).fit(dataset, validation=Validation(failed))
+        model = make_model("als", factors=4, early_stopping=1)
+        model.fit(dataset, callback=Validation(failed).callback(model))
 
 
 @pytest.mark.parametrize("param,value", [("early_stopping", 0), ("tol", -1.0),
@@ -110,7 +111,7 @@ def test_params_round_trip_and_artifacts_load(split, dataset, tmp_path):
     validation = Validation(leave_last(split.train).test)
     model = make_model("als", factors=4, iterations=6, early_stopping=2, init_fraction=0.5)
     assert model.clone().get_params() == model.get_params()
-    model.fit(dataset, validation=validation)
+    model.fit(dataset, callback=validation.callback(model))
     loaded = load_artifact(model.save(tmp_path / "a")).model
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.item_factors_, model.item_factors_)

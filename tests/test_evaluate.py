@@ -10,19 +10,15 @@ import pytest
 from recommender.data import splits as S
 from recommender.cli import main
 from recommender.data.dataset import Dataset
-from recommender.evaluation.evaluate import (
-    EvaluationResult,
-    build_queries,
-    evaluate,
-    evaluate_planted,
-    evaluate_split,
-    named_models,
-)
+from recommender.evaluation.evaluate import EvaluationResult, evaluate, evaluate_split
+from recommender.evaluation.queries import build_queries
+from recommender.evaluation.planted import evaluate_planted
+from recommender.evaluation.spec import named_models
 from recommender.exceptions import ParameterError
 from recommender.data.tables import read_tables, validate_tables, write_tables
 from recommender.models import make_model
 from recommender.evaluation.report import PLOT, write_report
-from recommender.ranking.safety import SafetyPolicy
+from recommender.data.policies import SafetyPolicy
 
 FAST = {"popular": "popular", "condition-popular": "condition-popular",
         "als": make_model("als", factors=8, iterations=3), "cosine": "cosine"}

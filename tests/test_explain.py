@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from recommender.data.dataset import Dataset
-from recommender.ranking.explain import wilson_interval
+from recommender.ranking.evidence import wilson_interval
 from recommender.models import make_model
 from recommender.models.base import positive_part
 from tests.cohorts import checkerboard
@@ -89,7 +89,7 @@ def test_warmed_evidence_equals_evidence_computed_on_demand(data):
     what it remembers is what a cold dataset computes, and the cap is respected."""
     import numpy as np
 
-    from recommender.ranking.explain import evidence_many, warm_evidence
+    from recommender.ranking.evidence import evidence_many, warm_evidence
 
     tables, _, _ = data
     warm, cold = Dataset.from_tables(tables), Dataset.from_tables(tables)

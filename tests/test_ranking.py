@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from recommender.data.dataset import Dataset
 from recommender.exceptions import UnknownIdError
 from recommender.models import MODELS, make_model
-from recommender.ranking.core import recommend_known_conditions, recommend_unknown_conditions, top_k
+from recommender.ranking import recommend_known_conditions, recommend_unknown_conditions, top_k
 from tests.cohorts import random_cohort
 
 FAST = {"als": {"factors": 4, "iterations": 3}, "bpr": {"factors": 4, "iterations": 5},
@@ -207,8 +207,9 @@ def test_top_among_candidates_equals_masking_every_score(data):
     import scipy.sparse as sp
     from types import SimpleNamespace
 
-    from recommender.ranking.core import _top_candidates, mask_scores
-    from recommender.ranking.safety import SafetyPolicy
+    from recommender.ranking.single import _top_candidates
+    from recommender.ranking import mask_scores
+    from recommender.data.policies import SafetyPolicy
 
     n_t = data.draw(st.integers(1, 40))
     values = st.sampled_from([0.0, 0.5, -1.0, 2.0, np.nan, np.inf, -np.inf]) | st.floats(-3, 3, width=32)

@@ -8,7 +8,7 @@ from recommender.data.dataset import Dataset
 from recommender.exceptions import ParameterError
 from recommender.data.tables import validate_tables
 from recommender.models import make_model
-from recommender.ranking.safety import SafetyPolicy
+from recommender.data.policies import SafetyPolicy
 
 
 def cohort(min_support=3, on_x_days_before_latest=10):
@@ -81,7 +81,7 @@ def test_one_patient_rules_equal_the_batch_rules(seed):
     import numpy as np
 
     from recommender.ranking import safety
-    from recommender.models.base import Query
+    from recommender.data.patient import Query
     from tests.cohorts import random_cohort
 
     dataset = Dataset.from_tables(random_cohort(seed, n_patients=40, n_treatments=12, n_rows=300))

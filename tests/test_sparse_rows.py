@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from recommender.utils import sparse_rows
 from recommender.data.dataset import Dataset
 from recommender.models import make_model
-from recommender.models.base import Query
+from recommender.data.patient import Query
 from tests.cohorts import checkerboard
 
 
@@ -82,7 +82,7 @@ def test_als_contributions_equal_implicit_explain(als):
 def test_als_strongest_contributions_equal_the_generic_choice(als):
     """ALS picks its strongest contributions in numpy; the result is the generic
     per-pair choice (magnitude order, ties as in contributions, small ones dropped)."""
-    from recommender.ranking.explain import strongest
+    from recommender.ranking.contributions import strongest
     from recommender.models.base import Recommender
 
     dataset = als.dataset_

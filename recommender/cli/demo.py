@@ -23,7 +23,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..models.persistence import load_artifact
-    from ..evaluation.evaluate import evaluate_planted, evaluate_split
+    from ..evaluation.planted import evaluate_planted
+    from ..evaluation.evaluate import evaluate_split
     from ..data.tables import read_tables
     from ..evaluation.report import write_report
     from ..data.splits import leave_last

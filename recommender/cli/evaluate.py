@@ -76,7 +76,8 @@ def seeded_models(kinds: list[str], seed: int) -> dict:
 
 
 def run(args) -> int:
-    from ..evaluation.evaluate import evaluate_planted, evaluate_split
+    from ..evaluation.planted import evaluate_planted
+    from ..evaluation.evaluate import evaluate_split
     from ..data.tables import find_table, read_tables
     from ..evaluation.report import write_report
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.policies import ConfidencePolicy
-from ..data.dataset import SideInfo
+from ..data.side_info import SideInfo
 from ..models import MODELS
 from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 

@@ -53,7 +53,7 @@ def run(args) -> int:
     if not args.out:
         raise DataValidationError("--out is required with --requests and --all", column="--out")
     if args.all:
-        from ..ranking.core import recommend_all
+        from ..ranking import recommend_all
         frame = recommend_all(model, k=args.k, condition_id=args.condition,
                               include_tried=args.include_tried, show_progress=sys.stderr.isatty())
         patients = model.dataset_.patients.external_ids

@@ -6,7 +6,7 @@ import sys
 
 from ..exceptions import ParameterError
 from ..models import MODELS
-from ..ranking.safety import SafetyPolicy
+from ..data.policies import SafetyPolicy
 from .options import (
     add_data_options,
     add_key_option,

@@ -1,5 +1,6 @@
-"""The outcome -> confidence policy: what value each outcome puts into the training matrix.
+"""Policies of a dataset: how outcomes become confidences, and the tunable parts of the safety rules.
 
+:class:`ConfidencePolicy` decides what value each outcome puts into the training matrix.
 implicit's ALS reads a matrix value ``v`` as preference 1 with confidence ``alpha * v`` when
 ``v > 0`` and preference 0 with confidence ``alpha * |v|`` when ``v < 0``; a missing entry is
 preference 0 with confidence 1. So a positive value at or below ``1 / alpha`` is no more
@@ -16,6 +17,10 @@ side-information column       1             ``+(1 + alpha * side_weight)``
 
 With the defaults (alpha 4, threshold 0, floor 0.5): responded 5.0, partial 3.0,
 no_response -3.0, worsened -3.0, adverse -5.0, a diagnosis column 3.0.
+
+:class:`SafetyPolicy` holds the tunable thresholds of the safety rules, whose logic lives in
+:mod:`recommender.ranking.safety`; ``SEVERITY_CODES`` codes the ``interactions`` table's
+severities as the dataset stores them.
 """
 from __future__ import annotations
 
@@ -75,6 +80,36 @@ class ConfidencePolicy:
     def side_value(self) -> float:
         """Matrix value of a side-information column."""
         return float(1.0 + self.alpha * self.side_weight)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SEVERE, MODERATE = 2, 1
+SEVERITY_CODES = {"severe": SEVERE, "moderate": MODERATE}
+
+
+@dataclass(frozen=True)
+class SafetyPolicy:
+    """Tunable parts of the safety rules (the rules themselves are not optional).
+
+    Parameters
+    ----------
+    min_support : int
+        A treatment received by fewer patients than this in the training data is not offered.
+    active_window_days : int
+        A treatment that worked and started within this many days of the patient's latest
+        recorded outcome counts as active for the interaction check.
+    """
+
+    min_support: int = 3
+    active_window_days: int = 180
+
+    def __post_init__(self):
+        for name in ("min_support", "active_window_days"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ParameterError(f"SafetyPolicy.{name} must be a whole number >= 0; got {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,9 +1,7 @@
 """Offline evaluation: fit models on a training split and rank the held-out treatments.
 
-A *query* is a group of held-out outcome rows sharing (patient_id, condition_id): "what should
-this patient try next for this condition?". With ``by_condition`` (the default) a query that
-names a condition ranks only the treatments recorded for it in the training data, as the
-service does; otherwise every query is one patient and ranks every treatment.
+Queries are groups of held-out outcome rows sharing (patient_id, condition_id)
+(:mod:`recommender.evaluation.queries`).
 
 Ranking goes through :func:`recommender.ranking.rank_patients`, so the safety exclusions
 (previous harm, contraindication, already tried in ``train``) apply exactly as in production.
@@ -24,38 +22,34 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import metrics
 from ..columns import Columns as C
-from ..data.policies import ConfidencePolicy
-from ..data.dataset import Dataset, SideInfo
-from ..exceptions import DataValidationError, ParameterError
-from ..data.tables import CohortTables, find_table, read_tables
-from ..utils.jsonable import jsonable  # noqa: F401  (re-exported for audit and tune)
-from ..models import Recommender, make_model
-from ..ranking.core import rank_patients
-from ..ranking.safety import SafetyPolicy
+from ..data.dataset import Dataset
+from ..data.policies import ConfidencePolicy, SafetyPolicy
+from ..data.side_info import SideInfo
 from ..data.splits import Split
+from ..data.tables import CohortTables
+from ..exceptions import ParameterError
+from ..models import Recommender
+from ..ranking import rank_patients
+from ..utils.jsonable import jsonable
+from . import metrics
+from .planted import PlantedResult
+from .queries import Queries, build_queries, condition_batches
+from .spec import ModelSpec, check_ks, named_models, tqdm_disable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KS = (1, 3, 5, 10, 20)
+
+
 RANKING_METRICS = ("precision", "recall", "hit", "map", "ndcg")
-#: Cells of one (queries x treatments) batch; bounds the memory of a full ranking.
-BATCH_CELLS = 1 << 22
-HELD_OUT = "held_out"
-HELD_OUT_COLUMNS = (C.patient, C.condition, "best_treatment_id", "bayes_hit_probability")
 
-ModelSpec = Union[str, Recommender]
-
-
-# --- results ------------------------------------------------------------------------------------
 
 @dataclass
 class ModelResult:
@@ -98,7 +92,7 @@ class EvaluationResult:
     ks: tuple[int, ...]
     models: dict[str, ModelResult]
     split: dict | None = None
-    planted: "PlantedResult | None" = None
+    planted: PlantedResult | None = None
 
     def summary_frame(self) -> pd.DataFrame:
         """One row per model: the metrics at ``k``, MRR, outcome AUC, harm rank and timings."""
@@ -122,30 +116,6 @@ class EvaluationResult:
                 "models": {name: r.to_dict() for name, r in self.models.items()},
                 "planted": self.planted.to_dict() if self.planted else None}
 
-
-@dataclass
-class Queries:
-    """Held-out rows encoded against a Dataset.
-
-    Attributes
-    ----------
-    frame : DataFrame
-        One row per query: patient_id, condition_id (None when unrestricted), patient and
-        condition (dataset indices; condition -1 for none).
-    items : DataFrame
-        One row per (query, treatment): query (row of ``frame``), treatment (index), outcome
-        (latest held-out outcome), worked, harmful (any held-out row adverse or below the
-        dataset's ``harm_threshold``).
-    """
-
-    frame: pd.DataFrame
-    items: pd.DataFrame
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-
-# --- entry points -------------------------------------------------------------------------------
 
 def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
              train: CohortTables, test: pd.DataFrame, k: int = 10,
@@ -215,55 +185,6 @@ def evaluate_model(model: Recommender, dataset: Dataset, queries: Queries, ks: S
                        rank_seconds=rank_seconds, queries=per_query, summary=summary, model=model)
 
 
-# --- queries ------------------------------------------------------------------------------------
-
-def build_queries(dataset: Dataset, test: pd.DataFrame, by_condition: bool = True) -> Queries:
-    """Group held-out rows into queries and encode them (see :class:`Queries`)."""
-    rows = _encode_rows(dataset, test, by_condition)
-    items = (rows.sort_values(["time", "position"], na_position="first", kind="stable")
-             .groupby(["query", "treatment"], sort=True)
-             .agg(outcome=("outcome", "last"), harmful=("harm", "any")).reset_index())
-    items["worked"] = dataset.policy.worked(items["outcome"].to_numpy())
-    return Queries(frame=_query_frame(dataset, rows), items=items)
-
-
-def _encode_rows(dataset: Dataset, test: pd.DataFrame, by_condition: bool) -> pd.DataFrame:
-    """Held-out rows as indices, with their query number (first appearance order)."""
-    rows = pd.DataFrame({
-        "patient": dataset.patients.to_internal(test[C.patient]),
-        "condition": (condition_indices(dataset, test[C.condition]) if by_condition
-                      else np.full(len(test), -1, np.int64)),
-        "treatment": dataset.treatments.to_internal(test[C.treatment]),
-        "outcome": test[C.outcome].to_numpy(np.float32),
-        "harm": ((test[C.adverse].to_numpy() == 1)
-                 | (test[C.outcome].to_numpy() < dataset.harm_threshold)),
-        "time": test[C.timestamp].reset_index(drop=True), "position": np.arange(len(test)),
-    })
-    rows["query"] = pd.factorize(pd.MultiIndex.from_arrays([rows["patient"], rows["condition"]]))[0]
-    return rows
-
-
-def _query_frame(dataset: Dataset, rows: pd.DataFrame) -> pd.DataFrame:
-    first = rows.drop_duplicates("query").sort_values("query")
-    condition = first["condition"].to_numpy()
-    condition_ids = np.full(len(first), None, dtype=object)
-    condition_ids[condition >= 0] = dataset.conditions.to_external(condition[condition >= 0])
-    return pd.DataFrame({
-        C.patient: dataset.patients.to_external(first["patient"]), C.condition: condition_ids,
-        "patient": first["patient"].to_numpy(), "condition": condition,
-    })
-
-
-def condition_indices(dataset: Dataset, condition_ids: pd.Series) -> np.ndarray:
-    """Condition indices (n,) int64 of ids, -1 for missing ones; unknown ids raise UnknownIdError."""
-    result = np.full(len(condition_ids), -1, np.int64)
-    present = condition_ids.notna().to_numpy()
-    result[present] = dataset.conditions.to_internal(condition_ids[present])
-    return result
-
-
-# --- ranking ------------------------------------------------------------------------------------
-
 @dataclass
 class _Ranked:
     """What the metrics need from one model's full rankings of every query."""
@@ -292,20 +213,6 @@ def _rank_queries(model: Recommender, dataset: Dataset, queries: Queries, depth:
     return out
 
 
-def condition_batches(dataset: Dataset, conditions: np.ndarray):
-    """Yield (condition, candidates, positions) batches of requests that share a condition.
-
-    ``conditions`` (n,) holds condition indices (-1: none); ``candidates`` is None or the
-    condition's treatment indices. Batches are sized so a full (batch, n_t) ranking stays small.
-    """
-    batch = max(1, min(4096, BATCH_CELLS // max(dataset.n_treatments, 1)))
-    for condition in np.unique(conditions):
-        candidates = dataset.candidates(condition) if condition >= 0 else None
-        positions = np.flatnonzero(conditions == condition)
-        for start in range(0, len(positions), batch):
-            yield int(condition), candidates, positions[start:start + batch]
-
-
 def _rank_chunk(model, dataset, queries, chunk, items, condition, candidates, out: _Ranked) -> None:
     """Rank the queries ``chunk`` (one condition) over every treatment and fill ``out``."""
     n_t = dataset.n_treatments
@@ -329,8 +236,6 @@ def _rank_chunk(model, dataset, queries, chunk, items, condition, candidates, ou
     out.rr[chunk] = metrics.reciprocal_rank(hits)
     out.item_rank[items], out.item_score[items] = rank[local, treatment], score[local, treatment]
 
-
-# --- metrics ------------------------------------------------------------------------------------
 
 def _per_query(queries: Queries, ranked: _Ranked, ks: Sequence[int]) -> pd.DataFrame:
     items, n = queries.items, len(queries)
@@ -367,127 +272,3 @@ def _summary(per_query: pd.DataFrame, ranked: _Ranked, ks: Sequence[int], n_item
         "n_queries_harm": int(per_query["harm_rank"].notna().sum()),
     })
     return summary
-
-
-# --- the planted cohort -------------------------------------------------------------------------
-
-@dataclass
-class PlantedResult:
-    """Hit@1 against the planted best therapy of each held-out episode, with reference rates.
-
-    ``bayes_rate`` is the mean of ``bayes_hit_probability`` (what a model that knew the
-    generator could expect) and ``popularity_rate`` the mean of ``popularity_hit_probability``
-    (the per-condition popularity rule), None when the file lacks that column.
-    """
-
-    hit_at_1: dict[str, float]
-    bayes_rate: float
-    popularity_rate: float | None
-    n_episodes: int
-    fit_seconds: dict[str, float]
-
-    def to_dict(self) -> dict:
-        return jsonable({"hit@1": self.hit_at_1, "bayes_rate": self.bayes_rate,
-                          "popularity_rate": self.popularity_rate, "n_episodes": self.n_episodes,
-                          "fit_seconds": self.fit_seconds})
-
-
-def evaluate_planted(models, data_dir: str | Path, *, policy: ConfidencePolicy | None = None,
-                     side_info: SideInfo | None = None,
-                     show_progress: bool | None = None) -> PlantedResult:
-    """Train on every table in ``data_dir`` and check rank 1 against ``held_out``'s best therapy.
-
-    The held-out episodes (``held_out.csv`` from ``recommender generate``) are not in the
-    outcomes; each asks for the known patient ``patient_id`` with ``condition_id``.
-
-    Raises
-    ------
-    DataValidationError
-        If the folder has no held_out table or it lacks a required column.
-    """
-    tables = read_tables(data_dir)
-    held = read_held_out(Path(data_dir))
-    dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info)
-    hits, fit_seconds = {}, {}
-    for name, model in tqdm(named_models(models).items(), desc="planted", unit="model",
-                            disable=tqdm_disable(show_progress)):
-        started = time.perf_counter()
-        model.fit(dataset, show_progress=False)
-        fit_seconds[name] = time.perf_counter() - started
-        hits[name] = _planted_hit_rate(model, held)
-    popularity = held.get("popularity_hit_probability")
-    return PlantedResult(hit_at_1=hits, bayes_rate=_column_mean(held["bayes_hit_probability"]),
-                         popularity_rate=None if popularity is None else _column_mean(popularity),
-                         n_episodes=len(held), fit_seconds=fit_seconds)
-
-
-def read_held_out(folder: Path) -> pd.DataFrame:
-    """The ``held_out`` table of a generated cohort (csv, csv.gz or parquet)."""
-    path = find_table(folder, HELD_OUT)
-    if path is None:
-        raise DataValidationError("no held_out table (held_out.csv), which `recommender "
-                                  "generate` writes; planted evaluation needs it", file=str(folder))
-    held = (pd.read_parquet(path) if path.suffix == ".parquet"
-            else pd.read_csv(path, dtype=str, keep_default_na=False))
-    missing = [c for c in HELD_OUT_COLUMNS if c not in held]
-    if missing:
-        raise DataValidationError(f"missing required column(s) {missing}", file=str(path),
-                                  column=missing[0])
-    for column in (C.patient, C.condition, "best_treatment_id"):
-        held[column] = held[column].astype(str).str.strip()
-    held[C.condition] = held[C.condition].where(held[C.condition] != "", None)
-    return held
-
-
-def _planted_hit_rate(model: Recommender, held: pd.DataFrame) -> float:
-    """Share of held-out episodes whose rank-1 treatment is the planted best one."""
-    if len(held) == 0:
-        return float("nan")
-    dataset = model.dataset_
-    patients = dataset.patients.to_internal(held[C.patient])
-    best = dataset.treatments.to_internal(held["best_treatment_id"], strict=False)  # -1: a miss
-    conditions = condition_indices(dataset, held[C.condition])
-    first = np.full(len(held), -1, np.int64)
-    for condition, candidates, chunk in condition_batches(dataset, conditions):
-        idx, _ = rank_patients(model, patients[chunk], condition, candidates, 1, include_tried=False)
-        first[chunk] = idx[:, 0]
-    return float(((first == best) & (best >= 0)).mean())
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-def check_ks(k: int, ks: Sequence[int] | None) -> tuple[int, ...]:
-    """Sorted distinct cut-offs including ``k``; each must be a positive int."""
-    values = list(DEFAULT_KS if ks is None else ks) + [k]
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ParameterError(f"k must be a positive int; got {value!r}")
-    return tuple(sorted({int(v) for v in values}))
-
-
-def named_models(models) -> dict[str, Recommender]:
-    """Fresh unfitted models by display name from kinds, instances, a sequence or a mapping."""
-    if isinstance(models, (str, Recommender)):
-        models = [models]
-    pairs = (list(models.items()) if isinstance(models, Mapping)
-             else [(None, spec) for spec in models])
-    if not pairs:
-        raise ParameterError("no model to evaluate; pass at least one model kind or instance")
-    named: dict[str, Recommender] = {}
-    for name, spec in pairs:
-        model = make_model(spec) if isinstance(spec, str) else spec.clone()
-        name = name or model.kind
-        base, n = name, 2
-        while name in named:
-            name, n = f"{base}-{n}", n + 1
-        named[name] = model
-    return named
-
-
-def tqdm_disable(show_progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None lets tqdm show the bar only on a terminal."""
-    return None if show_progress is None else not show_progress
-
-
-def _column_mean(values: pd.Series) -> float:
-    return float(pd.to_numeric(values, errors="coerce").mean())

@@ -23,8 +23,12 @@ from tqdm.auto import tqdm
 
 from ..models.persistence import load_artifact
 from ..data.policies import ConfidencePolicy
-from ..data.dataset import Dataset, SideInfo
-from .evaluate import RANKING_METRICS, build_queries, evaluate_model, jsonable, tqdm_disable
+from ..data.dataset import Dataset
+from ..data.side_info import SideInfo
+from .evaluate import RANKING_METRICS, evaluate_model
+from .queries import build_queries
+from ..utils.jsonable import jsonable
+from .spec import tqdm_disable
 from ..exceptions import ParameterError
 from ..utils.fileutil import atomic_file
 from ..data.tables import CohortTables

@@ -5,11 +5,12 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.linalg import lapack
 
-from ..utils import sparse_rows
-from ..ranking.explain import MIN_CONTRIBUTION
+from ..data.patient import Query
 from ..exceptions import ParameterError
-from .base import Query, integer, optional_seed, real
-from .factorization import EarlyStopping, FactorModel, StopTraining, Validation
+from ..ranking.contributions import MIN_CONTRIBUTION
+from ..utils import sparse_rows
+from .factorization import FactorModel, SweepCallback, SweepMonitor, StopTraining
+from .params import integer, optional_seed, real
 
 
 class ALSRecommender(FactorModel):
@@ -32,11 +33,11 @@ class ALSRecommender(FactorModel):
     random_state : int or None
         Seed of the initial factors.
     early_stopping : int or None
-        With ``fit(dataset, validation=...)``: stop after this many sweeps in a row without a
-        validation NDCG gain above ``tol`` and keep the best sweep's factors (``iterations``
-        is then the most sweeps run). None trains ``iterations`` sweeps.
+        With a scoring ``fit(dataset, callback=...)``: stop after this many sweeps in a row
+        without a validation gain above ``tol`` and keep the best sweep's factors
+        (``iterations`` is then the most sweeps run). None trains ``iterations`` sweeps.
     tol : float
-        Smallest validation NDCG gain that counts as an improvement.
+        Smallest validation gain that counts as an improvement.
     init_fraction : float or None
         Warm start: first fit ``init_iterations`` sweeps on the rows of this fraction of the
         patients (drawn with ``random_state``) and start the full sweeps from those treatment
@@ -81,22 +82,24 @@ class ALSRecommender(FactorModel):
         self.init_iterations = init_iterations
 
     def fit(self, dataset, show_progress: bool = False,
-            validation: Validation | None = None) -> "ALSRecommender":
+            callback: SweepCallback | None = None) -> "ALSRecommender":
         """Learn from ``dataset``; returns self.
 
-        ``validation`` (a :class:`~recommender.models.factorization.Validation` of held-out
-        rows) is required with ``early_stopping`` and scored after every sweep.
+        ``callback(iteration, elapsed, loss)`` is called after every sweep, as implicit calls
+        its own, with this model's factors set to the sweep's; with ``early_stopping`` it must
+        return the sweep's validation score (higher is better), e.g.
+        ``Validation(held_out_rows).callback(model)`` from :mod:`recommender.evaluation`.
         """
         self._validate_params()
-        if self.early_stopping is not None and validation is None:
+        if self.early_stopping is not None and callback is None:
             raise ParameterError("early_stopping needs validation rows: call fit(dataset, "
-                                 "validation=Validation(held_out_rows)) or set "
+                                 "callback=Validation(held_out_rows).callback(model)) or set "
                                  "early_stopping=None")
-        self._validation = validation
+        self._callback = callback
         try:
             return super().fit(dataset, show_progress=show_progress)
         finally:
-            del self._validation
+            del self._callback
 
     def _implicit_model(self, iterations: int | None = None) -> AlternatingLeastSquares:
         """A fresh CPU implicit model with these hyperparameters (never the GPU factory)."""
@@ -111,23 +114,24 @@ class ALSRecommender(FactorModel):
         if self.init_fraction is not None:
             model.item_factors = self._warm_start(dataset.matrix)
             model.user_factors = np.zeros((dataset.matrix.shape[0], self.factors), np.float32)
-        validation = self.__dict__.get("_validation")
-        if self.early_stopping is None or validation is None:
+        callback = self.__dict__.get("_callback")
+        if callback is None:
             model.fit(dataset.matrix, show_progress=show_progress)
             self.user_factors_, self.item_factors_ = model.user_factors, model.item_factors
             self.n_iterations_ = self.iterations
             return
-        monitor = EarlyStopping(self, dataset, model, validation, self.early_stopping, self.tol)
+        monitor = SweepMonitor(self, dataset, model, callback, self.early_stopping, self.tol)
         try:
             model.fit(dataset.matrix, show_progress=show_progress, callback=monitor)
         except StopTraining:
             pass
         finally:
             self.__dict__.pop("dataset_", None)  # set again by fit() only when fitting succeeded
-        self.user_factors_, self.item_factors_ = monitor.best
+        self.user_factors_, self.item_factors_ = monitor.kept()
         self.n_iterations_ = len(monitor.scores)
-        self.best_iteration_ = monitor.best_iteration
-        self.validation_scores_ = monitor.scores
+        if self.early_stopping is not None:
+            self.best_iteration_ = monitor.best_iteration
+            self.validation_scores_ = monitor.scores
 
     def _warm_start(self, matrix) -> np.ndarray:
         """Treatment (column) factors fitted on a random ``init_fraction`` of the patient rows."""

@@ -7,65 +7,21 @@ model family only implements ``_fit``, ``_score`` and its array state.
 """
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.dataset import Dataset
+from ..data.patient import Query
 from ..exceptions import NotFittedError, ParameterError
-from ..utils.sparse_rows import take_rows
+from ..ranking import (RecommendationList, check_k, recommend_known, recommend_many,
+                       recommend_unknown, top_k)
+from ..ranking.contributions import leave_one_out, strongest
 from ..utils.threads import single_threaded_blas
-
-if TYPE_CHECKING:  # imported lazily at run time to keep the module graph acyclic
-    from ..data.dataset import Dataset
-    from ..ranking.core import RecommendationList
-
-
-@dataclass
-class Query:
-    """The patients to score.
-
-    Attributes
-    ----------
-    rows : CSR (n, n_t + n_f) float32
-        Each patient's matrix row (signed confidences, side columns included).
-    patients : ndarray of int, shape (n,), or None
-        Dataset indices of known patients; None for patients outside the training data.
-    conditions : ndarray of int, shape (n,)
-        Condition index each request asks about, -1 for none.
-    patient_conditions : CSR (n, n_c) bool
-        Each patient's diagnoses and allergies.
-    history : CSR (n, n_t) float32
-        Latest outcome per tried treatment (explicit zeros kept), as in ``Dataset.history``.
-    harmful : CSR (n, n_t) bool
-        Treatments that harmed the patient, as in ``Dataset.harmful``.
-    history_days : CSR (n, n_t) float32
-        Day of each ``history`` entry, as in ``Dataset.history_days``.
-    """
-
-    rows: sp.csr_matrix
-    patients: np.ndarray | None
-    conditions: np.ndarray
-    patient_conditions: sp.csr_matrix
-    history: sp.csr_matrix
-    harmful: sp.csr_matrix
-    history_days: sp.csr_matrix
-
-    @classmethod
-    def known(cls, dataset, patients: np.ndarray, conditions: np.ndarray) -> "Query":
-        """Query for patients in ``dataset`` (indices), each asking about ``conditions`` (-1: none)."""
-        return cls(rows=take_rows(dataset.matrix, patients), patients=patients,
-                   conditions=conditions,
-                   patient_conditions=take_rows(dataset.patient_conditions, patients),
-                   history=take_rows(dataset.history, patients),
-                   harmful=take_rows(dataset.harmful, patients),
-                   history_days=take_rows(dataset.history_days, patients))
-
-    def __len__(self) -> int:
-        return self.rows.shape[0]
+from . import persistence, registry
+from .params import Estimator
 
 
 def positive_part(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -76,72 +32,27 @@ def positive_part(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return result
 
 
-Check = tuple[Callable[[Any], bool], str]
+class Recommender(Estimator):
+    """Base class. Subclasses set ``kind``, ``_constraints`` and implement the private hooks.
 
-
-def integer(low: int, high: float = np.inf) -> Check:
-    return (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and low <= v <= high,
-            f"an int in the range [{low}, {high}]")
-
-
-def real(low: float, high: float = np.inf, low_open: bool = False) -> Check:
-    def ok(v):
-        return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and (
-            low < v if low_open else low <= v) and v <= high
-    return ok, f"a number in the range {'(' if low_open else '['}{low}, {high}]"
-
-
-def optional_seed() -> Check:
-    return (lambda v: v is None or (isinstance(v, (int, np.integer)) and v >= 0),
-            "None or a non-negative int")
-
-
-class Recommender:
-    """Base class. Subclasses set ``kind``, ``_constraints`` and implement the private hooks."""
+    A subclass with a ``kind`` is registered under it (:mod:`recommender.models.registry`), so
+    artifacts, the CLI and :func:`~recommender.models.registry.make_model` find it by name.
+    """
 
     kind: ClassVar[str] = ""
-    _constraints: ClassVar[Mapping[str, Check]] = {}
+    #: Whether ``score`` is ``patient_factors(query) @ item_factors_[:n_t].T`` whatever the
+    #: condition asked about (see :class:`~recommender.ranking.protocols.ScoringModel`); a
+    #: subclass that overrides ``_score`` of a factor model must set it back to False.
+    scores_are_factor_products: ClassVar[bool] = False
 
-    # --- estimator discipline -----------------------------------------------------------------
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [p.name for p in signature.parameters.values()
-                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Hyperparameters as given to ``__init__`` (``deep`` is accepted for sklearn parity)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params) -> "Recommender":
-        """Set hyperparameters; unknown names raise :class:`ParameterError`."""
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise ParameterError(f"{type(self).__name__} has no parameter {name!r}; "
-                                     f"valid: {sorted(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def clone(self) -> "Recommender":
-        """An unfitted copy with the same hyperparameters."""
-        return type(self)(**self.get_params())
-
-    def _validate_params(self) -> None:
-        for name, (check, expected) in self._constraints.items():
-            value = getattr(self, name)
-            if not check(value):
-                raise ParameterError(f"The {name!r} parameter of {type(self).__name__} must be "
-                                     f"{expected}. Got {value!r} instead.")
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            registry.register(cls)
 
     # --- fitting and scoring ------------------------------------------------------------------
 
-    def fit(self, dataset: "Dataset", show_progress: bool = False) -> "Recommender":
+    def fit(self, dataset: Dataset, show_progress: bool = False) -> "Recommender":
         """Learn from ``dataset`` (its ``matrix``, CSR (n_p, n_t + n_f)); returns self.
 
         BLAS is limited to one thread inside: implicit parallelises itself and is slower with
@@ -172,7 +83,7 @@ class Recommender:
             scores = self._score(query)
         return np.asarray(scores, dtype=np.float32)
 
-    def _fit(self, dataset: "Dataset", show_progress: bool) -> None:
+    def _fit(self, dataset: Dataset, show_progress: bool) -> None:
         raise NotImplementedError
 
     def _score(self, query: Query) -> np.ndarray:
@@ -196,15 +107,13 @@ class Recommender:
 
     def save(self, path, metrics: Mapping | None = None):
         """Write an artifact folder (see :mod:`recommender.models.persistence`); returns its path."""
-        from .persistence import save_artifact
         self.check_fitted()
-        return save_artifact(self, path, metrics=metrics)
+        return persistence.save_artifact(self, path, metrics=metrics)
 
     @classmethod
     def load(cls, path, mmap: bool = True) -> "Recommender":
         """Load an artifact written by :meth:`save`, verifying its checksums."""
-        from .persistence import load_artifact
-        model = load_artifact(path, mmap=mmap).model
+        model = persistence.load_artifact(path, mmap=mmap).model
         if cls is not Recommender and not isinstance(model, cls):
             raise ParameterError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
@@ -216,8 +125,7 @@ class Recommender:
 
     def contributions(self, query: Query, treatments: np.ndarray) -> list[list[tuple[int, float]]]:
         """For each treatment index, (matrix column, contribution to its score) pairs for the
-        single patient in ``query``; see :mod:`recommender.ranking.explain`."""
-        from ..ranking.explain import leave_one_out
+        single patient in ``query``; see :mod:`recommender.ranking.contributions`."""
         if not self.personalised:
             return [[] for _ in treatments]
         return leave_one_out(self, query, treatments)
@@ -227,7 +135,6 @@ class Recommender:
         """For each treatment index, the at most ``limit`` pairs of :meth:`contributions` whose
         magnitude is at least ``explain.MIN_CONTRIBUTION``, largest magnitude first (equal
         magnitudes keep the order of :meth:`contributions`)."""
-        from ..ranking.explain import strongest
         return [strongest(pairs, limit) for pairs in self.contributions(query, treatments)]
 
     # --- similar treatments --------------------------------------------------------------------
@@ -246,7 +153,6 @@ class Recommender:
     def similar(self, treatment_id: str, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` treatments most similar to ``treatment_id`` (cosine of the model's
         treatment vectors), most similar first, as (treatment_id, similarity) pairs."""
-        from ..ranking.core import check_k, top_k
         self.check_fitted()
         k = check_k(k)
         treatments = self.dataset_.treatments
@@ -269,13 +175,12 @@ class Recommender:
 
     def recommend(self, patient_id: str, k: int = 10, condition_id: str | None = None,
                   include_tried: bool = False, active_treatments: Iterable[str] | None = None,
-                  explain: bool = True) -> "RecommendationList":
+                  explain: bool = True) -> RecommendationList:
         """Top-k treatments for a patient in the training data, safety rules applied.
 
         ``active_treatments`` adds treatment ids to those the record shows as active (for the
         interaction check); ``explain`` attaches contributions and evidence to each item.
         """
-        from ..ranking.core import recommend_known
         return recommend_known(self, patient_id, k=k, condition_id=condition_id,
                                include_tried=include_tried, active_treatments=active_treatments,
                                explain=explain)
@@ -284,7 +189,6 @@ class Recommender:
                         condition_ids: Sequence[str | None] | None = None,
                         include_tried: bool = False, show_progress: bool = False) -> pd.DataFrame:
         """Top-k for many known patients: DataFrame (patient_id, condition_id, rank, treatment_id, score)."""
-        from ..ranking.core import recommend_many
         return recommend_many(self, patient_ids, k=k, condition_ids=condition_ids,
                               include_tried=include_tried, show_progress=show_progress)
 
@@ -292,9 +196,8 @@ class Recommender:
                       k: int = 10, condition_id: str | None = None, include_tried: bool = False,
                       sex: str | None = None, birth_year: int | None = None,
                       active_treatments: Iterable[str] | None = None,
-                      explain: bool = True) -> "RecommendationList":
+                      explain: bool = True) -> RecommendationList:
         """Top-k for a patient outside the training data, given their outcome history."""
-        from ..ranking.core import recommend_unknown
         return recommend_unknown(self, history, conditions, k=k, condition_id=condition_id,
                                  include_tried=include_tried, sex=sex, birth_year=birth_year,
                                  active_treatments=active_treatments, explain=explain)

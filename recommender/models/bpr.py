@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-from .base import integer, optional_seed, positive_part, real
+from .params import integer, optional_seed, real
+from .base import positive_part
 from .factorization import FactorModel
 
 

@@ -9,7 +9,9 @@ import scipy.sparse as sp
 from implicit.nearest_neighbours import BM25Recommender as _ImplicitBM25
 from implicit.nearest_neighbours import CosineRecommender as _ImplicitCosine
 
-from .base import Query, Recommender, integer, positive_part, real
+from ..data.patient import Query
+from .base import Recommender, positive_part
+from .params import integer, real
 
 
 class ItemKNNRecommender(Recommender):

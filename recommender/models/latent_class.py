@@ -25,7 +25,9 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from .base import Query, Recommender, integer, optional_seed, real
+from ..data.patient import Query
+from .base import Recommender
+from .params import integer, optional_seed, real
 
 RESPONDED, PARTIAL, FAILED, HARMED = range(4)
 N_BUCKETS = 4

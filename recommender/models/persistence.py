@@ -28,10 +28,11 @@ from typing import Mapping
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..data.pseudonym import SCHEME, Pseudonymizer
 from ..exceptions import ArtifactError
 from ..utils.fileutil import atomic_dir
 from ..utils.jsonable import jsonable
-from ..data.pseudonym import SCHEME, Pseudonymizer
+from .registry import MODELS
 
 FORMAT = "treatment-recommender-artifact"
 FORMAT_VERSION = 2  # 2: history_days, interactions, label_counts, safety, names
@@ -165,8 +166,6 @@ def load_artifact(path, mmap: bool = True, verify: bool = True,
     ArtifactError
         Missing folder, missing or modified file, unknown format or model type.
     """
-    from . import MODELS
-
     path = Path(path)
     manifest = read_manifest(path)
     if verify:

@@ -5,7 +5,9 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import Query, Recommender, real
+from ..data.patient import Query
+from .base import Recommender
+from .params import real
 
 
 class PopularRecommender(Recommender):

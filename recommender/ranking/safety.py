@@ -26,55 +26,20 @@ as working and started within ``active_window_days`` of the patient's latest rec
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.dataset import Dataset
+from ..data.patient import Query
+from ..data.policies import MODERATE, SEVERE
 from ..utils import sparse_rows
-from ..exceptions import ParameterError
 from ..utils.sparse_rows import row_arrays
-
-if TYPE_CHECKING:
-    from ..data.dataset import Dataset
-    from ..models.base import Query
 
 TRIED, HARM, CONTRAINDICATED, INTERACTION, LOW_EVIDENCE = 1, 2, 4, 8, 16
 #: Bit -> reason code, in reporting priority (the first that applies is the reason given).
 REASONS = {HARM: "previous_harm", CONTRAINDICATED: "contraindicated",
            INTERACTION: "severe_interaction", LOW_EVIDENCE: "insufficient_evidence",
            TRIED: "already_tried"}
-SEVERE, MODERATE = 2, 1
-SEVERITY_CODES = {"severe": SEVERE, "moderate": MODERATE}
-
-
-@dataclass(frozen=True)
-class SafetyPolicy:
-    """Tunable parts of the safety rules (the rules themselves are not optional).
-
-    Parameters
-    ----------
-    min_support : int
-        A treatment received by fewer patients than this in the training data is not offered.
-    active_window_days : int
-        A treatment that worked and started within this many days of the patient's latest
-        recorded outcome counts as active for the interaction check.
-    """
-
-    min_support: int = 3
-    active_window_days: int = 180
-
-    def __post_init__(self):
-        for name in ("min_support", "active_window_days"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ParameterError(f"SafetyPolicy.{name} must be a whole number >= 0; got {value!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _bits(pattern: sp.csr_matrix, bit: int) -> sp.csr_matrix:
     """Int8 CSR with ``bit`` wherever ``pattern`` has an entry (duplicates merged)."""
     result = sp.csr_matrix((np.full(pattern.nnz, bit, np.int8), pattern.indices, pattern.indptr),
@@ -84,7 +49,7 @@ def _bits(pattern: sp.csr_matrix, bit: int) -> sp.csr_matrix:
     return result
 
 
-def active_treatments(dataset: "Dataset", query: "Query",
+def active_treatments(dataset: Dataset, query: Query,
                       requested: sp.csr_matrix | None = None) -> sp.csr_matrix:
     """Boolean CSR (n, n_t): each patient's active treatments (see the module docstring)."""
     history, days = query.history, query.history_days
@@ -106,7 +71,7 @@ def active_treatments(dataset: "Dataset", query: "Query",
     return active
 
 
-def patient_active(dataset: "Dataset", query: "Query") -> list[int]:
+def patient_active(dataset: Dataset, query: Query) -> list[int]:
     """The active treatments (sorted indices) the record of the single patient of ``query``
     shows: what :func:`active_treatments` gives that patient, without sparse matrices."""
     history, days = query.history, query.history_days
@@ -118,7 +83,7 @@ def patient_active(dataset: "Dataset", query: "Query") -> list[int]:
     return history.indices[recent].tolist()  # a canonical row's columns: sorted, unique
 
 
-def patient_codes(dataset: "Dataset", query: "Query", include_tried: bool,
+def patient_codes(dataset: Dataset, query: Query, include_tried: bool,
                   active: list[int]) -> dict[int, int]:
     """Treatment index -> bitmask of the rules excluding it, for the single patient of
     ``query`` with the ``active`` treatment indices: the entries of its row of
@@ -137,7 +102,7 @@ def patient_codes(dataset: "Dataset", query: "Query", include_tried: bool,
     return codes
 
 
-def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
+def exclusion_codes(dataset: Dataset, query: Query, include_tried: bool,
                     active: sp.csr_matrix) -> sp.csr_matrix:
     """Bitmask CSR (n, n_t) int8 of the per-patient rules that exclude each treatment.
 
@@ -159,7 +124,7 @@ def exclusion_codes(dataset: "Dataset", query: "Query", include_tried: bool,
     return codes.astype(np.int8).tocsr()
 
 
-def _single_row_codes(dataset: "Dataset", query: "Query", include_tried: bool,
+def _single_row_codes(dataset: Dataset, query: Query, include_tried: bool,
                       active: sp.csr_matrix) -> sp.csr_matrix:
     """:func:`exclusion_codes` for one patient: :func:`patient_codes` as a (1, n_t) row."""
     return codes_row(patient_codes(dataset, query, include_tried,
@@ -180,14 +145,14 @@ def _nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> list[tuple[np.nda
     return [row_arrays(matrix, r) for r in filled.tolist()]
 
 
-def low_evidence(dataset: "Dataset", treatments: np.ndarray | None = None) -> np.ndarray:
+def low_evidence(dataset: Dataset, treatments: np.ndarray | None = None) -> np.ndarray:
     """Boolean (n_t,), or (len(treatments),) for those indices: treatments received by fewer
     than ``min_support`` patients."""
     support = dataset.treatment_support if treatments is None else dataset.treatment_support[treatments]
     return support < dataset.safety.min_support
 
 
-def moderate_partners(dataset: "Dataset", active: np.ndarray) -> dict[int, list[int]]:
+def moderate_partners(dataset: Dataset, active: np.ndarray) -> dict[int, list[int]]:
     """Treatment index -> the active treatments (sorted indices) it interacts moderately with.
 
     Read from the active treatments' rows (``interactions`` is symmetric), so the cost grows
@@ -207,7 +172,7 @@ def primary_reason(code: int) -> str:
     return next(reason for bit, reason in REASONS.items() if code & bit)
 
 
-def describe(dataset: "Dataset", treatment: int, code: int, conditions: np.ndarray,
+def describe(dataset: Dataset, treatment: int, code: int, conditions: np.ndarray,
              active: np.ndarray) -> str:
     """A sentence a clinician can read about why ``treatment`` is excluded."""
     if code & HARM:

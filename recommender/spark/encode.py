@@ -37,17 +37,18 @@ from ..columns import OUTCOME_LABELS, TABLE_EXTENSIONS
 from ..columns import Columns as C
 from ..columns import Tables as T
 from ..data.policies import ConfidencePolicy
-from ..data.dataset import Dataset, SideInfo
-# The Dataset's own helpers, so that both encodings build identical matrices from the same facts.
-from ..data.dataset import (_csr, _demographics, _feature_ids, _interaction_matrix, _names,  # noqa: F401
-                       _pattern)
+from ..data.dataset import Dataset
+from ..data.side_info import SideInfo
+# The Dataset's own builders, so that both encodings build identical matrices from the same facts.
+from ..data.matrices import csr_of, demographics_of, display_names, interaction_matrix, pattern_of
+from ..data.side_info import feature_ids
 from ..exceptions import DataValidationError, RecommenderError
 from ..data.ids import IdMap
 from ..data.tables import ID_COLUMNS, REQUIRED, SEVERITIES
 from ..data.pseudonym import Pseudonymizer
-from ..ranking.safety import SafetyPolicy
+from ..data.policies import SafetyPolicy
 from .session import quiet_pandas_warning
-from .train import Encoded, encode_dataset
+from .encoded import Encoded, encode_dataset
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -486,30 +487,30 @@ def _assemble(facts: _Facts, tables: dict, policy: ConfidencePolicy, side_info: 
                       else pd.DataFrame({C.patient: pd.Series(dtype=object)}))
     if C.birth_year in patients_frame:
         patients_frame[C.birth_year] = patients_frame[C.birth_year].astype("Int64")
-    demographics = _demographics(facts.patients, patients_frame, facts.reference_year)
-    pc = _pattern(facts.patient_conditions["p"], facts.patient_conditions["c"], (n_p, n_c))
-    history = _csr(latest["p"], latest["t"], latest[C.outcome], (n_p, n_t))
+    demographics = demographics_of(facts.patients, patients_frame, facts.reference_year)
+    pc = pattern_of(facts.patient_conditions["p"], facts.patient_conditions["c"], (n_p, n_c))
+    history = csr_of(latest["p"], latest["t"], latest[C.outcome], (n_p, n_t))
     dataset = Dataset(
         patients=facts.patients, treatments=facts.treatments, conditions=facts.conditions,
-        features=_feature_ids(side_info, facts.conditions, demographics), matrix=None,
-        history=history, history_days=_csr(latest["p"], latest["t"], latest["day"], (n_p, n_t)),
-        harmful=_pattern(facts.harm["p"], facts.harm["t"], (n_p, n_t)), patient_conditions=pc,
-        contraindications=_pattern(facts.conditions.to_internal(ci_frame[C.condition][known]),
+        features=feature_ids(side_info, facts.conditions, demographics), matrix=None,
+        history=history, history_days=csr_of(latest["p"], latest["t"], latest["day"], (n_p, n_t)),
+        harmful=pattern_of(facts.harm["p"], facts.harm["t"], (n_p, n_t)), patient_conditions=pc,
+        contraindications=pattern_of(facts.conditions.to_internal(ci_frame[C.condition][known]),
                                    facts.treatments.to_internal(ci_frame[C.treatment][known]),
                                    (n_c, n_t)),
-        condition_outcomes=_csr(by_c["c"], by_c["t"], by_c["n"], (n_c, n_t)),
-        condition_successes=_csr(by_c["c"], by_c["t"], by_c["worked"], (n_c, n_t)),
-        label_counts=_csr(labels["row"], labels["column"], labels["count"],
+        condition_outcomes=csr_of(by_c["c"], by_c["t"], by_c["n"], (n_c, n_t)),
+        condition_successes=csr_of(by_c["c"], by_c["t"], by_c["worked"], (n_c, n_t)),
+        label_counts=csr_of(labels["row"], labels["column"], labels["count"],
                           (n_c + 1, n_t * N_BUCKETS)),
         treatment_support=support,
-        interactions=_interaction_matrix(small.get(T.interactions), facts.treatments),
+        interactions=interaction_matrix(small.get(T.interactions), facts.treatments),
         demographics=demographics, policy=policy, side_info=side_info,
         safety=safety or SafetyPolicy(), harm_threshold=harm_threshold,
         reference_year=facts.reference_year, fingerprint=fingerprint,
         pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
         pseudonymizer=pseudonymizer,
-        treatment_names=_names(small.get(T.treatments), C.treatment, facts.treatments),
-        condition_names=_names(small.get(T.conditions), C.condition, facts.conditions))
+        treatment_names=display_names(small.get(T.treatments), C.treatment, facts.treatments),
+        condition_names=display_names(small.get(T.conditions), C.condition, facts.conditions))
     dataset.matrix = dataset._build_matrix(history, pc)
     return dataset
 

@@ -29,7 +29,7 @@ import numpy as np
 from ..models.persistence import load_artifact
 from ..columns import Columns as C
 from ..data.pseudonym import Pseudonymizer
-from ..ranking.core import check_k
+from ..ranking import check_k
 from .session import quiet_pandas_warning, spark_session
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class Ranker:
     def __call__(self, batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
         from pyspark import SparkFiles
 
-        from ..ranking.core import rank_patients
+        from ..ranking import rank_patients
 
         model = _load_shipped(SparkFiles.get(self.artifact_name))
         dataset = model.dataset_

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -31,13 +30,16 @@ import pandas as pd
 
 from ..models.persistence import load_artifact, save_artifact
 from ..data.policies import ConfidencePolicy
-from ..data.dataset import Dataset, SideInfo
+from ..data.dataset import Dataset
+from ..data.side_info import SideInfo
 from ..exceptions import DataValidationError, ParameterError
 from ..data.tables import CohortTables, find_table, read_tables, validate_tables
 from ..models.als import ALSRecommender
 from ..data.pseudonym import Pseudonymizer
+from .encode import encode_tables
+from .encoded import COLUMN, PATIENT, RATING, Encoded, encode_dataset
 from .params import (SparkALSParams, correspond, effective_penalties, median_positive_count,
-                     spark_ratings, split_params)
+                     split_params)
 from .session import quiet_pandas_warning, spark_session
 
 if TYPE_CHECKING:
@@ -46,36 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENCODINGS = ("local", "spark")
-#: Column names of the ratings DataFrame ALS reads.
-PATIENT, COLUMN, RATING = "patient", "column", "rating"
 RATING_DESCRIPTION = ("rating r = sign(v) * (|v| - 1) of the signed confidence v, Spark alpha 1: "
                       "Spark's confidence 1 + |r| equals implicit's |v| (recommender.spark.params)")
-
-
-@dataclass
-class Encoded:
-    """A cohort ready for Spark ALS.
-
-    Attributes
-    ----------
-    dataset : Dataset
-        What the artifact stores (id maps, matrices), on the driver.
-    ratings : pyspark DataFrame
-        (patient int, column int, rating float) for every non-zero of ``dataset.matrix``.
-    patient_positives, column_positives : ndarray of int, shapes (n_p,) and (n_t + n_f,)
-        Positive ratings per patient and per column (what Spark's penalty counts).
-    inexact : int
-        Entries Spark cannot represent exactly (see :func:`.params.spark_ratings`).
-    n_outcome_rows : int
-        Outcome rows read.
-    """
-
-    dataset: Dataset
-    ratings: "DataFrame"
-    patient_positives: np.ndarray
-    column_positives: np.ndarray
-    inexact: int
-    n_outcome_rows: int
 
 
 def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | None = None,
@@ -171,33 +145,7 @@ def read_cohort(data: str | Path) -> CohortTables:
     return read_tables(path)  # raises the usual "not a folder of canonical tables" error
 
 
-def encode_dataset(spark: "SparkSession", dataset: Dataset, n_outcome_rows: int = 0) -> Encoded:
-    """Ship ``dataset.matrix`` to Spark as ratings (see :func:`.params.spark_ratings`)."""
-    coo = dataset.matrix.tocoo()
-    ratings, inexact = spark_ratings(coo.data)
-    positive = ratings > 0
-    n_rows, n_cols = dataset.matrix.shape
-    return Encoded(dataset=dataset,
-                   ratings=ratings_frame(spark, coo.row, coo.col, ratings),
-                   patient_positives=np.bincount(coo.row[positive], minlength=n_rows),
-                   column_positives=np.bincount(coo.col[positive], minlength=n_cols),
-                   inexact=inexact, n_outcome_rows=n_outcome_rows)
-
-
-def ratings_frame(spark: "SparkSession", rows: np.ndarray, cols: np.ndarray,
-                  ratings: np.ndarray) -> "DataFrame":
-    """A Spark DataFrame (patient int, column int, rating float) from coordinate arrays."""
-    import pyarrow as pa
-
-    table = pa.table({PATIENT: pa.array(np.asarray(rows, np.int32)),
-                      COLUMN: pa.array(np.asarray(cols, np.int32)),
-                      RATING: pa.array(np.asarray(ratings, np.float32))})
-    with quiet_pandas_warning():
-        return spark.createDataFrame(table)
-
-
 def _encode_on_spark(spark, data, policy, side_info, pseudonymizer, **dataset_options) -> Encoded:
-    from .encode import encode_tables
     return encode_tables(spark, str(data), policy=policy, side_info=side_info,
                          pseudonymizer=pseudonymizer, **dataset_options)
 

@@ -19,6 +19,7 @@ from typing import Mapping
 
 from ..models.persistence import Artifact, read_manifest
 from ..exceptions import DataValidationError
+from ..ranking.safety import REASONS
 from ..utils.fileutil import atomic_file
 
 SECTIONS = ("Model details", "Intended use and users", "Inputs", "How the algorithm works",
@@ -298,10 +299,6 @@ def _safety(manifest: Mapping) -> list[str]:
 
 def _reason_codes() -> list[str]:
     """The exclusion reasons of this release, in reporting priority."""
-    try:
-        from ..ranking.safety import REASONS
-    except ImportError:  # releases before the safety module kept the rules in ranking
-        from ..ranking.core import REASONS
     return list(REASONS.values())
 
 

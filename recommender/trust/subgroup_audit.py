@@ -47,15 +47,17 @@ import scipy.sparse as sp
 
 from ..models.persistence import Artifact, load_artifact
 from ..columns import Columns as C
-from ..data.policies import ConfidencePolicy
-from ..data.dataset import Dataset, SideInfo, age_band
-from ..evaluation.evaluate import build_queries, condition_batches, evaluate_model
+from ..data.policies import ConfidencePolicy, SafetyPolicy
+from ..data.dataset import Dataset
+from ..data.side_info import SideInfo, age_band
+from ..evaluation.queries import build_queries, condition_batches
+from ..evaluation.evaluate import evaluate_model
 from ..exceptions import ArtifactError, DataValidationError, ParameterError
 from ..data.tables import CohortTables, read_tables
 from ..utils.jsonable import jsonable
 from ..models import make_model
 from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer, check_key
-from ..ranking.core import check_k, rank_patients
+from ..ranking import check_k, rank_patients
 from ..data.splits import SPLITS
 
 log = logging.getLogger(__name__)
@@ -319,7 +321,6 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
     encoding = {"policy": ConfidencePolicy(**data["policy"]), "side_info": SideInfo(**data["side_info"]),
                 "harm_threshold": data.get("harm_threshold", 0.0)}
     if "safety" in data:  # the safety settings (minimum evidence ...) the artifact ranks with
-        from ..ranking.safety import SafetyPolicy
         encoding["safety"] = SafetyPolicy(**data["safety"])
     dataset = Dataset.from_tables(parts.train, **encoding)
     model = make_model(manifest["model"]["type"], **manifest["model"]["params"])

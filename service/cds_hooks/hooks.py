@@ -26,7 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
-from recommender.ranking.explain import evidence
+from recommender.ranking.evidence import evidence
 
 from ..errors import ApiError
 from ..model_store import Served

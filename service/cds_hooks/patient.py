@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from recommender.ranking.core import recommend_known_conditions, recommend_unknown_conditions
+from recommender.ranking import recommend_known_conditions, recommend_unknown_conditions
 
 from ..errors import ApiError
 from ..model_store import Served

@@ -7,7 +7,7 @@ import pytest
 from recommender.data.dataset import Dataset
 from recommender.exceptions import NotFittedError, ParameterError, UnknownIdError
 from recommender.models import MODELS, Recommender, make_model
-from recommender.models.base import Query
+from recommender.data.patient import Query
 from tests.cohorts import checkerboard
 
 #: Small, fast settings per model that still learn the checkerboard.

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from recommender.ranking.core import RecommendationList
+from recommender.ranking import RecommendationList
 
 
 def test_the_right_therapy_ranks_first_for_a_probe_patient(client, clinician, site):

@@ -162,7 +162,7 @@ def test_a_loaded_model_is_warmed_before_it_serves(site):
     import numpy as np
 
     from recommender.models.persistence import load_artifact
-    from recommender.models.base import Query
+    from recommender.data.patient import Query
     from recommender.data.pseudonym import Pseudonymizer
     from service.model_store import load_served
 

@@ -8,7 +8,8 @@ import pytest
 
 from recommender.models.persistence import load_artifact
 from recommender.cli import main
-from recommender.data.dataset import SPARSE_FIELDS, Dataset, SideInfo
+from recommender.data.dataset import SPARSE_FIELDS, Dataset
+from recommender.data.side_info import SideInfo
 from recommender.exceptions import DataValidationError
 from recommender.data.tables import read_tables, validate_tables, write_tables
 from recommender.data.pseudonym import Pseudonymizer

@@ -7,7 +7,7 @@ import pytest
 
 from recommender.models.persistence import load_artifact
 from recommender.cli import main
-from recommender.ranking.core import recommend_all
+from recommender.ranking import recommend_all
 
 COLUMNS = ["patient_id", "condition_id", "rank", "treatment_id", "score"]
 
