@@ -11,7 +11,7 @@ from typing import Callable
 
 from flask import Flask, Request, current_app, g, request
 
-from .errors import ApiError
+from .errors import ApiError, CredentialError
 from .tokens import ROLES, Principal, TokenStore
 
 REALM = 'Bearer realm="recommender"'
@@ -107,13 +107,11 @@ def authorize(app: Flask | None = None, req: Request | None = None, ctx=None) ->
 
 def authenticate_cds_client() -> Principal:
     """The EHR behind a CDS Hooks call: its JWT issuer (401/503 when refused)."""
-    from .cds_hooks.security import CdsAuthError
-
     runtime = current_app.extensions["recommender"]
     try:
         identity = runtime.cds.verifier.verify(request.headers.get("Authorization"),
                                                runtime.cds.audiences(request.path))
-    except CdsAuthError as exc:
+    except CredentialError as exc:
         runtime.metrics.auth_failure("missing" if exc.code == "missing_token" else "invalid")
         headers = {"WWW-Authenticate": f'{REALM}, error="invalid_token"'} if exc.status == 401 \
             else None

@@ -23,6 +23,16 @@ HTTP_CODES = {
 }
 
 
+class CredentialError(Exception):
+    """Refused credentials (a client's signed JWT): HTTP status, error code and a message
+    naming what was wrong. The authentication hook (:mod:`service.auth`) turns it into an
+    :class:`ApiError`; the verifiers that raise it (:mod:`service.cds_hooks.security`) sit above."""
+
+    def __init__(self, code: str, message: str, status: int = 401):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
 class ApiError(Exception):
     """An error the client can act on: HTTP status, machine-readable code, message, details.
 

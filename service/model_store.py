@@ -19,7 +19,6 @@ import numpy as np
 
 from recommender.models.persistence import Artifact, load_artifact, read_manifest
 from recommender.exceptions import ArtifactError, RecommenderError
-from recommender.ranking.evidence import warm_evidence
 from recommender.data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 
 log = logging.getLogger(__name__)
@@ -94,10 +93,10 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a malformed artifact
         raise ReloadError(f"{path}: cannot load the artifact "
                           f"({type(exc).__name__}: {exc})") from None
-    dataset = artifact.dataset
+    model = artifact.model
     return Served(path=path, artifact=artifact, pseudonymizer=pseudonymizer,
-                  conditions=frozenset(map(str, dataset.conditions.external_ids)),
-                  treatments=frozenset(map(str, dataset.treatments.external_ids)),
+                  conditions=frozenset(model.condition_ids()),
+                  treatments=frozenset(model.treatment_ids()),
                   info=model_info(artifact.manifest), loaded_at=time.time())
 
 
@@ -107,10 +106,10 @@ def _prepare(model) -> None:
     - The item factors are copied into memory when they are a read-only memory map: implicit's
       ALS fold-in (new patients) needs a writable buffer. They are small (treatments x factors);
       the large per-patient arrays stay mapped and shared.
-    - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`),
-      the patient id index and the evidence shown in explanations
-      (:func:`~recommender.ranking.evidence.warm_evidence`) are built once, so the preloaded master's
-      copies are shared copy-on-write by the workers.
+    - What the model derives lazily (:meth:`~recommender.models.base.Recommender.warm_up`:
+      e.g. ALS's explanation solver, the id indices, the evidence shown in explanations) and
+      the treatment vectors of ``similar`` are built once, so the preloaded master's copies are
+      shared copy-on-write by the workers.
 
     The new-patient path is deliberately *not* exercised here: implicit's ALS fold-in runs an
     OpenMP parallel region, and GNU OpenMP used in a process that then forks leaves the children
@@ -119,12 +118,10 @@ def _prepare(model) -> None:
     factors = getattr(model, "item_factors_", None)
     if isinstance(factors, np.ndarray) and not factors.flags.writeable:
         model.item_factors_ = np.array(factors)
-    model.warm_up()  # e.g. ALS's explanation solver, derived from the factors just copied
-    dataset = model.dataset_
-    dataset.patients.to_internal(dataset.patients.external_ids[:1], strict=False)
-    warm_evidence(dataset)
-    if dataset.n_treatments:
-        model.similar(str(dataset.treatments.external_ids[0]), k=1)
+    model.warm_up()  # derived from the factors just copied
+    treatments = model.treatment_ids()
+    if treatments:
+        model.similar(treatments[0], k=1)
 
 
 def model_info(manifest: dict) -> dict:

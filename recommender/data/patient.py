@@ -150,3 +150,52 @@ def encode_patient(dataset: Dataset, history: Sequence[Mapping] = (),
     return PatientRecord(row=row, history=history_row, history_days=days_row,
                          tried=np.unique(t), harmful=np.unique(t[harm]),
                          conditions=c_idx, ignored=ignored)
+
+
+@dataclass
+class StoredRecord:
+    """What a dataset holds of one of its patients, in external ids (for callers that merge it
+    with fresher data, such as a CDS Hooks prefetch).
+
+    Attributes
+    ----------
+    history : list of dict
+        One entry per treatment tried, in treatment-index order: ``treatment_id``,
+        ``outcome`` (the latest, in [-1, 1]), ``adverse`` (1 if it ever harmed the patient) and
+        ``timestamp`` (ISO date of that latest outcome; absent when unknown).
+    conditions : list of str
+        Diagnoses and allergies, in condition-index order.
+    sex : str or None
+    """
+
+    history: list[dict]
+    conditions: list[str]
+    sex: str | None
+
+
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+
+def stored_record(dataset: Dataset, patient: int) -> StoredRecord:
+    """The :class:`StoredRecord` of the patient with index ``patient`` in ``dataset``."""
+    columns, outcomes = sparse_rows.row_arrays(dataset.history, patient)
+    day_columns, days = sparse_rows.row_arrays(dataset.history_days, patient)
+    day_of = dict(zip(day_columns.tolist(), days.tolist()))
+    harmed = set(sparse_rows.row_arrays(dataset.harmful, patient)[0].tolist())
+    treatment_ids = dataset.treatments.external_ids
+    history = []
+    for column, outcome in zip(columns.tolist(), outcomes.tolist()):
+        item = {"treatment_id": str(treatment_ids[column]), "outcome": float(outcome),
+                "adverse": int(column in harmed)}
+        day = day_of.get(column, -1)
+        if day >= 0:
+            item["timestamp"] = str(_EPOCH + int(day))
+        history.append(item)
+    condition_ids = dataset.conditions.external_ids
+    conditions = [str(condition_ids[c])
+                  for c in sparse_rows.row_arrays(dataset.patient_conditions, patient)[0].tolist()]
+    sex = None
+    if C.sex in dataset.demographics:
+        value = dataset.demographics[C.sex].iloc[patient]
+        sex = str(value) if isinstance(value, str) and value else None
+    return StoredRecord(history=history, conditions=conditions, sex=sex)

@@ -164,9 +164,11 @@ class ALSRecommender(FactorModel):
             self.__dict__.pop(name, None)
 
     def warm_up(self) -> None:
-        """(Re)derive the explanation and fold-in state from the current item factors."""
+        """(Re)derive the explanation and fold-in state from the current item factors, then
+        what every model warms (:meth:`Recommender.warm_up`)."""
         self._forget_solver()
         self._solver()
+        super().warm_up()
 
     def _fold_in(self, rows) -> np.ndarray:
         if rows.shape[0] == 0:

@@ -16,11 +16,12 @@ import scipy.sparse as sp
 from ..data.dataset import Dataset
 from ..data.patient import Query
 from ..exceptions import NotFittedError, ParameterError
-from ..ranking import (RecommendationList, check_k, recommend_known, recommend_many,
-                       recommend_unknown, top_k)
+from ..ranking import (RecommendationList, check_k, recommend_known, recommend_known_conditions,
+                       recommend_many, recommend_unknown, recommend_unknown_conditions, top_k)
 from ..ranking.contributions import leave_one_out, strongest
 from ..utils.threads import single_threaded_blas
 from . import persistence, registry
+from .lookups import Lookups
 from .params import Estimator
 
 
@@ -32,7 +33,7 @@ def positive_part(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return result
 
 
-class Recommender(Estimator):
+class Recommender(Estimator, Lookups):
     """Base class. Subclasses set ``kind``, ``_constraints`` and implement the private hooks.
 
     A subclass with a ``kind`` is registered under it (:mod:`recommender.models.registry`), so
@@ -99,11 +100,14 @@ class Recommender(Estimator):
         """Restore learned arrays from :meth:`_state` output (arrays may be memory-mapped)."""
 
     def warm_up(self) -> None:
-        """Derive now what answering derives lazily on first use (nothing by default).
+        """Derive now what answering derives lazily on first use: the id indices and the
+        evidence of explanations, and a family's own state (ALS: its explanation solver).
 
         A server calls this before it forks its workers, so they share the result instead of
         each computing a private copy on its first request.
         """
+        self.check_fitted()
+        self.warm_lookups()
 
     def save(self, path, metrics: Mapping | None = None):
         """Write an artifact folder (see :mod:`recommender.models.persistence`); returns its path."""
@@ -191,6 +195,27 @@ class Recommender(Estimator):
         """Top-k for many known patients: DataFrame (patient_id, condition_id, rank, treatment_id, score)."""
         return recommend_many(self, patient_ids, k=k, condition_ids=condition_ids,
                               include_tried=include_tried, show_progress=show_progress)
+
+    def recommend_conditions(self, patient_id: str, condition_ids: Sequence[str | None],
+                             k: int = 10, include_tried: bool = False,
+                             active_treatments: Iterable[str] | None = None,
+                             explain: bool = True) -> list[RecommendationList]:
+        """:meth:`recommend` for each of ``condition_ids``, the patient read and scored once."""
+        return recommend_known_conditions(self, patient_id, condition_ids, k=k,
+                                          include_tried=include_tried,
+                                          active_treatments=active_treatments, explain=explain)
+
+    def recommend_new_conditions(self, history: Sequence[Mapping], conditions: Iterable[str],
+                                 condition_ids: Sequence[str | None], k: int = 10,
+                                 include_tried: bool = False, sex: str | None = None,
+                                 birth_year: int | None = None,
+                                 active_treatments: Iterable[str] | None = None,
+                                 explain: bool = True) -> list[RecommendationList]:
+        """:meth:`recommend_new` for each of ``condition_ids``, the patient encoded once."""
+        return recommend_unknown_conditions(self, history, conditions, condition_ids, k=k,
+                                            include_tried=include_tried, sex=sex,
+                                            birth_year=birth_year,
+                                            active_treatments=active_treatments, explain=explain)
 
     def recommend_new(self, history: Sequence[Mapping] = (), conditions: Iterable[str] = (),
                       k: int = 10, condition_id: str | None = None, include_tried: bool = False,

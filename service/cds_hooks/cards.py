@@ -135,8 +135,8 @@ def _outcome_word(value: float) -> str:
 class Namer:
     """Display names: the model's dictionaries, then the EHR's codings, then the id."""
 
-    def __init__(self, dataset, extra: Mapping[str, str] | None = None):
-        self.treatments, self.conditions = dataset.treatment_names, dataset.condition_names
+    def __init__(self, model, extra: Mapping[str, str] | None = None):
+        self.treatments, self.conditions = model.display_names()
         self.extra = dict(extra or {})
 
     def treatment(self, identifier: str) -> str:

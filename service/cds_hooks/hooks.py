@@ -24,10 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import numpy as np
-
-from recommender.ranking.evidence import evidence
-
 from ..errors import ApiError
 from ..model_store import Served
 from .cards import (SAFETY_REASONS, Card, Namer, Style, alternatives_card, recommendation_card,
@@ -48,7 +44,7 @@ class HookAnswer:
 def patient_view(served: Served, inputs: PatientInputs, context: Mapping, style: Style,
                  max_cards: int, suggestions: int) -> HookAnswer:
     """Cards for ``patient-view`` (see the module docstring)."""
-    namer = Namer(served.model.dataset_, inputs.names)
+    namer = Namer(served.model, inputs.names)
     answer = HookAnswer()
     conditions = inputs.treatable(served, max_cards)
     answers = inputs.recommend_conditions(served, conditions, k=suggestions, include_tried=False)
@@ -66,8 +62,7 @@ def patient_view(served: Served, inputs: PatientInputs, context: Mapping, style:
 def order_select(served: Served, inputs: PatientInputs, context: Mapping, style: Style,
                  max_cards: int, suggestions: int) -> HookAnswer:
     """Cards for ``order-select`` (see the module docstring)."""
-    dataset = served.model.dataset_
-    namer = Namer(dataset, inputs.names)
+    namer = Namer(served.model, inputs.names)
     drafts = _draft_medications(context, served, namer)
     selected = set(context["selections"])
     answer = HookAnswer()
@@ -137,9 +132,7 @@ def _condition_of(draft: Mapping, treatment: str, inputs: PatientInputs, served:
 
 def _candidate(served: Served, treatment: str, condition: str) -> bool:
     """Whether the model has ``treatment`` on record for ``condition``."""
-    dataset = served.model.dataset_
-    column = dataset.treatments.to_internal([treatment], strict=False)[0]
-    return bool(np.isin(column, dataset.candidates(dataset.condition_index(condition))))
+    return served.model.is_candidate(treatment, condition)
 
 
 def _exclusion(result: Mapping, treatment: str) -> Mapping | None:
@@ -157,9 +150,7 @@ def _alternatives(result: Mapping, treatment: str, condition: str | None, exclud
         return items
     ranked = [item["treatment_id"] for item in result["recommendations"]]
     above = items if treatment not in ranked else items[:ranked.index(treatment)]
-    dataset = served.model.dataset_
-    column = int(dataset.treatments.to_internal([treatment], strict=False)[0])
-    own = evidence(dataset, column, dataset.condition_index(condition)).get("response_rate")
+    own = served.model.evidence(treatment, condition).get("response_rate")
     return [item for item in above
             if _rate(item) is not None and (own is None or _rate(item) >= own)]
 

@@ -13,15 +13,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 
-from recommender.ranking import recommend_known_conditions, recommend_unknown_conditions
+from recommender.data.patient import StoredRecord
 
 from ..errors import ApiError
 from ..model_store import Served
 from .prefetch import Prefetched
-
-_EPOCH = date(1970, 1, 1)
 
 
 @dataclass
@@ -70,23 +67,21 @@ class PatientInputs:
     def recommend_conditions(self, served: Served, condition_ids: list[str], k: int,
                              include_tried: bool) -> list:
         """:meth:`recommend` (with explanations) for each condition, the patient encoded and
-        scored once (:func:`~recommender.ranking.recommend_unknown_conditions`)."""
+        scored once (``recommend_new_conditions`` / ``recommend_conditions``)."""
         if self.merged or not self.known:
-            return recommend_unknown_conditions(
-                served.model, self.history, self.conditions, condition_ids, k=k,
-                include_tried=include_tried, sex=self.sex, birth_year=self.birth_year,
+            return served.model.recommend_new_conditions(
+                self.history, self.conditions, condition_ids, k=k, include_tried=include_tried,
+                sex=self.sex, birth_year=self.birth_year,
                 active_treatments=self.active_treatments)
-        return recommend_known_conditions(served.model, self.patient_id, condition_ids, k=k,
-                                          include_tried=include_tried,
-                                          active_treatments=self.active_treatments)
+        return served.model.recommend_conditions(self.patient_id, condition_ids, k=k,
+                                                 include_tried=include_tried,
+                                                 active_treatments=self.active_treatments)
 
     def treatable(self, served: Served, limit: int) -> list[str]:
         """Active conditions the model has therapies for, in record order, at most ``limit``."""
-        dataset = served.model.dataset_
         found = []
         for condition in self.active_conditions:
-            if condition in served.conditions and \
-                    len(dataset.candidates(dataset.condition_index(condition))):
+            if condition in served.conditions and served.model.has_candidates(condition):
                 found.append(condition)
                 if len(found) == limit:
                     break
@@ -102,9 +97,8 @@ def gather(served: Served, patient_id: str, prefetched: Prefetched) -> PatientIn
         412 ``prefetch_missing`` for a patient the model does not know when the conditions,
         medications or allergies prefetch is missing.
     """
-    dataset = served.model.dataset_
-    index = int(dataset.patient_indices([patient_id], strict=False)[0])
-    known = index >= 0
+    stored = served.model.patient_record(patient_id)
+    known = stored is not None
     if not known:
         missing = prefetched.missing_for_new_patient()
         if missing:
@@ -119,34 +113,17 @@ def gather(served: Served, patient_id: str, prefetched: Prefetched) -> PatientIn
                            active_treatments=list(prefetched.active_treatments),
                            sex=prefetched.sex, birth_year=prefetched.birth_year,
                            names=dict(prefetched.names))
-    if known:
-        _add_stored_record(inputs, dataset, index, "conditions" in prefetched.provided)
+    if stored is not None:
+        _add_stored_record(inputs, stored, "conditions" in prefetched.provided)
     return inputs
 
 
-def _add_stored_record(inputs: PatientInputs, dataset, index: int, fresh_conditions: bool) -> None:
-    """Merge the model's record of patient ``index`` (outcomes, harm, conditions, sex)."""
-    history = dataset.history.getrow(index)
-    days = dataset.history_days.getrow(index)
-    day_of = dict(zip(days.indices.tolist(), days.data.tolist()))
-    harmed = set(dataset.harmful.getrow(index).indices.tolist())
-    treatments = dataset.treatments.to_external(history.indices) if history.nnz else []
-    stored = []
-    for column, treatment, outcome in zip(history.indices.tolist(), treatments,
-                                          history.data.tolist()):
-        item = {"treatment_id": str(treatment), "outcome": float(outcome),
-                "adverse": int(column in harmed)}
-        day = day_of.get(column, -1)
-        if day >= 0:
-            item["timestamp"] = (_EPOCH + timedelta(days=int(day))).isoformat()
-        stored.append(item)
-    inputs.history = stored + inputs.history  # on equal dates the prefetch (later) wins
-    conditions = dataset.patient_conditions.getrow(index).indices
-    stored_conditions = [str(c) for c in dataset.conditions.to_external(conditions)] \
-        if len(conditions) else []
-    inputs.conditions += [c for c in stored_conditions if c not in inputs.conditions]
+def _add_stored_record(inputs: PatientInputs, stored: StoredRecord, fresh_conditions: bool) -> None:
+    """Merge the model's record of the patient (outcomes, harm, conditions, sex)."""
+    inputs.history = stored.history + inputs.history  # on equal dates the prefetch (later) wins
+    inputs.conditions += [c for c in stored.conditions if c not in inputs.conditions]
     if not fresh_conditions:  # no active-conditions prefetch: the model's record says
-        inputs.active_conditions += [c for c in stored_conditions
+        inputs.active_conditions += [c for c in stored.conditions
                                      if c not in inputs.active_conditions]
-    if not inputs.sex and "sex" in dataset.demographics:
-        inputs.sex = str(dataset.demographics["sex"].iloc[index]) or None
+    if not inputs.sex:
+        inputs.sex = stored.sex

@@ -32,6 +32,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient
 
 from ..config import ConfigError
+from ..errors import CredentialError
 from .store import CdsStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,8 @@ KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
-class CdsAuthError(Exception):
+class CdsAuthError(CredentialError):
     """A refused client JWT: HTTP status, error code and a message naming what was wrong."""
-
-    def __init__(self, code: str, message: str, status: int = 401):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 # --- keys ---------------------------------------------------------------------------------------
