@@ -34,60 +34,41 @@ An artifact trained with a pseudonymisation key holds keyed patient ids: its pat
 matched to the audit data through the same key, and without it the audit stops with a message.
 """
 from __future__ import annotations
-
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
-
+from typing import Sequence
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-
 from ..models.persistence import Artifact, load_artifact
 from ..columns import Columns as C
-from ..data.policies import ConfidencePolicy, SafetyPolicy
-from ..data.dataset import Dataset
-from ..data.side_info import SideInfo, age_band
-from ..evaluation.queries import build_queries, condition_batches
-from ..evaluation.evaluate import evaluate_model
-from ..exceptions import ArtifactError, DataValidationError, ParameterError
+from ..exceptions import ParameterError
 from ..data.tables import CohortTables, read_tables
 from ..utils.jsonable import jsonable
-from ..models import make_model
-from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer, check_key
-from ..ranking import check_k, rank_patients
+from ..data.pseudonym import Pseudonymizer
+from ..ranking import check_k
 from ..data.splits import SPLITS
+from .subgroup_exposure import exposure_gaps, exposure_slots, group_exposure, treatment_names
+from .subgroup_quality import audit_metrics, group_metrics, held_out_queries, metric_gaps
+from .subgroups import UNKNOWN, group_order, patient_groups, reference_year, resolve_attributes
 
 log = logging.getLogger(__name__)
 
-AGE_BAND = "age_band"
-UNKNOWN = "unknown"
-ALL = "all"
-#: Attributes audited by default, each when the data has it.
-DEFAULT_ATTRIBUTES = (C.sex, AGE_BAND, "race", "ethnicity", "payer")
 DEFAULT_MIN_GROUP_SIZE = 30
+
+
 DEFAULT_MAX_GAP = 0.10
+
+
 REQUEST_MODES = ("condition", "patient")
-RANKING = ("hit", "ndcg", "recall", "precision", "map")
-#: Share of queries where a held-out treatment that worked was rankable at all (not excluded by
-#: a safety rule, a candidate for the condition): a miss it explains is not the ranking's fault.
-REACHABLE = "reachable"
-#: Metrics counted over every query that defines them (the others need a relevant treatment).
-OUTCOME_METRICS = ("outcome_auc", "harm_rank")
+
+
 #: Most treatments shown in an exposure heat map (the most exposed overall).
 HEATMAP_ROWS = 25
+
+
 JSON_FILE, MARKDOWN_FILE = "audit.json", "audit.md"
 
-
-def audit_metrics(k: int) -> dict[str, str]:
-    """Audited metric name -> per-query column of :func:`recommender.evaluation.evaluate.evaluate_model`."""
-    names = {f"{m}@{k}": f"{m}@{k}" for m in RANKING}
-    return {**names, "mrr": "rr", REACHABLE: REACHABLE, **{m: m for m in OUTCOME_METRICS}}
-
-
-# --- result -------------------------------------------------------------------------------------
 
 @dataclass
 class AuditResult:
@@ -156,8 +137,6 @@ class AuditResult:
             "metrics": records(self.metrics), "gaps": records(self.gaps),
             "exposure": records(self.exposure), "exposure_gaps": records(self.exposure_gaps)})
 
-
-# --- entry point --------------------------------------------------------------------------------
 
 def audit(artifact: Artifact | str | Path, data: CohortTables | str | Path,
           by: Sequence[str] | None = None, *, k: int = 10, split: str = "leave-last",
@@ -230,7 +209,7 @@ def audit(artifact: Artifact | str | Path, data: CohortTables | str | Path,
                        metrics=metrics, gaps=metric_gaps(metrics, max_gap),
                        exposure=exposure,
                        exposure_gaps=exposure_gaps(exposure, request_counts, min_group_size),
-                       info=info, treatment_names=_treatment_names(tables, exposure),
+                       info=info, treatment_names=treatment_names(tables, exposure),
                        queries=queries)
 
 
@@ -244,248 +223,6 @@ def _check_settings(split: str, requests: str, min_group_size: int, max_gap: flo
         raise ParameterError(f"min_group_size must be a positive int; got {min_group_size!r}")
     if not isinstance(max_gap, (int, float)) or not 0 <= max_gap <= 1:
         raise ParameterError(f"max_gap must be a number in [0, 1]; got {max_gap!r}")
-
-
-# --- groups -------------------------------------------------------------------------------------
-
-def reference_year(tables: CohortTables) -> int | None:
-    """Year of the latest outcome (the Dataset's rule for age bands); None without timestamps."""
-    times = tables.outcomes[C.timestamp]
-    return int(times.max().year) if times.notna().any() else None
-
-
-def resolve_attributes(tables: CohortTables, by: Sequence[str] | None, year: int | None) -> list[str]:
-    """The attributes to audit: ``by`` checked against the data, or the available defaults."""
-    columns = set(tables.patients.columns) - {C.patient} if tables.patients is not None else set()
-    available = columns - {C.birth_year}
-    if C.birth_year in columns and year is not None:
-        available.add(AGE_BAND)
-    if by is None:
-        chosen = [a for a in DEFAULT_ATTRIBUTES if a in available]
-        if not chosen:
-            raise DataValidationError(
-                "no attribute to audit: the patients table is missing or has none of "
-                f"{list(DEFAULT_ATTRIBUTES)}; name columns with by=... (--by)", file="patients")
-        return chosen
-    chosen = list(dict.fromkeys(a.strip() for a in by if a.strip()))
-    missing = [a for a in chosen if a not in available]
-    if missing or not chosen:
-        why = (" (age_band needs birth_year in patients and timestamps in outcomes)"
-               if AGE_BAND in missing else "")
-        raise DataValidationError(f"cannot group by {missing or chosen}{why}; the data has "
-                                  f"{sorted(available) or 'no patient attributes'}", file="patients")
-    return chosen
-
-
-def patient_groups(tables: CohortTables, attributes: Sequence[str], year: int | None) -> pd.DataFrame:
-    """Group label (str, ``unknown`` when missing) of every patient id in any table.
-
-    Returns a DataFrame indexed by raw patient id with one column per attribute.
-    """
-    ids = [tables.outcomes[C.patient]]
-    ids += [t[C.patient] for t in (tables.patients, tables.patient_conditions) if t is not None]
-    index = pd.Index(pd.unique(pd.concat(ids, ignore_index=True)), name=C.patient)
-    patients = (tables.patients.set_index(C.patient) if tables.patients is not None
-                else pd.DataFrame(index=pd.Index([], name=C.patient)))
-    frame = pd.DataFrame(index=index)
-    for attribute in attributes:
-        if attribute == AGE_BAND:
-            years = patients[C.birth_year].reindex(index)
-            values = pd.Series([age_band(y, year) for y in years.to_numpy()], index=index)
-        else:
-            values = patients[attribute].reindex(index)
-        values = values.astype(object).where(values.notna(), "").astype(str).str.strip()
-        frame[attribute] = values.where(values != "", UNKNOWN).astype(object)
-    return frame
-
-
-# --- quality ------------------------------------------------------------------------------------
-
-def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
-                     k: int) -> tuple[pd.DataFrame, dict]:
-    """Re-fit the artifact's model on a training split and score the held-out queries.
-
-    Returns the per-query metrics of :func:`recommender.evaluation.evaluate.evaluate_model` (plus
-    ``reachable``: 1 when a held-out treatment that worked was in the ranked list at all, 0 when
-    every such treatment was excluded, NaN without one) and the split's
-    summary. The model kind, parameters, confidence policy, side information, harm threshold and
-    safety settings are the artifact's.
-    """
-    manifest = artifact.manifest
-    parts = SPLITS[split](tables)
-    if len(parts.test) == 0:
-        raise DataValidationError(f"the {split} split holds out nothing (no patient has two or "
-                                  "more treatments on record); the audit needs held-out outcomes",
-                                  file="outcomes")
-    data = manifest["data"]
-    encoding = {"policy": ConfidencePolicy(**data["policy"]), "side_info": SideInfo(**data["side_info"]),
-                "harm_threshold": data.get("harm_threshold", 0.0)}
-    if "safety" in data:  # the safety settings (minimum evidence ...) the artifact ranks with
-        encoding["safety"] = SafetyPolicy(**data["safety"])
-    dataset = Dataset.from_tables(parts.train, **encoding)
-    model = make_model(manifest["model"]["type"], **manifest["model"]["params"])
-    result = evaluate_model(model, dataset, build_queries(dataset, parts.test), (k,))
-    log.info("audit: re-fitted %s on %s in %.1fs", model.kind, parts.method, result.fit_seconds)
-    queries = result.queries
-    queries[REACHABLE] = np.where(queries["n_relevant"] > 0, queries["rr"] > 0, np.nan)
-    return queries, {**parts.summary(), "n_queries": len(queries)}
-
-
-def group_metrics(queries: pd.DataFrame, attributes: Sequence[str], metrics: Mapping[str, str],
-                  min_group_size: int) -> pd.DataFrame:
-    """Mean, count and standard error of each metric per group (and for ``all``).
-
-    ``used`` is True for a known group with at least ``min_group_size`` queries for the metric.
-    """
-    rows = []
-    relevant = queries["n_relevant"].to_numpy() > 0
-    for attribute in (ALL, *attributes):
-        labels = (np.full(len(queries), ALL, object) if attribute == ALL
-                  else queries[attribute].to_numpy())
-        for group in sorted(pd.unique(labels), key=group_order):
-            in_group = labels == group
-            for name, column in metrics.items():
-                values = queries[column].to_numpy(np.float64)
-                counted = in_group & ~np.isnan(values) & (relevant if name not in OUTCOME_METRICS else True)
-                n = int(counted.sum())
-                chosen = values[counted]
-                rows.append({"attribute": attribute, "group": group, "metric": name,
-                             "value": float(chosen.mean()) if n else float("nan"), "n": n,
-                             "se": float(chosen.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
-                             "used": bool(attribute != ALL and group != UNKNOWN and n >= min_group_size)})
-    return pd.DataFrame(rows, columns=["attribute", "group", "metric", "value", "n", "se", "used"])
-
-
-def metric_gaps(metrics: pd.DataFrame, max_gap: float) -> pd.DataFrame:
-    """Largest minus smallest group value per (attribute, metric) over the ``used`` groups.
-
-    ``se`` combines the two groups' standard errors and ``z = gap / se``; as the pair is the most
-    extreme of several groups, ``z`` overstates the evidence and is only a guide.
-    """
-    rows = []
-    for (attribute, metric), frame in metrics[metrics["attribute"] != ALL].groupby(
-            ["attribute", "metric"], sort=False):
-        used = frame[frame["used"] & frame["value"].notna()]
-        row = {"attribute": attribute, "metric": metric, "gap": float("nan"), "se": float("nan"),
-               "z": float("nan"),
-               "high_group": None, "high": float("nan"), "low_group": None, "low": float("nan"),
-               "n_groups": len(used), "flagged": False}
-        if len(used) >= 2:
-            high, low = used.loc[used["value"].idxmax()], used.loc[used["value"].idxmin()]
-            gap = float(high["value"] - low["value"])
-            se = float(np.hypot(high["se"], low["se"]))
-            row.update(gap=gap, se=se, z=gap / se if se > 0 else float("nan"),
-                       high_group=high["group"], high=float(high["value"]),
-                       low_group=low["group"], low=float(low["value"]), flagged=bool(gap > max_gap))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["attribute", "metric", "gap", "se", "z", "high_group", "high",
-                                       "low_group", "low", "n_groups", "flagged"])
-
-
-# --- exposure -----------------------------------------------------------------------------------
-
-def exposure_slots(artifact: Artifact, groups: pd.DataFrame, k: int, requests: str,
-                   pseudonymizer: Pseudonymizer | None) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """Rank the artifact's patients with its model and count top-k slots.
-
-    Returns ``slots`` CSR (n_p, n_t) int64 (times each treatment filled a top-k slot of the
-    patient's lists), ``n_requests`` (n_p,) int64 and ``matched`` (n_p,) int64: the row of
-    ``groups`` of each artifact patient, -1 when the audit data does not have the patient.
-    """
-    dataset = artifact.dataset
-    matched = _match_patients(artifact, groups.index, pseudonymizer)
-    if requests == "condition":
-        pairs = dataset.patient_conditions.tocoo()
-        has_candidates = np.asarray((dataset.condition_outcomes > 0).sum(axis=1)).ravel() > 0
-        keep = has_candidates[pairs.col]
-        patients, conditions = pairs.row[keep].astype(np.int64), pairs.col[keep].astype(np.int64)
-    else:
-        patients = np.arange(dataset.n_patients)
-        conditions = np.full(dataset.n_patients, -1, np.int64)
-    rows, cols = [], []
-    for condition, candidates, chunk in condition_batches(dataset, conditions):
-        idx, _ = rank_patients(artifact.model, patients[chunk], condition, candidates, k,
-                               include_tried=False)
-        filled = idx >= 0
-        rows.append(np.repeat(patients[chunk], k)[filled.ravel()])
-        cols.append(idx[filled])
-    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    slots = sp.csr_matrix((np.ones(len(rows), np.int64), (rows, cols)),
-                          shape=(dataset.n_patients, dataset.n_treatments))
-    slots.sum_duplicates()
-    return slots, np.bincount(patients, minlength=dataset.n_patients), matched
-
-
-def _match_patients(artifact: Artifact, raw_ids: pd.Index, pseudonymizer: Pseudonymizer | None) -> np.ndarray:
-    """Row in ``raw_ids`` of each artifact patient (-1: absent), through the key when keyed."""
-    dataset = artifact.dataset
-    keys = raw_ids.to_numpy().astype(str)
-    if dataset.pseudonym_fingerprint:
-        pseudonymizer = pseudonymizer or dataset.pseudonymizer
-        if pseudonymizer is None:
-            raise ArtifactError(
-                f"{artifact.path}: its patient ids are pseudonymised, so its patients cannot be "
-                "matched to their groups in the audit data; give the training key with "
-                f"--pseudonym-key-file or {KEY_FILE_VARIABLE}")
-        check_key(artifact.manifest["pseudonyms"], pseudonymizer, str(artifact.path))
-        keys = pseudonymizer.many(keys).astype(str)
-    return pd.Index(keys).get_indexer(dataset.patients.external_ids.astype(str)).astype(np.int64)
-
-
-def group_exposure(artifact: Artifact, groups: pd.DataFrame, slots: sp.csr_matrix,
-                   n_requests: np.ndarray, matched: np.ndarray,
-                   attributes: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Exposure shares per (attribute, group, treatment) and request counts per group.
-
-    Returns ``exposure`` (attribute, group, treatment_id, slots, share; treatments that fill no
-    slot for the attribute are left out) and ``requests`` (attribute, group, n_ranked patients,
-    n_requests, n_slots). Artifact patients absent from ``groups`` count as ``unknown``.
-    """
-    treatment_ids = artifact.dataset.treatments.external_ids
-    parts, counts = [], []
-    for attribute in (ALL, *attributes):
-        if attribute == ALL:
-            labels = np.full(len(matched), ALL, object)
-        else:
-            values = groups[attribute].to_numpy()
-            labels = np.where(matched >= 0, values[np.maximum(matched, 0)], UNKNOWN).astype(object)
-        codes, names = pd.factorize(labels)
-        indicator = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))),
-                                  shape=(len(names), len(codes)))
-        per_group = np.asarray((indicator @ slots).todense(), dtype=np.int64)   # (n_g, n_t)
-        totals = per_group.sum(axis=1)
-        shown = np.flatnonzero(per_group.sum(axis=0) > 0)
-        share = per_group[:, shown] / np.maximum(totals, 1)[:, None]
-        parts.append(pd.DataFrame({
-            "attribute": attribute, "group": np.repeat(np.asarray(names, object), len(shown)),
-            "treatment_id": np.tile(treatment_ids[shown], len(names)),
-            "slots": per_group[:, shown].ravel(), "share": share.ravel()}))
-        counts.append(pd.DataFrame({
-            "attribute": attribute, "group": np.asarray(names, object),
-            "n_ranked": np.bincount(codes, weights=n_requests > 0, minlength=len(names)).astype(np.int64),
-            "n_requests": np.bincount(codes, weights=n_requests, minlength=len(names)).astype(np.int64),
-            "n_slots": totals}))
-    return pd.concat(parts, ignore_index=True), pd.concat(counts, ignore_index=True)
-
-
-def exposure_gaps(exposure: pd.DataFrame, requests: pd.DataFrame, min_group_size: int) -> pd.DataFrame:
-    """Per (attribute, treatment): highest minus lowest share over known groups with at least
-    ``min_group_size`` requests; largest first."""
-    eligible = requests[(requests["attribute"] != ALL) & (requests["group"] != UNKNOWN)
-                        & (requests["n_requests"] >= min_group_size)]
-    frame = exposure.merge(eligible[["attribute", "group"]], on=["attribute", "group"])
-    rows = []
-    for (attribute, treatment), part in frame.groupby(["attribute", "treatment_id"], sort=False):
-        if part["group"].nunique() < 2:
-            continue
-        high, low = part.loc[part["share"].idxmax()], part.loc[part["share"].idxmin()]
-        rows.append({"attribute": attribute, "treatment_id": treatment,
-                     "gap": float(high["share"] - low["share"]), "high_group": high["group"],
-                     "high": float(high["share"]), "low_group": low["group"], "low": float(low["share"])})
-    columns = ["attribute", "treatment_id", "gap", "high_group", "high", "low_group", "low"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["attribute", "gap"], ascending=[True, False],
-                                                           ignore_index=True)
 
 
 def _group_table(groups: pd.DataFrame, queries: pd.DataFrame, requests: pd.DataFrame,
@@ -508,14 +245,6 @@ def _group_table(groups: pd.DataFrame, queries: pd.DataFrame, requests: pd.DataF
                                        "mean_allowed", "n_requests", "small"])
 
 
-def _treatment_names(tables: CohortTables, exposure: pd.DataFrame) -> dict[str, str]:
-    if tables.treatments is None:
-        return {}
-    names = tables.treatments.drop_duplicates(C.treatment).set_index(C.treatment)["name"]
-    shown = pd.unique(exposure["treatment_id"])
-    return {str(t): str(names[t]) for t in shown if t in names.index and str(names[t]).strip()}
-
-
 def _notes(artifact: Artifact, tables: CohortTables, matched: np.ndarray) -> list[str]:
     notes = []
     if artifact.manifest["data"].get("fingerprint") != tables.fingerprint:
@@ -526,11 +255,3 @@ def _notes(artifact: Artifact, tables: CohortTables, matched: np.ndarray) -> lis
         notes.append(f"{absent} of the artifact's {len(matched)} patients are not in the audit "
                      f"data; their exposure is counted in the group '{UNKNOWN}'")
     return notes
-
-
-def group_order(label: str):
-    """Sort groups naturally (age bands by their lower bound), ``unknown`` last."""
-    if label == UNKNOWN:
-        return (2, 0, "")
-    head = label.split("-", 1)[0]
-    return (0, int(head), label) if head.isdigit() else (1, 0, label)

@@ -25,7 +25,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .subgroup_audit import ALL, HEATMAP_ROWS, JSON_FILE, MARKDOWN_FILE, UNKNOWN, AuditResult, group_order
+from .subgroups import ALL, UNKNOWN, group_order
+from .subgroup_audit import HEATMAP_ROWS, JSON_FILE, MARKDOWN_FILE, AuditResult
 from ..utils.fileutil import atomic_dir
 
 #: Exposure differences listed per attribute in the Markdown report.
