@@ -7,7 +7,6 @@ line needs in ``g.audit``.
 """
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -18,11 +17,11 @@ from recommender.trust.model_card import model_card_markdown
 from . import schemas
 from .auth import patient_data, roles
 from .errors import ApiError
+from .feedback import store_feedback
 from .model_store import Served
 from .tokens import CLINICIAN
 
 api = Blueprint("api", __name__)
-log = logging.getLogger(__name__)
 
 
 def _served(app: Flask | None = None, ctx=None) -> Served:
@@ -180,13 +179,3 @@ def clinician_feedback():
     stored = store_feedback(current_app.extensions["recommender"].feedback, [record])
     return jsonify({"status": "stored" if stored else "already_stored",
                     "feedback_id": body["feedback_id"]}), 201 if stored else 200
-
-
-def store_feedback(store, records: list[dict]) -> int:
-    """Append decisions to the feedback store; how many were new (503 if it cannot be written)."""
-    try:
-        return sum(store.append(record) for record in records)
-    except OSError as exc:
-        log.error("request %s: feedback not stored: %s", g.get("request_id"), exc)
-        raise ApiError(503, "feedback_unavailable", "the decision could not be stored; retry "
-                       "later (feedback is idempotent)") from None

@@ -14,6 +14,8 @@ from typing import Any
 from flask import Flask
 
 from . import schemas
+from .cds_hooks.feedback import feedback_schema
+from .cds_hooks.views import request_schema
 
 ERROR_STATUSES = {
     400: "Invalid request: parameter, body or JSON syntax (see error.code)",
@@ -209,9 +211,6 @@ def _add_cds(document: dict) -> None:
     Their request and response objects are the specification's; the schemas here name the
     required parts and stay open.
     """
-    from .cds_hooks.feedback import feedback_schema
-    from .cds_hooks.views import request_schema
-
     service_id = {"name": "service_id", "in": "path", "required": True,
                   "description": "a service id from GET /cds-services",
                   "schema": {"type": "string", "minLength": 1, "maxLength": 128}}

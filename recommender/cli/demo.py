@@ -22,15 +22,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..models.persistence import load_artifact
-    from ..evaluation.planted import evaluate_planted
-    from ..evaluation.evaluate import evaluate_split
-    from ..data.tables import read_tables
-    from ..evaluation.report import write_report
     from ..data.splits import leave_last
     from ..data.synthetic.planted import generate_cohort, write_cohort
+    from ..data.tables import read_tables
+    from ..evaluation.evaluate import evaluate_split
+    from ..evaluation.planted import evaluate_planted
+    from ..evaluation.report import write_report
+    from ..models.persistence import load_artifact
     from ..training import train_artifact
-    from .recommend import table
+    from .output import table
 
     out = Path(args.out)
     step = _Steps()

@@ -76,9 +76,9 @@ def seeded_models(kinds: list[str], seed: int) -> dict:
 
 
 def run(args) -> int:
-    from ..evaluation.planted import evaluate_planted
-    from ..evaluation.evaluate import evaluate_split
     from ..data.tables import find_table, read_tables
+    from ..evaluation.evaluate import evaluate_split
+    from ..evaluation.planted import evaluate_planted
     from ..evaluation.report import write_report
 
     tables = read_tables(args.data)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 
 from ..data.policies import ConfidencePolicy
-from ..data.side_info import SideInfo
-from ..models import MODELS
 from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
+from ..data.side_info import SideInfo
+from ..exceptions import ParameterError
+from ..models import MODELS
 
 
 def positive_int(text: str) -> int:
@@ -70,3 +71,20 @@ def pseudonymizer_from(args) -> Pseudonymizer | None:
     if getattr(args, "pseudonym_key_file", None):
         return Pseudonymizer.from_file(args.pseudonym_key_file)
     return Pseudonymizer.from_environment()
+
+
+def add_engine_options(parser) -> None:
+    """``--engine`` and ``--spark-master`` (train and recommend)."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", choices=("local", "spark"), default="local",
+                       help="run on this machine or on Apache Spark (needs the [spark] extra and "
+                            "Java 17+; see docs/spark.md) (default %(default)s)")
+    group.add_argument("--spark-master", metavar="URL",
+                       help="Spark master for --engine spark (default $RECOMMENDER_SPARK_MASTER, "
+                            "then spark-defaults.conf, then local[2])")
+
+
+def check_engine(args) -> None:
+    """Refuse Spark-only options without --engine spark."""
+    if args.engine != "spark" and args.spark_master:
+        raise ParameterError("--spark-master applies only with --engine spark")

@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 import sys
 
+from ..data.policies import SafetyPolicy
 from ..exceptions import ParameterError
 from ..models import MODELS
-from ..data.policies import SafetyPolicy
 from .options import (
     add_data_options,
+    add_engine_options,
     add_key_option,
     add_model_option,
+    check_engine,
     policy_from,
     positive_int,
     pseudonymizer_from,
@@ -53,23 +55,6 @@ def register(subparsers) -> None:
                              "machine's memory; --data may then be any path Spark reads "
                              "(default %(default)s)")
     parser.set_defaults(func=run)
-
-
-def add_engine_options(parser) -> None:
-    """``--engine`` and ``--spark-master`` (train and recommend)."""
-    group = parser.add_argument_group("engine")
-    group.add_argument("--engine", choices=("local", "spark"), default="local",
-                       help="run on this machine or on Apache Spark (needs the [spark] extra and "
-                            "Java 17+; see docs/spark.md) (default %(default)s)")
-    group.add_argument("--spark-master", metavar="URL",
-                       help="Spark master for --engine spark (default $RECOMMENDER_SPARK_MASTER, "
-                            "then spark-defaults.conf, then local[2])")
-
-
-def check_engine(args) -> None:
-    """Refuse Spark-only options without --engine spark."""
-    if args.engine != "spark" and args.spark_master:
-        raise ParameterError("--spark-master applies only with --engine spark")
 
 
 def model_params(args) -> dict:

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from recommender.exceptions import DataValidationError
 
 from .. import schemas
-from ..api import store_feedback
+from ..feedback import store_feedback
 from ..auth import cds_client, patient_data, public
 from ..errors import ApiError
 from ..model_store import Served
