@@ -10,6 +10,7 @@ often a held-out treatment that worked is ranked above one that failed or harmed
 
     python benchmarks/bench_quality.py [--datasets california,nebraska,mimic3,mimic4] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
+from recommender.data.splits import leave_last, leave_last_episode  # noqa: E402
+from recommender.data.tables import read_tables  # noqa: E402
 from recommender.evaluation.evaluate import evaluate_split  # noqa: E402
 from recommender.importers import import_mimic, import_synthea  # noqa: E402
-from recommender.data.tables import read_tables  # noqa: E402
 from recommender.models import make_model  # noqa: E402
-from recommender.data.splits import leave_last, leave_last_episode  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DATASETS = {
@@ -34,12 +35,26 @@ DATASETS = {
     "mimic4": (import_mimic, "mimic4_demo_2.2"),
 }
 MODELS = {
-    "condition-popular": {}, "popular": {},
-    "als": {"factors": 16, "regularization": 1.0}, "bpr": {"factors": 16}, "lmf": {"factors": 16},
-    "cosine": {"K": 50}, "bm25": {"K": 50}, "latent-class": {"n_classes": 3},
+    "condition-popular": {},
+    "popular": {},
+    "als": {"factors": 16, "regularization": 1.0},
+    "bpr": {"factors": 16},
+    "lmf": {"factors": 16},
+    "cosine": {"K": 50},
+    "bm25": {"K": 50},
+    "latent-class": {"n_classes": 3},
 }
-COLUMNS = ["dataset", "model", "hit@1", "ndcg@3", "mrr", "queries", "outcome_auc", "auc_queries",
-           "fit_s"]
+COLUMNS = [
+    "dataset",
+    "model",
+    "hit@1",
+    "ndcg@3",
+    "mrr",
+    "queries",
+    "outcome_auc",
+    "auc_queries",
+    "fit_s",
+]
 
 
 def seeded_models(seed: int) -> dict:
@@ -57,11 +72,22 @@ def evaluate_dataset(name: str, folder: Path, seed: int) -> list[dict]:
     rows = []
     for kind, result in last.models.items():
         summary, auc = result.summary, episode.models[kind]
-        auc_queries = int(auc.queries["outcome_auc"].notna().sum()) if "outcome_auc" in auc.queries else 0
-        rows.append({"dataset": name, "model": kind, "hit@1": summary["hit@1"],
-                     "ndcg@3": summary["ndcg@3"], "mrr": summary["mrr"],
-                     "queries": summary["n_queries"], "outcome_auc": auc.summary["outcome_auc"],
-                     "auc_queries": auc_queries, "fit_s": result.fit_seconds})
+        auc_queries = (
+            int(auc.queries["outcome_auc"].notna().sum()) if "outcome_auc" in auc.queries else 0
+        )
+        rows.append(
+            {
+                "dataset": name,
+                "model": kind,
+                "hit@1": summary["hit@1"],
+                "ndcg@3": summary["ndcg@3"],
+                "mrr": summary["mrr"],
+                "queries": summary["n_queries"],
+                "outcome_auc": auc.summary["outcome_auc"],
+                "auc_queries": auc_queries,
+                "fit_s": result.fit_seconds,
+            }
+        )
     return rows
 
 

@@ -15,6 +15,7 @@ shipped to the executors, Parquet written).
     python benchmarks/bench_spark.py             # 5k and 20k patients
     python benchmarks/bench_spark.py --full      # adds 100k patients
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,18 +28,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import markdown_table, write_results  # noqa: E402
-from recommender.models.persistence import load_artifact  # noqa: E402
-from recommender.evaluation.evaluate import evaluate  # noqa: E402
-from recommender.data.tables import validate_tables, write_tables  # noqa: E402
-from recommender.models.als import ALSRecommender  # noqa: E402
-from recommender.ranking import recommend_all  # noqa: E402
 from recommender.data.splits import leave_last  # noqa: E402
 from recommender.data.synthetic.planted import generate_cohort  # noqa: E402
+from recommender.data.tables import validate_tables, write_tables  # noqa: E402
+from recommender.evaluation.evaluate import evaluate  # noqa: E402
+from recommender.models.als import ALSRecommender  # noqa: E402
+from recommender.models.persistence import load_artifact  # noqa: E402
+from recommender.ranking import recommend_all  # noqa: E402
 from recommender.training import train_artifact  # noqa: E402
 
 COHORT_SEED = 21
-COLUMNS = ["patients", "outcomes", "engine", "fit_s", "ndcg@10", "ndcg_min", "ndcg_max",
-           "rank_all_s"]
+COLUMNS = [
+    "patients",
+    "outcomes",
+    "engine",
+    "fit_s",
+    "ndcg@10",
+    "ndcg_min",
+    "ndcg_max",
+    "rank_all_s",
+]
 
 
 def compare(n_patients: int, repeats: int, workdir: Path) -> list[dict]:
@@ -50,14 +59,25 @@ def compare(n_patients: int, repeats: int, workdir: Path) -> list[dict]:
     split = leave_last(tables)
     runs = {"local": [], "spark local[2]": []}
     for seed in range(repeats):
-        result = evaluate({"local": ALSRecommender(random_state=seed),
-                           "spark local[2]": SparkALSRecommender(random_state=seed)},
-                          split.train, split.test, k=10, show_progress=False)
+        result = evaluate(
+            {
+                "local": ALSRecommender(random_state=seed),
+                "spark local[2]": SparkALSRecommender(random_state=seed),
+            },
+            split.train,
+            split.test,
+            k=10,
+            show_progress=False,
+        )
         for name, model in result.models.items():
             runs[name].append((model.fit_seconds, model.summary["ndcg@10"]))
-        print(f"  {n_patients} patients, seed {seed}: " + ", ".join(
-            f"{name} fit {r[-1][0]:.1f}s ndcg@10 {r[-1][1]:.4f}" for name, r in runs.items()),
-            flush=True)
+        print(
+            f"  {n_patients} patients, seed {seed}: "
+            + ", ".join(
+                f"{name} fit {r[-1][0]:.1f}s ndcg@10 {r[-1][1]:.4f}" for name, r in runs.items()
+            ),
+            flush=True,
+        )
     data = write_tables(tables, workdir / f"cohort-{n_patients}")
     artifact = train_artifact(data, workdir / f"artifact-{n_patients}", kind="als")
     model = load_artifact(artifact).model
@@ -65,15 +85,24 @@ def compare(n_patients: int, repeats: int, workdir: Path) -> list[dict]:
         "local": _median_time(lambda: recommend_all(model, k=10), repeats),
         "spark local[2]": _median_time(
             lambda: rank_all_spark(artifact, str(workdir / f"ranked-{n_patients}.parquet"), k=10),
-            repeats),
+            repeats,
+        ),
     }
     rows = []
     for name, values in runs.items():
         ndcgs = [v[1] for v in values]
-        rows.append({"patients": n_patients, "outcomes": len(tables.outcomes), "engine": name,
-                     "fit_s": statistics.median(v[0] for v in values),
-                     "ndcg@10": statistics.median(ndcgs), "ndcg_min": min(ndcgs),
-                     "ndcg_max": max(ndcgs), "rank_all_s": rank_times[name]})
+        rows.append(
+            {
+                "patients": n_patients,
+                "outcomes": len(tables.outcomes),
+                "engine": name,
+                "fit_s": statistics.median(v[0] for v in values),
+                "ndcg@10": statistics.median(ndcgs),
+                "ndcg_min": min(ndcgs),
+                "ndcg_max": max(ndcgs),
+                "rank_all_s": rank_times[name],
+            }
+        )
     return rows
 
 
@@ -96,6 +125,7 @@ def main() -> None:
     sizes = [5000] if args.quick else [5000, 20000] + ([100000] if args.full else [])
 
     from recommender.spark.session import build_session
+
     started = time.perf_counter()
     spark = build_session("local[2]")
     session_seconds = time.perf_counter() - started
@@ -107,10 +137,18 @@ def main() -> None:
     spark.stop()
     table = markdown_table(rows, COLUMNS)
     print(table)
-    path = write_results("spark_quick" if args.quick else "spark", {
-        "description": __doc__.splitlines()[0], "repeats": args.repeats,
-        "spark_version": spark.version, "spark_session_start_s": session_seconds,
-        "params": ALSRecommender().get_params(), "rows": rows, "table": table})
+    path = write_results(
+        "spark_quick" if args.quick else "spark",
+        {
+            "description": __doc__.splitlines()[0],
+            "repeats": args.repeats,
+            "spark_version": spark.version,
+            "spark_session_start_s": session_seconds,
+            "params": ALSRecommender().get_params(),
+            "rows": rows,
+            "table": table,
+        },
+    )
     print(f"results: {path}")
 
 

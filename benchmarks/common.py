@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: machine description, timing, result files."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -28,8 +29,13 @@ def machine() -> dict:
         memory = f"{kb / 2**20:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": memory,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def median_time(function: Callable[[], object], repeats: int = 5) -> float:

@@ -12,6 +12,7 @@ allows at most::
 
 Never used to serve clinicians: it answers only the patients and conditions in that file.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def create_app():
     answers = {}
     for path in Path(os.environ["BENCH_PATHS"]).read_text().split():
         patient, k, condition = PATH.fullmatch(path).groups()
-        answers[patient, int(k), condition] = model.recommend(patient, k=int(k),
-                                                              condition_id=condition)
+        answers[patient, int(k), condition] = model.recommend(
+            patient, k=int(k), condition_id=condition
+        )
 
     def recommend(patient_id, k=10, condition_id=None, include_tried=False):
         return answers[patient_id, k, condition_id]

@@ -3,6 +3,7 @@
 Each script prints its table and writes JSON under benchmarks/results/; benchmarks/README.md
 holds the recorded numbers and the machine they were measured on.
 """
+
 from __future__ import annotations
 
 import argparse

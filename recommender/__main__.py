@@ -1,4 +1,5 @@
 """``python -m recommender`` is the same as the ``recommender`` command."""
+
 import sys
 
 from .cli import main

@@ -2,6 +2,7 @@
 
 Every module refers to columns through these constants so that a rename happens in one place.
 """
+
 from __future__ import annotations
 
 
@@ -34,8 +35,15 @@ class Tables:
     treatments = "treatments"
     conditions = "conditions"
 
-    all = (outcomes, patients, patient_conditions, contraindications, interactions, treatments,
-           conditions)
+    all = (
+        outcomes,
+        patients,
+        patient_conditions,
+        contraindications,
+        interactions,
+        treatments,
+        conditions,
+    )
 
 
 #: Outcome labels accepted in place of a number, and the value each stands for.

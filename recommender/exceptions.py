@@ -1,4 +1,5 @@
 """Every error the engine raises on purpose. Each message says what, where and what was expected."""
+
 from __future__ import annotations
 
 
@@ -21,14 +22,24 @@ class DataValidationError(RecommenderError, ValueError):
         The offending column.
     """
 
-    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
-                 column: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ):
         self.file, self.row, self.column, self.reason = file, row, column, message
-        where = ", ".join(part for part in (
-            file and f"file {file}",
-            row is not None and f"row {row}",
-            column and f"column '{column}'",
-        ) if part)
+        where = ", ".join(
+            part
+            for part in (
+                file and f"file {file}",
+                row is not None and f"row {row}",
+                column and f"column '{column}'",
+            )
+            if part
+        )
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -1,4 +1,5 @@
 """From a data folder to a verified artifact: read, encode, fit, save, reload and check."""
+
 from __future__ import annotations
 
 import ctypes
@@ -6,48 +7,63 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
 from .data.arrow_read import read_codes
-from .models.persistence import load_artifact, save_artifact
 from .data.codes import CohortCodes
-from .data.policies import ConfidencePolicy
 from .data.dataset import Dataset
+from .data.policies import ConfidencePolicy
+from .data.pseudonym import Pseudonymizer
 from .data.side_info import SideInfo
 from .data.tables import CohortTables
 from .models import Recommender, make_model
-from .data.pseudonym import Pseudonymizer
+from .models.persistence import load_artifact, save_artifact
 
 log = logging.getLogger(__name__)
 
 
-def fit_model(tables: CohortTables, kind: str = "als", params: Mapping | None = None,
-              policy: ConfidencePolicy | None = None, side_info: SideInfo | None = None,
-              pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False,
-              **dataset_options) -> Recommender:
+def fit_model(
+    tables: CohortTables,
+    kind: str = "als",
+    params: Mapping | None = None,
+    policy: ConfidencePolicy | None = None,
+    side_info: SideInfo | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+    show_progress: bool = False,
+    **dataset_options,
+) -> Recommender:
     """Build the Dataset from ``tables`` and fit a new model of ``kind`` with ``params``.
 
     ``dataset_options`` go to :meth:`Dataset.from_tables` (safety, feedback, feedback_weight).
     """
-    model, dataset = _encode(tables, kind, params, policy, side_info, pseudonymizer,
-                             **dataset_options)
+    model, dataset = _encode(
+        tables, kind, params, policy, side_info, pseudonymizer, **dataset_options
+    )
     return model.fit(dataset, show_progress=show_progress)
 
 
-def _encode(tables: CohortTables | CohortCodes, kind: str, params: Mapping | None, policy,
-            side_info, pseudonymizer, **dataset_options) -> tuple[Recommender, Dataset]:
+def _encode(
+    tables: CohortTables | CohortCodes,
+    kind: str,
+    params: Mapping | None,
+    policy,
+    side_info,
+    pseudonymizer,
+    **dataset_options,
+) -> tuple[Recommender, Dataset]:
     """A new unfitted model (parameters checked first: encoding is the slower step) and the
     Dataset of ``tables``."""
     model = make_model(kind, **dict(params or {}))
     model._validate_params()
     build = Dataset.from_codes if isinstance(tables, CohortCodes) else Dataset.from_tables
-    dataset = build(tables, policy=policy, side_info=side_info, pseudonymizer=pseudonymizer,
-                    **dataset_options)
+    dataset = build(
+        tables, policy=policy, side_info=side_info, pseudonymizer=pseudonymizer, **dataset_options
+    )
     return model, dataset
 
 
@@ -88,11 +104,18 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
-                   params: Mapping | None = None, policy: ConfidencePolicy | None = None,
-                   side_info: SideInfo | None = None, metrics: Mapping | None = None,
-                   pseudonymizer: Pseudonymizer | None = None, show_progress: bool = False,
-                   **dataset_options) -> Path:
+def train_artifact(
+    data: str | Path,
+    out: str | Path,
+    kind: str = "als",
+    params: Mapping | None = None,
+    policy: ConfidencePolicy | None = None,
+    side_info: SideInfo | None = None,
+    metrics: Mapping | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+    show_progress: bool = False,
+    **dataset_options,
+) -> Path:
     """Train on the canonical tables in ``data`` and write a verified artifact to ``out``.
 
     Returns the artifact path. The artifact is reloaded before this returns, so a caller never
@@ -118,8 +141,9 @@ def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
     release_memory()
     read_seconds = time.perf_counter() - started
     n_rows = codes.n_rows
-    model, dataset = _encode(codes, kind, params, policy, side_info, pseudonymizer,
-                             **dataset_options)
+    model, dataset = _encode(
+        codes, kind, params, policy, side_info, pseudonymizer, **dataset_options
+    )
     del codes  # the fit needs only the Dataset
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,20 +154,37 @@ def train_artifact(data: str | Path, out: str | Path, kind: str = "als",
         model.fit(dataset, show_progress=show_progress)
         fit_seconds = time.perf_counter() - started - read_seconds - encode_seconds
         release_memory()
-        training = {"data_folder": Path(data).name, "read_seconds": round(read_seconds, 3),
-                    "encode_seconds": round(encode_seconds, 3),
-                    "fit_seconds": round(fit_seconds, 3), "n_outcome_rows": n_rows}
+        training = {
+            "data_folder": Path(data).name,
+            "read_seconds": round(read_seconds, 3),
+            "encode_seconds": round(encode_seconds, 3),
+            "fit_seconds": round(fit_seconds, 3),
+            "n_outcome_rows": n_rows,
+        }
         path = save_artifact(model, out, metrics=metrics, extra={"training": training})
         del model, dataset  # the reload below is the artifact's own
     load_artifact(path, mmap=True, verify=False, pseudonymizer=pseudonymizer)  # loads, key matches
-    log.info("trained %s in %.1fs (read %.1fs, encode %.1fs) -> %s", kind, fit_seconds,
-             read_seconds, encode_seconds, path)
+    log.info(
+        "trained %s in %.1fs (read %.1fs, encode %.1fs) -> %s",
+        kind,
+        fit_seconds,
+        read_seconds,
+        encode_seconds,
+        path,
+    )
     return path
 
 
 #: Dataset matrices that a fit reads little or not at all (ALS reads only ``matrix``).
-SPILLED = ("history", "history_days", "harmful", "patient_conditions", "condition_outcomes",
-           "condition_successes", "label_counts")
+SPILLED = (
+    "history",
+    "history_days",
+    "harmful",
+    "patient_conditions",
+    "condition_outcomes",
+    "condition_successes",
+    "label_counts",
+)
 
 
 def _spill(dataset: Dataset, folder: Path) -> None:
@@ -160,5 +201,8 @@ def _spill(dataset: Dataset, folder: Path) -> None:
             file = folder / f"{name}.{part}.npy"
             np.save(file, getattr(matrix, part), allow_pickle=False)
             parts[part] = np.load(file, mmap_mode="r")
-        setattr(dataset, name, sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
-                                             shape=matrix.shape))
+        setattr(
+            dataset,
+            name,
+            sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]), shape=matrix.shape),
+        )

@@ -6,9 +6,10 @@ and verifies the artifact with the pseudonymisation key, opens the audit log, re
 tokens and registers the blueprints. Any problem stops it with a
 :class:`~service.config.ConfigError` naming the setting. Operators' guide: ``service/README.md``.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import Flask
 
@@ -65,6 +66,11 @@ def _register_cds(app: Flask, settings: Mapping) -> None:
     if origins:
         from flask_cors import CORS
 
-        CORS(app, resources={r"/cds-services(/.*)?": {"origins": origins}},
-             allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"],
-             supports_credentials=False, max_age=3600)
+        CORS(
+            app,
+            resources={r"/cds-services(/.*)?": {"origins": origins}},
+            allow_headers=["Authorization", "Content-Type"],
+            methods=["GET", "POST", "OPTIONS"],
+            supports_credentials=False,
+            max_age=3600,
+        )

@@ -1,4 +1,5 @@
 """Operator endpoints (blueprint ``admin``): hot reload, admin role only."""
+
 from __future__ import annotations
 
 import logging
@@ -32,17 +33,31 @@ def reload_model():
     runtime = current_app.extensions["recommender"]
     control = current_app.config.get(reload.CONTROL_KEY)
     if control:
-        outcome = reload.request_fleet_reload(control, current_app.config[reload.MASTER_KEY],
-                                              artifact, current_app.config["RELOAD_TIMEOUT"])
+        outcome = reload.request_fleet_reload(
+            control,
+            current_app.config[reload.MASTER_KEY],
+            artifact,
+            current_app.config["RELOAD_TIMEOUT"],
+        )
     else:
         outcome = runtime.reload(artifact).to_dict()
     _audit(runtime, artifact, outcome)
     if outcome is None:
-        return jsonify({"status": "pending", "artifact": artifact,
-                        "message": "the reload is still running; watch GET /v1/model"}), 202
+        return jsonify(
+            {
+                "status": "pending",
+                "artifact": artifact,
+                "message": "the reload is still running; watch GET /v1/model",
+            }
+        ), 202
     if outcome["status"] != "reloaded":
-        raise ApiError(422, "reload_refused", f"artifact refused, model "
-                       f"{outcome['previous_version']} keeps serving: {outcome['error']}", outcome)
+        raise ApiError(
+            422,
+            "reload_refused",
+            f"artifact refused, model "
+            f"{outcome['previous_version']} keeps serving: {outcome['error']}",
+            outcome,
+        )
     return jsonify(outcome)
 
 
@@ -57,21 +72,30 @@ def _allowed_path(artifact: str) -> str:
     except (OSError, RuntimeError, ValueError) as exc:
         raise ApiError(422, "reload_refused", f"artifact path cannot be resolved: {exc}") from None
     if path != root and root not in path.parents:
-        raise ApiError(422, "reload_refused", f"artifact paths must lie under the artifact root "
-                       f"{root} (RECOMMENDER_ARTIFACT_ROOT)", {"artifact": artifact})
+        raise ApiError(
+            422,
+            "reload_refused",
+            f"artifact paths must lie under the artifact root {root} (RECOMMENDER_ARTIFACT_ROOT)",
+            {"artifact": artifact},
+        )
     return str(path)
 
 
 def _audit(runtime, artifact: str | None, outcome: dict | None) -> None:
     """Reloads are recorded in the audit log too (who switched the model, from what to what)."""
     try:
-        runtime.audit.write({
-            "event": "model_reload", "request_id": g.get("request_id"),
-            "principal": g.principal.id, "role": g.principal.role,
-            "endpoint": request.endpoint, "artifact": artifact,
-            "status": "pending" if outcome is None else outcome["status"],
-            "model_version": None if outcome is None else outcome["model_version"],
-            "previous_version": None if outcome is None else outcome["previous_version"],
-        })
+        runtime.audit.write(
+            {
+                "event": "model_reload",
+                "request_id": g.get("request_id"),
+                "principal": g.principal.id,
+                "role": g.principal.role,
+                "endpoint": request.endpoint,
+                "artifact": artifact,
+                "status": "pending" if outcome is None else outcome["status"],
+                "model_version": None if outcome is None else outcome["model_version"],
+                "previous_version": None if outcome is None else outcome["previous_version"],
+            }
+        )
     except AuditError as exc:  # the reload happened; say so in the log rather than hide it
         log.error("reload by %s not recorded in the audit log: %s", g.principal.id, exc)

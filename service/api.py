@@ -5,6 +5,7 @@ asks the engine, and returns the engine's ``RecommendationList.to_dict()`` uncha
 the engine adds reach clients without a change here. Patient-data views leave what the audit
 line needs in ``g.audit``.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -38,9 +39,13 @@ def _served(app: Flask | None = None, ctx=None) -> Served:
 
 def _check_condition(served: Served, condition: str | None) -> None:
     if condition is not None and condition not in served.conditions:
-        raise ApiError(404, "unknown_condition", f"unknown condition id {condition!r}: the model "
-                       "has no outcome, diagnosis or contraindication that mentions it",
-                       {"condition": condition})
+        raise ApiError(
+            404,
+            "unknown_condition",
+            f"unknown condition id {condition!r}: the model "
+            "has no outcome, diagnosis or contraindication that mentions it",
+            {"condition": condition},
+        )
 
 
 def _recommended_ids(body: dict) -> list[str]:
@@ -63,13 +68,20 @@ def patient_recommendations(patient_id: str):
     audit["condition_id"] = condition
     _check_condition(served, condition)
     try:
-        answer = served.model.recommend(patient_id, k=params.get("k", config["DEFAULT_K"]),
-                                        condition_id=condition,
-                                        include_tried=params.get("include_tried", False))
+        answer = served.model.recommend(
+            patient_id,
+            k=params.get("k", config["DEFAULT_K"]),
+            condition_id=condition,
+            include_tried=params.get("include_tried", False),
+        )
     except UnknownIdError:
-        raise ApiError(404, "unknown_patient", f"unknown patient id {patient_id!r}: not in the "
-                       "model's training data; POST /v1/recommendations with the patient's "
-                       "history instead") from None
+        raise ApiError(
+            404,
+            "unknown_patient",
+            f"unknown patient id {patient_id!r}: not in the "
+            "model's training data; POST /v1/recommendations with the patient's "
+            "history instead",
+        ) from None
     body = answer.to_dict()
     audit["treatment_ids"] = _recommended_ids(body)
     return app.json.response(body)
@@ -91,10 +103,14 @@ def new_patient_recommendations():
     _check_condition(served, condition)
     try:
         answer = served.model.recommend_new(
-            history=history, conditions=[*body.get("conditions", []), *body.get("allergies", [])],
-            k=body.get("k", config["DEFAULT_K"]), condition_id=condition,
-            include_tried=body.get("include_tried", False), sex=body.get("sex"),
-            birth_year=body.get("birth_year"))
+            history=history,
+            conditions=[*body.get("conditions", []), *body.get("allergies", [])],
+            k=body.get("k", config["DEFAULT_K"]),
+            condition_id=condition,
+            include_tried=body.get("include_tried", False),
+            sex=body.get("sex"),
+            birth_year=body.get("birth_year"),
+        )
     except (DataValidationError, ParameterError) as exc:
         raise ApiError(400, "invalid_body", str(exc)) from None
     except UnknownIdError as exc:
@@ -120,23 +136,32 @@ def similar_treatments(treatment_id: str):
     k_schema = schemas.query_parameters(current_app.config)["k"]
     params = schemas.parse_query(request.args, {"k": k_schema})
     if treatment_id not in served.treatments:
-        raise ApiError(404, "unknown_treatment", f"unknown treatment id {treatment_id!r}",
-                       {"treatment_id": treatment_id})
+        raise ApiError(
+            404,
+            "unknown_treatment",
+            f"unknown treatment id {treatment_id!r}",
+            {"treatment_id": treatment_id},
+        )
     pairs = served.model.similar(treatment_id, k=params.get("k", current_app.config["DEFAULT_K"]))
-    return jsonify({
-        "treatment_id": treatment_id,
-        "model": {"type": served.info["type"], "version": served.version},
-        "similar": [{"rank": rank, "treatment_id": other, "similarity": similarity}
-                    for rank, (other, similarity) in enumerate(pairs, start=1)],
-    })
+    return jsonify(
+        {
+            "treatment_id": treatment_id,
+            "model": {"type": served.info["type"], "version": served.version},
+            "similar": [
+                {"rank": rank, "treatment_id": other, "similarity": similarity}
+                for rank, (other, similarity) in enumerate(pairs, start=1)
+            ],
+        }
+    )
 
 
 @api.get("/v1/model")
 def model_description():
     """Type, version, training-data fingerprint, metrics and creation time of the model."""
     served = _served()
-    return jsonify({**served.info, "artifact": served.path.name,
-                    "loaded_at": _iso(served.loaded_at)})
+    return jsonify(
+        {**served.info, "artifact": served.path.name, "loaded_at": _iso(served.loaded_at)}
+    )
 
 
 def _iso(seconds: float) -> str:
@@ -164,18 +189,32 @@ def clinician_feedback():
     document = schemas.parse_json_body(request.content_type, request.get_data(cache=False))
     body = schemas.validate_body(document, schemas.feedback_schema())
     treatment = body["treatment_id"]
-    g.audit.update(patient_pseudonym=served.pseudonym(body["patient_id"]),
-                   treatment_ids=[treatment], decision=body["decision"],
-                   feedback_id=body["feedback_id"],
-                   recommendation_request_id=body.get("request_id"))
+    g.audit.update(
+        patient_pseudonym=served.pseudonym(body["patient_id"]),
+        treatment_ids=[treatment],
+        decision=body["decision"],
+        feedback_id=body["feedback_id"],
+        recommendation_request_id=body.get("request_id"),
+    )
     if treatment not in served.treatments:
-        raise ApiError(404, "unknown_treatment", f"unknown treatment id {treatment!r}",
-                       {"treatment_id": treatment})
+        raise ApiError(
+            404,
+            "unknown_treatment",
+            f"unknown treatment id {treatment!r}",
+            {"treatment_id": treatment},
+        )
     stored_id = f"api:{g.principal.id}:{body['feedback_id']}"
-    record = {"feedback_id": stored_id, "patient": g.audit["patient_pseudonym"],
-              "treatment_id": treatment, "decision": body["decision"],
-              "reason": body.get("reason"), "principal": g.principal.id, "source": "api",
-              "model_version": body.get("model_version")}
+    record = {
+        "feedback_id": stored_id,
+        "patient": g.audit["patient_pseudonym"],
+        "treatment_id": treatment,
+        "decision": body["decision"],
+        "reason": body.get("reason"),
+        "principal": g.principal.id,
+        "source": "api",
+        "model_version": body.get("model_version"),
+    }
     stored = store_feedback(current_app.extensions["recommender"].feedback, [record])
-    return jsonify({"status": "stored" if stored else "already_stored",
-                    "feedback_id": body["feedback_id"]}), 201 if stored else 200
+    return jsonify(
+        {"status": "stored" if stored else "already_stored", "feedback_id": body["feedback_id"]}
+    ), 201 if stored else 200

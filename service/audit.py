@@ -20,6 +20,7 @@ earlier version took turns on a lock file and shared a mark of how far the file 
 measured under load it gained nothing with 2 workers and made waiting workers queue behind each
 other's fsyncs with 3 (``benchmarks/README.md``, HTTP service).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,10 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -147,8 +149,10 @@ class AuditLog:
         try:
             os.fsync(fd)
         except OSError as exc:
-            self._failure = (f"the audit log {self.path} could not be made durable ({exc}); no "
-                             "further access is served until the service is restarted")
+            self._failure = (
+                f"the audit log {self.path} could not be made durable ({exc}); no "
+                "further access is served until the service is restarted"
+            )
             log.error(self._failure)
 
     def writable(self) -> bool:

@@ -5,9 +5,10 @@ some roles. Missing or unknown token: 401 with ``WWW-Authenticate: Bearer``; val
 wrong role: 403. Tokens are hashed on arrival and compared with the stored hashes in constant
 time (:class:`service.tokens.TokenStore`); a token is never stored, logged or echoed.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, Request, current_app, g, request
 
@@ -39,6 +40,7 @@ def roles(*allowed: str) -> Callable[[Callable], Callable]:
     def mark(view: Callable) -> Callable:
         setattr(view, _ACCESS, frozenset(allowed))
         return view
+
     return mark
 
 
@@ -99,22 +101,28 @@ def authorize(app: Flask | None = None, req: Request | None = None, ctx=None) ->
     ctx.principal = principal
     if principal.role not in allowed:
         runtime.metrics.auth_failure("forbidden")
-        raise ApiError(403, "forbidden", f"role {principal.role!r} may not call this endpoint; "
-                       f"it needs {' or '.join(sorted(allowed))}",
-                       {"role": principal.role, "allowed_roles": sorted(allowed)},
-                       {"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'})
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role {principal.role!r} may not call this endpoint; "
+            f"it needs {' or '.join(sorted(allowed))}",
+            {"role": principal.role, "allowed_roles": sorted(allowed)},
+            {"WWW-Authenticate": f'{REALM}, error="insufficient_scope"'},
+        )
 
 
 def authenticate_cds_client() -> Principal:
     """The EHR behind a CDS Hooks call: its JWT issuer (401/503 when refused)."""
     runtime = current_app.extensions["recommender"]
     try:
-        identity = runtime.cds.verifier.verify(request.headers.get("Authorization"),
-                                               runtime.cds.audiences(request.path))
+        identity = runtime.cds.verifier.verify(
+            request.headers.get("Authorization"), runtime.cds.audiences(request.path)
+        )
     except CredentialError as exc:
         runtime.metrics.auth_failure("missing" if exc.code == "missing_token" else "invalid")
-        headers = {"WWW-Authenticate": f'{REALM}, error="invalid_token"'} if exc.status == 401 \
-            else None
+        headers = (
+            {"WWW-Authenticate": f'{REALM}, error="invalid_token"'} if exc.status == 401 else None
+        )
         raise ApiError(exc.status, exc.code, exc.message, None, headers) from None
     g.cds_tenant = identity.tenant
     return Principal(identity.issuer, CDS_CLIENT)
@@ -129,17 +137,32 @@ def authenticate(header: str | None, tokens: TokenStore, metrics=None) -> Princi
         metrics = current_app.extensions["recommender"].metrics
     if not header:
         metrics.auth_failure("missing")
-        raise ApiError(401, "missing_token", "this endpoint needs an API token: send "
-                       "'Authorization: Bearer <token>'", None, {"WWW-Authenticate": REALM})
+        raise ApiError(
+            401,
+            "missing_token",
+            "this endpoint needs an API token: send 'Authorization: Bearer <token>'",
+            None,
+            {"WWW-Authenticate": REALM},
+        )
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         metrics.auth_failure("malformed")
-        raise ApiError(401, "invalid_token", "the Authorization header must be 'Bearer <token>'",
-                       None, {"WWW-Authenticate": f'{REALM}, error="invalid_request"'})
+        raise ApiError(
+            401,
+            "invalid_token",
+            "the Authorization header must be 'Bearer <token>'",
+            None,
+            {"WWW-Authenticate": f'{REALM}, error="invalid_request"'},
+        )
     principal = tokens.authenticate(token)
     if principal is None:
         metrics.auth_failure("invalid")
-        raise ApiError(401, "invalid_token", "the API token is not valid (unknown or revoked)",
-                       None, {"WWW-Authenticate": f'{REALM}, error="invalid_token"'})
+        raise ApiError(
+            401,
+            "invalid_token",
+            "the API token is not valid (unknown or revoked)",
+            None,
+            {"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
+        )
     return principal

@@ -6,12 +6,14 @@ types and defaults, is in ``service/README.md``. Configuration is read once, whe
 built, and checked as a whole: a wrong value stops the service with a message that names the
 setting and the variable it came from.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from recommender.exceptions import RecommenderError
 
@@ -99,20 +101,28 @@ _KEY_TO_VARIABLE = {key: variable for variable, (key, _) in ENVIRONMENT.items()}
 #: Keys whose value must be set (a path) for the service to start.
 REQUIRED_PATHS = ("ARTIFACT", "API_TOKENS_FILE", "PSEUDONYM_KEY_FILE", "AUDIT_LOG")
 #: Integer settings and their allowed range.
-INT_RANGES = {"MAX_K": (1, 10_000), "DEFAULT_K": (1, 10_000), "MAX_HISTORY": (1, 100_000),
-              "MAX_CONDITIONS": (1, 100_000), "MAX_BODY_BYTES": (1024, 64 * 2**20),
-              "CDS_MAX_CARDS": (1, 20), "CDS_SUGGESTIONS": (1, 10),
-              "CDS_JWT_MAX_LIFETIME": (10, 86_400),
-              "CDS_JTI_CACHE_SIZE": (100, 10_000_000), "CDS_CARD_TTL_DAYS": (1, 3650),
-              "AUDIT_FSYNC_INTERVAL_MS": (0, 10_000)}
+INT_RANGES = {
+    "MAX_K": (1, 10_000),
+    "DEFAULT_K": (1, 10_000),
+    "MAX_HISTORY": (1, 100_000),
+    "MAX_CONDITIONS": (1, 100_000),
+    "MAX_BODY_BYTES": (1024, 64 * 2**20),
+    "CDS_MAX_CARDS": (1, 20),
+    "CDS_SUGGESTIONS": (1, 10),
+    "CDS_JWT_MAX_LIFETIME": (10, 86_400),
+    "CDS_JTI_CACHE_SIZE": (100, 10_000_000),
+    "CDS_CARD_TTL_DAYS": (1, 3650),
+    "AUDIT_FSYNC_INTERVAL_MS": (0, 10_000),
+}
 #: Files kept beside the audit log unless configured (its folder must exist and be writable).
 BESIDE_AUDIT_LOG = {"FEEDBACK_LOG": "feedback.jsonl", "CDS_STORE": "cds.sqlite"}
 #: Internal keys set by the server, not by operators (see ``service/reload.py``).
 INTERNAL = ("RELOAD_CONTROL_DIR",)
 
 
-def load_config(overrides: Mapping | None = None,
-                environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+def load_config(
+    overrides: Mapping | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The merged, checked configuration.
 
     Parameters
@@ -176,11 +186,14 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     for key, (low, high) in INT_RANGES.items():
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{_name(key)} must be a whole number in [{low}, {high}]; "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"{_name(key)} must be a whole number in [{low}, {high}]; got {value!r}"
+            )
     if config["DEFAULT_K"] > config["MAX_K"]:
-        raise ConfigError(f"{_name('DEFAULT_K')} ({config['DEFAULT_K']}) must not exceed "
-                          f"{_name('MAX_K')} ({config['MAX_K']})")
+        raise ConfigError(
+            f"{_name('DEFAULT_K')} ({config['DEFAULT_K']}) must not exceed "
+            f"{_name('MAX_K')} ({config['MAX_K']})"
+        )
     for key in ("AUDIT_FSYNC", "ACCESS_LOG"):
         if not isinstance(config[key], bool):
             raise ConfigError(f"{_name(key)} must be true or false; got {config[key]!r}")
@@ -189,8 +202,9 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"{_name('RELOAD_TIMEOUT')} must be seconds in (0, 600]; got {timeout!r}")
     missing = [_name(key) for key in REQUIRED_PATHS if not config.get(key)]
     if missing:
-        raise ConfigError(f"missing required setting(s): {', '.join(missing)}; "
-                          "see service/README.md")
+        raise ConfigError(
+            f"missing required setting(s): {', '.join(missing)}; see service/README.md"
+        )
     for key, name in BESIDE_AUDIT_LOG.items():
         if not config.get(key):
             config[key] = str(Path(config["AUDIT_LOG"]).expanduser().parent / name)
@@ -208,8 +222,7 @@ def _check_cds(config: dict[str, Any]) -> dict[str, Any]:
         value = config[key]
         if isinstance(value, str):
             value = _names(value)
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v
-                                                           for v in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{_name(key)} must be a comma-separated list; got {value!r}")
         config[key] = tuple(value)
     for key in ("CDS_JWKS", "CDS_BASE_URL", "CDS_INFO_URL"):
@@ -222,8 +235,10 @@ def _check_cds(config: dict[str, Any]) -> dict[str, Any]:
     if config["CDS_ISSUERS"]:
         missing = [_name(key) for key in ("CDS_JWKS", "CDS_BASE_URL") if not config[key]]
         if missing:
-            raise ConfigError(f"CDS Hooks is on ({_name('CDS_ISSUERS')} is set) but "
-                              f"{', '.join(missing)} is missing; see service/README.md")
+            raise ConfigError(
+                f"CDS Hooks is on ({_name('CDS_ISSUERS')} is set) but "
+                f"{', '.join(missing)} is missing; see service/README.md"
+            )
         config["CDS_BASE_URL"] = config["CDS_BASE_URL"].rstrip("/")
     return config
 

@@ -3,11 +3,12 @@
 Routing errors (404, 405), body errors (400, 413, 415), authentication (401, 403) and bugs
 (500) all leave through :func:`error_response`; a client never sees HTML or a traceback.
 """
+
 from __future__ import annotations
 
 import logging
 import traceback
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
@@ -16,10 +17,19 @@ log = logging.getLogger(__name__)
 
 #: Machine-readable codes of the HTTP errors Werkzeug raises for us.
 HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout",
-    411: "length_required", 413: "body_too_large", 414: "uri_too_long",
-    415: "unsupported_media_type", 431: "headers_too_large", 500: "internal_error",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    411: "length_required",
+    413: "body_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    431: "headers_too_large",
+    500: "internal_error",
 }
 
 
@@ -50,15 +60,26 @@ class ApiError(Exception):
         Extra response headers (e.g. ``WWW-Authenticate``).
     """
 
-    def __init__(self, status: int, code: str, message: str, details: Mapping | None = None,
-                 headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Mapping | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.details, self.headers = details, headers
 
 
-def error_response(status: int, code: str, message: str, details: Mapping | None = None,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     body = {"error": {"code": code, "message": message}}
     if details:
         body["error"]["details"] = dict(details)
@@ -79,8 +100,10 @@ def register_error_handlers(app: Flask) -> None:
         headers = {name: value for name, value in error.get_headers() if name.lower() == "allow"}
         message = error.description or error.name
         if status == 413:
-            message = (f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes "
-                       "(RECOMMENDER_MAX_BODY_BYTES)")
+            message = (
+                f"request body larger than {app.config['MAX_CONTENT_LENGTH']} bytes "
+                "(RECOMMENDER_MAX_BODY_BYTES)"
+            )
         return error_response(status, HTTP_CODES.get(status, "http_error"), message, None, headers)
 
     @app.errorhandler(Exception)
@@ -89,5 +112,8 @@ def register_error_handlers(app: Flask) -> None:
         # raw identifier from the request; the client gets no detail at all.
         frames = "".join(traceback.format_tb(error.__traceback__))
         log.error("request %s: unhandled %s\n%s", g.get("request_id"), type(error).__name__, frames)
-        return error_response(500, "internal_error", "internal server error; the request id "
-                              "in X-Request-ID identifies it in the server log")
+        return error_response(
+            500,
+            "internal_error",
+            "internal server error; the request id in X-Request-ID identifies it in the server log",
+        )

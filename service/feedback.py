@@ -1,4 +1,5 @@
 """Storing clinicians' decisions (REST feedback and CDS Hooks card feedback share this)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,5 +17,8 @@ def store_feedback(store, records: list[dict]) -> int:
         return sum(store.append(record) for record in records)
     except OSError as exc:
         log.error("request %s: feedback not stored: %s", g.get("request_id"), exc)
-        raise ApiError(503, "feedback_unavailable", "the decision could not be stored; retry "
-                       "later (feedback is idempotent)") from None
+        raise ApiError(
+            503,
+            "feedback_unavailable",
+            "the decision could not be stored; retry later (feedback is idempotent)",
+        ) from None

@@ -18,6 +18,7 @@ Settings read from the environment here: ``RECOMMENDER_BIND`` (default 127.0.0.1
 ``RECOMMENDER_WORKERS`` (default: usable cores + 1), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds),
 ``RECOMMENDER_WORKER_THREADS`` (BLAS/OpenMP threads per worker, default 1).
 """
+
 import os
 import shutil
 import tempfile
@@ -52,18 +53,28 @@ def _configure_logging():
     """The service's own loggers to stderr (gunicorn keeps its own error log setup)."""
     import logging.config
 
-    logging.config.dictConfig({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s [%(process)d] [%(levelname)s] "
-                                           "%(name)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "service": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-            "recommender": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
-        },
-    })
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {
+                "plain": {
+                    "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+                }
+            },
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "plain",
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "loggers": {
+                "service": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+                "recommender": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+            },
+        }
+    )
 
 
 _configure_logging()
@@ -73,8 +84,11 @@ def when_ready(server):
     from service import reload
 
     control = reload.install(server)
-    server.log.info("hot reload ready: SIGHUP to pid %s or POST /v1/admin/reload (control %s)",
-                    server.pid, control)
+    server.log.info(
+        "hot reload ready: SIGHUP to pid %s or POST /v1/admin/reload (control %s)",
+        server.pid,
+        control,
+    )
 
 
 def post_fork(server, worker):

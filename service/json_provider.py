@@ -8,6 +8,7 @@ refuses (an integer beyond 64 bits, non-string keys, pretty-printing in debug mo
 Flask's default provider unchanged. Request bodies are still parsed by the standard library
 (``service/schemas.py``), whose errors the API reports.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,9 @@ from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
 #: Datetimes and dataclasses go to Flask's ``default`` (HTTP dates, ``asdict``) as before.
-_OPTIONS = (orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATETIME
-            | orjson.OPT_PASSTHROUGH_DATACLASS)
+_OPTIONS = (
+    orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 #: A response body is the document and a newline, as Flask writes it.
 _BODY_OPTIONS = _OPTIONS | orjson.OPT_APPEND_NEWLINE
 

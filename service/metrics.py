@@ -8,10 +8,11 @@ Under gunicorn every worker is a process of its own; with ``PROMETHEUS_MULTIPROC
 a scrape answered by any worker adds up all of them (prometheus_client's multiprocess mode).
 Without it (tests, one process) the app's own registry is exported.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -34,18 +35,30 @@ class Metrics:
 
     def __init__(self, model_info: Callable[[], tuple[dict, float]]):
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("recommender_http_requests", "HTTP requests answered",
-                                ["endpoint", "method", "status"], registry=self.registry)
-        self.latency = Histogram("recommender_http_request_duration_seconds",
-                                 "Time from the request reaching the app to the response",
-                                 ["endpoint"], buckets=BUCKETS, registry=self.registry)
-        self.auth_failures = Counter("recommender_auth_failures", "Refused credentials",
-                                     ["reason"], registry=self.registry)
-        self.audit_failures = Counter("recommender_audit_write_failures",
-                                      "Audit lines that could not be written (request refused)",
-                                      registry=self.registry)
-        self.reloads = Counter("recommender_model_reloads", "Model reload attempts",
-                               ["result"], registry=self.registry)
+        self.requests = Counter(
+            "recommender_http_requests",
+            "HTTP requests answered",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "recommender_http_request_duration_seconds",
+            "Time from the request reaching the app to the response",
+            ["endpoint"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "recommender_auth_failures", "Refused credentials", ["reason"], registry=self.registry
+        )
+        self.audit_failures = Counter(
+            "recommender_audit_write_failures",
+            "Audit lines that could not be written (request refused)",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "recommender_model_reloads", "Model reload attempts", ["result"], registry=self.registry
+        )
         self._model = _ModelCollector(model_info)
         self.registry.register(self._model)
         #: (endpoint, method, status) -> the request counter's and latency histogram's children.
@@ -59,7 +72,9 @@ class Metrics:
         children = self._request_children.get(key)
         if children is None:
             children = self._request_children[key] = (
-                self.requests.labels(endpoint, method, str(status)), self.latency.labels(endpoint))
+                self.requests.labels(endpoint, method, str(status)),
+                self.latency.labels(endpoint),
+            )
         count, latency = children
         count.inc()
         latency.observe(seconds)
@@ -74,6 +89,7 @@ class Metrics:
         """The Prometheus text exposition (all workers' values in multiprocess mode)."""
         if os.environ.get(MULTIPROCESS_VARIABLE):
             from prometheus_client.multiprocess import MultiProcessCollector
+
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             registry.register(self._model)
@@ -89,10 +105,12 @@ class _ModelCollector:
 
     def collect(self):
         labels, loaded_at = self._model_info()
-        info = GaugeMetricFamily("recommender_model_info", "The model being served (value 1)",
-                                 labels=sorted(labels))
+        info = GaugeMetricFamily(
+            "recommender_model_info", "The model being served (value 1)", labels=sorted(labels)
+        )
         info.add_metric([str(labels[name]) for name in sorted(labels)], 1)
-        loaded = GaugeMetricFamily("recommender_model_loaded_timestamp_seconds",
-                                   "Unix time the served model was loaded")
+        loaded = GaugeMetricFamily(
+            "recommender_model_loaded_timestamp_seconds", "Unix time the served model was loaded"
+        )
         loaded.add_metric([], loaded_at)
         return [info, loaded]

@@ -11,6 +11,7 @@ Order for one request:
 
 The access log names the endpoint, never the URL: a URL can hold a raw patient id.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,19 @@ access_log = logging.getLogger("service.access")
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 #: Endpoint-specific audit fields, written when the view sets them (service/README.md).
-AUDIT_EXTRA = ("history_items", "hook", "hook_instance", "user", "condition_ids", "cards",
-               "feedback_outcomes", "patient_pseudonyms", "feedback_id", "decision",
-               "recommendation_request_id")
+AUDIT_EXTRA = (
+    "history_items",
+    "hook",
+    "hook_instance",
+    "user",
+    "condition_ids",
+    "cards",
+    "feedback_outcomes",
+    "patient_pseudonyms",
+    "feedback_id",
+    "decision",
+    "recommendation_request_id",
+)
 
 
 def register(app: Flask) -> None:
@@ -49,8 +60,11 @@ def _begin() -> None:
 
 def _finish(response: Response) -> Response:
     # The proxies (request, g, current_app) are resolved once: each access costs a lookup.
-    app, req, ctx = current_app._get_current_object(), request._get_current_object(), \
-        g._get_current_object()
+    app, req, ctx = (
+        current_app._get_current_object(),
+        request._get_current_object(),
+        g._get_current_object(),
+    )
     runtime = app.extensions["recommender"]
     view = view_function(app, req)
     principal = ctx.get("principal")
@@ -64,10 +78,19 @@ def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - ctx.get("started", time.perf_counter())
     runtime.metrics.observe(endpoint, req.method, response.status_code, seconds)
     if runtime.config["ACCESS_LOG"]:
-        access_log.info(json.dumps({
-            "request_id": ctx.get("request_id"), "principal": principal.id if principal else None,
-            "method": req.method, "endpoint": endpoint, "status": response.status_code,
-            "ms": round(seconds * 1000, 3)}, separators=(",", ":")))
+        access_log.info(
+            json.dumps(
+                {
+                    "request_id": ctx.get("request_id"),
+                    "principal": principal.id if principal else None,
+                    "method": req.method,
+                    "endpoint": endpoint,
+                    "status": response.status_code,
+                    "ms": round(seconds * 1000, 3),
+                },
+                separators=(",", ":"),
+            )
+        )
     return response
 
 
@@ -80,12 +103,19 @@ def _audit(runtime, req: Request, ctx, principal, response: Response) -> Respons
     if patient is None and view_args and "patient_id" in view_args:
         patient = served.pseudonym(view_args["patient_id"])
     record = {
-        "event": "patient_data_access", "request_id": ctx.get("request_id"),
-        "principal": principal.id, "role": principal.role, "endpoint": req.endpoint,
-        "method": req.method, "patient_pseudonym": patient,
-        "condition_id": details.get("condition_id"), "model_version": served.version,
-        "treatment_ids": details.get("treatment_ids", []), "status": response.status_code,
-        "error_code": _error_code(response), "remote_addr": req.remote_addr,
+        "event": "patient_data_access",
+        "request_id": ctx.get("request_id"),
+        "principal": principal.id,
+        "role": principal.role,
+        "endpoint": req.endpoint,
+        "method": req.method,
+        "patient_pseudonym": patient,
+        "condition_id": details.get("condition_id"),
+        "model_version": served.version,
+        "treatment_ids": details.get("treatment_ids", []),
+        "status": response.status_code,
+        "error_code": _error_code(response),
+        "remote_addr": req.remote_addr,
     }
     record.update({key: details[key] for key in AUDIT_EXTRA if key in details})
     tenant = ctx.get("cds_tenant")
@@ -96,8 +126,12 @@ def _audit(runtime, req: Request, ctx, principal, response: Response) -> Respons
     except AuditError as exc:
         log.error("request %s refused: %s", ctx.get("request_id"), exc)
         runtime.metrics.audit_failures.inc()
-        return error_response(503, "audit_unavailable", "the access could not be recorded in "
-                              "the audit log, so no patient data is returned; retry later")
+        return error_response(
+            503,
+            "audit_unavailable",
+            "the access could not be recorded in "
+            "the audit log, so no patient data is returned; retry later",
+        )
     return response
 
 

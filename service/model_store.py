@@ -7,6 +7,7 @@ assignment. A request reads ``store.current`` once and uses that snapshot to the
 reload never mixes two models in one answer, and a snapshot that fails to build never replaces
 the one serving.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.models.persistence import Artifact, load_artifact, read_manifest
-from recommender.exceptions import ArtifactError, RecommenderError
 from recommender.data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
+from recommender.exceptions import ArtifactError, RecommenderError
+from recommender.models.persistence import Artifact, load_artifact, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +84,29 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
         pseudonymizer = Pseudonymizer.from_file(key_file)
         manifest = read_manifest(path)
         if not (manifest.get("pseudonyms") or {}).get("key_fingerprint"):
-            raise ArtifactError(f"{path}: its patient ids are not pseudonymised; the service only "
-                                "serves keyed artifacts (recommender train --pseudonym-key-file "
-                                f"with the key in {KEY_FILE_VARIABLE})")
+            raise ArtifactError(
+                f"{path}: its patient ids are not pseudonymised; the service only "
+                "serves keyed artifacts (recommender train --pseudonym-key-file "
+                f"with the key in {KEY_FILE_VARIABLE})"
+            )
         artifact = load_artifact(path, mmap=True, verify=True, pseudonymizer=pseudonymizer)
         _prepare(artifact.model)
     except RecommenderError as exc:
         raise ReloadError(str(exc)) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a malformed artifact
-        raise ReloadError(f"{path}: cannot load the artifact "
-                          f"({type(exc).__name__}: {exc})") from None
+        raise ReloadError(
+            f"{path}: cannot load the artifact ({type(exc).__name__}: {exc})"
+        ) from None
     model = artifact.model
-    return Served(path=path, artifact=artifact, pseudonymizer=pseudonymizer,
-                  conditions=frozenset(model.condition_ids()),
-                  treatments=frozenset(model.treatment_ids()),
-                  info=model_info(artifact.manifest), loaded_at=time.time())
+    return Served(
+        path=path,
+        artifact=artifact,
+        pseudonymizer=pseudonymizer,
+        conditions=frozenset(model.condition_ids()),
+        treatments=frozenset(model.treatment_ids()),
+        info=model_info(artifact.manifest),
+        loaded_at=time.time(),
+    )
 
 
 def _prepare(model) -> None:
@@ -133,12 +142,18 @@ def model_info(manifest: dict) -> dict:
         "created": manifest.get("created"),
         "type": manifest.get("model", {}).get("type"),
         "params": manifest.get("model", {}).get("params", {}),
-        "data": {"fingerprint": data.get("fingerprint"), "n_patients": data.get("n_patients"),
-                 "n_treatments": data.get("n_treatments"), "n_conditions": data.get("n_conditions"),
-                 "n_outcomes": data.get("n_outcomes")},
+        "data": {
+            "fingerprint": data.get("fingerprint"),
+            "n_patients": data.get("n_patients"),
+            "n_treatments": data.get("n_treatments"),
+            "n_conditions": data.get("n_conditions"),
+            "n_outcomes": data.get("n_outcomes"),
+        },
         "metrics": manifest.get("metrics", {}),
-        "pseudonyms": {"scheme": pseudonyms.get("scheme"),
-                       "key_fingerprint": pseudonyms.get("key_fingerprint")},
+        "pseudonyms": {
+            "scheme": pseudonyms.get("scheme"),
+            "key_fingerprint": pseudonyms.get("key_fingerprint"),
+        },
         "libraries": manifest.get("libraries", {}),
     }
 
@@ -161,7 +176,7 @@ class ModelStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | Path, key_file: str | Path) -> "ModelStore":
+    def open(cls, path: str | Path, key_file: str | Path) -> ModelStore:
         return cls(load_served(path, key_file), key_file)
 
     def reload(self, path: str | Path | None = None) -> Served:
@@ -169,6 +184,7 @@ class ModelStore:
         with self._lock:
             served = load_served(path or self.current.path, self.key_file)
             previous, self.current = self.current, served
-        log.info("now serving model %s from %s (was %s)", served.version, served.path,
-                 previous.version)
+        log.info(
+            "now serving model %s from %s (was %s)", served.version, served.path, previous.version
+        )
         return served

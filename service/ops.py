@@ -1,4 +1,5 @@
 """Operational endpoints (blueprint ``ops``): probes, metrics and the API description."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -25,8 +26,12 @@ def ready():
     runtime = current_app.extensions["recommender"]
     served = runtime.store.current
     if not runtime.audit.writable():
-        return error_response(503, "not_ready", "the audit log cannot be appended to, so "
-                              "patient data would be refused", {"model_version": served.version})
+        return error_response(
+            503,
+            "not_ready",
+            "the audit log cannot be appended to, so patient data would be refused",
+            {"model_version": served.version},
+        )
     return jsonify(status="ready", model_version=served.version)
 
 

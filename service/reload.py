@@ -16,6 +16,7 @@ master:
 Without this module (``create_app`` used directly, e.g. by tests or a single process), the
 admin endpoint reloads the one process it runs in.
 """
+
 from __future__ import annotations
 
 import gc
@@ -26,8 +27,8 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .runtime import ReloadOutcome, Runtime
 
@@ -39,8 +40,10 @@ STALE_SECONDS = 600
 
 # --- worker side ---------------------------------------------------------------------------------
 
-def request_fleet_reload(control: str | os.PathLike, master_pid: int, artifact: str | None,
-                         timeout: float) -> dict | None:
+
+def request_fleet_reload(
+    control: str | os.PathLike, master_pid: int, artifact: str | None, timeout: float
+) -> dict | None:
     """Ask the master to reload ``artifact`` (None: the current one) and wait for its answer.
 
     Returns the master's outcome (``ReloadOutcome.to_dict()``), or None if it did not answer
@@ -64,6 +67,7 @@ def request_fleet_reload(control: str | os.PathLike, master_pid: int, artifact: 
 
 
 # --- master side ---------------------------------------------------------------------------------
+
 
 def install(arbiter) -> Path:
     """Give a gunicorn arbiter (preloaded app) the reload behaviour; returns the control folder.
@@ -125,11 +129,18 @@ def _reload_once(runtime: Runtime, artifact: str | None) -> ReloadOutcome:
     try:
         return runtime.reload(artifact)
     except Exception:  # the master must survive any failure and keep serving
-        log.exception("reload of %s failed unexpectedly; the current model keeps serving",
-                      artifact or "the current artifact")
+        log.exception(
+            "reload of %s failed unexpectedly; the current model keeps serving",
+            artifact or "the current artifact",
+        )
         current = runtime.store.current
-        return ReloadOutcome(False, str(artifact or current.path), current.version,
-                             current.version, "unexpected error while loading; see the server log")
+        return ReloadOutcome(
+            False,
+            str(artifact or current.path),
+            current.version,
+            current.version,
+            "unexpected error while loading; see the server log",
+        )
 
 
 def _read_request(path: Path) -> str | None:

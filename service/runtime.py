@@ -3,13 +3,14 @@
 Built once by ``create_app`` (in the gunicorn master when the app is preloaded, so workers
 inherit it) and kept in ``app.extensions["recommender"]``; nothing lives at module level.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from recommender.data.feedback import FeedbackStore
 
@@ -34,8 +35,12 @@ class ReloadOutcome:
     warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        body = {"status": "reloaded" if self.ok else "refused", "artifact": self.artifact,
-                "model_version": self.model_version, "previous_version": self.previous_version}
+        body = {
+            "status": "reloaded" if self.ok else "refused",
+            "artifact": self.artifact,
+            "model_version": self.model_version,
+            "previous_version": self.previous_version,
+        }
         if self.error:
             body["error"] = self.error
         if self.warnings:
@@ -56,14 +61,21 @@ class Runtime:
         self.config = config
         self.tokens = TokenStore.from_file(config["API_TOKENS_FILE"])
         if not len(self.tokens):
-            log.warning("the API tokens file %s holds no token: every call will be refused",
-                        config["API_TOKENS_FILE"])
+            log.warning(
+                "the API tokens file %s holds no token: every call will be refused",
+                config["API_TOKENS_FILE"],
+            )
         try:
-            self.audit = AuditLog(config["AUDIT_LOG"], fsync=config["AUDIT_FSYNC"],
-                                  fsync_interval=config["AUDIT_FSYNC_INTERVAL_MS"] / 1000)
+            self.audit = AuditLog(
+                config["AUDIT_LOG"],
+                fsync=config["AUDIT_FSYNC"],
+                fsync_interval=config["AUDIT_FSYNC_INTERVAL_MS"] / 1000,
+            )
         except OSError as exc:
-            raise ConfigError(f"RECOMMENDER_AUDIT_LOG: cannot open {config['AUDIT_LOG']} for "
-                              f"appending ({exc.strerror})") from None
+            raise ConfigError(
+                f"RECOMMENDER_AUDIT_LOG: cannot open {config['AUDIT_LOG']} for "
+                f"appending ({exc.strerror})"
+            ) from None
         try:
             self.store = ModelStore.open(config["ARTIFACT"], config["PSEUDONYM_KEY_FILE"])
         except ReloadError as exc:
@@ -73,12 +85,19 @@ class Runtime:
         self.cds = None
         if config["CDS_ISSUERS"]:
             from .cds_hooks import CdsRuntime
+
             self.cds = CdsRuntime(config)
 
     def model_labels(self) -> tuple[dict, float]:
         served = self.store.current
-        return ({"version": served.version, "type": served.info["type"],
-                 "data_fingerprint": served.info["data"]["fingerprint"]}, served.loaded_at)
+        return (
+            {
+                "version": served.version,
+                "type": served.info["type"],
+                "data_fingerprint": served.info["data"]["fingerprint"],
+            },
+            served.loaded_at,
+        )
 
     def reload_tokens(self) -> str | None:
         """Re-read the tokens file; on a problem keep the current tokens and return the message."""
@@ -105,11 +124,18 @@ class Runtime:
         except ReloadError as exc:
             log.error("reload refused, model %s keeps serving: %s", previous.version, exc)
             self.metrics.reload(False)
-            return ReloadOutcome(False, str(artifact or previous.path), previous.version,
-                                 previous.version, str(exc), warnings)
+            return ReloadOutcome(
+                False,
+                str(artifact or previous.path),
+                previous.version,
+                previous.version,
+                str(exc),
+                warnings,
+            )
         self.metrics.reload(True)
-        return ReloadOutcome(True, str(served.path), served.version, previous.version, None,
-                             warnings)
+        return ReloadOutcome(
+            True, str(served.path), served.version, previous.version, None, warnings
+        )
 
 
 def _feedback_store(path: str) -> FeedbackStore:
@@ -117,6 +143,7 @@ def _feedback_store(path: str) -> FeedbackStore:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
     except OSError as exc:
-        raise ConfigError(f"RECOMMENDER_FEEDBACK_LOG: cannot open {path} for appending "
-                          f"({exc.strerror})") from None
+        raise ConfigError(
+            f"RECOMMENDER_FEEDBACK_LOG: cannot open {path} for appending ({exc.strerror})"
+        ) from None
     return FeedbackStore(path)

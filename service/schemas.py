@@ -9,12 +9,14 @@ and the ``date`` / ``date-time`` formats) and reports every problem with its JSO
 Unknown fields are rejected everywhere: in bodies (``additionalProperties: false``) and in
 query strings (a parameter the operation does not define is a 400).
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, Mapping
+from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
@@ -25,8 +27,10 @@ from .errors import ApiError
 ID_MAX = 256
 TRUE_FALSE = ("true", "false")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d{1,9})?"
-                        r"([Zz]|[+-]\d{2}:\d{2})?$")
+_DATE_TIME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d{1,9})?"
+    r"([Zz]|[+-]\d{2}:\d{2})?$"
+)
 
 
 def identifier(description: str) -> dict:
@@ -35,17 +39,27 @@ def identifier(description: str) -> dict:
 
 def history_item_schema() -> dict:
     return {
-        "type": "object", "additionalProperties": False, "required": ["treatment_id", "outcome"],
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["treatment_id", "outcome"],
         "properties": {
-            "treatment_id": identifier("therapy id as the model knows it; unknown ids are "
-                                       "ignored and listed in notes"),
-            "outcome": {"anyOf": [{"type": "number", "minimum": -1, "maximum": 1},
-                                  {"type": "string", "enum": list(OUTCOME_LABELS)}],
-                        "description": "number in [-1, 1] (1 responded, -1 harmed) or a label"},
-            "timestamp": {"anyOf": [{"type": "string", "format": "date"},
-                                    {"type": "string", "format": "date-time"}],
-                          "description": "ISO-8601 date or date-time; the latest outcome per "
-                                         "therapy counts"},
+            "treatment_id": identifier(
+                "therapy id as the model knows it; unknown ids are ignored and listed in notes"
+            ),
+            "outcome": {
+                "anyOf": [
+                    {"type": "number", "minimum": -1, "maximum": 1},
+                    {"type": "string", "enum": list(OUTCOME_LABELS)},
+                ],
+                "description": "number in [-1, 1] (1 responded, -1 harmed) or a label",
+            },
+            "timestamp": {
+                "anyOf": [
+                    {"type": "string", "format": "date"},
+                    {"type": "string", "format": "date-time"},
+                ],
+                "description": "ISO-8601 date or date-time; the latest outcome per therapy counts",
+            },
             "adverse": {"type": "boolean", "description": "an adverse event was recorded"},
         },
     }
@@ -53,23 +67,40 @@ def history_item_schema() -> dict:
 
 def new_patient_schema(config: Mapping) -> dict:
     """Body of ``POST /v1/recommendations`` for the limits in ``config``."""
-    codes = {"type": "array", "maxItems": config["MAX_CONDITIONS"],
-             "items": identifier("condition or allergy code")}
+    codes = {
+        "type": "array",
+        "maxItems": config["MAX_CONDITIONS"],
+        "items": identifier("condition or allergy code"),
+    }
     return {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "history": {"type": "array", "maxItems": config["MAX_HISTORY"],
-                        "items": history_item_schema(),
-                        "description": "the patient's treatment outcomes (may be empty)"},
+            "history": {
+                "type": "array",
+                "maxItems": config["MAX_HISTORY"],
+                "items": history_item_schema(),
+                "description": "the patient's treatment outcomes (may be empty)",
+            },
             "conditions": {**codes, "description": "diagnoses (condition ids)"},
-            "allergies": {**codes, "description": "allergy and other contraindication-relevant "
-                                                  "codes; merged with conditions"},
-            "condition": identifier("the condition being treated: only therapies recorded for "
-                                    "it are candidates"),
-            "k": {"type": "integer", "minimum": 1, "maximum": config["MAX_K"],
-                  "description": f"list length (default {config['DEFAULT_K']})"},
-            "include_tried": {"type": "boolean", "description": "rank therapies already tried "
-                                                                "(never a harmful one)"},
+            "allergies": {
+                **codes,
+                "description": "allergy and other contraindication-relevant "
+                "codes; merged with conditions",
+            },
+            "condition": identifier(
+                "the condition being treated: only therapies recorded for it are candidates"
+            ),
+            "k": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": config["MAX_K"],
+                "description": f"list length (default {config['DEFAULT_K']})",
+            },
+            "include_tried": {
+                "type": "boolean",
+                "description": "rank therapies already tried (never a harmful one)",
+            },
             "sex": {"type": "string", "minLength": 1, "maxLength": 32},
             "birth_year": {"type": "integer", "minimum": 1850, "maximum": 2200},
         },
@@ -79,33 +110,52 @@ def new_patient_schema(config: Mapping) -> dict:
 def feedback_schema() -> dict:
     """Body of ``POST /v1/feedback``: a clinician's decision on one suggested therapy."""
     return {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "required": ["feedback_id", "patient_id", "treatment_id", "decision"],
         "anyOf": [{"required": ["request_id"]}, {"required": ["model_version"]}],
         "description": "give the request_id of the recommendation answer, its model version, "
-                       "or both",
+        "or both",
         "properties": {
-            "feedback_id": {"type": "string", "minLength": 1, "maxLength": 128,
-                            "description": "the client's id of this decision; sending it again "
-                                           "stores nothing new"},
+            "feedback_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "description": "the client's id of this decision; sending it again "
+                "stores nothing new",
+            },
             "request_id": identifier("X-Request-ID of the recommendation answer decided on"),
             "model_version": identifier("model version of that answer (its model.version)"),
-            "patient_id": identifier("the patient's id as the EHR knows it (pseudonymised by "
-                                     "the service)"),
+            "patient_id": identifier(
+                "the patient's id as the EHR knows it (pseudonymised by the service)"
+            ),
             "treatment_id": identifier("the therapy decided on"),
             "decision": {"type": "string", "enum": ["accepted", "overridden"]},
-            "reason": {"type": "string", "minLength": 1, "maxLength": 1000,
-                       "description": "why it was overridden (no patient-identifying text)"},
+            "reason": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1000,
+                "description": "why it was overridden (no patient-identifying text)",
+            },
         },
     }
 
 
 def reload_schema() -> dict:
-    return {"type": "object", "additionalProperties": False,
-            "properties": {"artifact": {"type": "string", "minLength": 1, "maxLength": 4096,
-                                        "description": "artifact folder to load, absolute or "
-                                                       "relative to RECOMMENDER_ARTIFACT_ROOT "
-                                                       "(default: the one being served, re-read)"}}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "artifact": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 4096,
+                "description": "artifact folder to load, absolute or "
+                "relative to RECOMMENDER_ARTIFACT_ROOT "
+                "(default: the one being served, re-read)",
+            }
+        },
+    }
 
 
 def query_parameters(config: Mapping) -> dict[str, dict]:
@@ -118,6 +168,7 @@ def query_parameters(config: Mapping) -> dict[str, dict]:
 
 
 # --- checking -----------------------------------------------------------------------------------
+
 
 def check(value: Any, schema: Mapping, path: str = "$") -> list[str]:
     """Problems of ``value`` against ``schema`` (empty when valid), each prefixed by its path."""
@@ -152,8 +203,11 @@ def check(value: Any, schema: Mapping, path: str = "$") -> list[str]:
 
 def _check_string(value: str, schema: Mapping, path: str) -> list[str]:
     if len(value) < schema.get("minLength", 0):
-        return [f"{path}: must not be empty" if schema["minLength"] == 1
-                else f"{path}: at least {schema['minLength']} characters"]
+        return [
+            f"{path}: must not be empty"
+            if schema["minLength"] == 1
+            else f"{path}: at least {schema['minLength']} characters"
+        ]
     if len(value) > schema.get("maxLength", len(value)):
         return [f"{path}: at most {schema['maxLength']} characters"]
     fmt = schema.get("format")
@@ -164,11 +218,17 @@ def _check_string(value: str, schema: Mapping, path: str) -> list[str]:
 
 def _check_object(value: dict, schema: Mapping, path: str) -> list[str]:
     properties = schema.get("properties", {})
-    problems = [f"{path}: missing required field {name!r}"
-                for name in schema.get("required", ()) if name not in value]
+    problems = [
+        f"{path}: missing required field {name!r}"
+        for name in schema.get("required", ())
+        if name not in value
+    ]
     if schema.get("additionalProperties") is False:
-        problems += [f"{path}: unknown field {name!r} (allowed: {sorted(properties)})"
-                     for name in value if name not in properties]
+        problems += [
+            f"{path}: unknown field {name!r} (allowed: {sorted(properties)})"
+            for name in value
+            if name not in properties
+        ]
     for name, item in value.items():
         if name in properties:
             problems += check(item, properties[name], f"{path}.{name}")
@@ -214,6 +274,7 @@ def _json_type(value: Any) -> str:
 
 # --- requests -----------------------------------------------------------------------------------
 
+
 def parse_json_body(content_type: str | None, raw: bytes) -> Any:
     """The JSON document of a request body.
 
@@ -225,8 +286,11 @@ def parse_json_body(content_type: str | None, raw: bytes) -> Any:
     """
     mimetype = (content_type or "").split(";", 1)[0].strip().lower()
     if mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type",
-                       f"the body must be application/json; got {mimetype or 'no content type'}")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json; got {mimetype or 'no content type'}",
+        )
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -243,9 +307,14 @@ def validate_body(document: Any, schema: Mapping) -> dict:
     """``document`` if it matches ``schema``; otherwise a 400 listing every problem."""
     problems = check(document, schema)
     if problems:
-        raise ApiError(400, "invalid_body", problems[0] if len(problems) == 1
-                       else f"{len(problems)} problems in the body; see details",
-                       {"problems": problems[:50]})
+        raise ApiError(
+            400,
+            "invalid_body",
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems)} problems in the body; see details",
+            {"problems": problems[:50]},
+        )
     return document
 
 
@@ -259,14 +328,22 @@ def parse_query(args: MultiDict, allowed: Mapping[str, dict]) -> dict[str, Any]:
     """
     unknown = sorted(set(args) - set(allowed))
     if unknown:
-        raise ApiError(400, "unknown_parameter", f"unknown query parameter(s) {unknown}; "
-                       f"allowed: {sorted(allowed)}", {"unknown": unknown})
+        raise ApiError(
+            400,
+            "unknown_parameter",
+            f"unknown query parameter(s) {unknown}; allowed: {sorted(allowed)}",
+            {"unknown": unknown},
+        )
     values = {}
     for name in args:
         raw = args.getlist(name)
         if len(raw) > 1:
-            raise ApiError(400, "invalid_parameter", f"query parameter {name!r} given "
-                           f"{len(raw)} times; give it once", {"field": name})
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"query parameter {name!r} given {len(raw)} times; give it once",
+                {"field": name},
+            )
         values[name] = _convert(name, raw[0], allowed[name])
     return values
 
@@ -276,15 +353,22 @@ def _convert(name: str, raw: str, schema: Mapping) -> Any:
     if kind == "integer":
         value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
         if value is None or not schema["minimum"] <= value <= schema["maximum"]:
-            raise ApiError(400, "invalid_parameter", f"{name} must be a whole number in "
-                           f"[{schema['minimum']}, {schema['maximum']}]; got {raw!r}",
-                           {"field": name, "minimum": schema["minimum"],
-                            "maximum": schema["maximum"]})
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{name} must be a whole number in "
+                f"[{schema['minimum']}, {schema['maximum']}]; got {raw!r}",
+                {"field": name, "minimum": schema["minimum"], "maximum": schema["maximum"]},
+            )
         return value
     if kind == "boolean":
         if raw not in TRUE_FALSE:
-            raise ApiError(400, "invalid_parameter", f"{name} must be true or false; got {raw!r}",
-                           {"field": name})
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{name} must be true or false; got {raw!r}",
+                {"field": name},
+            )
         return raw == "true"
     problems = check(raw, schema, name)
     if problems:
@@ -295,6 +379,7 @@ def _convert(name: str, raw: str, schema: Mapping) -> Any:
 def check_identifier(value: str, what: str) -> str:
     """A path identifier within the length limit (400 otherwise)."""
     if not 1 <= len(value) <= ID_MAX:
-        raise ApiError(400, "invalid_parameter", f"{what} must be 1-{ID_MAX} characters",
-                       {"field": what})
+        raise ApiError(
+            400, "invalid_parameter", f"{what} must be 1-{ID_MAX} characters", {"field": what}
+        )
     return value

@@ -9,6 +9,7 @@ The file never holds a token, only its hash; a token is shown once, when it is c
 
     python -m service.tokens add --file tokens.json --id ward-7-ehr --role clinician
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import os
 import re
 import secrets
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .config import ConfigError
 
@@ -48,8 +49,9 @@ class TokenStore:
     """Token hashes and their principals; :meth:`authenticate` compares in constant time."""
 
     def __init__(self, principals: Sequence[tuple[str, Principal]]):
-        self._entries = tuple((bytes.fromhex(digest), principal)
-                              for digest, principal in principals)
+        self._entries = tuple(
+            (bytes.fromhex(digest), principal) for digest, principal in principals
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -74,7 +76,7 @@ class TokenStore:
         return found
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "TokenStore":
+    def from_file(cls, path: str | os.PathLike) -> TokenStore:
         """Read and check a tokens file.
 
         Raises
@@ -94,8 +96,9 @@ class TokenStore:
 
 def _parse_entries(data, path: Path) -> list[tuple[str, Principal]]:
     if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
-        raise ConfigError(f"API tokens file {path}: expected "
-                          '{"tokens": [{"id", "sha256", "role"}, ...]}')
+        raise ConfigError(
+            f'API tokens file {path}: expected {{"tokens": [{{"id", "sha256", "role"}}, ...]}}'
+        )
     entries, seen = [], set()
     for number, entry in enumerate(data["tokens"]):
         where = f"API tokens file {path}, tokens[{number}]"
@@ -103,16 +106,20 @@ def _parse_entries(data, path: Path) -> list[tuple[str, Principal]]:
             raise ConfigError(f'{where}: expected exactly the fields "id", "sha256" and "role"')
         token_id, digest, role = entry["id"], entry["sha256"], entry["role"]
         if not isinstance(token_id, str) or not _ID.match(token_id):
-            raise ConfigError(f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ @ : -; "
-                              f"got {token_id!r}")
+            raise ConfigError(
+                f"{where}: id must be 1-64 characters of A-Z a-z 0-9 . _ @ : -; got {token_id!r}"
+            )
         if token_id in seen:
             raise ConfigError(f"{where}: id {token_id!r} is used twice")
         if not isinstance(digest, str) or not _HEX64.match(digest):
-            raise ConfigError(f"{where} ({token_id}): sha256 must be 64 lower-case hex digits "
-                              "(the SHA-256 of the token, never the token itself)")
+            raise ConfigError(
+                f"{where} ({token_id}): sha256 must be 64 lower-case hex digits "
+                "(the SHA-256 of the token, never the token itself)"
+            )
         if role not in ROLES:
-            raise ConfigError(f"{where} ({token_id}): role must be one of {list(ROLES)}; "
-                              f"got {role!r}")
+            raise ConfigError(
+                f"{where} ({token_id}): role must be one of {list(ROLES)}; got {role!r}"
+            )
         seen.add(token_id)
         entries.append((digest, Principal(token_id, role)))
     return entries
@@ -136,8 +143,9 @@ def add_token(path: str | os.PathLike, token_id: str, role: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.tokens",
-                                     description="Manage the service's API tokens file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m service.tokens", description="Manage the service's API tokens file."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="create a token, store its hash, print the token once")
     add.add_argument("--file", required=True, help="tokens file (RECOMMENDER_API_TOKENS_FILE)")

@@ -1,4 +1,5 @@
 """Small cohorts built in memory for tests, with answers known by construction."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,15 +21,23 @@ def checkerboard(n_patients: int = 200, n_probes: int = 10) -> tuple[CohortTable
         group, pid = i % 2, f"P{i:04d}"
         good_d, bad_d = ("S0", "S1") if group == 0 else ("S1", "S0")
         good_c, bad_c = ("T0", "T1") if group == 0 else ("T1", "T0")
-        rows += [(pid, bad_d, "no_response", "2020-01-01", "D"), (pid, good_d, "responded", "2020-03-01", "D")]
+        rows += [
+            (pid, bad_d, "no_response", "2020-01-01", "D"),
+            (pid, good_d, "responded", "2020-03-01", "D"),
+        ]
         conditions += [(pid, "D"), (pid, "C")]
         if i >= n_patients:
             truth[pid] = good_c
             continue
         if i % 5 == 0:
             rows.append((pid, "T2", "partial", "2021-01-01", "C"))
-        rows += [(pid, bad_c, "no_response", "2021-02-01", "C"), (pid, good_c, "responded", "2021-04-01", "C")]
-    outcomes = pd.DataFrame(rows, columns=["patient_id", "treatment_id", "outcome", "timestamp", "condition_id"])
+        rows += [
+            (pid, bad_c, "no_response", "2021-02-01", "C"),
+            (pid, good_c, "responded", "2021-04-01", "C"),
+        ]
+    outcomes = pd.DataFrame(
+        rows, columns=["patient_id", "treatment_id", "outcome", "timestamp", "condition_id"]
+    )
     outcomes.loc[len(outcomes)] = ["P0001", "TX", "responded", "2019-01-01", "C"]
     conditions.append(("P0002", "ALG"))
     frames = {
@@ -39,31 +48,57 @@ def checkerboard(n_patients: int = 200, n_probes: int = 10) -> tuple[CohortTable
     return validate_tables(frames), truth
 
 
-def random_cohort(seed: int, n_patients: int = 60, n_treatments: int = 12, n_conditions: int = 4,
-                  n_rows: int = 400) -> CohortTables:
+def random_cohort(
+    seed: int,
+    n_patients: int = 60,
+    n_treatments: int = 12,
+    n_conditions: int = 4,
+    n_rows: int = 400,
+) -> CohortTables:
     """Random outcomes, diagnoses, allergies and contraindications (for property tests)."""
     rng = np.random.default_rng(seed)
     labels = np.array(["responded", "partial", "no_response", "worsened", "adverse"])
-    outcomes = pd.DataFrame({
-        "patient_id": [f"P{i}" for i in rng.integers(0, n_patients, n_rows)],
-        "treatment_id": [f"T{i}" for i in rng.integers(0, n_treatments, n_rows)],
-        "outcome": labels[rng.integers(0, len(labels), n_rows)],
-        "timestamp": pd.to_datetime("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n_rows), "D"),
-        "condition_id": [f"C{i}" for i in rng.integers(0, n_conditions, n_rows)],
-    })
+    outcomes = pd.DataFrame(
+        {
+            "patient_id": [f"P{i}" for i in rng.integers(0, n_patients, n_rows)],
+            "treatment_id": [f"T{i}" for i in rng.integers(0, n_treatments, n_rows)],
+            "outcome": labels[rng.integers(0, len(labels), n_rows)],
+            "timestamp": pd.to_datetime("2020-01-01")
+            + pd.to_timedelta(rng.integers(0, 900, n_rows), "D"),
+            "condition_id": [f"C{i}" for i in rng.integers(0, n_conditions, n_rows)],
+        }
+    )
     outcomes["timestamp"] = outcomes["timestamp"].dt.strftime("%Y-%m-%d")
     n_pc = n_patients
-    patient_conditions = pd.DataFrame({
-        "patient_id": [f"P{i}" for i in rng.integers(0, n_patients, n_pc)],
-        "condition_id": [f"{'A' if j % 3 == 0 else 'C'}{j % n_conditions}" for j in rng.integers(0, 30, n_pc)],
-    })
-    contraindications = pd.DataFrame({
-        "treatment_id": [f"T{i}" for i in rng.integers(0, n_treatments, 5)],
-        "condition_id": [f"{'A' if j % 2 else 'C'}{j % n_conditions}" for j in rng.integers(0, 30, 5)],
-    })
+    patient_conditions = pd.DataFrame(
+        {
+            "patient_id": [f"P{i}" for i in rng.integers(0, n_patients, n_pc)],
+            "condition_id": [
+                f"{'A' if j % 3 == 0 else 'C'}{j % n_conditions}" for j in rng.integers(0, 30, n_pc)
+            ],
+        }
+    )
+    contraindications = pd.DataFrame(
+        {
+            "treatment_id": [f"T{i}" for i in rng.integers(0, n_treatments, 5)],
+            "condition_id": [
+                f"{'A' if j % 2 else 'C'}{j % n_conditions}" for j in rng.integers(0, 30, 5)
+            ],
+        }
+    )
     pairs = np.array([rng.choice(n_treatments, size=2, replace=False) for _ in range(4)])
-    interactions = pd.DataFrame({
-        "treatment_a": [f"T{a}" for a in pairs[:, 0]], "treatment_b": [f"T{b}" for b in pairs[:, 1]],
-        "severity": ["severe", "moderate", "severe", "minor"]})
-    return validate_tables({"outcomes": outcomes, "patient_conditions": patient_conditions,
-                            "contraindications": contraindications, "interactions": interactions})
+    interactions = pd.DataFrame(
+        {
+            "treatment_a": [f"T{a}" for a in pairs[:, 0]],
+            "treatment_b": [f"T{b}" for b in pairs[:, 1]],
+            "severity": ["severe", "moderate", "severe", "minor"],
+        }
+    )
+    return validate_tables(
+        {
+            "outcomes": outcomes,
+            "patient_conditions": patient_conditions,
+            "contraindications": contraindications,
+            "interactions": interactions,
+        }
+    )

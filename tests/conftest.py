@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny seeded cohort built in memory, and the same cohort written to a folder."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from recommender.data.tables import CohortTables, validate_tables, write_tables
 LABELS = np.array(["responded", "partial", "no_response", "worsened", "adverse"])
 
 
-def make_cohort(seed: int = 0, n_patients: int = 80, n_conditions: int = 3,
-                treatments_per_condition: int = 4) -> CohortTables:
+def make_cohort(
+    seed: int = 0, n_patients: int = 80, n_conditions: int = 3, treatments_per_condition: int = 4
+) -> CohortTables:
     """A small cohort with a hidden two-valued trait deciding which therapy works.
 
     For condition ``C{c}`` the therapy ``C{c}-T{(trait + c) % n}`` usually responds and the
@@ -35,16 +37,24 @@ def make_cohort(seed: int = 0, n_patients: int = 80, n_conditions: int = 3,
                 day += int(rng.integers(5, 40))
         if rng.random() < 0.2:
             diagnoses.append((pid, "ALG"))
-    outcomes = pd.DataFrame(rows, columns=["patient_id", "treatment_id", "outcome", "timestamp",
-                                           "condition_id"])
-    patients = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n_patients)],
-                             "sex": rng.choice(["F", "M"], n_patients),
-                             "birth_year": rng.integers(1940, 2000, n_patients).astype(str)})
-    return validate_tables({
-        "outcomes": outcomes, "patients": patients,
-        "patient_conditions": pd.DataFrame(diagnoses, columns=["patient_id", "condition_id"]),
-        "contraindications": pd.DataFrame({"treatment_id": ["C0-T3"], "condition_id": ["ALG"]}),
-    })
+    outcomes = pd.DataFrame(
+        rows, columns=["patient_id", "treatment_id", "outcome", "timestamp", "condition_id"]
+    )
+    patients = pd.DataFrame(
+        {
+            "patient_id": [f"P{i:03d}" for i in range(n_patients)],
+            "sex": rng.choice(["F", "M"], n_patients),
+            "birth_year": rng.integers(1940, 2000, n_patients).astype(str),
+        }
+    )
+    return validate_tables(
+        {
+            "outcomes": outcomes,
+            "patients": patients,
+            "patient_conditions": pd.DataFrame(diagnoses, columns=["patient_id", "condition_id"]),
+            "contraindications": pd.DataFrame({"treatment_id": ["C0-T3"], "condition_id": ["ALG"]}),
+        }
+    )
 
 
 def _date(day: int) -> str:

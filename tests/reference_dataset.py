@@ -5,6 +5,7 @@ builds exactly the same Dataset (ids in the same order, every sparse matrix with
 pattern, explicit zeros and values). The logic below is the original code, unchanged except that
 the helpers are module functions instead of methods.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,18 +13,28 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recommender.columns import Columns as C
-from recommender.data.policies import ConfidencePolicy
-from recommender.data.side_info import FEATURE_AGE, FEATURE_CONDITION, FEATURE_SEX, SideInfo, age_band
-from recommender.data.matrices import OUTCOME_BUCKETS
 from recommender.data.dataset import Dataset
 from recommender.data.ids import IdMap
+from recommender.data.matrices import OUTCOME_BUCKETS
+from recommender.data.policies import SEVERITY_CODES, ConfidencePolicy, SafetyPolicy
+from recommender.data.side_info import (
+    FEATURE_AGE,
+    FEATURE_CONDITION,
+    FEATURE_SEX,
+    SideInfo,
+    age_band,
+)
 from recommender.data.tables import CohortTables
-from recommender.data.policies import SEVERITY_CODES, SafetyPolicy
 
 
-def reference_from_tables(tables: CohortTables, policy: ConfidencePolicy | None = None,
-                          side_info: SideInfo | None = None, harm_threshold: float = 0.0,
-                          pseudonymizer=None, safety: SafetyPolicy | None = None) -> Dataset:
+def reference_from_tables(
+    tables: CohortTables,
+    policy: ConfidencePolicy | None = None,
+    side_info: SideInfo | None = None,
+    harm_threshold: float = 0.0,
+    pseudonymizer=None,
+    safety: SafetyPolicy | None = None,
+) -> Dataset:
     policy, side_info = policy or ConfidencePolicy(), side_info or SideInfo()
     if pseudonymizer is not None:
         tables = _pseudonymise(tables, pseudonymizer)
@@ -32,12 +43,25 @@ def reference_from_tables(tables: CohortTables, policy: ConfidencePolicy | None 
     contraindications = _frame_or_empty(tables.contraindications, [C.treatment, C.condition])
     patients_table = _frame_or_empty(tables.patients, [C.patient])
 
-    patients = IdMap.from_values(pd.concat([outcomes[C.patient], patient_conditions[C.patient],
-                                            patients_table[C.patient]]), "patient")
+    patients = IdMap.from_values(
+        pd.concat([outcomes[C.patient], patient_conditions[C.patient], patients_table[C.patient]]),
+        "patient",
+    )
     treatments = IdMap(np.sort(outcomes[C.treatment].unique()), "treatment")
-    conditions = IdMap(np.sort(pd.unique(pd.concat([
-        outcomes[C.condition].dropna(), patient_conditions[C.condition],
-        contraindications[C.condition]]))), "condition")
+    conditions = IdMap(
+        np.sort(
+            pd.unique(
+                pd.concat(
+                    [
+                        outcomes[C.condition].dropna(),
+                        patient_conditions[C.condition],
+                        contraindications[C.condition],
+                    ]
+                )
+            )
+        ),
+        "condition",
+    )
     timestamps = outcomes[C.timestamp]
     reference_year = int(timestamps.max().year) if timestamps.notna().any() else None
     demographics = _demographics(patients, patients_table, reference_year)
@@ -48,15 +72,22 @@ def reference_from_tables(tables: CohortTables, policy: ConfidencePolicy | None 
     latest = _latest_rows(outcomes)
     history = _csr(p[latest], t[latest], outcomes[C.outcome].to_numpy()[latest], (n_p, n_t))
     history_days = _csr(p[latest], t[latest], _days(timestamps.iloc[latest]), (n_p, n_t))
-    harm_rows = (outcomes[C.adverse].to_numpy() == 1) | (outcomes[C.outcome].to_numpy() < harm_threshold)
+    harm_rows = (outcomes[C.adverse].to_numpy() == 1) | (
+        outcomes[C.outcome].to_numpy() < harm_threshold
+    )
     harmful = _pattern(p[harm_rows], t[harm_rows], (n_p, n_t))
 
-    pc = _pattern(patients.to_internal(patient_conditions[C.patient]),
-                  conditions.to_internal(patient_conditions[C.condition]), (n_p, len(conditions)))
+    pc = _pattern(
+        patients.to_internal(patient_conditions[C.patient]),
+        conditions.to_internal(patient_conditions[C.condition]),
+        (n_p, len(conditions)),
+    )
     known_t = contraindications[C.treatment].isin(set(treatments.external_ids)).to_numpy()
-    ci = _pattern(conditions.to_internal(contraindications[C.condition][known_t]),
-                  treatments.to_internal(contraindications[C.treatment][known_t]),
-                  (len(conditions), n_t))
+    ci = _pattern(
+        conditions.to_internal(contraindications[C.condition][known_t]),
+        treatments.to_internal(contraindications[C.treatment][known_t]),
+        (len(conditions), n_t),
+    )
     has_c = outcomes[C.condition].notna().to_numpy()
     c = conditions.to_internal(outcomes[C.condition][has_c])
     worked = policy.worked(outcomes[C.outcome].to_numpy()[has_c]).astype(np.float32)
@@ -64,41 +95,61 @@ def reference_from_tables(tables: CohortTables, policy: ConfidencePolicy | None 
     condition_outcomes = _csr(c, t[has_c], np.ones(len(c), np.float32), shape_ct, sum_dupes=True)
     condition_successes = _csr(c, t[has_c], worked, shape_ct, sum_dupes=True)
     support = np.asarray(_pattern(p, t, (n_p, n_t)).sum(axis=0)).ravel().astype(np.int64)
-    labels = outcome_buckets(outcomes[C.outcome].to_numpy(), outcomes[C.adverse].to_numpy(),
-                             policy.positive_threshold)
+    labels = outcome_buckets(
+        outcomes[C.outcome].to_numpy(), outcomes[C.adverse].to_numpy(), policy.positive_threshold
+    )
     all_c = np.full(len(outcomes), len(conditions))
-    label_counts = _csr(np.concatenate([c, all_c]),
-                        np.concatenate([t[has_c], t]) * len(OUTCOME_BUCKETS)
-                        + np.concatenate([labels[has_c], labels]),
-                        np.ones(len(c) + len(outcomes), np.float32),
-                        (len(conditions) + 1, n_t * len(OUTCOME_BUCKETS)), sum_dupes=True)
+    label_counts = _csr(
+        np.concatenate([c, all_c]),
+        np.concatenate([t[has_c], t]) * len(OUTCOME_BUCKETS)
+        + np.concatenate([labels[has_c], labels]),
+        np.ones(len(c) + len(outcomes), np.float32),
+        (len(conditions) + 1, n_t * len(OUTCOME_BUCKETS)),
+        sum_dupes=True,
+    )
 
     features = _feature_ids(side_info, conditions, demographics)
     values = history.copy()
     values.data = policy.values(values.data)
     side = _side_columns(pc, demographics, side_info, features, policy)
     matrix = sp.hstack([values, side], format="csr", dtype=np.float32)
-    return Dataset(patients=patients, treatments=treatments, features=features,
-                   conditions=conditions, matrix=matrix, history=history, harmful=harmful,
-                   patient_conditions=pc, contraindications=ci,
-                   condition_outcomes=condition_outcomes,
-                   condition_successes=condition_successes, treatment_support=support,
-                   history_days=history_days, label_counts=label_counts,
-                   interactions=_interaction_matrix(tables.interactions, treatments),
-                   demographics=demographics, policy=policy, side_info=side_info,
-                   safety=safety or SafetyPolicy(),
-                   harm_threshold=harm_threshold, reference_year=reference_year,
-                   fingerprint=tables.fingerprint,
-                   pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
-                   pseudonymizer=pseudonymizer,
-                   treatment_names=_names(tables.treatments, C.treatment, treatments),
-                   condition_names=_names(tables.conditions, C.condition, conditions))
+    return Dataset(
+        patients=patients,
+        treatments=treatments,
+        features=features,
+        conditions=conditions,
+        matrix=matrix,
+        history=history,
+        harmful=harmful,
+        patient_conditions=pc,
+        contraindications=ci,
+        condition_outcomes=condition_outcomes,
+        condition_successes=condition_successes,
+        treatment_support=support,
+        history_days=history_days,
+        label_counts=label_counts,
+        interactions=_interaction_matrix(tables.interactions, treatments),
+        demographics=demographics,
+        policy=policy,
+        side_info=side_info,
+        safety=safety or SafetyPolicy(),
+        harm_threshold=harm_threshold,
+        reference_year=reference_year,
+        fingerprint=tables.fingerprint,
+        pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
+        pseudonymizer=pseudonymizer,
+        treatment_names=_names(tables.treatments, C.treatment, treatments),
+        condition_names=_names(tables.conditions, C.condition, conditions),
+    )
 
 
 def outcome_buckets(outcomes, adverse, positive_threshold):
     outcomes = np.asarray(outcomes, dtype=np.float32)
-    bucket = np.select([outcomes >= 0.75, outcomes > positive_threshold, outcomes >= 0,
-                        outcomes > -0.75], [0, 1, 2, 3], default=4)
+    bucket = np.select(
+        [outcomes >= 0.75, outcomes > positive_threshold, outcomes >= 0, outcomes > -0.75],
+        [0, 1, 2, 3],
+        default=4,
+    )
     return np.where(np.asarray(adverse) == 1, 4, bucket).astype(np.int64)
 
 
@@ -109,8 +160,10 @@ def _side_columns(patient_conditions, demographics, side_info, features, policy)
         coo = patient_conditions.tocoo()
         rows.append(coo.row)
         cols.append(coo.col)
-    for enabled, column, prefix in ((side_info.age_band, "age_band", FEATURE_AGE),
-                                    (side_info.sex, C.sex, FEATURE_SEX)):
+    for enabled, column, prefix in (
+        (side_info.age_band, "age_band", FEATURE_AGE),
+        (side_info.sex, C.sex, FEATURE_SEX),
+    ):
         if enabled:
             labels = (prefix + demographics[column].fillna("").astype(str)).to_numpy()
             idx = features.to_internal(labels, strict=False)
@@ -123,7 +176,9 @@ def _side_columns(patient_conditions, demographics, side_info, features, policy)
 
 
 def _frame_or_empty(frame, columns):
-    return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return (
+        frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    )
 
 
 def _pseudonymise(tables, pseudonymizer):
@@ -168,7 +223,9 @@ def _interaction_matrix(interactions, treatments):
     rows, cols, values = rows[order], cols[order], values[order]
     first = np.ones(len(rows), bool)
     first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    return sp.csr_matrix((values[first], (rows[first], cols[first])), shape=(n_t, n_t), dtype=np.int8)
+    return sp.csr_matrix(
+        (values[first], (rows[first], cols[first])), shape=(n_t, n_t), dtype=np.int8
+    )
 
 
 def _latest_rows(outcomes):
@@ -205,10 +262,15 @@ def _demographics(patients, table, reference_year):
         frame = frame.merge(table[[C.patient, C.sex]], on=C.patient, how="left")
     else:
         frame[C.sex] = None
-    years = (table.set_index(C.patient)[C.birth_year] if C.birth_year in table
-             else pd.Series(dtype="Int64"))
-    frame["age_band"] = [age_band(y, reference_year) if reference_year else None
-                         for y in years.reindex(frame[C.patient]).to_numpy()]
+    years = (
+        table.set_index(C.patient)[C.birth_year]
+        if C.birth_year in table
+        else pd.Series(dtype="Int64")
+    )
+    frame["age_band"] = [
+        age_band(y, reference_year) if reference_year else None
+        for y in years.reindex(frame[C.patient]).to_numpy()
+    ]
     frame[C.sex] = frame[C.sex].replace("", None)
     return frame[[C.sex, "age_band"]].reset_index(drop=True)
 

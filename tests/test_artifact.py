@@ -1,4 +1,5 @@
 """Artifacts: arrays + manifest with checksums; tampered or partial ones are refused."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from recommender.models.persistence import MANIFEST, load_artifact
 from recommender.data.dataset import Dataset
 from recommender.exceptions import ArtifactError
 from recommender.models import make_model
+from recommender.models.persistence import MANIFEST, load_artifact
 from tests.cohorts import checkerboard
 
 
@@ -22,8 +23,11 @@ def model():
 def test_manifest_describes_the_model_and_data(model, tmp_path):
     path = model.save(tmp_path / "a", metrics={"ndcg@10": np.float32(0.5)})
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["model"] == {"type": "als", "class": "ALSRecommender",
-                                 "params": model.get_params()}
+    assert manifest["model"] == {
+        "type": "als",
+        "class": "ALSRecommender",
+        "params": model.get_params(),
+    }
     assert manifest["data"]["n_patients"] == model.dataset_.n_patients
     assert manifest["data"]["fingerprint"] == model.dataset_.fingerprint
     assert manifest["metrics"] == {"ndcg@10": 0.5}
@@ -53,7 +57,9 @@ def test_tampered_array_is_refused(model, tmp_path):
 def test_partial_artifact_is_refused(model, tmp_path):
     path = model.save(tmp_path / "a")
     (path / "dataset" / "history.data.npy").unlink()
-    with pytest.raises(ArtifactError, match="partial artifact, dataset/history.data.npy is missing"):
+    with pytest.raises(
+        ArtifactError, match="partial artifact, dataset/history.data.npy is missing"
+    ):
         load_artifact(path)
     (path / f"{MANIFEST}.sha256").unlink()
     with pytest.raises(ArtifactError, match="not a complete artifact"):

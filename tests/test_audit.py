@@ -1,5 +1,6 @@
 """Subgroup audit: a planted gap is found and flagged, per-group numbers match an independent
 computation, small groups stay out of the gap, pseudonymised artifacts, reports and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -9,23 +10,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.data import splits as S
-from recommender.trust.subgroup_audit import AuditResult, audit
-from recommender.trust.subgroup_report import write_audit
 from recommender.cli import main
+from recommender.data import splits as S
 from recommender.data.dataset import Dataset
-from recommender.exceptions import ArtifactError, DataValidationError, ParameterError
-from recommender.data.tables import read_tables, validate_tables, write_tables
-from recommender.models import make_model
 from recommender.data.pseudonym import Pseudonymizer, create_key_file
 from recommender.data.synthetic.planted import generate_cohort
+from recommender.data.tables import read_tables, validate_tables, write_tables
+from recommender.exceptions import ArtifactError, DataValidationError, ParameterError
+from recommender.models import make_model
 from recommender.training import train_artifact
+from recommender.trust.subgroup_audit import AuditResult, audit
+from recommender.trust.subgroup_report import write_audit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "synthea_ibm_california_1000"
 K = 3
 #: What a site-B patient's record says instead of the truth: what works for others fails.
-INVERTED = {"responded": "no_response", "partial": "worsened", "no_response": "responded",
-            "worsened": "partial", "adverse": "adverse"}
+INVERTED = {
+    "responded": "no_response",
+    "partial": "worsened",
+    "no_response": "responded",
+    "worsened": "partial",
+    "adverse": "adverse",
+}
 
 
 def planted_tables():
@@ -63,6 +69,7 @@ def result(planted) -> AuditResult:
 
 # --- the planted gap ------------------------------------------------------------------------------
 
+
 def test_planted_gap_is_found_and_flagged(result):
     gaps = result.gaps.set_index(["attribute", "metric"])
     site = gaps.loc[("site", f"hit@{K}")]
@@ -79,12 +86,18 @@ def test_planted_gap_is_found_and_flagged(result):
 def test_small_group_is_reported_but_not_used(result):
     groups = result.groups.set_index(["attribute", "group"])
     assert groups.loc[("site", "C"), "small"] and groups.loc[("site", "C"), "n_patients"] == 8
-    c_rows = result.metrics[(result.metrics["attribute"] == "site") & (result.metrics["group"] == "C")]
+    c_rows = result.metrics[
+        (result.metrics["attribute"] == "site") & (result.metrics["group"] == "C")
+    ]
     assert not c_rows["used"].any() and (c_rows["n"] > 0).any()
     assert (result.gaps.loc[result.gaps["attribute"] == "site", "n_groups"] <= 2).all()
     # the whole cohort is reported too, and no patient is lost between groups
-    assert groups.loc[("site", "A"), "n_queries"] + groups.loc[("site", "B"), "n_queries"] \
-        + groups.loc[("site", "C"), "n_queries"] == result.info["split"]["n_queries"]
+    assert (
+        groups.loc[("site", "A"), "n_queries"]
+        + groups.loc[("site", "B"), "n_queries"]
+        + groups.loc[("site", "C"), "n_queries"]
+        == result.info["split"]["n_queries"]
+    )
 
 
 def test_group_metrics_match_an_independent_computation(planted, result):
@@ -95,15 +108,24 @@ def test_group_metrics_match_an_independent_computation(planted, result):
     train, test = S.leave_last(tables)
     model = make_model("condition-popular").fit(Dataset.from_tables(train))
     site = tables.patients.set_index("patient_id")["site"]
-    latest = test.sort_values("timestamp", kind="stable").groupby(
-        ["patient_id", "condition_id", "treatment_id"]).last().reset_index()
+    latest = (
+        test.sort_values("timestamp", kind="stable")
+        .groupby(["patient_id", "condition_id", "treatment_id"])
+        .last()
+        .reset_index()
+    )
     queries = latest[["patient_id", "condition_id"]].drop_duplicates()
     # whole lists, then their heads: ranking.top_k with k < n may break a tie at the cut
     # differently from the full ranking the evaluation uses (ties should go to the lower index)
-    lists = model.recommend_batch(queries["patient_id"].tolist(), k=model.dataset_.n_treatments,
-                                  condition_ids=queries["condition_id"].tolist())
-    ranked = {key: part.sort_values("rank")["treatment_id"].tolist()
-              for key, part in lists.groupby(["patient_id", "condition_id"])}
+    lists = model.recommend_batch(
+        queries["patient_id"].tolist(),
+        k=model.dataset_.n_treatments,
+        condition_ids=queries["condition_id"].tolist(),
+    )
+    ranked = {
+        key: part.sort_values("rank")["treatment_id"].tolist()
+        for key, part in lists.groupby(["patient_id", "condition_id"])
+    }
     hits, reachable = {}, {}
     for (patient, condition), rows in latest.groupby(["patient_id", "condition_id"]):
         relevant = set(rows.loc[rows["outcome"] > 0, "treatment_id"])
@@ -115,8 +137,11 @@ def test_group_metrics_match_an_independent_computation(planted, result):
     for group, values in hits.items():
         assert result.value("site", group, f"hit@{K}") == pytest.approx(np.mean(values))
         assert result.value("site", group, "reachable") == pytest.approx(np.mean(reachable[group]))
-        row = result.metrics[(result.metrics["attribute"] == "site") & (result.metrics["group"] == group)
-                             & (result.metrics["metric"] == f"hit@{K}")].iloc[0]
+        row = result.metrics[
+            (result.metrics["attribute"] == "site")
+            & (result.metrics["group"] == group)
+            & (result.metrics["metric"] == f"hit@{K}")
+        ].iloc[0]
         assert row["n"] == len(values)
         assert row["se"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(len(values)))
 
@@ -128,22 +153,37 @@ def test_exposure_matches_the_artifacts_own_lists(planted, result):
     model = load_artifact(artifact_path).model
     tables = read_tables(data)
     dataset = model.dataset_
-    requests = tables.patient_conditions[tables.patient_conditions["condition_id"].isin(
-        [c for c in dataset.conditions.external_ids if len(dataset.candidates(dataset.condition_index(c)))])]
-    lists = model.recommend_batch(requests["patient_id"].tolist(), k=K,
-                                  condition_ids=requests["condition_id"].tolist())
+    requests = tables.patient_conditions[
+        tables.patient_conditions["condition_id"].isin(
+            [
+                c
+                for c in dataset.conditions.external_ids
+                if len(dataset.candidates(dataset.condition_index(c)))
+            ]
+        )
+    ]
+    lists = model.recommend_batch(
+        requests["patient_id"].tolist(), k=K, condition_ids=requests["condition_id"].tolist()
+    )
     lists["site"] = lists["patient_id"].map(tables.patients.set_index("patient_id")["site"])
     expected = lists.groupby("site")["treatment_id"].value_counts(normalize=True)
-    exposure = result.exposure[result.exposure["attribute"] == "site"].set_index(["group", "treatment_id"])
+    exposure = result.exposure[result.exposure["attribute"] == "site"].set_index(
+        ["group", "treatment_id"]
+    )
     for (group, treatment), share in expected.items():
         assert exposure.loc[(group, treatment), "share"] == pytest.approx(share)
     assert exposure.groupby(level="group")["share"].sum().to_numpy() == pytest.approx(1.0)
     n_requests = result.groups.set_index(["attribute", "group"])["n_requests"]
-    assert n_requests[("site", "A")] == (requests["patient_id"].map(
-        tables.patients.set_index("patient_id")["site"]) == "A").sum()
+    assert (
+        n_requests[("site", "A")]
+        == (
+            requests["patient_id"].map(tables.patients.set_index("patient_id")["site"]) == "A"
+        ).sum()
+    )
 
 
 # --- options and errors ---------------------------------------------------------------------------
+
 
 def test_thresholds_are_configurable(planted):
     data, artifact = planted
@@ -151,7 +191,9 @@ def test_thresholds_are_configurable(planted):
     assert strict.flags.empty
     everyone = audit(artifact, data, by=["site"], k=K, min_group_size=1, requests="patient")
     assert everyone.metrics.query("attribute == 'site' and group == 'C'")["used"].any()
-    assert everyone.info["exposure"]["n_requests"] == everyone.info["exposure"]["n_patients_artifact"]
+    assert (
+        everyone.info["exposure"]["n_requests"] == everyone.info["exposure"]["n_patients_artifact"]
+    )
 
 
 def test_default_attributes_and_age_bands(planted):
@@ -168,13 +210,16 @@ def test_default_attributes_and_age_bands(planted):
     assert result.info["data"]["reference_year"] == year
 
 
-@pytest.mark.parametrize("options, error, match", [
-    ({"by": ["height"]}, DataValidationError, "cannot group by \\['height'\\]"),
-    ({"split": "random"}, ParameterError, "unknown split"),
-    ({"max_gap": 2}, ParameterError, "max_gap"),
-    ({"min_group_size": 0}, ParameterError, "min_group_size"),
-    ({"requests": "visit"}, ParameterError, "requests"),
-])
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"by": ["height"]}, DataValidationError, "cannot group by \\['height'\\]"),
+        ({"split": "random"}, ParameterError, "unknown split"),
+        ({"max_gap": 2}, ParameterError, "max_gap"),
+        ({"min_group_size": 0}, ParameterError, "min_group_size"),
+        ({"requests": "visit"}, ParameterError, "requests"),
+    ],
+)
 def test_bad_options_fail_clearly(planted, options, error, match):
     data, artifact = planted
     with pytest.raises(error, match=match):
@@ -189,8 +234,13 @@ def test_pseudonymised_artifact_needs_its_key(planted, tmp_path):
     with pytest.raises(ArtifactError, match="pseudonymised.*--pseudonym-key-file"):
         audit(keyed, data, by=["site"], k=K)
     with pytest.raises(ArtifactError, match="does not match"):
-        audit(keyed, data, by=["site"], k=K,
-              pseudonymizer=Pseudonymizer.from_file(create_key_file(tmp_path / "other")))
+        audit(
+            keyed,
+            data,
+            by=["site"],
+            k=K,
+            pseudonymizer=Pseudonymizer.from_file(create_key_file(tmp_path / "other")),
+        )
     with_key = audit(keyed, data, by=["site"], k=K, pseudonymizer=key)
     without = audit(plain, data, by=["site"], k=K)
     assert with_key.info["exposure"]["n_patients_matched"] == 1000
@@ -200,11 +250,18 @@ def test_pseudonymised_artifact_needs_its_key(planted, tmp_path):
 
 # --- reports and CLI ------------------------------------------------------------------------------
 
+
 def test_report_folder(result, tmp_path):
     out = write_audit(result, tmp_path / "report")
     names = {p.name for p in out.iterdir()}
-    assert {"audit.json", "audit.md", "metrics_site.png", "metrics_sex.png",
-            "exposure_site.png", "exposure_sex.png"} <= names
+    assert {
+        "audit.json",
+        "audit.md",
+        "metrics_site.png",
+        "metrics_sex.png",
+        "exposure_site.png",
+        "exposure_sex.png",
+    } <= names
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     report = json.loads((out / "audit.json").read_text())
@@ -212,25 +269,53 @@ def test_report_folder(result, tmp_path):
     assert any(f["attribute"] == "site" and f["metric"] == f"hit@{K}" for f in report["flags"])
     assert "patient_id" not in (out / "audit.json").read_text()  # aggregates only
     text = (out / "audit.md").read_text()
-    assert "## Flags" in text and "**site**" in text and "![metrics by site](metrics_site.png)" in text
+    assert (
+        "## Flags" in text and "**site**" in text and "![metrics by site](metrics_site.png)" in text
+    )
 
 
 def test_cli(planted, tmp_path, capsys):
     data, artifact = planted
     out = tmp_path / "cli-audit"
-    args = ["audit", "--artifact", str(artifact), "--data", str(data), "--by", "site",
-            "-k", str(K), "--out", str(out)]
+    args = [
+        "audit",
+        "--artifact",
+        str(artifact),
+        "--data",
+        str(data),
+        "--by",
+        "site",
+        "-k",
+        str(K),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert f"FLAG site hit@{K}" in printed and (out / "audit.md").is_file()
     assert main(args + ["--fail-on-flag"]) == 1
     assert main(args + ["--max-gap", "0.95", "--fail-on-flag"]) == 0
-    assert main(["audit", "--artifact", str(artifact), "--data", str(data), "--by", "shoe_size",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "audit",
+                "--artifact",
+                str(artifact),
+                "--data",
+                str(data),
+                "--by",
+                "shoe_size",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "cannot group by ['shoe_size']" in capsys.readouterr().err
 
 
 # --- Synthea California -------------------------------------------------------------------------
+
 
 @pytest.mark.shared_data
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared Synthea data not found at {SHARED}")
@@ -244,10 +329,15 @@ def test_synthea_california(tmp_path):
     groups = result.groups.set_index(["attribute", "group"])
     assert groups.loc["sex", "n_patients"].sum() == 1000
     assert set(groups.loc["race"].index) >= {"white", "hispanic", "asian", "black"}
-    assert result.info["exposure"]["n_patients_matched"] == result.info["exposure"]["n_patients_artifact"]
+    assert (
+        result.info["exposure"]["n_patients_matched"]
+        == result.info["exposure"]["n_patients_artifact"]
+    )
     assert result.info["notes"] == []
     overall = result.value("all", "all", "hit@5")
     assert 0 < overall <= 1
     for attribute in ("sex", "age_band", "race"):
-        assert (out / f"metrics_{attribute}.png").is_file() and (out / f"exposure_{attribute}.png").is_file()
+        assert (out / f"metrics_{attribute}.png").is_file() and (
+            out / f"exposure_{attribute}.png"
+        ).is_file()
     assert "rxnorm" in (out / "audit.md").read_text()

@@ -11,6 +11,7 @@ a patient ranked alone or in a batch. With integer factors every product is exac
 paths must agree bit for bit; with real factors two treatments may swap only when their scores
 lie within that rounding.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,18 +20,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recommender.ranking import batch as ranking
-from recommender.ranking import factor_path, safety, topk
 from recommender.data.dataset import Dataset
-from recommender.models import make_model
 from recommender.data.patient import Query
-from recommender.ranking import mask_scores, rank_patients, top_k
+from recommender.models import make_model
+from recommender.ranking import batch as ranking
+from recommender.ranking import factor_path, mask_scores, rank_patients, safety, top_k, topk
 from tests.cohorts import random_cohort
 from tests.test_ranking import forbidden
 
 FACTOR_KINDS = ("als", "bpr", "lmf")
-QUICK = {"als": {"factors": 4, "iterations": 2}, "bpr": {"factors": 4, "iterations": 3},
-         "lmf": {"factors": 4, "iterations": 3}}
+QUICK = {
+    "als": {"factors": 4, "iterations": 2},
+    "bpr": {"factors": 4, "iterations": 3},
+    "lmf": {"factors": 4, "iterations": 3},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +50,9 @@ def generic(model, patients, condition, k, include_tried):
     dataset = model.dataset_
     candidates = dataset.candidates(condition) if condition >= 0 else None
     query = Query.known(dataset, patients, np.full(len(patients), condition))
-    codes = safety.exclusion_codes(dataset, query, include_tried,
-                                   safety.active_treatments(dataset, query))
+    codes = safety.exclusion_codes(
+        dataset, query, include_tried, safety.active_treatments(dataset, query)
+    )
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
@@ -77,14 +81,20 @@ def fitted(kind, seed, factor_values, n_treatments=30):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), kind=st.sampled_from(FACTOR_KINDS),
-       factor_values=st.sampled_from(["fitted", "integers", "zero-patients"]),
-       k=st.integers(1, 20), include_tried=st.booleans(), data=st.data())
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(FACTOR_KINDS),
+    factor_values=st.sampled_from(["fitted", "integers", "zero-patients"]),
+    k=st.integers(1, 20),
+    include_tried=st.booleans(),
+    data=st.data(),
+)
 def test_fast_path_equals_generic_path(seed, kind, factor_values, k, include_tried, data):
     tables, model = fitted(kind, seed, factor_values)
     dataset = model.dataset_
-    patients = np.array(data.draw(st.lists(st.integers(0, dataset.n_patients - 1),
-                                           min_size=1, max_size=12)))  # any order, repeats
+    patients = np.array(
+        data.draw(st.lists(st.integers(0, dataset.n_patients - 1), min_size=1, max_size=12))
+    )  # any order, repeats
     condition = data.draw(st.sampled_from([-1] + list(range(len(dataset.conditions)))))
     candidates = dataset.candidates(condition) if condition >= 0 else None
     assert ranking._factor_scoring(model, patients)
@@ -98,8 +108,9 @@ def test_fast_path_equals_generic_path(seed, kind, factor_values, k, include_tri
     for row, p in enumerate(patients):  # and the guarantee, from the tables alone
         condition_id = None if condition < 0 else dataset.conditions.to_external([condition])[0]
         chosen = set(dataset.treatments.to_external(idx[row][idx[row] >= 0]))
-        assert not chosen & forbidden(tables, dataset.patients.to_external([p])[0],
-                                      condition_id, include_tried)
+        assert not chosen & forbidden(
+            tables, dataset.patients.to_external([p])[0], condition_id, include_tried
+        )
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -112,7 +123,9 @@ def test_norm_pruning_is_exact_on_a_large_catalog(seed, k, include_tried):
     rng = np.random.default_rng(seed)
     model.user_factors_ = rng.integers(-2, 3, model.user_factors_.shape).astype(np.float32)
     scale = rng.choice([1, 1, 1, 2, 6], size=(model.item_factors_.shape[0], 1))
-    model.item_factors_ = (rng.integers(-2, 3, model.item_factors_.shape) * scale).astype(np.float32)
+    model.item_factors_ = (rng.integers(-2, 3, model.item_factors_.shape) * scale).astype(
+        np.float32
+    )
     patients = np.arange(model.dataset_.n_patients)
     idx, values = rank_patients(model, patients, -1, None, k, include_tried)
     expected_idx, expected_values = generic(model, patients, -1, k, include_tried)
@@ -153,18 +166,26 @@ def test_fewer_than_k_when_few_are_allowed_and_padding_is_minus_one():
     idx, values = rank_patients(model, patients, -1, None, k, False)
     for row, p in enumerate(patients):
         allowed = set(dataset.treatments.external_ids) - forbidden(
-            tables, dataset.patients.to_external([p])[0], None, False)
+            tables, dataset.patients.to_external([p])[0], None, False
+        )
         got = idx[row][idx[row] >= 0]
         assert set(dataset.treatments.to_external(got)) == allowed
-        assert (idx[row][len(got):] == -1).all() and (values[row][len(got):] == -np.inf).all()
+        assert (idx[row][len(got) :] == -1).all() and (values[row][len(got) :] == -np.inf).all()
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 9), m=st.integers(1, 40), k=st.integers(1, 45), seed=st.integers(0, 999),
-       integers=st.booleans())
+@given(
+    n=st.integers(1, 9),
+    m=st.integers(1, 40),
+    k=st.integers(1, 45),
+    seed=st.integers(0, 999),
+    integers=st.booleans(),
+)
 def test_top_k_is_a_stable_full_sort_of_the_allowed_entries(n, m, k, seed, integers):
     rng = np.random.default_rng(seed)
-    scores = (rng.integers(-3, 4, (n, m)) if integers else rng.normal(size=(n, m))).astype(np.float32)
+    scores = (rng.integers(-3, 4, (n, m)) if integers else rng.normal(size=(n, m))).astype(
+        np.float32
+    )
     scores[rng.random((n, m)) < 0.2] = -np.inf
     scores[rng.random((n, m)) < 0.05] = np.nan
     scores[rng.random((n, m)) < 0.05] = np.inf
@@ -173,8 +194,8 @@ def test_top_k_is_a_stable_full_sort_of_the_allowed_entries(n, m, k, seed, integ
         allowed = np.flatnonzero(np.isfinite(scores[row]))
         expected = allowed[np.lexsort((allowed, -scores[row, allowed]))][:k]
         assert idx[row][: len(expected)].tolist() == expected.tolist()
-        assert (idx[row][len(expected):] == -1).all()
-        assert (values[row][len(expected):] == -np.inf).all()
+        assert (idx[row][len(expected) :] == -1).all()
+        assert (values[row][len(expected) :] == -np.inf).all()
         np.testing.assert_array_equal(values[row][: len(expected)], scores[row, expected])
 
 
@@ -183,11 +204,16 @@ def test_frames_built_by_arrow_equal_frames_of_python_strings(monkeypatch):
     dataset = model.dataset_
     patients = list(dataset.patients.external_ids[:12])
     conditions = [None, dataset.conditions.external_ids[0]] * 6
-    fast = [model.recommend_batch(patients, k=4, condition_ids=conditions),
-            ranking.recommend_all(model, k=3)]
-    monkeypatch.setattr(ranking, "_string_column",
-                        lambda ids, positions: np.asarray(ids, dtype=object)[positions])
-    slow = [model.recommend_batch(patients, k=4, condition_ids=conditions),
-            ranking.recommend_all(model, k=3)]
+    fast = [
+        model.recommend_batch(patients, k=4, condition_ids=conditions),
+        ranking.recommend_all(model, k=3),
+    ]
+    monkeypatch.setattr(
+        ranking, "_string_column", lambda ids, positions: np.asarray(ids, dtype=object)[positions]
+    )
+    slow = [
+        model.recommend_batch(patients, k=4, condition_ids=conditions),
+        ranking.recommend_all(model, k=3),
+    ]
     for a, b in zip(fast, slow):
         pd.testing.assert_frame_equal(a, b)

@@ -1,4 +1,5 @@
 """The command line: contract names, outputs and one-line errors (no traceback)."""
+
 from __future__ import annotations
 
 import json
@@ -16,54 +17,143 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     tables, _ = checkerboard(80, 4)
     write_tables(tables, root / "data")
-    assert main(["train", "--data", str(root / "data"), "--out", str(root / "model"),
-                 "--model", "als", "--factors", "8", "--iterations", "10", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "data"),
+                "--out",
+                str(root / "model"),
+                "--model",
+                "als",
+                "--factors",
+                "8",
+                "--iterations",
+                "10",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     return root
 
 
 def test_recommend_one_patient_prints_the_contract_json(trained, capsys):
     capsys.readouterr()
-    assert main(["recommend", "--artifact", str(trained / "model"), "--patient", "P0080",
-                 "--condition", "C", "-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--artifact",
+                str(trained / "model"),
+                "--patient",
+                "P0080",
+                "--condition",
+                "C",
+                "-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)
     assert set(answer) >= {"patient_id", "condition_id", "model", "recommendations", "excluded"}
     assert answer["patient_id"] == "P0080" and answer["condition_id"] == "C"
     assert answer["model"]["type"] == "als"
     assert [r["rank"] for r in answer["recommendations"]] == [1, 2]
     first = answer["recommendations"][0]
-    assert {"rank", "treatment_id", "score"} <= set(first) <= {"rank", "treatment_id", "score",
-                                                                "explanation", "flags"}
+    assert (
+        {"rank", "treatment_id", "score"}
+        <= set(first)
+        <= {"rank", "treatment_id", "score", "explanation", "flags"}
+    )
     assert set(first["explanation"]) == {"basis", "contributions", "evidence"}
 
 
 def test_table_format(trained, capsys):
     capsys.readouterr()
-    main(["recommend", "--artifact", str(trained / "model"), "--patient", "P0001", "--format", "table"])
+    main(
+        [
+            "recommend",
+            "--artifact",
+            str(trained / "model"),
+            "--patient",
+            "P0001",
+            "--format",
+            "table",
+        ]
+    )
     out = capsys.readouterr().out
     assert out.startswith("patient P0001") and "already_tried" in out
 
 
 def test_requests_file_and_all(trained, tmp_path):
     requests = tmp_path / "requests.csv"
-    pd.DataFrame({"patient_id": ["P0080", "P0081"], "condition_id": ["C", ""]}).to_csv(requests, index=False)
-    assert main(["recommend", "--artifact", str(trained / "model"), "--requests", str(requests),
-                 "--out", str(tmp_path / "out.csv"), "-k", "2"]) == 0
+    pd.DataFrame({"patient_id": ["P0080", "P0081"], "condition_id": ["C", ""]}).to_csv(
+        requests, index=False
+    )
+    assert (
+        main(
+            [
+                "recommend",
+                "--artifact",
+                str(trained / "model"),
+                "--requests",
+                str(requests),
+                "--out",
+                str(tmp_path / "out.csv"),
+                "-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert list(out.columns) == ["patient_id", "condition_id", "rank", "treatment_id", "score"]
     assert out.patient_id.tolist()[:2] == ["P0080", "P0080"]
-    assert main(["recommend", "--artifact", str(trained / "model"), "--all",
-                 "--out", str(tmp_path / "all.parquet"), "-k", "1"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--artifact",
+                str(trained / "model"),
+                "--all",
+                "--out",
+                str(tmp_path / "all.parquet"),
+                "-k",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_parquet(tmp_path / "all.parquet")) > 0
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["recommend", "--artifact", "{m}", "--patient", "nobody"], "unknown patient id 'nobody'"),
-    (["recommend", "--artifact", "{d}", "--patient", "P1"], "not a complete artifact"),
-    (["train", "--data", "{d}/missing", "--out", "{d}/x"], "is not a folder"),
-    (["train", "--data", "{d}/data", "--out", "{d}/x", "--model", "popular", "--factors", "3"],
-     "--factors does not apply to the popular model"),
-    (["recommend", "--artifact", "{m}", "--all"], "--out is required"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["recommend", "--artifact", "{m}", "--patient", "nobody"], "unknown patient id 'nobody'"),
+        (["recommend", "--artifact", "{d}", "--patient", "P1"], "not a complete artifact"),
+        (["train", "--data", "{d}/missing", "--out", "{d}/x"], "is not a folder"),
+        (
+            [
+                "train",
+                "--data",
+                "{d}/data",
+                "--out",
+                "{d}/x",
+                "--model",
+                "popular",
+                "--factors",
+                "3",
+            ],
+            "--factors does not apply to the popular model",
+        ),
+        (["recommend", "--artifact", "{m}", "--all"], "--out is required"),
+    ],
+)
 def test_user_errors_are_one_line(trained, capsys, argv, message):
     argv = [a.format(m=trained / "model", d=trained) for a in argv]
     assert main(argv) == 2
@@ -82,16 +172,50 @@ def test_names_from_the_dictionaries_are_shown(tmp_path, capsys):
     import pandas as pd
 
     from recommender.data.tables import validate_tables
+
     tables, _ = checkerboard(40, 2)
-    names = pd.DataFrame({"treatment_id": ["S0", "S1", "T0", "T1", "T2", "TX"],
-                          "name": ["Statin 0", "Statin 1", "Therapy 0", "Therapy 1", "Therapy 2", "X"]})
-    tables = validate_tables({"outcomes": tables.outcomes, "treatments": names,
-                              "patient_conditions": tables.patient_conditions})
+    names = pd.DataFrame(
+        {
+            "treatment_id": ["S0", "S1", "T0", "T1", "T2", "TX"],
+            "name": ["Statin 0", "Statin 1", "Therapy 0", "Therapy 1", "Therapy 2", "X"],
+        }
+    )
+    tables = validate_tables(
+        {
+            "outcomes": tables.outcomes,
+            "treatments": names,
+            "patient_conditions": tables.patient_conditions,
+        }
+    )
     write_tables(tables, tmp_path / "data")
-    main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--model", "popular"])
+    main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "m"),
+            "--model",
+            "popular",
+        ]
+    )
     capsys.readouterr()
     main(["recommend", "--artifact", str(tmp_path / "m"), "--patient", "P0040", "-k", "1"])
     first = json.loads(capsys.readouterr().out)["recommendations"][0]
-    assert first["treatment_name"] == dict(zip(names.treatment_id, names.name))[first["treatment_id"]]
-    main(["recommend", "--artifact", str(tmp_path / "m"), "--patient", "P0040", "-k", "1", "--format", "table"])
+    assert (
+        first["treatment_name"] == dict(zip(names.treatment_id, names.name))[first["treatment_id"]]
+    )
+    main(
+        [
+            "recommend",
+            "--artifact",
+            str(tmp_path / "m"),
+            "--patient",
+            "P0040",
+            "-k",
+            "1",
+            "--format",
+            "table",
+        ]
+    )
     assert first["treatment_name"] in capsys.readouterr().out

@@ -8,6 +8,7 @@ adverse flags in every accepted spelling, ids with surrounding spaces and extra 
 - ``Dataset.from_tables(read_tables(folder))``: the pandas reader, then integer codes;
 - ``Dataset.from_codes(read_codes(folder))``: pyarrow straight to integer codes (training).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,12 +20,12 @@ import pytest
 from recommender.data import arrow_read
 from recommender.data.arrow_read import read_codes
 from recommender.data.codes import CohortCodes
-from recommender.data.policies import ConfidencePolicy
 from recommender.data.dataset import SPARSE_FIELDS, Dataset
-from recommender.data.side_info import SideInfo
-from recommender.exceptions import DataValidationError
-from recommender.data.tables import read_tables
+from recommender.data.policies import ConfidencePolicy
 from recommender.data.pseudonym import Pseudonymizer
+from recommender.data.side_info import SideInfo
+from recommender.data.tables import read_tables
+from recommender.exceptions import DataValidationError
 from tests.cohorts import checkerboard, random_cohort
 from tests.reference_dataset import reference_from_tables
 
@@ -32,8 +33,12 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 OPTIONS = [
     {},
     {"side_info": SideInfo(conditions=True, age_band=True, sex=True), "harm_threshold": 0.3},
-    {"side_info": SideInfo(conditions=False, age_band=True), "policy": ConfidencePolicy(
-        alpha=2.0, positive_threshold=0.4, failure_floor=0.2, side_weight=1.0)},
+    {
+        "side_info": SideInfo(conditions=False, age_band=True),
+        "policy": ConfidencePolicy(
+            alpha=2.0, positive_threshold=0.4, failure_floor=0.2, side_weight=1.0
+        ),
+    },
     {"pseudonymizer": Pseudonymizer(b"0123456789abcdef-test-key")},
 ]
 
@@ -41,7 +46,9 @@ OPTIONS = [
 def assert_same_dataset(a: Dataset, b: Dataset) -> None:
     """Ids in the same order; every matrix with the same dtype, pattern and values, bit for bit."""
     for name in ("patients", "treatments", "features", "conditions"):
-        assert getattr(a, name).external_ids.tolist() == getattr(b, name).external_ids.tolist(), name
+        assert getattr(a, name).external_ids.tolist() == getattr(b, name).external_ids.tolist(), (
+            name
+        )
     for name in SPARSE_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         assert x.shape == y.shape and x.dtype == y.dtype, name
@@ -53,19 +60,37 @@ def assert_same_dataset(a: Dataset, b: Dataset) -> None:
     assert a.treatment_support.dtype == b.treatment_support.dtype
     assert np.array_equal(a.treatment_support, b.treatment_support)
     pd.testing.assert_frame_equal(a.demographics, b.demographics)
-    for name in ("reference_year", "fingerprint", "pseudonym_fingerprint", "treatment_names",
-                 "condition_names", "harm_threshold", "policy", "side_info", "safety"):
+    for name in (
+        "reference_year",
+        "fingerprint",
+        "pseudonym_fingerprint",
+        "treatment_names",
+        "condition_names",
+        "harm_threshold",
+        "policy",
+        "side_info",
+        "safety",
+    ):
         assert getattr(a, name) == getattr(b, name), name
 
 
 def assert_same_codes(a: CohortCodes, b: CohortCodes) -> None:
     for name in ("patient_ids", "treatment_ids", "condition_ids"):
         assert list(getattr(a, name)) == list(getattr(b, name)), name
-    pairs = [pd.DataFrame({"p": c.pc_patient, "c": c.pc_condition}).drop_duplicates()
-             for c in (a, b)]  # a repeated diagnosis may stay in the codes
+    pairs = [
+        pd.DataFrame({"p": c.pc_patient, "c": c.pc_condition}).drop_duplicates() for c in (a, b)
+    ]  # a repeated diagnosis may stay in the codes
     pd.testing.assert_frame_equal(pairs[0].reset_index(drop=True), pairs[1].reset_index(drop=True))
-    for name in ("patient", "treatment", "condition", "outcome", "timestamp", "adverse",
-                 "table_patients", "sex"):
+    for name in (
+        "patient",
+        "treatment",
+        "condition",
+        "outcome",
+        "timestamp",
+        "adverse",
+        "table_patients",
+        "sex",
+    ):
         x, y = getattr(a, name), getattr(b, name)
         assert (x is None) == (y is None), name
         if x is not None:
@@ -79,52 +104,93 @@ def assert_same_codes(a: CohortCodes, b: CohortCodes) -> None:
 def messy_frames(seed: int, n_patients: int = 40, n_rows: int = 300) -> dict[str, pd.DataFrame]:
     """Raw tables (strings as a file holds them) with everything the normalisation handles."""
     rng = np.random.default_rng(seed)
-    labels = ["responded", " Partial", "no_response", "WORSENED", "adverse", "1", "0.25", "-1",
-              "0", "-0.5", "1.0", "0.5 "]
+    labels = [
+        "responded",
+        " Partial",
+        "no_response",
+        "WORSENED",
+        "adverse",
+        "1",
+        "0.25",
+        "-1",
+        "0",
+        "-0.5",
+        "1.0",
+        "0.5 ",
+    ]
     flags = ["", "0", "1", "true", "FALSE", " 1.0", "0.0"]
     patients = [f"P{i:03d}" for i in rng.integers(0, n_patients, n_rows)]
     days = rng.integers(0, 60, n_rows)  # few days: many ties
-    times = [("" if rng.random() < 0.15 else
-              f"2020-01-{d % 28 + 1:02d}" if rng.random() < 0.5 else
-              f"2020-01-{d % 28 + 1:02d}T{d % 24:02d}:30:00Z") for d in days]
-    outcomes = pd.DataFrame({
-        "patient_id": [f" {p}" if rng.random() < 0.1 else p for p in patients],
-        "treatment_id": [f"T{i}" for i in rng.integers(0, 9, n_rows)],
-        "outcome": rng.choice(labels, n_rows),
-        "timestamp": times,
-        "condition_id": [("" if rng.random() < 0.2 else f"C{i}") for i in rng.integers(0, 4, n_rows)],
-        "adverse": rng.choice(flags, n_rows),
-        "note": rng.choice(["", "a", "b"], n_rows),
-    })
-    duplicates = outcomes.sample(40, random_state=seed)  # exact repeats, and repeats in another spelling
+    times = [
+        (
+            ""
+            if rng.random() < 0.15
+            else f"2020-01-{d % 28 + 1:02d}"
+            if rng.random() < 0.5
+            else f"2020-01-{d % 28 + 1:02d}T{d % 24:02d}:30:00Z"
+        )
+        for d in days
+    ]
+    outcomes = pd.DataFrame(
+        {
+            "patient_id": [f" {p}" if rng.random() < 0.1 else p for p in patients],
+            "treatment_id": [f"T{i}" for i in rng.integers(0, 9, n_rows)],
+            "outcome": rng.choice(labels, n_rows),
+            "timestamp": times,
+            "condition_id": [
+                ("" if rng.random() < 0.2 else f"C{i}") for i in rng.integers(0, 4, n_rows)
+            ],
+            "adverse": rng.choice(flags, n_rows),
+            "note": rng.choice(["", "a", "b"], n_rows),
+        }
+    )
+    duplicates = outcomes.sample(
+        40, random_state=seed
+    )  # exact repeats, and repeats in another spelling
     respelled = duplicates.copy()
     respelled["outcome"] = respelled["outcome"].replace({"responded": "1", "1": "responded"})
     respelled["patient_id"] = respelled["patient_id"].str.strip() + "  "
     outcomes = pd.concat([outcomes, duplicates, respelled], ignore_index=True)
     outcomes = outcomes.sample(frac=1, random_state=seed + 1).reset_index(drop=True)
     ids = [f"P{i:03d}" for i in range(n_patients + 5)]  # 5 patients without outcomes
-    table = pd.DataFrame({
-        "patient_id": ids,
-        "sex": rng.choice(["F", "M", "", " F "], len(ids)),
-        "birth_year": rng.choice(["1950", "1988", "", "2015", " 1931 "], len(ids)),
-        "payer": rng.choice(["x", "y"], len(ids)),
-    }).iloc[rng.permutation(len(ids))[: len(ids) - 3]]  # drop a few: no row for them
+    table = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "sex": rng.choice(["F", "M", "", " F "], len(ids)),
+            "birth_year": rng.choice(["1950", "1988", "", "2015", " 1931 "], len(ids)),
+            "payer": rng.choice(["x", "y"], len(ids)),
+        }
+    ).iloc[rng.permutation(len(ids))[: len(ids) - 3]]  # drop a few: no row for them
     listed = set(table["patient_id"])
     outcomes = outcomes[outcomes["patient_id"].str.strip().isin(listed)].reset_index(drop=True)
-    diagnoses = pd.DataFrame({
-        "patient_id": rng.choice(sorted(listed), 120),
-        "condition_id": [f"{'A' if j % 3 == 0 else 'C'}{j % 5}" for j in rng.integers(0, 30, 120)],
-    })
+    diagnoses = pd.DataFrame(
+        {
+            "patient_id": rng.choice(sorted(listed), 120),
+            "condition_id": [
+                f"{'A' if j % 3 == 0 else 'C'}{j % 5}" for j in rng.integers(0, 30, 120)
+            ],
+        }
+    )
     return {
-        "outcomes": outcomes, "patients": table,
+        "outcomes": outcomes,
+        "patients": table,
         "patient_conditions": pd.concat([diagnoses, diagnoses.head(10)], ignore_index=True),
-        "contraindications": pd.DataFrame({"treatment_id": ["T1", "T99", "T3"],
-                                           "condition_id": ["A0", "A3", "Z9"]}),
-        "interactions": pd.DataFrame({"treatment_a": ["T1", "T2", "T1"],
-                                      "treatment_b": ["T2", "T1", "T5"],
-                                      "severity": ["moderate", "severe", "minor"]}),
-        "treatments": pd.DataFrame({"treatment_id": [f"T{i}" for i in range(12)] + ["T3"],
-                                    "name": [f"drug {i}" for i in range(12)] + ["again"]}),
+        "contraindications": pd.DataFrame(
+            {"treatment_id": ["T1", "T99", "T3"], "condition_id": ["A0", "A3", "Z9"]}
+        ),
+        "interactions": pd.DataFrame(
+            {
+                "treatment_a": ["T1", "T2", "T1"],
+                "treatment_b": ["T2", "T1", "T5"],
+                "severity": ["moderate", "severe", "minor"],
+            }
+        ),
+        "treatments": pd.DataFrame(
+            {
+                "treatment_id": [f"T{i}" for i in range(12)] + ["T3"],
+                "name": [f"drug {i}" for i in range(12)] + ["again"],
+            }
+        ),
     }
 
 
@@ -141,8 +207,10 @@ def write_folder(frames: dict[str, pd.DataFrame], folder: Path, kind: str) -> Pa
 @pytest.fixture
 def no_fallback(monkeypatch):
     """Fail a test in which read_codes hands the folder to the pandas reader."""
+
     def refuse(folder):
         raise AssertionError(f"read_codes fell back to the pandas reader for {folder}")
+
     monkeypatch.setattr(arrow_read, "read_tables", refuse)
 
 
@@ -172,20 +240,30 @@ def test_both_encoders_give_the_previous_dataset(folder, options):
 def test_random_cohorts_give_the_previous_dataset(seed):
     tables = random_cohort(seed) if seed else checkerboard()[0]
     for options in OPTIONS[:3]:
-        assert_same_dataset(Dataset.from_tables(tables, **options),
-                            reference_from_tables(tables, **options))
+        assert_same_dataset(
+            Dataset.from_tables(tables, **options), reference_from_tables(tables, **options)
+        )
 
 
 def test_no_timestamps_and_no_optional_columns(tmp_path, no_fallback):
-    frames = {"outcomes": pd.DataFrame({"patient_id": ["b", "a", "b", "b"],
-                                        "treatment_id": ["x", "y", "x", "z"],
-                                        "outcome": ["1", "-1", "0", "partial"]})}
+    frames = {
+        "outcomes": pd.DataFrame(
+            {
+                "patient_id": ["b", "a", "b", "b"],
+                "treatment_id": ["x", "y", "x", "z"],
+                "outcome": ["1", "-1", "0", "partial"],
+            }
+        )
+    }
     folder = write_folder(frames, tmp_path / "d", "csv")
     codes = read_codes(folder)
     assert_same_codes(codes, CohortCodes.from_tables(read_tables(folder)))
     dataset = Dataset.from_codes(codes)
     assert_same_dataset(dataset, reference_from_tables(read_tables(folder)))
-    assert dataset.history.toarray().tolist() == [[0.0, 0.0, 0.5], [0.0, -1.0, 0.0]]  # b/x: last row
+    assert dataset.history.toarray().tolist() == [
+        [0.0, 0.0, 0.5],
+        [0.0, -1.0, 0.0],
+    ]  # b/x: last row
 
 
 BAD_OUTCOMES = [
@@ -197,7 +275,7 @@ BAD_OUTCOMES = [
     "patient_id,treatment_id,outcome,adverse\np1,t1,1,maybe\n",
     "patient_id,treatment_id,outcome\np1,t1,1\np2,t2\n",
     "patient_id,treatment_id,outcome\np1,t1,1,9\n",
-    "patient_id,treatment_id,outcome\np1,\"t1,1\n",
+    'patient_id,treatment_id,outcome\np1,"t1,1\n',
     "",
 ]
 
@@ -213,17 +291,23 @@ def test_bad_files_raise_the_pandas_readers_error(tmp_path, text):
         read_codes(folder)
     assert str(got.value) == str(expected.value)
     assert (got.value.file, got.value.row, got.value.column) == (
-        expected.value.file, expected.value.row, expected.value.column)
+        expected.value.file,
+        expected.value.row,
+        expected.value.column,
+    )
 
 
-@pytest.mark.parametrize("table,change", [
-    ("patients", lambda f: pd.concat([f, f.head(1)])),  # a patient listed twice
-    ("patients", lambda f: f.assign(birth_year="19x0")),
-    ("patients", lambda f: f.iloc[1:]),  # a patient with outcomes is not listed
-    ("interactions", lambda f: f.assign(severity="awful")),
-    ("treatments", lambda f: f.iloc[2:]),  # a treatment with outcomes is not defined
-    ("patient_conditions", lambda f: f.assign(patient_id=[""] + list(f.patient_id[1:]))),
-])
+@pytest.mark.parametrize(
+    "table,change",
+    [
+        ("patients", lambda f: pd.concat([f, f.head(1)])),  # a patient listed twice
+        ("patients", lambda f: f.assign(birth_year="19x0")),
+        ("patients", lambda f: f.iloc[1:]),  # a patient with outcomes is not listed
+        ("interactions", lambda f: f.assign(severity="awful")),
+        ("treatments", lambda f: f.iloc[2:]),  # a treatment with outcomes is not defined
+        ("patient_conditions", lambda f: f.assign(patient_id=[""] + list(f.patient_id[1:]))),
+    ],
+)
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
 def test_bad_tables_raise_the_pandas_readers_error(tmp_path, table, change, kind):
     frames = messy_frames(5)
@@ -241,13 +325,30 @@ def test_column_types_it_does_not_handle_go_through_the_pandas_reader(tmp_path):
     outcomes = frames["outcomes"]
     frames["outcomes"] = outcomes[outcomes.timestamp != ""].assign(
         timestamp=lambda f: pd.to_datetime(f.timestamp, utc=True, format="ISO8601"),
-        adverse=lambda f: f.adverse.str.strip().str.lower().map(
-            {"": 0, "0": 0, "1": 1, "true": 1, "false": 0, "1.0": 1, "0.0": 0}).astype("int8"),
-        outcome=lambda f: f.outcome.str.strip().str.lower().map(
-            {"responded": 1.0, "partial": 0.5, "no_response": 0.0, "worsened": -0.5,
-             "adverse": -1.0}).fillna(pd.to_numeric(f.outcome, errors="coerce")))
-    frames["patients"]["birth_year"] = pd.to_numeric(frames["patients"]["birth_year"].str.strip()
-                                                     .replace("", None)).astype("Int64")
+        adverse=lambda f: (
+            f.adverse.str.strip()
+            .str.lower()
+            .map({"": 0, "0": 0, "1": 1, "true": 1, "false": 0, "1.0": 1, "0.0": 0})
+            .astype("int8")
+        ),
+        outcome=lambda f: (
+            f.outcome.str.strip()
+            .str.lower()
+            .map(
+                {
+                    "responded": 1.0,
+                    "partial": 0.5,
+                    "no_response": 0.0,
+                    "worsened": -0.5,
+                    "adverse": -1.0,
+                }
+            )
+            .fillna(pd.to_numeric(f.outcome, errors="coerce"))
+        ),
+    )
+    frames["patients"]["birth_year"] = pd.to_numeric(
+        frames["patients"]["birth_year"].str.strip().replace("", None)
+    ).astype("Int64")
     folder = write_folder(frames, tmp_path / "d", "parquet")
     assert_same_codes(read_codes(folder), CohortCodes.from_tables(read_tables(folder)))
 
@@ -256,24 +357,44 @@ def test_numeric_columns_are_read_without_the_pandas_reader(tmp_path, no_fallbac
     frames = messy_frames(8)
     outcomes = frames["outcomes"]
     frames["outcomes"] = outcomes.assign(
-        adverse=lambda f: f.adverse.str.strip().str.lower().map(
-            {"": 0, "0": 0, "1": 1, "true": 1, "false": 0, "1.0": 1, "0.0": 0}).astype("int8"),
-        outcome=pd.to_numeric(outcomes.outcome.str.strip().str.lower().map(
-            {"responded": "1", "partial": "0.5", "no_response": "0", "worsened": "-0.5",
-             "adverse": "-1"}).fillna(outcomes.outcome)).astype("float32"))
-    frames["patients"]["birth_year"] = pd.to_numeric(frames["patients"]["birth_year"].str.strip()
-                                                     .replace("", None)).astype("Int64")
+        adverse=lambda f: (
+            f.adverse.str.strip()
+            .str.lower()
+            .map({"": 0, "0": 0, "1": 1, "true": 1, "false": 0, "1.0": 1, "0.0": 0})
+            .astype("int8")
+        ),
+        outcome=pd.to_numeric(
+            outcomes.outcome.str.strip()
+            .str.lower()
+            .map(
+                {
+                    "responded": "1",
+                    "partial": "0.5",
+                    "no_response": "0",
+                    "worsened": "-0.5",
+                    "adverse": "-1",
+                }
+            )
+            .fillna(outcomes.outcome)
+        ).astype("float32"),
+    )
+    frames["patients"]["birth_year"] = pd.to_numeric(
+        frames["patients"]["birth_year"].str.strip().replace("", None)
+    ).astype("Int64")
     folder = write_folder(frames, tmp_path / "d", "parquet")
     codes = read_codes(folder)
     assert_same_codes(codes, CohortCodes.from_tables(read_tables(folder)))
     assert_same_dataset(Dataset.from_codes(codes), reference_from_tables(read_tables(folder)))
 
 
-@pytest.mark.parametrize("text", [
-    "patient_id,treatment_id,outcome\r\np1,t1,1\r\n\r\np2,\"t,2\",\"0\"\n",
-    "\ufeffpatient_id,treatment_id,outcome\np1,\"t\"\"1\",1\np1,\"t\n2\",partial",
-    "patient_id,treatment_id,outcome\np1, t1 ,1\n p1,t1,1\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'patient_id,treatment_id,outcome\r\np1,t1,1\r\n\r\np2,"t,2","0"\n',
+        '\ufeffpatient_id,treatment_id,outcome\np1,"t""1",1\np1,"t\n2",partial',
+        "patient_id,treatment_id,outcome\np1, t1 ,1\n p1,t1,1\n",
+    ],
+)
 def test_csv_quoting_and_line_ends_read_as_pandas_reads_them(tmp_path, text, no_fallback):
     folder = tmp_path / "d"
     folder.mkdir()
@@ -285,8 +406,9 @@ def test_a_trained_artifact_holds_the_previous_dataset(tmp_path):
     from recommender.models.persistence import load_artifact
     from recommender.training import train_artifact
 
-    path = train_artifact(SAMPLE, tmp_path / "model", kind="als",
-                          params={"factors": 4, "iterations": 2})
+    path = train_artifact(
+        SAMPLE, tmp_path / "model", kind="als", params={"factors": 4, "iterations": 2}
+    )
     reference = reference_from_tables(read_tables(SAMPLE))
     assert_same_dataset(load_artifact(path).dataset, Dataset.from_arrays(*reference.to_arrays()))
     assert not list(tmp_path.glob(".*spill*"))  # the temporary memory maps are gone
@@ -299,7 +421,8 @@ def test_parquet_categories_out_of_row_order(tmp_path, no_fallback):
     for name in ("outcomes", "patient_conditions"):
         ids = frames[name]["patient_id"].str.strip()
         frames[name]["patient_id"] = pd.Categorical(
-            ids, categories=sorted(set(ids) | {"UNUSED"}, reverse=True))
+            ids, categories=sorted(set(ids) | {"UNUSED"}, reverse=True)
+        )
     frames["outcomes"]["condition_id"] = frames["outcomes"]["condition_id"].astype("category")
     folder = write_folder(frames, tmp_path / "d", "parquet")
     codes = read_codes(folder)

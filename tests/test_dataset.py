@@ -1,34 +1,48 @@
 """Dataset: id maps, the confidence matrix, history, harm, side information, new patients."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.data.policies import ConfidencePolicy
 from recommender.data.dataset import Dataset
 from recommender.data.patient import encode_patient
+from recommender.data.policies import ConfidencePolicy
 from recommender.data.side_info import SideInfo
-from recommender.exceptions import DataValidationError, ParameterError
 from recommender.data.tables import validate_tables
+from recommender.exceptions import DataValidationError, ParameterError
 
 
 @pytest.fixture
 def tables():
-    outcomes = pd.DataFrame({
-        "patient_id": ["a", "a", "b", "c", "a"],
-        "treatment_id": ["x", "y", "x", "z", "x"],
-        "outcome": ["responded", "0", "-1", "partial", "no_response"],
-        "timestamp": ["2020-01-01", "2020-02-01", "2021-03-04", "2021-01-01", "2019-01-01"],
-        "condition_id": ["c1", "c1", "c1", "c2", "c1"],
-        "adverse": ["0", "0", "1", "0", "0"],
-    })
-    patients = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "sex": ["F", "M", "F", ""],
-                             "birth_year": ["1950", "1980", "2000", ""]})
+    outcomes = pd.DataFrame(
+        {
+            "patient_id": ["a", "a", "b", "c", "a"],
+            "treatment_id": ["x", "y", "x", "z", "x"],
+            "outcome": ["responded", "0", "-1", "partial", "no_response"],
+            "timestamp": ["2020-01-01", "2020-02-01", "2021-03-04", "2021-01-01", "2019-01-01"],
+            "condition_id": ["c1", "c1", "c1", "c2", "c1"],
+            "adverse": ["0", "0", "1", "0", "0"],
+        }
+    )
+    patients = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c", "d"],
+            "sex": ["F", "M", "F", ""],
+            "birth_year": ["1950", "1980", "2000", ""],
+        }
+    )
     pc = pd.DataFrame({"patient_id": ["a", "d"], "condition_id": ["c1", "alg"]})
     ci = pd.DataFrame({"treatment_id": ["x"], "condition_id": ["alg"]})
-    return validate_tables({"outcomes": outcomes, "patients": patients,
-                            "patient_conditions": pc, "contraindications": ci})
+    return validate_tables(
+        {
+            "outcomes": outcomes,
+            "patients": patients,
+            "patient_conditions": pc,
+            "contraindications": ci,
+        }
+    )
 
 
 def test_policy_maps_outcomes_to_signed_confidences():
@@ -45,14 +59,30 @@ def test_matrix_history_and_harm_known_answer(tables):
     assert ds.patients.external_ids.tolist() == ["a", "b", "c", "d"]
     assert ds.treatments.external_ids.tolist() == ["x", "y", "z"]
     assert ds.features.external_ids.tolist() == [
-        "condition:alg", "condition:c1", "condition:c2", "age:20-29", "age:40-49", "age:70-79",
-        "sex:F", "sex:M"]
+        "condition:alg",
+        "condition:c1",
+        "condition:c2",
+        "age:20-29",
+        "age:40-49",
+        "age:70-79",
+        "sex:F",
+        "sex:M",
+    ]
     # a: x latest is "responded" (2020) not "no_response" (2019); y no effect; c1, 70-79, F
     np.testing.assert_allclose(ds.matrix.toarray()[0], [5, -3, 0, 0, 3, 0, 0, 0, 3, 3, 0])
     assert ds.history.nnz == 4  # the explicit zero of a/y is kept: y was tried
-    assert ds.harmful.toarray().tolist() == [[False] * 3, [True, False, False], [False] * 3, [False] * 3]
+    assert ds.harmful.toarray().tolist() == [
+        [False] * 3,
+        [True, False, False],
+        [False] * 3,
+        [False] * 3,
+    ]
     assert ds.treatment_support.tolist() == [2, 1, 1]
-    assert ds.contraindications.toarray()[ds.conditions.index_of("alg")].tolist() == [True, False, False]
+    assert ds.contraindications.toarray()[ds.conditions.index_of("alg")].tolist() == [
+        True,
+        False,
+        False,
+    ]
     assert ds.candidates(ds.conditions.index_of("c1")).tolist() == [0, 1]
     assert ds.matrix.dtype == np.float32 and ds.matrix.shape == (4, 11)
 
@@ -73,11 +103,16 @@ def test_arrays_round_trip(tables):
 
 def test_encode_new_patient(tables):
     ds = Dataset.from_tables(tables)
-    record = encode_patient(ds, [{"treatment_id": "x", "outcome": "adverse"},
-                                 {"treatment_id": "q", "outcome": 1},
-                                 {"treatment_id": "y", "outcome": "responded", "timestamp": "2020-01-01"},
-                                 {"treatment_id": "y", "outcome": "no_response", "timestamp": "2021-01-01"}],
-                            conditions=["c2", "zz"])
+    record = encode_patient(
+        ds,
+        [
+            {"treatment_id": "x", "outcome": "adverse"},
+            {"treatment_id": "q", "outcome": 1},
+            {"treatment_id": "y", "outcome": "responded", "timestamp": "2020-01-01"},
+            {"treatment_id": "y", "outcome": "no_response", "timestamp": "2021-01-01"},
+        ],
+        conditions=["c2", "zz"],
+    )
     assert record.tried.tolist() == [0, 1] and record.harmful.tolist() == [0]
     assert record.ignored == ["q", "zz"]
     row = record.row.toarray()[0]

@@ -1,4 +1,5 @@
 """Early stopping and warm start of ALS: the validation metric, when it stops, what it keeps."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,15 +7,15 @@ import pytest
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from recommender.models.persistence import load_artifact
 from recommender.data.dataset import Dataset
-from recommender.evaluation.evaluate import evaluate
-from recommender.exceptions import ParameterError
-from recommender.data.tables import validate_tables
-from recommender.models import make_model
-from recommender.evaluation.validation import Validation
 from recommender.data.splits import leave_last, leave_last_episode
 from recommender.data.synthetic.planted import generate_cohort
+from recommender.data.tables import validate_tables
+from recommender.evaluation.evaluate import evaluate
+from recommender.evaluation.validation import Validation
+from recommender.exceptions import ParameterError
+from recommender.models import make_model
+from recommender.models.persistence import load_artifact
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ def test_validation_score_is_evaluate_ndcg(split, dataset, by_condition):
     params = {"factors": 8, "iterations": 3}
     model = make_model("als", **params).fit(dataset)
     score = Validation(split.test, k=10, by_condition=by_condition).score(model)
-    report = evaluate({"als": make_model("als", **params)}, split.train, split.test,
-                      by_condition=by_condition)
+    report = evaluate(
+        {"als": make_model("als", **params)}, split.train, split.test, by_condition=by_condition
+    )
     assert score == report.models["als"].summary["ndcg@10"]
 
 
@@ -64,8 +66,9 @@ def test_patience_counts_sweeps_without_a_gain(split, dataset):
 def test_without_early_stopping_the_fit_is_implicit_s(dataset):
     model = make_model("als", factors=8, iterations=4, random_state=3).fit(dataset)
     with threadpool_limits(1, "blas"):
-        bare = AlternatingLeastSquares(factors=8, regularization=0.1, alpha=1.0, iterations=4,
-                                       random_state=3)
+        bare = AlternatingLeastSquares(
+            factors=8, regularization=0.1, alpha=1.0, iterations=4, random_state=3
+        )
         bare.fit(dataset.matrix, show_progress=False)
     np.testing.assert_array_equal(model.user_factors_, bare.user_factors)
     np.testing.assert_array_equal(model.item_factors_, bare.item_factors)
@@ -74,8 +77,10 @@ def test_without_early_stopping_the_fit_is_implicit_s(dataset):
 
 def test_warm_start_is_seeded_and_reaches_quality_in_fewer_sweeps(split, dataset):
     validation = Validation(split.test)
-    warm = [make_model("als", factors=8, iterations=2, init_fraction=0.2, random_state=1).fit(dataset)
-            for _ in range(2)]
+    warm = [
+        make_model("als", factors=8, iterations=2, init_fraction=0.2, random_state=1).fit(dataset)
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(warm[0].item_factors_, warm[1].item_factors_)
     cold = make_model("als", factors=8, iterations=2, random_state=1).fit(dataset)
     assert validation.score(warm[0]) > validation.score(cold)
@@ -99,9 +104,16 @@ def test_validation_without_a_relevant_query_is_refused(split, dataset):
         model.fit(dataset, callback=Validation(failed).callback(model))
 
 
-@pytest.mark.parametrize("param,value", [("early_stopping", 0), ("tol", -1.0),
-                                         ("init_fraction", 0.0), ("init_fraction", 1.5),
-                                         ("init_iterations", 0)])
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("early_stopping", 0),
+        ("tol", -1.0),
+        ("init_fraction", 0.0),
+        ("init_fraction", 1.5),
+        ("init_iterations", 0),
+    ],
+)
 def test_new_parameters_are_validated(dataset, param, value):
     with pytest.raises(ParameterError, match=f"The '{param}' parameter of ALSRecommender"):
         make_model("als", **{param: value}).fit(dataset)
@@ -115,6 +127,9 @@ def test_params_round_trip_and_artifacts_load(split, dataset, tmp_path):
     loaded = load_artifact(model.save(tmp_path / "a")).model
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.item_factors_, model.item_factors_)
-    old = {k: v for k, v in model.get_params().items()
-           if k not in ("early_stopping", "tol", "init_fraction", "init_iterations")}
+    old = {
+        k: v
+        for k, v in model.get_params().items()
+        if k not in ("early_stopping", "tol", "init_fraction", "init_iterations")
+    }
     assert make_model("als", **old).early_stopping is None  # manifests written before still load

@@ -1,4 +1,5 @@
 """Evaluation: known answers on a hand-built cohort, engine consistency, reports and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -7,21 +8,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.data import splits as S
 from recommender.cli import main
+from recommender.data import splits as S
 from recommender.data.dataset import Dataset
+from recommender.data.policies import SafetyPolicy
+from recommender.data.tables import read_tables, validate_tables, write_tables
 from recommender.evaluation.evaluate import EvaluationResult, evaluate, evaluate_split
-from recommender.evaluation.queries import build_queries
 from recommender.evaluation.planted import evaluate_planted
+from recommender.evaluation.queries import build_queries
+from recommender.evaluation.report import PLOT, write_report
 from recommender.evaluation.spec import named_models
 from recommender.exceptions import ParameterError
-from recommender.data.tables import read_tables, validate_tables, write_tables
 from recommender.models import make_model
-from recommender.evaluation.report import PLOT, write_report
-from recommender.data.policies import SafetyPolicy
 
-FAST = {"popular": "popular", "condition-popular": "condition-popular",
-        "als": make_model("als", factors=8, iterations=3), "cosine": "cosine"}
+FAST = {
+    "popular": "popular",
+    "condition-popular": "condition-popular",
+    "als": make_model("als", factors=8, iterations=3),
+    "cosine": "cosine",
+}
 
 
 def hand_built():
@@ -32,15 +37,23 @@ def hand_built():
     rows = [(p, "A", "responded") for p in ("p1", "p2", "p3")]
     rows += [(p, "B", "responded") for p in ("p4", "p5")]
     rows += [("p6", "C", "responded"), ("p7", "X", "no_response"), ("q", "D", "responded")]
-    train = validate_tables({
-        "outcomes": pd.DataFrame(rows, columns=["patient_id", "treatment_id", "outcome"]),
-        "patient_conditions": pd.DataFrame({"patient_id": ["q"], "condition_id": ["ALG"]}),
-        "contraindications": pd.DataFrame({"treatment_id": ["X"], "condition_id": ["ALG"]}),
-    })
-    test = pd.DataFrame({"patient_id": ["q", "q", "q"], "treatment_id": ["B", "C", "X"],
-                         "outcome": np.array([1.0, -1.0, -0.5], np.float32),
-                         "timestamp": pd.Series([pd.NaT] * 3, dtype="datetime64[ns, UTC]"),
-                         "condition_id": [None, None, None], "adverse": np.array([0, 1, 0], np.int8)})
+    train = validate_tables(
+        {
+            "outcomes": pd.DataFrame(rows, columns=["patient_id", "treatment_id", "outcome"]),
+            "patient_conditions": pd.DataFrame({"patient_id": ["q"], "condition_id": ["ALG"]}),
+            "contraindications": pd.DataFrame({"treatment_id": ["X"], "condition_id": ["ALG"]}),
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "patient_id": ["q", "q", "q"],
+            "treatment_id": ["B", "C", "X"],
+            "outcome": np.array([1.0, -1.0, -0.5], np.float32),
+            "timestamp": pd.Series([pd.NaT] * 3, dtype="datetime64[ns, UTC]"),
+            "condition_id": [None, None, None],
+            "adverse": np.array([0, 1, 0], np.int8),
+        }
+    )
     return train, test
 
 
@@ -60,7 +73,7 @@ def test_known_answer_with_the_popularity_model():
     # harmful: C (adverse flag, rank 2 of 0..2 -> 1.0) and X (outcome < 0, excluded -> 1.0)
     assert row["harm_rank"] == 1.0
     summary = result.models["popular"].summary
-    assert summary["coverage@1"] == pytest.approx(1 / 5)      # A of A, B, C, D, X
+    assert summary["coverage@1"] == pytest.approx(1 / 5)  # A of A, B, C, D, X
     assert summary["mrr"] == pytest.approx(0.5)
     assert result.ks == (1, 2, 3)
 
@@ -90,13 +103,16 @@ def test_evaluation_ranks_like_the_engine(tiny_tables):
     train, test = S.leave_last(tiny_tables)
     model_result = evaluate({"als": FAST["als"]}, train, test, k=1).models["als"]
     queries = model_result.queries
-    top = model_result.model.recommend_batch(queries["patient_id"].tolist(), k=1,
-                                             condition_ids=queries["condition_id"].tolist())
+    top = model_result.model.recommend_batch(
+        queries["patient_id"].tolist(), k=1, condition_ids=queries["condition_id"].tolist()
+    )
     dataset = model_result.model.dataset_
     worked = test[dataset.policy.worked(test["outcome"].to_numpy())]
     relevant = set(zip(worked["patient_id"], worked["condition_id"], worked["treatment_id"]))
-    engine_hits = [float((p, c, t) in relevant) for p, c, t in
-                   zip(top["patient_id"], top["condition_id"], top["treatment_id"])]
+    engine_hits = [
+        float((p, c, t) in relevant)
+        for p, c, t in zip(top["patient_id"], top["condition_id"], top["treatment_id"])
+    ]
     assert engine_hits == queries["hit@1"].tolist()
 
 
@@ -123,17 +139,25 @@ def test_models_are_cloned_and_named():
 
 
 def test_report_folder(tmp_path, tiny_tables):
-    result = evaluate_split({"popular": "popular", "als": FAST["als"]}, S.leave_last(tiny_tables), k=5)
+    result = evaluate_split(
+        {"popular": "popular", "als": FAST["als"]}, S.leave_last(tiny_tables), k=5
+    )
     out = write_report(result, tmp_path / "report")
-    assert sorted(p.name for p in out.iterdir()) == ["metrics_vs_k.png", "queries", "report.md",
-                                                    "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics_vs_k.png",
+        "queries",
+        "report.md",
+        "results.json",
+    ]
     assert (out / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "results.json").read_text())
     assert data["k"] == 5 and set(data["models"]) == {"popular", "als"}
     assert data["models"]["als"]["summary"]["outcome_auc"] is None  # one item per query: no pairs
     text = (out / "report.md").read_text()
     assert "| model | precision@5 |" in text and "leave-last" in text
-    assert len(pd.read_csv(out / "queries" / "als.csv")) == result.models["als"].summary["n_queries"]
+    assert (
+        len(pd.read_csv(out / "queries" / "als.csv")) == result.models["als"].summary["n_queries"]
+    )
     assert not list(tmp_path.glob(".report*"))  # no temporary folder left behind
 
 
@@ -141,9 +165,16 @@ def planted_folder(tmp_path, tables):
     """Tables without each patient's last episode, plus held_out.csv naming the therapy that worked."""
     train, test = S.leave_last_episode(tables)
     best = test[test["outcome"] > 0].drop_duplicates(["patient_id", "condition_id"])
-    held = pd.DataFrame({"patient_id": best["patient_id"], "condition_id": best["condition_id"],
-                         "timestamp": "2022-01-01", "best_treatment_id": best["treatment_id"],
-                         "bayes_hit_probability": 0.9, "popularity_hit_probability": 0.5})
+    held = pd.DataFrame(
+        {
+            "patient_id": best["patient_id"],
+            "condition_id": best["condition_id"],
+            "timestamp": "2022-01-01",
+            "best_treatment_id": best["treatment_id"],
+            "bayes_hit_probability": 0.9,
+            "popularity_hit_probability": 0.5,
+        }
+    )
     folder = write_tables(train, tmp_path / "planted")
     held.to_csv(folder / "held_out.csv", index=False)
     return folder, len(held)
@@ -153,15 +184,18 @@ def test_evaluate_planted(tmp_path, tiny_tables):
     folder, n = planted_folder(tmp_path, tiny_tables)
     planted = evaluate_planted(["condition-popular", "popular"], folder)
     assert planted.n_episodes == n
-    assert planted.bayes_rate == pytest.approx(0.9) and planted.popularity_rate == pytest.approx(0.5)
+    assert planted.bayes_rate == pytest.approx(0.9) and planted.popularity_rate == pytest.approx(
+        0.5
+    )
     assert 0 <= planted.hit_at_1["popular"] <= 1
     assert planted.hit_at_1["condition-popular"] > 0.3  # 4 therapies per condition: chance 0.25
     assert planted.to_dict()["hit@1"].keys() == {"condition-popular", "popular"}
     # the same number through the engine's public batch API
     held = pd.read_csv(folder / "held_out.csv")
     model = make_model("popular").fit(Dataset.from_tables(read_tables(folder)))
-    top = model.recommend_batch(held["patient_id"].tolist(), k=1,
-                                condition_ids=held["condition_id"].tolist())
+    top = model.recommend_batch(
+        held["patient_id"].tolist(), k=1, condition_ids=held["condition_id"].tolist()
+    )
     expected = (top["treatment_id"].to_numpy() == held["best_treatment_id"].to_numpy()).mean()
     assert planted.hit_at_1["popular"] == pytest.approx(expected)
 
@@ -169,8 +203,23 @@ def test_evaluate_planted(tmp_path, tiny_tables):
 def test_cli_evaluate(tmp_path, tiny_tables, capsys):
     folder, _ = planted_folder(tmp_path, tiny_tables)
     out = tmp_path / "evaluation"
-    code = main(["evaluate", "--data", str(folder), "--models", "popular,cosine", "-k", "3",
-                 "--split", "leave-k-out", "--leave-out", "2", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(folder),
+            "--models",
+            "popular,cosine",
+            "-k",
+            "3",
+            "--split",
+            "leave-k-out",
+            "--leave-out",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "leave-k-out(k=2, seed=0)" in printed and "planted hit@1" in printed
@@ -180,8 +229,21 @@ def test_cli_evaluate(tmp_path, tiny_tables, capsys):
 
 
 def test_cli_evaluate_temporal_without_planted(tmp_path, tiny_data_dir, capsys):
-    code = main(["evaluate", "--data", str(tiny_data_dir), "--models", "popular", "--split",
-                 "temporal", "--fraction", "0.3", "--out", str(tmp_path / "ev")])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(tiny_data_dir),
+            "--models",
+            "popular",
+            "--split",
+            "temporal",
+            "--fraction",
+            "0.3",
+            "--out",
+            str(tmp_path / "ev"),
+        ]
+    )
     assert code == 0 and "temporal(cutoff=" in capsys.readouterr().out
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["planted"] is None
 
@@ -201,9 +263,15 @@ def test_result_type(tiny_tables):
 
 def test_repeated_held_out_treatment_uses_its_latest_outcome():
     train, _ = hand_built()
-    test = pd.DataFrame({"patient_id": ["q", "q"], "treatment_id": ["B", "B"],
-                         "outcome": np.array([1.0, -0.5], np.float32),
-                         "timestamp": pd.to_datetime(["2021-02-01", "2021-01-01"], utc=True),
-                         "condition_id": [None, None], "adverse": np.array([0, 0], np.int8)})
+    test = pd.DataFrame(
+        {
+            "patient_id": ["q", "q"],
+            "treatment_id": ["B", "B"],
+            "outcome": np.array([1.0, -0.5], np.float32),
+            "timestamp": pd.to_datetime(["2021-02-01", "2021-01-01"], utc=True),
+            "condition_id": [None, None],
+            "adverse": np.array([0, 0], np.int8),
+        }
+    )
     items = build_queries(Dataset.from_tables(train), test).items
     assert items[["outcome", "worked", "harmful"]].values.tolist() == [[1.0, True, True]]

@@ -1,12 +1,13 @@
 """Explanations: contributions and evidence match what the data says."""
+
 from __future__ import annotations
 
 import pytest
 
 from recommender.data.dataset import Dataset
-from recommender.ranking.evidence import wilson_interval
 from recommender.models import make_model
 from recommender.models.base import positive_part
+from recommender.ranking.evidence import wilson_interval
 from tests.cohorts import checkerboard
 
 
@@ -23,12 +24,17 @@ def test_evidence_counts_match_the_tables(data):
     item = model.recommend(probe, k=1, condition_id="C").recommendations[0]
     assert item.treatment_id == best
     evidence = item.explanation["evidence"]
-    rows = tables.outcomes[(tables.outcomes.treatment_id == best) & (tables.outcomes.condition_id == "C")]
+    rows = tables.outcomes[
+        (tables.outcomes.treatment_id == best) & (tables.outcomes.condition_id == "C")
+    ]
     assert evidence["scope"] == "condition C"
     assert evidence["outcomes_recorded"] == len(rows)
     assert evidence["outcomes"]["responded"] == int((rows.outcome == 1).sum())
     assert evidence["outcomes"]["no_response"] == int((rows.outcome == 0).sum())
-    assert evidence["patients_treated"] == tables.outcomes[tables.outcomes.treatment_id == best].patient_id.nunique()
+    assert (
+        evidence["patients_treated"]
+        == tables.outcomes[tables.outcomes.treatment_id == best].patient_id.nunique()
+    )
     worked = int((rows.outcome > 0).sum())
     assert evidence["response_rate"] == pytest.approx(worked / len(rows), abs=1e-4)
     low, high = wilson_interval(worked, len(rows))
@@ -65,8 +71,11 @@ def test_knn_contribution_is_similarity_times_weight(data):
     row = positive_part(dataset.matrix[p])
     expected = {int(c): float(v * model.similarity_[c, t]) for c, v in zip(row.indices, row.data)}
     for contribution in item.explanation["contributions"]:
-        column = (dataset.treatments.index_of(contribution["treatment_id"]) if contribution["source"] == "outcome"
-                  else dataset.n_treatments + dataset.features.index_of(f"condition:{contribution['id']}"))
+        column = (
+            dataset.treatments.index_of(contribution["treatment_id"])
+            if contribution["source"] == "outcome"
+            else dataset.n_treatments + dataset.features.index_of(f"condition:{contribution['id']}")
+        )
         assert contribution["contribution"] == pytest.approx(expected[column], rel=1e-4)
 
 
@@ -97,8 +106,9 @@ def test_warmed_evidence_equals_evidence_computed_on_demand(data):
     assert warm_evidence(warm) == expected
     assert len(vars(warm)["_evidence_cache"]) == expected
     for condition in [*range(len(warm.conditions)), -1]:
-        treatments = (warm.candidates(condition) if condition >= 0
-                      else np.arange(warm.n_treatments))
-        assert evidence_many(warm, treatments, condition) == evidence_many(cold, treatments, condition)
+        treatments = warm.candidates(condition) if condition >= 0 else np.arange(warm.n_treatments)
+        assert evidence_many(warm, treatments, condition) == evidence_many(
+            cold, treatments, condition
+        )
     first = len(warm.candidates(0))
     assert warm_evidence(Dataset.from_tables(tables), max_entries=first) == first

@@ -1,4 +1,5 @@
 """Feedback: append-only, idempotent, validated, and usable as a weak training signal."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,22 @@ import pytest
 
 from recommender.cli import main
 from recommender.data.dataset import Dataset
-from recommender.exceptions import DataValidationError
 from recommender.data.feedback import FeedbackStore, read_feedback
 from recommender.data.tables import write_tables
+from recommender.exceptions import DataValidationError
 from tests.cohorts import checkerboard
 
 
 def record(i, decision="accepted", patient="P0200", treatment="T2"):
-    return {"feedback_id": f"f{i}", "patient": patient, "treatment_id": treatment,
-            "decision": decision, "principal": "dr-1", "source": "api", "model_version": "v1"}
+    return {
+        "feedback_id": f"f{i}",
+        "patient": patient,
+        "treatment_id": treatment,
+        "decision": decision,
+        "principal": "dr-1",
+        "source": "api",
+        "model_version": "v1",
+    }
 
 
 def test_append_is_idempotent_and_readable(tmp_path):
@@ -26,7 +34,10 @@ def test_append_is_idempotent_and_readable(tmp_path):
     assert FeedbackStore(store.path).append(record(1)) is False  # another process, same file
     assert store.append(record(2, "overridden")) is True
     frame = read_feedback(store.path)
-    assert frame.feedback_id.tolist() == ["f1", "f2"] and frame.decision.tolist() == ["accepted", "overridden"]
+    assert frame.feedback_id.tolist() == ["f1", "f2"] and frame.decision.tolist() == [
+        "accepted",
+        "overridden",
+    ]
     assert oct(store.path.stat().st_mode & 0o777) == "0o600"
 
 
@@ -48,8 +59,14 @@ def test_concurrent_writers_never_duplicate_or_tear_lines(tmp_path):
     assert len(ids) == len(set(ids)) == 60
 
 
-@pytest.mark.parametrize("bad,field", [({"decision": "maybe"}, "decision"), ({"patient": ""}, "patient"),
-                                       ({"feedback_id": None}, "feedback_id")])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"decision": "maybe"}, "decision"),
+        ({"patient": ""}, "patient"),
+        ({"feedback_id": None}, "feedback_id"),
+    ],
+)
 def test_malformed_records_are_refused(tmp_path, bad, field):
     with pytest.raises(DataValidationError, match=field):
         FeedbackStore(tmp_path / "f.jsonl").append({**record(1), **bad})
@@ -66,15 +83,18 @@ def test_bad_file_names_the_line(tmp_path):
 def test_feedback_adds_a_weak_preference_only_where_no_outcome_exists(tmp_path):
     tables, _ = checkerboard(40, 2)
     store = FeedbackStore(tmp_path / "f.jsonl")
-    store.append(record(1, "accepted", "P0040", "T2"))     # probe: no outcome for T2
-    store.append(record(2, "overridden", "P0041", "T0"))   # probe: no outcome for T0
-    store.append(record(3, "overridden", "P0000", "T0"))   # P0000 has an outcome for T0: ignored
-    store.append(record(4, "accepted", "NOBODY", "T0"))    # unknown patient: ignored
+    store.append(record(1, "accepted", "P0040", "T2"))  # probe: no outcome for T2
+    store.append(record(2, "overridden", "P0041", "T0"))  # probe: no outcome for T0
+    store.append(record(3, "overridden", "P0000", "T0"))  # P0000 has an outcome for T0: ignored
+    store.append(record(4, "accepted", "NOBODY", "T0"))  # unknown patient: ignored
     plain = Dataset.from_tables(tables)
     fed = Dataset.from_tables(tables, feedback=read_feedback(store.path), feedback_weight=0.5)
     difference = (fed.matrix - plain.matrix).tocoo()
-    changed = {(plain.patients.external_ids[r], plain.treatments.external_ids[c]): v
-               for r, c, v in zip(difference.row, difference.col, difference.data) if v}
+    changed = {
+        (plain.patients.external_ids[r], plain.treatments.external_ids[c]): v
+        for r, c, v in zip(difference.row, difference.col, difference.data)
+        if v
+    }
     value = 1 + plain.policy.alpha * 0.5
     assert changed == {("P0040", "T2"): value, ("P0041", "T0"): -value}
     assert (fed.history != plain.history).nnz == 0  # a decision is not an outcome
@@ -85,15 +105,22 @@ def test_an_overridden_safety_warning_is_stored_but_is_no_preference(tmp_path):
     store = FeedbackStore(tmp_path / "f.jsonl")
     assert store.append(record(1, "warning_overridden", "P0040", "T2"))  # alone: no signal
     store.append({**record(2, "accepted", "P0041", "T2"), "time": "2024-01-01T00:00:00Z"})
-    store.append({**record(3, "warning_overridden", "P0041", "T2"),   # later: does not replace
-                  "time": "2024-02-01T00:00:00Z"})                     # the preference
+    store.append(
+        {
+            **record(3, "warning_overridden", "P0041", "T2"),  # later: does not replace
+            "time": "2024-02-01T00:00:00Z",
+        }
+    )  # the preference
     frame = read_feedback(store.path)
     assert frame.decision.tolist() == ["warning_overridden", "accepted", "warning_overridden"]
     plain = Dataset.from_tables(tables)
     fed = Dataset.from_tables(tables, feedback=frame, feedback_weight=0.5)
     difference = (fed.matrix - plain.matrix).tocoo()
-    changed = {(plain.patients.external_ids[r], plain.treatments.external_ids[c]): v
-               for r, c, v in zip(difference.row, difference.col, difference.data) if v}
+    changed = {
+        (plain.patients.external_ids[r], plain.treatments.external_ids[c]): v
+        for r, c, v in zip(difference.row, difference.col, difference.data)
+        if v
+    }
     assert changed == {("P0041", "T2"): 1 + plain.policy.alpha * 0.5}
     only_warnings = Dataset.from_tables(tables, feedback=frame.iloc[[0]], feedback_weight=0.5)
     assert (only_warnings.matrix != plain.matrix).nnz == 0
@@ -103,7 +130,35 @@ def test_train_with_feedback_from_the_cli(tmp_path):
     tables, _ = checkerboard(40, 2)
     write_tables(tables, tmp_path / "data")
     FeedbackStore(tmp_path / "f.jsonl").append(record(1, "accepted", "P0040", "T2"))
-    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m"),
-                 "--model", "als", "--factors", "4", "--feedback", str(tmp_path / "f.jsonl")]) == 0
-    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m"),
-                 "--feedback", str(tmp_path / "missing.jsonl")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "data"),
+                "--out",
+                str(tmp_path / "m"),
+                "--model",
+                "als",
+                "--factors",
+                "4",
+                "--feedback",
+                str(tmp_path / "f.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "data"),
+                "--out",
+                str(tmp_path / "m"),
+                "--feedback",
+                str(tmp_path / "missing.jsonl"),
+            ]
+        )
+        == 2
+    )

@@ -1,4 +1,5 @@
 """Reading and validating the canonical tables: every error names file, row and column."""
+
 from __future__ import annotations
 
 import os
@@ -6,8 +7,8 @@ import os
 import pandas as pd
 import pytest
 
-from recommender.exceptions import DataValidationError
 from recommender.data.tables import read_tables, validate_tables, write_tables
+from recommender.exceptions import DataValidationError
 
 
 def write(folder, name, text):
@@ -16,9 +17,11 @@ def write(folder, name, text):
     return folder
 
 
-OUTCOMES = "patient_id,treatment_id,outcome,timestamp,condition_id,adverse\n" \
-           "p1,t1,responded,2020-01-02,c1,0\np1,t2,-0.5,2020-02-01T10:00:00Z,c1,0\n" \
-           "p2,t1,adverse,2021-01-01,,1\n"
+OUTCOMES = (
+    "patient_id,treatment_id,outcome,timestamp,condition_id,adverse\n"
+    "p1,t1,responded,2020-01-02,c1,0\np1,t2,-0.5,2020-02-01T10:00:00Z,c1,0\n"
+    "p2,t1,adverse,2021-01-01,,1\n"
+)
 
 
 def test_reads_labels_numbers_timestamps_and_flags(tmp_path):
@@ -38,14 +41,27 @@ def test_parquet_and_csv_give_the_same_tables(tmp_path):
     pd.testing.assert_frame_equal(csv.outcomes, parquet.outcomes)
 
 
-@pytest.mark.parametrize("text,row,column,message", [
-    ("patient_id,treatment_id\np1,t1\n", None, "outcome", "missing required column"),
-    ("patient_id,treatment_id,outcome\np1,t1,1\n,t2,1\n", 2, "patient_id", "empty id"),
-    ("patient_id,treatment_id,outcome\np1,t1,1\np1,t2,1.5\n", 2, "outcome", "outside \\[-1, 1\\]"),
-    ("patient_id,treatment_id,outcome\np1,t1,great\n", 1, "outcome", "neither a number"),
-    ("patient_id,treatment_id,outcome,timestamp\np1,t1,1,yesterday\n", 1, "timestamp", "ISO-8601"),
-    ("patient_id,treatment_id,outcome,adverse\np1,t1,1,maybe\n", 1, "adverse", "not 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "text,row,column,message",
+    [
+        ("patient_id,treatment_id\np1,t1\n", None, "outcome", "missing required column"),
+        ("patient_id,treatment_id,outcome\np1,t1,1\n,t2,1\n", 2, "patient_id", "empty id"),
+        (
+            "patient_id,treatment_id,outcome\np1,t1,1\np1,t2,1.5\n",
+            2,
+            "outcome",
+            "outside \\[-1, 1\\]",
+        ),
+        ("patient_id,treatment_id,outcome\np1,t1,great\n", 1, "outcome", "neither a number"),
+        (
+            "patient_id,treatment_id,outcome,timestamp\np1,t1,1,yesterday\n",
+            1,
+            "timestamp",
+            "ISO-8601",
+        ),
+        ("patient_id,treatment_id,outcome,adverse\np1,t1,1,maybe\n", 1, "adverse", "not 0 or 1"),
+    ],
+)
 def test_bad_outcomes_name_file_row_and_column(tmp_path, text, row, column, message):
     folder = write(tmp_path / "d", "outcomes.csv", text)
     with pytest.raises(DataValidationError, match=message) as info:
@@ -58,7 +74,9 @@ def test_bad_outcomes_name_file_row_and_column(tmp_path, text, row, column, mess
 def test_undefined_patient_is_reported_where_it_is_used(tmp_path):
     folder = write(tmp_path / "d", "outcomes.csv", OUTCOMES)
     write(folder, "patients.csv", "patient_id,sex,birth_year\np1,F,1950\n")
-    with pytest.raises(DataValidationError, match="patient 'p2' is not defined in the patients") as info:
+    with pytest.raises(
+        DataValidationError, match="patient 'p2' is not defined in the patients"
+    ) as info:
         read_tables(folder)
     assert info.value.row == 3 and info.value.file.endswith("outcomes.csv")
 
@@ -76,7 +94,9 @@ def test_patients_table_checks(tmp_path):
 
 def test_interaction_severity_is_checked(tmp_path):
     folder = write(tmp_path / "d", "outcomes.csv", OUTCOMES)
-    write(folder, "interactions.csv", "treatment_a,treatment_b,severity\nt1,t2,severe\nt1,t3,awful\n")
+    write(
+        folder, "interactions.csv", "treatment_a,treatment_b,severity\nt1,t2,severe\nt1,t3,awful\n"
+    )
     with pytest.raises(DataValidationError, match="severity 'awful'") as info:
         read_tables(folder)
     assert info.value.row == 2
@@ -101,8 +121,9 @@ def test_exact_duplicates_are_dropped_but_repeated_treatments_kept(tmp_path):
 
 
 def test_write_is_atomic_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    good = validate_tables({"outcomes": pd.DataFrame({"patient_id": ["a"], "treatment_id": ["t"],
-                                                      "outcome": [1]})})
+    good = validate_tables(
+        {"outcomes": pd.DataFrame({"patient_id": ["a"], "treatment_id": ["t"], "outcome": [1]})}
+    )
     target = write_tables(good, tmp_path / "out")
     before = sorted(os.listdir(tmp_path))
 

@@ -1,4 +1,5 @@
 """Known-answer tests of every metric, computed by hand."""
+
 from __future__ import annotations
 
 import doctest
@@ -24,8 +25,7 @@ def hits():
 
 def test_hit_matrix(hits):
     matrix, n_relevant = hits
-    assert matrix.tolist() == [[True, False, True, False], [False, False, True, False],
-                               [False] * 4]
+    assert matrix.tolist() == [[True, False, True, False], [False, False, True, False], [False] * 4]
     assert n_relevant.tolist() == [3, 1, 0]
 
 
@@ -64,8 +64,9 @@ def test_average_precision(hits):
     matrix, n_relevant = hits
     # query 0 at k=4: hits at ranks 1 and 3 -> (1/1 + 2/3) / min(4, 3)
     # query 1 at k=4: hit at rank 3 -> (1/3) / 1
-    np.testing.assert_allclose(M.average_precision_at_k(matrix, n_relevant, 4),
-                               [(1 + 2 / 3) / 3, 1 / 3, np.nan])
+    np.testing.assert_allclose(
+        M.average_precision_at_k(matrix, n_relevant, 4), [(1 + 2 / 3) / 3, 1 / 3, np.nan]
+    )
     # k=1: only rank 1 counts, divided by min(1, n_relevant)
     np.testing.assert_allclose(M.average_precision_at_k(matrix, n_relevant, 1), [1, 0, np.nan])
 
@@ -74,8 +75,9 @@ def test_ndcg(hits):
     matrix, n_relevant = hits
     dcg0 = 1 / np.log2(2) + 1 / np.log2(4)
     ideal0 = 1 / np.log2(2) + 1 / np.log2(3) + 1 / np.log2(4)
-    np.testing.assert_allclose(M.ndcg_at_k(matrix, n_relevant, 4),
-                               [dcg0 / ideal0, (1 / np.log2(4)) / 1, np.nan])
+    np.testing.assert_allclose(
+        M.ndcg_at_k(matrix, n_relevant, 4), [dcg0 / ideal0, (1 / np.log2(4)) / 1, np.nan]
+    )
     # k=2 for query 0: one hit at rank 1, ideal has two hits
     np.testing.assert_allclose(M.ndcg_at_k(matrix, n_relevant, 2)[0], 1 / (1 + 1 / np.log2(3)))
 
@@ -103,7 +105,9 @@ def test_outcome_auc_counts_ties_half_and_excluded_as_bottom():
     query = np.array([0, 0, 0, 0, 1, 1, 2])
     # query 0: worked {0.9, 0.2} vs failed {0.5, -inf}: 0.9 beats both, 0.2 beats -inf -> 3/4
     # query 1: worked only -> NaN; query 2: worked only -> NaN; query 3: no item -> NaN
-    np.testing.assert_allclose(M.outcome_auc(scores, worked, query, 4), [0.75, np.nan, np.nan, np.nan])
+    np.testing.assert_allclose(
+        M.outcome_auc(scores, worked, query, 4), [0.75, np.nan, np.nan, np.nan]
+    )
     tie = M.outcome_auc(np.array([-np.inf, -np.inf]), np.array([True, False]), np.array([0, 0]), 1)
     np.testing.assert_allclose(tie, [0.5])
 
@@ -111,8 +115,9 @@ def test_outcome_auc_counts_ties_half_and_excluded_as_bottom():
 def test_normalised_rank_and_group_mean():
     values = M.normalised_rank(np.array([0, 2, 4, -1, 0]), np.array([5, 5, 5, 5, 1]))
     np.testing.assert_allclose(values, [0, 0.5, 1, 1, np.nan])
-    np.testing.assert_allclose(M.group_mean(values, np.array([0, 0, 1, 1, 2]), 4),
-                               [0.25, 1, np.nan, np.nan])
+    np.testing.assert_allclose(
+        M.group_mean(values, np.array([0, 0, 1, 1, 2]), 4), [0.25, 1, np.nan, np.nan]
+    )
 
 
 def test_mean_ignores_nan():
@@ -138,14 +143,23 @@ def test_metrics_stay_in_unit_interval(seed, k):
     ranked = np.array([rng.permutation(n_items)[:8] for _ in range(n)])
     relevant = [rng.choice(n_items, rng.integers(0, 5), replace=False) for _ in range(n)]
     matrix, n_relevant = M.hit_matrix(ranked, relevant)
-    for values in (M.precision_at_k(matrix, k), M.recall_at_k(matrix, n_relevant, k),
-                   M.hit_rate_at_k(matrix, k), M.average_precision_at_k(matrix, n_relevant, k),
-                   M.ndcg_at_k(matrix, n_relevant, k), M.reciprocal_rank(matrix)):
+    for values in (
+        M.precision_at_k(matrix, k),
+        M.recall_at_k(matrix, n_relevant, k),
+        M.hit_rate_at_k(matrix, k),
+        M.average_precision_at_k(matrix, n_relevant, k),
+        M.ndcg_at_k(matrix, n_relevant, k),
+        M.reciprocal_rank(matrix),
+    ):
         finite = values[~np.isnan(values)]
         assert ((finite >= 0) & (finite <= 1 + 1e-12)).all()
     # recall never decreases with k; precision * k == recall * n_relevant
-    assert (np.nan_to_num(M.recall_at_k(matrix, n_relevant, k + 1))
-            >= np.nan_to_num(M.recall_at_k(matrix, n_relevant, k))).all()
+    assert (
+        np.nan_to_num(M.recall_at_k(matrix, n_relevant, k + 1))
+        >= np.nan_to_num(M.recall_at_k(matrix, n_relevant, k))
+    ).all()
     has = n_relevant > 0
-    np.testing.assert_allclose((M.precision_at_k(matrix, k) * k)[has],
-                               (M.recall_at_k(matrix, n_relevant, k) * n_relevant)[has])
+    np.testing.assert_allclose(
+        (M.precision_at_k(matrix, k) * k)[has],
+        (M.recall_at_k(matrix, n_relevant, k) * n_relevant)[has],
+    )

@@ -1,4 +1,5 @@
 """Model card: every section, the artifact's identity, reports folded in, every model kind, CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -6,31 +7,63 @@ import json
 
 import pytest
 
-from recommender.models.persistence import load_artifact, read_manifest
 from recommender.cli import main
-from recommender.exceptions import ArtifactError, DataValidationError
 from recommender.data.tables import write_tables
-from recommender.trust.model_card import ALGORITHMS, SECTIONS, model_card_markdown
+from recommender.exceptions import ArtifactError, DataValidationError
 from recommender.models import MODELS
+from recommender.models.persistence import load_artifact, read_manifest
 from recommender.training import train_artifact
+from recommender.trust.model_card import ALGORITHMS, SECTIONS, model_card_markdown
 from tests.conftest import make_cohort
 
 AUDIT = {
-    "k": 5, "min_group_size": 30, "max_gap": 0.1, "attributes": ["site"],
-    "artifact": {"version": None}, "split": {"method": "leave-last", "n_queries": 400},
-    "gaps": [{"attribute": "site", "metric": "hit@5", "gap": 0.31, "high_group": "A", "high": 0.8,
-              "low_group": "B", "low": 0.49, "flagged": True},
-             {"attribute": "site", "metric": "map@5", "gap": 0.2, "high_group": "A", "high": 0.6,
-              "low_group": "B", "low": 0.4, "flagged": True}],
+    "k": 5,
+    "min_group_size": 30,
+    "max_gap": 0.1,
+    "attributes": ["site"],
+    "artifact": {"version": None},
+    "split": {"method": "leave-last", "n_queries": 400},
+    "gaps": [
+        {
+            "attribute": "site",
+            "metric": "hit@5",
+            "gap": 0.31,
+            "high_group": "A",
+            "high": 0.8,
+            "low_group": "B",
+            "low": 0.49,
+            "flagged": True,
+        },
+        {
+            "attribute": "site",
+            "metric": "map@5",
+            "gap": 0.2,
+            "high_group": "A",
+            "high": 0.6,
+            "low_group": "B",
+            "low": 0.4,
+            "flagged": True,
+        },
+    ],
     "flags": [{"attribute": "site", "metric": "hit@5"}],
-    "groups": [{"attribute": "site", "group": "C", "n_queries": 7, "small": True},
-               {"attribute": "site", "group": "A", "n_queries": 300, "small": False}],
+    "groups": [
+        {"attribute": "site", "group": "C", "n_queries": 7, "small": True},
+        {"attribute": "site", "group": "A", "n_queries": 300, "small": False},
+    ],
 }
 EVALUATION = {
-    "k": 10, "split": {"method": "leave-last", "n_train_rows": 900, "n_test_rows": 80},
-    "models": {"als": {"summary": {"hit@10": 0.71, "ndcg@10": 0.42, "mrr": 0.33}},
-               "popular": {"summary": {"hit@10": 0.5}}},
-    "planted": {"hit@1": {"als": 0.4}, "bayes_rate": 0.6, "popularity_rate": 0.45, "n_episodes": 70},
+    "k": 10,
+    "split": {"method": "leave-last", "n_train_rows": 900, "n_test_rows": 80},
+    "models": {
+        "als": {"summary": {"hit@10": 0.71, "ndcg@10": 0.42, "mrr": 0.33}},
+        "popular": {"summary": {"hit@10": 0.5}},
+    },
+    "planted": {
+        "hit@1": {"als": 0.4},
+        "bayes_rate": 0.6,
+        "popularity_rate": 0.45,
+        "n_episodes": 70,
+    },
 }
 
 
@@ -38,8 +71,13 @@ EVALUATION = {
 def artifact(tmp_path_factory):
     root = tmp_path_factory.mktemp("card")
     data = write_tables(make_cohort(seed=1), root / "data")
-    return train_artifact(data, root / "artifact", kind="als",
-                          params={"factors": 4, "iterations": 2}, metrics={"hit@10": 0.5})
+    return train_artifact(
+        data,
+        root / "artifact",
+        kind="als",
+        params={"factors": 4, "iterations": 2},
+        metrics={"hit@10": 0.5},
+    )
 
 
 def headings(text: str) -> list[str]:
@@ -57,8 +95,13 @@ def test_every_section_and_the_artifacts_identity(artifact):
     assert "No subgroup audit was given" in text
     for rule in ("previous_harm", "contraindicated", "already_tried"):
         assert f"`{rule}`" in text
-    for limitation in ("Observational data", "Confounding by indication", "Exposure bias",
-                       "Small groups", "Synthetic versus real data"):
+    for limitation in (
+        "Observational data",
+        "Confounding by indication",
+        "Exposure bias",
+        "Small groups",
+        "Synthetic versus real data",
+    ):
         assert limitation in text
     assert f"{manifest['data']['n_patients']} patients" in text
 
@@ -69,9 +112,13 @@ def test_reports_are_folded_in(artifact, tmp_path):
     (tmp_path / "audit").mkdir()
     (tmp_path / "audit" / "audit.json").write_text(json.dumps(audit))
     (tmp_path / "evaluation.json").write_text(json.dumps(EVALUATION))
-    text = model_card_markdown(artifact, audit=tmp_path / "audit", evaluation=tmp_path / "evaluation.json")
+    text = model_card_markdown(
+        artifact, audit=tmp_path / "audit", evaluation=tmp_path / "evaluation.json"
+    )
     assert "| site | hit@5 | 0.310 | A 0.800 | B 0.490 | **yes** |" in text
-    assert "map@5" not in text.split("## Subgroup results")[1].split("##")[0]  # headline metrics only
+    assert (
+        "map@5" not in text.split("## Subgroup results")[1].split("##")[0]
+    )  # headline metrics only
     assert "1 gap(s) flagged." in text and "site=C (7)" in text
     assert "| als (this model's kind) | 0.710 | 0.420 |" in text
     assert "Bayes-optimal 0.600" in text and "synthetic cohort with planted truth" in text

@@ -1,4 +1,5 @@
 """Ranking guarantees: no excluded therapy ever appears, for any data and any request."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,10 +13,16 @@ from recommender.models import MODELS, make_model
 from recommender.ranking import recommend_known_conditions, recommend_unknown_conditions, top_k
 from tests.cohorts import random_cohort
 
-FAST = {"als": {"factors": 4, "iterations": 3}, "bpr": {"factors": 4, "iterations": 5},
-        "lmf": {"factors": 4, "iterations": 5}, "cosine": {"K": 5}, "bm25": {"K": 5},
-        "latent-class": {"n_classes": 2, "iterations": 5, "restarts": 1},
-        "popular": {}, "condition-popular": {}}
+FAST = {
+    "als": {"factors": 4, "iterations": 3},
+    "bpr": {"factors": 4, "iterations": 5},
+    "lmf": {"factors": 4, "iterations": 5},
+    "cosine": {"K": 5},
+    "bm25": {"K": 5},
+    "latent-class": {"n_classes": 2, "iterations": 5, "restarts": 1},
+    "popular": {},
+    "condition-popular": {},
+}
 
 
 def active(tables, patient, window=180):
@@ -35,15 +42,18 @@ def severe_partners(tables, treatments):
     if i is None:
         return set()
     severe = i[i.severity == "severe"]
-    return (set(severe.treatment_b[severe.treatment_a.isin(treatments)])
-            | set(severe.treatment_a[severe.treatment_b.isin(treatments)]))
+    return set(severe.treatment_b[severe.treatment_a.isin(treatments)]) | set(
+        severe.treatment_a[severe.treatment_b.isin(treatments)]
+    )
 
 
 def forbidden(tables, patient, condition, include_tried, min_support=3):
     """Treatments the rules forbid, computed from the tables without the engine."""
     o = tables.outcomes[tables.outcomes.patient_id == patient]
     banned = set(o[(o.adverse == 1) | (o.outcome < 0)].treatment_id)
-    own = set(tables.patient_conditions.condition_id[tables.patient_conditions.patient_id == patient])
+    own = set(
+        tables.patient_conditions.condition_id[tables.patient_conditions.patient_id == patient]
+    )
     ci = tables.contraindications
     banned |= set(ci.treatment_id[ci.condition_id.isin(own)])
     banned |= severe_partners(tables, active(tables, patient))
@@ -58,29 +68,48 @@ def forbidden(tables, patient, condition, include_tried, min_support=3):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(MODELS)),
-       k=st.integers(1, 15), include_tried=st.booleans(), data=st.data())
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(sorted(MODELS)),
+    k=st.integers(1, 15),
+    include_tried=st.booleans(),
+    data=st.data(),
+)
 def test_no_excluded_treatment_in_any_result(seed, kind, k, include_tried, data):
     tables = random_cohort(seed, n_patients=40, n_treatments=10, n_rows=250)
     model = make_model(kind, **FAST[kind]).fit(Dataset.from_tables(tables))
     patients = sorted(model.dataset_.patients.external_ids)
     chosen = data.draw(st.lists(st.sampled_from(patients), min_size=1, max_size=5))
-    conditions = data.draw(st.lists(st.sampled_from([None, "C0", "C1", "C2", "C3"]),
-                                    min_size=len(chosen), max_size=len(chosen)))
-    batch = model.recommend_batch(chosen, k=k, condition_ids=conditions, include_tried=include_tried)
+    conditions = data.draw(
+        st.lists(
+            st.sampled_from([None, "C0", "C1", "C2", "C3"]),
+            min_size=len(chosen),
+            max_size=len(chosen),
+        )
+    )
+    batch = model.recommend_batch(
+        chosen, k=k, condition_ids=conditions, include_tried=include_tried
+    )
     for patient, condition in zip(chosen, conditions):
         banned = forbidden(tables, patient, condition, include_tried)
         single = model.recommend(patient, k=k, condition_id=condition, include_tried=include_tried)
         assert not banned & set(single.treatment_ids)
         assert len(single.recommendations) <= k
         reported = {e.treatment_id for e in single.excluded}
-        outside = (set(tables.outcomes.treatment_id) - set(
-            tables.outcomes.treatment_id[tables.outcomes.condition_id == condition])
-            if condition else set())
+        outside = (
+            set(tables.outcomes.treatment_id)
+            - set(tables.outcomes.treatment_id[tables.outcomes.condition_id == condition])
+            if condition
+            else set()
+        )
         support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
         explained = banned - outside - set(support[support < 3].index)
-        assert explained <= reported  # every per-patient exclusion among the candidates is explained
-        same_condition = batch.condition_id.isna() if condition is None else batch.condition_id == condition
+        assert (
+            explained <= reported
+        )  # every per-patient exclusion among the candidates is explained
+        same_condition = (
+            batch.condition_id.isna() if condition is None else batch.condition_id == condition
+        )
         rows = batch[(batch.patient_id == patient) & same_condition]
         assert not banned & set(rows.treatment_id)
 
@@ -91,14 +120,24 @@ def test_no_harmful_or_contraindicated_treatment_for_new_patients(seed, kind, da
     tables = random_cohort(seed, n_patients=30, n_treatments=8, n_rows=150)
     model = make_model(kind, **FAST[kind]).fit(Dataset.from_tables(tables))
     treatments = sorted(model.dataset_.treatments.external_ids)
-    history = data.draw(st.lists(st.fixed_dictionaries({
-        "treatment_id": st.sampled_from(treatments + ["UNSEEN"]),
-        "outcome": st.sampled_from(["responded", "partial", "no_response", "worsened", "adverse", 0.3]),
-    }), max_size=6))
+    history = data.draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "treatment_id": st.sampled_from(treatments + ["UNSEEN"]),
+                    "outcome": st.sampled_from(
+                        ["responded", "partial", "no_response", "worsened", "adverse", 0.3]
+                    ),
+                }
+            ),
+            max_size=6,
+        )
+    )
     conditions = data.draw(st.lists(st.sampled_from(["A0", "A1", "C2", "C3", "A3"]), max_size=3))
     active_now = data.draw(st.lists(st.sampled_from(treatments), max_size=2))
-    answer = model.recommend_new(history, conditions, k=8, include_tried=True,
-                                 active_treatments=active_now)
+    answer = model.recommend_new(
+        history, conditions, k=8, include_tried=True, active_treatments=active_now
+    )
     harmed = {h["treatment_id"] for h in history if h["outcome"] in ("worsened", "adverse")}
     ci = tables.contraindications
     banned = harmed | set(ci.treatment_id[ci.condition_id.isin(conditions)])
@@ -120,7 +159,7 @@ def test_top_k_matches_a_full_sort(n, m, k, seed):
         expected = allowed[np.lexsort((allowed, -scores[row, allowed]))][:k]
         got = idx[row][idx[row] >= 0]
         assert got.tolist() == expected.tolist()
-        assert (values[row][len(got):] == -np.inf).all()
+        assert (values[row][len(got) :] == -np.inf).all()
 
 
 def test_fewer_than_k_when_fewer_are_allowed():
@@ -128,7 +167,10 @@ def test_fewer_than_k_when_fewer_are_allowed():
     model = make_model("popular").fit(Dataset.from_tables(tables))
     for patient in model.dataset_.patients.external_ids:
         answer = model.recommend(patient, k=50)
-        allowed = len(set(tables.outcomes.treatment_id) - forbidden(tables, patient, None, include_tried=False))
+        allowed = len(
+            set(tables.outcomes.treatment_id)
+            - forbidden(tables, patient, None, include_tried=False)
+        )
         assert len(answer.recommendations) == allowed
 
 
@@ -153,39 +195,61 @@ def condition_bound(tables):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(MODELS)), k=st.integers(1, 6),
-       include_tried=st.booleans(), explain=st.booleans(), data=st.data())
-def test_several_conditions_at_once_equal_one_call_per_condition(seed, kind, k, include_tried,
-                                                                 explain, data):
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(sorted(MODELS)),
+    k=st.integers(1, 6),
+    include_tried=st.booleans(),
+    explain=st.booleans(),
+    data=st.data(),
+)
+def test_several_conditions_at_once_equal_one_call_per_condition(
+    seed, kind, k, include_tried, explain, data
+):
     tables = condition_bound(random_cohort(seed, n_patients=30, n_treatments=10, n_rows=200))
     model = make_model(kind, **FAST[kind]).fit(Dataset.from_tables(tables))
     treatments = sorted(model.dataset_.treatments.external_ids)
-    conditions = data.draw(st.lists(st.sampled_from([None, "C0", "C1", "C2", "C3"]),
-                                    min_size=1, max_size=4))  # repeats and None included
+    conditions = data.draw(
+        st.lists(st.sampled_from([None, "C0", "C1", "C2", "C3"]), min_size=1, max_size=4)
+    )  # repeats and None included
     active_now = data.draw(st.lists(st.sampled_from(treatments + ["UNSEEN"]), max_size=2))
-    options = dict(k=k, include_tried=include_tried, active_treatments=active_now,
-                   explain=explain)
+    options = dict(k=k, include_tried=include_tried, active_treatments=active_now, explain=explain)
     patient = data.draw(st.sampled_from(sorted(model.dataset_.patients.external_ids)))
     together = recommend_known_conditions(model, patient, conditions, **options)
     apart = [model.recommend(patient, condition_id=c, **options) for c in conditions]
     assert [a.to_dict() for a in together] == [a.to_dict() for a in apart]
-    history = data.draw(st.lists(st.fixed_dictionaries({
-        "treatment_id": st.sampled_from(treatments + ["UNSEEN"]),
-        "outcome": st.sampled_from(["responded", "partial", "no_response", "worsened", 0.3]),
-        "timestamp": st.sampled_from(["2021-01-01", "2021-06-01", None])}), max_size=6))
+    history = data.draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "treatment_id": st.sampled_from(treatments + ["UNSEEN"]),
+                    "outcome": st.sampled_from(
+                        ["responded", "partial", "no_response", "worsened", 0.3]
+                    ),
+                    "timestamp": st.sampled_from(["2021-01-01", "2021-06-01", None]),
+                }
+            ),
+            max_size=6,
+        )
+    )
     diagnoses = data.draw(st.lists(st.sampled_from(["A0", "A1", "C2", "C3", "X9"]), max_size=3))
-    together = recommend_unknown_conditions(model, history, diagnoses, conditions, sex="F",
-                                            birth_year=1970, **options)
-    apart = [model.recommend_new(history, diagnoses, condition_id=c, sex="F", birth_year=1970,
-                                 **options) for c in conditions]
+    together = recommend_unknown_conditions(
+        model, history, diagnoses, conditions, sex="F", birth_year=1970, **options
+    )
+    apart = [
+        model.recommend_new(history, diagnoses, condition_id=c, sex="F", birth_year=1970, **options)
+        for c in conditions
+    ]
     assert [a.to_dict() for a in together] == [a.to_dict() for a in apart]
 
 
 def test_several_conditions_answer_in_request_order_and_check_every_id_first():
     tables = condition_bound(random_cohort(7, n_patients=30, n_treatments=10, n_rows=200))
     model = make_model("als", **FAST["als"]).fit(Dataset.from_tables(tables))
-    history = [{"treatment_id": "T1", "outcome": "adverse"}, {"treatment_id": "T2",
-                                                              "outcome": "responded"}]
+    history = [
+        {"treatment_id": "T1", "outcome": "adverse"},
+        {"treatment_id": "T2", "outcome": "responded"},
+    ]
     answers = recommend_unknown_conditions(model, history, ["A1"], ["C2", None, "C0"], k=10)
     assert [a.condition_id for a in answers] == ["C2", None, "C0"]
     assert all("T1" not in a.treatment_ids for a in answers)
@@ -204,25 +268,30 @@ def test_several_conditions_answer_in_request_order_and_check_every_id_first():
 def test_top_among_candidates_equals_masking_every_score(data):
     """The service's path (rank the condition's candidates only) picks exactly what masking
     all n_t scores and taking the top-k picks: same treatments, order, ties and scores."""
-    import scipy.sparse as sp
     from types import SimpleNamespace
 
-    from recommender.ranking.single import _top_candidates
-    from recommender.ranking import mask_scores
+    import scipy.sparse as sp
+
     from recommender.data.policies import SafetyPolicy
+    from recommender.ranking import mask_scores
+    from recommender.ranking.single import _top_candidates
 
     n_t = data.draw(st.integers(1, 40))
-    values = st.sampled_from([0.0, 0.5, -1.0, 2.0, np.nan, np.inf, -np.inf]) | st.floats(-3, 3, width=32)
+    values = st.sampled_from([0.0, 0.5, -1.0, 2.0, np.nan, np.inf, -np.inf]) | st.floats(
+        -3, 3, width=32
+    )
     scores = np.array(data.draw(st.lists(values, min_size=n_t, max_size=n_t)), np.float32)[None, :]
     support = np.array(data.draw(st.lists(st.integers(0, 5), min_size=n_t, max_size=n_t)))
-    dataset = SimpleNamespace(treatment_support=support, safety=SafetyPolicy(min_support=2),
-                              n_treatments=n_t)
+    dataset = SimpleNamespace(
+        treatment_support=support, safety=SafetyPolicy(min_support=2), n_treatments=n_t
+    )
     candidates = np.array(sorted(data.draw(st.sets(st.integers(0, n_t - 1), min_size=1))))
     coded = np.array(sorted(data.draw(st.sets(st.integers(0, n_t - 1)))), np.int32)
     codes = sp.csr_matrix((np.ones(len(coded), np.int8), coded, [0, len(coded)]), shape=(1, n_t))
     k = data.draw(st.integers(1, 12))
     idx, expected = top_k(mask_scores(dataset, scores.copy(), codes, candidates), k)
-    chosen, got = _top_candidates(dataset, scores[0, candidates], dict.fromkeys(coded.tolist(), 1),
-                                  candidates, k)
+    chosen, got = _top_candidates(
+        dataset, scores[0, candidates], dict.fromkeys(coded.tolist(), 1), candidates, k
+    )
     assert chosen.tolist() == idx[0][idx[0] >= 0].tolist()
-    np.testing.assert_array_equal(got[0][:len(chosen)], expected[0][:len(chosen)])
+    np.testing.assert_array_equal(got[0][: len(chosen)], expected[0][: len(chosen)])

@@ -1,14 +1,15 @@
 """Safety rules: interactions with active treatments, minimum evidence, reasons and flags."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
 from recommender.data.dataset import Dataset
-from recommender.exceptions import ParameterError
-from recommender.data.tables import validate_tables
-from recommender.models import make_model
 from recommender.data.policies import SafetyPolicy
+from recommender.data.tables import validate_tables
+from recommender.exceptions import ParameterError
+from recommender.models import make_model
 
 
 def cohort(min_support=3, on_x_days_before_latest=10):
@@ -16,18 +17,31 @@ def cohort(min_support=3, on_x_days_before_latest=10):
     rows = []
     for i in range(10):
         for t in ("X", "Y", "Z", "W"):
-            rows.append((f"P{i}", t, "responded" if (i + len(t)) % 2 else "no_response", "2020-01-01"))
+            rows.append(
+                (f"P{i}", t, "responded" if (i + len(t)) % 2 else "no_response", "2020-01-01")
+            )
     rows.append(("RARE1", "R", "responded", "2020-01-01"))
     rows.append(("RARE2", "R", "responded", "2020-01-01"))
     latest = pd.Timestamp("2021-06-01")
     x_day = latest - pd.Timedelta(days=on_x_days_before_latest)
-    rows += [("A", "X", "responded", x_day.strftime("%Y-%m-%d")),
-             ("A", "W", "no_response", latest.strftime("%Y-%m-%d"))]
-    tables = validate_tables({
-        "outcomes": pd.DataFrame(rows, columns=["patient_id", "treatment_id", "outcome", "timestamp"]),
-        "interactions": pd.DataFrame({"treatment_a": ["X", "Z", "X"], "treatment_b": ["Y", "X", "R"],
-                                      "severity": ["severe", "moderate", "minor"]}),
-    })
+    rows += [
+        ("A", "X", "responded", x_day.strftime("%Y-%m-%d")),
+        ("A", "W", "no_response", latest.strftime("%Y-%m-%d")),
+    ]
+    tables = validate_tables(
+        {
+            "outcomes": pd.DataFrame(
+                rows, columns=["patient_id", "treatment_id", "outcome", "timestamp"]
+            ),
+            "interactions": pd.DataFrame(
+                {
+                    "treatment_a": ["X", "Z", "X"],
+                    "treatment_b": ["Y", "X", "R"],
+                    "severity": ["severe", "moderate", "minor"],
+                }
+            ),
+        }
+    )
     return Dataset.from_tables(tables, safety=SafetyPolicy(min_support=min_support))
 
 
@@ -80,8 +94,8 @@ def test_one_patient_rules_equal_the_batch_rules(seed):
     patient exactly the row the batch computation gives."""
     import numpy as np
 
-    from recommender.ranking import safety
     from recommender.data.patient import Query
+    from recommender.ranking import safety
     from tests.cohorts import random_cohort
 
     dataset = Dataset.from_tables(random_cohort(seed, n_patients=40, n_treatments=12, n_rows=300))
@@ -96,5 +110,6 @@ def test_one_patient_rules_equal_the_batch_rules(seed):
             assert one_active.indices.tolist() == active[[p]].indices.tolist()
             one_codes = safety.exclusion_codes(dataset, one, include_tried, one_active)
             assert one_codes.dtype == np.int8
-            assert dict(zip(one_codes.indices.tolist(), one_codes.data.tolist())) == \
-                dict(zip(codes[[p]].indices.tolist(), codes[[p]].data.tolist()))
+            assert dict(zip(one_codes.indices.tolist(), one_codes.data.tolist())) == dict(
+                zip(codes[[p]].indices.tolist(), codes[[p]].data.tolist())
+            )

@@ -1,4 +1,5 @@
 """The one-patient fast paths equal the slow, obviously right ones."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,23 +8,34 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommender.utils import sparse_rows
 from recommender.data.dataset import Dataset
-from recommender.models import make_model
 from recommender.data.patient import Query
+from recommender.models import make_model
+from recommender.utils import sparse_rows
 from tests.cohorts import checkerboard
 
 
 def _equal(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
-    return (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.indptr, b.indptr)
-            and np.array_equal(a.indices, b.indices) and np.array_equal(a.data, b.data))
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and np.array_equal(a.indptr, b.indptr)
+        and np.array_equal(a.indices, b.indices)
+        and np.array_equal(a.data, b.data)
+    )
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 30), st.integers(1, 30), st.floats(0, 1), st.data())
 def test_row_equals_scipy_indexing(n_rows, n_cols, density, data):
-    matrix = sp.random(n_rows, n_cols, density=density, format="csr", dtype=np.float32,
-                       random_state=data.draw(st.integers(0, 1000)))
+    matrix = sp.random(
+        n_rows,
+        n_cols,
+        density=density,
+        format="csr",
+        dtype=np.float32,
+        random_state=data.draw(st.integers(0, 1000)),
+    )
     i = data.draw(st.integers(0, n_rows - 1))
     fast = sparse_rows.row(matrix, i)
     assert _equal(fast, matrix[[i]])
@@ -73,8 +85,9 @@ def test_als_contributions_equal_implicit_explain(als):
             _, expected, _ = solver.explain(0, query.rows, int(treatment), N=query.rows.nnz or 1)
             values = [v for _, v in pairs]
             assert values == sorted(values, reverse=True)
-            assert dict(pairs) == pytest.approx({int(c): float(v) for c, v in expected},
-                                                rel=1e-4, abs=1e-6)  # float32 sums in another order
+            assert dict(pairs) == pytest.approx(
+                {int(c): float(v) for c, v in expected}, rel=1e-4, abs=1e-6
+            )  # float32 sums in another order
             checked += 1
     assert checked > 10
 
@@ -82,16 +95,17 @@ def test_als_contributions_equal_implicit_explain(als):
 def test_als_strongest_contributions_equal_the_generic_choice(als):
     """ALS picks its strongest contributions in numpy; the result is the generic
     per-pair choice (magnitude order, ties as in contributions, small ones dropped)."""
-    from recommender.ranking.contributions import strongest
     from recommender.models.base import Recommender
+    from recommender.ranking.contributions import strongest
 
     dataset = als.dataset_
     treatments = np.arange(dataset.n_treatments)
     for patient in range(0, len(dataset.patients), 7):
         query = Query.known(dataset, np.array([patient]), np.array([-1]))
         for limit in (1, 3, 5, 50):
-            assert als.strongest_contributions(query, treatments, limit) == \
-                Recommender.strongest_contributions(als, query, treatments, limit)
+            assert als.strongest_contributions(
+                query, treatments, limit
+            ) == Recommender.strongest_contributions(als, query, treatments, limit)
     pairs = [(1, 0.5), (2, -0.5), (3, 1e-7), (4, -2.0), (5, 0.5)]
     assert strongest(pairs, 3) == [(4, -2.0), (1, 0.5), (2, -0.5)]
 
@@ -105,8 +119,9 @@ def test_als_contributions_fall_back_to_the_full_solve(als, monkeypatch):
     treatments = np.arange(dataset.n_treatments)
     expected = als.contributions(query, treatments)
     real = als_module.lapack.dgesv
-    monkeypatch.setattr(als_module.lapack, "dgesv",
-                        lambda a, b: (*real(a, b)[:3], 1))  # report "singular"
+    monkeypatch.setattr(
+        als_module.lapack, "dgesv", lambda a, b: (*real(a, b)[:3], 1)
+    )  # report "singular"
     fallback = als.contributions(query, treatments)
     for ours, theirs in zip(fallback, expected):
         assert [c for c, _ in ours] == [c for c, _ in theirs]

@@ -1,4 +1,5 @@
 """Splits: the right rows held out, reproducible for a seed, disjoint, unscorable rows counted."""
+
 from __future__ import annotations
 
 import doctest
@@ -7,8 +8,8 @@ import pandas as pd
 import pytest
 
 import recommender.data.splits as S
-from recommender.exceptions import DataValidationError, ParameterError
 from recommender.data.tables import validate_tables
+from recommender.exceptions import DataValidationError, ParameterError
 
 
 def tables_from(rows, **extra):
@@ -32,15 +33,22 @@ def assert_partition(tables, split):
 
 
 def test_leave_last_picks_latest_by_timestamp_then_file_order():
-    tables = tables_from([
-        ("a", "x", 1, "2020-03-01", "C"), ("a", "y", 0, "2020-05-01", "C"),  # a: y is latest
-        ("a", "z", 1, "2020-01-01", "C"),
-        ("b", "x", 1, "2020-02-01", "C"), ("b", "y", 1, "2020-02-01", "C"),  # tie: later row
-        ("c", "x", 1, "", "C"), ("c", "z", 0, "", "C"),                      # no time: last row
-        ("d", "y", 1, "2020-01-01", "C"), ("d", "z", 1, "", "C"),            # NaT counts earliest
-        ("e", "x", 1, "2020-01-01", "C"),                                     # single: stays
-        ("f", "y", 1, "2020-01-01", "C"), ("g", "z", 1, "2020-01-01", "C"),  # keep y, z known
-    ])
+    tables = tables_from(
+        [
+            ("a", "x", 1, "2020-03-01", "C"),
+            ("a", "y", 0, "2020-05-01", "C"),  # a: y is latest
+            ("a", "z", 1, "2020-01-01", "C"),
+            ("b", "x", 1, "2020-02-01", "C"),
+            ("b", "y", 1, "2020-02-01", "C"),  # tie: later row
+            ("c", "x", 1, "", "C"),
+            ("c", "z", 0, "", "C"),  # no time: last row
+            ("d", "y", 1, "2020-01-01", "C"),
+            ("d", "z", 1, "", "C"),  # NaT counts earliest
+            ("e", "x", 1, "2020-01-01", "C"),  # single: stays
+            ("f", "y", 1, "2020-01-01", "C"),
+            ("g", "z", 1, "2020-01-01", "C"),  # keep y, z known
+        ]
+    )
     split = S.leave_last(tables)
     assert sorted(pairs(split.test)) == [("a", "y"), ("b", "y"), ("c", "z"), ("d", "y")]
     assert "e" in set(split.train.outcomes["patient_id"])
@@ -48,11 +56,15 @@ def test_leave_last_picks_latest_by_timestamp_then_file_order():
 
 
 def test_leave_last_moves_every_row_of_the_pair_and_keeps_single_treatment_patients():
-    tables = tables_from([
-        ("a", "x", 0, "2020-01-01", "C"), ("a", "y", 1, "2020-02-01", "C"),
-        ("a", "x", 1, "2020-03-01", "C"),                  # x repeated: both x rows leave
-        ("b", "x", 0, "2020-01-01", "C"), ("b", "x", 1, "2020-02-01", "C"),  # one treatment
-    ])
+    tables = tables_from(
+        [
+            ("a", "x", 0, "2020-01-01", "C"),
+            ("a", "y", 1, "2020-02-01", "C"),
+            ("a", "x", 1, "2020-03-01", "C"),  # x repeated: both x rows leave
+            ("b", "x", 0, "2020-01-01", "C"),
+            ("b", "x", 1, "2020-02-01", "C"),  # one treatment
+        ]
+    )
     train, test = S.leave_last(tables)
     assert test[["patient_id", "treatment_id"]].values.tolist() == [["a", "x"], ["a", "x"]]
     assert pairs(train.outcomes) == {("a", "y"), ("b", "x")}
@@ -93,9 +105,15 @@ def test_temporal_cutoff_and_fraction(tiny_tables):
 
 
 def test_temporal_drops_retried_treatments_and_needs_timestamps():
-    tables = tables_from([("a", "x", 0, "2020-01-01", "C"), ("a", "y", 1, "2020-02-01", "C"),
-                          ("a", "x", 1, "2021-01-01", "C"), ("a", "z", 1, "2021-02-01", "C"),
-                          ("b", "z", 1, "2020-01-01", "C")])
+    tables = tables_from(
+        [
+            ("a", "x", 0, "2020-01-01", "C"),
+            ("a", "y", 1, "2020-02-01", "C"),
+            ("a", "x", 1, "2021-01-01", "C"),
+            ("a", "z", 1, "2021-02-01", "C"),
+            ("b", "z", 1, "2020-01-01", "C"),
+        ]
+    )
     split = S.temporal(tables, cutoff="2020-06-01")
     assert pairs(split.test) == {("a", "z")}
     assert split.dropped["retried"] == 1
@@ -104,27 +122,42 @@ def test_temporal_drops_retried_treatments_and_needs_timestamps():
 
 
 def test_unscorable_rows_are_dropped_and_counted():
-    tables = tables_from([
-        ("a", "x", 1, "2020-01-01", "C"), ("a", "new", 1, "2020-02-01", "C"),  # only a tried new
-        ("b", "x", 1, "2020-01-01", "C"), ("b", "y", 1, "2020-02-01", "D"),    # only b had D
-        ("c", "x", 1, "2020-01-01", "C"), ("c", "y", 1, "2020-02-01", "C"),
-        ("f", "y", 1, "2020-01-01", "C"),                                      # keeps y known
-    ])
+    tables = tables_from(
+        [
+            ("a", "x", 1, "2020-01-01", "C"),
+            ("a", "new", 1, "2020-02-01", "C"),  # only a tried new
+            ("b", "x", 1, "2020-01-01", "C"),
+            ("b", "y", 1, "2020-02-01", "D"),  # only b had D
+            ("c", "x", 1, "2020-01-01", "C"),
+            ("c", "y", 1, "2020-02-01", "C"),
+            ("f", "y", 1, "2020-01-01", "C"),  # keeps y known
+        ]
+    )
     split = S.leave_last(tables)
-    assert split.dropped == {"unknown_treatment": 1, "unknown_patient": 0,
-                             "unknown_condition": 1, "retried": 0}
+    assert split.dropped == {
+        "unknown_treatment": 1,
+        "unknown_patient": 0,
+        "unknown_condition": 1,
+        "retried": 0,
+    }
     assert pairs(split.test) == {("c", "y")}
     assert split.summary()["n_test_rows"] == 1
 
 
 def test_leave_last_episode_holds_out_the_latest_condition():
-    tables = tables_from([
-        ("a", "x", 1, "2020-01-01", "C"), ("a", "y", 0, "2020-03-01", "D"),
-        ("a", "z", 1, "2020-04-01", "D"), ("a", "w", 1, "2020-02-01", "C"),
-        ("b", "x", 1, "2020-01-01", "C"), ("b", "y", 1, "2020-02-01", "C"),  # one episode: stays
-        ("b", "z", 1, "2020-03-01", "C"), ("b", "w", 1, "2020-04-01", "C"),
-        ("c", "y", 1, "2020-01-01", "D"),                                     # keeps D known
-    ])
+    tables = tables_from(
+        [
+            ("a", "x", 1, "2020-01-01", "C"),
+            ("a", "y", 0, "2020-03-01", "D"),
+            ("a", "z", 1, "2020-04-01", "D"),
+            ("a", "w", 1, "2020-02-01", "C"),
+            ("b", "x", 1, "2020-01-01", "C"),
+            ("b", "y", 1, "2020-02-01", "C"),  # one episode: stays
+            ("b", "z", 1, "2020-03-01", "C"),
+            ("b", "w", 1, "2020-04-01", "C"),
+            ("c", "y", 1, "2020-01-01", "D"),  # keeps D known
+        ]
+    )
     split = S.leave_last_episode(tables)
     assert sorted(pairs(split.test)) == [("a", "y"), ("a", "z")]
     assert_partition(tables, split)

@@ -1,4 +1,5 @@
 """The synthetic cohort: determinism, schema, planted truth and the Bayes oracle."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,6 @@ import pytest
 
 from recommender.columns import Columns as C
 from recommender.columns import Tables
-from recommender.data.tables import read_tables, validate_tables
 from recommender.data.synthetic.planted import (
     HELD_OUT,
     SyntheticCohort,
@@ -16,6 +16,7 @@ from recommender.data.synthetic.planted import (
     popularity_rate,
     write_cohort,
 )
+from recommender.data.tables import read_tables, validate_tables
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,11 @@ def _pairs(frame: pd.DataFrame, *columns: str) -> set[tuple]:
 
 
 def test_same_seed_same_cohort_and_other_seed_differs():
-    first, second, other = generate_cohort(300, seed=5), generate_cohort(300, seed=5), \
-        generate_cohort(300, seed=6)
+    first, second, other = (
+        generate_cohort(300, seed=5),
+        generate_cohort(300, seed=5),
+        generate_cohort(300, seed=6),
+    )
     for table in Tables.all:
         pd.testing.assert_frame_equal(first.tables[table], second.tables[table])
     pd.testing.assert_frame_equal(first.held_out, second.held_out)
@@ -38,19 +42,29 @@ def test_same_seed_same_cohort_and_other_seed_differs():
 
 
 def test_planted_model_does_not_depend_on_cohort_size():
-    np.testing.assert_array_equal(generate_cohort(10, seed=3).response_probability,
-                                  generate_cohort(500, seed=3).response_probability)
+    np.testing.assert_array_equal(
+        generate_cohort(10, seed=3).response_probability,
+        generate_cohort(500, seed=3).response_probability,
+    )
 
 
 def test_tables_pass_validation(cohort):
     tables = validate_tables(cohort.tables)
     assert set(name for name, _ in tables.items()) == set(Tables.all)
     outcomes = cohort.tables[Tables.outcomes]
-    assert set(outcomes[C.outcome]) <= {"responded", "partial", "no_response", "worsened",
-                                        "adverse"}
+    assert set(outcomes[C.outcome]) <= {
+        "responded",
+        "partial",
+        "no_response",
+        "worsened",
+        "adverse",
+    }
     assert ((outcomes[C.outcome] == "adverse") == (outcomes[C.adverse] == 1)).all()
-    assert outcomes[C.timestamp].between(pd.Timestamp("2012-01-01", tz="UTC"),
-                                         pd.Timestamp("2024-12-31", tz="UTC")).all()
+    assert (
+        outcomes[C.timestamp]
+        .between(pd.Timestamp("2012-01-01", tz="UTC"), pd.Timestamp("2024-12-31", tz="UTC"))
+        .all()
+    )
 
 
 def test_write_cohort_round_trips_with_held_out(cohort, tmp_path):
@@ -82,8 +96,9 @@ def test_held_out_episode_is_each_patients_last(cohort):
 
 def test_no_contraindicated_therapy_given_to_an_allergic_patient(cohort):
     tables = cohort.tables
-    allergic = tables[Tables.patient_conditions].merge(tables[Tables.contraindications],
-                                                      on=C.condition)
+    allergic = tables[Tables.patient_conditions].merge(
+        tables[Tables.contraindications], on=C.condition
+    )
     assert len(allergic) > 0
     forbidden = _pairs(allergic, C.patient, C.treatment)
     assert not forbidden & _pairs(tables[Tables.outcomes], C.patient, C.treatment)
@@ -93,26 +108,32 @@ def test_no_contraindicated_therapy_given_to_an_allergic_patient(cohort):
 
 def test_bayes_rate_strictly_between_popularity_and_one(cohort):
     assert popularity_rate(cohort.held_out) < bayes_rate(cohort.held_out) < 1
-    assert (cohort.held_out["bayes_hit_probability"]
-            >= cohort.held_out["popularity_hit_probability"] - 1e-12).all()
+    assert (
+        cohort.held_out["bayes_hit_probability"]
+        >= cohort.held_out["popularity_hit_probability"] - 1e-12
+    ).all()
 
 
 def test_oracle_probabilities_are_calibrated():
     held_out = generate_cohort(20000, seed=2).held_out
     truth = held_out["best_treatment_id"]
     assert (held_out["bayes_best_treatment_id"] == truth).mean() == pytest.approx(
-        bayes_rate(held_out), abs=0.02)
+        bayes_rate(held_out), abs=0.02
+    )
     assert (held_out["popularity_best_treatment_id"] == truth).mean() == pytest.approx(
-        popularity_rate(held_out), abs=0.02)
+        popularity_rate(held_out), abs=0.02
+    )
 
 
 def test_best_therapy_differs_across_traits_and_matches_held_out_truth(cohort):
-    best = cohort.response_probability.argmax(axis=2)   # (conditions, traits)
+    best = cohort.response_probability.argmax(axis=2)  # (conditions, traits)
     assert all(len(set(row)) > 1 for row in best)
     patient = cohort.held_out[C.patient].str[1:].astype(int).to_numpy() - 1
     condition = cohort.held_out[C.condition].str[1:].astype(int).to_numpy() - 1
-    expected = [f"RX{c + 1:02d}{t + 1:02d}" for c, t in
-                zip(condition, best[condition, cohort.traits[patient]])]
+    expected = [
+        f"RX{c + 1:02d}{t + 1:02d}"
+        for c, t in zip(condition, best[condition, cohort.traits[patient]])
+    ]
     assert cohort.held_out["best_treatment_id"].tolist() == expected
 
 
@@ -133,9 +154,17 @@ def test_contraindicated_therapy_is_nobodys_best(cohort):
         assert t not in best[c]
 
 
-@pytest.mark.parametrize("name, value", [("n_patients", 0), ("seed", -1), ("n_traits", 1),
-                                         ("treatments_per_condition", 2), ("n_conditions", 1.5),
-                                         ("n_patients", True)])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("n_patients", 0),
+        ("seed", -1),
+        ("n_traits", 1),
+        ("treatments_per_condition", 2),
+        ("n_conditions", 1.5),
+        ("n_patients", True),
+    ],
+)
 def test_bad_parameters_are_named(name, value):
     with pytest.raises(ValueError, match=f"'{name}'.*Got {value!r}"):
         generate_cohort(**{"n_patients": 10, name: value})

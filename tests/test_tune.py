@@ -1,4 +1,5 @@
 """Tuning: search points, a quick 3-trial search, its outputs and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -6,19 +7,34 @@ import json
 import pandas as pd
 import pytest
 
-from recommender.models.persistence import load_artifact
 from recommender.cli import main
+from recommender.evaluation.tune import (
+    Dimension,
+    candidate_points,
+    search_space,
+    train_best,
+    tune,
+    write_results,
+)
 from recommender.exceptions import ParameterError
-from recommender.evaluation.tune import Dimension, candidate_points, search_space, train_best, tune, write_results
+from recommender.models.persistence import load_artifact
 
 #: A small, fast space for the factor models.
-QUICK = {"factors": Dimension((4, 8)), "iterations": Dimension((2, 3)),
-         "regularization": Dimension((0.01, 0.1), log=True)}
+QUICK = {
+    "factors": Dimension((4, 8)),
+    "iterations": Dimension((2, 3)),
+    "regularization": Dimension((0.01, 0.1), log=True),
+}
 
 
 def test_search_space_has_only_the_models_params_plus_policy():
-    assert list(search_space("als")) == ["factors", "regularization", "iterations", "alpha",
-                                         "side_weight"]
+    assert list(search_space("als")) == [
+        "factors",
+        "regularization",
+        "iterations",
+        "alpha",
+        "side_weight",
+    ]
     assert set(search_space("bpr")) >= {"learning_rate"}
     assert search_space("bpr")["iterations"].values == (50, 100, 200, 400)
     assert list(search_space("cosine")) == ["K", "alpha", "side_weight"]
@@ -42,7 +58,8 @@ def test_grid_points_cover_the_grid_in_a_seeded_order():
     space = {"a": Dimension((1, 2)), "b": Dimension((0.5, 1.5, 2.5))}
     everything = candidate_points(space, None, "grid", seed=0)
     assert sorted((p["a"], p["b"]) for p in everything) == [
-        (a, b) for a in (1, 2) for b in (0.5, 1.5, 2.5)]
+        (a, b) for a in (1, 2) for b in (0.5, 1.5, 2.5)
+    ]
     assert candidate_points(space, 4, "grid", seed=0) == everything[:4]
     with pytest.raises(ParameterError, match="search must be one of"):
         candidate_points(space, 3, "bayes")
@@ -79,9 +96,25 @@ def test_tune_policy_only_model(tiny_tables):
 
 def test_cli_tune_with_train_best(tmp_path, tiny_data_dir, capsys):
     out = tmp_path / "tune" / "cosine.csv"
-    code = main(["tune", "--data", str(tiny_data_dir), "--model", "cosine", "--trials", "3",
-                 "--seed", "2", "-k", "3", "--out", str(out), "--train-best",
-                 str(tmp_path / "best")])
+    code = main(
+        [
+            "tune",
+            "--data",
+            str(tiny_data_dir),
+            "--model",
+            "cosine",
+            "--trials",
+            "3",
+            "--seed",
+            "2",
+            "-k",
+            "3",
+            "--out",
+            str(out),
+            "--train-best",
+            str(tmp_path / "best"),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "3 trials of cosine" in printed and "wrote cosine artifact" in printed

@@ -1,4 +1,5 @@
 """``recommender demo``: generate -> evaluate -> train -> recommend, end to end, in minutes."""
+
 from __future__ import annotations
 
 import sys
@@ -11,11 +12,15 @@ MODELS = ("condition-popular", "als", "latent-class")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the whole pipeline on a synthetic cohort",
+        "demo",
+        help="run the whole pipeline on a synthetic cohort",
         description="Generate a synthetic cohort with planted truth, compare models on a "
-                    "leave-last split and on the planted truth, train the best personalised "
-                    "model into an artifact and recommend for a patient in it and for a new one.")
-    parser.add_argument("--out", default="demo-output", help="folder for everything (default %(default)s)")
+        "leave-last split and on the planted truth, train the best personalised "
+        "model into an artifact and recommend for a patient in it and for a new one.",
+    )
+    parser.add_argument(
+        "--out", default="demo-output", help="folder for everything (default %(default)s)"
+    )
     parser.add_argument("--patients", type=positive_int, default=5000)
     parser.add_argument("--seed", type=int, default=1)
     parser.set_defaults(func=run)
@@ -44,16 +49,25 @@ def run(args) -> int:
     result = evaluate_split(list(MODELS), leave_last(tables), k=5)
     result.planted = evaluate_planted(list(MODELS), out / "data")
     write_report(result, out / "evaluation", title="Demo evaluation")
-    print(result.summary_frame()[["ndcg@5", "mrr", "fit_seconds"]].to_string(
-        float_format=lambda v: f"{v:.3f}"))
+    print(
+        result.summary_frame()[["ndcg@5", "mrr", "fit_seconds"]].to_string(
+            float_format=lambda v: f"{v:.3f}"
+        )
+    )
     hits = ", ".join(f"{name} {value:.3f}" for name, value in result.planted.hit_at_1.items())
     print(f"   planted truth, best therapy ranked first: {hits}")
-    print(f"   (Bayes-optimal {result.planted.bayes_rate:.3f}, best non-personalised rule "
-          f"{result.planted.popularity_rate:.3f})")
+    print(
+        f"   (Bayes-optimal {result.planted.bayes_rate:.3f}, best non-personalised rule "
+        f"{result.planted.popularity_rate:.3f})"
+    )
 
     step(f"3. training latent-class -> {out / 'model'}")
-    train_artifact(out / "data", out / "model", kind="latent-class",
-                   params={"n_classes": 3, "objective": "best"})
+    train_artifact(
+        out / "data",
+        out / "model",
+        kind="latent-class",
+        params={"n_classes": 3, "objective": "best"},
+    )
     model = load_artifact(out / "model").model
 
     held = cohort.held_out.iloc[0]
@@ -62,11 +76,20 @@ def run(args) -> int:
     print(f"   planted best therapy for this patient: {held.best_treatment_id}")
 
     first = tables.outcomes.iloc[0]
-    step(f"5. a patient outside the data: {first.treatment_id} worked for {first.condition_id}, "
-         f"now presenting with {held.condition_id}")
-    print(table(model.recommend_new([{"treatment_id": first.treatment_id, "outcome": "responded"}],
-                                    conditions=[first.condition_id, held.condition_id], k=3,
-                                    condition_id=held.condition_id)))
+    step(
+        f"5. a patient outside the data: {first.treatment_id} worked for {first.condition_id}, "
+        f"now presenting with {held.condition_id}"
+    )
+    print(
+        table(
+            model.recommend_new(
+                [{"treatment_id": first.treatment_id, "outcome": "responded"}],
+                conditions=[first.condition_id, held.condition_id],
+                k=3,
+                condition_id=held.condition_id,
+            )
+        )
+    )
     print(f"\nEverything is in {out}/ (report: {out / 'evaluation' / 'report.md'}).")
     print("Suggestions support a clinician's decision; they never replace it.")
     return 0

@@ -1,4 +1,5 @@
 """``recommender evaluate``: split the data, fit several models, write metrics, tables and plots."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,32 +14,62 @@ DEFAULT_MODELS = "popular,condition-popular,als,bm25"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="compare models on a held-out split",
+        "evaluate",
+        help="compare models on a held-out split",
         description="Hold out outcomes (--split), fit each model on the rest, rank the held-out "
-                    "treatments with the safety exclusions applied, and write results.json, "
-                    "report.md, per-query tables and plots to --out. If the folder has a "
-                    "held_out table (recommender generate), hit@1 against the planted best "
-                    "therapy is reported as well.")
+        "treatments with the safety exclusions applied, and write results.json, "
+        "report.md, per-query tables and plots to --out. If the folder has a "
+        "held_out table (recommender generate), hit@1 against the planted best "
+        "therapy is reported as well.",
+    )
     parser.add_argument("--data", required=True, help="folder of canonical tables")
-    parser.add_argument("--split", choices=SPLIT_CHOICES, default="leave-last",
-                        help="how outcomes are held out (default %(default)s)")
-    parser.add_argument("--models", type=model_list, default=model_list(DEFAULT_MODELS),
-                        help=f"comma-separated model kinds from {','.join(sorted(MODELS))} "
-                             f"(default {DEFAULT_MODELS})")
-    parser.add_argument("-k", type=positive_int, default=10, help="headline cut-off (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the leave-k-out split and of the models (default %(default)s)")
-    parser.add_argument("--leave-out", type=positive_int, default=1,
-                        help="treatments held out per patient with --split leave-k-out (default %(default)s)")
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        default="leave-last",
+        help="how outcomes are held out (default %(default)s)",
+    )
+    parser.add_argument(
+        "--models",
+        type=model_list,
+        default=model_list(DEFAULT_MODELS),
+        help=f"comma-separated model kinds from {','.join(sorted(MODELS))} "
+        f"(default {DEFAULT_MODELS})",
+    )
+    parser.add_argument(
+        "-k", type=positive_int, default=10, help="headline cut-off (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the leave-k-out split and of the models (default %(default)s)",
+    )
+    parser.add_argument(
+        "--leave-out",
+        type=positive_int,
+        default=1,
+        help="treatments held out per patient with --split leave-k-out (default %(default)s)",
+    )
     parser.add_argument("--cutoff", help="ISO date for --split temporal (default: from --fraction)")
-    parser.add_argument("--fraction", type=float, default=0.2,
-                        help="share of timestamped rows held out by --split temporal (default %(default)s)")
-    parser.add_argument("--all-treatments", action="store_true",
-                        help="one query per patient over every treatment, instead of per "
-                             "(patient, condition) over the condition's treatments")
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=0.2,
+        help="share of timestamped rows held out by --split temporal (default %(default)s)",
+    )
+    parser.add_argument(
+        "--all-treatments",
+        action="store_true",
+        help="one query per patient over every treatment, instead of per "
+        "(patient, condition) over the condition's treatments",
+    )
     parser.add_argument("--no-planted", action="store_true", help="skip the planted-cohort check")
-    parser.add_argument("--out", default="evaluation", help="report folder, replaced atomically "
-                                                            "(default %(default)s)")
+    parser.add_argument(
+        "--out",
+        default="evaluation",
+        help="report folder, replaced atomically (default %(default)s)",
+    )
     add_data_options(parser)
     parser.set_defaults(func=run)
 
@@ -47,8 +78,9 @@ def model_list(text: str) -> list[str]:
     kinds = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [k for k in kinds if k not in MODELS]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown or [text]}; choose from "
-                                         f"{','.join(sorted(MODELS))}")
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {unknown or [text]}; choose from {','.join(sorted(MODELS))}"
+        )
     return kinds
 
 
@@ -85,12 +117,16 @@ def run(args) -> int:
     split = make_split(tables, args)
     models = seeded_models(args.models, args.seed)
     options = {"policy": policy_from(args), "side_info": args.side_info}
-    result = evaluate_split(models, split, k=args.k, by_condition=not args.all_treatments, **options)
+    result = evaluate_split(
+        models, split, k=args.k, by_condition=not args.all_treatments, **options
+    )
     if not args.no_planted and find_table(Path(args.data), "held_out") is not None:
         result.planted = evaluate_planted(models, args.data, **options)
     path = write_report(result, args.out, title=f"Evaluation of {Path(args.data).name}")
-    print(f"{split.method}: {len(split.test)} held-out rows, "
-          f"{result.models[next(iter(result.models))].summary['n_queries']} queries")
+    print(
+        f"{split.method}: {len(split.test)} held-out rows, "
+        f"{result.models[next(iter(result.models))].summary['n_queries']} queries"
+    )
     print(result.summary_frame().to_string(float_format=lambda v: f"{v:.4f}"))
     if result.planted is not None:
         hits = ", ".join(f"{name} {value:.3f}" for name, value in result.planted.hit_at_1.items())

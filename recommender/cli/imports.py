@@ -1,4 +1,5 @@
 """``recommender import synthea|mimic|fhir``: EHR exports -> canonical tables (see importers/)."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """``recommender recommend``: top-k for one patient, a file of requests, or every patient."""
+
 from __future__ import annotations
 
 import json
@@ -22,23 +23,37 @@ from .output import table
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "recommend", help="rank treatments from an artifact",
+        "recommend",
+        help="rank treatments from an artifact",
         description="Rank treatments for one patient (--patient), for each row of a requests file "
-                    "(--requests, with patient_id and optional condition_id), or for every patient "
-                    "in the model (--all). Safety exclusions always apply.")
+        "(--requests, with patient_id and optional condition_id), or for every patient "
+        "in the model (--all). Safety exclusions always apply.",
+    )
     parser.add_argument("--artifact", required=True, help="artifact folder")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--patient", help="patient id")
     target.add_argument("--requests", help="CSV or Parquet file of requests")
     target.add_argument("--all", action="store_true", help="every patient in the model")
     parser.add_argument("--condition", help="restrict to treatments used for this condition id")
-    parser.add_argument("-k", type=positive_int, default=10, help="list length (default %(default)s)")
-    parser.add_argument("--include-tried", action="store_true",
-                        help="rank treatments the patient already tried (harmful ones stay excluded)")
-    parser.add_argument("--format", choices=("json", "table"), default="json",
-                        help="output of --patient (default %(default)s)")
-    parser.add_argument("--out", help="output file for --requests/--all (.csv, .csv.gz or .parquet); "
-                                      "with --all on a pseudonymised model the ids are pseudonyms")
+    parser.add_argument(
+        "-k", type=positive_int, default=10, help="list length (default %(default)s)"
+    )
+    parser.add_argument(
+        "--include-tried",
+        action="store_true",
+        help="rank treatments the patient already tried (harmful ones stay excluded)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="json",
+        help="output of --patient (default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        help="output file for --requests/--all (.csv, .csv.gz or .parquet); "
+        "with --all on a pseudonymised model the ids are pseudonyms",
+    )
     add_key_option(parser)
     add_engine_options(parser)
     parser.set_defaults(func=run)
@@ -52,23 +67,34 @@ def run(args) -> int:
         return run_spark(args)
     model = load_artifact(args.artifact, pseudonymizer=pseudonymizer_from(args)).model
     if args.patient is not None:
-        answer = model.recommend(args.patient, k=args.k, condition_id=args.condition,
-                                 include_tried=args.include_tried)
+        answer = model.recommend(
+            args.patient, k=args.k, condition_id=args.condition, include_tried=args.include_tried
+        )
         print(json.dumps(answer.to_dict(), indent=2) if args.format == "json" else table(answer))
         return 0
     if not args.out:
         raise DataValidationError("--out is required with --requests and --all", column="--out")
     if args.all:
         from ..ranking import recommend_all
-        frame = recommend_all(model, k=args.k, condition_id=args.condition,
-                              include_tried=args.include_tried, show_progress=sys.stderr.isatty())
+
+        frame = recommend_all(
+            model,
+            k=args.k,
+            condition_id=args.condition,
+            include_tried=args.include_tried,
+            show_progress=sys.stderr.isatty(),
+        )
         patients = model.dataset_.patients.external_ids
     else:
         requests = read_requests(Path(args.requests))
         patients, conditions = requests[C.patient].tolist(), requests[C.condition].tolist()
-        frame = model.recommend_batch(patients, k=args.k, condition_ids=conditions,
-                                      include_tried=args.include_tried,
-                                      show_progress=sys.stderr.isatty())
+        frame = model.recommend_batch(
+            patients,
+            k=args.k,
+            condition_ids=conditions,
+            include_tried=args.include_tried,
+            show_progress=sys.stderr.isatty(),
+        )
     write_frame(frame, Path(args.out))
     print(f"wrote {len(frame)} rows for {len(patients)} requests to {args.out}")
     return 0
@@ -81,16 +107,26 @@ def run_spark(args) -> int:
     if not args.all:
         raise ParameterError("--engine spark ranks every patient: use it with --all")
     if not args.out or Path(args.out).suffix in (".csv", ".gz"):
-        raise DataValidationError("--engine spark writes Parquet: give --out a folder or a name "
-                                  "ending in .parquet", column="--out")
+        raise DataValidationError(
+            "--engine spark writes Parquet: give --out a folder or a name ending in .parquet",
+            column="--out",
+        )
     require_pyspark()
     from ..spark.rank import rank_all_spark
 
-    summary = rank_all_spark(args.artifact, args.out, k=args.k, condition_id=args.condition,
-                             include_tried=args.include_tried, master=args.spark_master,
-                             pseudonymizer=pseudonymizer_from(args))
-    print(f"wrote {summary.n_rows} rows for {summary.n_patients} patients to {args.out} "
-          "(a Parquet dataset folder written by Spark)")
+    summary = rank_all_spark(
+        args.artifact,
+        args.out,
+        k=args.k,
+        condition_id=args.condition,
+        include_tried=args.include_tried,
+        master=args.spark_master,
+        pseudonymizer=pseudonymizer_from(args),
+    )
+    print(
+        f"wrote {summary.n_rows} rows for {summary.n_patients} patients to {args.out} "
+        "(a Parquet dataset folder written by Spark)"
+    )
     return 0
 
 
@@ -98,16 +134,23 @@ def read_requests(path: Path) -> pd.DataFrame:
     """Requests table: patient_id (required) and condition_id (optional, empty = none)."""
     if not path.is_file():
         raise DataValidationError("no such file", file=str(path))
-    frame = (pd.read_parquet(path) if path.suffix == ".parquet"
-             else pd.read_csv(path, dtype=str, keep_default_na=False))
+    frame = (
+        pd.read_parquet(path)
+        if path.suffix == ".parquet"
+        else pd.read_csv(path, dtype=str, keep_default_na=False)
+    )
     if C.patient not in frame:
-        raise DataValidationError(f"missing required column '{C.patient}' (found {list(frame.columns)})",
-                                  file=str(path), column=C.patient)
+        raise DataValidationError(
+            f"missing required column '{C.patient}' (found {list(frame.columns)})",
+            file=str(path),
+            column=C.patient,
+        )
     frame[C.patient] = frame[C.patient].astype(str).str.strip()
     empty = (frame[C.patient] == "").to_numpy()
     if empty.any():
-        raise DataValidationError("empty patient id", file=str(path), row=int(empty.argmax()) + 1,
-                                  column=C.patient)
+        raise DataValidationError(
+            "empty patient id", file=str(path), row=int(empty.argmax()) + 1, column=C.patient
+        )
     if C.condition in frame:
         condition = frame[C.condition].astype(str).str.strip().astype(object)
         frame[C.condition] = condition.where(condition != "", None)

@@ -7,6 +7,7 @@ configuration contract (``RECOMMENDER_ARTIFACT``, ``RECOMMENDER_API_TOKENS_FILE`
 verified against the key - before gunicorn starts, so a wrong setting stops the command with one
 ``error:`` line instead of a crash loop of workers.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,17 +24,25 @@ def conf_file() -> Path:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("serve", help="serve recommendations over HTTP (gunicorn)",
-                                   description="Run the clinician service under gunicorn. The "
-                                               "app is preloaded: the artifact's arrays are "
-                                               "memory-mapped once and shared by the workers. "
-                                               "SIGHUP to the master reloads the artifact.")
-    parser.add_argument("--artifact", default=None,
-                        help="artifact folder (default $RECOMMENDER_ARTIFACT)")
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve recommendations over HTTP (gunicorn)",
+        description="Run the clinician service under gunicorn. The "
+        "app is preloaded: the artifact's arrays are "
+        "memory-mapped once and shared by the workers. "
+        "SIGHUP to the master reloads the artifact.",
+    )
+    parser.add_argument(
+        "--artifact", default=None, help="artifact folder (default $RECOMMENDER_ARTIFACT)"
+    )
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=positive_int, default=None, help="port (default 8000)")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="worker processes (default $RECOMMENDER_WORKERS or usable cores + 1)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes (default $RECOMMENDER_WORKERS or usable cores + 1)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -71,7 +80,10 @@ def run(args) -> int:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
         raise
     artifact = server.application.config["ARTIFACT"]
-    print(f"serving {artifact} on http://{server.cfg.bind[0]} ({server.cfg.workers} workers, "
-          f"master pid {os.getpid()}); SIGHUP reloads the artifact, Ctrl-C stops", flush=True)
+    print(
+        f"serving {artifact} on http://{server.cfg.bind[0]} ({server.cfg.workers} workers, "
+        f"master pid {os.getpid()}); SIGHUP reloads the artifact, Ctrl-C stops",
+        flush=True,
+    )
     server.run()
     return 0

@@ -1,4 +1,5 @@
 """``recommender train``: canonical tables -> verified artifact."""
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,22 @@ from .options import (
 )
 
 #: CLI option -> model parameter name; only models that have the parameter accept the option.
-MODEL_OPTIONS = {"factors": "factors", "iterations": "iterations",
-                 "regularization": "regularization", "seed": "random_state", "K": "K"}
+MODEL_OPTIONS = {
+    "factors": "factors",
+    "iterations": "iterations",
+    "regularization": "regularization",
+    "seed": "random_state",
+    "K": "K",
+}
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="fit a model and write an artifact",
-                                   description="Fit a model on the canonical tables in --data and "
-                                               "write a checksummed artifact folder to --out.")
+    parser = subparsers.add_parser(
+        "train",
+        help="fit a model and write an artifact",
+        description="Fit a model on the canonical tables in --data and "
+        "write a checksummed artifact folder to --out.",
+    )
     parser.add_argument("--data", required=True, help="folder of canonical tables")
     parser.add_argument("--out", required=True, help="artifact folder (replaced atomically)")
     add_model_option(parser)
@@ -35,25 +44,48 @@ def register(subparsers) -> None:
     parser.add_argument("--regularization", type=float)
     parser.add_argument("--K", type=positive_int, help="neighbours (cosine, bm25)")
     parser.add_argument("--seed", type=int, help="random seed of the model")
-    parser.add_argument("--params", type=json.loads, default={},
-                        help='more model parameters as JSON, e.g. \'{"learning_rate": 0.05}\'')
-    parser.add_argument("--min-support", type=int, default=SafetyPolicy.min_support,
-                        help="do not offer a treatment received by fewer patients (default %(default)s)")
-    parser.add_argument("--active-window-days", type=int, default=SafetyPolicy.active_window_days,
-                        help="a treatment that worked this recently is active for the interaction "
-                             "check (default %(default)s)")
-    parser.add_argument("--feedback", metavar="FILE",
-                        help="clinicians' accept/override decisions (JSON lines) to add as signal")
-    parser.add_argument("--feedback-weight", type=float, default=0.25,
-                        help="strength of a decision in outcome units (default %(default)s)")
+    parser.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="more model parameters as JSON, e.g. '{\"learning_rate\": 0.05}'",
+    )
+    parser.add_argument(
+        "--min-support",
+        type=int,
+        default=SafetyPolicy.min_support,
+        help="do not offer a treatment received by fewer patients (default %(default)s)",
+    )
+    parser.add_argument(
+        "--active-window-days",
+        type=int,
+        default=SafetyPolicy.active_window_days,
+        help="a treatment that worked this recently is active for the interaction "
+        "check (default %(default)s)",
+    )
+    parser.add_argument(
+        "--feedback",
+        metavar="FILE",
+        help="clinicians' accept/override decisions (JSON lines) to add as signal",
+    )
+    parser.add_argument(
+        "--feedback-weight",
+        type=float,
+        default=0.25,
+        help="strength of a decision in outcome units (default %(default)s)",
+    )
     add_data_options(parser)
     add_key_option(parser)
     add_engine_options(parser)
-    parser.add_argument("--encode", choices=("local", "spark"), default="local",
-                        help="with --engine spark, where the tables become matrices: this machine "
-                             "(the local engine's code) or a Spark job, for tables beyond one "
-                             "machine's memory; --data may then be any path Spark reads "
-                             "(default %(default)s)")
+    parser.add_argument(
+        "--encode",
+        choices=("local", "spark"),
+        default="local",
+        help="with --engine spark, where the tables become matrices: this machine "
+        "(the local engine's code) or a Spark job, for tables beyond one "
+        "machine's memory; --data may then be any path Spark reads "
+        "(default %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -66,8 +98,10 @@ def model_params(args) -> dict:
         if value is None:
             continue
         if name not in accepted:
-            raise ParameterError(f"--{option} does not apply to the {args.model} model; it takes "
-                                 f"{sorted(accepted) or 'no parameters'}")
+            raise ParameterError(
+                f"--{option} does not apply to the {args.model} model; it takes "
+                f"{sorted(accepted) or 'no parameters'}"
+            )
         params[name] = value
     return params
 
@@ -81,14 +115,28 @@ def run(args) -> int:
     feedback = read_feedback(args.feedback) if args.feedback else None
     safety = SafetyPolicy(min_support=args.min_support, active_window_days=args.active_window_days)
     if args.engine == "spark":
-        return run_spark(args, pseudonymizer, safety=safety, feedback=feedback,
-                         feedback_weight=args.feedback_weight)
+        return run_spark(
+            args,
+            pseudonymizer,
+            safety=safety,
+            feedback=feedback,
+            feedback_weight=args.feedback_weight,
+        )
     if args.encode != "local":
         raise ParameterError("--encode spark applies only with --engine spark")
-    path = train_artifact(args.data, args.out, kind=args.model, params=model_params(args),
-                          policy=policy_from(args), side_info=args.side_info,
-                          pseudonymizer=pseudonymizer, show_progress=sys.stderr.isatty(),
-                          safety=safety, feedback=feedback, feedback_weight=args.feedback_weight)
+    path = train_artifact(
+        args.data,
+        args.out,
+        kind=args.model,
+        params=model_params(args),
+        policy=policy_from(args),
+        side_info=args.side_info,
+        pseudonymizer=pseudonymizer,
+        show_progress=sys.stderr.isatty(),
+        safety=safety,
+        feedback=feedback,
+        feedback_weight=args.feedback_weight,
+    )
     keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
     print(f"wrote {args.model} artifact to {path}; patient ids: {keyed}")
     return 0
@@ -103,10 +151,17 @@ def run_spark(args, pseudonymizer, **dataset_options) -> int:
     require_pyspark()
     from ..spark.train import train_spark_artifact
 
-    path = train_spark_artifact(args.data, args.out, params=model_params(args),
-                                policy=policy_from(args), side_info=args.side_info,
-                                pseudonymizer=pseudonymizer, master=args.spark_master,
-                                encode=args.encode, **dataset_options)
+    path = train_spark_artifact(
+        args.data,
+        args.out,
+        params=model_params(args),
+        policy=policy_from(args),
+        side_info=args.side_info,
+        pseudonymizer=pseudonymizer,
+        master=args.spark_master,
+        encode=args.encode,
+        **dataset_options,
+    )
     keyed = "pseudonymised" if pseudonymizer else "raw (no pseudonymisation key given)"
     print(f"wrote als artifact (trained on Spark) to {path}; patient ids: {keyed}")
     return 0

@@ -17,12 +17,13 @@ outcome: ``outcome_auc`` (worked vs failed or harmed, by score after exclusions)
 excluded; higher is safer, 0.5 is a random order; a treatment that was the only one allowed
 does not count). ``coverage@k`` is the share of all treatments in some top-k list.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,8 +81,12 @@ class ModelResult:
     model: Recommender = field(repr=False)
 
     def to_dict(self) -> dict:
-        return {"params": jsonable(self.params), "fit_seconds": round(self.fit_seconds, 4),
-                "rank_seconds": round(self.rank_seconds, 4), "summary": jsonable(self.summary)}
+        return {
+            "params": jsonable(self.params),
+            "fit_seconds": round(self.fit_seconds, 4),
+            "rank_seconds": round(self.rank_seconds, 4),
+            "summary": jsonable(self.summary),
+        }
 
 
 @dataclass
@@ -97,9 +102,14 @@ class EvaluationResult:
     def summary_frame(self) -> pd.DataFrame:
         """One row per model: the metrics at ``k``, MRR, outcome AUC, harm rank and timings."""
         names = [f"{m}@{self.k}" for m in (*RANKING_METRICS, "coverage")]
-        rows = {name: {**{c: r.summary[c] for c in (*names, "mrr", "outcome_auc", "harm_rank")},
-                       "fit_seconds": r.fit_seconds, "rank_seconds": r.rank_seconds}
-                for name, r in self.models.items()}
+        rows = {
+            name: {
+                **{c: r.summary[c] for c in (*names, "mrr", "outcome_auc", "harm_rank")},
+                "fit_seconds": r.fit_seconds,
+                "rank_seconds": r.rank_seconds,
+            }
+            for name, r in self.models.items()
+        }
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
     def compare(self, metric: str) -> pd.DataFrame:
@@ -107,22 +117,38 @@ class EvaluationResult:
         known = (*RANKING_METRICS, "coverage")
         if metric not in known:
             raise ParameterError(f"unknown metric {metric!r}; choose one of {list(known)}")
-        return pd.DataFrame({name: [r.summary[f"{metric}@{k}"] for k in self.ks]
-                             for name, r in self.models.items()},
-                            index=pd.Index(self.ks, name="k"))
+        return pd.DataFrame(
+            {
+                name: [r.summary[f"{metric}@{k}"] for k in self.ks]
+                for name, r in self.models.items()
+            },
+            index=pd.Index(self.ks, name="k"),
+        )
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "ks": list(self.ks), "split": self.split,
-                "models": {name: r.to_dict() for name, r in self.models.items()},
-                "planted": self.planted.to_dict() if self.planted else None}
+        return {
+            "k": self.k,
+            "ks": list(self.ks),
+            "split": self.split,
+            "models": {name: r.to_dict() for name, r in self.models.items()},
+            "planted": self.planted.to_dict() if self.planted else None,
+        }
 
 
-def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
-             train: CohortTables, test: pd.DataFrame, k: int = 10,
-             ks: Sequence[int] | None = None, *, policy: ConfidencePolicy | None = None,
-             side_info: SideInfo | None = None, safety: SafetyPolicy | None = None,
-             by_condition: bool = True,
-             split_info: Mapping | None = None, show_progress: bool | None = None) -> EvaluationResult:
+def evaluate(
+    models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
+    train: CohortTables,
+    test: pd.DataFrame,
+    k: int = 10,
+    ks: Sequence[int] | None = None,
+    *,
+    policy: ConfidencePolicy | None = None,
+    side_info: SideInfo | None = None,
+    safety: SafetyPolicy | None = None,
+    by_condition: bool = True,
+    split_info: Mapping | None = None,
+    show_progress: bool | None = None,
+) -> EvaluationResult:
     """Fit each model on ``train`` and score its rankings of the held-out rows ``test``.
 
     Parameters
@@ -158,11 +184,13 @@ def evaluate(models: ModelSpec | Sequence[ModelSpec] | Mapping[str, ModelSpec],
     queries = build_queries(dataset, test, by_condition=by_condition)
     named = named_models(models)
     results = {}
-    for name, model in tqdm(named.items(), desc="evaluating", unit="model",
-                            disable=tqdm_disable(show_progress)):
+    for name, model in tqdm(
+        named.items(), desc="evaluating", unit="model", disable=tqdm_disable(show_progress)
+    ):
         results[name] = evaluate_model(model, dataset, queries, ks, name=name)
-    return EvaluationResult(k=k, ks=ks, models=results,
-                            split=dict(split_info) if split_info is not None else None)
+    return EvaluationResult(
+        k=k, ks=ks, models=results, split=dict(split_info) if split_info is not None else None
+    )
 
 
 def evaluate_split(models, split: Split, k: int = 10, **options) -> EvaluationResult:
@@ -170,8 +198,13 @@ def evaluate_split(models, split: Split, k: int = 10, **options) -> EvaluationRe
     return evaluate(models, split.train, split.test, k=k, split_info=split.summary(), **options)
 
 
-def evaluate_model(model: Recommender, dataset: Dataset, queries: Queries, ks: Sequence[int],
-                   name: str | None = None) -> ModelResult:
+def evaluate_model(
+    model: Recommender,
+    dataset: Dataset,
+    queries: Queries,
+    ks: Sequence[int],
+    name: str | None = None,
+) -> ModelResult:
     """Fit ``model`` (in place) on ``dataset`` and compute every metric over ``queries``."""
     started = time.perf_counter()
     model.fit(dataset, show_progress=False)
@@ -181,30 +214,42 @@ def evaluate_model(model: Recommender, dataset: Dataset, queries: Queries, ks: S
     rank_seconds = time.perf_counter() - started
     per_query = _per_query(queries, ranked, ks)
     summary = _summary(per_query, ranked, ks, dataset.n_treatments)
-    return ModelResult(name=name or model.kind, params=model.get_params(), fit_seconds=fit_seconds,
-                       rank_seconds=rank_seconds, queries=per_query, summary=summary, model=model)
+    return ModelResult(
+        name=name or model.kind,
+        params=model.get_params(),
+        fit_seconds=fit_seconds,
+        rank_seconds=rank_seconds,
+        queries=per_query,
+        summary=summary,
+        model=model,
+    )
 
 
 @dataclass
 class _Ranked:
     """What the metrics need from one model's full rankings of every query."""
 
-    top: np.ndarray          # (n, L) int64 best-first treatment indices, -1 padded
-    hits: np.ndarray         # (n, L) bool
-    n_relevant: np.ndarray   # (n,) int64
-    n_allowed: np.ndarray    # (n,) int64
-    rr: np.ndarray           # (n,) reciprocal rank over the whole allowed list
-    item_rank: np.ndarray    # (m,) int64 rank of each held-out item, -1 when not allowed
-    item_score: np.ndarray   # (m,) float32 score after exclusions, -inf when not allowed
+    top: np.ndarray  # (n, L) int64 best-first treatment indices, -1 padded
+    hits: np.ndarray  # (n, L) bool
+    n_relevant: np.ndarray  # (n,) int64
+    n_allowed: np.ndarray  # (n,) int64
+    rr: np.ndarray  # (n,) reciprocal rank over the whole allowed list
+    item_rank: np.ndarray  # (m,) int64 rank of each held-out item, -1 when not allowed
+    item_score: np.ndarray  # (m,) float32 score after exclusions, -inf when not allowed
 
 
 def _rank_queries(model: Recommender, dataset: Dataset, queries: Queries, depth: int) -> _Ranked:
     n, m, n_t = len(queries), len(queries.items), dataset.n_treatments
     width = min(depth, n_t)
-    out = _Ranked(top=np.full((n, width), -1, np.int64), hits=np.zeros((n, width), bool),
-                  n_relevant=np.zeros(n, np.int64), n_allowed=np.zeros(n, np.int64),
-                  rr=np.zeros(n), item_rank=np.full(m, -1, np.int64),
-                  item_score=np.full(m, -np.inf, np.float32))
+    out = _Ranked(
+        top=np.full((n, width), -1, np.int64),
+        hits=np.zeros((n, width), bool),
+        n_relevant=np.zeros(n, np.int64),
+        n_allowed=np.zeros(n, np.int64),
+        rr=np.zeros(n),
+        item_rank=np.full(m, -1, np.int64),
+        item_score=np.full(m, -np.inf, np.float32),
+    )
     item_query = queries.items["query"].to_numpy()
     conditions = queries.frame["condition"].to_numpy()
     for condition, candidates, chunk in condition_batches(dataset, conditions):
@@ -217,7 +262,9 @@ def _rank_chunk(model, dataset, queries, chunk, items, condition, candidates, ou
     """Rank the queries ``chunk`` (one condition) over every treatment and fill ``out``."""
     n_t = dataset.n_treatments
     patients = queries.frame["patient"].to_numpy()[chunk]
-    idx, scores = rank_patients(model, patients, int(condition), candidates, n_t, include_tried=False)
+    idx, scores = rank_patients(
+        model, patients, int(condition), candidates, n_t, include_tried=False
+    )
     local = np.searchsorted(chunk, queries.items["query"].to_numpy()[items])
     treatment = queries.items["treatment"].to_numpy()[items]
     relevant = np.zeros((len(chunk), n_t), bool)
@@ -251,24 +298,34 @@ def _per_query(queries: Queries, ranked: _Ranked, ks: Sequence[int]) -> pd.DataF
         frame[f"map@{k}"] = metrics.average_precision_at_k(hits, n_rel, k)
         frame[f"ndcg@{k}"] = metrics.ndcg_at_k(hits, n_rel, k)
     frame["rr"] = ranked.rr
-    frame["outcome_auc"] = metrics.outcome_auc(ranked.item_score, items["worked"].to_numpy(), query, n)
+    frame["outcome_auc"] = metrics.outcome_auc(
+        ranked.item_score, items["worked"].to_numpy(), query, n
+    )
     harmful = items["harmful"].to_numpy()
-    normalised = metrics.normalised_rank(ranked.item_rank[harmful], ranked.n_allowed[query[harmful]])
+    normalised = metrics.normalised_rank(
+        ranked.item_rank[harmful], ranked.n_allowed[query[harmful]]
+    )
     frame["harm_rank"] = metrics.group_mean(normalised, query[harmful], n)
     return frame
 
 
 def _summary(per_query: pd.DataFrame, ranked: _Ranked, ks: Sequence[int], n_items: int) -> dict:
     with_relevant = per_query[per_query["n_relevant"] > 0]
-    summary = {f"{m}@{k}": metrics.mean(with_relevant[f"{m}@{k}"].to_numpy())
-               for k in ks for m in RANKING_METRICS}
+    summary = {
+        f"{m}@{k}": metrics.mean(with_relevant[f"{m}@{k}"].to_numpy())
+        for k in ks
+        for m in RANKING_METRICS
+    }
     summary.update({f"coverage@{k}": metrics.coverage_at_k(ranked.top, k, n_items) for k in ks})
-    summary.update({
-        "mrr": metrics.mean(with_relevant["rr"].to_numpy()),
-        "outcome_auc": metrics.mean(per_query["outcome_auc"].to_numpy()),
-        "harm_rank": metrics.mean(per_query["harm_rank"].to_numpy()),
-        "n_queries": len(per_query), "n_queries_with_relevant": len(with_relevant),
-        "n_queries_auc": int(per_query["outcome_auc"].notna().sum()),
-        "n_queries_harm": int(per_query["harm_rank"].notna().sum()),
-    })
+    summary.update(
+        {
+            "mrr": metrics.mean(with_relevant["rr"].to_numpy()),
+            "outcome_auc": metrics.mean(per_query["outcome_auc"].to_numpy()),
+            "harm_rank": metrics.mean(per_query["harm_rank"].to_numpy()),
+            "n_queries": len(per_query),
+            "n_queries_with_relevant": len(with_relevant),
+            "n_queries_auc": int(per_query["outcome_auc"].notna().sum()),
+            "n_queries_harm": int(per_query["harm_rank"].notna().sum()),
+        }
+    )
     return summary

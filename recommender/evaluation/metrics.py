@@ -13,9 +13,10 @@ Two outcome-aware metrics read the held-out outcomes themselves, as flat arrays 
 per item: :func:`outcome_auc` (do treatments that worked score above ones that did not?) and
 :func:`normalised_rank` with :func:`group_mean` (how low are harmful treatments ranked?).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -178,8 +179,9 @@ def coverage_at_k(ranked: np.ndarray, k: int, n_items: int) -> float:
     return float(len(np.unique(head[head >= 0])) / n_items) if n_items else float("nan")
 
 
-def outcome_auc(scores: np.ndarray, worked: np.ndarray, query: np.ndarray,
-                n_queries: int) -> np.ndarray:
+def outcome_auc(
+    scores: np.ndarray, worked: np.ndarray, query: np.ndarray, n_queries: int
+) -> np.ndarray:
     """Per query, the probability that a held-out treatment that worked outscores one that did not.
 
     Parameters

@@ -4,6 +4,7 @@ The cohorts of :mod:`recommender.data.synthetic.planted` record, for each held-o
 best therapy and what a Bayes-optimal guess and a popularity rule could expect; a model's hit@1
 is read against them.
 """
+
 from __future__ import annotations
 
 import time
@@ -48,14 +49,25 @@ class PlantedResult:
     fit_seconds: dict[str, float]
 
     def to_dict(self) -> dict:
-        return jsonable({"hit@1": self.hit_at_1, "bayes_rate": self.bayes_rate,
-                          "popularity_rate": self.popularity_rate, "n_episodes": self.n_episodes,
-                          "fit_seconds": self.fit_seconds})
+        return jsonable(
+            {
+                "hit@1": self.hit_at_1,
+                "bayes_rate": self.bayes_rate,
+                "popularity_rate": self.popularity_rate,
+                "n_episodes": self.n_episodes,
+                "fit_seconds": self.fit_seconds,
+            }
+        )
 
 
-def evaluate_planted(models, data_dir: str | Path, *, policy: ConfidencePolicy | None = None,
-                     side_info: SideInfo | None = None,
-                     show_progress: bool | None = None) -> PlantedResult:
+def evaluate_planted(
+    models,
+    data_dir: str | Path,
+    *,
+    policy: ConfidencePolicy | None = None,
+    side_info: SideInfo | None = None,
+    show_progress: bool | None = None,
+) -> PlantedResult:
     """Train on every table in ``data_dir`` and check rank 1 against ``held_out``'s best therapy.
 
     The held-out episodes (``held_out.csv`` from ``recommender generate``) are not in the
@@ -70,30 +82,45 @@ def evaluate_planted(models, data_dir: str | Path, *, policy: ConfidencePolicy |
     held = read_held_out(Path(data_dir))
     dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info)
     hits, fit_seconds = {}, {}
-    for name, model in tqdm(named_models(models).items(), desc="planted", unit="model",
-                            disable=tqdm_disable(show_progress)):
+    for name, model in tqdm(
+        named_models(models).items(),
+        desc="planted",
+        unit="model",
+        disable=tqdm_disable(show_progress),
+    ):
         started = time.perf_counter()
         model.fit(dataset, show_progress=False)
         fit_seconds[name] = time.perf_counter() - started
         hits[name] = _planted_hit_rate(model, held)
     popularity = held.get("popularity_hit_probability")
-    return PlantedResult(hit_at_1=hits, bayes_rate=_column_mean(held["bayes_hit_probability"]),
-                         popularity_rate=None if popularity is None else _column_mean(popularity),
-                         n_episodes=len(held), fit_seconds=fit_seconds)
+    return PlantedResult(
+        hit_at_1=hits,
+        bayes_rate=_column_mean(held["bayes_hit_probability"]),
+        popularity_rate=None if popularity is None else _column_mean(popularity),
+        n_episodes=len(held),
+        fit_seconds=fit_seconds,
+    )
 
 
 def read_held_out(folder: Path) -> pd.DataFrame:
     """The ``held_out`` table of a generated cohort (csv, csv.gz or parquet)."""
     path = find_table(folder, HELD_OUT)
     if path is None:
-        raise DataValidationError("no held_out table (held_out.csv), which `recommender "
-                                  "generate` writes; planted evaluation needs it", file=str(folder))
-    held = (pd.read_parquet(path) if path.suffix == ".parquet"
-            else pd.read_csv(path, dtype=str, keep_default_na=False))
+        raise DataValidationError(
+            "no held_out table (held_out.csv), which `recommender "
+            "generate` writes; planted evaluation needs it",
+            file=str(folder),
+        )
+    held = (
+        pd.read_parquet(path)
+        if path.suffix == ".parquet"
+        else pd.read_csv(path, dtype=str, keep_default_na=False)
+    )
     missing = [c for c in HELD_OUT_COLUMNS if c not in held]
     if missing:
-        raise DataValidationError(f"missing required column(s) {missing}", file=str(path),
-                                  column=missing[0])
+        raise DataValidationError(
+            f"missing required column(s) {missing}", file=str(path), column=missing[0]
+        )
     for column in (C.patient, C.condition, "best_treatment_id"):
         held[column] = held[column].astype(str).str.strip()
     held[C.condition] = held[C.condition].where(held[C.condition] != "", None)
@@ -110,7 +137,9 @@ def _planted_hit_rate(model: Recommender, held: pd.DataFrame) -> float:
     conditions = condition_indices(dataset, held[C.condition])
     first = np.full(len(held), -1, np.int64)
     for condition, candidates, chunk in condition_batches(dataset, conditions):
-        idx, _ = rank_patients(model, patients[chunk], condition, candidates, 1, include_tried=False)
+        idx, _ = rank_patients(
+            model, patients[chunk], condition, candidates, 1, include_tried=False
+        )
         first[chunk] = idx[:, 0]
     return float(((first == best) & (best >= 0)).mean())
 

@@ -5,6 +5,7 @@ this patient try next for this condition?". With ``by_condition`` (the default) 
 names a condition ranks only the treatments recorded for it in the training data, as the
 service does; otherwise every query is one patient and ranks every treatment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,25 +45,36 @@ class Queries:
 def build_queries(dataset: Dataset, test: pd.DataFrame, by_condition: bool = True) -> Queries:
     """Group held-out rows into queries and encode them (see :class:`Queries`)."""
     rows = _encode_rows(dataset, test, by_condition)
-    items = (rows.sort_values(["time", "position"], na_position="first", kind="stable")
-             .groupby(["query", "treatment"], sort=True)
-             .agg(outcome=("outcome", "last"), harmful=("harm", "any")).reset_index())
+    items = (
+        rows.sort_values(["time", "position"], na_position="first", kind="stable")
+        .groupby(["query", "treatment"], sort=True)
+        .agg(outcome=("outcome", "last"), harmful=("harm", "any"))
+        .reset_index()
+    )
     items["worked"] = dataset.policy.worked(items["outcome"].to_numpy())
     return Queries(frame=_query_frame(dataset, rows), items=items)
 
 
 def _encode_rows(dataset: Dataset, test: pd.DataFrame, by_condition: bool) -> pd.DataFrame:
     """Held-out rows as indices, with their query number (first appearance order)."""
-    rows = pd.DataFrame({
-        "patient": dataset.patients.to_internal(test[C.patient]),
-        "condition": (condition_indices(dataset, test[C.condition]) if by_condition
-                      else np.full(len(test), -1, np.int64)),
-        "treatment": dataset.treatments.to_internal(test[C.treatment]),
-        "outcome": test[C.outcome].to_numpy(np.float32),
-        "harm": ((test[C.adverse].to_numpy() == 1)
-                 | (test[C.outcome].to_numpy() < dataset.harm_threshold)),
-        "time": test[C.timestamp].reset_index(drop=True), "position": np.arange(len(test)),
-    })
+    rows = pd.DataFrame(
+        {
+            "patient": dataset.patients.to_internal(test[C.patient]),
+            "condition": (
+                condition_indices(dataset, test[C.condition])
+                if by_condition
+                else np.full(len(test), -1, np.int64)
+            ),
+            "treatment": dataset.treatments.to_internal(test[C.treatment]),
+            "outcome": test[C.outcome].to_numpy(np.float32),
+            "harm": (
+                (test[C.adverse].to_numpy() == 1)
+                | (test[C.outcome].to_numpy() < dataset.harm_threshold)
+            ),
+            "time": test[C.timestamp].reset_index(drop=True),
+            "position": np.arange(len(test)),
+        }
+    )
     rows["query"] = pd.factorize(pd.MultiIndex.from_arrays([rows["patient"], rows["condition"]]))[0]
     return rows
 
@@ -72,10 +84,14 @@ def _query_frame(dataset: Dataset, rows: pd.DataFrame) -> pd.DataFrame:
     condition = first["condition"].to_numpy()
     condition_ids = np.full(len(first), None, dtype=object)
     condition_ids[condition >= 0] = dataset.conditions.to_external(condition[condition >= 0])
-    return pd.DataFrame({
-        C.patient: dataset.patients.to_external(first["patient"]), C.condition: condition_ids,
-        "patient": first["patient"].to_numpy(), "condition": condition,
-    })
+    return pd.DataFrame(
+        {
+            C.patient: dataset.patients.to_external(first["patient"]),
+            C.condition: condition_ids,
+            "patient": first["patient"].to_numpy(),
+            "condition": condition,
+        }
+    )
 
 
 def condition_indices(dataset: Dataset, condition_ids: pd.Series) -> np.ndarray:
@@ -97,4 +113,4 @@ def condition_batches(dataset: Dataset, conditions: np.ndarray):
         candidates = dataset.candidates(condition) if condition >= 0 else None
         positions = np.flatnonzero(conditions == condition)
         for start in range(0, len(positions), batch):
-            yield int(condition), candidates, positions[start:start + batch]
+            yield int(condition), candidates, positions[start : start + batch]

@@ -10,6 +10,7 @@ Layout of the folder (written to a temporary folder and renamed into place)::
 
 Plots use matplotlib's Agg canvas directly (no pyplot state, no display needed).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,19 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .evaluate import RANKING_METRICS, EvaluationResult
 from ..utils.fileutil import atomic_dir
+from .evaluate import RANKING_METRICS, EvaluationResult
 
 PLOT = "metrics_vs_k.png"
 PLOT_METRICS = (*RANKING_METRICS, "coverage")
-TITLES = {"precision": "Precision@k", "recall": "Recall@k", "hit": "Hit rate@k",
-          "map": "MAP@k", "ndcg": "NDCG@k", "coverage": "Catalogue coverage@k"}
+TITLES = {
+    "precision": "Precision@k",
+    "recall": "Recall@k",
+    "hit": "Hit rate@k",
+    "map": "MAP@k",
+    "ndcg": "NDCG@k",
+    "coverage": "Catalogue coverage@k",
+}
 
 
 def write_report(result: EvaluationResult, out: str | Path, title: str = "Evaluation") -> Path:
@@ -46,15 +53,24 @@ def markdown(result: EvaluationResult, title: str = "Evaluation") -> str:
     lines = [f"# {title}", ""]
     if result.split:
         lines += _split_section(result.split)
-    lines += [f"## Metrics at k = {result.k}", "",
-              _table(result.summary_frame().reset_index()), "",
-              "Ranking metrics are means over queries with at least one held-out treatment that "
-              "worked; precision divides by k. `outcome_auc`: chance that a held-out treatment "
-              "that worked outscores one that failed or harmed (0.5 = random). `harm_rank`: mean "
-              "normalised rank of harmful held-out treatments (0 = ranked first, 1 = last or "
-              "excluded; higher is safer, 0.5 = random).", "",
-              f"![metrics vs k]({PLOT})", "", "## Queries", "",
-              _table(_counts(result)), ""]
+    lines += [
+        f"## Metrics at k = {result.k}",
+        "",
+        _table(result.summary_frame().reset_index()),
+        "",
+        "Ranking metrics are means over queries with at least one held-out treatment that "
+        "worked; precision divides by k. `outcome_auc`: chance that a held-out treatment "
+        "that worked outscores one that failed or harmed (0.5 = random). `harm_rank`: mean "
+        "normalised rank of harmful held-out treatments (0 = ranked first, 1 = last or "
+        "excluded; higher is safer, 0.5 = random).",
+        "",
+        f"![metrics vs k]({PLOT})",
+        "",
+        "## Queries",
+        "",
+        _table(_counts(result)),
+        "",
+    ]
     if result.planted is not None:
         lines += _planted_section(result.planted)
     return "\n".join(lines)
@@ -79,31 +95,44 @@ def plot_metrics(result: EvaluationResult, path: str | Path) -> None:
 
 # --- sections -----------------------------------------------------------------------------------
 
+
 def _split_section(split: dict) -> list[str]:
     dropped = ", ".join(f"{reason} {n}" for reason, n in split.get("dropped", {}).items() if n)
-    return ["## Split", "",
-            f"- method: `{split.get('method')}`",
-            f"- training rows: {split.get('n_train_rows')}; held-out rows: {split.get('n_test_rows')}",
-            f"- held-out rows dropped as unscorable: {dropped or 'none'}", ""]
+    return [
+        "## Split",
+        "",
+        f"- method: `{split.get('method')}`",
+        f"- training rows: {split.get('n_train_rows')}; held-out rows: {split.get('n_test_rows')}",
+        f"- held-out rows dropped as unscorable: {dropped or 'none'}",
+        "",
+    ]
 
 
 def _counts(result: EvaluationResult) -> pd.DataFrame:
     keys = ("n_queries", "n_queries_with_relevant", "n_queries_auc", "n_queries_harm")
-    return pd.DataFrame([{"model": name, **{k: r.summary[k] for k in keys}}
-                         for name, r in result.models.items()])
+    return pd.DataFrame(
+        [{"model": name, **{k: r.summary[k] for k in keys}} for name, r in result.models.items()]
+    )
 
 
 def _planted_section(planted) -> list[str]:
     rows = [{"model": name, "hit@1": value} for name, value in planted.hit_at_1.items()]
     rows.append({"model": "(popularity rule, expected)", "hit@1": planted.popularity_rate})
     rows.append({"model": "(Bayes-optimal, expected)", "hit@1": planted.bayes_rate})
-    return ["## Planted cohort", "",
-            f"Trained on all tables; {planted.n_episodes} held-out episodes, each checked for "
-            "rank 1 = the planted best therapy.", "", _table(pd.DataFrame(rows)), ""]
+    return [
+        "## Planted cohort",
+        "",
+        f"Trained on all tables; {planted.n_episodes} held-out episodes, each checked for "
+        "rank 1 = the planted best therapy.",
+        "",
+        _table(pd.DataFrame(rows)),
+        "",
+    ]
 
 
 def _table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table; floats with 4 decimals, missing values as '-'."""
+
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"

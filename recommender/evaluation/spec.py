@@ -1,8 +1,9 @@
 """Which models an evaluation fits, and the cut-offs it reports: the arguments shared by
 :func:`~recommender.evaluation.evaluate.evaluate`, planted evaluation, tuning and the audit."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from ..models import Recommender, make_model
 
 DEFAULT_KS = (1, 3, 5, 10, 20)
 
-ModelSpec = Union[str, Recommender]
+ModelSpec = str | Recommender
 
 
 def check_ks(k: int, ks: Sequence[int] | None) -> tuple[int, ...]:
@@ -27,8 +28,9 @@ def named_models(models) -> dict[str, Recommender]:
     """Fresh unfitted models by display name from kinds, instances, a sequence or a mapping."""
     if isinstance(models, (str, Recommender)):
         models = [models]
-    pairs = (list(models.items()) if isinstance(models, Mapping)
-             else [(None, spec) for spec in models])
+    pairs = (
+        list(models.items()) if isinstance(models, Mapping) else [(None, spec) for spec in models]
+    )
     if not pairs:
         raise ParameterError("no model to evaluate; pass at least one model kind or instance")
     named: dict[str, Recommender] = {}

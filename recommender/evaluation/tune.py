@@ -8,33 +8,34 @@ matrix with :meth:`~recommender.data.dataset.Dataset.with_policy` instead of re-
 Each trial is ``make_model(kind, **point).fit(dataset)``; models with a ``random_state`` get the
 search ``seed``, so trials differ only in the searched values.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..models.persistence import load_artifact
-from ..data.policies import ConfidencePolicy
 from ..data.dataset import Dataset
+from ..data.policies import ConfidencePolicy
 from ..data.side_info import SideInfo
+from ..data.splits import leave_last
+from ..data.tables import CohortTables
+from ..exceptions import ParameterError
+from ..models import MODELS, make_model
+from ..models.persistence import load_artifact
+from ..training import fit_model
+from ..utils.fileutil import atomic_file
+from ..utils.jsonable import jsonable
 from .evaluate import RANKING_METRICS, evaluate_model
 from .queries import build_queries
-from ..utils.jsonable import jsonable
 from .spec import tqdm_disable
-from ..exceptions import ParameterError
-from ..utils.fileutil import atomic_file
-from ..data.tables import CohortTables
-from ..models import MODELS, make_model
-from ..data.splits import leave_last
-from ..training import fit_model
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,14 @@ SPACE: dict[str, Dimension] = {
 }
 #: Per-model overrides of :data:`SPACE` (different scales of the same parameter name).
 MODEL_SPACE: dict[str, dict[str, Dimension]] = {
-    "bpr": {"iterations": Dimension((50, 100, 200, 400)),
-            "learning_rate": Dimension((0.005, 0.01, 0.05, 0.1), log=True)},
-    "lmf": {"iterations": Dimension((10, 30, 60)),
-            "learning_rate": Dimension((0.1, 0.5, 1.0, 2.0), log=True)},
+    "bpr": {
+        "iterations": Dimension((50, 100, 200, 400)),
+        "learning_rate": Dimension((0.005, 0.01, 0.05, 0.1), log=True),
+    },
+    "lmf": {
+        "iterations": Dimension((10, 30, 60)),
+        "learning_rate": Dimension((0.1, 0.5, 1.0, 2.0), log=True),
+    },
 }
 
 
@@ -117,19 +122,31 @@ class TuneResult:
     @property
     def best_metrics(self) -> dict:
         """Validation metrics of the best trial."""
-        names = [c for c in self.trials.columns if "@" in c or c in ("mrr", "outcome_auc", "harm_rank")]
+        names = [
+            c for c in self.trials.columns if "@" in c or c in ("mrr", "outcome_auc", "harm_rank")
+        ]
         return {c: _plain(self.trials[c].iloc[0]) for c in names}
 
     def to_dict(self) -> dict:
-        return jsonable({"model": self.kind, "metric": self.metric,
-                          "best": {"params": self.best_params, "policy": self.best_policy.to_dict(),
-                                   "metrics": self.best_metrics,
-                                   "trial": _plain(self.trials["trial"].iloc[0])},
-                          "split": self.split, "search": self.search,
-                          "trials": self.trials.to_dict(orient="records")})
+        return jsonable(
+            {
+                "model": self.kind,
+                "metric": self.metric,
+                "best": {
+                    "params": self.best_params,
+                    "policy": self.best_policy.to_dict(),
+                    "metrics": self.best_metrics,
+                    "trial": _plain(self.trials["trial"].iloc[0]),
+                },
+                "split": self.split,
+                "search": self.search,
+                "trials": self.trials.to_dict(orient="records"),
+            }
+        )
 
 
 # --- search -------------------------------------------------------------------------------------
+
 
 def search_space(kind: str, space: Mapping[str, Dimension] | None = None) -> dict[str, Dimension]:
     """The dimensions searched for ``kind``: its parameters found in the space, plus the policy's."""
@@ -140,8 +157,9 @@ def search_space(kind: str, space: Mapping[str, Dimension] | None = None) -> dic
     return {name: merged[name] for name in names}
 
 
-def candidate_points(space: Mapping[str, Dimension], trials: int | None, search: str = "random",
-                     seed: int = 0) -> list[dict]:
+def candidate_points(
+    space: Mapping[str, Dimension], trials: int | None, search: str = "random", seed: int = 0
+) -> list[dict]:
     """The points to try: ``trials`` random draws, or the grid in a seeded random order.
 
     With ``search="grid"`` the whole Cartesian product is visited when ``trials`` is None or
@@ -149,8 +167,9 @@ def candidate_points(space: Mapping[str, Dimension], trials: int | None, search:
     """
     if search not in SEARCHES:
         raise ParameterError(f"search must be one of {list(SEARCHES)}; got {search!r}")
-    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, (int, np.integer))
-                               or trials < 1):
+    if trials is not None and (
+        isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 1
+    ):
         raise ParameterError(f"trials must be a positive int; got {trials!r}")
     rng = np.random.default_rng(seed)
     names = list(space)
@@ -163,10 +182,20 @@ def candidate_points(space: Mapping[str, Dimension], trials: int | None, search:
     return [dict(zip(names, grid[i])) for i in order]
 
 
-def tune(tables: CohortTables, kind: str, trials: int | None = 20, search: str = "random",
-         seed: int = 0, k: int = 10, *, side_info: SideInfo | None = None,
-         policy: ConfidencePolicy | None = None, space: Mapping[str, Dimension] | None = None,
-         by_condition: bool = True, show_progress: bool | None = None) -> TuneResult:
+def tune(
+    tables: CohortTables,
+    kind: str,
+    trials: int | None = 20,
+    search: str = "random",
+    seed: int = 0,
+    k: int = 10,
+    *,
+    side_info: SideInfo | None = None,
+    policy: ConfidencePolicy | None = None,
+    space: Mapping[str, Dimension] | None = None,
+    by_condition: bool = True,
+    show_progress: bool | None = None,
+) -> TuneResult:
     """Search hyperparameters of model ``kind`` on a leave-last validation split of ``tables``.
 
     Parameters
@@ -196,24 +225,37 @@ def tune(tables: CohortTables, kind: str, trials: int | None = 20, search: str =
     queries = build_queries(base, split.test, by_condition=by_condition)
     seeded = {"random_state": seed} if "random_state" in MODELS[kind]().get_params() else {}
     rows = []
-    for number, point in enumerate(tqdm(points, desc=f"tuning {kind}", unit="trial",
-                                        disable=tqdm_disable(show_progress))):
-        rows.append({"trial": number, **point,
-                     **_run_trial(kind, {**seeded, **point}, base, queries, k)})
+    for number, point in enumerate(
+        tqdm(points, desc=f"tuning {kind}", unit="trial", disable=tqdm_disable(show_progress))
+    ):
+        rows.append(
+            {"trial": number, **point, **_run_trial(kind, {**seeded, **point}, base, queries, k)}
+        )
     metric = f"ndcg@{k}"
-    ranked = (pd.DataFrame(rows).sort_values([metric, "trial"], ascending=[False, True],
-                                             na_position="last", kind="stable")
-              .reset_index(drop=True))
+    ranked = (
+        pd.DataFrame(rows)
+        .sort_values([metric, "trial"], ascending=[False, True], na_position="last", kind="stable")
+        .reset_index(drop=True)
+    )
     best = {column: _plain(ranked[column].iloc[0]) for column in ranked.columns}  # keeps dtypes
     log.info("best %s trial %d: %s = %.4f", kind, best["trial"], metric, best[metric])
     return TuneResult(
-        kind=kind, metric=metric, trials=ranked,
+        kind=kind,
+        metric=metric,
+        trials=ranked,
         best_params={**seeded, **{n: best[n] for n in dimensions if n not in POLICY_PARAMS}},
         best_policy=replace(base.policy, **{n: float(best[n]) for n in POLICY_PARAMS}),
         split=split.summary(),
-        search={"method": search, "trials": len(points), "seed": seed, "k": k,
-                "dimensions": {n: {"values": list(d.values), "log": d.log}
-                               for n, d in dimensions.items()}})
+        search={
+            "method": search,
+            "trials": len(points),
+            "seed": seed,
+            "k": k,
+            "dimensions": {
+                n: {"values": list(d.values), "log": d.log} for n, d in dimensions.items()
+            },
+        },
+    )
 
 
 def _run_trial(kind: str, point: Mapping, base: Dataset, queries, k: int) -> dict:
@@ -222,13 +264,18 @@ def _run_trial(kind: str, point: Mapping, base: Dataset, queries, k: int) -> dic
     dataset = base.with_policy(replace(base.policy, **{n: point[n] for n in POLICY_PARAMS}))
     result = evaluate_model(make_model(kind, **params), dataset, queries, ks=(k,))
     summary = result.summary
-    return {**{f"{m}@{k}": summary[f"{m}@{k}"] for m in RANKING_METRICS},
-            "mrr": summary["mrr"], "outcome_auc": summary["outcome_auc"],
-            "harm_rank": summary["harm_rank"], "fit_seconds": round(result.fit_seconds, 4),
-            "rank_seconds": round(result.rank_seconds, 4)}
+    return {
+        **{f"{m}@{k}": summary[f"{m}@{k}"] for m in RANKING_METRICS},
+        "mrr": summary["mrr"],
+        "outcome_auc": summary["outcome_auc"],
+        "harm_rank": summary["harm_rank"],
+        "fit_seconds": round(result.fit_seconds, 4),
+        "rank_seconds": round(result.rank_seconds, 4),
+    }
 
 
 # --- outputs ------------------------------------------------------------------------------------
+
 
 def write_results(result: TuneResult, path: str | Path) -> tuple[Path, Path]:
     """Write the trials table to ``path`` (CSV) and the best configuration beside it (``.json``).
@@ -244,14 +291,25 @@ def write_results(result: TuneResult, path: str | Path) -> tuple[Path, Path]:
     return csv_path, json_path
 
 
-def train_best(result: TuneResult, tables: CohortTables, out: str | Path,
-               side_info: SideInfo | None = None, show_progress: bool = False) -> Path:
+def train_best(
+    result: TuneResult,
+    tables: CohortTables,
+    out: str | Path,
+    side_info: SideInfo | None = None,
+    show_progress: bool = False,
+) -> Path:
     """Fit the best configuration on all of ``tables`` and save a verified artifact to ``out``.
 
     The manifest's metrics are the best trial's validation metrics, prefixed ``validation_``.
     """
-    model = fit_model(tables, result.kind, result.best_params, result.best_policy, side_info,
-                      show_progress=show_progress)
+    model = fit_model(
+        tables,
+        result.kind,
+        result.best_params,
+        result.best_policy,
+        side_info,
+        show_progress=show_progress,
+    )
     metrics = {f"validation_{name}": value for name, value in result.best_metrics.items()}
     path = model.save(out, metrics=jsonable(metrics))
     load_artifact(path, mmap=True)  # verify checksums and a clean load before handing it out

@@ -5,10 +5,11 @@ does, from the factors alone; :meth:`Validation.callback` turns it into the per-
 that ``ALSRecommender.fit(dataset, callback=...)`` stops on (patience and tolerance are the
 model's ``early_stopping`` and ``tol``).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -59,13 +60,17 @@ class Validation:
         ParameterError
             When the rows hold no query with a treatment that worked (the score is NaN).
         """
+
         def score(iteration: int, elapsed: float, loss: float | None = None) -> float:
             value = self.score(model)
             if np.isnan(value):
-                raise ParameterError("the validation rows hold no query with a treatment that "
-                                     "worked, so there is nothing to stop on; give other "
-                                     "held-out rows")
+                raise ParameterError(
+                    "the validation rows hold no query with a treatment that "
+                    "worked, so there is nothing to stop on; give other "
+                    "held-out rows"
+                )
             return value
+
         return score
 
     def score(self, model: FactorScoringModel) -> float:
@@ -88,11 +93,14 @@ class Validation:
     def _rank_unrestricted(self, model, plan) -> np.ndarray:
         """Top-k over every treatment for the queries without a condition."""
         patients = plan.patients[plan.unrestricted]
-        return np.concatenate([
-            rank_patients(model, patients[s:s + BATCH_SIZE], -1, None, self.k, False)[0]
-            for s in range(0, len(patients), BATCH_SIZE)])
+        return np.concatenate(
+            [
+                rank_patients(model, patients[s : s + BATCH_SIZE], -1, None, self.k, False)[0]
+                for s in range(0, len(patients), BATCH_SIZE)
+            ]
+        )
 
-    def _plan(self, dataset: Dataset) -> "_Plan":
+    def _plan(self, dataset: Dataset) -> _Plan:
         """The rows encoded against ``dataset`` and their exclusions (cached per dataset)."""
         cached = self.__dict__.get("_cached")
         if cached is None or cached[0] is not dataset:
@@ -119,7 +127,7 @@ class _Plan:
     width: int
 
     @classmethod
-    def build(cls, dataset: Dataset, test: pd.DataFrame, by_condition: bool) -> "_Plan":
+    def build(cls, dataset: Dataset, test: pd.DataFrame, by_condition: bool) -> _Plan:
 
         queries = build_queries(dataset, test, by_condition)
         patients = queries.frame["patient"].to_numpy()
@@ -127,10 +135,13 @@ class _Plan:
         width = dataset.n_treatments + 1
         restricted = np.flatnonzero(conditions >= 0)
         query = Query.known(dataset, patients[restricted], conditions[restricted])
-        codes = safety.exclusion_codes(dataset, query, False,
-                                       safety.active_treatments(dataset, query))
-        banned = np.unique(restricted[np.repeat(np.arange(len(restricted)), np.diff(codes.indptr))]
-                           * width + codes.indices)
+        codes = safety.exclusion_codes(
+            dataset, query, False, safety.active_treatments(dataset, query)
+        )
+        banned = np.unique(
+            restricted[np.repeat(np.arange(len(restricted)), np.diff(codes.indptr))] * width
+            + codes.indices
+        )
         low = safety.low_evidence(dataset)
         groups = []
         for condition in np.unique(conditions[restricted]):
@@ -142,6 +153,11 @@ class _Plan:
             groups.append((members, candidates, excluded | low[candidates][None, :]))
         relevant = queries.items[queries.items["worked"]]
         q = relevant["query"].to_numpy()
-        return cls(patients=patients, groups=groups, unrestricted=np.flatnonzero(conditions < 0),
-                   relevant_keys=q * width + relevant["treatment"].to_numpy(),
-                   n_relevant=np.bincount(q, minlength=len(patients)), width=width)
+        return cls(
+            patients=patients,
+            groups=groups,
+            unrestricted=np.flatnonzero(conditions < 0),
+            relevant_keys=q * width + relevant["treatment"].to_numpy(),
+            n_relevant=np.bincount(q, minlength=len(patients)),
+            width=width,
+        )

@@ -12,18 +12,25 @@ Command line (wired into ``recommender`` by :func:`add_import_parser`)::
     recommender import mimic SRC --out DIR [--readmission-days N] [--long-stay-days N] ...
     recommender import fhir BUNDLE_OR_NDJSON --out DIR [--strict] [--include-procedures] [rules]
 """
+
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from .fhir import import_fhir
 from .mimic import import_mimic
 from .report import ImportReport
 from .synthea import import_synthea
 
-__all__ = ["IMPORTERS", "ImportReport", "add_import_parser", "import_fhir", "import_mimic",
-           "import_synthea"]
+__all__ = [
+    "IMPORTERS",
+    "ImportReport",
+    "add_import_parser",
+    "import_fhir",
+    "import_mimic",
+    "import_synthea",
+]
 
 #: Importer name -> function(src, out, **options) -> ImportReport.
 IMPORTERS: dict[str, Callable[..., ImportReport]] = {
@@ -41,52 +48,80 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
     :class:`~recommender.exceptions.RecommenderError` for the caller to report.
     """
     parser = subparsers.add_parser(
-        "import", help="convert an EHR export (Synthea, MIMIC, FHIR) into canonical tables",
+        "import",
+        help="convert an EHR export (Synthea, MIMIC, FHIR) into canonical tables",
         description="Convert an EHR export into a folder of canonical tables plus "
-                    "import_report.json/.md (rules: recommender/importers/README.md).")
+        "import_report.json/.md (rules: recommender/importers/README.md).",
+    )
     kinds = parser.add_subparsers(dest="importer", metavar="{synthea,mimic,fhir}", required=True)
 
     synthea = kinds.add_parser("synthea", help="Synthea CSV export (v2 or v3, .csv or .csv.gz)")
     synthea.add_argument("src", metavar="SRC", help="folder of the Synthea CSV files")
     _add_out(synthea)
-    synthea.add_argument("--include-procedures", action="store_true",
-                         help="procedures with a REASONCODE are treatments too")
-    synthea.add_argument("--include-careplans", action="store_true",
-                         help="care plans with a REASONCODE are treatments too")
+    synthea.add_argument(
+        "--include-procedures",
+        action="store_true",
+        help="procedures with a REASONCODE are treatments too",
+    )
+    synthea.add_argument(
+        "--include-careplans",
+        action="store_true",
+        help="care plans with a REASONCODE are treatments too",
+    )
     _add_rules(synthea)
     synthea.set_defaults(func=_run_synthea)
 
     mimic = kinds.add_parser("mimic", help="MIMIC-III or MIMIC-IV (demo) CSV folder")
     mimic.add_argument("src", metavar="SRC", help="MIMIC folder (MIMIC-IV: the one holding hosp/)")
     _add_out(mimic)
-    mimic.add_argument("--readmission-days", type=int, default=30, metavar="DAYS",
-                       help="a new admission within this many days of discharge is a "
-                            "readmission (default 30)")
-    mimic.add_argument("--long-stay-days", type=float, default=7.0, metavar="DAYS",
-                       help="a stay longer than this many days counts against the outcome "
-                            "(default 7)")
-    mimic.add_argument("--drug-types", default="MAIN,ADDITIVE", metavar="TYPES",
-                       help="comma-separated prescription drug_type values kept "
-                            "(default MAIN,ADDITIVE; BASE = IV base solutions)")
-    mimic.add_argument("--no-labs", action="store_true",
-                       help="ignore labevents (MIMIC-IV) in the outcome")
+    mimic.add_argument(
+        "--readmission-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="a new admission within this many days of discharge is a readmission (default 30)",
+    )
+    mimic.add_argument(
+        "--long-stay-days",
+        type=float,
+        default=7.0,
+        metavar="DAYS",
+        help="a stay longer than this many days counts against the outcome (default 7)",
+    )
+    mimic.add_argument(
+        "--drug-types",
+        default="MAIN,ADDITIVE",
+        metavar="TYPES",
+        help="comma-separated prescription drug_type values kept "
+        "(default MAIN,ADDITIVE; BASE = IV base solutions)",
+    )
+    mimic.add_argument(
+        "--no-labs", action="store_true", help="ignore labevents (MIMIC-IV) in the outcome"
+    )
     mimic.set_defaults(func=_run_mimic)
 
     fhir = kinds.add_parser("fhir", help="FHIR R4 Bundle JSON or NDJSON (file or folder)")
     fhir.add_argument("src", metavar="BUNDLE_OR_NDJSON", help="a .json/.ndjson file or a folder")
     _add_out(fhir)
-    fhir.add_argument("--strict", action="store_true",
-                      help="fail on the first invalid resource instead of skipping it")
-    fhir.add_argument("--include-procedures", action="store_true",
-                      help="procedures with a reason are treatments too")
+    fhir.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on the first invalid resource instead of skipping it",
+    )
+    fhir.add_argument(
+        "--include-procedures",
+        action="store_true",
+        help="procedures with a reason are treatments too",
+    )
     _add_rules(fhir)
     fhir.set_defaults(func=_run_fhir)
     return parser
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder (replaced whole)")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (replaced whole)"
+    )
 
 
 def _chronic(text: str) -> float | None:
@@ -95,34 +130,66 @@ def _chronic(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [-1, 1] or 'drop', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [-1, 1] or 'drop', got {text!r}"
+        ) from None
 
 
 def _add_rules(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("outcome rules (days)")
-    group.add_argument("--resolution-window-days", type=int, metavar="DAYS", default=90,
-                       help="condition ends within N days of the start = resolved (default 90)")
-    group.add_argument("--switch-window-days", type=int, metavar="DAYS", default=365,
-                       help="another drug for the same episode within N days = switched "
-                            "(default 365)")
-    group.add_argument("--adverse-window-days", type=int, metavar="DAYS", default=30,
-                       help="death or a matching allergy within N days = adverse (default 30)")
-    group.add_argument("--chronic-min-days", type=int, metavar="DAYS", default=180,
-                       help="a course lasting N days (or still open) without other evidence is "
-                            "chronic (default 180)")
-    group.add_argument("--chronic-outcome", type=_chronic, default=0.5, metavar="VALUE",
-                       help="outcome of a chronic course, or 'drop' (default 0.5)")
-    group.add_argument("--allergy-match", choices=("substance", "any"), default="substance",
-                       help="which new allergies are adverse: one to the drug's substance "
-                            "(default) or any")
+    group.add_argument(
+        "--resolution-window-days",
+        type=int,
+        metavar="DAYS",
+        default=90,
+        help="condition ends within N days of the start = resolved (default 90)",
+    )
+    group.add_argument(
+        "--switch-window-days",
+        type=int,
+        metavar="DAYS",
+        default=365,
+        help="another drug for the same episode within N days = switched (default 365)",
+    )
+    group.add_argument(
+        "--adverse-window-days",
+        type=int,
+        metavar="DAYS",
+        default=30,
+        help="death or a matching allergy within N days = adverse (default 30)",
+    )
+    group.add_argument(
+        "--chronic-min-days",
+        type=int,
+        metavar="DAYS",
+        default=180,
+        help="a course lasting N days (or still open) without other evidence is "
+        "chronic (default 180)",
+    )
+    group.add_argument(
+        "--chronic-outcome",
+        type=_chronic,
+        default=0.5,
+        metavar="VALUE",
+        help="outcome of a chronic course, or 'drop' (default 0.5)",
+    )
+    group.add_argument(
+        "--allergy-match",
+        choices=("substance", "any"),
+        default="substance",
+        help="which new allergies are adverse: one to the drug's substance (default) or any",
+    )
 
 
 def _rules(args: argparse.Namespace) -> dict:
-    return {"resolution_window_days": args.resolution_window_days,
-            "switch_window_days": args.switch_window_days,
-            "adverse_window_days": args.adverse_window_days,
-            "chronic_min_days": args.chronic_min_days,
-            "chronic_outcome": args.chronic_outcome, "allergy_match": args.allergy_match}
+    return {
+        "resolution_window_days": args.resolution_window_days,
+        "switch_window_days": args.switch_window_days,
+        "adverse_window_days": args.adverse_window_days,
+        "chronic_min_days": args.chronic_min_days,
+        "chronic_outcome": args.chronic_outcome,
+        "allergy_match": args.allergy_match,
+    }
 
 
 def _finish(report: ImportReport, out: str) -> int:
@@ -131,20 +198,35 @@ def _finish(report: ImportReport, out: str) -> int:
 
 
 def _run_synthea(args: argparse.Namespace) -> int:
-    report = import_synthea(args.src, args.out, include_procedures=args.include_procedures,
-                            include_careplans=args.include_careplans, **_rules(args))
+    report = import_synthea(
+        args.src,
+        args.out,
+        include_procedures=args.include_procedures,
+        include_careplans=args.include_careplans,
+        **_rules(args),
+    )
     return _finish(report, args.out)
 
 
 def _run_mimic(args: argparse.Namespace) -> int:
     drug_types = tuple(t.strip().upper() for t in args.drug_types.split(",") if t.strip())
-    report = import_mimic(args.src, args.out, readmission_days=args.readmission_days,
-                          long_stay_days=args.long_stay_days, drug_types=drug_types,
-                          use_labs=not args.no_labs)
+    report = import_mimic(
+        args.src,
+        args.out,
+        readmission_days=args.readmission_days,
+        long_stay_days=args.long_stay_days,
+        drug_types=drug_types,
+        use_labs=not args.no_labs,
+    )
     return _finish(report, args.out)
 
 
 def _run_fhir(args: argparse.Namespace) -> int:
-    report = import_fhir(args.src, args.out, strict=args.strict,
-                         include_procedures=args.include_procedures, **_rules(args))
+    report = import_fhir(
+        args.src,
+        args.out,
+        strict=args.strict,
+        include_procedures=args.include_procedures,
+        **_rules(args),
+    )
     return _finish(report, args.out)

@@ -4,18 +4,19 @@ Code ids keep their code system as a prefix, ``system|code``; the prefixes are t
 :data:`SYSTEM_URLS` (``rxnorm``, ``snomed``, ``icd9``, ``icd10``, ``ndc``, ``loinc`` ...), the same in
 every importer.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
 from ..columns import Columns, Tables
+from ..data.tables import validate_tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
-from ..data.tables import validate_tables
 from .report import ImportReport
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,19 @@ C = Columns
 SYSTEM_URLS: dict[str, tuple[str, ...]] = {
     "rxnorm": ("http://www.nlm.nih.gov/research/umls/rxnorm",),
     "snomed": ("http://snomed.info/sct", "snomed-ct", "snomed ct", "sct"),
-    "icd10": ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm",
-              "http://www.cms.gov/medicare/coding/icd10", "icd-10", "icd-10-cm"),
-    "icd9": ("http://hl7.org/fhir/sid/icd-9-cm", "http://hl7.org/fhir/sid/icd-9",
-             "icd-9", "icd-9-cm"),
+    "icd10": (
+        "http://hl7.org/fhir/sid/icd-10",
+        "http://hl7.org/fhir/sid/icd-10-cm",
+        "http://www.cms.gov/medicare/coding/icd10",
+        "icd-10",
+        "icd-10-cm",
+    ),
+    "icd9": (
+        "http://hl7.org/fhir/sid/icd-9-cm",
+        "http://hl7.org/fhir/sid/icd-9",
+        "icd-9",
+        "icd-9-cm",
+    ),
     "ndc": ("http://hl7.org/fhir/sid/ndc",),
     "loinc": ("http://loinc.org",),
     "cpt": ("http://www.ama-assn.org/go/cpt",),
@@ -58,7 +68,7 @@ def strip_float_suffix(codes: pd.Series) -> pd.Series:
 def code_ids(system: str, codes: pd.Series) -> pd.Series:
     """``system|code`` for every non-empty code; None where the code is empty."""
     text = strip_float_suffix(codes.fillna(""))
-    return ("%s|" % system + text).where(text != "", None).astype(object)
+    return (f"{system}|" + text).where(text != "", None).astype(object)
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
@@ -68,8 +78,9 @@ def find_file(folder: Path, stem: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def read_csv(path: Path, report: ImportReport, label: str, *,
-             columns: tuple[str, ...] = (), usecols=None) -> pd.DataFrame:
+def read_csv(
+    path: Path, report: ImportReport, label: str, *, columns: tuple[str, ...] = (), usecols=None
+) -> pd.DataFrame:
     """Read a source CSV (plain or gzip) as text; empty cells become "".
 
     Column names are kept as written. ``columns`` lists the ones the importer needs; a missing
@@ -81,15 +92,19 @@ def read_csv(path: Path, report: ImportReport, label: str, *,
         If the file cannot be parsed or lacks a required column.
     """
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                            usecols=usecols)
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, usecols=usecols
+        )
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"cannot be read as CSV: {exc}", file=str(path)) from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataValidationError(f"missing column(s) {missing}; the {label} table needs "
-                                  f"{list(columns)} (found {list(frame.columns)})",
-                                  file=str(path), column=missing[0])
+        raise DataValidationError(
+            f"missing column(s) {missing}; the {label} table needs "
+            f"{list(columns)} (found {list(frame.columns)})",
+            file=str(path),
+            column=missing[0],
+        )
     report.read(label, len(frame))
     return frame
 
@@ -105,8 +120,10 @@ def parse_times(values: pd.Series, report: ImportReport, where: str) -> pd.Serie
     parsed = pd.to_datetime(text.where(~blank), errors="coerce", utc=True, format="ISO8601")
     bad = parsed.isna() & ~blank
     if bad.any():
-        report.warn(f"{where}: {int(bad.sum())} value(s) are not ISO-8601 dates, e.g. "
-                    f"{text[bad].iloc[0]!r}; treated as unknown")
+        report.warn(
+            f"{where}: {int(bad.sum())} value(s) are not ISO-8601 dates, e.g. "
+            f"{text[bad].iloc[0]!r}; treated as unknown"
+        )
     return parsed.astype("datetime64[ns, UTC]")
 
 
@@ -115,8 +132,9 @@ def iso(times: pd.Series) -> pd.Series:
     return times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("").astype(object)
 
 
-def dictionary(ids: pd.Series, names: pd.Series, id_column: str,
-               used: set | None = None) -> pd.DataFrame:
+def dictionary(
+    ids: pd.Series, names: pd.Series, id_column: str, used: set | None = None
+) -> pd.DataFrame:
     """One row per id with its most frequent non-empty name (the id itself when it has none).
 
     With ``used``, only those ids are listed.
@@ -126,16 +144,21 @@ def dictionary(ids: pd.Series, names: pd.Series, id_column: str,
     if used is not None:
         frame = frame[frame[id_column].isin(used)]
     named = frame[frame["name"] != ""]
-    best = (named.groupby([id_column, "name"]).size().rename("n").reset_index()
-            .sort_values([id_column, "n", "name"], ascending=[True, False, True])
-            .drop_duplicates(id_column).set_index(id_column)["name"])
+    best = (
+        named.groupby([id_column, "name"])
+        .size()
+        .rename("n")
+        .reset_index()
+        .sort_values([id_column, "n", "name"], ascending=[True, False, True])
+        .drop_duplicates(id_column)
+        .set_index(id_column)["name"]
+    )
     unique = pd.Series(sorted(frame[id_column].unique()), dtype=object)
     named = unique.map(best).astype(object)
     return pd.DataFrame({id_column: unique, "name": named.where(named.notna(), unique)})
 
 
-def write_output(out: str | Path, frames: Mapping[str, pd.DataFrame],
-                 report: ImportReport) -> Path:
+def write_output(out: str | Path, frames: Mapping[str, pd.DataFrame], report: ImportReport) -> Path:
     """Validate the canonical tables and write them with the report, in one atomic folder write.
 
     ``frames`` maps table name -> DataFrame whose ``timestamp`` column is already ISO text.
@@ -169,8 +192,9 @@ def require_folder(src: str | Path, what: str) -> Path:
     return path
 
 
-def patient_conditions(episodes: pd.DataFrame, allergies: pd.DataFrame, known: set | None,
-                       report: ImportReport) -> pd.DataFrame:
+def patient_conditions(
+    episodes: pd.DataFrame, allergies: pd.DataFrame, known: set | None, report: ImportReport
+) -> pd.DataFrame:
     """The patient_conditions table: diagnoses and allergies, one row per patient and condition.
 
     ``episodes`` has patient, condition, start; ``allergies`` has patient, code, onset and
@@ -179,16 +203,32 @@ def patient_conditions(episodes: pd.DataFrame, allergies: pd.DataFrame, known: s
     ("diagnosis" or "allergy"), onset (earliest, ``YYYY-MM-DD``).
     """
     primary = allergies.loc[allergies["primary"].astype(bool)]
-    both = pd.concat([
-        pd.DataFrame({C.patient: episodes["patient"], C.condition: episodes["condition"],
-                      "kind": "diagnosis", "onset": episodes["start"]}),
-        pd.DataFrame({C.patient: primary["patient"], C.condition: primary["code"],
-                      "kind": "allergy", "onset": primary["onset"]}),
-    ], ignore_index=True)
+    both = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    C.patient: episodes["patient"],
+                    C.condition: episodes["condition"],
+                    "kind": "diagnosis",
+                    "onset": episodes["start"],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    C.patient: primary["patient"],
+                    C.condition: primary["code"],
+                    "kind": "allergy",
+                    "onset": primary["onset"],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     if known is not None:
         unknown = ~both[C.patient].isin(known)
-        report.drop("conditions/allergies: patient not among the imported patients",
-                    int(unknown.sum()))
+        report.drop(
+            "conditions/allergies: patient not among the imported patients", int(unknown.sum())
+        )
         both = both[~unknown]
     both = both.sort_values([C.patient, C.condition, "onset"], na_position="last")
     both = both.drop_duplicates([C.patient, C.condition]).reset_index(drop=True)
@@ -196,17 +236,21 @@ def patient_conditions(episodes: pd.DataFrame, allergies: pd.DataFrame, known: s
     return both
 
 
-def condition_dictionary(episodes: pd.DataFrame, allergies: pd.DataFrame, rows: pd.DataFrame,
-                         used: set) -> pd.DataFrame:
+def condition_dictionary(
+    episodes: pd.DataFrame, allergies: pd.DataFrame, rows: pd.DataFrame, used: set
+) -> pd.DataFrame:
     """conditions(condition_id, name) for the ids in ``used``.
 
     Names come from the diagnoses, the allergies ("Allergy to <substance>" unless the text already
     says allergy) and the treatment rows' indication names, the most frequent first.
     """
     primary = allergies.loc[allergies["primary"].astype(bool)]
-    allergy_names = primary["name"].where(primary["name"].str.lower().str.contains("allerg"),
-                                          "Allergy to " + primary["name"])
+    allergy_names = primary["name"].where(
+        primary["name"].str.lower().str.contains("allerg"), "Allergy to " + primary["name"]
+    )
     return dictionary(
         pd.concat([episodes["condition"], primary["code"], rows["indication"]], ignore_index=True),
         pd.concat([episodes["name"], allergy_names, rows["indication_name"]], ignore_index=True),
-        C.condition, used)
+        C.condition,
+        used,
+    )

@@ -35,6 +35,7 @@ Rules, in plain language
   **patient_conditions**: every Condition (kind "diagnosis") and AllergyIntolerance (kind
   "allergy"), Conditions or allergies marked entered-in-error or refuted are dropped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,11 +61,19 @@ OPEN_STATUS = {"active", "on-hold", "intended"}
 REFUTED = {"entered-in-error", "refuted"}
 
 
-def import_fhir(path: str | Path, out: str | Path, *, strict: bool = False,
-                include_procedures: bool = False, resolution_window_days: int = 90,
-                switch_window_days: int = 365, adverse_window_days: int = 30,
-                chronic_min_days: int = 180, chronic_outcome: float | None = 0.5,
-                allergy_match: str = "substance") -> ImportReport:
+def import_fhir(
+    path: str | Path,
+    out: str | Path,
+    *,
+    strict: bool = False,
+    include_procedures: bool = False,
+    resolution_window_days: int = 90,
+    switch_window_days: int = 365,
+    adverse_window_days: int = 30,
+    chronic_min_days: int = 180,
+    chronic_outcome: float | None = 0.5,
+    allergy_match: str = "substance",
+) -> ImportReport:
     """Convert FHIR R4 resources into a folder of canonical tables.
 
     Parameters
@@ -90,10 +99,19 @@ def import_fhir(path: str | Path, out: str | Path, *, strict: bool = False,
     DataValidationError
         If ``path`` holds no FHIR file, or (strict) a resource is invalid.
     """
-    rules = OutcomeRules(resolution_window_days, switch_window_days, adverse_window_days,
-                         chronic_min_days, chronic_outcome, allergy_match)
-    report = ImportReport("fhir", str(path), parameters={
-        "strict": strict, "include_procedures": include_procedures, **rules.to_dict()})
+    rules = OutcomeRules(
+        resolution_window_days,
+        switch_window_days,
+        adverse_window_days,
+        chronic_min_days,
+        chronic_outcome,
+        allergy_match,
+    )
+    report = ImportReport(
+        "fhir",
+        str(path),
+        parameters={"strict": strict, "include_procedures": include_procedures, **rules.to_dict()},
+    )
     resources, urls = read_resources(path, report, strict)
     report.layout = "fhir-r4"
     ctx = _Context(resources, urls, report, strict)
@@ -104,20 +122,30 @@ def import_fhir(path: str | Path, out: str | Path, *, strict: bool = False,
     rows = _link(rows, episodes, report)
     known = set(patients[C.patient]) if len(patients) else None
     if known is None:
-        report.warn("no Patient resource: patient demographics are missing and no patients "
-                    "table is written")
-    deaths = patients.set_index(C.patient)["death"].dropna() if len(patients) else pd.Series(
-        [], dtype="datetime64[ns, UTC]")
+        report.warn(
+            "no Patient resource: patient demographics are missing and no patients table is written"
+        )
+    deaths = (
+        patients.set_index(C.patient)["death"].dropna()
+        if len(patients)
+        else pd.Series([], dtype="datetime64[ns, UTC]")
+    )
     outcomes = outcome_table(rows, known, deaths, allergies, rules, report)
-    frames = {Tables.outcomes: outcomes, Tables.patient_conditions:
-              common.patient_conditions(episodes, allergies, known, report)}
+    frames = {
+        Tables.outcomes: outcomes,
+        Tables.patient_conditions: common.patient_conditions(episodes, allergies, known, report),
+    }
     if known is not None:
         frames[Tables.patients] = patients.drop(columns="death")
-    frames[Tables.treatments] = common.dictionary(rows["treatment"], rows["treatment_name"],
-                                                  C.treatment, set(outcomes[C.treatment]))
+    frames[Tables.treatments] = common.dictionary(
+        rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+    )
     frames[Tables.conditions] = common.condition_dictionary(
-        episodes, allergies, rows, set(outcomes[C.condition].dropna())
-        | set(frames[Tables.patient_conditions][C.condition]))
+        episodes,
+        allergies,
+        rows,
+        set(outcomes[C.condition].dropna()) | set(frames[Tables.patient_conditions][C.condition]),
+    )
     common.write_output(out, frames, report)
     return report
 
@@ -125,8 +153,9 @@ def import_fhir(path: str | Path, out: str | Path, *, strict: bool = False,
 class _Context:
     """The resources of one import, with reference resolution and per-type extraction."""
 
-    def __init__(self, resources: list[Resource], urls: dict[str, str], report: ImportReport,
-                 strict: bool):
+    def __init__(
+        self, resources: list[Resource], urls: dict[str, str], report: ImportReport, strict: bool
+    ):
         self.report, self.urls, self.strict = report, urls, strict
         self.by_type: dict[str, list[Resource]] = {}
         self.by_key: dict[str, Resource] = {}
@@ -143,8 +172,14 @@ class _Context:
             return None, ""
         codings = [c for c in concept.get("coding") or [] if c.get("code")]
         text = (concept.get("text") or "").strip()
-        ranked = sorted(codings, key=lambda c: prefer.index(common.system_prefix(c.get("system")))
-                        if common.system_prefix(c.get("system")) in prefer else len(prefer))
+        ranked = sorted(
+            codings,
+            key=lambda c: (
+                prefer.index(common.system_prefix(c.get("system")))
+                if common.system_prefix(c.get("system")) in prefer
+                else len(prefer)
+            ),
+        )
         if ranked:
             best = ranked[0]
             system = best.get("system") or ""
@@ -153,8 +188,10 @@ class _Context:
                 prefix = system.split("://", 1)[-1].rstrip("/").lower() or "unknown"
                 if system not in self.unknown_systems:
                     self.unknown_systems.add(system)
-                    self.report.warn(f"code system {system or '(none)'!r} is not one of "
-                                     f"{list(common.SYSTEM_URLS)}; kept as prefix {prefix!r}")
+                    self.report.warn(
+                        f"code system {system or '(none)'!r} is not one of "
+                        f"{list(common.SYSTEM_URLS)}; kept as prefix {prefix!r}"
+                    )
             return f"{prefix}|{best['code'].strip()}", (best.get("display") or text).strip()
         if text:
             return f"text|{' '.join(text.lower().split())}", text
@@ -180,22 +217,26 @@ class _Context:
         records = []
         for resource in self.by_type.get("Patient", []):
             data = resource.data
-            records.append({
-                C.patient: resource.key.split("/", 1)[1],
-                C.sex: SEX.get((data.get("gender") or "").lower(), ""),
-                C.birth_year: int(data["birthDate"][:4]) if data.get("birthDate") else None,
-                "race": _us_core(data, "us-core-race"),
-                "ethnicity": _us_core(data, "us-core-ethnicity"),
-                "death_date": (data.get("deceasedDateTime") or "")[:10],
-            })
-        frame = pd.DataFrame(records, columns=[C.patient, C.sex, C.birth_year, "race",
-                                               "ethnicity", "death_date"])
+            records.append(
+                {
+                    C.patient: resource.key.split("/", 1)[1],
+                    C.sex: SEX.get((data.get("gender") or "").lower(), ""),
+                    C.birth_year: int(data["birthDate"][:4]) if data.get("birthDate") else None,
+                    "race": _us_core(data, "us-core-race"),
+                    "ethnicity": _us_core(data, "us-core-ethnicity"),
+                    "death_date": (data.get("deceasedDateTime") or "")[:10],
+                }
+            )
+        frame = pd.DataFrame(
+            records, columns=[C.patient, C.sex, C.birth_year, "race", "ethnicity", "death_date"]
+        )
         frame[C.birth_year] = frame[C.birth_year].astype("Int64")
         dupes = frame[C.patient].duplicated()
         self.report.drop("Patient: duplicate id (first kept)", int(dupes.sum()))
         frame = frame[~dupes].reset_index(drop=True)
-        frame["death"] = common.parse_times(frame["death_date"], self.report,
-                                            "Patient.deceasedDateTime")
+        frame["death"] = common.parse_times(
+            frame["death_date"], self.report, "Patient.deceasedDateTime"
+        )
         return frame
 
     def conditions(self) -> pd.DataFrame:
@@ -207,23 +248,37 @@ class _Context:
                 continue
             patient = self.patient_of(resource)
             code, name = self.code(data.get("code"), CONDITION_SYSTEMS)
-            start = (data.get("onsetDateTime") or (data.get("onsetPeriod") or {}).get("start")
-                     or data.get("recordedDate"))
+            start = (
+                data.get("onsetDateTime")
+                or (data.get("onsetPeriod") or {}).get("start")
+                or data.get("recordedDate")
+            )
             if not patient or not code or not start:
                 self.skip(resource, "no subject, code or onset")
                 continue
-            stop = (data.get("abatementDateTime")
-                    or (data.get("abatementPeriod") or {}).get("end") or "")
-            records.append({"patient": patient, "condition": code, "name": name, "start": start,
-                            "stop": stop, "episode": resource.key})
-        frame = pd.DataFrame(records, columns=["patient", "condition", "name", "start", "stop",
-                                               "episode"])
+            stop = (
+                data.get("abatementDateTime")
+                or (data.get("abatementPeriod") or {}).get("end")
+                or ""
+            )
+            records.append(
+                {
+                    "patient": patient,
+                    "condition": code,
+                    "name": name,
+                    "start": start,
+                    "stop": stop,
+                    "episode": resource.key,
+                }
+            )
+        frame = pd.DataFrame(
+            records, columns=["patient", "condition", "name", "start", "stop", "episode"]
+        )
         dupes = frame["episode"].duplicated()
         self.report.drop("Condition: duplicate id (first kept)", int(dupes.sum()))
         frame = frame[~dupes].reset_index(drop=True)
         for column in ("start", "stop"):
-            frame[column] = common.parse_times(frame[column], self.report,
-                                               f"Condition.{column}")
+            frame[column] = common.parse_times(frame[column], self.report, f"Condition.{column}")
         return frame
 
     def allergies(self) -> pd.DataFrame:
@@ -236,37 +291,58 @@ class _Context:
                 continue
             patient = self.patient_of(resource)
             code, name = self.code(data.get("code"), ALLERGY_SYSTEMS)
-            onset = (data.get("onsetDateTime") or (data.get("onsetPeriod") or {}).get("start")
-                     or data.get("recordedDate") or "")
+            onset = (
+                data.get("onsetDateTime")
+                or (data.get("onsetPeriod") or {}).get("start")
+                or data.get("recordedDate")
+                or ""
+            )
             if not patient or not code:
                 self.skip(resource, "no patient or code")
                 continue
-            records.append({"patient": patient, "onset": onset, "code": code, "name": name,
-                            "primary": True})
+            records.append(
+                {"patient": patient, "onset": onset, "code": code, "name": name, "primary": True}
+            )
             for reaction in data.get("reaction") or []:
                 other, other_name = self.code(reaction.get("substance"), ALLERGY_SYSTEMS)
                 if other and other != code:
-                    records.append({"patient": patient, "onset": onset, "code": other,
-                                    "name": other_name, "primary": False})
+                    records.append(
+                        {
+                            "patient": patient,
+                            "onset": onset,
+                            "code": other,
+                            "name": other_name,
+                            "primary": False,
+                        }
+                    )
         frame = pd.DataFrame(records, columns=["patient", "onset", "code", "name", "primary"])
-        frame["onset"] = common.parse_times(frame["onset"], self.report,
-                                            "AllergyIntolerance.onset")
+        frame["onset"] = common.parse_times(frame["onset"], self.report, "AllergyIntolerance.onset")
         return frame
 
     def treatment_rows(self, include_procedures: bool) -> pd.DataFrame:
         records = []
         types = ["MedicationRequest", "MedicationStatement"] + (
-            ["Procedure"] if include_procedures else [])
+            ["Procedure"] if include_procedures else []
+        )
         for rtype in types:
             for resource in self.by_type.get(rtype, []):
                 record = self._treatment(resource)
                 if record is not None:
                     records.append(record)
         if not include_procedures and self.by_type.get("Procedure"):
-            self.report.drop("Procedure: include_procedures is off",
-                             len(self.by_type["Procedure"]))
-        columns = ["patient", "treatment", "treatment_name", "start", "stop", "reason_code",
-                   "reason_name", "reason_ref", "source", "switchable"]
+            self.report.drop("Procedure: include_procedures is off", len(self.by_type["Procedure"]))
+        columns = [
+            "patient",
+            "treatment",
+            "treatment_name",
+            "start",
+            "stop",
+            "reason_code",
+            "reason_name",
+            "reason_ref",
+            "source",
+            "switchable",
+        ]
         frame = pd.DataFrame(records, columns=columns)
         for column in ("start", "stop"):
             frame[column] = common.parse_times(frame[column], self.report, f"treatment {column}")
@@ -297,18 +373,29 @@ class _Context:
             reason_code, reason_name = self.code(concept, CONDITION_SYSTEMS)
             if reason_code:
                 break
-        refs = [reference_key(r.get("reference"), self.urls)
-                for r in data.get("reasonReference") or []]
-        reason_ref = next((k for k in refs if k in self.by_key and k.startswith("Condition/")),
-                          None)
+        refs = [
+            reference_key(r.get("reference"), self.urls) for r in data.get("reasonReference") or []
+        ]
+        reason_ref = next(
+            (k for k in refs if k in self.by_key and k.startswith("Condition/")), None
+        )
         if refs and reason_ref is None:
             self.report.unmatch(f"{rtype}: reasonReference to no imported Condition", 1)
         if reason_code is None and reason_ref is None:
             self.report.drop(f"{rtype}: no reasonCode or reasonReference (no indication)", 1)
             return None
-        return {"patient": patient, "treatment": code, "treatment_name": name, "start": start,
-                "stop": stop or "", "reason_code": reason_code, "reason_name": reason_name,
-                "reason_ref": reason_ref, "source": rtype, "switchable": rtype != "Procedure"}
+        return {
+            "patient": patient,
+            "treatment": code,
+            "treatment_name": name,
+            "start": start,
+            "stop": stop or "",
+            "reason_code": reason_code,
+            "reason_name": reason_name,
+            "reason_ref": reason_ref,
+            "source": rtype,
+            "switchable": rtype != "Procedure",
+        }
 
     def _medication(self, resource: Resource) -> tuple[str | None, str]:
         data = resource.data
@@ -316,9 +403,14 @@ class _Context:
             return self.code(data["medicationCodeableConcept"], DRUG_SYSTEMS)
         ref = (data.get("medicationReference") or {}).get("reference") or ""
         if ref.startswith("#"):
-            target = next((c for c in data.get("contained") or []
-                           if c.get("resourceType") == "Medication" and c.get("id") == ref[1:]),
-                          None)
+            target = next(
+                (
+                    c
+                    for c in data.get("contained") or []
+                    if c.get("resourceType") == "Medication" and c.get("id") == ref[1:]
+                ),
+                None,
+            )
         else:
             found = self.by_key.get(reference_key(ref, self.urls) or "")
             target = found.data if found is not None else None
@@ -340,8 +432,14 @@ def _us_core(patient: dict, name: str) -> str:
         parts = extension.get("extension") or []
         text = next((p.get("valueString") for p in parts if p.get("url") == "text"), None)
         if not text:
-            text = next(((p.get("valueCoding") or {}).get("display") for p in parts
-                         if p.get("url") == "ombCategory"), None)
+            text = next(
+                (
+                    (p.get("valueCoding") or {}).get("display")
+                    for p in parts
+                    if p.get("url") == "ombCategory"
+                ),
+                None,
+            )
         return (text or "").strip().lower()
     return ""
 
@@ -369,9 +467,14 @@ def _link(rows: pd.DataFrame, episodes: pd.DataFrame, report: ImportReport) -> p
     referenced = rows["reason_ref"].isin(set(episodes["episode"]))
     by_ref = rows[referenced].merge(
         episodes[["episode", "condition", "stop"]].rename(columns={"stop": "episode_stop"}),
-        left_on="reason_ref", right_on="episode", how="left")
+        left_on="reason_ref",
+        right_on="episode",
+        how="left",
+    )
     by_ref["indication"] = by_ref.pop("condition")
     by_code = link_episodes(rows[~referenced], episodes)
-    report.unmatch("treatments: reasonCode without a Condition of that code with onset on or "
-                   "before the start", int(by_code["episode"].isna().sum()))
+    report.unmatch(
+        "treatments: reasonCode without a Condition of that code with onset on or before the start",
+        int(by_code["episode"].isna().sum()),
+    )
     return pd.concat([by_ref, by_code], ignore_index=True).drop(columns="reason_ref")

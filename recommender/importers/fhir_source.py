@@ -7,20 +7,28 @@ models of the ``fhir.resources`` package. Lenient mode skips an invalid resource
 warning naming the resource, the file position and the first invalid field; strict mode raises
 :class:`~recommender.exceptions.DataValidationError` with the same text instead.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..exceptions import DataValidationError, RecommenderError
 from .report import ImportReport
 
 #: Resource types the importer reads; every other type is counted and skipped.
-SUPPORTED = ("Patient", "Condition", "MedicationRequest", "MedicationStatement", "Procedure",
-             "AllergyIntolerance", "Medication")
+SUPPORTED = (
+    "Patient",
+    "Condition",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Procedure",
+    "AllergyIntolerance",
+    "Medication",
+)
 SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 
 
@@ -34,8 +42,9 @@ class Resource:
     where: str
 
 
-def read_resources(path: str | Path, report: ImportReport, strict: bool
-                   ) -> tuple[list[Resource], dict[str, str]]:
+def read_resources(
+    path: str | Path, report: ImportReport, strict: bool
+) -> tuple[list[Resource], dict[str, str]]:
     """The valid supported resources under ``path`` and a map of Bundle fullUrl -> ``Type/id``.
 
     Raises
@@ -80,32 +89,38 @@ def reference_key(reference: str | None, urls: dict[str, str]) -> str | None:
         return None
     parts = reference.rstrip("/").split("/")
     if "_history" in parts:
-        parts = parts[:parts.index("_history")]
+        parts = parts[: parts.index("_history")]
     return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
 # --- internals -----------------------------------------------------------------------------------
 
+
 def _files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file()
-                       and p.name.lower().endswith(SUFFIXES))
+        found = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)
+        )
         if found:
             return found
-        raise DataValidationError(f"holds no FHIR file (expected {', '.join(SUFFIXES)})",
-                                  file=str(path))
-    raise DataValidationError("does not exist; expected a FHIR Bundle .json, an .ndjson file or "
-                              "a folder of them", file=str(path))
+        raise DataValidationError(
+            f"holds no FHIR file (expected {', '.join(SUFFIXES)})", file=str(path)
+        )
+    raise DataValidationError(
+        "does not exist; expected a FHIR Bundle .json, an .ndjson file or a folder of them",
+        file=str(path),
+    )
 
 
 def _models():
     try:
         from fhir.resources.R4B import get_fhir_model_class
     except ImportError:  # pragma: no cover - depends on the environment
-        raise RecommenderError("the FHIR importer needs the fhir.resources package: "
-                               "pip install 'fhir.resources>=8,<9'") from None
+        raise RecommenderError(
+            "the FHIR importer needs the fhir.resources package: pip install 'fhir.resources>=8,<9'"
+        ) from None
     return {rtype: get_fhir_model_class(rtype) for rtype in SUPPORTED}
 
 
@@ -129,8 +144,9 @@ def _open(path: Path):
     return open(path, encoding="utf-8")
 
 
-def _raw_resources(files: list[Path], report: ImportReport,
-                   strict: bool) -> Iterator[tuple[str, str | None, dict]]:
+def _raw_resources(
+    files: list[Path], report: ImportReport, strict: bool
+) -> Iterator[tuple[str, str | None, dict]]:
     """(where, fullUrl, resource dict) for every resource in every file, Bundles flattened."""
     for path in files:
         name = path.name.lower()
@@ -150,8 +166,9 @@ def _raw_resources(files: list[Path], report: ImportReport,
             report.drop("files: unreadable", 1)
 
 
-def _parse(text: str, where: str, report: ImportReport,
-           strict: bool) -> Iterator[tuple[str, str | None, dict]]:
+def _parse(
+    text: str, where: str, report: ImportReport, strict: bool
+) -> Iterator[tuple[str, str | None, dict]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -170,7 +187,8 @@ def _flatten(data, where: str, full_url: str | None = None):
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
         for index, entry in enumerate(data.get("entry") or []):
             if isinstance(entry, dict) and "resource" in entry:
-                yield from _flatten(entry["resource"], f"{where} entry {index}",
-                                    entry.get("fullUrl"))
+                yield from _flatten(
+                    entry["resource"], f"{where} entry {index}", entry.get("fullUrl")
+                )
         return
     yield where, full_url, data

@@ -33,6 +33,7 @@ Rules, in plain language
   latest admission's race/ethnicity text (race: white, black, asian, native, pacific, other,
   unknown; ethnicity: hispanic, nonhispanic, unknown), with the original text in ``race_source``.
 """
+
 from __future__ import annotations
 
 import re
@@ -51,14 +52,25 @@ C = Columns
 _FORM_WORDS = frozenset(
     "flush neb nebulizer soln solution iv po pr sl liquid suspension syrup elixir tab tabs tablet "
     "tablets cap caps capsule capsules inj injection oral syringe vial bag mini plus premix sr er "
-    "xl xr ec dr ir cr immediate extended delayed release replacement desensitization hr".split())
-_SALTS = frozenset("hcl hydrochloride sodium potassium sulfate tartrate succinate citrate "
-                   "mesylate maleate besylate bromide fumarate acetate phosphate".split())
-_CATIONS = frozenset("sodium potassium magnesium calcium ferrous zinc aluminum lithium "
-                     "ammonium".split())
-_RACES = (("white", "white"), ("portuguese", "white"), ("black", "black"), ("asian", "asian"),
-          ("american indian", "native"), ("alaska", "native"), ("pacific", "pacific"),
-          ("hawaiian", "pacific"))
+    "xl xr ec dr ir cr immediate extended delayed release replacement desensitization hr".split()
+)
+_SALTS = frozenset(
+    "hcl hydrochloride sodium potassium sulfate tartrate succinate citrate "
+    "mesylate maleate besylate bromide fumarate acetate phosphate".split()
+)
+_CATIONS = frozenset(
+    "sodium potassium magnesium calcium ferrous zinc aluminum lithium ammonium".split()
+)
+_RACES = (
+    ("white", "white"),
+    ("portuguese", "white"),
+    ("black", "black"),
+    ("asian", "asian"),
+    ("american indian", "native"),
+    ("alaska", "native"),
+    ("pacific", "pacific"),
+    ("hawaiian", "pacific"),
+)
 _UNKNOWN = ("unknown", "unable", "declined", "not specified")
 
 
@@ -72,16 +84,25 @@ def normalise_drug(name: str) -> str:
     """
     text = re.sub(r"\([^)]*\)", " ", str(name).lower())
     text = re.sub(r"[^a-z0-9%./+\- ]", " ", text)
-    tokens = [t for t in text.split() if not re.search(r"\d", t) and t not in _FORM_WORDS
-              and t.strip(".-/+%")]
+    tokens = [
+        t
+        for t in text.split()
+        if not re.search(r"\d", t) and t not in _FORM_WORDS and t.strip(".-/+%")
+    ]
     if len(tokens) > 1 and tokens[-1] in _SALTS and tokens[0] not in _CATIONS:
         tokens = tokens[:-1]
     return " ".join(tokens)
 
 
-def import_mimic(src: str | Path, out: str | Path, *, readmission_days: int = 30,
-                 long_stay_days: float = 7.0, drug_types: tuple[str, ...] = ("MAIN", "ADDITIVE"),
-                 use_labs: bool = True) -> ImportReport:
+def import_mimic(
+    src: str | Path,
+    out: str | Path,
+    *,
+    readmission_days: int = 30,
+    long_stay_days: float = 7.0,
+    drug_types: tuple[str, ...] = ("MAIN", "ADDITIVE"),
+    use_labs: bool = True,
+) -> ImportReport:
     """Convert a MIMIC-III or MIMIC-IV (demo) folder into a folder of canonical tables.
 
     Parameters
@@ -111,17 +132,29 @@ def import_mimic(src: str | Path, out: str | Path, *, readmission_days: int = 30
         If ``readmission_days`` or ``long_stay_days`` is negative.
     """
     if readmission_days < 0:
-        raise ParameterError("The 'readmission_days' parameter of import_mimic must be an int in "
-                             f"the range [0, inf). Got {readmission_days!r} instead.")
+        raise ParameterError(
+            "The 'readmission_days' parameter of import_mimic must be an int in "
+            f"the range [0, inf). Got {readmission_days!r} instead."
+        )
     if long_stay_days < 0:
-        raise ParameterError("The 'long_stay_days' parameter of import_mimic must be a number in "
-                             f"the range [0, inf). Got {long_stay_days!r} instead.")
+        raise ParameterError(
+            "The 'long_stay_days' parameter of import_mimic must be a number in "
+            f"the range [0, inf). Got {long_stay_days!r} instead."
+        )
     folder, version = _detect(common.require_folder(src, "a MIMIC-III or MIMIC-IV folder"))
-    report = ImportReport("mimic", str(src), layout=f"mimic-{version}", parameters={
-        "readmission_days": readmission_days, "long_stay_days": long_stay_days,
-        "drug_types": list(drug_types), "use_labs": use_labs,
-        "attribution": "admission outcome -> every treatment of that admission",
-        "indication": "primary diagnosis (lowest seq_num)"})
+    report = ImportReport(
+        "mimic",
+        str(src),
+        layout=f"mimic-{version}",
+        parameters={
+            "readmission_days": readmission_days,
+            "long_stay_days": long_stay_days,
+            "drug_types": list(drug_types),
+            "use_labs": use_labs,
+            "attribution": "admission outcome -> every treatment of that admission",
+            "indication": "primary diagnosis (lowest seq_num)",
+        },
+    )
     read = _Reader(folder, version, report)
     admissions = read.admissions()
     diagnoses = read.diagnoses(set(admissions["hadm"]))
@@ -136,8 +169,11 @@ def import_mimic(src: str | Path, out: str | Path, *, readmission_days: int = 30
         Tables.patients: patients,
         Tables.patient_conditions: patient_conditions,
         Tables.treatments: _treatments(prescriptions, set(outcomes[C.treatment])),
-        Tables.conditions: _conditions(read.names(), set(outcomes[C.condition].dropna())
-                                       | set(patient_conditions[C.condition]), report),
+        Tables.conditions: _conditions(
+            read.names(),
+            set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition]),
+            report,
+        ),
     }
     common.write_output(out, frames, report)
     return report
@@ -149,16 +185,21 @@ def _detect(folder: Path) -> tuple[Path, str]:
         return hosp, "iv"
     patients = common.find_file(folder, "patients")
     if patients is None or common.find_file(folder, "admissions") is None:
-        raise DataValidationError("is not a MIMIC folder: expected ADMISSIONS.csv and "
-                                  "PATIENTS.csv (MIMIC-III) or hosp/admissions.csv.gz "
-                                  "(MIMIC-IV)", file=str(folder))
+        raise DataValidationError(
+            "is not a MIMIC folder: expected ADMISSIONS.csv and "
+            "PATIENTS.csv (MIMIC-III) or hosp/admissions.csv.gz "
+            "(MIMIC-IV)",
+            file=str(folder),
+        )
     header = [c.lower() for c in pd.read_csv(patients, nrows=0).columns]
     if "anchor_age" in header:
         return folder, "iv"
     if "dob" in header:
         return folder, "iii"
-    raise DataValidationError("patients table has neither dob (MIMIC-III) nor anchor_age "
-                              f"(MIMIC-IV); found {header}", file=str(patients))
+    raise DataValidationError(
+        f"patients table has neither dob (MIMIC-III) nor anchor_age (MIMIC-IV); found {header}",
+        file=str(patients),
+    )
 
 
 class _Reader:
@@ -167,34 +208,50 @@ class _Reader:
     def __init__(self, folder: Path, version: str, report: ImportReport):
         self.folder, self.version, self.report = folder, version, report
 
-    def _table(self, stem: str, columns: tuple[str, ...], required: bool = True,
-               usecols: tuple[str, ...] | None = None) -> pd.DataFrame | None:
+    def _table(
+        self,
+        stem: str,
+        columns: tuple[str, ...],
+        required: bool = True,
+        usecols: tuple[str, ...] | None = None,
+    ) -> pd.DataFrame | None:
         path = common.find_file(self.folder, stem)
         if path is None:
             if required:
-                raise DataValidationError(f"no {stem}.csv or {stem}.csv.gz (any case); MIMIC "
-                                          f"{self.version.upper()} needs it", file=str(self.folder))
+                raise DataValidationError(
+                    f"no {stem}.csv or {stem}.csv.gz (any case); MIMIC "
+                    f"{self.version.upper()} needs it",
+                    file=str(self.folder),
+                )
             return None
         wanted = (lambda c: c.lower() in usecols) if usecols else None
         frame = common.read_csv(path, self.report, stem, usecols=wanted)
         frame.columns = [c.lower() for c in frame.columns]
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise DataValidationError(f"missing column(s) {missing}; expected {list(columns)}",
-                                      file=str(path), column=missing[0])
+            raise DataValidationError(
+                f"missing column(s) {missing}; expected {list(columns)}",
+                file=str(path),
+                column=missing[0],
+            )
         return frame
 
     def admissions(self) -> pd.DataFrame:
         race = "race" if self.version == "iv" else "ethnicity"
-        raw = self._table("admissions", ("subject_id", "hadm_id", "admittime", "dischtime",
-                                         "hospital_expire_flag", race))
-        frame = pd.DataFrame({
-            "patient": raw["subject_id"].str.strip(), "hadm": raw["hadm_id"].str.strip(),
-            "admit": common.parse_times(raw["admittime"], self.report, "admissions.admittime"),
-            "disch": common.parse_times(raw["dischtime"], self.report, "admissions.dischtime"),
-            "died": raw["hospital_expire_flag"].str.strip() == "1",
-            "race_source": raw[race].str.strip(),
-        })
+        raw = self._table(
+            "admissions",
+            ("subject_id", "hadm_id", "admittime", "dischtime", "hospital_expire_flag", race),
+        )
+        frame = pd.DataFrame(
+            {
+                "patient": raw["subject_id"].str.strip(),
+                "hadm": raw["hadm_id"].str.strip(),
+                "admit": common.parse_times(raw["admittime"], self.report, "admissions.admittime"),
+                "disch": common.parse_times(raw["dischtime"], self.report, "admissions.dischtime"),
+                "died": raw["hospital_expire_flag"].str.strip() == "1",
+                "race_source": raw[race].str.strip(),
+            }
+        )
         bad = frame["admit"].isna() | frame["disch"].isna() | (frame["hadm"] == "")
         self.report.drop("admissions: no hadm_id, admittime or dischtime", int(bad.sum()))
         return frame[~bad].reset_index(drop=True)
@@ -204,11 +261,14 @@ class _Reader:
         raw = self._table("diagnoses_icd", ("subject_id", "hadm_id", "seq_num", code))
         system = ("icd" + raw["icd_version"].str.strip()) if self.version == "iv" else "icd9"
         codes = raw[code].str.strip()
-        frame = pd.DataFrame({
-            "patient": raw["subject_id"].str.strip(), "hadm": raw["hadm_id"].str.strip(),
-            "seq": pd.to_numeric(raw["seq_num"], errors="coerce"),
-            "condition": (system + "|" + codes).where(codes != "", None),
-        })
+        frame = pd.DataFrame(
+            {
+                "patient": raw["subject_id"].str.strip(),
+                "hadm": raw["hadm_id"].str.strip(),
+                "seq": pd.to_numeric(raw["seq_num"], errors="coerce"),
+                "condition": (system + "|" + codes).where(codes != "", None),
+            }
+        )
         bad = frame["condition"].isna() | ~frame["hadm"].isin(hadms)
         self.report.drop("diagnoses_icd: no code or unknown hadm_id", int(bad.sum()))
         return frame[~bad].reset_index(drop=True)
@@ -222,59 +282,83 @@ class _Reader:
             return pd.Series(dtype=object)
         system = ("icd" + raw["icd_version"].str.strip()) if self.version == "iv" else "icd9"
         ids = system + "|" + raw[code].str.strip()
-        return pd.Series(raw["long_title"].str.strip().to_numpy(), index=ids).groupby(
-            level=0).first()
+        return (
+            pd.Series(raw["long_title"].str.strip().to_numpy(), index=ids).groupby(level=0).first()
+        )
 
     def prescriptions(self, hadms: set, drug_types: tuple[str, ...]) -> pd.DataFrame:
-        start, stop = ("starttime", "stoptime") if self.version == "iv" else ("startdate",
-                                                                              "enddate")
+        start, stop = (
+            ("starttime", "stoptime") if self.version == "iv" else ("startdate", "enddate")
+        )
         raw = self._table("prescriptions", ("subject_id", "hadm_id", start, "drug_type", "drug"))
         empty = pd.Series("", index=raw.index)
-        frame = pd.DataFrame({
-            "patient": raw["subject_id"].str.strip(), "hadm": raw["hadm_id"].str.strip(),
-            "start": common.parse_times(raw[start], self.report, f"prescriptions.{start}"),
-            "stop": common.parse_times(raw.get(stop, empty), self.report,
-                                       f"prescriptions.{stop}"),
-            "drug": raw["drug"].str.strip(),
-            "ndc": raw.get("ndc", empty).str.strip().replace("0", ""),
-            "gsn": raw.get("gsn", empty).str.strip(),
-        })
+        frame = pd.DataFrame(
+            {
+                "patient": raw["subject_id"].str.strip(),
+                "hadm": raw["hadm_id"].str.strip(),
+                "start": common.parse_times(raw[start], self.report, f"prescriptions.{start}"),
+                "stop": common.parse_times(
+                    raw.get(stop, empty), self.report, f"prescriptions.{stop}"
+                ),
+                "drug": raw["drug"].str.strip(),
+                "ndc": raw.get("ndc", empty).str.strip().replace("0", ""),
+                "gsn": raw.get("gsn", empty).str.strip(),
+            }
+        )
         kept_type = raw["drug_type"].str.strip().str.upper().isin(drug_types)
-        self.report.drop(f"prescriptions: drug_type not in {list(drug_types)}",
-                         int((~kept_type).sum()))
+        self.report.drop(
+            f"prescriptions: drug_type not in {list(drug_types)}", int((~kept_type).sum())
+        )
         unknown = kept_type & ~frame["hadm"].isin(hadms)
         self.report.drop("prescriptions: hadm_id not among the admissions", int(unknown.sum()))
         frame = frame[kept_type & ~unknown].reset_index(drop=True)
         names = pd.Series({d: normalise_drug(d) for d in frame["drug"].unique()})
         frame["treatment"] = ("drug|" + frame["drug"].map(names)).where(
-            frame["drug"].map(names) != "", None)
+            frame["drug"].map(names) != "", None
+        )
         nameless = frame["treatment"].isna()
-        self.report.drop("prescriptions: no drug name left after normalisation",
-                         int(nameless.sum()))
+        self.report.drop(
+            "prescriptions: no drug name left after normalisation", int(nameless.sum())
+        )
         return frame[~nameless].reset_index(drop=True)
 
     def labs(self) -> pd.DataFrame | None:
-        raw = self._table("labevents", ("hadm_id", "charttime", "flag"), required=False,
-                          usecols=("hadm_id", "charttime", "flag"))
+        raw = self._table(
+            "labevents",
+            ("hadm_id", "charttime", "flag"),
+            required=False,
+            usecols=("hadm_id", "charttime", "flag"),
+        )
         if raw is None:
             self.report.warn("labevents: absent; the lab-worsening rule is not applied")
             return None
-        frame = pd.DataFrame({"hadm": raw["hadm_id"].str.strip(),
-                              "day": common.parse_times(raw["charttime"], self.report,
-                                                        "labevents.charttime").dt.floor("D"),
-                              "abnormal": raw["flag"].str.strip() != ""})
+        frame = pd.DataFrame(
+            {
+                "hadm": raw["hadm_id"].str.strip(),
+                "day": common.parse_times(
+                    raw["charttime"], self.report, "labevents.charttime"
+                ).dt.floor("D"),
+                "abnormal": raw["flag"].str.strip() != "",
+            }
+        )
         outside = (frame["hadm"] == "") | frame["day"].isna()
         self.report.drop("labevents: no hadm_id (outpatient) or no charttime", int(outside.sum()))
         return frame[~outside]
 
     def patients(self) -> pd.DataFrame:
-        columns = ("subject_id", "gender", "anchor_age", "anchor_year") if self.version == "iv" \
+        columns = (
+            ("subject_id", "gender", "anchor_age", "anchor_year")
+            if self.version == "iv"
             else ("subject_id", "gender", "dob")
+        )
         raw = self._table("patients", columns)
-        frame = pd.DataFrame({"patient": raw["subject_id"].str.strip(),
-                              "sex": raw["gender"].str.strip().str.upper(),
-                              "death_date": raw.get("dod", pd.Series("", index=raw.index))
-                              .str.strip().str[:10]})
+        frame = pd.DataFrame(
+            {
+                "patient": raw["subject_id"].str.strip(),
+                "sex": raw["gender"].str.strip().str.upper(),
+                "death_date": raw.get("dod", pd.Series("", index=raw.index)).str.strip().str[:10],
+            }
+        )
         if self.version == "iv":
             frame["anchor_age"] = pd.to_numeric(raw["anchor_age"], errors="coerce")
             frame["anchor_year"] = pd.to_numeric(raw["anchor_year"], errors="coerce")
@@ -283,8 +367,13 @@ class _Reader:
         return frame
 
 
-def _score(admissions: pd.DataFrame, labs: pd.DataFrame | None, readmission_days: int,
-           long_stay_days: float, report: ImportReport) -> pd.DataFrame:
+def _score(
+    admissions: pd.DataFrame,
+    labs: pd.DataFrame | None,
+    readmission_days: int,
+    long_stay_days: float,
+    report: ImportReport,
+) -> pd.DataFrame:
     """Per admission: los_days, readmitted, lab shares, outcome, adverse, rule."""
     frame = admissions.sort_values(["patient", "admit"]).reset_index(drop=True)
     next_admit = frame.groupby("patient")["admit"].shift(-1)
@@ -295,17 +384,30 @@ def _score(admissions: pd.DataFrame, labs: pd.DataFrame | None, readmission_days
     frame = frame.merge(_lab_shares(labs), on="hadm", how="left")
     worsened = (frame["labs_last_abnormal"] > frame["labs_first_abnormal"]).to_numpy()
     long_stay = (frame["los_days"] > long_stay_days).to_numpy()
-    rule = np.select([frame["died"].to_numpy(), frame["readmitted"].to_numpy(), long_stay,
-                      worsened], ["died_in_hospital", "readmitted", "long_stay", "labs_worsened"],
-                     default="discharged_well")
+    rule = np.select(
+        [frame["died"].to_numpy(), frame["readmitted"].to_numpy(), long_stay, worsened],
+        ["died_in_hospital", "readmitted", "long_stay", "labs_worsened"],
+        default="discharged_well",
+    )
     frame["rule"] = rule
-    frame["outcome"] = pd.Series(rule).map({"died_in_hospital": -1.0, "readmitted": 0.0,
-                                            "long_stay": 0.5, "labs_worsened": 0.5,
-                                            "discharged_well": 1.0}).to_numpy()
+    frame["outcome"] = (
+        pd.Series(rule)
+        .map(
+            {
+                "died_in_hospital": -1.0,
+                "readmitted": 0.0,
+                "long_stay": 0.5,
+                "labs_worsened": 0.5,
+                "discharged_well": 1.0,
+            }
+        )
+        .to_numpy()
+    )
     frame["adverse"] = frame["died"].astype(int)
     report.count("admissions scored", len(frame))
-    report.count("admissions with two or more lab days", int(frame["labs_first_abnormal"]
-                                                             .notna().sum()))
+    report.count(
+        "admissions with two or more lab days", int(frame["labs_first_abnormal"].notna().sum())
+    )
     return frame
 
 
@@ -313,40 +415,60 @@ def _lab_shares(labs: pd.DataFrame | None) -> pd.DataFrame:
     """Per admission with two or more lab days: abnormal share on the first and last day."""
     columns = ["hadm", "labs_first_abnormal", "labs_last_abnormal"]
     if labs is None or labs.empty:
-        return pd.DataFrame(columns=columns).astype({"hadm": object,
-                                                     "labs_first_abnormal": float,
-                                                     "labs_last_abnormal": float})
-    daily = labs.groupby(["hadm", "day"])["abnormal"].mean().reset_index().sort_values(
-        ["hadm", "day"])
+        return pd.DataFrame(columns=columns).astype(
+            {"hadm": object, "labs_first_abnormal": float, "labs_last_abnormal": float}
+        )
+    daily = (
+        labs.groupby(["hadm", "day"])["abnormal"].mean().reset_index().sort_values(["hadm", "day"])
+    )
     ends = daily.groupby("hadm")["abnormal"].agg(["first", "last", "size"])
     ends = ends[ends["size"] >= 2]
-    return pd.DataFrame({"hadm": ends.index, "labs_first_abnormal": ends["first"].round(3)
-                         .to_numpy(), "labs_last_abnormal": ends["last"].round(3).to_numpy()})
+    return pd.DataFrame(
+        {
+            "hadm": ends.index,
+            "labs_first_abnormal": ends["first"].round(3).to_numpy(),
+            "labs_last_abnormal": ends["last"].round(3).to_numpy(),
+        }
+    )
 
 
-def _attribute(prescriptions: pd.DataFrame, scored: pd.DataFrame, diagnoses: pd.DataFrame,
-               report: ImportReport) -> pd.DataFrame:
+def _attribute(
+    prescriptions: pd.DataFrame, scored: pd.DataFrame, diagnoses: pd.DataFrame, report: ImportReport
+) -> pd.DataFrame:
     """One outcome row per (admission, treatment) carrying the admission's outcome."""
     primary = diagnoses.sort_values(["hadm", "seq"]).drop_duplicates("hadm").set_index("hadm")
-    uses = prescriptions.groupby(["hadm", "treatment"], sort=True).agg(
-        start=("start", "min"), prescriptions=("start", "size")).reset_index()
+    uses = (
+        prescriptions.groupby(["hadm", "treatment"], sort=True)
+        .agg(start=("start", "min"), prescriptions=("start", "size"))
+        .reset_index()
+    )
     rows = uses.merge(scored, on="hadm", how="inner")
     no_rx = ~scored["hadm"].isin(set(uses["hadm"]))
     report.count("admissions without a kept prescription (no outcome rows)", int(no_rx.sum()))
     no_dx = ~rows["hadm"].isin(primary.index)
-    report.unmatch("admissions without a diagnosis (outcome rows without indication)",
-                   int(rows.loc[no_dx, "hadm"].nunique()))
+    report.unmatch(
+        "admissions without a diagnosis (outcome rows without indication)",
+        int(rows.loc[no_dx, "hadm"].nunique()),
+    )
     start = rows["start"].fillna(rows["admit"])
-    return pd.DataFrame({
-        C.patient: rows["patient"], C.treatment: rows["treatment"],
-        C.outcome: rows["outcome"], C.timestamp: common.iso(start),
-        C.condition: rows["hadm"].map(primary["condition"]), C.adverse: rows["adverse"],
-        "rule": rows["rule"], "hadm_id": rows["hadm"], "los_days": rows["los_days"],
-        "readmitted": rows["readmitted"].astype(int), "died_in_hospital": rows["died"].astype(int),
-        "labs_first_abnormal": rows["labs_first_abnormal"],
-        "labs_last_abnormal": rows["labs_last_abnormal"],
-        "prescriptions": rows["prescriptions"],
-    })
+    return pd.DataFrame(
+        {
+            C.patient: rows["patient"],
+            C.treatment: rows["treatment"],
+            C.outcome: rows["outcome"],
+            C.timestamp: common.iso(start),
+            C.condition: rows["hadm"].map(primary["condition"]),
+            C.adverse: rows["adverse"],
+            "rule": rows["rule"],
+            "hadm_id": rows["hadm"],
+            "los_days": rows["los_days"],
+            "readmitted": rows["readmitted"].astype(int),
+            "died_in_hospital": rows["died"].astype(int),
+            "labs_first_abnormal": rows["labs_first_abnormal"],
+            "labs_last_abnormal": rows["labs_last_abnormal"],
+            "prescriptions": rows["prescriptions"],
+        }
+    )
 
 
 def _patients(raw: pd.DataFrame, admissions: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -360,12 +482,18 @@ def _patients(raw: pd.DataFrame, admissions: pd.DataFrame, version: str) -> pd.D
         age = (admit.dt.year - raw["dob"].dt.year).where(lambda a: a < 300, 90).clip(upper=90)
     source = raw["patient"].map(latest_race).fillna("")
     race, ethnicity = zip(*(_race(text) for text in source)) if len(source) else ((), ())
-    return pd.DataFrame({
-        C.patient: raw["patient"], C.sex: raw["sex"], C.birth_year: pd.array(
-            [pd.NA] * len(raw), dtype="Int64"), "age": age.astype("Int64"),
-        "race": list(race), "ethnicity": list(ethnicity), "race_source": source,
-        "death_date": raw["death_date"],
-    })
+    return pd.DataFrame(
+        {
+            C.patient: raw["patient"],
+            C.sex: raw["sex"],
+            C.birth_year: pd.array([pd.NA] * len(raw), dtype="Int64"),
+            "age": age.astype("Int64"),
+            "race": list(race),
+            "ethnicity": list(ethnicity),
+            "race_source": source,
+            "death_date": raw["death_date"],
+        }
+    )
 
 
 def _race(text: str) -> tuple[str, str]:
@@ -373,24 +501,31 @@ def _race(text: str) -> tuple[str, str]:
     if not lower or any(word in lower for word in _UNKNOWN):
         return "unknown", "unknown"
     hispanic = "hispanic" in lower or "latino" in lower
-    race = next((race for key, race in _RACES if key in lower),
-                "unknown" if hispanic else "other")
+    race = next((race for key, race in _RACES if key in lower), "unknown" if hispanic else "other")
     return race, "hispanic" if hispanic else "nonhispanic"
 
 
 def _patient_conditions(diagnoses: pd.DataFrame, admissions: pd.DataFrame) -> pd.DataFrame:
     admit = diagnoses["hadm"].map(admissions.set_index("hadm")["admit"])
-    frame = pd.DataFrame({C.patient: diagnoses["patient"], C.condition: diagnoses["condition"],
-                          "kind": "diagnosis", "onset": admit})
-    frame = frame.sort_values([C.patient, C.condition, "onset"]).drop_duplicates(
-        [C.patient, C.condition]).reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            C.patient: diagnoses["patient"],
+            C.condition: diagnoses["condition"],
+            "kind": "diagnosis",
+            "onset": admit,
+        }
+    )
+    frame = (
+        frame.sort_values([C.patient, C.condition, "onset"])
+        .drop_duplicates([C.patient, C.condition])
+        .reset_index(drop=True)
+    )
     frame["onset"] = frame["onset"].dt.strftime("%Y-%m-%d").fillna("")
     return frame
 
 
 def _treatments(prescriptions: pd.DataFrame, used: set) -> pd.DataFrame:
-    table = common.dictionary(prescriptions["treatment"], prescriptions["drug"], C.treatment,
-                              used)
+    table = common.dictionary(prescriptions["treatment"], prescriptions["drug"], C.treatment, used)
     for column in ("ndc", "gsn"):
         best = common.dictionary(prescriptions["treatment"], prescriptions[column], C.treatment)
         best = best.set_index(C.treatment)["name"]

@@ -5,6 +5,7 @@ links could not be made, and how the derived outcomes are distributed. It is wri
 ``import_report.json`` (for programs) and ``import_report.md`` (for people); the fields are
 described in ``recommender/importers/README.md``.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,20 +103,31 @@ class ImportReport:
         self.outcomes = {
             "distribution": dict(sorted(Counter(values).items(), key=lambda kv: float(kv[0]))),
             "by_rule": dict(Counter(outcomes["rule"])) if "rule" in outcomes else {},
-            "adverse": int(pd.to_numeric(outcomes[C.adverse]).sum()) if C.adverse in outcomes else 0,
+            "adverse": int(pd.to_numeric(outcomes[C.adverse]).sum())
+            if C.adverse in outcomes
+            else 0,
             "patients": int(outcomes[C.patient].nunique()),
             "treatments": int(outcomes[C.treatment].nunique()),
-            "conditions": int(outcomes[C.condition].dropna().nunique()) if C.condition in outcomes else 0,
+            "conditions": int(outcomes[C.condition].dropna().nunique())
+            if C.condition in outcomes
+            else 0,
         }
 
     # --- rendering --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "importer": self.importer, "source": self.source, "layout": self.layout,
-            "parameters": self.parameters, "rows_read": self.rows_read,
-            "rows_kept": self.rows_kept, "dropped": self.dropped, "unmatched": self.unmatched,
-            "derived": self.derived, "outcomes": self.outcomes, "warning_count": self.warning_count,
+            "importer": self.importer,
+            "source": self.source,
+            "layout": self.layout,
+            "parameters": self.parameters,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": self.dropped,
+            "unmatched": self.unmatched,
+            "derived": self.derived,
+            "outcomes": self.outcomes,
+            "warning_count": self.warning_count,
             "warnings": self.warnings,
         }
 
@@ -125,28 +137,40 @@ class ImportReport:
     def summary(self) -> str:
         """One line: rows, patients, treatments and the outcome distribution."""
         dist = ", ".join(f"{k}: {v}" for k, v in self.outcomes.get("distribution", {}).items())
-        return (f"{self.importer} ({self.layout}): {self.rows_kept.get(Tables.outcomes, 0)} outcome "
-                f"rows, {self.outcomes.get('patients', 0)} patients, "
-                f"{self.outcomes.get('treatments', 0)} treatments; outcomes {{{dist}}}; "
-                f"{sum(self.dropped.values())} source rows dropped, {self.warning_count} warnings")
+        return (
+            f"{self.importer} ({self.layout}): {self.rows_kept.get(Tables.outcomes, 0)} outcome "
+            f"rows, {self.outcomes.get('patients', 0)} patients, "
+            f"{self.outcomes.get('treatments', 0)} treatments; outcomes {{{dist}}}; "
+            f"{sum(self.dropped.values())} source rows dropped, {self.warning_count} warnings"
+        )
 
     def to_markdown(self) -> str:
-        lines = [f"# Import report: {self.importer}", "",
-                 f"- source: `{self.source}`", f"- layout: {self.layout}", "",
-                 self.summary(), ""]
+        lines = [
+            f"# Import report: {self.importer}",
+            "",
+            f"- source: `{self.source}`",
+            f"- layout: {self.layout}",
+            "",
+            self.summary(),
+            "",
+        ]
         lines += _section("Parameters", self.parameters)
         lines += _section("Rows read", self.rows_read)
         lines += _section("Rows kept", self.rows_kept)
         lines += _section("Dropped (source rows, by reason)", self.dropped)
         lines += _section("Unmatched links", self.unmatched)
         lines += _section("Derived counts", self.derived)
-        lines += _section("Outcome distribution (value -> rows)",
-                          self.outcomes.get("distribution", {}))
+        lines += _section(
+            "Outcome distribution (value -> rows)", self.outcomes.get("distribution", {})
+        )
         lines += _section("Outcomes by rule", self.outcomes.get("by_rule", {}))
-        lines += [f"Adverse rows: {self.outcomes.get('adverse', 0)}; distinct patients "
-                  f"{self.outcomes.get('patients', 0)}, treatments "
-                  f"{self.outcomes.get('treatments', 0)}, conditions "
-                  f"{self.outcomes.get('conditions', 0)}.", ""]
+        lines += [
+            f"Adverse rows: {self.outcomes.get('adverse', 0)}; distinct patients "
+            f"{self.outcomes.get('patients', 0)}, treatments "
+            f"{self.outcomes.get('treatments', 0)}, conditions "
+            f"{self.outcomes.get('conditions', 0)}.",
+            "",
+        ]
         lines += [f"## Warnings ({self.warning_count})", ""]
         lines += [f"- {w}" for w in self.warnings] or ["none"]
         if self.warning_count > len(self.warnings):

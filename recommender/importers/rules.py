@@ -23,6 +23,7 @@ day (UTC):
    switch. ``chronic_outcome=None`` drops these courses instead.
 5. otherwise no evidence: the course is dropped (counted in the report as "no evidence").
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -39,8 +40,17 @@ from .report import ImportReport
 RULE_OUTCOMES = {"adverse": -1.0, "switched": 0.0, "resolved": 1.0}
 
 #: Columns a row frame passed to :func:`build_courses` must have.
-ROW_COLUMNS = ("patient", "treatment", "treatment_name", "start", "stop", "indication",
-               "episode", "episode_stop", "switchable")
+ROW_COLUMNS = (
+    "patient",
+    "treatment",
+    "treatment_name",
+    "start",
+    "stop",
+    "indication",
+    "episode",
+    "episode_stop",
+    "switchable",
+)
 
 
 @dataclass(frozen=True)
@@ -55,19 +65,29 @@ class OutcomeRules:
     allergy_match: Literal["substance", "any"] = "substance"
 
     def __post_init__(self):
-        for name in ("resolution_window_days", "switch_window_days", "adverse_window_days",
-                     "chronic_min_days"):
+        for name in (
+            "resolution_window_days",
+            "switch_window_days",
+            "adverse_window_days",
+            "chronic_min_days",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ParameterError(f"The '{name}' outcome rule must be an int in the range "
-                                     f"[0, inf). Got {value!r} instead.")
+                raise ParameterError(
+                    f"The '{name}' outcome rule must be an int in the range "
+                    f"[0, inf). Got {value!r} instead."
+                )
         value = self.chronic_outcome
         if value is not None and not (isinstance(value, (int, float)) and -1 <= value <= 1):
-            raise ParameterError("The 'chronic_outcome' outcome rule must be a number in [-1, 1] "
-                                 f"or None (drop). Got {value!r} instead.")
+            raise ParameterError(
+                "The 'chronic_outcome' outcome rule must be a number in [-1, 1] "
+                f"or None (drop). Got {value!r} instead."
+            )
         if self.allergy_match not in ("substance", "any"):
-            raise ParameterError("The 'allergy_match' outcome rule must be 'substance' or 'any'. "
-                                 f"Got {self.allergy_match!r} instead.")
+            raise ParameterError(
+                "The 'allergy_match' outcome rule must be 'substance' or 'any'. "
+                f"Got {self.allergy_match!r} instead."
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,18 +115,28 @@ def build_courses(rows: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFra
     frame["episode_key"] = frame["episode"].where(frame["episode"].notna(), "")
     frame["open"] = frame["stop"].isna()
     keys = ["patient", "treatment", "indication", "episode_key"]
-    courses = frame.groupby(keys, sort=True, dropna=False).agg(
-        treatment_name=("treatment_name", "first"), start=("start", "min"), stop=("stop", "max"),
-        open=("open", "any"), episode_stop=("episode_stop", "first"),
-        switchable=("switchable", "all"),
-        rows=("start", "size"), **{column: (column, "first") for column in extra}).reset_index()
+    courses = (
+        frame.groupby(keys, sort=True, dropna=False)
+        .agg(
+            treatment_name=("treatment_name", "first"),
+            start=("start", "min"),
+            stop=("stop", "max"),
+            open=("open", "any"),
+            episode_stop=("episode_stop", "first"),
+            switchable=("switchable", "all"),
+            rows=("start", "size"),
+            **{column: (column, "first") for column in extra},
+        )
+        .reset_index()
+    )
     courses.loc[courses["open"], "stop"] = pd.NaT
     courses["episode"] = courses["episode_key"].where(courses["episode_key"] != "", None)
     return courses.drop(columns="episode_key")
 
 
-def derive_outcomes(courses: pd.DataFrame, deaths: pd.Series, allergies: pd.DataFrame,
-                    rules: OutcomeRules) -> pd.DataFrame:
+def derive_outcomes(
+    courses: pd.DataFrame, deaths: pd.Series, allergies: pd.DataFrame, rules: OutcomeRules
+) -> pd.DataFrame:
     """Apply the rule set to courses.
 
     Parameters
@@ -132,8 +162,11 @@ def derive_outcomes(courses: pd.DataFrame, deaths: pd.Series, allergies: pd.Data
     switched = switch_day.notna().to_numpy() & ~(end_day <= switch_day).fillna(False).to_numpy()
     duration = (out["stop"].dt.floor("D") - start_day).dt.days
     chronic = (out["open"] | (duration >= rules.chronic_min_days).fillna(False)).to_numpy()
-    rule = np.select([adverse, switched, resolved, chronic],
-                     ["adverse", "switched", "resolved", "chronic"], default="no_evidence")
+    rule = np.select(
+        [adverse, switched, resolved, chronic],
+        ["adverse", "switched", "resolved", "chronic"],
+        default="no_evidence",
+    )
     out["rule"] = rule
     out["outcome"] = pd.Series(rule).map({**RULE_OUTCOMES, "chronic": rules.chronic_outcome})
     out["outcome"] = out["outcome"].astype(float)
@@ -145,29 +178,37 @@ def _within(days: pd.Series, window: int) -> np.ndarray:
     return days.between(0, window).fillna(False).to_numpy(dtype=bool)
 
 
-def _died(courses: pd.DataFrame, start_day: pd.Series, deaths: pd.Series,
-          rules: OutcomeRules) -> np.ndarray:
+def _died(
+    courses: pd.DataFrame, start_day: pd.Series, deaths: pd.Series, rules: OutcomeRules
+) -> np.ndarray:
     death_day = pd.to_datetime(deaths, utc=True).dt.floor("D")
     death_day = death_day[~death_day.index.duplicated()]
-    aligned = pd.Series(death_day.reindex(courses["patient"].to_numpy()).array,
-                        index=courses.index)
+    aligned = pd.Series(death_day.reindex(courses["patient"].to_numpy()).array, index=courses.index)
     return _within((aligned - start_day).dt.days, rules.adverse_window_days)
 
 
-def _allergic(courses: pd.DataFrame, start_day: pd.Series, allergies: pd.DataFrame,
-              rules: OutcomeRules) -> np.ndarray:
+def _allergic(
+    courses: pd.DataFrame, start_day: pd.Series, allergies: pd.DataFrame, rules: OutcomeRules
+) -> np.ndarray:
     if allergies.empty:
         return np.zeros(len(courses), dtype=bool)
-    left = pd.DataFrame({"course": np.arange(len(courses)), "patient": courses["patient"],
-                         "start_day": start_day, "treatment": courses["treatment"],
-                         "treatment_name": courses["treatment_name"].fillna("").str.lower()})
+    left = pd.DataFrame(
+        {
+            "course": np.arange(len(courses)),
+            "patient": courses["patient"],
+            "start_day": start_day,
+            "treatment": courses["treatment"],
+            "treatment_name": courses["treatment_name"].fillna("").str.lower(),
+        }
+    )
     pairs = left.merge(allergies[["patient", "onset", "code", "name"]], on="patient")
     days = (pairs["onset"].dt.floor("D") - pairs["start_day"]).dt.days
     hit = _within(days, rules.adverse_window_days).copy()
     if rules.allergy_match == "substance":
         names = pairs["name"].fillna("").str.lower().str.strip()
-        by_name = np.array([len(n) >= 4 and n in t for n, t in zip(names, pairs["treatment_name"])],
-                           dtype=bool)
+        by_name = np.array(
+            [len(n) >= 4 and n in t for n, t in zip(names, pairs["treatment_name"])], dtype=bool
+        )
         hit &= (pairs["code"] == pairs["treatment"]).to_numpy() | by_name
     flagged = np.zeros(len(courses), dtype=bool)
     flagged[pairs.loc[hit, "course"].to_numpy()] = True
@@ -176,15 +217,26 @@ def _allergic(courses: pd.DataFrame, start_day: pd.Series, allergies: pd.DataFra
 
 def _first_switch(courses: pd.DataFrame, start_day: pd.Series, rules: OutcomeRules) -> pd.Series:
     """Day of the first other treatment started for the same indication episode, else NaT."""
-    group = courses["episode"].where(courses["episode"].notna(),
-                                     "indication:" + courses["indication"].astype(str))
-    frame = pd.DataFrame({"course": np.arange(len(courses)), "patient": courses["patient"],
-                          "group": group, "treatment": courses["treatment"], "day": start_day})
+    group = courses["episode"].where(
+        courses["episode"].notna(), "indication:" + courses["indication"].astype(str)
+    )
+    frame = pd.DataFrame(
+        {
+            "course": np.arange(len(courses)),
+            "patient": courses["patient"],
+            "group": group,
+            "treatment": courses["treatment"],
+            "day": start_day,
+        }
+    )
     frame = frame[(courses["indication"].notna() & courses["switchable"]).to_numpy()]
     pairs = frame.merge(frame, on=["patient", "group"], suffixes=("", "_other"))
     gap = (pairs["day_other"] - pairs["day"]).dt.days
-    pairs = pairs[(pairs["treatment_other"] != pairs["treatment"]) & (gap > 0)
-                  & (gap <= rules.switch_window_days)]
+    pairs = pairs[
+        (pairs["treatment_other"] != pairs["treatment"])
+        & (gap > 0)
+        & (gap <= rules.switch_window_days)
+    ]
     first = pairs.groupby("course")["day_other"].min()
     result = pd.Series(pd.NaT, index=range(len(courses)), dtype="datetime64[ns, UTC]")
     result.loc[first.index] = first.array
@@ -207,24 +259,33 @@ def link_episodes(rows: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
     """
     left = rows.assign(day=rows["start"].dt.floor("D"), order=np.arange(len(rows)))
     right = episodes.assign(day=episodes["start"].dt.floor("D"))[
-        ["patient", "condition", "day", "episode", "stop"]].rename(
-        columns={"condition": "indication", "stop": "episode_stop"})
+        ["patient", "condition", "day", "episode", "stop"]
+    ].rename(columns={"condition": "indication", "stop": "episode_stop"})
     right = right[right["day"].notna()]
     for frame in (left, right):  # merge_asof wants identical key dtypes
         for column in ("patient", "indication"):
             frame[column] = frame[column].astype(object)
-    linked = pd.merge_asof(left.sort_values("day", kind="stable"),
-                           right.sort_values("day", kind="stable"), on="day",
-                           by=["patient", "indication"], direction="backward")
+    linked = pd.merge_asof(
+        left.sort_values("day", kind="stable"),
+        right.sort_values("day", kind="stable"),
+        on="day",
+        by=["patient", "indication"],
+        direction="backward",
+    )
     linked = linked.sort_values("order").reset_index(drop=True)
     linked["episode"] = linked["episode"].astype(object).where(linked["episode"].notna(), None)
     linked["episode_stop"] = pd.to_datetime(linked["episode_stop"], utc=True)
     return linked.drop(columns=["day", "order"])
 
 
-def outcome_table(rows: pd.DataFrame, patients: set | None, deaths: pd.Series,
-                  allergies: pd.DataFrame, rules: OutcomeRules,
-                  report: ImportReport) -> pd.DataFrame:
+def outcome_table(
+    rows: pd.DataFrame,
+    patients: set | None,
+    deaths: pd.Series,
+    allergies: pd.DataFrame,
+    rules: OutcomeRules,
+    report: ImportReport,
+) -> pd.DataFrame:
     """Courses from ``rows`` with their derived outcome, as a canonical outcomes table.
 
     ``rows`` needs :data:`ROW_COLUMNS` plus ``source``. Rows of patients not in ``patients``
@@ -248,10 +309,17 @@ def outcome_table(rows: pd.DataFrame, patients: set | None, deaths: pd.Series,
     no_evidence = derived["outcome"].isna()
     report.drop("courses: no outcome evidence (no rule applied)", int(no_evidence.sum()))
     kept = derived[~no_evidence].reset_index(drop=True)
-    return pd.DataFrame({
-        "patient_id": kept["patient"], "treatment_id": kept["treatment"],
-        "outcome": kept["outcome"].round(3), "timestamp": iso(kept["start"]),
-        "condition_id": kept["indication"], "adverse": kept["adverse"].astype(int),
-        "rule": kept["rule"], "stop": iso(kept["stop"]), "source": kept["source"],
-        "prescriptions": kept["rows"].astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": kept["patient"],
+            "treatment_id": kept["treatment"],
+            "outcome": kept["outcome"].round(3),
+            "timestamp": iso(kept["start"]),
+            "condition_id": kept["indication"],
+            "adverse": kept["adverse"].astype(int),
+            "rule": kept["rule"],
+            "stop": iso(kept["stop"]),
+            "source": kept["source"],
+            "prescriptions": kept["rows"].astype(int),
+        }
+    )

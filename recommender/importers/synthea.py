@@ -25,6 +25,7 @@ Rules, in plain language
   and every allergy (kind "allergy"; ``snomed|CODE``, or ``rxnorm|CODE`` when the v3 ``SYSTEM``
   says RxNorm), with the earliest onset.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,11 +45,19 @@ TREATMENT_TABLES = {"medications": "rxnorm", "procedures": "snomed", "careplans"
 _ROW_FIELDS = ("START", "STOP", "PATIENT", "CODE", "DESCRIPTION", "REASONCODE")
 
 
-def import_synthea(src: str | Path, out: str | Path, *, include_procedures: bool = False,
-                   include_careplans: bool = False, resolution_window_days: int = 90,
-                   switch_window_days: int = 365, adverse_window_days: int = 30,
-                   chronic_min_days: int = 180, chronic_outcome: float | None = 0.5,
-                   allergy_match: str = "substance") -> ImportReport:
+def import_synthea(
+    src: str | Path,
+    out: str | Path,
+    *,
+    include_procedures: bool = False,
+    include_careplans: bool = False,
+    resolution_window_days: int = 90,
+    switch_window_days: int = 365,
+    adverse_window_days: int = 30,
+    chronic_min_days: int = 180,
+    chronic_outcome: float | None = 0.5,
+    allergy_match: str = "substance",
+) -> ImportReport:
     """Convert a Synthea CSV export folder into a folder of canonical tables.
 
     Parameters
@@ -75,33 +84,57 @@ def import_synthea(src: str | Path, out: str | Path, *, include_procedures: bool
     ParameterError
         If a rule parameter is out of range.
     """
-    rules = OutcomeRules(resolution_window_days, switch_window_days, adverse_window_days,
-                         chronic_min_days, chronic_outcome, allergy_match)
-    folder = common.require_folder(src, "a Synthea CSV export (patients.csv, conditions.csv, "
-                                        "medications.csv ...)")
-    report = ImportReport("synthea", str(src), parameters={
-        "include_procedures": include_procedures, "include_careplans": include_careplans,
-        **rules.to_dict()})
+    rules = OutcomeRules(
+        resolution_window_days,
+        switch_window_days,
+        adverse_window_days,
+        chronic_min_days,
+        chronic_outcome,
+        allergy_match,
+    )
+    folder = common.require_folder(
+        src, "a Synthea CSV export (patients.csv, conditions.csv, medications.csv ...)"
+    )
+    report = ImportReport(
+        "synthea",
+        str(src),
+        parameters={
+            "include_procedures": include_procedures,
+            "include_careplans": include_careplans,
+            **rules.to_dict(),
+        },
+    )
     raw = _read_all(folder, report, include_procedures, include_careplans)
     report.layout = _layout(raw)
     patients = _patients(raw["patients"], report)
     episodes = _episodes(raw["conditions"], report)
     allergies = _allergies(raw.get("allergies"), report)
-    rows = pd.concat([_treatment_rows(raw[t], t, TREATMENT_TABLES[t], episodes, report)
-                      for t in TREATMENT_TABLES if t in raw], ignore_index=True)
+    rows = pd.concat(
+        [
+            _treatment_rows(raw[t], t, TREATMENT_TABLES[t], episodes, report)
+            for t in TREATMENT_TABLES
+            if t in raw
+        ],
+        ignore_index=True,
+    )
     deaths = patients.set_index(C.patient)["death"].dropna()
     outcomes = outcome_table(rows, set(patients[C.patient]), deaths, allergies, rules, report)
-    patient_conditions = common.patient_conditions(episodes, allergies,
-                                                   set(patients[C.patient]), report)
+    patient_conditions = common.patient_conditions(
+        episodes, allergies, set(patients[C.patient]), report
+    )
     frames = {
         Tables.outcomes: outcomes,
         Tables.patients: patients.drop(columns="death"),
         Tables.patient_conditions: patient_conditions,
-        Tables.treatments: common.dictionary(rows["treatment"], rows["treatment_name"],
-                                             C.treatment, set(outcomes[C.treatment])),
+        Tables.treatments: common.dictionary(
+            rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+        ),
         Tables.conditions: common.condition_dictionary(
-            episodes, allergies, rows,
-            set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition])),
+            episodes,
+            allergies,
+            rows,
+            set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition]),
+        ),
     }
     common.write_output(out, frames, report)
     return report
@@ -109,10 +142,18 @@ def import_synthea(src: str | Path, out: str | Path, *, include_procedures: bool
 
 # --- reading -----------------------------------------------------------------------------------
 
-def _read_all(folder: Path, report: ImportReport, procedures: bool,
-              careplans: bool) -> dict[str, pd.DataFrame]:
-    wanted = {"patients": True, "conditions": True, "medications": True, "allergies": False,
-              "procedures": False, "careplans": False}
+
+def _read_all(
+    folder: Path, report: ImportReport, procedures: bool, careplans: bool
+) -> dict[str, pd.DataFrame]:
+    wanted = {
+        "patients": True,
+        "conditions": True,
+        "medications": True,
+        "allergies": False,
+        "procedures": False,
+        "careplans": False,
+    }
     raw = {}
     for name, required in wanted.items():
         if (name == "procedures" and not procedures) or (name == "careplans" and not careplans):
@@ -120,43 +161,62 @@ def _read_all(folder: Path, report: ImportReport, procedures: bool,
         path = common.find_file(folder, name)
         if path is None:
             if required:
-                raise DataValidationError(f"no {name}.csv or {name}.csv.gz; a Synthea export "
-                                          "needs patients, conditions and medications",
-                                          file=str(folder))
+                raise DataValidationError(
+                    f"no {name}.csv or {name}.csv.gz; a Synthea export "
+                    "needs patients, conditions and medications",
+                    file=str(folder),
+                )
             report.warn(f"{name}: no {name}.csv(.gz) in the export; skipped")
             continue
         frame = common.read_csv(path, report, name)
         frame.columns = [c.strip().upper() for c in frame.columns]
-        needed = ("ID", "BIRTHDATE", "GENDER") if name == "patients" else (
-            ("START", "PATIENT", "CODE", "DESCRIPTION") if name in ("conditions", "allergies")
-            else _ROW_FIELDS)
+        needed = (
+            ("ID", "BIRTHDATE", "GENDER")
+            if name == "patients"
+            else (
+                ("START", "PATIENT", "CODE", "DESCRIPTION")
+                if name in ("conditions", "allergies")
+                else _ROW_FIELDS
+            )
+        )
         missing = [c for c in needed if c not in frame.columns]
         if missing:
-            raise DataValidationError(f"missing column(s) {missing}; expected {list(needed)}",
-                                      file=str(path), column=missing[0])
+            raise DataValidationError(
+                f"missing column(s) {missing}; expected {list(needed)}",
+                file=str(path),
+                column=missing[0],
+            )
         raw[name] = frame
     return raw
 
 
 def _layout(raw: dict[str, pd.DataFrame]) -> str:
-    v3 = ("PAYER" in raw["medications"] or "COUNTY" in raw["patients"]
-          or "SYSTEM" in raw.get("allergies", pd.DataFrame()))
+    v3 = (
+        "PAYER" in raw["medications"]
+        or "COUNTY" in raw["patients"]
+        or "SYSTEM" in raw.get("allergies", pd.DataFrame())
+    )
     return "synthea-v3" if v3 else "synthea-v2"
 
 
 def _patients(frame: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
     birth = common.parse_times(frame["BIRTHDATE"], report, "patients.BIRTHDATE")
-    death = common.parse_times(frame.get("DEATHDATE", pd.Series("", index=frame.index)),
-                               report, "patients.DEATHDATE")
-    patients = pd.DataFrame({
-        C.patient: frame["ID"].str.strip(),
-        C.sex: frame["GENDER"].str.strip().str.upper(),
-        C.birth_year: birth.dt.year.astype("Int64"),
-        "race": frame.get("RACE", pd.Series("", index=frame.index)).str.strip().str.lower(),
-        "ethnicity": frame.get("ETHNICITY", pd.Series("", index=frame.index)).str.strip().str.lower(),
-        "death_date": death.dt.strftime("%Y-%m-%d").fillna(""),
-        "death": death,
-    })
+    death = common.parse_times(
+        frame.get("DEATHDATE", pd.Series("", index=frame.index)), report, "patients.DEATHDATE"
+    )
+    patients = pd.DataFrame(
+        {
+            C.patient: frame["ID"].str.strip(),
+            C.sex: frame["GENDER"].str.strip().str.upper(),
+            C.birth_year: birth.dt.year.astype("Int64"),
+            "race": frame.get("RACE", pd.Series("", index=frame.index)).str.strip().str.lower(),
+            "ethnicity": frame.get("ETHNICITY", pd.Series("", index=frame.index))
+            .str.strip()
+            .str.lower(),
+            "death_date": death.dt.strftime("%Y-%m-%d").fillna(""),
+            "death": death,
+        }
+    )
     blank = patients[C.patient] == ""
     report.drop("patients: empty ID", int(blank.sum()))
     dupes = patients[C.patient].duplicated() & ~blank
@@ -166,14 +226,17 @@ def _patients(frame: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
 
 def _episodes(frame: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
     """Condition rows as episodes: patient, condition, name, start, stop, episode key."""
-    episodes = pd.DataFrame({
-        "patient": frame["PATIENT"].str.strip(),
-        "condition": common.code_ids("snomed", frame["CODE"]),
-        "name": frame["DESCRIPTION"].str.strip(),
-        "start": common.parse_times(frame["START"], report, "conditions.START"),
-        "stop": common.parse_times(frame.get("STOP", pd.Series("", index=frame.index)), report,
-                                   "conditions.STOP"),
-    })
+    episodes = pd.DataFrame(
+        {
+            "patient": frame["PATIENT"].str.strip(),
+            "condition": common.code_ids("snomed", frame["CODE"]),
+            "name": frame["DESCRIPTION"].str.strip(),
+            "start": common.parse_times(frame["START"], report, "conditions.START"),
+            "stop": common.parse_times(
+                frame.get("STOP", pd.Series("", index=frame.index)), report, "conditions.STOP"
+            ),
+        }
+    )
     bad = episodes["condition"].isna() | episodes["start"].isna() | (episodes["patient"] == "")
     report.drop("conditions: no CODE, PATIENT or valid START", int(bad.sum()))
     episodes = episodes[~bad].reset_index(drop=True)
@@ -184,14 +247,23 @@ def _episodes(frame: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
 def _allergies(frame: pd.DataFrame | None, report: ImportReport) -> pd.DataFrame:
     """Allergies: patient, onset, code (condition id), name, primary (always True here)."""
     if frame is None:
-        return pd.DataFrame({"patient": [], "onset": pd.Series([], dtype="datetime64[ns, UTC]"),
-                             "code": [], "name": [], "primary": pd.Series([], dtype=bool)})
+        return pd.DataFrame(
+            {
+                "patient": [],
+                "onset": pd.Series([], dtype="datetime64[ns, UTC]"),
+                "code": [],
+                "name": [],
+                "primary": pd.Series([], dtype=bool),
+            }
+        )
     systems = frame.get("SYSTEM", pd.Series("", index=frame.index)).map(common.system_prefix)
-    allergies = pd.DataFrame({
-        "patient": frame["PATIENT"].str.strip(),
-        "onset": common.parse_times(frame["START"], report, "allergies.START"),
-        "name": frame["DESCRIPTION"].str.strip(),
-    })
+    allergies = pd.DataFrame(
+        {
+            "patient": frame["PATIENT"].str.strip(),
+            "onset": common.parse_times(frame["START"], report, "allergies.START"),
+            "name": frame["DESCRIPTION"].str.strip(),
+        }
+    )
     codes = common.strip_float_suffix(frame["CODE"])
     allergies["code"] = (systems.fillna("snomed") + "|" + codes).where(codes != "", None)
     bad = allergies["code"].isna() | (allergies["patient"] == "")
@@ -199,30 +271,34 @@ def _allergies(frame: pd.DataFrame | None, report: ImportReport) -> pd.DataFrame
     return allergies[~bad].assign(primary=True).reset_index(drop=True)
 
 
-def _treatment_rows(frame: pd.DataFrame, table: str, system: str, episodes: pd.DataFrame,
-                    report: ImportReport) -> pd.DataFrame:
+def _treatment_rows(
+    frame: pd.DataFrame, table: str, system: str, episodes: pd.DataFrame, report: ImportReport
+) -> pd.DataFrame:
     """Source rows with an indication, linked to their condition episode."""
-    rows = pd.DataFrame({
-        "patient": frame["PATIENT"].str.strip(),
-        "treatment": common.code_ids(system, frame["CODE"]),
-        "treatment_name": frame["DESCRIPTION"].str.strip(),
-        "start": common.parse_times(frame["START"], report, f"{table}.START"),
-        "stop": common.parse_times(frame["STOP"], report, f"{table}.STOP"),
-        "indication": common.code_ids("snomed", frame["REASONCODE"]),
-        "indication_name": frame.get("REASONDESCRIPTION", pd.Series("", index=frame.index)),
-        "source": table,
-        "switchable": table == "medications",
-    })
+    rows = pd.DataFrame(
+        {
+            "patient": frame["PATIENT"].str.strip(),
+            "treatment": common.code_ids(system, frame["CODE"]),
+            "treatment_name": frame["DESCRIPTION"].str.strip(),
+            "start": common.parse_times(frame["START"], report, f"{table}.START"),
+            "stop": common.parse_times(frame["STOP"], report, f"{table}.STOP"),
+            "indication": common.code_ids("snomed", frame["REASONCODE"]),
+            "indication_name": frame.get("REASONDESCRIPTION", pd.Series("", index=frame.index)),
+            "source": table,
+            "switchable": table == "medications",
+        }
+    )
     bad = rows["treatment"].isna() | rows["start"].isna() | (rows["patient"] == "")
     report.drop(f"{table}: no CODE, PATIENT or valid START", int(bad.sum()))
     no_reason = rows["indication"].isna() & ~bad
     report.drop(f"{table}: no REASONCODE (no indication)", int(no_reason.sum()))
     rows = rows[~bad & ~no_reason].reset_index(drop=True)
     rows = link_episodes(rows, episodes)
-    report.unmatch(f"{table}: REASONCODE without a condition episode of that code on or before "
-                   "START", int(rows["episode"].isna().sum()))
+    report.unmatch(
+        f"{table}: REASONCODE without a condition episode of that code on or before START",
+        int(rows["episode"].isna().sum()),
+    )
     return rows
 
 
 # --- outputs -----------------------------------------------------------------------------------
-

@@ -3,6 +3,7 @@
 Importing this package defines (and so registers) every family; :data:`MODELS` maps each kind
 to its class and :func:`make_model` builds one by name.
 """
+
 from __future__ import annotations
 
 from .als import ALSRecommender
@@ -14,6 +15,16 @@ from .lmf import LMFRecommender
 from .popularity import ConditionPopularRecommender, PopularRecommender
 from .registry import MODELS, make_model
 
-__all__ = ["MODELS", "make_model", "Recommender", "ALSRecommender", "BPRRecommender",
-           "LMFRecommender", "LatentClassRecommender", "CosineRecommender", "BM25Recommender",
-           "PopularRecommender", "ConditionPopularRecommender"]
+__all__ = [
+    "MODELS",
+    "make_model",
+    "Recommender",
+    "ALSRecommender",
+    "BPRRecommender",
+    "LMFRecommender",
+    "LatentClassRecommender",
+    "CosineRecommender",
+    "BM25Recommender",
+    "PopularRecommender",
+    "ConditionPopularRecommender",
+]

@@ -1,4 +1,5 @@
 """Alternating least squares on signed confidences (implicit's CPU ALS)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from ..data.patient import Query
 from ..exceptions import ParameterError
 from ..ranking.contributions import MIN_CONTRIBUTION
 from ..utils import sparse_rows
-from .factorization import FactorModel, SweepCallback, SweepMonitor, StopTraining
+from .factorization import FactorModel, StopTraining, SweepCallback, SweepMonitor
 from .params import integer, optional_seed, real
 
 
@@ -58,19 +59,35 @@ class ALSRecommender(FactorModel):
     """
 
     kind = "als"
-    _constraints = {"factors": integer(1, 4096), "regularization": real(0),
-                    "iterations": integer(1, 10_000), "random_state": optional_seed(),
-                    "early_stopping": (lambda v: v is None or integer(1, 10_000)[0](v),
-                                       "None or an int in the range [1, 10000]"),
-                    "tol": real(0),
-                    "init_fraction": (lambda v: v is None or real(0, 1, low_open=True)[0](v),
-                                      "None or a number in the range (0, 1]"),
-                    "init_iterations": integer(1, 10_000)}
+    _constraints = {
+        "factors": integer(1, 4096),
+        "regularization": real(0),
+        "iterations": integer(1, 10_000),
+        "random_state": optional_seed(),
+        "early_stopping": (
+            lambda v: v is None or integer(1, 10_000)[0](v),
+            "None or an int in the range [1, 10000]",
+        ),
+        "tol": real(0),
+        "init_fraction": (
+            lambda v: v is None or real(0, 1, low_open=True)[0](v),
+            "None or a number in the range (0, 1]",
+        ),
+        "init_iterations": integer(1, 10_000),
+    }
 
-    def __init__(self, factors: int = 32, regularization: float = 0.1, iterations: int = 15,
-                 use_cg: bool = True, random_state: int | None = 0,
-                 early_stopping: int | None = None, tol: float = 1e-4,
-                 init_fraction: float | None = None, init_iterations: int = 5):
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 0.1,
+        iterations: int = 15,
+        use_cg: bool = True,
+        random_state: int | None = 0,
+        early_stopping: int | None = None,
+        tol: float = 1e-4,
+        init_fraction: float | None = None,
+        init_iterations: int = 5,
+    ):
         self.factors = factors
         self.regularization = regularization
         self.iterations = iterations
@@ -81,8 +98,9 @@ class ALSRecommender(FactorModel):
         self.init_fraction = init_fraction
         self.init_iterations = init_iterations
 
-    def fit(self, dataset, show_progress: bool = False,
-            callback: SweepCallback | None = None) -> "ALSRecommender":
+    def fit(
+        self, dataset, show_progress: bool = False, callback: SweepCallback | None = None
+    ) -> ALSRecommender:
         """Learn from ``dataset``; returns self.
 
         ``callback(iteration, elapsed, loss)`` is called after every sweep, as implicit calls
@@ -92,9 +110,11 @@ class ALSRecommender(FactorModel):
         """
         self._validate_params()
         if self.early_stopping is not None and callback is None:
-            raise ParameterError("early_stopping needs validation rows: call fit(dataset, "
-                                 "callback=Validation(held_out_rows).callback(model)) or set "
-                                 "early_stopping=None")
+            raise ParameterError(
+                "early_stopping needs validation rows: call fit(dataset, "
+                "callback=Validation(held_out_rows).callback(model)) or set "
+                "early_stopping=None"
+            )
         self._callback = callback
         try:
             return super().fit(dataset, show_progress=show_progress)
@@ -104,9 +124,13 @@ class ALSRecommender(FactorModel):
     def _implicit_model(self, iterations: int | None = None) -> AlternatingLeastSquares:
         """A fresh CPU implicit model with these hyperparameters (never the GPU factory)."""
         return AlternatingLeastSquares(
-            factors=self.factors, regularization=self.regularization, alpha=1.0,
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=1.0,
             iterations=self.iterations if iterations is None else iterations,
-            use_cg=self.use_cg, random_state=self.random_state)
+            use_cg=self.use_cg,
+            random_state=self.random_state,
+        )
 
     def _fit(self, dataset, show_progress: bool) -> None:
         model = self._implicit_model()
@@ -137,7 +161,9 @@ class ALSRecommender(FactorModel):
         """Treatment (column) factors fitted on a random ``init_fraction`` of the patient rows."""
         n = matrix.shape[0]
         rng = np.random.default_rng(self.random_state)
-        rows = np.sort(rng.choice(n, size=max(1, int(round(self.init_fraction * n))), replace=False))
+        rows = np.sort(
+            rng.choice(n, size=max(1, int(round(self.init_fraction * n))), replace=False)
+        )
         model = self._implicit_model(iterations=self.init_iterations)
         model.fit(matrix[rows], show_progress=False)
         return model.item_factors
@@ -155,7 +181,8 @@ class ALSRecommender(FactorModel):
             base = model.YtY + model.regularization * np.eye(self.item_factors_.shape[1])
             self._gram_base = base
             self._shrunk_factors = np.ascontiguousarray(
-                np.linalg.solve(base, model.item_factors.T.astype(np.float64)).T)
+                np.linalg.solve(base, model.item_factors.T.astype(np.float64)).T
+            )
         return self._solver_cache
 
     def _forget_solver(self) -> None:
@@ -198,12 +225,13 @@ class ALSRecommender(FactorModel):
         weights = np.abs(confidence) - 1  # D
         shrunk = self._shrunk_factors[columns]  # (n, d) rows of Y A^-1
         system = (shrunk @ entries.T) * weights  # G D, (n, n)
-        system.flat[::len(columns) + 1] += 1.0
+        system.flat[:: len(columns) + 1] += 1.0
         targets = factors[treatments].T  # (d, k)
         _, _, solved, info = lapack.dgesv(system, shrunk @ targets)
         if info != 0:  # singular in floating point: the d x d route
             solved = entries @ np.linalg.solve(
-                self._gram_base + (entries * weights[:, None]).T @ entries, targets)
+                self._gram_base + (entries * weights[:, None]).T @ entries, targets
+            )
         # rows in decreasing column order, so a stable sort leaves ties with the higher column first
         scores = (solved * confidence[:, None])[positive][::-1]
         return columns[positive][::-1], scores
@@ -219,8 +247,9 @@ class ALSRecommender(FactorModel):
         order = np.argsort(-scores, axis=0, kind="stable")
         return _pairs(columns, scores, order)
 
-    def strongest_contributions(self, query: Query, treatments: np.ndarray,
-                                limit: int) -> list[list[tuple[int, float]]]:
+    def strongest_contributions(
+        self, query: Query, treatments: np.ndarray, limit: int
+    ) -> list[list[tuple[int, float]]]:
         """See :meth:`Recommender.strongest_contributions`; ordered by numpy, not per pair."""
         columns, scores = self._contribution_matrix(query, np.asarray(treatments, np.int64))
         # magnitude first, then value, then the higher column (the rows' order; lexsort is stable)
@@ -232,13 +261,19 @@ class ALSRecommender(FactorModel):
         self._forget_solver()
 
 
-def _pairs(columns: np.ndarray, scores: np.ndarray, order: np.ndarray,
-           minimum: float | None = None) -> list[list[tuple[int, float]]]:
+def _pairs(
+    columns: np.ndarray, scores: np.ndarray, order: np.ndarray, minimum: float | None = None
+) -> list[list[tuple[int, float]]]:
     """Per treatment (column of ``scores``), (column, contribution) in ``order``'s row order;
     with ``minimum``, only the pairs of at least that magnitude (``order`` then ranks by
     magnitude, so they are a prefix of each treatment's pairs)."""
     ranked = scores[order, np.arange(scores.shape[1])]  # (len(order), len(treatments))
-    shown = ([len(order)] * scores.shape[1] if minimum is None
-             else (np.abs(ranked) >= minimum).sum(axis=0).tolist())
-    return [list(zip(c[:n], v[:n])) for c, v, n in
-            zip(columns[order].T.tolist(), ranked.T.tolist(), shown)]
+    shown = (
+        [len(order)] * scores.shape[1]
+        if minimum is None
+        else (np.abs(ranked) >= minimum).sum(axis=0).tolist()
+    )
+    return [
+        list(zip(c[:n], v[:n]))
+        for c, v, n in zip(columns[order].T.tolist(), ranked.T.tolist(), shown)
+    ]

@@ -5,9 +5,11 @@ given; ``fit(dataset)`` validates them, learns state (attributes ending in ``_``
 ``self``. Scoring, ranking with the safety exclusions, saving and loading are shared here, so a
 model family only implements ``_fit``, ``_score`` and its array state.
 """
+
 from __future__ import annotations
 
-from typing import ClassVar, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -16,8 +18,16 @@ import scipy.sparse as sp
 from ..data.dataset import Dataset
 from ..data.patient import Query
 from ..exceptions import NotFittedError, ParameterError
-from ..ranking import (RecommendationList, check_k, recommend_known, recommend_known_conditions,
-                       recommend_many, recommend_unknown, recommend_unknown_conditions, top_k)
+from ..ranking import (
+    RecommendationList,
+    check_k,
+    recommend_known,
+    recommend_known_conditions,
+    recommend_many,
+    recommend_unknown,
+    recommend_unknown_conditions,
+    top_k,
+)
 from ..ranking.contributions import leave_one_out, strongest
 from ..utils.threads import single_threaded_blas
 from . import persistence, registry
@@ -53,7 +63,7 @@ class Recommender(Estimator, Lookups):
 
     # --- fitting and scoring ------------------------------------------------------------------
 
-    def fit(self, dataset: Dataset, show_progress: bool = False) -> "Recommender":
+    def fit(self, dataset: Dataset, show_progress: bool = False) -> Recommender:
         """Learn from ``dataset`` (its ``matrix``, CSR (n_p, n_t + n_f)); returns self.
 
         BLAS is limited to one thread inside: implicit parallelises itself and is slower with
@@ -71,8 +81,9 @@ class Recommender(Estimator, Lookups):
 
     def check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(dataset) or load "
-                                 "an artifact first")
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted: call fit(dataset) or load an artifact first"
+            )
 
     def score(self, query: Query) -> np.ndarray:
         """Scores of every treatment, float32 array of shape (len(query), n_t); higher is better.
@@ -115,7 +126,7 @@ class Recommender(Estimator, Lookups):
         return persistence.save_artifact(self, path, metrics=metrics)
 
     @classmethod
-    def load(cls, path, mmap: bool = True) -> "Recommender":
+    def load(cls, path, mmap: bool = True) -> Recommender:
         """Load an artifact written by :meth:`save`, verifying its checksums."""
         model = persistence.load_artifact(path, mmap=mmap).model
         if cls is not Recommender and not isinstance(model, cls):
@@ -134,8 +145,9 @@ class Recommender(Estimator, Lookups):
             return [[] for _ in treatments]
         return leave_one_out(self, query, treatments)
 
-    def strongest_contributions(self, query: Query, treatments: np.ndarray,
-                                limit: int) -> list[list[tuple[int, float]]]:
+    def strongest_contributions(
+        self, query: Query, treatments: np.ndarray, limit: int
+    ) -> list[list[tuple[int, float]]]:
         """For each treatment index, the at most ``limit`` pairs of :meth:`contributions` whose
         magnitude is at least ``explain.MIN_CONTRIBUTION``, largest magnitude first (equal
         magnitudes keep the order of :meth:`contributions`)."""
@@ -173,56 +185,123 @@ class Recommender(Estimator, Lookups):
         sims[target] = -np.inf
         idx, values = top_k(sims[None, :], k)
         keep = idx[0] >= 0
-        return [(str(t), float(v)) for t, v in zip(treatments.to_external(idx[0][keep]), values[0][keep])]
+        return [
+            (str(t), float(v))
+            for t, v in zip(treatments.to_external(idx[0][keep]), values[0][keep])
+        ]
 
     # --- ranking with exclusions (shared by every model) --------------------------------------
 
-    def recommend(self, patient_id: str, k: int = 10, condition_id: str | None = None,
-                  include_tried: bool = False, active_treatments: Iterable[str] | None = None,
-                  explain: bool = True) -> RecommendationList:
+    def recommend(
+        self,
+        patient_id: str,
+        k: int = 10,
+        condition_id: str | None = None,
+        include_tried: bool = False,
+        active_treatments: Iterable[str] | None = None,
+        explain: bool = True,
+    ) -> RecommendationList:
         """Top-k treatments for a patient in the training data, safety rules applied.
 
         ``active_treatments`` adds treatment ids to those the record shows as active (for the
         interaction check); ``explain`` attaches contributions and evidence to each item.
         """
-        return recommend_known(self, patient_id, k=k, condition_id=condition_id,
-                               include_tried=include_tried, active_treatments=active_treatments,
-                               explain=explain)
+        return recommend_known(
+            self,
+            patient_id,
+            k=k,
+            condition_id=condition_id,
+            include_tried=include_tried,
+            active_treatments=active_treatments,
+            explain=explain,
+        )
 
-    def recommend_batch(self, patient_ids: Sequence[str], k: int = 10,
-                        condition_ids: Sequence[str | None] | None = None,
-                        include_tried: bool = False, show_progress: bool = False) -> pd.DataFrame:
+    def recommend_batch(
+        self,
+        patient_ids: Sequence[str],
+        k: int = 10,
+        condition_ids: Sequence[str | None] | None = None,
+        include_tried: bool = False,
+        show_progress: bool = False,
+    ) -> pd.DataFrame:
         """Top-k for many known patients: DataFrame (patient_id, condition_id, rank, treatment_id, score)."""
-        return recommend_many(self, patient_ids, k=k, condition_ids=condition_ids,
-                              include_tried=include_tried, show_progress=show_progress)
+        return recommend_many(
+            self,
+            patient_ids,
+            k=k,
+            condition_ids=condition_ids,
+            include_tried=include_tried,
+            show_progress=show_progress,
+        )
 
-    def recommend_conditions(self, patient_id: str, condition_ids: Sequence[str | None],
-                             k: int = 10, include_tried: bool = False,
-                             active_treatments: Iterable[str] | None = None,
-                             explain: bool = True) -> list[RecommendationList]:
+    def recommend_conditions(
+        self,
+        patient_id: str,
+        condition_ids: Sequence[str | None],
+        k: int = 10,
+        include_tried: bool = False,
+        active_treatments: Iterable[str] | None = None,
+        explain: bool = True,
+    ) -> list[RecommendationList]:
         """:meth:`recommend` for each of ``condition_ids``, the patient read and scored once."""
-        return recommend_known_conditions(self, patient_id, condition_ids, k=k,
-                                          include_tried=include_tried,
-                                          active_treatments=active_treatments, explain=explain)
+        return recommend_known_conditions(
+            self,
+            patient_id,
+            condition_ids,
+            k=k,
+            include_tried=include_tried,
+            active_treatments=active_treatments,
+            explain=explain,
+        )
 
-    def recommend_new_conditions(self, history: Sequence[Mapping], conditions: Iterable[str],
-                                 condition_ids: Sequence[str | None], k: int = 10,
-                                 include_tried: bool = False, sex: str | None = None,
-                                 birth_year: int | None = None,
-                                 active_treatments: Iterable[str] | None = None,
-                                 explain: bool = True) -> list[RecommendationList]:
+    def recommend_new_conditions(
+        self,
+        history: Sequence[Mapping],
+        conditions: Iterable[str],
+        condition_ids: Sequence[str | None],
+        k: int = 10,
+        include_tried: bool = False,
+        sex: str | None = None,
+        birth_year: int | None = None,
+        active_treatments: Iterable[str] | None = None,
+        explain: bool = True,
+    ) -> list[RecommendationList]:
         """:meth:`recommend_new` for each of ``condition_ids``, the patient encoded once."""
-        return recommend_unknown_conditions(self, history, conditions, condition_ids, k=k,
-                                            include_tried=include_tried, sex=sex,
-                                            birth_year=birth_year,
-                                            active_treatments=active_treatments, explain=explain)
+        return recommend_unknown_conditions(
+            self,
+            history,
+            conditions,
+            condition_ids,
+            k=k,
+            include_tried=include_tried,
+            sex=sex,
+            birth_year=birth_year,
+            active_treatments=active_treatments,
+            explain=explain,
+        )
 
-    def recommend_new(self, history: Sequence[Mapping] = (), conditions: Iterable[str] = (),
-                      k: int = 10, condition_id: str | None = None, include_tried: bool = False,
-                      sex: str | None = None, birth_year: int | None = None,
-                      active_treatments: Iterable[str] | None = None,
-                      explain: bool = True) -> RecommendationList:
+    def recommend_new(
+        self,
+        history: Sequence[Mapping] = (),
+        conditions: Iterable[str] = (),
+        k: int = 10,
+        condition_id: str | None = None,
+        include_tried: bool = False,
+        sex: str | None = None,
+        birth_year: int | None = None,
+        active_treatments: Iterable[str] | None = None,
+        explain: bool = True,
+    ) -> RecommendationList:
         """Top-k for a patient outside the training data, given their outcome history."""
-        return recommend_unknown(self, history, conditions, k=k, condition_id=condition_id,
-                                 include_tried=include_tried, sex=sex, birth_year=birth_year,
-                                 active_treatments=active_treatments, explain=explain)
+        return recommend_unknown(
+            self,
+            history,
+            conditions,
+            k=k,
+            condition_id=condition_id,
+            include_tried=include_tried,
+            sex=sex,
+            birth_year=birth_year,
+            active_treatments=active_treatments,
+            explain=explain,
+        )

@@ -1,11 +1,12 @@
 """Bayesian personalised ranking (implicit's CPU BPR) on what worked."""
+
 from __future__ import annotations
 
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-from .params import integer, optional_seed, real
 from .base import positive_part
 from .factorization import FactorModel
+from .params import integer, optional_seed, real
 
 
 class BPRRecommender(FactorModel):
@@ -28,14 +29,25 @@ class BPRRecommender(FactorModel):
     """
 
     kind = "bpr"
-    _constraints = {"factors": integer(1, 4096), "learning_rate": real(0, low_open=True),
-                    "regularization": real(0), "iterations": integer(1, 100_000),
-                    "num_threads": integer(0, 1024), "random_state": optional_seed()}
+    _constraints = {
+        "factors": integer(1, 4096),
+        "learning_rate": real(0, low_open=True),
+        "regularization": real(0),
+        "iterations": integer(1, 100_000),
+        "num_threads": integer(0, 1024),
+        "random_state": optional_seed(),
+    }
     _bias_layout = ((-1,), ())  # user rows end in a constant 1 that meets the item bias
 
-    def __init__(self, factors: int = 32, learning_rate: float = 0.05,
-                 regularization: float = 0.01, iterations: int = 200,
-                 num_threads: int = 1, random_state: int | None = 0):
+    def __init__(
+        self,
+        factors: int = 32,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 200,
+        num_threads: int = 1,
+        random_state: int | None = 0,
+    ):
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -45,8 +57,12 @@ class BPRRecommender(FactorModel):
 
     def _fit(self, dataset, show_progress: bool) -> None:
         model = BayesianPersonalizedRanking(
-            factors=self.factors, learning_rate=self.learning_rate,
-            regularization=self.regularization, iterations=self.iterations,
-            num_threads=self.num_threads, random_state=self.random_state)
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            num_threads=self.num_threads,
+            random_state=self.random_state,
+        )
         model.fit(positive_part(dataset.matrix), show_progress=show_progress)
         self.user_factors_, self.item_factors_ = model.user_factors, model.item_factors

@@ -4,10 +4,11 @@ Learned state: ``user_factors_`` float32 (n_p, d) and ``item_factors_`` float32 
 a score is the dot product of a patient's row with a treatment's row. Only the first ``n_t``
 item rows are ever scored: side-information columns shape the factors but are never offered.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -50,12 +51,18 @@ class FactorModel(Recommender):
             return np.asarray(self._factor_scores(users, treatments), dtype=np.float32)
 
     def _patient_factors(self, query: Query) -> np.ndarray:
-        return (self.user_factors_[query.patients] if query.patients is not None
-                else self._fold_in(query.rows))
+        return (
+            self.user_factors_[query.patients]
+            if query.patients is not None
+            else self._fold_in(query.rows)
+        )
 
     def _factor_scores(self, users: np.ndarray, treatments: np.ndarray | None) -> np.ndarray:
-        factors = (self.item_factors_[:self.dataset_.n_treatments] if treatments is None
-                   else self.item_factors_[treatments])
+        factors = (
+            self.item_factors_[: self.dataset_.n_treatments]
+            if treatments is None
+            else self.item_factors_[treatments]
+        )
         return users @ factors.T
 
     def _fold_in(self, rows) -> np.ndarray:
@@ -70,7 +77,9 @@ class FactorModel(Recommender):
         users = np.asarray(positive @ self.item_factors_) / np.maximum(weights, 1e-12)[:, None]
         users = users.astype(np.float32)
         for column in self._bias_layout[0]:
-            users[:, column] = self.user_factors_[:, column].mean() if len(self.user_factors_) else 1.0
+            users[:, column] = (
+                self.user_factors_[:, column].mean() if len(self.user_factors_) else 1.0
+            )
         return users
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -103,8 +112,15 @@ class SweepMonitor:
     ``best_iteration`` (1-based sweep of the best score) and ``best_score``.
     """
 
-    def __init__(self, model: FactorModel, dataset, solver, callback: SweepCallback,
-                 patience: int | None, tol: float):
+    def __init__(
+        self,
+        model: FactorModel,
+        dataset,
+        solver,
+        callback: SweepCallback,
+        patience: int | None,
+        tol: float,
+    ):
         self.model, self.dataset, self.solver, self.callback = model, dataset, solver, callback
         self.patience, self.tol = patience, tol
         self.scores: list = []
@@ -112,7 +128,10 @@ class SweepMonitor:
 
     def __call__(self, iteration: int, elapsed: float, loss=None) -> None:
         model = self.model
-        model.user_factors_, model.item_factors_ = self.solver.user_factors, self.solver.item_factors
+        model.user_factors_, model.item_factors_ = (
+            self.solver.user_factors,
+            self.solver.item_factors,
+        )
         model.dataset_ = self.dataset  # the callback may rank through the model
         score = self.callback(iteration, elapsed, loss)
         self.scores.append(score)

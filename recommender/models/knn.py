@@ -1,8 +1,9 @@
 """Item-item nearest neighbours (implicit's cosine and BM25 recommenders)."""
+
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,13 +54,18 @@ class ItemKNNRecommender(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.similarity_
-        return {"similarity_data": s.data, "similarity_indices": s.indices,
-                "similarity_indptr": s.indptr, "similarity_shape": np.asarray(s.shape)}
+        return {
+            "similarity_data": s.data,
+            "similarity_indices": s.indices,
+            "similarity_indptr": s.indptr,
+            "similarity_shape": np.asarray(s.shape),
+        }
 
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.similarity_ = sp.csr_matrix(
             (arrays["similarity_data"], arrays["similarity_indices"], arrays["similarity_indptr"]),
-            shape=tuple(int(v) for v in arrays["similarity_shape"]))
+            shape=tuple(int(v) for v in arrays["similarity_shape"]),
+        )
 
 
 class CosineRecommender(ItemKNNRecommender):

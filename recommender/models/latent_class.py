@@ -18,9 +18,10 @@ Unlike the implicit-feedback models it learns only from outcomes, so a therapy's
 often it is prescribed) does not inflate its score, and its numbers are probabilities a
 clinician can read. Side-information columns are not used.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,14 +62,24 @@ class LatentClassRecommender(Recommender):
     """
 
     kind = "latent-class"
-    _constraints = {"n_classes": integer(1, 256), "iterations": integer(1, 10_000),
-                    "restarts": integer(1, 100), "smoothing": real(0, low_open=True),
-                    "objective": (lambda v: v in OBJECTIVES, f"one of {OBJECTIVES}"),
-                    "random_state": optional_seed()}
+    _constraints = {
+        "n_classes": integer(1, 256),
+        "iterations": integer(1, 10_000),
+        "restarts": integer(1, 100),
+        "smoothing": real(0, low_open=True),
+        "objective": (lambda v: v in OBJECTIVES, f"one of {OBJECTIVES}"),
+        "random_state": optional_seed(),
+    }
 
-    def __init__(self, n_classes: int = 3, iterations: int = 60, restarts: int = 8,
-                 smoothing: float = 2.0, objective: str = "expected_outcome",
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        n_classes: int = 3,
+        iterations: int = 60,
+        restarts: int = 8,
+        smoothing: float = 2.0,
+        objective: str = "expected_outcome",
+        random_state: int | None = 0,
+    ):
         self.n_classes = n_classes
         self.iterations = iterations
         self.restarts = restarts
@@ -88,7 +99,7 @@ class LatentClassRecommender(Recommender):
         self.theta_ = np.stack([theta for _, theta, _ in runs])
         self.posterior_ = np.stack([posterior for _, _, posterior in runs]).astype(np.float32)
 
-    def _em(self, observed: "_Observations", base: np.ndarray, rng: np.random.Generator):
+    def _em(self, observed: _Observations, base: np.ndarray, rng: np.random.Generator):
         """One EM run: (prior (Z,), theta (Z, n_t, 4), posterior (n_p, Z))."""
         noise = rng.dirichlet(np.full(N_BUCKETS, 5.0), size=(self.n_classes, len(base)))
         theta = 0.5 * base[None] + 0.5 * noise
@@ -100,13 +111,16 @@ class LatentClassRecommender(Recommender):
             theta = self._m_step(posterior, observed, base)
         return prior, theta, _e_step(prior, theta, observed)
 
-    def _m_step(self, posterior: np.ndarray, observed: "_Observations", base: np.ndarray) -> np.ndarray:
+    def _m_step(
+        self, posterior: np.ndarray, observed: _Observations, base: np.ndarray
+    ) -> np.ndarray:
         counts = np.zeros((self.n_classes,) + base.shape)
         weights = posterior[observed.rows]  # (nnz, Z)
         for z in range(self.n_classes):
             np.add.at(counts[z], (observed.cols, observed.buckets), weights[:, z])
         return (counts + self.smoothing * base[None]) / (
-            counts.sum(axis=2, keepdims=True) + self.smoothing)
+            counts.sum(axis=2, keepdims=True) + self.smoothing
+        )
 
     # --- scoring ------------------------------------------------------------------------------
 
@@ -115,8 +129,9 @@ class LatentClassRecommender(Recommender):
         if query.patients is not None:
             return np.asarray(self.posterior_[:, query.patients], dtype=np.float64)
         observed = _Observations.of(self.dataset_, query.history, query.harmful)
-        return np.stack([_e_step(prior, theta, observed)
-                         for prior, theta in zip(self.prior_, self.theta_)])
+        return np.stack(
+            [_e_step(prior, theta, observed) for prior, theta in zip(self.prior_, self.theta_)]
+        )
 
     def _expected_outcome(self) -> np.ndarray:
         """Expected outcome per run, class and treatment, shape (restarts, n_classes, n_t)."""
@@ -127,11 +142,14 @@ class LatentClassRecommender(Recommender):
         mean_outcome = np.einsum("mnz,mzt->nt", posterior, expected) / len(expected)
         if self.objective == "expected_outcome":
             return mean_outcome
-        best = sum(self._best_probability(p, e, query.conditions) for p, e in zip(posterior, expected))
+        best = sum(
+            self._best_probability(p, e, query.conditions) for p, e in zip(posterior, expected)
+        )
         return best / len(expected) + 1e-3 * mean_outcome
 
-    def _best_probability(self, posterior: np.ndarray, expected: np.ndarray,
-                          conditions: np.ndarray) -> np.ndarray:
+    def _best_probability(
+        self, posterior: np.ndarray, expected: np.ndarray, conditions: np.ndarray
+    ) -> np.ndarray:
         """P(t is the best candidate for the patient's class) for one run, shape (n, n_t).
 
         The candidates are the condition's treatments when the query names one, else all.
@@ -160,8 +178,12 @@ class LatentClassRecommender(Recommender):
     # --- persistence --------------------------------------------------------------------------
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"posterior": self.posterior_, "prior": self.prior_, "theta": self.theta_,
-                "bucket_values": self.bucket_values_}
+        return {
+            "posterior": self.posterior_,
+            "prior": self.prior_,
+            "theta": self.theta_,
+            "bucket_values": self.bucket_values_,
+        }
 
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.posterior_, self.prior_ = arrays["posterior"], arrays["prior"]
@@ -175,19 +197,24 @@ class _Observations:
         self.rows, self.cols, self.buckets, self.n_rows = rows, cols, buckets, n_rows
 
     @classmethod
-    def of(cls, dataset, history: sp.csr_matrix, harmful: sp.csr_matrix) -> "_Observations":
+    def of(cls, dataset, history: sp.csr_matrix, harmful: sp.csr_matrix) -> _Observations:
         """From a history CSR (n, n_t) of latest outcomes and a harm pattern of the same shape.
 
         A cell that ever harmed the patient is *harmed* whatever its latest outcome.
         """
         rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
         outcomes = history.data
-        bucket = np.where(outcomes > FULL_RESPONSE, RESPONDED,
-                          np.where(dataset.policy.worked(outcomes), PARTIAL, FAILED))
+        bucket = np.where(
+            outcomes > FULL_RESPONSE,
+            RESPONDED,
+            np.where(dataset.policy.worked(outcomes), PARTIAL, FAILED),
+        )
         if harmful.nnz:
             flagged = np.asarray(harmful[rows, history.indices]).ravel().astype(bool)
             bucket = np.where(flagged, HARMED, bucket)
-        return cls(rows, history.indices.astype(np.int64), bucket.astype(np.int64), history.shape[0])
+        return cls(
+            rows, history.indices.astype(np.int64), bucket.astype(np.int64), history.shape[0]
+        )
 
 
 def _bucket_values(observed: _Observations, outcomes: np.ndarray) -> np.ndarray:
@@ -209,8 +236,9 @@ def _e_step(prior: np.ndarray, theta: np.ndarray, observed: _Observations) -> np
     per_entry = np.log(theta[:, observed.cols, observed.buckets]).T  # (nnz, Z)
     log_joint = np.tile(np.log(prior), (observed.n_rows, 1))
     for z in range(len(prior)):
-        log_joint[:, z] += np.bincount(observed.rows, weights=per_entry[:, z],
-                                       minlength=observed.n_rows)
+        log_joint[:, z] += np.bincount(
+            observed.rows, weights=per_entry[:, z], minlength=observed.n_rows
+        )
     log_joint -= log_joint.max(axis=1, keepdims=True)
     posterior = np.exp(log_joint)
     return posterior / posterior.sum(axis=1, keepdims=True)

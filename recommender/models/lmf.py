@@ -1,11 +1,12 @@
 """Logistic matrix factorisation (implicit's CPU LMF) on what worked."""
+
 from __future__ import annotations
 
 from implicit.cpu.lmf import LogisticMatrixFactorization
 
-from .params import integer, optional_seed, real
 from .base import positive_part
 from .factorization import FactorModel
+from .params import integer, optional_seed, real
 
 
 class LMFRecommender(FactorModel):
@@ -28,16 +29,28 @@ class LMFRecommender(FactorModel):
     """
 
     kind = "lmf"
-    _constraints = {"factors": integer(1, 4096), "learning_rate": real(0, low_open=True),
-                    "regularization": real(0), "iterations": integer(1, 100_000),
-                    "neg_prop": integer(1, 1000), "num_threads": integer(0, 1024),
-                    "random_state": optional_seed()}
+    _constraints = {
+        "factors": integer(1, 4096),
+        "learning_rate": real(0, low_open=True),
+        "regularization": real(0),
+        "iterations": integer(1, 100_000),
+        "neg_prop": integer(1, 1000),
+        "num_threads": integer(0, 1024),
+        "random_state": optional_seed(),
+    }
     # user rows end in (1, user bias); item rows end in (item bias, 1)
     _bias_layout = ((-2, -1), ())
 
-    def __init__(self, factors: int = 32, learning_rate: float = 1.0, regularization: float = 0.6,
-                 iterations: int = 30, neg_prop: int = 30, num_threads: int = 1,
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        factors: int = 32,
+        learning_rate: float = 1.0,
+        regularization: float = 0.6,
+        iterations: int = 30,
+        neg_prop: int = 30,
+        num_threads: int = 1,
+        random_state: int | None = 0,
+    ):
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -48,8 +61,12 @@ class LMFRecommender(FactorModel):
 
     def _fit(self, dataset, show_progress: bool) -> None:
         model = LogisticMatrixFactorization(
-            factors=self.factors, learning_rate=self.learning_rate,
-            regularization=self.regularization, iterations=self.iterations,
-            neg_prop=self.neg_prop, random_state=self.random_state)
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            neg_prop=self.neg_prop,
+            random_state=self.random_state,
+        )
         model.fit(positive_part(dataset.matrix), show_progress=show_progress)
         self.user_factors_, self.item_factors_ = model.user_factors, model.item_factors

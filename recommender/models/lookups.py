@@ -4,9 +4,10 @@ Every method takes and returns the ids of the canonical tables (``treatment_id``
 ``condition_id``, raw ``patient_id``); indices, matrices and the Dataset stay inside the engine,
 so a service never depends on how a model lays out its data.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..data.dataset import Dataset
 from ..data.patient import StoredRecord, stored_record

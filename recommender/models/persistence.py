@@ -14,16 +14,17 @@ Arrays load with ``np.load(mmap_mode="r", allow_pickle=False)``, so serving work
 pages of one file instead of holding copies. Writing goes to a temporary folder renamed into
 place; loading verifies every checksum and refuses a tampered or partial artifact. No pickle.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -70,7 +71,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_artifact(model, path, metrics: Mapping | None = None, extra: Mapping | None = None) -> Path:
+def save_artifact(
+    model, path, metrics: Mapping | None = None, extra: Mapping | None = None
+) -> Path:
     """Write ``model`` (fitted) and its dataset to the folder ``path``, atomically.
 
     Parameters
@@ -88,16 +91,27 @@ def save_artifact(model, path, metrics: Mapping | None = None, extra: Mapping | 
     data_arrays, data_meta = dataset.to_arrays()
     created = datetime.now(timezone.utc)
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "version": f"{model.kind}-{created:%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}",
         "created": created.isoformat(timespec="seconds"),
-        "model": {"type": model.kind, "class": type(model).__name__,
-                  "params": jsonable(model.get_params())},
-        "data": {"n_patients": dataset.n_patients, "n_treatments": dataset.n_treatments,
-                 "n_features": len(dataset.features), "n_conditions": len(dataset.conditions),
-                 "n_outcomes": int(dataset.history.nnz), **data_meta},
-        "pseudonyms": {"scheme": SCHEME if dataset.pseudonym_fingerprint else "none",
-                       "key_fingerprint": dataset.pseudonym_fingerprint or None},
+        "model": {
+            "type": model.kind,
+            "class": type(model).__name__,
+            "params": jsonable(model.get_params()),
+        },
+        "data": {
+            "n_patients": dataset.n_patients,
+            "n_treatments": dataset.n_treatments,
+            "n_features": len(dataset.features),
+            "n_conditions": len(dataset.conditions),
+            "n_outcomes": int(dataset.history.nnz),
+            **data_meta,
+        },
+        "pseudonyms": {
+            "scheme": SCHEME if dataset.pseudonym_fingerprint else "none",
+            "key_fingerprint": dataset.pseudonym_fingerprint or None,
+        },
         "metrics": jsonable(dict(metrics or {})),
         "libraries": library_versions(),
         **jsonable(dict(extra or {})),
@@ -122,22 +136,30 @@ def read_manifest(path) -> dict:
     path = Path(path)
     manifest_path = path / MANIFEST
     if not path.is_dir():
-        raise ArtifactError(f"{path}: no artifact folder there (train one with `recommender train`)")
+        raise ArtifactError(
+            f"{path}: no artifact folder there (train one with `recommender train`)"
+        )
     if not manifest_path.is_file() or not (path / f"{MANIFEST}.sha256").is_file():
-        raise ArtifactError(f"{path}: not a complete artifact ({MANIFEST} or its .sha256 is missing)")
+        raise ArtifactError(
+            f"{path}: not a complete artifact ({MANIFEST} or its .sha256 is missing)"
+        )
     text = manifest_path.read_bytes()
     expected = (path / f"{MANIFEST}.sha256").read_text().strip()
     if hashlib.sha256(text).hexdigest() != expected:
-        raise ArtifactError(f"{manifest_path}: checksum mismatch; the manifest was modified "
-                            "after the artifact was written")
+        raise ArtifactError(
+            f"{manifest_path}: checksum mismatch; the manifest was modified "
+            "after the artifact was written"
+        )
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from None
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{manifest_path}: format {manifest.get('format')!r} version "
-                            f"{manifest.get('format_version')!r}; this release reads {FORMAT!r} "
-                            f"version {FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{manifest_path}: format {manifest.get('format')!r} version "
+            f"{manifest.get('format_version')!r}; this release reads {FORMAT!r} "
+            f"version {FORMAT_VERSION}"
+        )
     return manifest
 
 
@@ -149,12 +171,15 @@ def verify_files(path, manifest: Mapping) -> None:
         if not file.is_file():
             raise ArtifactError(f"{path}: partial artifact, {relative} is missing")
         if sha256_file(file) != expected:
-            raise ArtifactError(f"{path}: {relative} does not match its checksum; the artifact "
-                                "was modified or corrupted after it was written")
+            raise ArtifactError(
+                f"{path}: {relative} does not match its checksum; the artifact "
+                "was modified or corrupted after it was written"
+            )
 
 
-def load_artifact(path, mmap: bool = True, verify: bool = True,
-                  pseudonymizer: Pseudonymizer | None = None) -> Artifact:
+def load_artifact(
+    path, mmap: bool = True, verify: bool = True, pseudonymizer: Pseudonymizer | None = None
+) -> Artifact:
     """Load and verify an artifact; arrays are memory-mapped read-only when ``mmap``.
 
     ``pseudonymizer`` is the key a keyed artifact was trained with; without it the model works

@@ -1,7 +1,8 @@
 """Non-personalised baselines: overall popularity and per-condition success rate."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -73,7 +74,9 @@ class ConditionPopularRecommender(Recommender):
         outcomes = dataset.condition_outcomes.toarray()
         wins = dataset.condition_successes.toarray()
         m = self.prior_strength
-        self.rates_ = ((wins + m * self.overall_) / np.maximum(outcomes + m, 1e-12)).astype(np.float32)
+        self.rates_ = ((wins + m * self.overall_) / np.maximum(outcomes + m, 1e-12)).astype(
+            np.float32
+        )
         self.seen_ = outcomes > 0
 
     def _score(self, query: Query) -> np.ndarray:

@@ -4,6 +4,7 @@ A leaf module: :class:`~recommender.models.base.Recommender` fills it as each fa
 defined (``__init_subclass__``), and :mod:`recommender.models.persistence` reads it to rebuild a
 saved model, without either importing the other.
 """
+
 from __future__ import annotations
 
 from ..exceptions import ParameterError
@@ -16,8 +17,10 @@ def register(cls: type) -> type:
     """Add ``cls`` under ``cls.kind``; a second class with the same kind is refused."""
     existing = MODELS.get(cls.kind)
     if existing is not None and existing is not cls:
-        raise ParameterError(f"model kind {cls.kind!r} is taken by {existing.__name__}; "
-                             f"{cls.__name__} needs another kind")
+        raise ParameterError(
+            f"model kind {cls.kind!r} is taken by {existing.__name__}; "
+            f"{cls.__name__} needs another kind"
+        )
     MODELS[cls.kind] = cls
     return cls
 

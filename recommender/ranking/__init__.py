@@ -31,18 +31,40 @@ be made to the other, and ``tests/ranking/test_twins.py`` checks each pair on ra
 - ``single._top_candidates`` (a condition's candidates) / ``topk.mask_scores`` + ``topk.top_k``;
 - ``factor_path.rank_factors`` (factor models) / the dense path of ``batch.rank_patients``.
 """
+
 from __future__ import annotations
 
 from .answer import DISCLAIMER, Exclusion, Recommendation, RecommendationList, model_summary
 from .batch import BATCH_SIZE, rank_patients, recommend_all, recommend_many
 from .protocols import FactorScoringModel, ScoringModel
 from .safety import REASONS
-from .single import (recommend_known, recommend_known_conditions, recommend_unknown,
-                     recommend_unknown_conditions)
+from .single import (
+    recommend_known,
+    recommend_known_conditions,
+    recommend_unknown,
+    recommend_unknown_conditions,
+)
 from .topk import allowed_columns, check_k, mask_scores, top_k
 
-__all__ = ["BATCH_SIZE", "DISCLAIMER", "REASONS", "Exclusion", "FactorScoringModel",
-           "Recommendation", "RecommendationList", "ScoringModel", "allowed_columns", "check_k",
-           "mask_scores", "model_summary", "rank_patients", "recommend_all", "recommend_known",
-           "recommend_known_conditions", "recommend_many", "recommend_unknown",
-           "recommend_unknown_conditions", "top_k"]
+__all__ = [
+    "BATCH_SIZE",
+    "DISCLAIMER",
+    "REASONS",
+    "Exclusion",
+    "FactorScoringModel",
+    "Recommendation",
+    "RecommendationList",
+    "ScoringModel",
+    "allowed_columns",
+    "check_k",
+    "mask_scores",
+    "model_summary",
+    "rank_patients",
+    "recommend_all",
+    "recommend_known",
+    "recommend_known_conditions",
+    "recommend_many",
+    "recommend_unknown",
+    "recommend_unknown_conditions",
+    "top_k",
+]

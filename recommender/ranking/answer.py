@@ -1,12 +1,15 @@
 """The answer a clinician sees: ranked treatments, what was excluded and why, and the model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .protocols import ScoringModel
 
-DISCLAIMER = ("Decision support only: these suggestions rest on historical outcomes of similar "
-              "patients and support, never replace, the clinician's judgment.")
+DISCLAIMER = (
+    "Decision support only: these suggestions rest on historical outcomes of similar "
+    "patients and support, never replace, the clinician's judgment."
+)
 
 
 @dataclass
@@ -51,10 +54,15 @@ class RecommendationList:
             if item.flags:
                 entry["flags"] = item.flags
             recommendations.append(entry)
-        result = {"patient_id": self.patient_id, "condition_id": self.condition_id,
-                  "model": self.model, "recommendations": recommendations,
-                  "excluded": [{k: v for k, v in vars(e).items() if v is not None}
-                               for e in self.excluded]}
+        result = {
+            "patient_id": self.patient_id,
+            "condition_id": self.condition_id,
+            "model": self.model,
+            "recommendations": recommendations,
+            "excluded": [
+                {k: v for k, v in vars(e).items() if v is not None} for e in self.excluded
+            ],
+        }
         if self.notes:
             result["notes"] = self.notes
         return result
@@ -69,6 +77,9 @@ def model_summary(model: ScoringModel) -> dict:
     info = {"type": model.kind}
     manifest = getattr(model, "manifest_", None)
     if manifest:
-        info.update(version=manifest.get("version"), data_fingerprint=manifest.get("data", {}).get("fingerprint"))
+        info.update(
+            version=manifest.get("version"),
+            data_fingerprint=manifest.get("data", {}).get("fingerprint"),
+        )
     info["disclaimer"] = DISCLAIMER
     return info

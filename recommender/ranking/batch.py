@@ -4,9 +4,10 @@ Requests are grouped by condition and ranked in blocks; every safety rule applie
 patient's active treatments taken from their record. Factor models take the exact fast path of
 :mod:`recommender.ranking.factor_path`; every other model is scored densely and masked.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,15 @@ from .topk import allowed_columns, check_k, mask_scores, top_k
 BATCH_SIZE = 4096
 
 
-def recommend_many(model: ScoringModel, patient_ids: Sequence[str], k: int = 10,
-                   condition_ids: Sequence[str | None] | None = None, include_tried: bool = False,
-                   show_progress: bool = False, batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+def recommend_many(
+    model: ScoringModel,
+    patient_ids: Sequence[str],
+    k: int = 10,
+    condition_ids: Sequence[str | None] | None = None,
+    include_tried: bool = False,
+    show_progress: bool = False,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
     """Top-k for many known patients: DataFrame with patient_id, condition_id, rank, treatment_id, score.
 
     Requests are grouped by condition and scored in batches of ``batch_size`` patients. Every
@@ -36,25 +43,53 @@ def recommend_many(model: ScoringModel, patient_ids: Sequence[str], k: int = 10,
     """
     model.check_fitted()
     patients = model.dataset_.patient_indices(patient_ids)
-    return _rank_indices(model, patients, list(patient_ids), condition_ids, check_k(k),
-                         include_tried, show_progress, batch_size)
+    return _rank_indices(
+        model,
+        patients,
+        list(patient_ids),
+        condition_ids,
+        check_k(k),
+        include_tried,
+        show_progress,
+        batch_size,
+    )
 
 
-def recommend_all(model: ScoringModel, k: int = 10, condition_id: str | None = None,
-                  include_tried: bool = False, show_progress: bool = False,
-                  batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+def recommend_all(
+    model: ScoringModel,
+    k: int = 10,
+    condition_id: str | None = None,
+    include_tried: bool = False,
+    show_progress: bool = False,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
     """Top-k for every patient in the model, labelled with the ids the model holds
     (pseudonyms for a keyed model); same columns as :func:`recommend_many`."""
     model.check_fitted()
     dataset = model.dataset_
     patients = np.arange(dataset.n_patients)
-    return _rank_indices(model, patients, dataset.patients.external_ids,
-                         [condition_id] * len(patients), check_k(k), include_tried,
-                         show_progress, batch_size)
+    return _rank_indices(
+        model,
+        patients,
+        dataset.patients.external_ids,
+        [condition_id] * len(patients),
+        check_k(k),
+        include_tried,
+        show_progress,
+        batch_size,
+    )
 
 
-def _rank_indices(model, patients: np.ndarray, labels, condition_ids, k: int,
-                  include_tried: bool, show_progress: bool, batch_size: int) -> pd.DataFrame:
+def _rank_indices(
+    model,
+    patients: np.ndarray,
+    labels,
+    condition_ids,
+    k: int,
+    include_tried: bool,
+    show_progress: bool,
+    batch_size: int,
+) -> pd.DataFrame:
     dataset = model.dataset_
     if condition_ids is None:
         condition_ids = [None] * len(patients)
@@ -67,8 +102,10 @@ def _rank_indices(model, patients: np.ndarray, labels, condition_ids, k: int,
         positions = np.flatnonzero(conditions == condition)
         candidates = dataset.candidates(condition) if condition >= 0 else None
         for start in range(0, len(positions), batch_size):
-            chunk = positions[start:start + batch_size]
-            idx, values = rank_patients(model, patients[chunk], condition, candidates, k, include_tried)
+            chunk = positions[start : start + batch_size]
+            idx, values = rank_patients(
+                model, patients[chunk], condition, candidates, k, include_tried
+            )
             ranked.append((chunk, idx, values))
             progress.update(len(chunk))
     progress.close()
@@ -77,13 +114,21 @@ def _rank_indices(model, patients: np.ndarray, labels, condition_ids, k: int,
 
 def _condition_indices(dataset: Dataset, condition_ids) -> np.ndarray:
     """Condition index per request (-1 for none), looking each distinct id up once."""
-    codes, uniques = pd.factorize(pd.Series(list(condition_ids), dtype=object), use_na_sentinel=True)
+    codes, uniques = pd.factorize(
+        pd.Series(list(condition_ids), dtype=object), use_na_sentinel=True
+    )
     lookup = np.array([dataset.condition_index(c) for c in uniques] + [-1], np.int64)
     return lookup[codes]
 
 
-def rank_patients(model: ScoringModel, patients: np.ndarray, condition: int,
-                  candidates: np.ndarray | None, k: int, include_tried: bool):
+def rank_patients(
+    model: ScoringModel,
+    patients: np.ndarray,
+    condition: int,
+    candidates: np.ndarray | None,
+    k: int,
+    include_tried: bool,
+):
     """Top-k indices and scores, (n, k) each, for known patient indices asking about one condition.
 
     Factor models (ALS, BPR, LMF) take :func:`rank_factors`, which scores only the allowed
@@ -93,8 +138,9 @@ def rank_patients(model: ScoringModel, patients: np.ndarray, condition: int,
     dataset = model.dataset_
     patients = np.asarray(patients, dtype=np.int64)
     query = Query.known(dataset, patients, np.full(len(patients), condition))
-    codes = safety.exclusion_codes(dataset, query, include_tried,
-                                   safety.active_treatments(dataset, query))
+    codes = safety.exclusion_codes(
+        dataset, query, include_tried, safety.active_treatments(dataset, query)
+    )
     if _factor_scoring(model, patients):
         return rank_factors(model, patients, codes, allowed_columns(dataset, candidates), k)
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
@@ -132,13 +178,16 @@ def _frame(dataset, labels, condition_ids, ranked, k: int) -> pd.DataFrame:
     if len(rows) and (np.diff(rows) < 0).any():  # batches were grouped by condition
         order = np.argsort(rows, kind="stable")
         rows, ranks, idx, values = rows[order], ranks[order], idx[order], values[order]
-    return pd.DataFrame({
-        C.patient: _string_column(labels, rows),
-        C.condition: np.asarray(condition_ids, dtype=object)[rows],
-        C.rank: ranks,
-        C.treatment: _string_column(dataset.treatments.external_ids, idx),
-        C.score: values,
-    }, columns=columns)
+    return pd.DataFrame(
+        {
+            C.patient: _string_column(labels, rows),
+            C.condition: np.asarray(condition_ids, dtype=object)[rows],
+            C.rank: ranks,
+            C.treatment: _string_column(dataset.treatments.external_ids, idx),
+            C.score: values,
+        },
+        columns=columns,
+    )
 
 
 def _string_column(ids, positions: np.ndarray):

@@ -7,6 +7,7 @@ leave-one-out (:func:`leave_one_out`): the score with the full record minus the 
 entry removed (for item-kNN, whose score is linear, this is exactly neighbour similarity x the
 entry's weight). Non-personalised models have none.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,37 +25,50 @@ MAX_CONTRIBUTIONS = 5
 MIN_CONTRIBUTION = 1e-6
 
 
-def leave_one_out(model: ScoringModel, query: Query,
-                  treatments: np.ndarray) -> list[list[tuple[int, float]]]:
+def leave_one_out(
+    model: ScoringModel, query: Query, treatments: np.ndarray
+) -> list[list[tuple[int, float]]]:
     """Per treatment, (column, contribution) for each non-zero column of the single-row query."""
     columns = query.rows.indices
     if not len(columns):
         return [[] for _ in treatments]
     n_t = model.dataset_.n_treatments
     variants = [query] + [_without(query, column, n_t) for column in columns]
-    batch = Query(rows=sp.vstack([v.rows for v in variants], format="csr"), patients=None,
-                  conditions=np.repeat(query.conditions, len(variants)),
-                  patient_conditions=sp.vstack([v.patient_conditions for v in variants], format="csr"),
-                  history=sp.vstack([v.history for v in variants], format="csr"),
-                  harmful=sp.vstack([v.harmful for v in variants], format="csr"),
-                  history_days=sp.vstack([v.history_days for v in variants], format="csr"))
+    batch = Query(
+        rows=sp.vstack([v.rows for v in variants], format="csr"),
+        patients=None,
+        conditions=np.repeat(query.conditions, len(variants)),
+        patient_conditions=sp.vstack([v.patient_conditions for v in variants], format="csr"),
+        history=sp.vstack([v.history for v in variants], format="csr"),
+        harmful=sp.vstack([v.harmful for v in variants], format="csr"),
+        history_days=sp.vstack([v.history_days for v in variants], format="csr"),
+    )
     scores = model.score(batch)[:, treatments]
     deltas = scores[0][None, :] - scores[1:]  # (n_columns, n_treatments)
-    return [[(int(c), float(d)) for c, d in zip(columns, deltas[:, i])] for i in range(len(treatments))]
+    return [
+        [(int(c), float(d)) for c, d in zip(columns, deltas[:, i])] for i in range(len(treatments))
+    ]
 
 
 def _without(query: Query, column: int, n_t: int) -> Query:
     """The single-row query with one matrix column (and its history entry) removed."""
+
     def drop(matrix: sp.csr_matrix, col: int) -> sp.csr_matrix:
         keep = matrix.indices != col
-        return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], [0, int(keep.sum())]),
-                             shape=matrix.shape)
+        return sp.csr_matrix(
+            (matrix.data[keep], matrix.indices[keep], [0, int(keep.sum())]), shape=matrix.shape
+        )
 
     history_col = column if column < n_t else -1
-    return Query(rows=drop(query.rows, column), patients=None, conditions=query.conditions,
-                 patient_conditions=query.patient_conditions,
-                 history=drop(query.history, history_col), harmful=drop(query.harmful, history_col),
-                 history_days=drop(query.history_days, history_col))
+    return Query(
+        rows=drop(query.rows, column),
+        patients=None,
+        conditions=query.conditions,
+        patient_conditions=query.patient_conditions,
+        history=drop(query.history, history_col),
+        harmful=drop(query.harmful, history_col),
+        history_days=drop(query.history_days, history_col),
+    )
 
 
 def strongest(pairs: list[tuple[int, float]], limit: int) -> list[tuple[int, float]]:
@@ -65,35 +79,44 @@ def strongest(pairs: list[tuple[int, float]], limit: int) -> list[tuple[int, flo
     return kept[:limit]
 
 
-def describe_contributions(dataset: Dataset, query: Query,
-                           pairs: list[tuple[int, float]]) -> list[dict]:
+def describe_contributions(
+    dataset: Dataset, query: Query, pairs: list[tuple[int, float]]
+) -> list[dict]:
     """Readable contributions, largest magnitude first, at most ``MAX_CONTRIBUTIONS``."""
     return describe_strongest(dataset, query, [strongest(pairs, MAX_CONTRIBUTIONS)])[0]
 
 
-def describe_contributions_many(dataset: Dataset, query: Query,
-                                pairs_per_treatment: list[list[tuple[int, float]]]) -> list[list[dict]]:
+def describe_contributions_many(
+    dataset: Dataset, query: Query, pairs_per_treatment: list[list[tuple[int, float]]]
+) -> list[list[dict]]:
     """:func:`describe_contributions` for each treatment's pairs, reading the patient once."""
-    return describe_strongest(dataset, query, [strongest(pairs, MAX_CONTRIBUTIONS)
-                                               for pairs in pairs_per_treatment])
+    return describe_strongest(
+        dataset, query, [strongest(pairs, MAX_CONTRIBUTIONS) for pairs in pairs_per_treatment]
+    )
 
 
-def describe_strongest(dataset: Dataset, query: Query,
-                       strongest_per_treatment: list[list[tuple[int, float]]]) -> list[list[dict]]:
+def describe_strongest(
+    dataset: Dataset, query: Query, strongest_per_treatment: list[list[tuple[int, float]]]
+) -> list[list[dict]]:
     """Each treatment's pairs, already chosen and ordered by :func:`strongest` (or
     :meth:`~recommender.models.base.Recommender.strongest_contributions`), in readable form."""
     columns = {column for pairs in strongest_per_treatment for column, _ in pairs}
     described = _describe_columns(dataset, query, columns)
     # every contribution rounded at once: numpy rounds x * 1e6 half to even, so on a value
     # within float error of a half (2.5e-06) it may differ from round() by 1e-06
-    rounded = np.round([value for pairs in strongest_per_treatment for _, value in pairs],
-                       6).tolist()
+    rounded = np.round(
+        [value for pairs in strongest_per_treatment for _, value in pairs], 6
+    ).tolist()
     result, start = [], 0
     for pairs in strongest_per_treatment:
-        values = rounded[start:start + len(pairs)]
+        values = rounded[start : start + len(pairs)]
         start += len(pairs)
-        result.append([dict(described[column], contribution=value)
-                       for (column, _), value in zip(pairs, values)])
+        result.append(
+            [
+                dict(described[column], contribution=value)
+                for (column, _), value in zip(pairs, values)
+            ]
+        )
     return result
 
 
@@ -106,8 +129,11 @@ def _describe_columns(dataset: Dataset, query: Query, columns) -> dict[int, dict
     described = {}
     for column in columns:
         if column < n_t:
-            described[column] = {"source": "outcome", "treatment_id": str(treatment_ids[column]),
-                                 "outcome": round(outcomes.get(column, 0.0), 3)}
+            described[column] = {
+                "source": "outcome",
+                "treatment_id": str(treatment_ids[column]),
+                "outcome": round(outcomes.get(column, 0.0), 3),
+            }
         else:
             entry = features.get(column)
             if entry is None:  # a side feature reads the same for everyone: described once
@@ -119,9 +145,18 @@ def _describe_columns(dataset: Dataset, query: Query, columns) -> dict[int, dict
 def _describe_feature(dataset: Dataset, feature: int) -> dict:
     """The readable entry of side feature ``feature`` (a diagnosis, age band or sex)."""
     name = str(dataset.features.external_ids[feature])
-    kind = next((kind for prefix, kind in ((FEATURE_CONDITION, "condition"),
-                                           (FEATURE_AGE, "age_band"), (FEATURE_SEX, "sex"))
-                 if name.startswith(prefix)), "feature")
+    kind = next(
+        (
+            kind
+            for prefix, kind in (
+                (FEATURE_CONDITION, "condition"),
+                (FEATURE_AGE, "age_band"),
+                (FEATURE_SEX, "sex"),
+            )
+            if name.startswith(prefix)
+        ),
+        "feature",
+    )
     return {"source": kind, "id": name.split(":", 1)[1]}
 
 

@@ -5,6 +5,7 @@ are on record, their distribution over the outcome labels, and the response rate
 partial) with a Wilson 95% interval. Evidence depends on the data only, never on the patient or
 the model, so it is remembered per dataset.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ def evidence_many(dataset: Dataset, treatments: np.ndarray, condition: int) -> l
         if len(cache) < EVIDENCE_CACHE_ENTRIES:
             cache.update(zip(((condition, t) for t in missing), computed))
         else:
-            return [_copy_entry(e) for e in _evidence_entries(dataset, np.asarray(treatments, np.int64),
-                                                               condition)]
+            return [
+                _copy_entry(e)
+                for e in _evidence_entries(dataset, np.asarray(treatments, np.int64), condition)
+            ]
     return [_copy_entry(cache[key]) for key in keys]
 
 
@@ -87,8 +90,11 @@ def warm_evidence(dataset: Dataset, max_entries: int = EVIDENCE_WARM_ENTRIES) ->
 
 
 def _copy_entry(entry: dict) -> dict:
-    return {**entry, "outcomes": dict(entry["outcomes"]),
-            "response_rate_ci95": list(entry["response_rate_ci95"])}
+    return {
+        **entry,
+        "outcomes": dict(entry["outcomes"]),
+        "response_rate_ci95": list(entry["response_rate_ci95"]),
+    }
 
 
 def _evidence_entries(dataset: Dataset, treatments: np.ndarray, condition: int) -> list[dict]:
@@ -101,19 +107,24 @@ def _evidence_entries(dataset: Dataset, treatments: np.ndarray, condition: int) 
     positions, found = lookup(columns, wanted)
     table[found] = values[positions[found]]
     table = table.reshape(-1, width)  # (len(treatments), 5)
-    scope = (f"condition {dataset.conditions.external_ids[condition]}" if condition >= 0
-             else "all conditions")
+    scope = (
+        f"condition {dataset.conditions.external_ids[condition]}"
+        if condition >= 0
+        else "all conditions"
+    )
     result = []
     for treatment, counts in zip(treatments, table.tolist()):
         total = float(sum(counts))
         responded = float(counts[0] + counts[1])
         low, high = wilson_interval(responded, total)
-        result.append({
-            "scope": scope,
-            "outcomes_recorded": int(total),
-            "patients_treated": int(dataset.treatment_support[int(treatment)]),
-            "outcomes": {label: int(n) for label, n in zip(OUTCOME_BUCKETS, counts)},
-            "response_rate": round(responded / total, 4) if total else None,
-            "response_rate_ci95": [round(low, 4), round(high, 4)],
-        })
+        result.append(
+            {
+                "scope": scope,
+                "outcomes_recorded": int(total),
+                "patients_treated": int(dataset.treatment_support[int(treatment)]),
+                "outcomes": {label: int(n) for label, n in zip(OUTCOME_BUCKETS, counts)},
+                "response_rate": round(responded / total, 4) if total else None,
+                "response_rate_ci95": [round(low, 4), round(high, 4)],
+            }
+        )
     return result

@@ -1,4 +1,5 @@
 """The factor models' exact fast path for ranking many patients (see :func:`rank_factors`)."""
+
 from __future__ import annotations
 
 import os
@@ -8,11 +9,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..utils.threads import single_threaded_blas
-from .protocols import FactorScoringModel
 from . import topk
+from .protocols import FactorScoringModel
 
 #: Threads of the factor-model fast path (BLAS runs single-threaded inside each).
-THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+THREADS = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+)
 
 
 #: Treatments (highest factor norm first) scored for every patient before the norm bound
@@ -24,8 +27,13 @@ PRUNE_FIRST = 1024
 PARALLEL_CELLS = 1 << 20
 
 
-def rank_factors(model: FactorScoringModel, patients: np.ndarray, codes: sp.csr_matrix, allowed: np.ndarray,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
+def rank_factors(
+    model: FactorScoringModel,
+    patients: np.ndarray,
+    codes: sp.csr_matrix,
+    allowed: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of ``user_factors_[patients] @ item_factors_[allowed].T`` with ``codes`` excluded.
 
     Only allowed treatments are multiplied (a condition's candidates are a few of thousands),
@@ -54,31 +62,46 @@ def rank_factors(model: FactorScoringModel, patients: np.ndarray, codes: sp.csr_
         stop = min(start + topk.SELECT_ROWS, n)
         rows = np.arange(start, stop)
         lo, hi = codes.indptr[start], codes.indptr[stop]
-        ex_rows = np.repeat(np.arange(stop - start), np.diff(codes.indptr[start:stop + 1]))
+        ex_rows = np.repeat(np.arange(stop - start), np.diff(codes.indptr[start : stop + 1]))
         ex_at = position[codes.indices[lo:hi]]
         ex_rows, ex_at = ex_rows[ex_at >= 0], ex_at[ex_at >= 0]
         width = prefixes[0]
-        topk.select_rows(score(rows, ex_rows, ex_at, width), k, idx[start:stop], out[start:stop], labels[:width])
+        topk.select_rows(
+            score(rows, ex_rows, ex_at, width), k, idx[start:stop], out[start:stop], labels[:width]
+        )
         if width == len(labels):
             return
         # Treatments beyond the prefix can reach the k-th best only if |u| n >= t (with room for
         # float rounding); -inf (fewer than k allowed so far) or t <= 0 needs everything.
         kth = out[start:stop, k - 1].astype(np.float64)
-        size = np.sqrt(np.einsum("ij,ij->i", users[patients[rows]], users[patients[rows]],
-                                 dtype=np.float64)) * (1 + 1e-4) + 1e-30
+        size = (
+            np.sqrt(
+                np.einsum(
+                    "ij,ij->i", users[patients[rows]], users[patients[rows]], dtype=np.float64
+                )
+            )
+            * (1 + 1e-4)
+            + 1e-30
+        )
         limit = np.where(kth > 0, kth / size, -np.inf)
         needed = np.searchsorted(-norms, -limit, side="right")  # treatments with norm >= limit
         for wider in prefixes[1:]:
-            local = np.flatnonzero((needed > width) & (needed <= wider)
-                                   | ((needed > width) & (wider == len(labels))))
+            local = np.flatnonzero(
+                (needed > width) & (needed <= wider) | ((needed > width) & (wider == len(labels)))
+            )
             if len(local):
                 keep = np.isin(ex_rows, local)
                 remap = np.full(stop - start, -1, np.int64)
                 remap[local] = np.arange(len(local))
                 more_idx = np.full((len(local), k), -1, np.int64)
                 more_out = np.full((len(local), k), -np.inf, np.float32)
-                topk.select_rows(score(rows[local], remap[ex_rows[keep]], ex_at[keep], wider), k,
-                        more_idx, more_out, labels[:wider])
+                topk.select_rows(
+                    score(rows[local], remap[ex_rows[keep]], ex_at[keep], wider),
+                    k,
+                    more_idx,
+                    more_out,
+                    labels[:wider],
+                )
                 idx[start + local], out[start + local] = more_idx, more_out
             width = wider
 

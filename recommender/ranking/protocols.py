@@ -4,6 +4,7 @@
 is a :class:`ScoringModel`; the factor models are also :class:`FactorScoringModel`); ranking,
 safety and explanations only call what is declared here, so they sit below the models.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar, Protocol
@@ -31,16 +32,17 @@ class ScoringModel(Protocol):
     def score(self, query: Query) -> np.ndarray:
         """Scores float32 (len(query), n_t), higher is better; no safety rule applied."""
 
-    def strongest_contributions(self, query: Query, treatments: np.ndarray,
-                                limit: int) -> list[list[tuple[int, float]]]:
+    def strongest_contributions(
+        self, query: Query, treatments: np.ndarray, limit: int
+    ) -> list[list[tuple[int, float]]]:
         """Per treatment index, at most ``limit`` (matrix column, contribution) pairs."""
 
 
 class FactorScoringModel(ScoringModel, Protocol):
     """A :class:`ScoringModel` whose scores are patient factors times treatment factors."""
 
-    user_factors_: np.ndarray   # float32 (n_p, d)
-    item_factors_: np.ndarray   # float32 (n_t + n_f, d)
+    user_factors_: np.ndarray  # float32 (n_p, d)
+    item_factors_: np.ndarray  # float32 (n_t + n_f, d)
 
     def patient_factors(self, query: Query) -> np.ndarray:
         """Factors float32 (len(query), d), folded in for patients outside the training data."""

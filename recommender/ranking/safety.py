@@ -24,6 +24,7 @@ reason                   rule                                                   
 *Active treatments* are those given in the request, plus those the patient's own record shows
 as working and started within ``active_window_days`` of the patient's latest recorded outcome.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,20 +38,30 @@ from ..utils.sparse_rows import row_arrays
 
 TRIED, HARM, CONTRAINDICATED, INTERACTION, LOW_EVIDENCE = 1, 2, 4, 8, 16
 #: Bit -> reason code, in reporting priority (the first that applies is the reason given).
-REASONS = {HARM: "previous_harm", CONTRAINDICATED: "contraindicated",
-           INTERACTION: "severe_interaction", LOW_EVIDENCE: "insufficient_evidence",
-           TRIED: "already_tried"}
+REASONS = {
+    HARM: "previous_harm",
+    CONTRAINDICATED: "contraindicated",
+    INTERACTION: "severe_interaction",
+    LOW_EVIDENCE: "insufficient_evidence",
+    TRIED: "already_tried",
+}
+
+
 def _bits(pattern: sp.csr_matrix, bit: int) -> sp.csr_matrix:
     """Int8 CSR with ``bit`` wherever ``pattern`` has an entry (duplicates merged)."""
-    result = sp.csr_matrix((np.full(pattern.nnz, bit, np.int8), pattern.indices, pattern.indptr),
-                           shape=pattern.shape, copy=True)  # sum_duplicates works in place
+    result = sp.csr_matrix(
+        (np.full(pattern.nnz, bit, np.int8), pattern.indices, pattern.indptr),
+        shape=pattern.shape,
+        copy=True,
+    )  # sum_duplicates works in place
     result.sum_duplicates()
     result.data[:] = bit
     return result
 
 
-def active_treatments(dataset: Dataset, query: Query,
-                      requested: sp.csr_matrix | None = None) -> sp.csr_matrix:
+def active_treatments(
+    dataset: Dataset, query: Query, requested: sp.csr_matrix | None = None
+) -> sp.csr_matrix:
     """Boolean CSR (n, n_t): each patient's active treatments (see the module docstring)."""
     history, days = query.history, query.history_days
     if history.shape[0] == 1 and requested is None:  # the service's path: no sparse arithmetic
@@ -61,10 +72,14 @@ def active_treatments(dataset: Dataset, query: Query,
     filled = counts > 0  # reduceat needs non-empty segments
     if len(days.data):
         latest[filled] = np.maximum.reduceat(days.data, history.indptr[:-1][filled])
-    recent = (dataset.policy.worked(history.data) & (days.data >= 0)
-              & (np.repeat(latest, counts) - days.data <= dataset.safety.active_window_days))
-    active = sp.csr_matrix((recent, history.indices, history.indptr), shape=history.shape,
-                           copy=True)  # eliminate_zeros works in place: never on shared arrays
+    recent = (
+        dataset.policy.worked(history.data)
+        & (days.data >= 0)
+        & (np.repeat(latest, counts) - days.data <= dataset.safety.active_window_days)
+    )
+    active = sp.csr_matrix(
+        (recent, history.indices, history.indptr), shape=history.shape, copy=True
+    )  # eliminate_zeros works in place: never on shared arrays
     active.eliminate_zeros()
     if requested is not None:
         active = (active + requested).astype(bool).tocsr()
@@ -78,22 +93,32 @@ def patient_active(dataset: Dataset, query: Query) -> list[int]:
     if not len(days.data):
         return []
     # float32 arithmetic, as for a batch: a day 180.00001 after the latest rounds to 180
-    recent = (dataset.policy.worked(history.data) & (days.data >= 0)
-              & (days.data.max() - days.data <= dataset.safety.active_window_days))
+    recent = (
+        dataset.policy.worked(history.data)
+        & (days.data >= 0)
+        & (days.data.max() - days.data <= dataset.safety.active_window_days)
+    )
     return history.indices[recent].tolist()  # a canonical row's columns: sorted, unique
 
 
-def patient_codes(dataset: Dataset, query: Query, include_tried: bool,
-                  active: list[int]) -> dict[int, int]:
+def patient_codes(
+    dataset: Dataset, query: Query, include_tried: bool, active: list[int]
+) -> dict[int, int]:
     """Treatment index -> bitmask of the rules excluding it, for the single patient of
     ``query`` with the ``active`` treatment indices: the entries of its row of
     :func:`exclusion_codes`, read from the few rows involved with plain Python (the service's
     path, where a request's patient has a handful of entries in each table)."""
     codes: dict[int, int] = dict.fromkeys(row_arrays(query.harmful, 0)[0].tolist(), HARM)
-    marked = [(CONTRAINDICATED, contraindicated.tolist()) for contraindicated, _ in
-              _nonempty_rows(dataset.contraindications, row_arrays(query.patient_conditions, 0)[0])]
-    marked += [(INTERACTION, partners[severity == SEVERE].tolist())
-               for partners, severity in _nonempty_rows(dataset.interactions, active)]
+    marked = [
+        (CONTRAINDICATED, contraindicated.tolist())
+        for contraindicated, _ in _nonempty_rows(
+            dataset.contraindications, row_arrays(query.patient_conditions, 0)[0]
+        )
+    ]
+    marked += [
+        (INTERACTION, partners[severity == SEVERE].tolist())
+        for partners, severity in _nonempty_rows(dataset.interactions, active)
+    ]
     if not include_tried:
         marked.append((TRIED, row_arrays(query.history, 0)[0].tolist()))
     for bit, treatments in marked:
@@ -102,16 +127,18 @@ def patient_codes(dataset: Dataset, query: Query, include_tried: bool,
     return codes
 
 
-def exclusion_codes(dataset: Dataset, query: Query, include_tried: bool,
-                    active: sp.csr_matrix) -> sp.csr_matrix:
+def exclusion_codes(
+    dataset: Dataset, query: Query, include_tried: bool, active: sp.csr_matrix
+) -> sp.csr_matrix:
     """Bitmask CSR (n, n_t) int8 of the per-patient rules that exclude each treatment.
 
     ``insufficient_evidence`` is the same for everyone and lives in :func:`low_evidence`.
     """
     if query.history.shape[0] == 1:
         return _single_row_codes(dataset, query, include_tried, active)
-    contraindicated = (query.patient_conditions.astype(np.float32)
-                       @ dataset.contraindications.astype(np.float32)).tocsr()
+    contraindicated = (
+        query.patient_conditions.astype(np.float32) @ dataset.contraindications.astype(np.float32)
+    ).tocsr()
     contraindicated.eliminate_zeros()
     codes = _bits(query.harmful, HARM) + _bits(contraindicated, CONTRAINDICATED)
     if dataset.interactions.nnz and active.nnz:
@@ -124,18 +151,22 @@ def exclusion_codes(dataset: Dataset, query: Query, include_tried: bool,
     return codes.astype(np.int8).tocsr()
 
 
-def _single_row_codes(dataset: Dataset, query: Query, include_tried: bool,
-                      active: sp.csr_matrix) -> sp.csr_matrix:
+def _single_row_codes(
+    dataset: Dataset, query: Query, include_tried: bool, active: sp.csr_matrix
+) -> sp.csr_matrix:
     """:func:`exclusion_codes` for one patient: :func:`patient_codes` as a (1, n_t) row."""
-    return codes_row(patient_codes(dataset, query, include_tried,
-                                   row_arrays(active, 0)[0].tolist()), dataset.n_treatments)
+    return codes_row(
+        patient_codes(dataset, query, include_tried, row_arrays(active, 0)[0].tolist()),
+        dataset.n_treatments,
+    )
 
 
 def codes_row(codes: dict[int, int], n_treatments: int) -> sp.csr_matrix:
     """(1, ``n_treatments``) int8 CSR of one patient's :func:`patient_codes`."""
     indices = sorted(codes)
-    return sparse_rows.single_row(np.array(indices, np.int32),
-                                  np.array([codes[t] for t in indices], np.int8), n_treatments)
+    return sparse_rows.single_row(
+        np.array(indices, np.int32), np.array([codes[t] for t in indices], np.int8), n_treatments
+    )
 
 
 def _nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -148,7 +179,9 @@ def _nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> list[tuple[np.nda
 def low_evidence(dataset: Dataset, treatments: np.ndarray | None = None) -> np.ndarray:
     """Boolean (n_t,), or (len(treatments),) for those indices: treatments received by fewer
     than ``min_support`` patients."""
-    support = dataset.treatment_support if treatments is None else dataset.treatment_support[treatments]
+    support = (
+        dataset.treatment_support if treatments is None else dataset.treatment_support[treatments]
+    )
     return support < dataset.safety.min_support
 
 
@@ -172,14 +205,16 @@ def primary_reason(code: int) -> str:
     return next(reason for bit, reason in REASONS.items() if code & bit)
 
 
-def describe(dataset: Dataset, treatment: int, code: int, conditions: np.ndarray,
-             active: np.ndarray) -> str:
+def describe(
+    dataset: Dataset, treatment: int, code: int, conditions: np.ndarray, active: np.ndarray
+) -> str:
     """A sentence a clinician can read about why ``treatment`` is excluded."""
     if code & HARM:
         return "an adverse outcome with this treatment is on record for this patient"
     if code & CONTRAINDICATED:
         culprits = dataset.conditions.to_external(
-            [c for c in conditions if treatment in row_arrays(dataset.contraindications, c)[0]])
+            [c for c in conditions if treatment in row_arrays(dataset.contraindications, c)[0]]
+        )
         return "contraindicated by " + ", ".join(map(str, culprits))
     if code & INTERACTION:
         partners, severity = row_arrays(dataset.interactions, treatment)

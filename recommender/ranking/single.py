@@ -6,11 +6,12 @@ entries when fewer treatments are allowed. With a ``condition_id`` only treatmen
 that condition in the data are candidates. This is the service's path: the patient's few
 entries are read with plain Python, and a condition's few candidates are scored alone.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +25,9 @@ from .protocols import ScoringModel
 from .topk import check_k, mask_scores, top_k
 
 
-def _requested(dataset: Dataset, treatment_ids: Iterable[str] | None) -> tuple[list[int], list[str]]:
+def _requested(
+    dataset: Dataset, treatment_ids: Iterable[str] | None
+) -> tuple[list[int], list[str]]:
     """Indices of the active treatments named in a request, and the ids the model does not know
     (ignored)."""
     if not treatment_ids:
@@ -34,29 +37,57 @@ def _requested(dataset: Dataset, treatment_ids: Iterable[str] | None) -> tuple[l
     return [i for i in idx if i >= 0], [t for t, i in zip(ids, idx) if i < 0]
 
 
-def recommend_known(model: ScoringModel, patient_id: str, k: int = 10,
-                    condition_id: str | None = None, include_tried: bool = False,
-                    active_treatments: Iterable[str] | None = None, explain: bool = True):
+def recommend_known(
+    model: ScoringModel,
+    patient_id: str,
+    k: int = 10,
+    condition_id: str | None = None,
+    include_tried: bool = False,
+    active_treatments: Iterable[str] | None = None,
+    explain: bool = True,
+):
     """Top-k for a patient in the training data (see :meth:`Recommender.recommend`)."""
-    return recommend_known_conditions(model, patient_id, [condition_id], k, include_tried,
-                                      active_treatments, explain)[0]
+    return recommend_known_conditions(
+        model, patient_id, [condition_id], k, include_tried, active_treatments, explain
+    )[0]
 
 
-def recommend_unknown(model: ScoringModel, history: Sequence[Mapping], conditions: Iterable[str],
-                      k: int = 10, condition_id: str | None = None, include_tried: bool = False,
-                      sex: str | None = None, birth_year: int | None = None,
-                      active_treatments: Iterable[str] | None = None, explain: bool = True):
+def recommend_unknown(
+    model: ScoringModel,
+    history: Sequence[Mapping],
+    conditions: Iterable[str],
+    k: int = 10,
+    condition_id: str | None = None,
+    include_tried: bool = False,
+    sex: str | None = None,
+    birth_year: int | None = None,
+    active_treatments: Iterable[str] | None = None,
+    explain: bool = True,
+):
     """Top-k for a patient outside the training data (see :meth:`Recommender.recommend_new`)."""
-    return recommend_unknown_conditions(model, history, conditions, [condition_id], k,
-                                        include_tried, sex, birth_year, active_treatments,
-                                        explain)[0]
+    return recommend_unknown_conditions(
+        model,
+        history,
+        conditions,
+        [condition_id],
+        k,
+        include_tried,
+        sex,
+        birth_year,
+        active_treatments,
+        explain,
+    )[0]
 
 
-def recommend_known_conditions(model: ScoringModel, patient_id: str,
-                               condition_ids: Sequence[str | None], k: int = 10,
-                               include_tried: bool = False,
-                               active_treatments: Iterable[str] | None = None,
-                               explain: bool = True) -> list[RecommendationList]:
+def recommend_known_conditions(
+    model: ScoringModel,
+    patient_id: str,
+    condition_ids: Sequence[str | None],
+    k: int = 10,
+    include_tried: bool = False,
+    active_treatments: Iterable[str] | None = None,
+    explain: bool = True,
+) -> list[RecommendationList]:
     """:func:`recommend_known` for each of ``condition_ids``, one list per condition, in order.
 
     The patient's record, scores and exclusions are computed once; each condition then restricts
@@ -72,16 +103,32 @@ def recommend_known_conditions(model: ScoringModel, patient_id: str,
     p = np.array([dataset.patient_index(patient_id)])
     indices = [dataset.condition_index(c) for c in condition_ids]
     query = Query.known(dataset, p, np.array([-1]))
-    return _rank_conditions(model, query, indices, list(condition_ids), k, patient_id,
-                            include_tried, active_treatments, explain, [])
+    return _rank_conditions(
+        model,
+        query,
+        indices,
+        list(condition_ids),
+        k,
+        patient_id,
+        include_tried,
+        active_treatments,
+        explain,
+        [],
+    )
 
 
-def recommend_unknown_conditions(model: ScoringModel, history: Sequence[Mapping],
-                                 conditions: Iterable[str], condition_ids: Sequence[str | None],
-                                 k: int = 10, include_tried: bool = False,
-                                 sex: str | None = None, birth_year: int | None = None,
-                                 active_treatments: Iterable[str] | None = None,
-                                 explain: bool = True) -> list[RecommendationList]:
+def recommend_unknown_conditions(
+    model: ScoringModel,
+    history: Sequence[Mapping],
+    conditions: Iterable[str],
+    condition_ids: Sequence[str | None],
+    k: int = 10,
+    include_tried: bool = False,
+    sex: str | None = None,
+    birth_year: int | None = None,
+    active_treatments: Iterable[str] | None = None,
+    explain: bool = True,
+) -> list[RecommendationList]:
     """:func:`recommend_unknown` for each of ``condition_ids``, one list per condition, in order.
 
     The patient is encoded, folded in and scored once; each condition then restricts the
@@ -100,13 +147,32 @@ def recommend_unknown_conditions(model: ScoringModel, history: Sequence[Mapping]
     indices = [dataset.condition_index(c) for c in condition_ids]
     query = Query.for_record(dataset, record, -1)
     notes = [f"ignored ids unknown to the model: {record.ignored}"] if record.ignored else []
-    return _rank_conditions(model, query, indices, list(condition_ids), k, None, include_tried,
-                            active_treatments, explain, notes)
+    return _rank_conditions(
+        model,
+        query,
+        indices,
+        list(condition_ids),
+        k,
+        None,
+        include_tried,
+        active_treatments,
+        explain,
+        notes,
+    )
 
 
-def _rank_conditions(model, query: Query, conditions: list[int], condition_ids: list,
-                     k: int, patient_id, include_tried: bool, active_treatments, explain: bool,
-                     notes: list[str]) -> list[RecommendationList]:
+def _rank_conditions(
+    model,
+    query: Query,
+    conditions: list[int],
+    condition_ids: list,
+    k: int,
+    patient_id,
+    include_tried: bool,
+    active_treatments,
+    explain: bool,
+    notes: list[str],
+) -> list[RecommendationList]:
     """One answer per condition for the single patient of ``query``.
 
     The active treatments and exclusion codes do not depend on the condition, and neither do the
@@ -116,18 +182,32 @@ def _rank_conditions(model, query: Query, conditions: list[int], condition_ids: 
     dataset = model.dataset_
     requested, unknown_active = _requested(dataset, active_treatments)
     if unknown_active:
-        notes = notes + [f"active treatments unknown to the model, not checked for interactions: "
-                         f"{unknown_active}"]
+        notes = notes + [
+            f"active treatments unknown to the model, not checked for interactions: "
+            f"{unknown_active}"
+        ]
     active = safety.patient_active(dataset, query)
     if requested:
         active = sorted(set(active).union(requested))
     codes = safety.patient_codes(dataset, query, include_tried, active)
     moderate = safety.moderate_partners(dataset, active)
     scorer = _scorer(model, query)
-    return [_rank_condition(model, replace(query, conditions=np.array([condition])), k,
-                            patient_id, condition_id, codes, active, moderate, explain,
-                            notes, scorer)
-            for condition, condition_id in zip(conditions, condition_ids)]
+    return [
+        _rank_condition(
+            model,
+            replace(query, conditions=np.array([condition])),
+            k,
+            patient_id,
+            condition_id,
+            codes,
+            active,
+            moderate,
+            explain,
+            notes,
+            scorer,
+        )
+        for condition, condition_id in zip(conditions, condition_ids)
+    ]
 
 
 def _scorer(model: ScoringModel, query: Query):
@@ -140,44 +220,69 @@ def _scorer(model: ScoringModel, query: Query):
     if model.scores_are_factor_products:
         users = model.patient_factors(query)
         return lambda _query, treatments: model.factor_scores(users, treatments)
-    return lambda query_, treatments: (model.score(query_) if treatments is None
-                                       else model.score(query_)[:, treatments])
+    return lambda query_, treatments: (
+        model.score(query_) if treatments is None else model.score(query_)[:, treatments]
+    )
 
 
-def _rank_condition(model, query: Query, k: int, patient_id, condition_id, codes: Mapping[int, int],
-                    active: list[int], moderate: Mapping, explain: bool, notes: list[str],
-                    scorer) -> RecommendationList:
+def _rank_condition(
+    model,
+    query: Query,
+    k: int,
+    patient_id,
+    condition_id,
+    codes: Mapping[int, int],
+    active: list[int],
+    moderate: Mapping,
+    explain: bool,
+    notes: list[str],
+    scorer,
+) -> RecommendationList:
     """The answer for the condition ``query`` asks about (``scorer``: see :func:`_scorer`;
     ``codes``: the patient's :func:`safety.patient_codes` with the ``active`` treatments)."""
     dataset = model.dataset_
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
     if candidates is None:
-        idx, values = top_k(mask_scores(dataset, scorer(query, None),
-                                        safety.codes_row(codes, dataset.n_treatments), None), k)
+        idx, values = top_k(
+            mask_scores(
+                dataset, scorer(query, None), safety.codes_row(codes, dataset.n_treatments), None
+            ),
+            k,
+        )
         chosen = idx[0][idx[0] >= 0]
     else:
-        chosen, values = _top_candidates(dataset, scorer(query, candidates)[0], codes, candidates, k)
-    explanations = _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
+        chosen, values = _top_candidates(
+            dataset, scorer(query, candidates)[0], codes, candidates, k
+        )
+    explanations = (
+        _explanations(model, query, chosen, condition) if explain else [None] * len(chosen)
+    )
     treatment_ids, names = dataset.treatments.external_ids, dataset.treatment_names
     recommendations = []
     for rank, (t, score, explanation) in enumerate(
-            zip(chosen.tolist(), values[0].tolist(), explanations), start=1):
-        flags = [{"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
-                 for partner in moderate.get(t, ())]
+        zip(chosen.tolist(), values[0].tolist(), explanations), start=1
+    ):
+        flags = [
+            {"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
+            for partner in moderate.get(t, ())
+        ]
         treatment_id = str(treatment_ids[t])
-        recommendations.append(Recommendation(rank, treatment_id, score, explanation, flags,
-                                              names.get(treatment_id)))
+        recommendations.append(
+            Recommendation(rank, treatment_id, score, explanation, flags, names.get(treatment_id))
+        )
     excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active)
     notes = notes + _evidence_note(dataset, candidates)
     if not recommendations:
         notes = notes + ["no treatment is allowed for this request after the exclusions"]
-    return RecommendationList(patient_id, condition_id, recommendations, excluded,
-                              model=model_summary(model), notes=notes)
+    return RecommendationList(
+        patient_id, condition_id, recommendations, excluded, model=model_summary(model), notes=notes
+    )
 
 
-def _top_candidates(dataset: Dataset, scores: np.ndarray, codes: Mapping[int, int],
-                    candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _top_candidates(
+    dataset: Dataset, scores: np.ndarray, codes: Mapping[int, int], candidates: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The same top-k as :func:`mask_scores` + :func:`top_k` over all ``n_t`` scores, computed
     among the condition's few ``candidates`` (sorted indices) only.
 
@@ -188,13 +293,17 @@ def _top_candidates(dataset: Dataset, scores: np.ndarray, codes: Mapping[int, in
     """
     minimum = dataset.safety.min_support
     support = dataset.treatment_support[candidates].tolist()
-    kept = [(value, position) for position, (t, value, count) in enumerate(
-                zip(candidates.tolist(), np.asarray(scores, np.float32).tolist(), support))
-            if count >= minimum and t not in codes and math.isfinite(value)]
+    kept = [
+        (value, position)
+        for position, (t, value, count) in enumerate(
+            zip(candidates.tolist(), np.asarray(scores, np.float32).tolist(), support)
+        )
+        if count >= minimum and t not in codes and math.isfinite(value)
+    ]
     kept.sort(key=_best_first)  # stable: ties keep the lower index first, as top_k orders them
     kept = kept[:k]
     top = np.full((1, k), -np.inf, np.float32)
-    top[0, :len(kept)] = [value for value, _ in kept]
+    top[0, : len(kept)] = [value for value, _ in kept]
     return candidates[[position for _, position in kept]], top
 
 
@@ -205,17 +314,22 @@ def _best_first(pair: tuple[float, int]) -> float:
 def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:
     dataset = model.dataset_
     pairs = model.strongest_contributions(query, chosen, MAX_CONTRIBUTIONS)
-    basis = ("the patient's own record, compared with patients with similar outcome histories"
-             if model.personalised else
-             "population outcome rates only; this model does not use the patient's own record")
+    basis = (
+        "the patient's own record, compared with patients with similar outcome histories"
+        if model.personalised
+        else "population outcome rates only; this model does not use the patient's own record"
+    )
     evidence = evidence_many(dataset, chosen, condition)
     described = describe_strongest(dataset, query, pairs)
-    return [{"basis": basis, "contributions": contributions, "evidence": item_evidence}
-            for contributions, item_evidence in zip(described, evidence)]
+    return [
+        {"basis": basis, "contributions": contributions, "evidence": item_evidence}
+        for contributions, item_evidence in zip(described, evidence)
+    ]
 
 
-def _exclusions(dataset, codes: Mapping[int, int], candidates, own_conditions,
-                active: list[int]) -> list[Exclusion]:
+def _exclusions(
+    dataset, codes: Mapping[int, int], candidates, own_conditions, active: list[int]
+) -> list[Exclusion]:
     """What ``codes`` excludes among ``candidates`` (every treatment when None), by id."""
     if candidates is None:
         coded = sorted(codes.items())
@@ -226,9 +340,15 @@ def _exclusions(dataset, codes: Mapping[int, int], candidates, own_conditions,
     for t, code in coded:
         reason = safety.primary_reason(code)
         treatment_id = str(treatment_ids[t])
-        excluded.append(Exclusion(treatment_id, reason,
-                                  safety.describe(dataset, t, code, own_conditions, active),
-                                  rule=reason, treatment_name=names.get(treatment_id)))
+        excluded.append(
+            Exclusion(
+                treatment_id,
+                reason,
+                safety.describe(dataset, t, code, own_conditions, active),
+                rule=reason,
+                treatment_name=names.get(treatment_id),
+            )
+        )
     return sorted(excluded, key=lambda e: e.treatment_id)
 
 
@@ -236,5 +356,7 @@ def _evidence_note(dataset, candidates) -> list[str]:
     count = int(safety.low_evidence(dataset, candidates).sum())
     if not count:
         return []
-    return [f"{count} treatment(s) received by fewer than {dataset.safety.min_support} patients "
-            "were not considered (insufficient_evidence)"]
+    return [
+        f"{count} treatment(s) received by fewer than {dataset.safety.min_support} patients "
+        "were not considered (insufficient_evidence)"
+    ]

@@ -4,6 +4,7 @@ An excluded treatment's score becomes -inf before the selection, so it can never
 slots beyond the allowed treatments come back empty (index -1), never filled with a forbidden
 one (unlike implicit's ``filter_items``, which only lowers scores).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,6 @@ import scipy.sparse as sp
 from ..data.dataset import Dataset
 from ..exceptions import ParameterError
 from . import safety
-
 
 #: Rows selected at a time: a (256, 10k) float32 block stays in cache while it is reduced.
 SELECT_ROWS = 256
@@ -46,8 +46,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, out
 
 
-def select_rows(scores: np.ndarray, k: int, idx: np.ndarray, out: np.ndarray,
-            labels: np.ndarray | None = None) -> None:
+def select_rows(
+    scores: np.ndarray, k: int, idx: np.ndarray, out: np.ndarray, labels: np.ndarray | None = None
+) -> None:
     """:func:`top_k` of one C-contiguous block of rows, written into ``idx`` and ``out``.
 
     With ``labels`` (m,) column ``j`` is reported as ``labels[j]`` and ties are broken by the
@@ -83,21 +84,22 @@ def _group_maxima(scores: np.ndarray, groups: int) -> np.ndarray:
     if width < 2 * groups:
         return scores
     half = width // 2
-    folded = np.maximum(scores[:, :half], scores[:, half:2 * half])
+    folded = np.maximum(scores[:, :half], scores[:, half : 2 * half])
     if width % 2:
         np.maximum(folded[:, 0], scores[:, 2 * half], out=folded[:, 0])
     width = half
     while width >= 2 * groups:
         half = width // 2
-        np.maximum(folded[:, :half], folded[:, half:2 * half], out=folded[:, :half])
+        np.maximum(folded[:, :half], folded[:, half : 2 * half], out=folded[:, :half])
         if width % 2:
             np.maximum(folded[:, 0], folded[:, 2 * half], out=folded[:, 0])
         width = half
     return folded[:, :width]
 
 
-def mask_scores(dataset: Dataset, scores: np.ndarray, codes: sp.csr_matrix,
-                candidates: np.ndarray | None) -> np.ndarray:
+def mask_scores(
+    dataset: Dataset, scores: np.ndarray, codes: sp.csr_matrix, candidates: np.ndarray | None
+) -> np.ndarray:
     """Set excluded, under-evidenced, non-candidate and NaN entries of ``scores`` to -inf (in place)."""
     scores[~np.isfinite(scores)] = -np.inf
     rows = np.repeat(np.arange(codes.shape[0]), np.diff(codes.indptr))

@@ -11,12 +11,14 @@ import time of :mod:`recommender`; the CLI reaches these modules only with ``--e
 
 See ``docs/spark.md`` for running on a cluster and for the parameter correspondence.
 """
+
 from __future__ import annotations
 
 from ..exceptions import RecommenderError
 
-SPARK_EXTRA_HINT = ("--engine spark needs pyspark: pip install 'treatment-recommender[spark]' "
-                    "(and Java 17+)")
+SPARK_EXTRA_HINT = (
+    "--engine spark needs pyspark: pip install 'treatment-recommender[spark]' (and Java 17+)"
+)
 
 
 def require_pyspark() -> None:

@@ -41,10 +41,11 @@ solves each system exactly by Cholesky); it is kept in the artifact for the fold
 outside the training data, which runs implicit's solver with the implicit-convention
 ``regularization`` on the Spark-trained treatment factors.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -75,10 +76,17 @@ class SparkALSParams:
 
     def to_spark(self) -> dict:
         """Keyword arguments for ``pyspark.ml.recommendation.ALS``."""
-        names = {"rank": "rank", "max_iter": "maxIter", "reg_param": "regParam", "alpha": "alpha",
-                 "seed": "seed", "num_user_blocks": "numUserBlocks",
-                 "num_item_blocks": "numItemBlocks", "implicit_prefs": "implicitPrefs",
-                 "nonnegative": "nonnegative"}
+        names = {
+            "rank": "rank",
+            "max_iter": "maxIter",
+            "reg_param": "regParam",
+            "alpha": "alpha",
+            "seed": "seed",
+            "num_user_blocks": "numUserBlocks",
+            "num_item_blocks": "numItemBlocks",
+            "implicit_prefs": "implicitPrefs",
+            "nonnegative": "nonnegative",
+        }
         return {names[k]: v for k, v in asdict(self).items() if not (k == "seed" and v is None)}
 
     def to_dict(self) -> dict:
@@ -111,16 +119,24 @@ def split_params(params: Mapping | None) -> tuple[dict, dict]:
     if "spark_reg_param" in spark:
         value = spark["spark_reg_param"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ParameterError(f"spark_reg_param must be {SPARK_ONLY['spark_reg_param']}; got {value!r}")
+            raise ParameterError(
+                f"spark_reg_param must be {SPARK_ONLY['spark_reg_param']}; got {value!r}"
+            )
     if "spark_blocks" in spark:
         value = spark["spark_blocks"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParameterError(f"spark_blocks must be {SPARK_ONLY['spark_blocks']}; got {value!r}")
+            raise ParameterError(
+                f"spark_blocks must be {SPARK_ONLY['spark_blocks']}; got {value!r}"
+            )
     return params, spark
 
 
-def correspond(model_params: Mapping, patient_positive_counts: np.ndarray, default_blocks: int,
-               spark_only: Mapping | None = None) -> SparkALSParams:
+def correspond(
+    model_params: Mapping,
+    patient_positive_counts: np.ndarray,
+    default_blocks: int,
+    spark_only: Mapping | None = None,
+) -> SparkALSParams:
     """Spark ALS arguments equivalent to an ALSRecommender's ``model_params``.
 
     Parameters
@@ -137,13 +153,19 @@ def correspond(model_params: Mapping, patient_positive_counts: np.ndarray, defau
     spark_only = dict(spark_only or {})
     reg_param = spark_only.get(
         "spark_reg_param",
-        float(model_params["regularization"]) / median_positive_count(patient_positive_counts))
+        float(model_params["regularization"]) / median_positive_count(patient_positive_counts),
+    )
     blocks = int(spark_only.get("spark_blocks", max(1, default_blocks)))
     seed = model_params.get("random_state")
-    return SparkALSParams(rank=int(model_params["factors"]), max_iter=int(model_params["iterations"]),
-                          reg_param=float(reg_param), alpha=1.0,
-                          seed=None if seed is None else int(seed),
-                          num_user_blocks=blocks, num_item_blocks=blocks)
+    return SparkALSParams(
+        rank=int(model_params["factors"]),
+        max_iter=int(model_params["iterations"]),
+        reg_param=float(reg_param),
+        alpha=1.0,
+        seed=None if seed is None else int(seed),
+        num_user_blocks=blocks,
+        num_item_blocks=blocks,
+    )
 
 
 def effective_penalties(reg_param: float, counts: np.ndarray) -> dict:
@@ -153,5 +175,8 @@ def effective_penalties(reg_param: float, counts: np.ndarray) -> dict:
     if not len(counts):
         return {"min": 0.0, "median": 0.0, "max": 0.0}
     penalties = reg_param * counts.astype(np.float64)
-    return {"min": float(penalties.min()), "median": float(np.median(penalties)),
-            "max": float(penalties.max())}
+    return {
+        "min": float(penalties.min()),
+        "median": float(np.median(penalties)),
+        "max": float(penalties.max()),
+    }

@@ -11,6 +11,7 @@ The output is a Parquet dataset (a folder of part files, as Spark writes) with t
 the local ``--all``: patient_id, condition_id, rank, treatment_id, score; rows are ordered by
 patient index then rank when the parts are read in name order (``pandas.read_parquet`` does).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,15 +21,16 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..models.persistence import load_artifact
 from ..columns import Columns as C
 from ..data.pseudonym import Pseudonymizer
+from ..models.persistence import load_artifact
 from ..ranking import check_k
 from .session import quiet_pandas_warning, spark_session
 
@@ -50,17 +52,30 @@ class RankSummary:
     n_rows: int
 
 
-def output_schema() -> "pa.Schema":
+def output_schema() -> pa.Schema:
     """Arrow schema of the output, matching the local ``recommend --all`` frame's dtypes."""
     import pyarrow as pa
 
-    return pa.schema([(C.patient, pa.string()), (C.condition, pa.string()),
-                      (C.rank, pa.int64()), (C.treatment, pa.string()), (C.score, pa.float32())])
+    return pa.schema(
+        [
+            (C.patient, pa.string()),
+            (C.condition, pa.string()),
+            (C.rank, pa.int64()),
+            (C.treatment, pa.string()),
+            (C.score, pa.float32()),
+        ]
+    )
 
 
-def rank_all_spark(artifact: str | Path, out: str, k: int = 10, condition_id: str | None = None,
-                   include_tried: bool = False, master: str | None = None,
-                   pseudonymizer: Pseudonymizer | None = None) -> RankSummary:
+def rank_all_spark(
+    artifact: str | Path,
+    out: str,
+    k: int = 10,
+    condition_id: str | None = None,
+    include_tried: bool = False,
+    master: str | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+) -> RankSummary:
     """Rank every patient of ``artifact`` on Spark and write Parquet to ``out``.
 
     Parameters
@@ -94,13 +109,21 @@ def rank_all_spark(artifact: str | Path, out: str, k: int = 10, condition_id: st
     with spark_session(master) as spark, _staged(Path(artifact)) as staged:
         context = spark.sparkContext
         context.addFile(str(staged), recursive=True)
-        ranker = Ranker(staged.name, k=k, condition=condition, condition_id=condition_id,
-                        include_tried=include_tried)
+        ranker = Ranker(
+            staged.name,
+            k=k,
+            condition=condition,
+            condition_id=condition_id,
+            include_tried=include_tried,
+        )
         partitions = max(1, min(context.defaultParallelism * 2, -(-n_patients // BATCH_PATIENTS)))
-        with quiet_pandas_warning(), _setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch",
-                                              str(BATCH_PATIENTS)):
+        with (
+            quiet_pandas_warning(),
+            _setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH_PATIENTS)),
+        ):
             ranked = spark.range(0, n_patients, numPartitions=partitions).mapInArrow(
-                ranker, _spark_schema())
+                ranker, _spark_schema()
+            )
             ranked.write.mode("overwrite").parquet(out)
         n_rows = spark.read.parquet(out).count()
     log.info("ranked %d patients on Spark -> %s (%d rows)", n_patients, out, n_rows)
@@ -120,7 +143,7 @@ class Ranker:
     condition_id: str | None
     include_tried: bool
 
-    def __call__(self, batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import SparkFiles
 
         from ..ranking import rank_patients
@@ -132,23 +155,31 @@ class Ranker:
             patients = batch.column(0).to_numpy().astype(np.int64)
             if not len(patients):
                 continue
-            idx, values = rank_patients(model, patients, self.condition, candidates, self.k,
-                                        self.include_tried)
+            idx, values = rank_patients(
+                model, patients, self.condition, candidates, self.k, self.include_tried
+            )
             yield self._rows(dataset, patients, idx, values)
 
-    def _rows(self, dataset, patients: np.ndarray, idx: np.ndarray, values: np.ndarray) -> "pa.RecordBatch":
+    def _rows(
+        self, dataset, patients: np.ndarray, idx: np.ndarray, values: np.ndarray
+    ) -> pa.RecordBatch:
         import pyarrow as pa
 
         n, k = idx.shape
         keep = (idx >= 0).ravel()
         rows = np.repeat(patients, k)[keep]
-        return pa.RecordBatch.from_arrays([
-            pa.array(dataset.patients.to_external(rows).astype(str), pa.string()),
-            pa.array([self.condition_id] * len(rows), pa.string()),
-            pa.array(np.tile(np.arange(1, k + 1, dtype=np.int64), n)[keep]),
-            pa.array(dataset.treatments.to_external(idx.ravel()[keep]).astype(str), pa.string()),
-            pa.array(values.ravel()[keep].astype(np.float32)),
-        ], schema=output_schema())
+        return pa.RecordBatch.from_arrays(
+            [
+                pa.array(dataset.patients.to_external(rows).astype(str), pa.string()),
+                pa.array([self.condition_id] * len(rows), pa.string()),
+                pa.array(np.tile(np.arange(1, k + 1, dtype=np.int64), n)[keep]),
+                pa.array(
+                    dataset.treatments.to_external(idx.ravel()[keep]).astype(str), pa.string()
+                ),
+                pa.array(values.ravel()[keep].astype(np.float32)),
+            ],
+            schema=output_schema(),
+        )
 
 
 @functools.lru_cache(maxsize=2)
@@ -160,11 +191,15 @@ def _load_shipped(path: str):
 def _spark_schema():
     from pyspark.sql.types import FloatType, LongType, StringType, StructField, StructType
 
-    return StructType([StructField(C.patient, StringType(), False),
-                       StructField(C.condition, StringType(), True),
-                       StructField(C.rank, LongType(), False),
-                       StructField(C.treatment, StringType(), False),
-                       StructField(C.score, FloatType(), False)])
+    return StructType(
+        [
+            StructField(C.patient, StringType(), False),
+            StructField(C.condition, StringType(), True),
+            StructField(C.rank, LongType(), False),
+            StructField(C.treatment, StringType(), False),
+            StructField(C.score, FloatType(), False),
+        ]
+    )
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ partitions, a 4 GiB driver, the web UI off, bound to the loopback address).
 An active session (a notebook's, a test's, or one ``spark-submit`` created) is reused as it is;
 :func:`spark_session` stops only a session it started itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,9 @@ import re
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from ..exceptions import RecommenderError
 from . import require_pyspark
@@ -68,8 +70,12 @@ def java_available() -> bool:
 
 def resolve_master(master: str | None = None, configured: Mapping[str, str] | None = None) -> str:
     """The master URL to use (see the module docstring for the order)."""
-    return (master or os.environ.get(MASTER_VARIABLE) or (configured or {}).get("spark.master")
-            or DEFAULT_MASTER)
+    return (
+        master
+        or os.environ.get(MASTER_VARIABLE)
+        or (configured or {}).get("spark.master")
+        or DEFAULT_MASTER
+    )
 
 
 def session_settings(master: str, configured: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -89,8 +95,10 @@ def configured_elsewhere(environ: Mapping[str, str] | None = None) -> dict[str, 
     """
     environ = os.environ if environ is None else environ
     settings: dict[str, str] = {}
-    folders = [environ.get("SPARK_CONF_DIR"),
-               environ.get("SPARK_HOME") and str(Path(environ["SPARK_HOME"]) / "conf")]
+    folders = [
+        environ.get("SPARK_CONF_DIR"),
+        environ.get("SPARK_HOME") and str(Path(environ["SPARK_HOME"]) / "conf"),
+    ]
     for folder in filter(None, folders):
         path = Path(folder) / "spark-defaults.conf"
         if path.is_file():
@@ -100,6 +108,7 @@ def configured_elsewhere(environ: Mapping[str, str] | None = None) -> dict[str, 
         # Started by spark-submit: its JVM already holds the --conf and defaults, and the
         # builder's settings would override them.
         from pyspark import SparkConf
+
         settings.update(dict(SparkConf().getAll()))
     return settings
 
@@ -114,7 +123,7 @@ def parse_defaults(text: str) -> dict[str, str]:
     return settings
 
 
-def build_session(master: str | None = None, app_name: str = APP_NAME) -> "SparkSession":
+def build_session(master: str | None = None, app_name: str = APP_NAME) -> SparkSession:
     """The active SparkSession, or a new one for ``master`` (see the module docstring).
 
     Raises
@@ -130,12 +139,16 @@ def build_session(master: str | None = None, app_name: str = APP_NAME) -> "Spark
     active = SparkSession.getActiveSession()
     if active is not None:
         if master and active.sparkContext.master != master:
-            log.warning("reusing the active Spark session on %s (asked for %s)",
-                        active.sparkContext.master, master)
+            log.warning(
+                "reusing the active Spark session on %s (asked for %s)",
+                active.sparkContext.master,
+                master,
+            )
         return active
     if not java_available():
-        raise RecommenderError("Spark needs Java 17 or newer: install it and put it on the PATH "
-                               "or set JAVA_HOME")
+        raise RecommenderError(
+            "Spark needs Java 17 or newer: install it and put it on the PATH or set JAVA_HOME"
+        )
     configured = configured_elsewhere()
     master = resolve_master(master, configured)
     if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
@@ -149,16 +162,22 @@ def build_session(master: str | None = None, app_name: str = APP_NAME) -> "Spark
         with quiet_pandas_warning():
             spark = builder.getOrCreate()
     except (PySparkException, Py4JError, OSError) as exc:
-        raise RecommenderError(f"Spark could not start on master {master!r}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise RecommenderError(
+            f"Spark could not start on master {master!r}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     spark.sparkContext.setLogLevel("WARN" if log.isEnabledFor(logging.INFO) else "ERROR")
-    log.info("Spark %s on %s (default parallelism %d)", spark.version, spark.sparkContext.master,
-             spark.sparkContext.defaultParallelism)
+    log.info(
+        "Spark %s on %s (default parallelism %d)",
+        spark.version,
+        spark.sparkContext.master,
+        spark.sparkContext.defaultParallelism,
+    )
     return spark
 
 
 @contextlib.contextmanager
-def spark_session(master: str | None = None) -> Iterator["SparkSession"]:
+def spark_session(master: str | None = None) -> Iterator[SparkSession]:
     """A session for one command; stopped on exit only if this call started it."""
     require_pyspark()
     from pyspark.sql import SparkSession
@@ -180,6 +199,7 @@ def quiet_pandas_warning() -> Iterator[None]:
     Spark, so the compatibility caveat of pyspark's pandas conversions does not apply.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
-                                category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+        )
         yield

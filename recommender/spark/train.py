@@ -17,29 +17,36 @@ Two encodings (``encode``):
 Either way the ALS fit itself runs on Spark, and the artifact (what the service memory-maps)
 is written by the driver.
 """
+
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ..models.persistence import load_artifact, save_artifact
-from ..data.policies import ConfidencePolicy
 from ..data.dataset import Dataset
-from ..data.side_info import SideInfo
-from ..exceptions import DataValidationError, ParameterError
-from ..data.tables import CohortTables, find_table, read_tables, validate_tables
-from ..models.als import ALSRecommender
+from ..data.policies import ConfidencePolicy
 from ..data.pseudonym import Pseudonymizer
+from ..data.side_info import SideInfo
+from ..data.tables import CohortTables, find_table, read_tables, validate_tables
+from ..exceptions import DataValidationError, ParameterError
+from ..models.als import ALSRecommender
+from ..models.persistence import load_artifact, save_artifact
 from .encode import encode_tables
 from .encoded import COLUMN, PATIENT, RATING, Encoded, encode_dataset
-from .params import (SparkALSParams, correspond, effective_penalties, median_positive_count,
-                     split_params)
+from .params import (
+    SparkALSParams,
+    correspond,
+    effective_penalties,
+    median_positive_count,
+    split_params,
+)
 from .session import quiet_pandas_warning, spark_session
 
 if TYPE_CHECKING:
@@ -48,15 +55,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENCODINGS = ("local", "spark")
-RATING_DESCRIPTION = ("rating r = sign(v) * (|v| - 1) of the signed confidence v, Spark alpha 1: "
-                      "Spark's confidence 1 + |r| equals implicit's |v| (recommender.spark.params)")
+RATING_DESCRIPTION = (
+    "rating r = sign(v) * (|v| - 1) of the signed confidence v, Spark alpha 1: "
+    "Spark's confidence 1 + |r| equals implicit's |v| (recommender.spark.params)"
+)
 
 
-def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | None = None,
-                         policy: ConfidencePolicy | None = None, side_info: SideInfo | None = None,
-                         pseudonymizer: Pseudonymizer | None = None, master: str | None = None,
-                         encode: str = "local", metrics: Mapping | None = None,
-                         **dataset_options) -> Path:
+def train_spark_artifact(
+    data: str | Path,
+    out: str | Path,
+    params: Mapping | None = None,
+    policy: ConfidencePolicy | None = None,
+    side_info: SideInfo | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+    master: str | None = None,
+    encode: str = "local",
+    metrics: Mapping | None = None,
+    **dataset_options,
+) -> Path:
     """Fit Spark ALS on the tables at ``data`` and write a verified artifact to ``out``.
 
     Parameters
@@ -101,29 +117,44 @@ def train_spark_artifact(data: str | Path, out: str | Path, params: Mapping | No
         start_seconds = time.perf_counter() - started
         if encode == "local":
             tables = read_cohort(data)
-            dataset = Dataset.from_tables(tables, policy=policy, side_info=side_info,
-                                          pseudonymizer=pseudonymizer, **dataset_options)
+            dataset = Dataset.from_tables(
+                tables,
+                policy=policy,
+                side_info=side_info,
+                pseudonymizer=pseudonymizer,
+                **dataset_options,
+            )
             encoded = encode_dataset(spark, dataset, n_outcome_rows=len(tables.outcomes))
         else:
-            encoded = _encode_on_spark(spark, data, policy, side_info, pseudonymizer,
-                                       **dataset_options)
+            encoded = _encode_on_spark(
+                spark, data, policy, side_info, pseudonymizer, **dataset_options
+            )
         encode_seconds = time.perf_counter() - started
         model.fit_encoded(spark, encoded, spark_only)
         fit_seconds = time.perf_counter() - started - encode_seconds
         spark_info = {**model.spark_info_, "encode": encode}
-    training = {"data_folder": Path(str(data).rstrip("/")).name,
-                "spark_start_seconds": round(start_seconds, 3),
-                "read_seconds": round(encode_seconds - start_seconds, 3),
-                "fit_seconds": round(fit_seconds, 3),
-                "n_outcome_rows": encoded.n_outcome_rows}
-    path = save_artifact(model, out, metrics=metrics,
-                         extra={"engine": "spark", "spark": spark_info, "training": training})
+    training = {
+        "data_folder": Path(str(data).rstrip("/")).name,
+        "spark_start_seconds": round(start_seconds, 3),
+        "read_seconds": round(encode_seconds - start_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3),
+        "n_outcome_rows": encoded.n_outcome_rows,
+    }
+    path = save_artifact(
+        model,
+        out,
+        metrics=metrics,
+        extra={"engine": "spark", "spark": spark_info, "training": training},
+    )
     load_artifact(path, mmap=True, pseudonymizer=pseudonymizer)  # verify checksums, key, load
-    log.info("trained als on Spark in %.1fs (encoding %.1fs) -> %s", fit_seconds, encode_seconds, path)
+    log.info(
+        "trained als on Spark in %.1fs (encoding %.1fs) -> %s", fit_seconds, encode_seconds, path
+    )
     return path
 
 
 # --- encoding on the driver ---------------------------------------------------------------------
+
 
 def read_cohort(data: str | Path) -> CohortTables:
     """Validated tables from a folder of canonical tables or from one Parquet file of outcomes."""
@@ -131,8 +162,11 @@ def read_cohort(data: str | Path) -> CohortTables:
     if path.is_dir() and find_table(path, "outcomes") is not None:
         return read_tables(path)
     if (path / "outcomes.parquet").is_dir():
-        raise DataValidationError("outcomes.parquet is a Parquet dataset folder (as Spark writes "
-                                  "them); encode it on Spark with --encode spark", file=str(path))
+        raise DataValidationError(
+            "outcomes.parquet is a Parquet dataset folder (as Spark writes "
+            "them); encode it on Spark with --encode spark",
+            file=str(path),
+        )
     if path.suffix == ".parquet" and path.exists():
         try:
             frame = pd.read_parquet(path)
@@ -146,11 +180,18 @@ def read_cohort(data: str | Path) -> CohortTables:
 
 
 def _encode_on_spark(spark, data, policy, side_info, pseudonymizer, **dataset_options) -> Encoded:
-    return encode_tables(spark, str(data), policy=policy, side_info=side_info,
-                         pseudonymizer=pseudonymizer, **dataset_options)
+    return encode_tables(
+        spark,
+        str(data),
+        policy=policy,
+        side_info=side_info,
+        pseudonymizer=pseudonymizer,
+        **dataset_options,
+    )
 
 
 # --- fitting ------------------------------------------------------------------------------------
+
 
 class SparkALSRecommender(ALSRecommender):
     """An :class:`ALSRecommender` whose ``fit`` runs Spark MLlib ALS on the same matrix.
@@ -175,15 +216,21 @@ class SparkALSRecommender(ALSRecommender):
     def check_spark_params(self) -> None:
         """Validate the parameters, refusing those without a Spark counterpart."""
         self._validate_params()
-        unsupported = [name for name in ("early_stopping", "init_fraction")
-                       if getattr(self, name, None) is not None]
+        unsupported = [
+            name
+            for name in ("early_stopping", "init_fraction")
+            if getattr(self, name, None) is not None
+        ]
         if unsupported:
-            raise ParameterError(f"{', '.join(unsupported)} has no Spark counterpart: leave it "
-                                 "unset with --engine spark (Spark's ALS runs all iterations "
-                                 "from its own random start)")
+            raise ParameterError(
+                f"{', '.join(unsupported)} has no Spark counterpart: leave it "
+                "unset with --engine spark (Spark's ALS runs all iterations "
+                "from its own random start)"
+            )
 
-    def fit_encoded(self, spark: "SparkSession", encoded: Encoded,
-                    spark_only: Mapping | None = None) -> "SparkALSRecommender":
+    def fit_encoded(
+        self, spark: SparkSession, encoded: Encoded, spark_only: Mapping | None = None
+    ) -> SparkALSRecommender:
         """Fit on an already encoded cohort, with ``spark_reg_param``/``spark_blocks`` overrides.
 
         Raises
@@ -195,12 +242,20 @@ class SparkALSRecommender(ALSRecommender):
         """
         self.check_spark_params()
         if encoded.inexact:
-            log.warning("%d matrix entries have a confidence below 1, which Spark cannot express; "
-                        "they enter with confidence 1 (see recommender.spark.params)", encoded.inexact)
-        als = correspond(self.get_params(), encoded.patient_positives,
-                         spark.sparkContext.defaultParallelism, spark_only)
-        self.user_factors_, self.item_factors_ = fit_als(spark, encoded.ratings,
-                                                         encoded.dataset.matrix.shape, als)
+            log.warning(
+                "%d matrix entries have a confidence below 1, which Spark cannot express; "
+                "they enter with confidence 1 (see recommender.spark.params)",
+                encoded.inexact,
+            )
+        als = correspond(
+            self.get_params(),
+            encoded.patient_positives,
+            spark.sparkContext.defaultParallelism,
+            spark_only,
+        )
+        self.user_factors_, self.item_factors_ = fit_als(
+            spark, encoded.ratings, encoded.dataset.matrix.shape, als
+        )
         self.spark_params_ = als
         self.n_iterations_ = als.max_iter
         self.spark_info_ = _spark_section(spark, als, encoded, self.regularization)
@@ -209,8 +264,9 @@ class SparkALSRecommender(ALSRecommender):
         return self
 
 
-def fit_als(spark: "SparkSession", ratings: "DataFrame", shape: tuple[int, int],
-            params: SparkALSParams) -> tuple[np.ndarray, np.ndarray]:
+def fit_als(
+    spark: SparkSession, ratings: DataFrame, shape: tuple[int, int], params: SparkALSParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit Spark ALS on ``ratings``; factors as float32 arrays of shapes (n_p, d), (n_cols, d).
 
     Rows Spark returns no factors for (a patient or column without any rating) are zero, which
@@ -218,8 +274,13 @@ def fit_als(spark: "SparkSession", ratings: "DataFrame", shape: tuple[int, int],
     """
     from pyspark.ml.recommendation import ALS
 
-    als = ALS(userCol=PATIENT, itemCol=COLUMN, ratingCol=RATING, coldStartStrategy="nan",
-              **params.to_spark())
+    als = ALS(
+        userCol=PATIENT,
+        itemCol=COLUMN,
+        ratingCol=RATING,
+        coldStartStrategy="nan",
+        **params.to_spark(),
+    )
     context = spark.sparkContext
     checkpoints = None
     if context.getCheckpointDir() is None and context.master.startswith("local"):
@@ -227,8 +288,10 @@ def fit_als(spark: "SparkSession", ratings: "DataFrame", shape: tuple[int, int],
         checkpoints = tempfile.TemporaryDirectory(prefix="recommender-spark-checkpoints-")
         context.setCheckpointDir(checkpoints.name)
     elif context.getCheckpointDir() is None and params.max_iter > 10:
-        log.warning("no Spark checkpoint directory: set spark.checkpoint.dir to a shared path so "
-                    "long ALS runs can cut their lineage")
+        log.warning(
+            "no Spark checkpoint directory: set spark.checkpoint.dir to a shared path so "
+            "long ALS runs can cut their lineage"
+        )
     try:
         fitted = als.fit(ratings)
         users = factor_matrix(fitted.userFactors, shape[0], params.rank)
@@ -239,14 +302,16 @@ def fit_als(spark: "SparkSession", ratings: "DataFrame", shape: tuple[int, int],
     return users, items
 
 
-def factor_matrix(factors: "DataFrame", n: int, rank: int) -> np.ndarray:
+def factor_matrix(factors: DataFrame, n: int, rank: int) -> np.ndarray:
     """ALS's (id, features) DataFrame as a float32 (n, rank) array indexed by id (zeros if absent)."""
     with quiet_pandas_warning():
         table = factors.toArrow()
     out = np.zeros((n, rank), np.float32)
     if table.num_rows:
         ids = table.column("id").to_numpy()
-        features = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        features = (
+            table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        )
         out[ids] = np.asarray(features, np.float32).reshape(-1, rank)
     return out
 
@@ -254,9 +319,11 @@ def factor_matrix(factors: "DataFrame", n: int, rank: int) -> np.ndarray:
 def _spark_section(spark, als: SparkALSParams, encoded: Encoded, regularization: float) -> dict:
     """The manifest's ``spark`` entry: what ran where and how the parameters correspond."""
     return {
-        "version": spark.version, "master": spark.sparkContext.master,
+        "version": spark.version,
+        "master": spark.sparkContext.master,
         "default_parallelism": spark.sparkContext.defaultParallelism,
-        "als": als.to_dict(), "rating": RATING_DESCRIPTION,
+        "als": als.to_dict(),
+        "rating": RATING_DESCRIPTION,
         "inexact_entries": encoded.inexact,
         "regularization": {
             "implicit_lambda": float(regularization),

@@ -33,21 +33,25 @@ can tell a gap from noise.
 An artifact trained with a pseudonymisation key holds keyed patient ids: its patients are
 matched to the audit data through the same key, and without it the audit stops with a message.
 """
+
 from __future__ import annotations
+
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+
 import numpy as np
 import pandas as pd
-from ..models.persistence import Artifact, load_artifact
+
 from ..columns import Columns as C
-from ..exceptions import ParameterError
-from ..data.tables import CohortTables, read_tables
-from ..utils.jsonable import jsonable
 from ..data.pseudonym import Pseudonymizer
-from ..ranking import check_k
 from ..data.splits import SPLITS
+from ..data.tables import CohortTables, read_tables
+from ..exceptions import ParameterError
+from ..models.persistence import Artifact, load_artifact
+from ..ranking import check_k
+from ..utils.jsonable import jsonable
 from .subgroup_exposure import exposure_gaps, exposure_slots, group_exposure, treatment_names
 from .subgroup_quality import audit_metrics, group_metrics, held_out_queries, metric_gaps
 from .subgroups import UNKNOWN, group_order, patient_groups, reference_year, resolve_attributes
@@ -122,26 +126,49 @@ class AuditResult:
 
     def value(self, attribute: str, group: str, metric: str) -> float:
         """One group's value of one metric (NaN when it has no query for it)."""
-        rows = self.metrics[(self.metrics["attribute"] == attribute)
-                            & (self.metrics["group"] == group) & (self.metrics["metric"] == metric)]
+        rows = self.metrics[
+            (self.metrics["attribute"] == attribute)
+            & (self.metrics["group"] == group)
+            & (self.metrics["metric"] == metric)
+        ]
         return float(rows["value"].iloc[0]) if len(rows) else float("nan")
 
     def to_dict(self) -> dict:
         """Everything but the per-query table, as plain JSON types (NaN as None)."""
+
         def records(frame: pd.DataFrame) -> list[dict]:
             return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-        return jsonable({
-            "k": self.k, "min_group_size": self.min_group_size, "max_gap": self.max_gap,
-            "attributes": self.attributes, **self.info, "treatment_names": self.treatment_names,
-            "flags": records(self.flags), "groups": records(self.groups),
-            "metrics": records(self.metrics), "gaps": records(self.gaps),
-            "exposure": records(self.exposure), "exposure_gaps": records(self.exposure_gaps)})
+
+        return jsonable(
+            {
+                "k": self.k,
+                "min_group_size": self.min_group_size,
+                "max_gap": self.max_gap,
+                "attributes": self.attributes,
+                **self.info,
+                "treatment_names": self.treatment_names,
+                "flags": records(self.flags),
+                "groups": records(self.groups),
+                "metrics": records(self.metrics),
+                "gaps": records(self.gaps),
+                "exposure": records(self.exposure),
+                "exposure_gaps": records(self.exposure_gaps),
+            }
+        )
 
 
-def audit(artifact: Artifact | str | Path, data: CohortTables | str | Path,
-          by: Sequence[str] | None = None, *, k: int = 10, split: str = "leave-last",
-          min_group_size: int = DEFAULT_MIN_GROUP_SIZE, max_gap: float = DEFAULT_MAX_GAP,
-          requests: str = "condition", pseudonymizer: Pseudonymizer | None = None) -> AuditResult:
+def audit(
+    artifact: Artifact | str | Path,
+    data: CohortTables | str | Path,
+    by: Sequence[str] | None = None,
+    *,
+    k: int = 10,
+    split: str = "leave-last",
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+    max_gap: float = DEFAULT_MAX_GAP,
+    requests: str = "condition",
+    pseudonymizer: Pseudonymizer | None = None,
+) -> AuditResult:
     """Audit quality and exposure of ``artifact`` across the patient groups of ``data``.
 
     Parameters
@@ -186,31 +213,53 @@ def audit(artifact: Artifact | str | Path, data: CohortTables | str | Path,
     groups = patient_groups(tables, attributes, year)
     queries, split_info = held_out_queries(artifact, tables, split, k)
     for attribute in attributes:
-        queries[attribute] = groups[attribute].reindex(queries[C.patient]).fillna(UNKNOWN).to_numpy()
+        queries[attribute] = (
+            groups[attribute].reindex(queries[C.patient]).fillna(UNKNOWN).to_numpy()
+        )
     metrics = group_metrics(queries, attributes, audit_metrics(k), min_group_size)
     slots, n_requests, matched = exposure_slots(artifact, groups, k, requests, pseudonymizer)
-    exposure, request_counts = group_exposure(artifact, groups, slots, n_requests, matched,
-                                              attributes)
+    exposure, request_counts = group_exposure(
+        artifact, groups, slots, n_requests, matched, attributes
+    )
     notes = _notes(artifact, tables, matched)
-    info = {"model": {"type": artifact.manifest["model"]["type"],
-                      "params": artifact.manifest["model"]["params"]},
-            "artifact": {"path": str(artifact.path), "version": artifact.manifest.get("version"),
-                         "data_fingerprint": artifact.manifest["data"].get("fingerprint")},
-            "data": {"fingerprint": tables.fingerprint, "reference_year": year,
-                     "n_patients": len(groups)},
-            "split": split_info,
-            "exposure": {"requests": requests, "n_requests": int(n_requests.sum()),
-                         "n_patients_matched": int((matched >= 0).sum()),
-                         "n_patients_artifact": int(len(matched))},
-            "notes": notes}
-    return AuditResult(k=k, min_group_size=min_group_size, max_gap=float(max_gap),
-                       attributes=attributes,
-                       groups=_group_table(groups, queries, request_counts, attributes, min_group_size),
-                       metrics=metrics, gaps=metric_gaps(metrics, max_gap),
-                       exposure=exposure,
-                       exposure_gaps=exposure_gaps(exposure, request_counts, min_group_size),
-                       info=info, treatment_names=treatment_names(tables, exposure),
-                       queries=queries)
+    info = {
+        "model": {
+            "type": artifact.manifest["model"]["type"],
+            "params": artifact.manifest["model"]["params"],
+        },
+        "artifact": {
+            "path": str(artifact.path),
+            "version": artifact.manifest.get("version"),
+            "data_fingerprint": artifact.manifest["data"].get("fingerprint"),
+        },
+        "data": {
+            "fingerprint": tables.fingerprint,
+            "reference_year": year,
+            "n_patients": len(groups),
+        },
+        "split": split_info,
+        "exposure": {
+            "requests": requests,
+            "n_requests": int(n_requests.sum()),
+            "n_patients_matched": int((matched >= 0).sum()),
+            "n_patients_artifact": int(len(matched)),
+        },
+        "notes": notes,
+    }
+    return AuditResult(
+        k=k,
+        min_group_size=min_group_size,
+        max_gap=float(max_gap),
+        attributes=attributes,
+        groups=_group_table(groups, queries, request_counts, attributes, min_group_size),
+        metrics=metrics,
+        gaps=metric_gaps(metrics, max_gap),
+        exposure=exposure,
+        exposure_gaps=exposure_gaps(exposure, request_counts, min_group_size),
+        info=info,
+        treatment_names=treatment_names(tables, exposure),
+        queries=queries,
+    )
 
 
 def _check_settings(split: str, requests: str, min_group_size: int, max_gap: float) -> None:
@@ -218,15 +267,23 @@ def _check_settings(split: str, requests: str, min_group_size: int, max_gap: flo
         raise ParameterError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
     if requests not in REQUEST_MODES:
         raise ParameterError(f"requests must be one of {list(REQUEST_MODES)}; got {requests!r}")
-    if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) \
-            or min_group_size < 1:
+    if (
+        isinstance(min_group_size, bool)
+        or not isinstance(min_group_size, (int, np.integer))
+        or min_group_size < 1
+    ):
         raise ParameterError(f"min_group_size must be a positive int; got {min_group_size!r}")
     if not isinstance(max_gap, (int, float)) or not 0 <= max_gap <= 1:
         raise ParameterError(f"max_gap must be a number in [0, 1]; got {max_gap!r}")
 
 
-def _group_table(groups: pd.DataFrame, queries: pd.DataFrame, requests: pd.DataFrame,
-                 attributes: Sequence[str], min_group_size: int) -> pd.DataFrame:
+def _group_table(
+    groups: pd.DataFrame,
+    queries: pd.DataFrame,
+    requests: pd.DataFrame,
+    attributes: Sequence[str],
+    min_group_size: int,
+) -> pd.DataFrame:
     """attribute, group, n_patients, n_queries, mean_allowed, n_requests, small: one row per group."""
     rows = []
     for attribute in attributes:
@@ -237,21 +294,42 @@ def _group_table(groups: pd.DataFrame, queries: pd.DataFrame, requests: pd.DataF
         labels = set(patients.index) | set(n_queries.index) | set(n_requests.index)
         for group in sorted(labels, key=group_order):
             q = int(n_queries.get(group, 0))
-            rows.append({"attribute": attribute, "group": group,
-                         "n_patients": int(patients.get(group, 0)), "n_queries": q,
-                         "mean_allowed": float(allowed.get(group, float("nan"))),
-                         "n_requests": int(n_requests.get(group, 0)), "small": q < min_group_size})
-    return pd.DataFrame(rows, columns=["attribute", "group", "n_patients", "n_queries",
-                                       "mean_allowed", "n_requests", "small"])
+            rows.append(
+                {
+                    "attribute": attribute,
+                    "group": group,
+                    "n_patients": int(patients.get(group, 0)),
+                    "n_queries": q,
+                    "mean_allowed": float(allowed.get(group, float("nan"))),
+                    "n_requests": int(n_requests.get(group, 0)),
+                    "small": q < min_group_size,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "attribute",
+            "group",
+            "n_patients",
+            "n_queries",
+            "mean_allowed",
+            "n_requests",
+            "small",
+        ],
+    )
 
 
 def _notes(artifact: Artifact, tables: CohortTables, matched: np.ndarray) -> list[str]:
     notes = []
     if artifact.manifest["data"].get("fingerprint") != tables.fingerprint:
-        notes.append("the audit data is not the artifact's training data (fingerprints differ): "
-                     "the re-fitted quality numbers describe the model kind on this data")
+        notes.append(
+            "the audit data is not the artifact's training data (fingerprints differ): "
+            "the re-fitted quality numbers describe the model kind on this data"
+        )
     absent = int((matched < 0).sum())
     if absent:
-        notes.append(f"{absent} of the artifact's {len(matched)} patients are not in the audit "
-                     f"data; their exposure is counted in the group '{UNKNOWN}'")
+        notes.append(
+            f"{absent} of the artifact's {len(matched)} patients are not in the audit "
+            f"data; their exposure is counted in the group '{UNKNOWN}'"
+        )
     return notes

@@ -1,21 +1,25 @@
 """Quality per group: held-out metrics of a re-fitted model, averaged over each group's queries
 (see :mod:`recommender.trust.subgroup_audit` for why the model is re-fitted)."""
+
 from __future__ import annotations
+
 import logging
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
-from ..models.persistence import Artifact
-from ..data.policies import ConfidencePolicy, SafetyPolicy
+
 from ..data.dataset import Dataset
+from ..data.policies import ConfidencePolicy, SafetyPolicy
 from ..data.side_info import SideInfo
-from ..evaluation.queries import build_queries
-from ..evaluation.evaluate import evaluate_model
-from ..exceptions import DataValidationError
-from ..data.tables import CohortTables
-from ..models import make_model
 from ..data.splits import SPLITS
+from ..data.tables import CohortTables
+from ..evaluation.evaluate import evaluate_model
+from ..evaluation.queries import build_queries
+from ..exceptions import DataValidationError
+from ..models import make_model
+from ..models.persistence import Artifact
 from .subgroups import ALL, UNKNOWN, group_order
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,9 @@ def audit_metrics(k: int) -> dict[str, str]:
     return {**names, "mrr": "rr", REACHABLE: REACHABLE, **{m: m for m in OUTCOME_METRICS}}
 
 
-def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
-                     k: int) -> tuple[pd.DataFrame, dict]:
+def held_out_queries(
+    artifact: Artifact, tables: CohortTables, split: str, k: int
+) -> tuple[pd.DataFrame, dict]:
     """Re-fit the artifact's model on a training split and score the held-out queries.
 
     Returns the per-query metrics of :func:`recommender.evaluation.evaluate.evaluate_model` (plus
@@ -51,12 +56,17 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
     manifest = artifact.manifest
     parts = SPLITS[split](tables)
     if len(parts.test) == 0:
-        raise DataValidationError(f"the {split} split holds out nothing (no patient has two or "
-                                  "more treatments on record); the audit needs held-out outcomes",
-                                  file="outcomes")
+        raise DataValidationError(
+            f"the {split} split holds out nothing (no patient has two or "
+            "more treatments on record); the audit needs held-out outcomes",
+            file="outcomes",
+        )
     data = manifest["data"]
-    encoding = {"policy": ConfidencePolicy(**data["policy"]), "side_info": SideInfo(**data["side_info"]),
-                "harm_threshold": data.get("harm_threshold", 0.0)}
+    encoding = {
+        "policy": ConfidencePolicy(**data["policy"]),
+        "side_info": SideInfo(**data["side_info"]),
+        "harm_threshold": data.get("harm_threshold", 0.0),
+    }
     if "safety" in data:  # the safety settings (minimum evidence ...) the artifact ranks with
         encoding["safety"] = SafetyPolicy(**data["safety"])
     dataset = Dataset.from_tables(parts.train, **encoding)
@@ -68,8 +78,12 @@ def held_out_queries(artifact: Artifact, tables: CohortTables, split: str,
     return queries, {**parts.summary(), "n_queries": len(queries)}
 
 
-def group_metrics(queries: pd.DataFrame, attributes: Sequence[str], metrics: Mapping[str, str],
-                  min_group_size: int) -> pd.DataFrame:
+def group_metrics(
+    queries: pd.DataFrame,
+    attributes: Sequence[str],
+    metrics: Mapping[str, str],
+    min_group_size: int,
+) -> pd.DataFrame:
     """Mean, count and standard error of each metric per group (and for ``all``).
 
     ``used`` is True for a known group with at least ``min_group_size`` queries for the metric.
@@ -77,19 +91,33 @@ def group_metrics(queries: pd.DataFrame, attributes: Sequence[str], metrics: Map
     rows = []
     relevant = queries["n_relevant"].to_numpy() > 0
     for attribute in (ALL, *attributes):
-        labels = (np.full(len(queries), ALL, object) if attribute == ALL
-                  else queries[attribute].to_numpy())
+        labels = (
+            np.full(len(queries), ALL, object)
+            if attribute == ALL
+            else queries[attribute].to_numpy()
+        )
         for group in sorted(pd.unique(labels), key=group_order):
             in_group = labels == group
             for name, column in metrics.items():
                 values = queries[column].to_numpy(np.float64)
-                counted = in_group & ~np.isnan(values) & (relevant if name not in OUTCOME_METRICS else True)
+                counted = (
+                    in_group
+                    & ~np.isnan(values)
+                    & (relevant if name not in OUTCOME_METRICS else True)
+                )
                 n = int(counted.sum())
                 chosen = values[counted]
-                rows.append({"attribute": attribute, "group": group, "metric": name,
-                             "value": float(chosen.mean()) if n else float("nan"), "n": n,
-                             "se": float(chosen.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
-                             "used": bool(attribute != ALL and group != UNKNOWN and n >= min_group_size)})
+                rows.append(
+                    {
+                        "attribute": attribute,
+                        "group": group,
+                        "metric": name,
+                        "value": float(chosen.mean()) if n else float("nan"),
+                        "n": n,
+                        "se": float(chosen.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+                        "used": bool(attribute != ALL and group != UNKNOWN and n >= min_group_size),
+                    }
+                )
     return pd.DataFrame(rows, columns=["attribute", "group", "metric", "value", "n", "se", "used"])
 
 
@@ -101,19 +129,50 @@ def metric_gaps(metrics: pd.DataFrame, max_gap: float) -> pd.DataFrame:
     """
     rows = []
     for (attribute, metric), frame in metrics[metrics["attribute"] != ALL].groupby(
-            ["attribute", "metric"], sort=False):
+        ["attribute", "metric"], sort=False
+    ):
         used = frame[frame["used"] & frame["value"].notna()]
-        row = {"attribute": attribute, "metric": metric, "gap": float("nan"), "se": float("nan"),
-               "z": float("nan"),
-               "high_group": None, "high": float("nan"), "low_group": None, "low": float("nan"),
-               "n_groups": len(used), "flagged": False}
+        row = {
+            "attribute": attribute,
+            "metric": metric,
+            "gap": float("nan"),
+            "se": float("nan"),
+            "z": float("nan"),
+            "high_group": None,
+            "high": float("nan"),
+            "low_group": None,
+            "low": float("nan"),
+            "n_groups": len(used),
+            "flagged": False,
+        }
         if len(used) >= 2:
             high, low = used.loc[used["value"].idxmax()], used.loc[used["value"].idxmin()]
             gap = float(high["value"] - low["value"])
             se = float(np.hypot(high["se"], low["se"]))
-            row.update(gap=gap, se=se, z=gap / se if se > 0 else float("nan"),
-                       high_group=high["group"], high=float(high["value"]),
-                       low_group=low["group"], low=float(low["value"]), flagged=bool(gap > max_gap))
+            row.update(
+                gap=gap,
+                se=se,
+                z=gap / se if se > 0 else float("nan"),
+                high_group=high["group"],
+                high=float(high["value"]),
+                low_group=low["group"],
+                low=float(low["value"]),
+                flagged=bool(gap > max_gap),
+            )
         rows.append(row)
-    return pd.DataFrame(rows, columns=["attribute", "metric", "gap", "se", "z", "high_group", "high",
-                                       "low_group", "low", "n_groups", "flagged"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "attribute",
+            "metric",
+            "gap",
+            "se",
+            "z",
+            "high_group",
+            "high",
+            "low_group",
+            "low",
+            "n_groups",
+            "flagged",
+        ],
+    )

@@ -1,12 +1,13 @@
 """Atomic writes: a reader never sees a half-written file or folder."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -59,8 +60,9 @@ def atomic_path(target: str | os.PathLike) -> contextlib.AbstractContextManager[
 @contextlib.contextmanager
 def _atomic_path(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix="".join(target.suffixes),
-                               dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.tmp-", suffix="".join(target.suffixes), dir=target.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)

@@ -1,7 +1,8 @@
 """Plain JSON types from numpy-laden structures (manifests, reports, results)."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

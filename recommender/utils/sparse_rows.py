@@ -6,6 +6,7 @@ its time. A single row of a CSR matrix is just two slices of ``indices``/``data`
 two-entry ``indptr``, so :func:`row` builds that result directly (copies of the slices, as
 scipy's own indexing returns) and :func:`row_arrays` returns the slices themselves as views.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def lookup(indices: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndar
     return positions, indices[positions] == wanted
 
 
-def _assemble(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
-              shape: tuple[int, int]) -> sp.csr_matrix:
+def _assemble(
+    data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
     """CSR from trusted, canonical arrays without scipy's validation (same attributes)."""
     result = sp.csr_matrix.__new__(sp.csr_matrix)
     result.data, result.indices, result.indptr = data, indices, indptr
@@ -47,12 +49,17 @@ def _constructor_matches() -> bool:
 
     Checked once at import: with another scipy layout the public constructor is used instead.
     """
-    reference = sp.csr_matrix((np.ones(1, np.float32), np.zeros(1, np.int32),
-                               np.array([0, 1], np.int32)), shape=(1, 3))
+    reference = sp.csr_matrix(
+        (np.ones(1, np.float32), np.zeros(1, np.int32), np.array([0, 1], np.int32)), shape=(1, 3)
+    )
     try:
         fast = _assemble(reference.data, reference.indices, reference.indptr, (1, 3))
-        return (set(vars(fast)) == set(vars(reference)) and fast.nnz == 1
-                and (fast != reference).nnz == 0 and fast.has_canonical_format)
+        return (
+            set(vars(fast)) == set(vars(reference))
+            and fast.nnz == 1
+            and (fast != reference).nnz == 0
+            and fast.has_canonical_format
+        )
     except Exception:  # noqa: BLE001 - any surprise means: use the public constructor
         return False
 

@@ -5,21 +5,22 @@ it, so model fitting and scoring run with BLAS limited to one thread. Building a
 ``ThreadpoolController`` reads ``/proc/self/maps`` (milliseconds), so one is built per process
 and reused.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
-from functools import lru_cache
+from functools import cache
 
 from threadpoolctl import ThreadpoolController
 
 
-@lru_cache(maxsize=None)
+@cache
 def blas_controller() -> ThreadpoolController:
     """The process's controller of its loaded BLAS libraries (built once)."""
     return ThreadpoolController()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _blas_libraries() -> tuple:
     return tuple(lib for lib in blas_controller().lib_controllers if lib.user_api == "blas")
 

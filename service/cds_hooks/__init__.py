@@ -13,10 +13,11 @@ Every call but discovery needs the EHR's signed JWT (:mod:`.security`); every ca
 or writes patient data is audited like the REST endpoints. On only when
 ``RECOMMENDER_CDS_ISSUERS`` is set; operators' guide: ``service/README.md``.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..config import ConfigError
 from .security import JwtVerifier, load_keys
@@ -37,8 +38,11 @@ class CdsRuntime:
     def __init__(self, config: Mapping):
         self.config = config
         try:
-            self.store = CdsStore(config["CDS_STORE"], max_tokens=config["CDS_JTI_CACHE_SIZE"],
-                                  card_ttl_days=config["CDS_CARD_TTL_DAYS"])
+            self.store = CdsStore(
+                config["CDS_STORE"],
+                max_tokens=config["CDS_JTI_CACHE_SIZE"],
+                card_ttl_days=config["CDS_CARD_TTL_DAYS"],
+            )
         except StoreError as exc:
             raise ConfigError(f"RECOMMENDER_CDS_STORE: {exc}") from None
         self.verifier = JwtVerifier(self._keys(), self.store, config["CDS_JWT_MAX_LIFETIME"])

@@ -11,19 +11,24 @@ the evidence (outcomes on record, response rate with its Wilson 95% interval), t
 and that the suggestion supports rather than replaces clinical judgment. Text that comes from
 data (therapy and condition names) is Markdown-escaped, so a name cannot inject a link.
 """
+
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .prefetch import coding_of
 
 SUMMARY_LIMIT = 139
 SOURCE_LABEL = "Treatment recommender"
-TOPIC = {"system": "urn:treatment-recommender:cds-topic", "code": "therapy-suggestion",
-         "display": "Therapy suggestion from historical outcomes"}
+TOPIC = {
+    "system": "urn:treatment-recommender:cds-topic",
+    "code": "therapy-suggestion",
+    "display": "Therapy suggestion from historical outcomes",
+}
 OVERRIDE_SYSTEM = "urn:treatment-recommender:override-reason"
 SUGGESTION_OVERRIDES = (
     ("patient-preference", "Patient preference"),
@@ -39,11 +44,17 @@ WARNING_OVERRIDES = (
     ("no-alternative", "No suitable alternative"),
 )
 #: Exclusion reasons that make a drafted order a warning, and how a card says them.
-SAFETY_REASONS = {"previous_harm": "an adverse outcome with it is on record",
-                  "contraindicated": "contraindicated for this patient",
-                  "severe_interaction": "severe interaction with an active therapy"}
-_OUTCOME_WORDS = ((0.75, "responded"), (0.25, "partial response"), (-0.25, "no response"),
-                  (-0.75, "worsened"))
+SAFETY_REASONS = {
+    "previous_harm": "an adverse outcome with it is on record",
+    "contraindicated": "contraindicated for this patient",
+    "severe_interaction": "severe interaction with an active therapy",
+}
+_OUTCOME_WORDS = (
+    (0.75, "responded"),
+    (0.25, "partial response"),
+    (-0.25, "no response"),
+    (-0.75, "worsened"),
+)
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 
 
@@ -74,15 +85,22 @@ class Style:
     def links(self) -> list[dict]:
         if not self.info_url:
             return []
-        return [{"label": "How these suggestions are made (model card)", "url": self.info_url,
-                 "type": "absolute"}]
+        return [
+            {
+                "label": "How these suggestions are made (model card)",
+                "url": self.info_url,
+                "type": "absolute",
+            }
+        ]
 
     def footer(self) -> str:
         fingerprint = str(self.model.get("data_fingerprint") or "")[:12]
-        return (f"Model `{self.model.get('version')}` ({self.model.get('type')}), training data "
-                f"`{fingerprint}`. Decision support only: this suggestion rests on historical "
-                "outcomes of similar patients and supports, rather than replaces, the "
-                "clinician's judgment.")
+        return (
+            f"Model `{self.model.get('version')}` ({self.model.get('type')}), training data "
+            f"`{fingerprint}`. Decision support only: this suggestion rests on historical "
+            "outcomes of similar patients and supports, rather than replaces, the "
+            "clinician's judgment."
+        )
 
 
 def compact(value: Any) -> Any:
@@ -112,16 +130,19 @@ def summary(template: str, **names: str) -> str:
     while len(text) > SUMMARY_LIMIT:
         longest = max(names, key=lambda n: len(names[n]))
         if len(names[longest]) <= 8:
-            return text[:SUMMARY_LIMIT - 1] + "…"
-        names[longest] = names[longest][:max(8, len(names[longest]) - (len(text) - SUMMARY_LIMIT)
-                                             - 1)].rstrip() + "…"
+            return text[: SUMMARY_LIMIT - 1] + "…"
+        names[longest] = (
+            names[longest][: max(8, len(names[longest]) - (len(text) - SUMMARY_LIMIT) - 1)].rstrip()
+            + "…"
+        )
         text = template.format(**names)
     return text
 
 
 def override_reasons(pairs) -> list[dict]:
-    return [{"code": code, "system": OVERRIDE_SYSTEM, "display": display}
-            for code, display in pairs]
+    return [
+        {"code": code, "system": OVERRIDE_SYSTEM, "display": display} for code, display in pairs
+    ]
 
 
 def _percent(value: float | None) -> str:
@@ -150,12 +171,15 @@ class Namer:
 
 # --- detail Markdown ------------------------------------------------------------------------------
 
+
 def basis_markdown(item: Mapping, condition: str | None, namer: Namer) -> list[str]:
     """Why one recommended therapy: contributing record entries, evidence, flags."""
     lines = []
     for flag in item.get("flags") or []:
-        lines.append(f"**Caution:** {escape(flag.get('severity', ''))} interaction with "
-                     f"{escape(namer.treatment(str(flag.get('with'))))} (an active therapy).")
+        lines.append(
+            f"**Caution:** {escape(flag.get('severity', ''))} interaction with "
+            f"{escape(namer.treatment(str(flag.get('with'))))} (an active therapy)."
+        )
     explanation = item.get("explanation") or {}
     contributions = explanation.get("contributions") or []
     if explanation.get("basis"):
@@ -174,8 +198,10 @@ def _contribution(entry: Mapping, namer: Namer) -> str:
     direction = "raised" if entry.get("contribution", 0) > 0 else "lowered"
     source = entry.get("source")
     if source == "outcome":
-        what = (f"{escape(namer.treatment(entry['treatment_id']))}: "
-                f"{_outcome_word(entry.get('outcome', 0.0))}")
+        what = (
+            f"{escape(namer.treatment(entry['treatment_id']))}: "
+            f"{_outcome_word(entry.get('outcome', 0.0))}"
+        )
     elif source == "condition":
         what = f"diagnosis {escape(namer.condition(entry['id']))}"
     elif source == "age_band":
@@ -190,16 +216,23 @@ def _contribution(entry: Mapping, namer: Namer) -> str:
 def _evidence(evidence: Mapping, condition: str | None, namer: Namer) -> str:
     counts = evidence.get("outcomes") or {}
     spread = ", ".join(f"{label.replace('_', ' ')} {n}" for label, n in counts.items())
-    scope = (f"for {escape(namer.condition(condition))}" if condition is not None
-             else "for all conditions")
+    scope = (
+        f"for {escape(namer.condition(condition))}"
+        if condition is not None
+        else "for all conditions"
+    )
     low, high = (evidence.get("response_rate_ci95") or [None, None])[:2]
     rate = evidence.get("response_rate")
-    text = (f"**Evidence** ({scope}): {evidence.get('outcomes_recorded', 0)} outcomes recorded, "
-            f"{evidence.get('patients_treated', 0)} patients treated in the training data")
+    text = (
+        f"**Evidence** ({scope}): {evidence.get('outcomes_recorded', 0)} outcomes recorded, "
+        f"{evidence.get('patients_treated', 0)} patients treated in the training data"
+    )
     text += f" ({spread})." if spread else "."
     if rate is not None:
-        text += (f" Response rate (responded or partial) {_percent(rate)}, 95% Wilson interval "
-                 f"{_percent(low)}-{_percent(high)}.")
+        text += (
+            f" Response rate (responded or partial) {_percent(rate)}, 95% Wilson interval "
+            f"{_percent(low)}-{_percent(high)}."
+        )
     return text
 
 
@@ -207,9 +240,11 @@ def exclusions_markdown(excluded: list[Mapping], namer: Namer) -> list[str]:
     safety = [e for e in excluded if e.get("reason") in SAFETY_REASONS]
     if not safety:
         return []
-    listed = "; ".join(f"{escape(namer.treatment(e['treatment_id']))} "
-                       f"({escape(e.get('detail') or SAFETY_REASONS[e['reason']])})"
-                       for e in safety)
+    listed = "; ".join(
+        f"{escape(namer.treatment(e['treatment_id']))} "
+        f"({escape(e.get('detail') or SAFETY_REASONS[e['reason']])})"
+        for e in safety
+    )
     return [f"**Not offered to this patient** (safety rules): {listed}."]
 
 
@@ -225,9 +260,18 @@ def _detail(parts: list[list[str]], style: Style) -> str:
 
 # --- FHIR resources in suggestions ----------------------------------------------------------------
 
-def medication_request(treatment: str, name: str, patient_id: str, *, intent: str,
-                       condition: str | None, condition_name: str | None,
-                       template: Mapping | None = None, note: str) -> dict:
+
+def medication_request(
+    treatment: str,
+    name: str,
+    patient_id: str,
+    *,
+    intent: str,
+    condition: str | None,
+    condition_name: str | None,
+    template: Mapping | None = None,
+    note: str,
+) -> dict:
     """A draft MedicationRequest (FHIR R4) for ``treatment``; dosage is left to the prescriber.
 
     ``template`` (the draft order being replaced) lends its encounter, requester, category and
@@ -235,16 +279,22 @@ def medication_request(treatment: str, name: str, patient_id: str, *, intent: st
     """
     template = template or {}
     resource = {
-        "resourceType": "MedicationRequest", "status": "draft", "intent": intent,
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": intent,
         "category": _list_of_objects(template.get("category")),
         "medicationCodeableConcept": coding_of(treatment, name if name != treatment else None),
         "subject": {"reference": f"Patient/{patient_id}"},
         "encounter": _reference(template.get("encounter")),
         "requester": _reference(template.get("requester")),
-        "reasonCode": [coding_of(condition, condition_name if condition_name != condition
-                                 else None)] if condition else None,
-        "reasonReference": [r for r in map(_reference, _list_of_objects(template.get(
-            "reasonReference")) or []) if r],
+        "reasonCode": [
+            coding_of(condition, condition_name if condition_name != condition else None)
+        ]
+        if condition
+        else None,
+        "reasonReference": [
+            r for r in map(_reference, _list_of_objects(template.get("reasonReference")) or []) if r
+        ],
         "note": [{"text": note}],
     }
     return compact(resource)
@@ -253,8 +303,9 @@ def medication_request(treatment: str, name: str, patient_id: str, *, intent: st
 def _reference(value) -> dict | None:
     """A Reference copied from a draft order, if well formed."""
     if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
-        return {key: value[key] for key in ("reference", "display")
-                if isinstance(value.get(key), str)}
+        return {
+            key: value[key] for key in ("reference", "display") if isinstance(value.get(key), str)
+        }
     return None
 
 
@@ -266,9 +317,16 @@ def _list_of_objects(value) -> list | None:
 
 # --- cards ----------------------------------------------------------------------------------------
 
-def _suggestion_card(text: str, parts: list[list[str]], suggestions: list[dict],
-                     offered: dict[str, str], answer: Mapping, namer: Namer,
-                     style: Style) -> Card:
+
+def _suggestion_card(
+    text: str,
+    parts: list[list[str]],
+    suggestions: list[dict],
+    offered: dict[str, str],
+    answer: Mapping,
+    namer: Namer,
+    style: Style,
+) -> Card:
     """An ``info`` card offering at most one of ``suggestions``.
 
     ``text`` is the summary, ``parts`` the detail's Markdown paragraphs so far (the answer's
@@ -276,18 +334,31 @@ def _suggestion_card(text: str, parts: list[list[str]], suggestions: list[dict],
     suggestion order. The card's own uuid is drawn here, after the suggestions' uuids.
     """
     parts.append(exclusions_markdown(answer.get("excluded", []), namer))
-    body = compact({
-        "uuid": str(uuid.uuid4()), "summary": text, "indicator": "info",
-        "detail": _detail(parts, style), "source": style.source(),
-        "suggestions": suggestions, "selectionBehavior": "at-most-one",
-        "overrideReasons": override_reasons(SUGGESTION_OVERRIDES), "links": style.links(),
-    })
+    body = compact(
+        {
+            "uuid": str(uuid.uuid4()),
+            "summary": text,
+            "indicator": "info",
+            "detail": _detail(parts, style),
+            "source": style.source(),
+            "suggestions": suggestions,
+            "selectionBehavior": "at-most-one",
+            "overrideReasons": override_reasons(SUGGESTION_OVERRIDES),
+            "links": style.links(),
+        }
+    )
     return Card(body, "suggestion", tuple(offered.values()), offered)
 
 
-def recommendation_card(items: list[Mapping], answer: Mapping, condition: str,
-                        patient_id: str, encounter_id: str | None, namer: Namer,
-                        style: Style) -> Card:
+def recommendation_card(
+    items: list[Mapping],
+    answer: Mapping,
+    condition: str,
+    patient_id: str,
+    encounter_id: str | None,
+    namer: Namer,
+    style: Style,
+) -> Card:
     """patient-view: the best therapies for one condition, each a "propose" suggestion."""
     condition_name = namer.condition(condition)
     best = items[0]
@@ -295,31 +366,57 @@ def recommendation_card(items: list[Mapping], answer: Mapping, condition: str,
     evidence = (best.get("explanation") or {}).get("evidence") or {}
     rate, recorded = evidence.get("response_rate"), evidence.get("outcomes_recorded", 0)
     if rate is not None:
-        text = summary(f"Consider {{t}} for {{c}}: {_percent(rate)} responded (n={recorded})",
-                       t=name, c=condition_name)
+        text = summary(
+            f"Consider {{t}} for {{c}}: {_percent(rate)} responded (n={recorded})",
+            t=name,
+            c=condition_name,
+        )
     else:
         text = summary("Consider {t} for {c}", t=name, c=condition_name)
-    parts = [[f"Therapies for **{escape(condition_name)}** ({code(condition)}) that worked best "
-              "for patients comparable to this one, best first:"]]
+    parts = [
+        [
+            f"Therapies for **{escape(condition_name)}** ({code(condition)}) that worked best "
+            "for patients comparable to this one, best first:"
+        ]
+    ]
     suggestions, offered = [], {}
     encounter = {"encounter": {"reference": f"Encounter/{encounter_id}"}} if encounter_id else None
     for item in items:
         treatment = item["treatment_id"]
         therapy = namer.treatment(treatment)
-        parts.append([f"**{item['rank']}. {escape(therapy)}** ({code(treatment)})",
-                      *basis_markdown(item, condition, namer)])
+        parts.append(
+            [
+                f"**{item['rank']}. {escape(therapy)}** ({code(treatment)})",
+                *basis_markdown(item, condition, namer),
+            ]
+        )
         suggestion_id = str(uuid.uuid4())
         offered[suggestion_id] = treatment
         resource = medication_request(
-            treatment, therapy, patient_id, intent="proposal", condition=condition,
-            condition_name=condition_name, template=encounter,
+            treatment,
+            therapy,
+            patient_id,
+            intent="proposal",
+            condition=condition,
+            condition_name=condition_name,
+            template=encounter,
             note=f"Proposed from a decision-support suggestion (model "
-                 f"{style.model.get('version')}); dose, route and duration are for the "
-                 "prescriber to set.")
-        suggestions.append({
-            "label": summary("Propose {t}", t=therapy), "uuid": suggestion_id,
-            "actions": [{"type": "create", "description": f"Draft a proposal of {therapy}",
-                         "resource": resource}]})
+            f"{style.model.get('version')}); dose, route and duration are for the "
+            "prescriber to set.",
+        )
+        suggestions.append(
+            {
+                "label": summary("Propose {t}", t=therapy),
+                "uuid": suggestion_id,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Draft a proposal of {therapy}",
+                        "resource": resource,
+                    }
+                ],
+            }
+        )
     return _suggestion_card(text, parts, suggestions, offered, answer, namer, style)
 
 
@@ -328,53 +425,96 @@ def warning_card(drafted: str, exclusion: Mapping, namer: Namer, style: Style) -
     name = namer.treatment(drafted)
     reason = exclusion["reason"]
     text = summary(f"{{t}}: {SAFETY_REASONS[reason]}", t=name)
-    detail = [f"**{escape(name)}** ({code(drafted)}) is not advised for this patient: "
-              f"{escape(exclusion.get('detail') or SAFETY_REASONS[reason])}.",
-              f"Rule: {code(exclusion.get('rule') or reason)}. The recommender never suggests "
-              "a therapy this rule excludes; it is shown here because it was ordered."]
-    body = compact({
-        "uuid": str(uuid.uuid4()), "summary": text, "indicator": "warning",
-        "detail": _detail([detail], style), "source": style.source(),
-        "overrideReasons": override_reasons(WARNING_OVERRIDES), "links": style.links(),
-    })
+    detail = [
+        f"**{escape(name)}** ({code(drafted)}) is not advised for this patient: "
+        f"{escape(exclusion.get('detail') or SAFETY_REASONS[reason])}.",
+        f"Rule: {code(exclusion.get('rule') or reason)}. The recommender never suggests "
+        "a therapy this rule excludes; it is shown here because it was ordered.",
+    ]
+    body = compact(
+        {
+            "uuid": str(uuid.uuid4()),
+            "summary": text,
+            "indicator": "warning",
+            "detail": _detail([detail], style),
+            "source": style.source(),
+            "overrideReasons": override_reasons(WARNING_OVERRIDES),
+            "links": style.links(),
+        }
+    )
     return Card(body, "warning", (drafted,))
 
 
-def alternatives_card(drafted: str, draft: Mapping, alternatives: list[Mapping],
-                      answer: Mapping, condition: str | None, excluded: bool, patient_id: str,
-                      namer: Namer, style: Style) -> Card:
+def alternatives_card(
+    drafted: str,
+    draft: Mapping,
+    alternatives: list[Mapping],
+    answer: Mapping,
+    condition: str | None,
+    excluded: bool,
+    patient_id: str,
+    namer: Namer,
+    style: Style,
+) -> Card:
     """order-select: replace the draft order with a better-supported therapy (at most one)."""
     name = namer.treatment(drafted)
     first = namer.treatment(alternatives[0]["treatment_id"])
     if len(alternatives) == 1:
         text = summary("Consider {a} instead of {t}", a=first, t=name)
     else:
-        text = summary(f"Consider {{a}} or {len(alternatives) - 1} other(s) instead of {{t}}",
-                       a=first, t=name)
-    why = ("it is excluded for this patient by a safety rule" if excluded else
-           "the model ranks these higher for this patient and their response rate on record is "
-           "at least as high")
-    parts = [[f"Alternatives to **{escape(name)}** for {escape(namer.condition(condition))}: "
-              f"{why}."]]
+        text = summary(
+            f"Consider {{a}} or {len(alternatives) - 1} other(s) instead of {{t}}", a=first, t=name
+        )
+    why = (
+        "it is excluded for this patient by a safety rule"
+        if excluded
+        else "the model ranks these higher for this patient and their response rate on record is "
+        "at least as high"
+    )
+    parts = [
+        [f"Alternatives to **{escape(name)}** for {escape(namer.condition(condition))}: {why}."]
+    ]
     suggestions, offered = [], {}
     draft_reference = f"MedicationRequest/{draft['id']}"
     for item in alternatives:
         treatment = item["treatment_id"]
         alternative = namer.treatment(treatment)
-        parts.append([f"**{item['rank']}. {escape(alternative)}** ({code(treatment)})",
-                      *basis_markdown(item, condition, namer)])
+        parts.append(
+            [
+                f"**{item['rank']}. {escape(alternative)}** ({code(treatment)})",
+                *basis_markdown(item, condition, namer),
+            ]
+        )
         suggestion_id = str(uuid.uuid4())
         offered[suggestion_id] = treatment
         resource = medication_request(
-            treatment, alternative, patient_id, intent=draft.get("intent") or "order",
-            condition=condition, condition_name=namer.condition(condition), template=draft,
+            treatment,
+            alternative,
+            patient_id,
+            intent=draft.get("intent") or "order",
+            condition=condition,
+            condition_name=namer.condition(condition),
+            template=draft,
             note=f"Replaces a draft order of {name} after a decision-support suggestion (model "
-                 f"{style.model.get('version')}); dose, route and duration are for the "
-                 "prescriber to set.")
-        suggestions.append({
-            "label": summary("Replace with {a}", a=alternative), "uuid": suggestion_id,
-            "actions": [{"type": "delete", "description": f"Remove the draft order of {name}",
-                         "resourceId": draft_reference},
-                        {"type": "create", "description": f"Draft an order of {alternative}",
-                         "resource": resource}]})
+            f"{style.model.get('version')}); dose, route and duration are for the "
+            "prescriber to set.",
+        )
+        suggestions.append(
+            {
+                "label": summary("Replace with {a}", a=alternative),
+                "uuid": suggestion_id,
+                "actions": [
+                    {
+                        "type": "delete",
+                        "description": f"Remove the draft order of {name}",
+                        "resourceId": draft_reference,
+                    },
+                    {
+                        "type": "create",
+                        "description": f"Draft an order of {alternative}",
+                        "resource": resource,
+                    },
+                ],
+            }
+        )
     return _suggestion_card(text, parts, suggestions, offered, answer, namer, style)

@@ -21,41 +21,63 @@ what the card was about, so each item becomes decisions for
 Each decision's ``feedback_id`` is derived from the card, suggestion or therapy and outcome, so
 a client sending the same feedback again (the specification allows it) stores nothing new.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from ..errors import ApiError
 from .store import CardRecord, CdsStore
 
 MAX_ITEMS = 100
-_CODING = {"type": "object", "required": ["code", "system"],
-           "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 256},
-                          "system": {"type": "string", "minLength": 1, "maxLength": 1024},
-                          "display": {"type": "string", "maxLength": 1024}}}
+_CODING = {
+    "type": "object",
+    "required": ["code", "system"],
+    "properties": {
+        "code": {"type": "string", "minLength": 1, "maxLength": 256},
+        "system": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "display": {"type": "string", "maxLength": 1024},
+    },
+}
 
 
 def feedback_schema() -> dict:
     """The body of ``POST /cds-services/{id}/feedback`` (CDS Hooks 2.0 "Feedback")."""
     item = {
-        "type": "object", "required": ["card", "outcome", "outcomeTimestamp"],
+        "type": "object",
+        "required": ["card", "outcome", "outcomeTimestamp"],
         "properties": {
             "card": {"type": "string", "minLength": 1, "maxLength": 128},
             "outcome": {"type": "string", "enum": ["accepted", "overridden"]},
-            "acceptedSuggestions": {"type": "array", "maxItems": 50, "items": {
-                "type": "object", "required": ["id"],
-                "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 128}}}},
-            "overrideReason": {"type": "object", "properties": {
-                "reason": _CODING, "userComment": {"type": "string", "maxLength": 10_000}}},
+            "acceptedSuggestions": {
+                "type": "array",
+                "maxItems": 50,
+                "items": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 128}},
+                },
+            },
+            "overrideReason": {
+                "type": "object",
+                "properties": {
+                    "reason": _CODING,
+                    "userComment": {"type": "string", "maxLength": 10_000},
+                },
+            },
             "outcomeTimestamp": {"type": "string", "format": "date-time"},
             "extension": {"type": "object"},
         },
     }
-    return {"type": "object", "required": ["feedback"],
-            "properties": {"feedback": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS,
-                                        "items": item},
-                           "extension": {"type": "object"}}}
+    return {
+        "type": "object",
+        "required": ["feedback"],
+        "properties": {
+            "feedback": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS, "items": item},
+            "extension": {"type": "object"},
+        },
+    }
 
 
 @dataclass
@@ -68,8 +90,7 @@ class Decisions:
     audit_only: int = 0  # items that store nothing (an accepted warning card)
 
 
-def decisions(items: list[Mapping], service_id: str, store: CdsStore,
-              principal: str) -> Decisions:
+def decisions(items: list[Mapping], service_id: str, store: CdsStore, principal: str) -> Decisions:
     """The feedback store records of ``items`` (all cards checked first: all or nothing).
 
     Raises
@@ -86,9 +107,14 @@ def decisions(items: list[Mapping], service_id: str, store: CdsStore,
             unknown.append(item["card"])
         cards.append(record)
     if unknown:
-        raise ApiError(404, "unknown_card", f"{len(unknown)} card(s) were not answered by the "
-                       f"service {service_id!r} (or are older than RECOMMENDER_CDS_CARD_TTL_DAYS); "
-                       "nothing was stored", {"cards": unknown[:MAX_ITEMS]})
+        raise ApiError(
+            404,
+            "unknown_card",
+            f"{len(unknown)} card(s) were not answered by the "
+            f"service {service_id!r} (or are older than RECOMMENDER_CDS_CARD_TTL_DAYS); "
+            "nothing was stored",
+            {"cards": unknown[:MAX_ITEMS]},
+        )
     result = Decisions()
     for item, card in zip(items, cards):
         if card.patient not in result.patients:
@@ -105,21 +131,38 @@ def decisions(items: list[Mapping], service_id: str, store: CdsStore,
 
 
 def _card_decisions(item: Mapping, card: CardRecord, service_id: str, principal: str):
-    base = {"patient": card.patient, "principal": principal, "source": f"cds-hooks:{service_id}",
-            "model_version": card.model_version, "time": item["outcomeTimestamp"]}
+    base = {
+        "patient": card.patient,
+        "principal": principal,
+        "source": f"cds-hooks:{service_id}",
+        "model_version": card.model_version,
+        "time": item["outcomeTimestamp"],
+    }
     if item["outcome"] == "accepted":
         accepted = item.get("acceptedSuggestions") or []
         if not accepted:
-            raise ApiError(400, "invalid_body", f"feedback for card {item['card']!r}: an "
-                           "accepted outcome needs acceptedSuggestions")
+            raise ApiError(
+                400,
+                "invalid_body",
+                f"feedback for card {item['card']!r}: an "
+                "accepted outcome needs acceptedSuggestions",
+            )
         for suggestion in accepted:
             treatment = card.suggestions.get(suggestion["id"])
             if treatment is None:
-                raise ApiError(404, "unknown_card", f"card {item['card']!r} has no suggestion "
-                               f"{suggestion['id']!r}; nothing was stored",
-                               {"cards": [item["card"]]})
-            yield {**base, "feedback_id": f"cds:{card.uuid}:{suggestion['id']}:accepted",
-                   "treatment_id": treatment, "decision": "accepted"}
+                raise ApiError(
+                    404,
+                    "unknown_card",
+                    f"card {item['card']!r} has no suggestion "
+                    f"{suggestion['id']!r}; nothing was stored",
+                    {"cards": [item["card"]]},
+                )
+            yield {
+                **base,
+                "feedback_id": f"cds:{card.uuid}:{suggestion['id']}:accepted",
+                "treatment_id": treatment,
+                "decision": "accepted",
+            }
         return
     reason = (item.get("overrideReason") or {}).get("reason") or {}
     text = None
@@ -127,5 +170,10 @@ def _card_decisions(item: Mapping, card: CardRecord, service_id: str, principal:
         text = reason["code"] + (f" ({reason['display']})" if reason.get("display") else "")
     decision = "warning_overridden" if card.kind == "warning" else "overridden"
     for treatment in card.treatments:
-        yield {**base, "feedback_id": f"cds:{card.uuid}:{treatment}:{decision}",
-               "treatment_id": treatment, "decision": decision, "reason": text}
+        yield {
+            **base,
+            "feedback_id": f"cds:{card.uuid}:{treatment}:{decision}",
+            "treatment_id": treatment,
+            "decision": decision,
+            "reason": text,
+        }

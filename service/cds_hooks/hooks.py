@@ -19,15 +19,23 @@ therapy the model knows,
 A draft order that is allowed and has no better-supported alternative gets no card: silence is
 the right answer for a good order.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from ..errors import ApiError
 from ..model_store import Served
-from .cards import (SAFETY_REASONS, Card, Namer, Style, alternatives_card, recommendation_card,
-                    warning_card)
+from .cards import (
+    SAFETY_REASONS,
+    Card,
+    Namer,
+    Style,
+    alternatives_card,
+    recommendation_card,
+    warning_card,
+)
 from .patient import PatientInputs
 from .prefetch import Coder
 
@@ -41,8 +49,14 @@ class HookAnswer:
     treatments: list[str] = field(default_factory=list)
 
 
-def patient_view(served: Served, inputs: PatientInputs, context: Mapping, style: Style,
-                 max_cards: int, suggestions: int) -> HookAnswer:
+def patient_view(
+    served: Served,
+    inputs: PatientInputs,
+    context: Mapping,
+    style: Style,
+    max_cards: int,
+    suggestions: int,
+) -> HookAnswer:
     """Cards for ``patient-view`` (see the module docstring)."""
     namer = Namer(served.model, inputs.names)
     answer = HookAnswer()
@@ -53,14 +67,29 @@ def patient_view(served: Served, inputs: PatientInputs, context: Mapping, style:
         answer.conditions.append(condition)
         items = result["recommendations"]
         if items:
-            answer.cards.append(recommendation_card(items, result, condition, inputs.patient_id,
-                                                    context.get("encounterId"), namer, style))
+            answer.cards.append(
+                recommendation_card(
+                    items,
+                    result,
+                    condition,
+                    inputs.patient_id,
+                    context.get("encounterId"),
+                    namer,
+                    style,
+                )
+            )
             answer.treatments += [item["treatment_id"] for item in items]
     return answer
 
 
-def order_select(served: Served, inputs: PatientInputs, context: Mapping, style: Style,
-                 max_cards: int, suggestions: int) -> HookAnswer:
+def order_select(
+    served: Served,
+    inputs: PatientInputs,
+    context: Mapping,
+    style: Style,
+    max_cards: int,
+    suggestions: int,
+) -> HookAnswer:
     """Cards for ``order-select`` (see the module docstring)."""
     namer = Namer(served.model, inputs.names)
     drafts = _draft_medications(context, served, namer)
@@ -71,25 +100,38 @@ def order_select(served: Served, inputs: PatientInputs, context: Mapping, style:
             continue
         others = [t for ref, _, t in drafts if ref != reference and t is not None]
         condition = _condition_of(draft, treatment, inputs, served, namer)
-        result = inputs.recommend(served, condition, k=suggestions + 1, include_tried=True,
-                                  extra_active=others).to_dict()
+        result = inputs.recommend(
+            served, condition, k=suggestions + 1, include_tried=True, extra_active=others
+        ).to_dict()
         if condition is None or _candidate(served, treatment, condition):
             exclusion = _exclusion(result, treatment)
         else:  # not a candidate for the condition: its exclusions are not in that answer
-            broad = inputs.recommend(served, None, k=1, include_tried=True, extra_active=others,
-                                     explain=False).to_dict()
+            broad = inputs.recommend(
+                served, None, k=1, include_tried=True, extra_active=others, explain=False
+            ).to_dict()
             exclusion = _exclusion(broad, treatment)
         if condition is not None:
             answer.conditions.append(condition)
         if exclusion is not None:
             answer.cards.append(warning_card(treatment, exclusion, namer, style))
             answer.treatments.append(treatment)
-        alternatives = _alternatives(result, treatment, condition, exclusion is not None,
-                                     served)[:suggestions]
+        alternatives = _alternatives(result, treatment, condition, exclusion is not None, served)[
+            :suggestions
+        ]
         if alternatives:
-            answer.cards.append(alternatives_card(treatment, draft, alternatives, result,
-                                                  condition, exclusion is not None,
-                                                  inputs.patient_id, namer, style))
+            answer.cards.append(
+                alternatives_card(
+                    treatment,
+                    draft,
+                    alternatives,
+                    result,
+                    condition,
+                    exclusion is not None,
+                    inputs.patient_id,
+                    namer,
+                    style,
+                )
+            )
             answer.treatments += [item["treatment_id"] for item in alternatives]
         if len(answer.cards) >= max_cards:
             break
@@ -113,8 +155,9 @@ def _draft_medications(context: Mapping, served: Served, namer: Namer):
     return drafts
 
 
-def _condition_of(draft: Mapping, treatment: str, inputs: PatientInputs, served: Served,
-                  namer: Namer) -> str | None:
+def _condition_of(
+    draft: Mapping, treatment: str, inputs: PatientInputs, served: Served, namer: Namer
+) -> str | None:
     """The condition a draft order treats: its reason if the model knows it, else the patient's
     first active condition for which the model has this therapy on record."""
     coder = Coder("", lambda identifier: identifier in served.conditions, [])
@@ -136,12 +179,19 @@ def _candidate(served: Served, treatment: str, condition: str) -> bool:
 
 
 def _exclusion(result: Mapping, treatment: str) -> Mapping | None:
-    return next((e for e in result.get("excluded", []) if e["treatment_id"] == treatment
-                 and e.get("reason") in SAFETY_REASONS), None)
+    return next(
+        (
+            e
+            for e in result.get("excluded", [])
+            if e["treatment_id"] == treatment and e.get("reason") in SAFETY_REASONS
+        ),
+        None,
+    )
 
 
-def _alternatives(result: Mapping, treatment: str, condition: str | None, excluded: bool,
-                  served: Served) -> list[Mapping]:
+def _alternatives(
+    result: Mapping, treatment: str, condition: str | None, excluded: bool, served: Served
+) -> list[Mapping]:
     """Ranked therapies to offer instead of the draft (empty when none is better supported)."""
     if condition is None:
         return []  # without the condition treated, an alternative would be a guess
@@ -149,10 +199,11 @@ def _alternatives(result: Mapping, treatment: str, condition: str | None, exclud
     if excluded:
         return items
     ranked = [item["treatment_id"] for item in result["recommendations"]]
-    above = items if treatment not in ranked else items[:ranked.index(treatment)]
+    above = items if treatment not in ranked else items[: ranked.index(treatment)]
     own = served.model.evidence(treatment, condition).get("response_rate")
-    return [item for item in above
-            if _rate(item) is not None and (own is None or _rate(item) >= own)]
+    return [
+        item for item in above if _rate(item) is not None and (own is None or _rate(item) >= own)
+    ]
 
 
 def _rate(item: Mapping) -> float | None:
@@ -167,9 +218,15 @@ def check_selections(context: Mapping) -> None:
     """
     selections, drafts = context.get("selections"), context.get("draftOrders")
     if not isinstance(selections, list) or not all(isinstance(s, str) for s in selections):
-        raise ApiError(400, "invalid_body", "order-select needs context.selections: a list of "
-                       "references such as 'MedicationRequest/123'")
-    if not isinstance(drafts, Mapping) or drafts.get("resourceType") != "Bundle" or \
-            not isinstance(drafts.get("entry", []), list):
+        raise ApiError(
+            400,
+            "invalid_body",
+            "order-select needs context.selections: a list of "
+            "references such as 'MedicationRequest/123'",
+        )
+    if (
+        not isinstance(drafts, Mapping)
+        or drafts.get("resourceType") != "Bundle"
+        or not isinstance(drafts.get("entry", []), list)
+    ):
         raise ApiError(400, "invalid_body", "order-select needs context.draftOrders: a FHIR Bundle")
-

@@ -10,6 +10,7 @@
   without them the safety rules cannot be applied and the call is refused with 412 (CDS Hooks:
   "Precondition Failed" when required prefetch is missing and the service cannot fetch it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,32 +51,64 @@ class PatientInputs:
     birth_year: int | None = None
     names: dict = field(default_factory=dict)
 
-    def recommend(self, served: Served, condition_id: str | None, k: int, include_tried: bool,
-                  extra_active: list[str] = (), explain: bool = True):
+    def recommend(
+        self,
+        served: Served,
+        condition_id: str | None,
+        k: int,
+        include_tried: bool,
+        extra_active: list[str] = (),
+        explain: bool = True,
+    ):
         """The engine's :class:`~recommender.ranking.RecommendationList` for this patient."""
-        active = [*self.active_treatments, *[t for t in extra_active
-                                             if t not in self.active_treatments]]
+        active = [
+            *self.active_treatments,
+            *[t for t in extra_active if t not in self.active_treatments],
+        ]
         if self.merged or not self.known:
             return served.model.recommend_new(
-                history=self.history, conditions=self.conditions, k=k, condition_id=condition_id,
-                include_tried=include_tried, sex=self.sex, birth_year=self.birth_year,
-                active_treatments=active, explain=explain)
-        return served.model.recommend(self.patient_id, k=k, condition_id=condition_id,
-                                      include_tried=include_tried, active_treatments=active,
-                                      explain=explain)
+                history=self.history,
+                conditions=self.conditions,
+                k=k,
+                condition_id=condition_id,
+                include_tried=include_tried,
+                sex=self.sex,
+                birth_year=self.birth_year,
+                active_treatments=active,
+                explain=explain,
+            )
+        return served.model.recommend(
+            self.patient_id,
+            k=k,
+            condition_id=condition_id,
+            include_tried=include_tried,
+            active_treatments=active,
+            explain=explain,
+        )
 
-    def recommend_conditions(self, served: Served, condition_ids: list[str], k: int,
-                             include_tried: bool) -> list:
+    def recommend_conditions(
+        self, served: Served, condition_ids: list[str], k: int, include_tried: bool
+    ) -> list:
         """:meth:`recommend` (with explanations) for each condition, the patient encoded and
         scored once (``recommend_new_conditions`` / ``recommend_conditions``)."""
         if self.merged or not self.known:
             return served.model.recommend_new_conditions(
-                self.history, self.conditions, condition_ids, k=k, include_tried=include_tried,
-                sex=self.sex, birth_year=self.birth_year,
-                active_treatments=self.active_treatments)
-        return served.model.recommend_conditions(self.patient_id, condition_ids, k=k,
-                                                 include_tried=include_tried,
-                                                 active_treatments=self.active_treatments)
+                self.history,
+                self.conditions,
+                condition_ids,
+                k=k,
+                include_tried=include_tried,
+                sex=self.sex,
+                birth_year=self.birth_year,
+                active_treatments=self.active_treatments,
+            )
+        return served.model.recommend_conditions(
+            self.patient_id,
+            condition_ids,
+            k=k,
+            include_tried=include_tried,
+            active_treatments=self.active_treatments,
+        )
 
     def treatable(self, served: Served, limit: int) -> list[str]:
         """Active conditions the model has therapies for, in record order, at most ``limit``."""
@@ -102,17 +135,27 @@ def gather(served: Served, patient_id: str, prefetched: Prefetched) -> PatientIn
     if not known:
         missing = prefetched.missing_for_new_patient()
         if missing:
-            raise ApiError(412, "prefetch_missing", "the model does not know this patient and the "
-                           f"request lacks the prefetch {missing}: without the patient's "
-                           "conditions, medications and allergies the safety rules cannot be "
-                           "applied", {"missing_prefetch": missing})
-    inputs = PatientInputs(patient_id, known, merged=bool(prefetched.provided),
-                           history=list(prefetched.history),
-                           conditions=[*prefetched.conditions, *prefetched.allergies],
-                           active_conditions=list(prefetched.active_conditions),
-                           active_treatments=list(prefetched.active_treatments),
-                           sex=prefetched.sex, birth_year=prefetched.birth_year,
-                           names=dict(prefetched.names))
+            raise ApiError(
+                412,
+                "prefetch_missing",
+                "the model does not know this patient and the "
+                f"request lacks the prefetch {missing}: without the patient's "
+                "conditions, medications and allergies the safety rules cannot be "
+                "applied",
+                {"missing_prefetch": missing},
+            )
+    inputs = PatientInputs(
+        patient_id,
+        known,
+        merged=bool(prefetched.provided),
+        history=list(prefetched.history),
+        conditions=[*prefetched.conditions, *prefetched.allergies],
+        active_conditions=list(prefetched.active_conditions),
+        active_treatments=list(prefetched.active_treatments),
+        sex=prefetched.sex,
+        birth_year=prefetched.birth_year,
+        names=dict(prefetched.names),
+    )
     if stored is not None:
         _add_stored_record(inputs, stored, "conditions" in prefetched.provided)
     return inputs
@@ -123,7 +166,8 @@ def _add_stored_record(inputs: PatientInputs, stored: StoredRecord, fresh_condit
     inputs.history = stored.history + inputs.history  # on equal dates the prefetch (later) wins
     inputs.conditions += [c for c in stored.conditions if c not in inputs.conditions]
     if not fresh_conditions:  # no active-conditions prefetch: the model's record says
-        inputs.active_conditions += [c for c in stored.conditions
-                                     if c not in inputs.active_conditions]
+        inputs.active_conditions += [
+            c for c in stored.conditions if c not in inputs.active_conditions
+        ]
     if not inputs.sex:
         inputs.sex = stored.sex

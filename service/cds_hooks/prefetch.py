@@ -17,11 +17,12 @@ order, *adverse* (an allergy to it began within 30 days of its start, or the pat
 as active treatments for the interaction check. ``tests/service/test_cds_prefetch.py`` checks
 the result against the importer on the same resources.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Callable, Mapping
 
 from recommender.importers import fhir as fhir_import
 from recommender.importers.common import SYSTEM_URLS, system_prefix
@@ -34,13 +35,17 @@ from ..errors import ApiError
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}"
-                  "&clinical-status=active,recurrence,relapse",
+    "&clinical-status=active,recurrence,relapse",
     "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
     "allergies": "AllergyIntolerance?patient={{context.patientId}}",
 }
 #: What each key may hold (besides Medication resources a request refers to).
-EXPECTED = {"patient": "Patient", "conditions": "Condition", "medications": "MedicationRequest",
-            "allergies": "AllergyIntolerance"}
+EXPECTED = {
+    "patient": "Patient",
+    "conditions": "Condition",
+    "medications": "MedicationRequest",
+    "allergies": "AllergyIntolerance",
+}
 #: Keys without which a patient the model does not know cannot be checked safely.
 REQUIRED_FOR_NEW_PATIENTS = ("conditions", "medications", "allergies")
 ACTIVE_CLINICAL = {"", "active", "recurrence", "relapse"}
@@ -84,8 +89,9 @@ class Prefetched:
         return [key for key in REQUIRED_FOR_NEW_PATIENTS if key not in self.provided]
 
 
-def parse_prefetch(prefetch: Mapping | None, patient_id: str,
-                   known: Callable[[str], bool]) -> Prefetched:
+def parse_prefetch(
+    prefetch: Mapping | None, patient_id: str, known: Callable[[str], bool]
+) -> Prefetched:
     """Validate and convert a request's ``prefetch`` object.
 
     Parameters
@@ -116,8 +122,9 @@ def parse_prefetch(prefetch: Mapping | None, patient_id: str,
         for item in items:
             _check_subject(key, item, patient_id)
         resources[key] = items
-    medications = [r for items in resources.values() for r in items
-                   if r["resourceType"] == "Medication"]
+    medications = [
+        r for items in resources.values() for r in items if r["resourceType"] == "Medication"
+    ]
     context = Coder(patient_id, known, medications)
     patients = [r for r in resources.get("patient", []) if r["resourceType"] == "Patient"]
     if patients:
@@ -138,15 +145,23 @@ def _resources(key: str, value) -> list[dict] | None:
     if value is None:
         return []
     if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
-        raise ApiError(400, "invalid_prefetch", f"prefetch {key!r} must be a FHIR resource, a "
-                       "Bundle or null", {"key": key})
+        raise ApiError(
+            400,
+            "invalid_prefetch",
+            f"prefetch {key!r} must be a FHIR resource, a Bundle or null",
+            {"key": key},
+        )
     if value["resourceType"] == "OperationOutcome":
         return None
     if value["resourceType"] == "Bundle":
         entries = value.get("entry") or []
         if not isinstance(entries, list):
-            raise ApiError(400, "invalid_prefetch", f"prefetch {key!r}: Bundle.entry must be a "
-                           "list", {"key": key})
+            raise ApiError(
+                400,
+                "invalid_prefetch",
+                f"prefetch {key!r}: Bundle.entry must be a list",
+                {"key": key},
+            )
         items = [entry.get("resource") for entry in entries if isinstance(entry, Mapping)]
         items = [item for item in items if isinstance(item, Mapping)]
     else:
@@ -158,13 +173,21 @@ def _resources(key: str, value) -> list[dict] | None:
         if rtype == "OperationOutcome":
             continue  # a search warning the client passed along
         if rtype not in allowed:
-            raise ApiError(400, "invalid_prefetch", f"prefetch {key!r} holds a {rtype}; "
-                           f"expected {EXPECTED[key]}", {"key": key})
+            raise ApiError(
+                400,
+                "invalid_prefetch",
+                f"prefetch {key!r} holds a {rtype}; expected {EXPECTED[key]}",
+                {"key": key},
+            )
         problem = invalid_resource(rtype, item)
         if problem:
-            raise ApiError(400, "invalid_prefetch", f"prefetch {key!r}: {rtype}/"
-                           f"{item.get('id', '?')} is not a valid FHIR R4 {rtype}: {problem}",
-                           {"key": key})
+            raise ApiError(
+                400,
+                "invalid_prefetch",
+                f"prefetch {key!r}: {rtype}/"
+                f"{item.get('id', '?')} is not a valid FHIR R4 {rtype}: {problem}",
+                {"key": key},
+            )
         kept.append(dict(item))
     return kept
 
@@ -198,8 +221,12 @@ def _check_subject(key: str, resource: Mapping, patient_id: str) -> None:
         reference = (resource.get("subject") or resource.get("patient") or {}).get("reference")
         owner = reference_key(reference, {})
     if owner is not None and owner != f"Patient/{patient_id}":
-        raise ApiError(400, "invalid_prefetch", f"prefetch {key!r} holds a {rtype} of another "
-                       "patient than context.patientId", {"key": key})
+        raise ApiError(
+            400,
+            "invalid_prefetch",
+            f"prefetch {key!r} holds a {rtype} of another patient than context.patientId",
+            {"key": key},
+        )
 
 
 def _demographics(patient: Mapping) -> tuple[str | None, int | None]:
@@ -292,10 +319,14 @@ class Coder:
             code, _ = self.code(data.get("code"), fhir_import.CONDITION_SYSTEMS)
             if code is None:
                 continue
-            onset = _day(data.get("onsetDateTime") or (data.get("onsetPeriod") or {}).get("start")
-                         or data.get("recordedDate"))
-            stop = _day(data.get("abatementDateTime")
-                        or (data.get("abatementPeriod") or {}).get("end"))
+            onset = _day(
+                data.get("onsetDateTime")
+                or (data.get("onsetPeriod") or {}).get("start")
+                or data.get("recordedDate")
+            )
+            stop = _day(
+                data.get("abatementDateTime") or (data.get("abatementPeriod") or {}).get("end")
+            )
             if data.get("id"):
                 self.episodes[f"Condition/{data['id']}"] = (code, onset, stop)
             _add(result.conditions, code)
@@ -306,8 +337,11 @@ class Coder:
         for data in allergies:
             if _status(data.get("verificationStatus")) in fhir_import.REFUTED:
                 continue
-            onset = _day(data.get("onsetDateTime") or (data.get("onsetPeriod") or {}).get("start")
-                         or data.get("recordedDate"))
+            onset = _day(
+                data.get("onsetDateTime")
+                or (data.get("onsetPeriod") or {}).get("start")
+                or data.get("recordedDate")
+            )
             concepts = [data.get("code")] + [r.get("substance") for r in data.get("reaction") or []]
             for concept in concepts:
                 code, name = self.code(concept, fhir_import.ALLERGY_SYSTEMS)
@@ -325,9 +359,16 @@ class Coder:
         ref = reference.get("reference") if isinstance(reference.get("reference"), str) else ""
         contained = data.get("contained") if isinstance(data.get("contained"), list) else []
         if ref.startswith("#"):
-            target = next((c for c in contained if isinstance(c, Mapping) and
-                           c.get("resourceType") == "Medication" and c.get("id") == ref[1:]),
-                          None)
+            target = next(
+                (
+                    c
+                    for c in contained
+                    if isinstance(c, Mapping)
+                    and c.get("resourceType") == "Medication"
+                    and c.get("id") == ref[1:]
+                ),
+                None,
+            )
         elif ref:
             target = self.medications.get(reference_key(ref, {}) or "")
         if target is not None:
@@ -336,8 +377,9 @@ class Coder:
         display = display.strip() if isinstance(display, str) else ""
         return (f"text|{' '.join(display.lower().split())}", display) if display else (None, "")
 
-    def read_medications(self, result: Prefetched, requests: list[dict],
-                         patients: list[dict]) -> None:
+    def read_medications(
+        self, result: Prefetched, requests: list[dict], patients: list[dict]
+    ) -> None:
         courses: dict[tuple, _Course] = {}
         for data in requests:
             status = (data.get("status") or "").lower()
@@ -355,8 +397,11 @@ class Coder:
             if key in courses:
                 merged = courses[key]
                 merged.start = min(merged.start, course.start)
-                merged.stop = (None if merged.stop is None or course.stop is None
-                               else max(merged.stop, course.stop))
+                merged.stop = (
+                    None
+                    if merged.stop is None or course.stop is None
+                    else max(merged.stop, course.stop)
+                )
             else:
                 courses[key] = course
         death = _day(patients[0].get("deceasedDateTime")) if patients else None
@@ -410,13 +455,17 @@ class Coder:
         group = course.episode or f"indication:{course.indication}"
         for other in courses:
             gap = (other.start - course.start).days
-            if (other.treatment != course.treatment and (other.episode or
-                f"indication:{other.indication}") == group and 0 < gap <= RULES.switch_window_days):
+            if (
+                other.treatment != course.treatment
+                and (other.episode or f"indication:{other.indication}") == group
+                and 0 < gap <= RULES.switch_window_days
+            ):
                 switch = other.start if switch is None else min(switch, other.start)
         end = course.episode_stop
         switched = switch is not None and not (end is not None and end <= switch)
-        resolved = (end is not None
-                    and 0 <= (end - course.start).days <= RULES.resolution_window_days)
+        resolved = (
+            end is not None and 0 <= (end - course.start).days <= RULES.resolution_window_days
+        )
         chronic = course.stop is None or (course.stop - course.start).days >= RULES.chronic_min_days
         if adverse:
             rule = "adverse"
@@ -429,8 +478,12 @@ class Coder:
         else:
             return None
         outcome = RULES.chronic_outcome if rule == "chronic" else RULE_OUTCOMES[rule]
-        return {"treatment_id": course.treatment, "outcome": round(float(outcome), 3),
-                "timestamp": course.start.isoformat(), "adverse": int(adverse)}
+        return {
+            "treatment_id": course.treatment,
+            "outcome": round(float(outcome), 3),
+            "timestamp": course.start.isoformat(),
+            "adverse": int(adverse),
+        }
 
 
 def _add(values: list, value: str) -> None:

@@ -18,14 +18,15 @@ only when all of these hold:
 - its ``jti`` has not been used before by the same issuer (:class:`~.store.CdsStore`, shared by
   every worker, each id kept until its token expires).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 from urllib.parse import urlparse
 
 import jwt
@@ -38,8 +39,18 @@ from .store import CdsStore, StoreError
 log = logging.getLogger(__name__)
 
 #: Asymmetric JWS algorithms accepted. Never ``none`` nor ``HS*``.
-ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-              "EdDSA")
+ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
 #: Seconds of clock difference tolerated on ``exp`` and ``iat``.
 LEEWAY = 30
 #: JWK Sets fetched from a URL are cached this many seconds (a new ``kid`` refreshes at once).
@@ -57,14 +68,17 @@ class CdsAuthError(CredentialError):
 
 # --- keys ---------------------------------------------------------------------------------------
 
+
 class StaticKeys:
     """A JWK Set read from configuration (checked when loaded)."""
 
     def __init__(self, jwks: Mapping, where: str):
         keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
         if not isinstance(keys, list) or not keys:
-            raise ConfigError(f"RECOMMENDER_CDS_JWKS: {where} is not a JWK Set "
-                              '({"keys": [...]} with at least one key)')
+            raise ConfigError(
+                f"RECOMMENDER_CDS_JWKS: {where} is not a JWK Set "
+                '({"keys": [...]} with at least one key)'
+            )
         self.keys = [_public_key(key, f"{where}, keys[{n}]") for n, key in enumerate(keys)]
         self.keys = [key for key in self.keys if key is not None]
         if not self.keys:
@@ -79,8 +93,9 @@ class RemoteKeys:
 
     def __init__(self, url: str):
         self.url = _checked_url(url)
-        self._client = PyJWKClient(url, cache_jwk_set=True, lifespan=JWKS_CACHE_SECONDS,
-                                   timeout=JWKS_TIMEOUT)
+        self._client = PyJWKClient(
+            url, cache_jwk_set=True, lifespan=JWKS_CACHE_SECONDS, timeout=JWKS_TIMEOUT
+        )
 
     def key(self, kid: str | None) -> PyJWK:
         try:
@@ -89,11 +104,15 @@ class RemoteKeys:
             return _choose(self._client.get_signing_keys(), None)
         except jwt.PyJWKClientConnectionError as exc:
             log.error("cannot fetch the JWK Set %s: %s", self.url, exc)
-            raise CdsAuthError("keys_unavailable", "the CDS client's public keys could not be "
-                               "fetched; try again later", 503) from None
+            raise CdsAuthError(
+                "keys_unavailable",
+                "the CDS client's public keys could not be fetched; try again later",
+                503,
+            ) from None
         except jwt.PyJWKClientError as exc:
-            raise CdsAuthError("invalid_token", f"no usable key for this token in the "
-                               f"issuer's JWK Set ({exc})") from None
+            raise CdsAuthError(
+                "invalid_token", f"no usable key for this token in the issuer's JWK Set ({exc})"
+            ) from None
 
 
 def _public_key(data, where: str) -> PyJWK | None:
@@ -102,12 +121,15 @@ def _public_key(data, where: str) -> PyJWK | None:
     if data.get("use", "sig") != "sig":
         return None
     if data.get("kty") not in _ASYMMETRIC_KEY_TYPES:
-        raise ConfigError(f"RECOMMENDER_CDS_JWKS: {where}: key type {data.get('kty')!r} is not "
-                          "allowed; CDS Hooks needs asymmetric keys "
-                          f"({', '.join(_ASYMMETRIC_KEY_TYPES)})")
+        raise ConfigError(
+            f"RECOMMENDER_CDS_JWKS: {where}: key type {data.get('kty')!r} is not "
+            "allowed; CDS Hooks needs asymmetric keys "
+            f"({', '.join(_ASYMMETRIC_KEY_TYPES)})"
+        )
     if "d" in data:
-        raise ConfigError(f"RECOMMENDER_CDS_JWKS: {where} is a private key; configure the EHR's "
-                          "public keys only")
+        raise ConfigError(
+            f"RECOMMENDER_CDS_JWKS: {where} is a private key; configure the EHR's public keys only"
+        )
     try:
         return PyJWK(dict(data))
     except jwt.PyJWTError as exc:
@@ -119,8 +141,9 @@ def _choose(keys: Iterable[PyJWK], kid: str | None) -> PyJWK:
     if kid is None:
         if len(keys) == 1:
             return keys[0]
-        raise CdsAuthError("invalid_token", "the JWT header has no 'kid' and the issuer has "
-                           "several keys")
+        raise CdsAuthError(
+            "invalid_token", "the JWT header has no 'kid' and the issuer has several keys"
+        )
     for key in keys:
         if key.key_id == kid:
             return key
@@ -155,12 +178,16 @@ def load_keys(spec: str, issuers: tuple[str, ...]) -> dict[str, StaticKeys | Rem
         source = StaticKeys(data, str(path))
         return {issuer: source for issuer in issuers}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"RECOMMENDER_CDS_JWKS: {path} must hold a JWK Set or an object "
-                          "mapping each issuer to its JWK Set")
+        raise ConfigError(
+            f"RECOMMENDER_CDS_JWKS: {path} must hold a JWK Set or an object "
+            "mapping each issuer to its JWK Set"
+        )
     extra = sorted(set(data) - set(issuers))
     if extra:
-        raise ConfigError(f"RECOMMENDER_CDS_JWKS: {path} names issuer(s) {extra} that are not in "
-                          "RECOMMENDER_CDS_ISSUERS")
+        raise ConfigError(
+            f"RECOMMENDER_CDS_JWKS: {path} names issuer(s) {extra} that are not in "
+            "RECOMMENDER_CDS_ISSUERS"
+        )
     missing = [issuer for issuer in issuers if issuer not in data]
     if missing:
         raise ConfigError(f"RECOMMENDER_CDS_JWKS: {path} has no keys for issuer(s) {missing}")
@@ -188,6 +215,7 @@ def _read_json(path: Path):
 
 # --- verification -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ClientIdentity:
     """An authenticated CDS client: its issuer and, when the EHR sends it, the tenant."""
@@ -210,12 +238,14 @@ class JwtVerifier:
         Largest ``exp`` accepted, in seconds from now.
     """
 
-    def __init__(self, keys: Mapping[str, StaticKeys | RemoteKeys], store: CdsStore,
-                 max_lifetime: int):
+    def __init__(
+        self, keys: Mapping[str, StaticKeys | RemoteKeys], store: CdsStore, max_lifetime: int
+    ):
         self.keys, self.store, self.max_lifetime = dict(keys), store, max_lifetime
 
-    def verify(self, header: str | None, audiences: Iterable[str],
-               now: float | None = None) -> ClientIdentity:
+    def verify(
+        self, header: str | None, audiences: Iterable[str], now: float | None = None
+    ) -> ClientIdentity:
         """The client behind an ``Authorization`` header, if its JWT passes every check.
 
         Parameters
@@ -239,22 +269,32 @@ class JwtVerifier:
             raise CdsAuthError("invalid_token", "the bearer token is not a JWT") from None
         algorithm = head.get("alg")
         if algorithm not in ALGORITHMS:
-            raise CdsAuthError("invalid_token", f"JWT algorithm {algorithm!r} is refused: "
-                               f"CDS Hooks needs an asymmetric signature ({', '.join(ALGORITHMS)})")
+            raise CdsAuthError(
+                "invalid_token",
+                f"JWT algorithm {algorithm!r} is refused: "
+                f"CDS Hooks needs an asymmetric signature ({', '.join(ALGORITHMS)})",
+            )
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or issuer not in self.keys:
-            raise CdsAuthError("invalid_token", f"JWT issuer {issuer!r} is not allowed "
-                               "(RECOMMENDER_CDS_ISSUERS)")
+            raise CdsAuthError(
+                "invalid_token", f"JWT issuer {issuer!r} is not allowed (RECOMMENDER_CDS_ISSUERS)"
+            )
         kid = head.get("kid")
         key = self.keys[issuer].key(kid if isinstance(kid, str) else None)
         if KEY_TYPES[algorithm[:2]] != key.key_type:
-            raise CdsAuthError("invalid_token", f"the issuer's key {key.key_id!r} "
-                               f"({key.key_type}) does not fit algorithm {algorithm}")
+            raise CdsAuthError(
+                "invalid_token",
+                f"the issuer's key {key.key_id!r} "
+                f"({key.key_type}) does not fit algorithm {algorithm}",
+            )
         claims = self._decode(token, key, algorithm, issuer, list(audiences))
         now = time.time() if now is None else now
         if claims["exp"] > now + self.max_lifetime + LEEWAY:
-            raise CdsAuthError("invalid_token", f"the JWT expires more than {self.max_lifetime} s "
-                               "from now (RECOMMENDER_CDS_JWT_MAX_LIFETIME)")
+            raise CdsAuthError(
+                "invalid_token",
+                f"the JWT expires more than {self.max_lifetime} s "
+                "from now (RECOMMENDER_CDS_JWT_MAX_LIFETIME)",
+            )
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise CdsAuthError("invalid_token", "the JWT 'jti' must be a non-empty string")
@@ -262,40 +302,56 @@ class JwtVerifier:
             first = self.store.first_use(issuer, jti, claims["exp"] + LEEWAY, now)
         except StoreError as exc:
             log.error("JWT replay cache unavailable: %s", exc)
-            raise CdsAuthError("replay_cache_unavailable", "the service cannot check this token "
-                               "for replay right now; try again later", 503) from None
+            raise CdsAuthError(
+                "replay_cache_unavailable",
+                "the service cannot check this token for replay right now; try again later",
+                503,
+            ) from None
         if not first:
-            raise CdsAuthError("invalid_token", "this JWT (iss, jti) was already used: tokens are "
-                               "accepted once")
+            raise CdsAuthError(
+                "invalid_token", "this JWT (iss, jti) was already used: tokens are accepted once"
+            )
         tenant = claims.get("tenant")
         return ClientIdentity(issuer, tenant if isinstance(tenant, str) else None, jti)
 
-    def _decode(self, token: str, key: PyJWK, algorithm: str, issuer: str,
-                audiences: list[str]) -> dict:
+    def _decode(
+        self, token: str, key: PyJWK, algorithm: str, issuer: str, audiences: list[str]
+    ) -> dict:
         try:
-            return jwt.decode(token, key=key.key, algorithms=[algorithm], audience=audiences,
-                              issuer=issuer, leeway=LEEWAY,
-                              options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+            return jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[algorithm],
+                audience=audiences,
+                issuer=issuer,
+                leeway=LEEWAY,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
         except jwt.ExpiredSignatureError:
             raise CdsAuthError("invalid_token", "the JWT has expired") from None
         except jwt.InvalidAudienceError:
-            raise CdsAuthError("invalid_token", "the JWT 'aud' is not this endpoint's URL "
-                               f"(expected {audiences[0]!r})") from None
+            raise CdsAuthError(
+                "invalid_token",
+                f"the JWT 'aud' is not this endpoint's URL (expected {audiences[0]!r})",
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise CdsAuthError("invalid_token", f"the JWT has no {exc.claim!r} claim") from None
         except jwt.InvalidSignatureError:
             raise CdsAuthError("invalid_token", "the JWT signature does not verify") from None
         except (jwt.InvalidKeyError, jwt.InvalidAlgorithmError, TypeError, ValueError):
-            raise CdsAuthError("invalid_token", f"the issuer's key does not fit algorithm "
-                               f"{algorithm}") from None
+            raise CdsAuthError(
+                "invalid_token", f"the issuer's key does not fit algorithm {algorithm}"
+            ) from None
         except jwt.PyJWTError as exc:
             raise CdsAuthError("invalid_token", f"the JWT is not valid ({exc})") from None
 
 
 def _bearer(header: str | None) -> str:
     if not header:
-        raise CdsAuthError("missing_token", "CDS Hooks calls need the EHR's signed JWT: "
-                           "'Authorization: Bearer <JWT>'")
+        raise CdsAuthError(
+            "missing_token",
+            "CDS Hooks calls need the EHR's signed JWT: 'Authorization: Bearer <JWT>'",
+        )
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > 16_384:

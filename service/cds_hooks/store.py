@@ -12,6 +12,7 @@ One SQLite file (``RECOMMENDER_CDS_STORE``, WAL mode) holds two tables:
 
 Each process opens its own connection on first use (never across a fork), one per thread.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,7 @@ class CdsStore:
         The file cannot be created or is not a usable database.
     """
 
-    def __init__(self, path: str | os.PathLike, max_tokens: int = 100_000,
-                 card_ttl_days: int = 30):
+    def __init__(self, path: str | os.PathLike, max_tokens: int = 100_000, card_ttl_days: int = 30):
         self.path = Path(path)
         self.max_tokens, self.card_ttl = max_tokens, card_ttl_days * 86_400.0
         self._local = threading.local()
@@ -129,8 +129,9 @@ class CdsStore:
         """
         now = time.time() if now is None else now
         try:
-            cursor = self._db.execute("INSERT OR IGNORE INTO jti VALUES (?, ?, ?)",
-                                      (issuer, jti, float(exp)))
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO jti VALUES (?, ?, ?)", (issuer, jti, float(exp))
+            )
             fresh = cursor.rowcount == 1
             if fresh:
                 self._maybe_prune(now)
@@ -147,12 +148,17 @@ class CdsStore:
         db.execute("DELETE FROM cards WHERE created < ?", (now - self.card_ttl,))
         (count,) = db.execute("SELECT COUNT(*) FROM jti").fetchone()
         if count > self.max_tokens:
-            log.warning("JWT replay cache over %d entries: dropping the %d expiring first "
-                        "(raise RECOMMENDER_CDS_JTI_CACHE_SIZE or lower "
-                        "RECOMMENDER_CDS_JWT_MAX_LIFETIME)", self.max_tokens,
-                        count - self.max_tokens)
-            db.execute("DELETE FROM jti WHERE rowid IN (SELECT rowid FROM jti ORDER BY exp "
-                       "LIMIT ?)", (count - self.max_tokens,))
+            log.warning(
+                "JWT replay cache over %d entries: dropping the %d expiring first "
+                "(raise RECOMMENDER_CDS_JTI_CACHE_SIZE or lower "
+                "RECOMMENDER_CDS_JWT_MAX_LIFETIME)",
+                self.max_tokens,
+                count - self.max_tokens,
+            )
+            db.execute(
+                "DELETE FROM jti WHERE rowid IN (SELECT rowid FROM jti ORDER BY exp LIMIT ?)",
+                (count - self.max_tokens,),
+            )
 
     def prune(self, now: float | None = None) -> None:
         """Drop expired token ids and cards past their time to live now."""
@@ -174,8 +180,19 @@ class CdsStore:
         if not cards:
             return
         now = time.time() if now is None else now
-        rows = [(c.uuid, c.service, c.kind, c.patient, c.model_version, json.dumps(c.treatments),
-                 json.dumps(c.suggestions), now) for c in cards]
+        rows = [
+            (
+                c.uuid,
+                c.service,
+                c.kind,
+                c.patient,
+                c.model_version,
+                json.dumps(c.treatments),
+                json.dumps(c.suggestions),
+                now,
+            )
+            for c in cards
+        ]
         try:
             db = self._db
             db.execute("BEGIN")
@@ -195,11 +212,13 @@ class CdsStore:
         try:
             row = self._db.execute(
                 "SELECT uuid, service, kind, patient, model_version, treatments, suggestions "
-                "FROM cards WHERE uuid = ? AND created >= ?", (uuid, now - self.card_ttl)
+                "FROM cards WHERE uuid = ? AND created >= ?",
+                (uuid, now - self.card_ttl),
             ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"CDS store {self.path}: {exc}") from None
         if row is None:
             return None
-        return CardRecord(row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])),
-                          json.loads(row[6]))
+        return CardRecord(
+            row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), json.loads(row[6])
+        )

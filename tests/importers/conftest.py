@@ -1,4 +1,5 @@
 """Fixtures of the importer tests: where the shared EHR datasets are, skipping when absent."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,10 @@ SHARED_DATASETS = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
 def shared_datasets() -> Path:
     """The shared datasets folder; the test is skipped when it is absent."""
     if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"shared EHR datasets not found at {SHARED_DATASETS} (expected "
-                    "../shared/datasets beside the repository root)")
+        pytest.skip(
+            f"shared EHR datasets not found at {SHARED_DATASETS} (expected "
+            "../shared/datasets beside the repository root)"
+        )
     return SHARED_DATASETS
 
 
@@ -26,8 +29,10 @@ def shared_dataset(name: str) -> Path:
     """One shared dataset folder by name, skipping the test when it is absent."""
     path = SHARED_DATASETS / name
     if not path.is_dir():
-        pytest.skip(f"shared dataset {name!r} not found at {path} (../shared/datasets/{name} "
-                    "relative to the repository root)")
+        pytest.skip(
+            f"shared dataset {name!r} not found at {path} (../shared/datasets/{name} "
+            "relative to the repository root)"
+        )
     return path
 
 

@@ -1,5 +1,6 @@
 """Import the Synthea California population, train, and ask for a patient's recommendations
 through the CLI and the service: treatment names are shown."""
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,52 @@ def california(tmp_path_factory):
     root = tmp_path_factory.mktemp("california")
     key = create_key_file(root / "key")
     assert main(["import", "synthea", str(source), "--out", str(root / "data")]) == 0
-    assert main(["train", "--data", str(root / "data"), "--out", str(root / "model"),
-                 "--model", "als", "--factors", "16", "--pseudonym-key-file", str(key)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(root / "data"),
+                "--out",
+                str(root / "model"),
+                "--model",
+                "als",
+                "--factors",
+                "16",
+                "--pseudonym-key-file",
+                str(key),
+            ]
+        )
+        == 0
+    )
     outcomes = pd.read_csv(root / "data" / "outcomes.csv", dtype=str)
     hypertension = outcomes[outcomes.condition_id == "snomed|38341003"]
     patient = hypertension.patient_id.value_counts().index[0]
-    names = pd.read_csv(root / "data" / "treatments.csv", dtype=str).set_index("treatment_id")["name"]
+    names = pd.read_csv(root / "data" / "treatments.csv", dtype=str).set_index("treatment_id")[
+        "name"
+    ]
     return root, key, patient, names
 
 
 def test_cli_shows_names(california, capsys):
     root, key, patient, names = california
     capsys.readouterr()
-    assert main(["recommend", "--artifact", str(root / "model"), "--patient", patient, "-k", "3",
-                 "--pseudonym-key-file", str(key)]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--artifact",
+                str(root / "model"),
+                "--patient",
+                patient,
+                "-k",
+                "3",
+                "--pseudonym-key-file",
+                str(key),
+            ]
+        )
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)
     assert answer["recommendations"], answer
     for item in answer["recommendations"]:
@@ -45,12 +78,21 @@ def test_cli_shows_names(california, capsys):
 def test_service_shows_names(california):
     root, key, patient, names = california
     token = add_token(root / "tokens.json", "dr", "clinician")
-    app = create_app({"ARTIFACT": str(root / "model"), "API_TOKENS_FILE": str(root / "tokens.json"),
-                      "PSEUDONYM_KEY_FILE": str(key), "AUDIT_LOG": str(root / "audit.log")})
-    response = app.test_client().get(f"/v1/patients/{patient}/recommendations?k=3",
-                                     headers={"Authorization": f"Bearer {token}"})
+    app = create_app(
+        {
+            "ARTIFACT": str(root / "model"),
+            "API_TOKENS_FILE": str(root / "tokens.json"),
+            "PSEUDONYM_KEY_FILE": str(key),
+            "AUDIT_LOG": str(root / "audit.log"),
+        }
+    )
+    response = app.test_client().get(
+        f"/v1/patients/{patient}/recommendations?k=3", headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["recommendations"]
-    assert all(item["treatment_name"] == names[item["treatment_id"]] for item in body["recommendations"])
+    assert all(
+        item["treatment_name"] == names[item["treatment_id"]] for item in body["recommendations"]
+    )
     assert patient not in (root / "audit.log").read_text()  # pseudonymous audit trail

@@ -1,5 +1,6 @@
 """FHIR importer: a hand-written Bundle (and the same as NDJSON) with known outcomes, validation
 in lenient and strict mode, and the Nebraska Synthea set converted to FHIR by this test."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,14 +9,16 @@ import json
 import pandas as pd
 import pytest
 
+from recommender.data.tables import read_tables
 from recommender.exceptions import DataValidationError
 from recommender.importers import import_fhir, import_synthea
-from recommender.data.tables import read_tables
 
 from .conftest import shared_dataset
 
-pytest.importorskip("fhir.resources", reason="the FHIR importer needs fhir.resources "
-                                             "(pip install 'fhir.resources>=8,<9')")
+pytest.importorskip(
+    "fhir.resources",
+    reason="the FHIR importer needs fhir.resources (pip install 'fhir.resources>=8,<9')",
+)
 
 SNOMED, RXNORM = "http://snomed.info/sct", "http://www.nlm.nih.gov/research/umls/rxnorm"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -34,89 +37,222 @@ def patient_ref(pid):
 
 
 RESOURCES = [
-    {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-04-05",
-     "extension": [
-         {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
-          "extension": [{"url": "text", "valueString": "White"}]},
-         {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
-          "extension": [{"url": "ombCategory", "valueCoding": {
-              "system": "urn:oid:2.16.840.1.113883.6.238", "code": "2186-5",
-              "display": "Not Hispanic or Latino"}}]}]},
-    {"resourceType": "Patient", "id": "p2", "gender": "male", "birthDate": "1940-01-01",
-     "deceasedDateTime": "2020-03-15T00:00:00Z"},
+    {
+        "resourceType": "Patient",
+        "id": "p1",
+        "gender": "female",
+        "birthDate": "1970-04-05",
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+                "extension": [{"url": "text", "valueString": "White"}],
+            },
+            {
+                "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+                "extension": [
+                    {
+                        "url": "ombCategory",
+                        "valueCoding": {
+                            "system": "urn:oid:2.16.840.1.113883.6.238",
+                            "code": "2186-5",
+                            "display": "Not Hispanic or Latino",
+                        },
+                    }
+                ],
+            },
+        ],
+    },
+    {
+        "resourceType": "Patient",
+        "id": "p2",
+        "gender": "male",
+        "birthDate": "1940-01-01",
+        "deceasedDateTime": "2020-03-15T00:00:00Z",
+    },
     {"resourceType": "Patient", "id": "p3", "gender": "other", "birthDate": "2001"},
     # p1: strep throat resolved 8 days after penicillin; hypertension open (ICD-10-CM only).
-    {"resourceType": "Condition", "id": "c1", "subject": patient_ref("p1"),
-     "code": cc(SNOMED, "43878008", "Streptococcal sore throat"),
-     "onsetDateTime": "2020-01-01T09:00:00Z", "abatementDateTime": "2020-01-09T09:00:00Z"},
-    {"resourceType": "Condition", "id": "c2", "subject": patient_ref("p1"),
-     "code": cc(ICD10CM, "I10", "Essential hypertension"), "onsetDateTime": "2015-01-01"},
-    {"resourceType": "Condition", "id": "c4", "subject": patient_ref("p1"),
-     "code": cc(SNOMED, "22298006", "Myocardial infarction"), "onsetDateTime": "2019-01-01",
-     "verificationStatus": {"coding": [{"code": "entered-in-error"}]}},
-    {"resourceType": "Condition", "id": "c3", "subject": patient_ref("p2"),
-     "code": cc(SNOMED, "233604007", "Pneumonia"), "onsetDateTime": "2020-03-01"},
-    {"resourceType": "Condition", "id": "c5", "subject": patient_ref("p3"),
-     "code": cc(SNOMED, "444814009", "Viral sinusitis"), "onsetPeriod": {"start": "2021-06-01"},
-     "abatementPeriod": {"end": "2021-06-20"}},
-    {"resourceType": "Condition", "id": "c6", "subject": patient_ref("p3"),
-     "code": cc("http://example.org/codes", "X1", "Local code"), "onsetDateTime": "2021-01-01"},
+    {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": patient_ref("p1"),
+        "code": cc(SNOMED, "43878008", "Streptococcal sore throat"),
+        "onsetDateTime": "2020-01-01T09:00:00Z",
+        "abatementDateTime": "2020-01-09T09:00:00Z",
+    },
+    {
+        "resourceType": "Condition",
+        "id": "c2",
+        "subject": patient_ref("p1"),
+        "code": cc(ICD10CM, "I10", "Essential hypertension"),
+        "onsetDateTime": "2015-01-01",
+    },
+    {
+        "resourceType": "Condition",
+        "id": "c4",
+        "subject": patient_ref("p1"),
+        "code": cc(SNOMED, "22298006", "Myocardial infarction"),
+        "onsetDateTime": "2019-01-01",
+        "verificationStatus": {"coding": [{"code": "entered-in-error"}]},
+    },
+    {
+        "resourceType": "Condition",
+        "id": "c3",
+        "subject": patient_ref("p2"),
+        "code": cc(SNOMED, "233604007", "Pneumonia"),
+        "onsetDateTime": "2020-03-01",
+    },
+    {
+        "resourceType": "Condition",
+        "id": "c5",
+        "subject": patient_ref("p3"),
+        "code": cc(SNOMED, "444814009", "Viral sinusitis"),
+        "onsetPeriod": {"start": "2021-06-01"},
+        "abatementPeriod": {"end": "2021-06-20"},
+    },
+    {
+        "resourceType": "Condition",
+        "id": "c6",
+        "subject": patient_ref("p3"),
+        "code": cc("http://example.org/codes", "X1", "Local code"),
+        "onsetDateTime": "2021-01-01",
+    },
     # Treatments.
-    {"resourceType": "MedicationRequest", "id": "m1", "status": "completed", "intent": "order",
-     "subject": patient_ref("p1"), "authoredOn": "2020-01-01T10:00:00Z",
-     "medicationCodeableConcept": cc(RXNORM, "834061",
-                                     "Penicillin V Potassium 250 MG Oral Tablet"),
-     "reasonReference": [{"reference": "Condition/c1"}]},
-    {"resourceType": "MedicationRequest", "id": "m2", "status": "stopped", "intent": "order",
-     "subject": patient_ref("p1"), "authoredOn": "2015-01-01",
-     "contained": [{"resourceType": "Medication", "id": "med1",
-                    "code": cc(RXNORM, "310798", "Hydrochlorothiazide 25 MG Oral Tablet")}],
-     "medicationReference": {"reference": "#med1"},
-     "reasonCode": [cc(ICD10CM, "I10")]},
-    {"resourceType": "MedicationStatement", "id": "s3", "status": "active",
-     "subject": patient_ref("p1"), "effectivePeriod": {"start": "2015-03-01"},
-     "medicationCodeableConcept": cc(RXNORM, "314076", "lisinopril 10 MG Oral Tablet"),
-     "reasonCode": [cc(ICD10CM, "I10")]},
-    {"resourceType": "MedicationRequest", "id": "m4", "status": "completed", "intent": "order",
-     "subject": patient_ref("p2"), "authoredOn": "2020-03-01",
-     "medicationCodeableConcept": cc(RXNORM, "308182", "Amoxicillin 250 MG Oral Capsule"),
-     "reasonReference": [{"reference": "Condition/c3"}]},
-    {"resourceType": "Medication", "id": "medx", "code": cc("http://hl7.org/fhir/sid/ndc",
-                                                            "0002-1234", "Some drug")},
-    {"resourceType": "MedicationRequest", "id": "m5", "status": "stopped", "intent": "order",
-     "subject": patient_ref("p2"), "authoredOn": "2019-01-01",
-     "medicationReference": {"reference": "Medication/medx"},
-     "reasonCode": [cc(SNOMED, "233604007")]},          # pneumonia only starts in 2020
-    {"resourceType": "MedicationRequest", "id": "m6", "status": "completed", "intent": "order",
-     "subject": patient_ref("p1"), "authoredOn": "2020-01-01",
-     "medicationCodeableConcept": cc(RXNORM, "313782", "Acetaminophen 325 MG Oral Tablet")},
-    {"resourceType": "MedicationRequest", "id": "m7", "status": "entered-in-error",
-     "intent": "order", "subject": patient_ref("p1"), "authoredOn": "2020-01-01",
-     "medicationCodeableConcept": cc(RXNORM, "313782"), "reasonCode": [cc(SNOMED, "43878008")]},
-    {"resourceType": "MedicationRequest", "id": "m8", "status": "completed", "intent": "order",
-     "subject": patient_ref("p3"), "authoredOn": "2021-06-01",
-     "medicationCodeableConcept": cc(RXNORM, "200346", "cefdinir 300 MG Oral Capsule"),
-     "reasonCode": [cc(SNOMED, "444814009")]},
-    {"resourceType": "AllergyIntolerance", "id": "a1", "patient": patient_ref("p1"),
-     "code": cc(SNOMED, "91935009", "Allergy to peanuts"), "onsetDateTime": "2020-01-02"},
-    {"resourceType": "AllergyIntolerance", "id": "a2", "patient": patient_ref("p3"),
-     "code": cc(SNOMED, "294532003", "Cephalosporin allergy"), "onsetDateTime": "2021-06-05",
-     "reaction": [{"substance": cc(RXNORM, "200346"),
-                   "manifestation": [cc(SNOMED, "271807003", "Rash")]}]},
-    {"resourceType": "Procedure", "id": "pr1", "status": "completed",
-     "subject": patient_ref("p1"), "code": cc(SNOMED, "117015009", "Throat culture"),
-     "performedDateTime": "2020-01-02", "reasonReference": [{"reference": "Condition/c1"}]},
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": "completed",
+        "intent": "order",
+        "subject": patient_ref("p1"),
+        "authoredOn": "2020-01-01T10:00:00Z",
+        "medicationCodeableConcept": cc(
+            RXNORM, "834061", "Penicillin V Potassium 250 MG Oral Tablet"
+        ),
+        "reasonReference": [{"reference": "Condition/c1"}],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m2",
+        "status": "stopped",
+        "intent": "order",
+        "subject": patient_ref("p1"),
+        "authoredOn": "2015-01-01",
+        "contained": [
+            {
+                "resourceType": "Medication",
+                "id": "med1",
+                "code": cc(RXNORM, "310798", "Hydrochlorothiazide 25 MG Oral Tablet"),
+            }
+        ],
+        "medicationReference": {"reference": "#med1"},
+        "reasonCode": [cc(ICD10CM, "I10")],
+    },
+    {
+        "resourceType": "MedicationStatement",
+        "id": "s3",
+        "status": "active",
+        "subject": patient_ref("p1"),
+        "effectivePeriod": {"start": "2015-03-01"},
+        "medicationCodeableConcept": cc(RXNORM, "314076", "lisinopril 10 MG Oral Tablet"),
+        "reasonCode": [cc(ICD10CM, "I10")],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m4",
+        "status": "completed",
+        "intent": "order",
+        "subject": patient_ref("p2"),
+        "authoredOn": "2020-03-01",
+        "medicationCodeableConcept": cc(RXNORM, "308182", "Amoxicillin 250 MG Oral Capsule"),
+        "reasonReference": [{"reference": "Condition/c3"}],
+    },
+    {
+        "resourceType": "Medication",
+        "id": "medx",
+        "code": cc("http://hl7.org/fhir/sid/ndc", "0002-1234", "Some drug"),
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m5",
+        "status": "stopped",
+        "intent": "order",
+        "subject": patient_ref("p2"),
+        "authoredOn": "2019-01-01",
+        "medicationReference": {"reference": "Medication/medx"},
+        "reasonCode": [cc(SNOMED, "233604007")],
+    },  # pneumonia only starts in 2020
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m6",
+        "status": "completed",
+        "intent": "order",
+        "subject": patient_ref("p1"),
+        "authoredOn": "2020-01-01",
+        "medicationCodeableConcept": cc(RXNORM, "313782", "Acetaminophen 325 MG Oral Tablet"),
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m7",
+        "status": "entered-in-error",
+        "intent": "order",
+        "subject": patient_ref("p1"),
+        "authoredOn": "2020-01-01",
+        "medicationCodeableConcept": cc(RXNORM, "313782"),
+        "reasonCode": [cc(SNOMED, "43878008")],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m8",
+        "status": "completed",
+        "intent": "order",
+        "subject": patient_ref("p3"),
+        "authoredOn": "2021-06-01",
+        "medicationCodeableConcept": cc(RXNORM, "200346", "cefdinir 300 MG Oral Capsule"),
+        "reasonCode": [cc(SNOMED, "444814009")],
+    },
+    {
+        "resourceType": "AllergyIntolerance",
+        "id": "a1",
+        "patient": patient_ref("p1"),
+        "code": cc(SNOMED, "91935009", "Allergy to peanuts"),
+        "onsetDateTime": "2020-01-02",
+    },
+    {
+        "resourceType": "AllergyIntolerance",
+        "id": "a2",
+        "patient": patient_ref("p3"),
+        "code": cc(SNOMED, "294532003", "Cephalosporin allergy"),
+        "onsetDateTime": "2021-06-05",
+        "reaction": [
+            {"substance": cc(RXNORM, "200346"), "manifestation": [cc(SNOMED, "271807003", "Rash")]}
+        ],
+    },
+    {
+        "resourceType": "Procedure",
+        "id": "pr1",
+        "status": "completed",
+        "subject": patient_ref("p1"),
+        "code": cc(SNOMED, "117015009", "Throat culture"),
+        "performedDateTime": "2020-01-02",
+        "reasonReference": [{"reference": "Condition/c1"}],
+    },
     {"resourceType": "Observation", "id": "o1", "status": "final", "code": cc(SNOMED, "1")},
 ]
-BAD = {"resourceType": "MedicationRequest", "id": "bad", "status": "completed",
-       "intent": "order", "subject": patient_ref("p1"), "authoredOn": "2020-13-45",
-       "medicationCodeableConcept": cc(RXNORM, "1"), "reasonCode": [cc(SNOMED, "43878008")]}
+BAD = {
+    "resourceType": "MedicationRequest",
+    "id": "bad",
+    "status": "completed",
+    "intent": "order",
+    "subject": patient_ref("p1"),
+    "authoredOn": "2020-13-45",
+    "medicationCodeableConcept": cc(RXNORM, "1"),
+    "reasonCode": [cc(SNOMED, "43878008")],
+}
 
 #: (patient, treatment, indication) -> (outcome, adverse, rule), derived by hand.
 EXPECTED = {
     ("p1", "rxnorm|834061", "snomed|43878008"): (1.0, 0, "resolved"),
-    ("p1", "rxnorm|310798", "icd10|I10"): (0.0, 0, "switched"),     # lisinopril 59 days later
-    ("p1", "rxnorm|314076", "icd10|I10"): (0.5, 0, "chronic"),      # active, no switch
+    ("p1", "rxnorm|310798", "icd10|I10"): (0.0, 0, "switched"),  # lisinopril 59 days later
+    ("p1", "rxnorm|314076", "icd10|I10"): (0.5, 0, "chronic"),  # active, no switch
     ("p2", "rxnorm|308182", "snomed|233604007"): (-1.0, 1, "adverse"),  # died 14 days later
     ("p3", "rxnorm|200346", "snomed|444814009"): (-1.0, 1, "adverse"),  # allergy to it
 }
@@ -124,15 +260,17 @@ EXPECTED = {
 
 def write_bundle(path, resources):
     """A collection Bundle whose references all use the entries' urn:uuid fullUrls."""
-    urls = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['resourceType'].lower()}-{r['id']}"
-            for r in resources}
+    urls = {
+        f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['resourceType'].lower()}-{r['id']}"
+        for r in resources
+    }
     text = json.dumps(resources)
     for key, url in urls.items():
         text = text.replace(f'"reference": "{key}"', f'"reference": "{url}"')
-    entries = [{"fullUrl": urls[f"{r['resourceType']}/{r['id']}"], "resource": r}
-               for r in json.loads(text)]
-    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
-                                "entry": entries}))
+    entries = [
+        {"fullUrl": urls[f"{r['resourceType']}/{r['id']}"], "resource": r} for r in json.loads(text)
+    ]
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
     return path
 
 
@@ -154,9 +292,10 @@ def write_ndjson_folder(folder, resources):
 
 def outcome_map(out) -> dict:
     frame = pd.read_csv(out / "outcomes.csv", dtype=str, keep_default_na=False)
-    return {(r.patient_id, r.treatment_id, r.condition_id): (float(r.outcome), int(r.adverse),
-                                                             r.rule)
-            for r in frame.itertuples()}
+    return {
+        (r.patient_id, r.treatment_id, r.condition_id): (float(r.outcome), int(r.adverse), r.rule)
+        for r in frame.itertuples()
+    }
 
 
 def test_bundle_known_outcomes(tmp_path):
@@ -164,14 +303,18 @@ def test_bundle_known_outcomes(tmp_path):
     report = import_fhir(src, tmp_path / "out")
 
     assert outcome_map(tmp_path / "out") == EXPECTED
-    assert report.dropped["MedicationRequest: no reasonCode or reasonReference (no indication)"] == 1
+    assert (
+        report.dropped["MedicationRequest: no reasonCode or reasonReference (no indication)"] == 1
+    )
     assert report.dropped["MedicationRequest: status entered-in-error"] == 1
     assert report.dropped["Condition: entered-in-error or refuted"] == 1
     assert report.dropped["Procedure: include_procedures is off"] == 1
     assert report.dropped["Observation: resource type not imported"] == 1
-    assert report.dropped["courses: no outcome evidence (no rule applied)"] == 1   # m5
-    assert report.unmatched == {"treatments: reasonCode without a Condition of that code with "
-                                "onset on or before the start": 1}
+    assert report.dropped["courses: no outcome evidence (no rule applied)"] == 1  # m5
+    assert report.unmatched == {
+        "treatments: reasonCode without a Condition of that code with "
+        "onset on or before the start": 1
+    }
     assert report.rows_read["MedicationRequest"] == 7
     assert any("example.org/codes" in w for w in report.warnings)
 
@@ -182,17 +325,30 @@ def test_tables_from_the_bundle(tmp_path):
 
     patients = tables.patients.set_index("patient_id")
     assert patients.loc["p1", ["sex", "birth_year", "race", "ethnicity"]].tolist() == [
-        "F", 1970, "white", "not hispanic or latino"]
+        "F",
+        1970,
+        "white",
+        "not hispanic or latino",
+    ]
     assert patients.loc["p2", "death_date"] == "2020-03-15" and patients.loc["p3", "sex"] == "O"
-    pairs = set(zip(tables.patient_conditions["patient_id"],
-                    tables.patient_conditions["condition_id"]))
-    assert pairs == {("p1", "snomed|43878008"), ("p1", "icd10|I10"), ("p1", "snomed|91935009"),
-                     ("p2", "snomed|233604007"), ("p3", "snomed|444814009"),
-                     ("p3", "example.org/codes|X1"), ("p3", "snomed|294532003")}
+    pairs = set(
+        zip(tables.patient_conditions["patient_id"], tables.patient_conditions["condition_id"])
+    )
+    assert pairs == {
+        ("p1", "snomed|43878008"),
+        ("p1", "icd10|I10"),
+        ("p1", "snomed|91935009"),
+        ("p2", "snomed|233604007"),
+        ("p3", "snomed|444814009"),
+        ("p3", "example.org/codes|X1"),
+        ("p3", "snomed|294532003"),
+    }
     names = tables.treatments.set_index("treatment_id")["name"]
     assert names["rxnorm|310798"] == "Hydrochlorothiazide 25 MG Oral Tablet"  # contained
-    assert tables.conditions.set_index("condition_id")["name"]["snomed|91935009"] == \
-        "Allergy to peanuts"
+    assert (
+        tables.conditions.set_index("condition_id")["name"]["snomed|91935009"]
+        == "Allergy to peanuts"
+    )
 
 
 def test_ndjson_folder_gives_the_same_result(tmp_path):
@@ -230,7 +386,9 @@ def test_broken_json_line(tmp_path):
         handle.write('{"resourceType": "MedicationRequest", \n')
     report = import_fhir(folder, tmp_path / "out")
     assert report.dropped["JSON documents: not valid JSON"] == 1
-    with pytest.raises(DataValidationError, match=r"MedicationRequest.ndjson line 9.*not valid JSON"):
+    with pytest.raises(
+        DataValidationError, match=r"MedicationRequest.ndjson line 9.*not valid JSON"
+    ):
         import_fhir(folder, tmp_path / "strict", strict=True)
 
 
@@ -251,8 +409,10 @@ def test_cli_subcommand(tmp_path, import_cli, capsys):
 
 # --- Synthea Nebraska as FHIR: the same outcomes as its CSV import ----------------------------
 
+
 def synthea_to_ndjson(src, path) -> int:
     """Write the Synthea CSV export at ``src`` as FHIR R4 NDJSON (a test-side converter)."""
+
     def read(name):
         for suffix in (".csv", ".csv.gz"):
             if (src / f"{name}{suffix}").exists():
@@ -262,34 +422,56 @@ def synthea_to_ndjson(src, path) -> int:
 
     lines = []
     for r in read("patients").itertuples():
-        patient = {"resourceType": "Patient", "id": r.ID, "birthDate": r.BIRTHDATE,
-                   "gender": {"M": "male", "F": "female"}[r.GENDER]}
+        patient = {
+            "resourceType": "Patient",
+            "id": r.ID,
+            "birthDate": r.BIRTHDATE,
+            "gender": {"M": "male", "F": "female"}[r.GENDER],
+        }
         if r.DEATHDATE:
             patient["deceasedDateTime"] = r.DEATHDATE
         lines.append(patient)
     for i, r in enumerate(read("conditions").itertuples()):
-        condition = {"resourceType": "Condition", "id": f"c{i}", "onsetDateTime": r.START,
-                     "subject": patient_ref(r.PATIENT), "code": cc(SNOMED, r.CODE, r.DESCRIPTION)}
+        condition = {
+            "resourceType": "Condition",
+            "id": f"c{i}",
+            "onsetDateTime": r.START,
+            "subject": patient_ref(r.PATIENT),
+            "code": cc(SNOMED, r.CODE, r.DESCRIPTION),
+        }
         if r.STOP:
             condition["abatementDateTime"] = r.STOP
         lines.append(condition)
     for i, r in enumerate(read("medications").itertuples()):
-        request = {"resourceType": "MedicationRequest", "id": f"m{i}", "intent": "order",
-                   "status": "stopped" if r.STOP else "active", "authoredOn": r.START,
-                   "subject": patient_ref(r.PATIENT),
-                   "medicationCodeableConcept": cc(RXNORM, r.CODE, r.DESCRIPTION)}
+        request = {
+            "resourceType": "MedicationRequest",
+            "id": f"m{i}",
+            "intent": "order",
+            "status": "stopped" if r.STOP else "active",
+            "authoredOn": r.START,
+            "subject": patient_ref(r.PATIENT),
+            "medicationCodeableConcept": cc(RXNORM, r.CODE, r.DESCRIPTION),
+        }
         if r.STOP:
-            request["dosageInstruction"] = [{"timing": {"repeat": {"boundsPeriod": {
-                "start": r.START, "end": r.STOP}}}}]
+            request["dosageInstruction"] = [
+                {"timing": {"repeat": {"boundsPeriod": {"start": r.START, "end": r.STOP}}}}
+            ]
         if r.REASONCODE:
-            request["reasonCode"] = [cc(SNOMED, r.REASONCODE.removesuffix(".0"),
-                                        r.REASONDESCRIPTION)]
+            request["reasonCode"] = [
+                cc(SNOMED, r.REASONCODE.removesuffix(".0"), r.REASONDESCRIPTION)
+            ]
         lines.append(request)
     for i, r in enumerate(read("allergies").itertuples()):
         system = RXNORM if getattr(r, "SYSTEM", "") == "RxNorm" else SNOMED
-        lines.append({"resourceType": "AllergyIntolerance", "id": f"a{i}",
-                      "patient": patient_ref(r.PATIENT), "onsetDateTime": r.START,
-                      "code": cc(system, r.CODE, r.DESCRIPTION)})
+        lines.append(
+            {
+                "resourceType": "AllergyIntolerance",
+                "id": f"a{i}",
+                "patient": patient_ref(r.PATIENT),
+                "onsetDateTime": r.START,
+                "code": cc(system, r.CODE, r.DESCRIPTION),
+            }
+        )
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return len(lines)
 
@@ -304,10 +486,13 @@ def test_nebraska_as_fhir_matches_the_csv_import(tmp_path):
     assert sum(fhir_report.rows_read.values()) == count
     assert fhir_report.warning_count == 0
     columns = ["patient_id", "treatment_id", "condition_id", "outcome", "adverse", "timestamp"]
-    fhir_rows, csv_rows = (read_tables(tmp_path / name).outcomes[columns].sort_values(columns)
-                           .reset_index(drop=True) for name in ("fhir", "csv"))
+    fhir_rows, csv_rows = (
+        read_tables(tmp_path / name).outcomes[columns].sort_values(columns).reset_index(drop=True)
+        for name in ("fhir", "csv")
+    )
     pd.testing.assert_frame_equal(fhir_rows, csv_rows)
     assert fhir_report.outcomes["distribution"] == csv_report.outcomes["distribution"]
     for table in ("patient_conditions", "conditions"):
-        assert (pd.read_csv(tmp_path / "fhir" / f"{table}.csv").equals(
-            pd.read_csv(tmp_path / "csv" / f"{table}.csv")))
+        assert pd.read_csv(tmp_path / "fhir" / f"{table}.csv").equals(
+            pd.read_csv(tmp_path / "csv" / f"{table}.csv")
+        )

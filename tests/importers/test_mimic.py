@@ -1,29 +1,47 @@
 """MIMIC importer: hand-written MIMIC-III and MIMIC-IV folders with known outcomes, and the demos."""
+
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
+from recommender.data.tables import read_tables
 from recommender.exceptions import DataValidationError
 from recommender.importers import import_mimic
 from recommender.importers.mimic import normalise_drug
-from recommender.data.tables import read_tables
 
 from .conftest import shared_dataset
 
 # (subject, hadm, admittime, dischtime, hospital_expire_flag, race)
 ADMISSIONS = [
     ("1", "100", "2150-01-01 10:00:00", "2150-01-04 10:00:00", "0", "WHITE"),
-    ("1", "101", "2150-01-20 10:00:00", "2150-01-22 10:00:00", "0", "WHITE"),   # 16 d later
+    ("1", "101", "2150-01-20 10:00:00", "2150-01-22 10:00:00", "0", "WHITE"),  # 16 d later
     ("1", "102", "2151-01-01 10:00:00", "2151-01-03 10:00:00", "0", "WHITE"),
-    ("2", "200", "2160-05-01 10:00:00", "2160-05-15 10:00:00", "0",
-     "HISPANIC/LATINO - PUERTO RICAN"),                                             # 14 days
-    ("2", "201", "2160-08-01 10:00:00", "2160-08-03 10:00:00", "1",
-     "HISPANIC/LATINO - PUERTO RICAN"),                                             # died
+    (
+        "2",
+        "200",
+        "2160-05-01 10:00:00",
+        "2160-05-15 10:00:00",
+        "0",
+        "HISPANIC/LATINO - PUERTO RICAN",
+    ),  # 14 days
+    (
+        "2",
+        "201",
+        "2160-08-01 10:00:00",
+        "2160-08-03 10:00:00",
+        "1",
+        "HISPANIC/LATINO - PUERTO RICAN",
+    ),  # died
 ]
 # (hadm, seq_num, code, icd version)
-DIAGNOSES = [("100", "2", "I10", "10"), ("100", "1", "E119", "10"), ("101", "1", "4019", "9"),
-             ("200", "1", "J189", "10"), ("201", "1", "A419", "10")]
+DIAGNOSES = [
+    ("100", "2", "I10", "10"),
+    ("100", "1", "E119", "10"),
+    ("101", "1", "4019", "9"),
+    ("200", "1", "J189", "10"),
+    ("201", "1", "A419", "10"),
+]
 # (hadm, drug_type, drug, start)
 PRESCRIPTIONS = [
     ("100", "MAIN", "Metformin", "2150-01-01 12:00:00"),
@@ -36,11 +54,17 @@ PRESCRIPTIONS = [
     ("201", "MAIN", "Norepinephrine", "2160-08-01 12:00:00"),
 ]
 # (hadm, charttime, flag): 101 improves (2/2 -> 0/2 abnormal), 102 worsens (0/2 -> 2/2).
-LABS = [("101", "2150-01-20 11:00:00", "abnormal"), ("101", "2150-01-20 11:00:00", "abnormal"),
-        ("101", "2150-01-21 11:00:00", ""), ("101", "2150-01-21 11:00:00", ""),
-        ("102", "2151-01-01 11:00:00", ""), ("102", "2151-01-01 11:00:00", ""),
-        ("102", "2151-01-02 11:00:00", "abnormal"), ("102", "2151-01-02 11:00:00", "abnormal"),
-        ("", "2151-01-02 11:00:00", "abnormal")]
+LABS = [
+    ("101", "2150-01-20 11:00:00", "abnormal"),
+    ("101", "2150-01-20 11:00:00", "abnormal"),
+    ("101", "2150-01-21 11:00:00", ""),
+    ("101", "2150-01-21 11:00:00", ""),
+    ("102", "2151-01-01 11:00:00", ""),
+    ("102", "2151-01-01 11:00:00", ""),
+    ("102", "2151-01-02 11:00:00", "abnormal"),
+    ("102", "2151-01-02 11:00:00", "abnormal"),
+    ("", "2151-01-02 11:00:00", "abnormal"),
+]
 SUBJECT = {hadm: subject for subject, hadm, *_ in ADMISSIONS}
 
 #: (patient, treatment, hadm) -> (outcome, adverse, rule, indication), derived by hand.
@@ -58,24 +82,46 @@ def write_mimic_iv(root):
     hosp.mkdir(parents=True)
 
     def save(name, rows, columns):
-        pd.DataFrame(rows, columns=columns).to_csv(hosp / f"{name}.csv.gz", index=False,
-                                                   compression="gzip")
+        pd.DataFrame(rows, columns=columns).to_csv(
+            hosp / f"{name}.csv.gz", index=False, compression="gzip"
+        )
 
-    save("patients", [("1", "F", "60", "2150", "2011 - 2013", ""),
-                      ("2", "M", "70", "2160", "2014 - 2016", "2160-08-03")],
-         ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"])
-    save("admissions", ADMISSIONS, ["subject_id", "hadm_id", "admittime", "dischtime",
-                                    "hospital_expire_flag", "race"])
-    save("diagnoses_icd", [(SUBJECT[h], h, s, c, v) for h, s, c, v in DIAGNOSES],
-         ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"])
-    save("d_icd_diagnoses", [("E119", "10", "Type 2 diabetes mellitus without complications"),
-                             ("4019", "9", "Unspecified essential hypertension")],
-         ["icd_code", "icd_version", "long_title"])
-    save("prescriptions", [(SUBJECT[h], h, s, "", t, d, "00002", "123")
-                           for h, t, d, s in PRESCRIPTIONS],
-         ["subject_id", "hadm_id", "starttime", "stoptime", "drug_type", "drug", "ndc", "gsn"])
-    save("labevents", [(SUBJECT.get(h, "1"), h, c, "1", f) for h, c, f in LABS],
-         ["subject_id", "hadm_id", "charttime", "valuenum", "flag"])
+    save(
+        "patients",
+        [
+            ("1", "F", "60", "2150", "2011 - 2013", ""),
+            ("2", "M", "70", "2160", "2014 - 2016", "2160-08-03"),
+        ],
+        ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+    )
+    save(
+        "admissions",
+        ADMISSIONS,
+        ["subject_id", "hadm_id", "admittime", "dischtime", "hospital_expire_flag", "race"],
+    )
+    save(
+        "diagnoses_icd",
+        [(SUBJECT[h], h, s, c, v) for h, s, c, v in DIAGNOSES],
+        ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+    )
+    save(
+        "d_icd_diagnoses",
+        [
+            ("E119", "10", "Type 2 diabetes mellitus without complications"),
+            ("4019", "9", "Unspecified essential hypertension"),
+        ],
+        ["icd_code", "icd_version", "long_title"],
+    )
+    save(
+        "prescriptions",
+        [(SUBJECT[h], h, s, "", t, d, "00002", "123") for h, t, d, s in PRESCRIPTIONS],
+        ["subject_id", "hadm_id", "starttime", "stoptime", "drug_type", "drug", "ndc", "gsn"],
+    )
+    save(
+        "labevents",
+        [(SUBJECT.get(h, "1"), h, c, "1", f) for h, c, f in LABS],
+        ["subject_id", "hadm_id", "charttime", "valuenum", "flag"],
+    )
     return root
 
 
@@ -86,24 +132,44 @@ def write_mimic_iii(root):
     def save(name, rows, columns):
         pd.DataFrame(rows, columns=columns).to_csv(root / f"{name}.csv", index=False)
 
-    save("PATIENTS", [("1", "F", "2090-03-01 00:00:00", ""),
-                      ("2", "M", "1860-03-01 00:00:00", "2160-08-03 00:00:00")],  # > 89: shifted
-         ["subject_id", "gender", "dob", "dod"])
-    save("ADMISSIONS", ADMISSIONS, ["subject_id", "hadm_id", "admittime", "dischtime",
-                                    "hospital_expire_flag", "ethnicity"])
-    save("DIAGNOSES_ICD", [(SUBJECT[h], h, s, c) for h, s, c, v in DIAGNOSES if v == "9"]
-         + [("1", "100", "1", "25000"), ("2", "200", "1", "486"), ("2", "201", "1", "0389")],
-         ["subject_id", "hadm_id", "seq_num", "icd9_code"])
-    save("PRESCRIPTIONS", [(SUBJECT[h], h, s, "", t, d, "0", "") for h, t, d, s in PRESCRIPTIONS],
-         ["subject_id", "hadm_id", "startdate", "enddate", "drug_type", "drug", "ndc", "gsn"])
+    save(
+        "PATIENTS",
+        [
+            ("1", "F", "2090-03-01 00:00:00", ""),
+            ("2", "M", "1860-03-01 00:00:00", "2160-08-03 00:00:00"),
+        ],  # > 89: shifted
+        ["subject_id", "gender", "dob", "dod"],
+    )
+    save(
+        "ADMISSIONS",
+        ADMISSIONS,
+        ["subject_id", "hadm_id", "admittime", "dischtime", "hospital_expire_flag", "ethnicity"],
+    )
+    save(
+        "DIAGNOSES_ICD",
+        [(SUBJECT[h], h, s, c) for h, s, c, v in DIAGNOSES if v == "9"]
+        + [("1", "100", "1", "25000"), ("2", "200", "1", "486"), ("2", "201", "1", "0389")],
+        ["subject_id", "hadm_id", "seq_num", "icd9_code"],
+    )
+    save(
+        "PRESCRIPTIONS",
+        [(SUBJECT[h], h, s, "", t, d, "0", "") for h, t, d, s in PRESCRIPTIONS],
+        ["subject_id", "hadm_id", "startdate", "enddate", "drug_type", "drug", "ndc", "gsn"],
+    )
     return root
 
 
 def outcome_map(out) -> dict:
     frame = pd.read_csv(out / "outcomes.csv", dtype=str, keep_default_na=False)
-    return {(r.patient_id, r.treatment_id, r.hadm_id): (float(r.outcome), int(r.adverse), r.rule,
-                                                        r.condition_id)
-            for r in frame.itertuples()}
+    return {
+        (r.patient_id, r.treatment_id, r.hadm_id): (
+            float(r.outcome),
+            int(r.adverse),
+            r.rule,
+            r.condition_id,
+        )
+        for r in frame.itertuples()
+    }
 
 
 def test_mimic_iv_known_outcomes(tmp_path):
@@ -124,20 +190,23 @@ def test_mimic_iv_known_outcomes(tmp_path):
     assert (patients.loc["2", "race"], patients.loc["2", "ethnicity"]) == ("unknown", "hispanic")
     names = tables.conditions.set_index("condition_id")["name"]
     assert names["icd10|E119"].startswith("Type 2 diabetes") and names["icd10|I10"] == "icd10|I10"
-    assert ("1", "icd10|I10") in set(zip(tables.patient_conditions["patient_id"],
-                                         tables.patient_conditions["condition_id"]))
+    assert ("1", "icd10|I10") in set(
+        zip(tables.patient_conditions["patient_id"], tables.patient_conditions["condition_id"])
+    )
     assert set(tables.treatments["ndc"]) == {"00002"}
 
 
 def test_mimic_iv_options(tmp_path):
     src = write_mimic_iv(tmp_path / "src")
-    import_mimic(src, tmp_path / "nolabs", use_labs=False, readmission_days=10,
-                 long_stay_days=20)
+    import_mimic(src, tmp_path / "nolabs", use_labs=False, readmission_days=10, long_stay_days=20)
     got = outcome_map(tmp_path / "nolabs")
     assert {k[1]: v[2] for k, v in got.items()} == {
-        "drug|metformin": "discharged_well", "drug|lisinopril": "discharged_well",
-        "drug|furosemide": "discharged_well", "drug|vancomycin": "discharged_well",
-        "drug|norepinephrine": "died_in_hospital"}
+        "drug|metformin": "discharged_well",
+        "drug|lisinopril": "discharged_well",
+        "drug|furosemide": "discharged_well",
+        "drug|vancomycin": "discharged_well",
+        "drug|norepinephrine": "died_in_hospital",
+    }
     import_mimic(src, tmp_path / "base", drug_types=("MAIN", "BASE"))
     assert ("1", "drug|sodium chloride", "100") in outcome_map(tmp_path / "base")
 
@@ -153,7 +222,8 @@ def test_mimic_iii_layout(tmp_path):
         ("1", "drug|lisinopril", "101"): "discharged_well",
         ("1", "drug|furosemide", "102"): "discharged_well",  # no labs in MIMIC-III here
         ("2", "drug|vancomycin", "200"): "long_stay",
-        ("2", "drug|norepinephrine", "201"): "died_in_hospital"}
+        ("2", "drug|norepinephrine", "201"): "died_in_hospital",
+    }
     assert got[("1", "drug|metformin", "100")][3] == "icd9|25000"
     patients = read_tables(tmp_path / "out").patients.set_index("patient_id")
     assert patients.loc["1", "age"] == "60" and patients.loc["2", "age"] == "90"
@@ -167,39 +237,51 @@ def test_not_a_mimic_folder(tmp_path):
 
 def test_cli_subcommand(tmp_path, import_cli, capsys):
     src = write_mimic_iv(tmp_path / "src")
-    args = import_cli(["import", "mimic", str(src), "--out", str(tmp_path / "out"),
-                       "--no-labs"])
+    args = import_cli(["import", "mimic", str(src), "--out", str(tmp_path / "out"), "--no-labs"])
     assert args.func(args) == 0
     assert "mimic (mimic-iv): 5 outcome rows, 2 patients" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("HYDROmorphone (Dilaudid)", "hydromorphone"), ("Vancomycin HCl", "vancomycin"),
-    ("Potassium Chloride", "potassium chloride"), ("Albuterol 0.083% Neb Soln", "albuterol"),
-    ("Metoprolol Tartrate", "metoprolol"), ("Magnesium Sulfate", "magnesium sulfate"),
-    ("OxyCODONE (Immediate Release) ", "oxycodone"), ("Bag", ""),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("HYDROmorphone (Dilaudid)", "hydromorphone"),
+        ("Vancomycin HCl", "vancomycin"),
+        ("Potassium Chloride", "potassium chloride"),
+        ("Albuterol 0.083% Neb Soln", "albuterol"),
+        ("Metoprolol Tartrate", "metoprolol"),
+        ("Magnesium Sulfate", "magnesium sulfate"),
+        ("OxyCODONE (Immediate Release) ", "oxycodone"),
+        ("Bag", ""),
+    ],
+)
 def test_normalise_drug(raw, expected):
     assert normalise_drug(raw) == expected
 
 
 # --- the shared demos --------------------------------------------------------------------------
 
+
 def _independent_admission_rules(admissions: pd.DataFrame) -> dict:
     """hadm -> 'died'/'readmitted'/'other', computed with a plain loop over raw admissions."""
     result = {}
-    admissions = admissions.assign(admit=pd.to_datetime(admissions["admittime"]),
-                                   disch=pd.to_datetime(admissions["dischtime"]))
+    admissions = admissions.assign(
+        admit=pd.to_datetime(admissions["admittime"]), disch=pd.to_datetime(admissions["dischtime"])
+    )
     for _, stays in admissions.groupby("subject_id"):
         stays = stays.sort_values("admit").to_dict("records")
         for i, stay in enumerate(stays):
             if stay["hospital_expire_flag"] == "1":
                 result[stay["hadm_id"]] = "died"
                 continue
-            gap = ((stays[i + 1]["admit"] - stay["disch"]).total_seconds() / 86400
-                   if i + 1 < len(stays) else None)
-            result[stay["hadm_id"]] = "readmitted" if gap is not None and 0 <= gap <= 30 \
-                else "other"
+            gap = (
+                (stays[i + 1]["admit"] - stay["disch"]).total_seconds() / 86400
+                if i + 1 < len(stays)
+                else None
+            )
+            result[stay["hadm_id"]] = (
+                "readmitted" if gap is not None and 0 <= gap <= 30 else "other"
+            )
     return result
 
 
@@ -212,13 +294,17 @@ def _check_demo(src, out, report, admissions, diagnoses, code_column, system):
     expected = _independent_admission_rules(admissions)
     got = outcomes.drop_duplicates("hadm_id").set_index("hadm_id")["rule"]
     for hadm, rule in got.items():
-        assert {"died": rule == "died_in_hospital", "readmitted": rule == "readmitted",
-                "other": rule not in ("died_in_hospital", "readmitted")}[expected[hadm]], hadm
+        assert {
+            "died": rule == "died_in_hospital",
+            "readmitted": rule == "readmitted",
+            "other": rule not in ("died_in_hospital", "readmitted"),
+        }[expected[hadm]], hadm
     # The indication is the raw diagnosis with the lowest seq_num.
     diagnoses = diagnoses.assign(seq=diagnoses["seq_num"].astype(int)).sort_values("seq")
     primary = diagnoses.drop_duplicates("hadm_id").set_index("hadm_id")
-    for hadm, condition in outcomes.drop_duplicates("hadm_id").set_index("hadm_id")[
-            "condition_id"].items():
+    for hadm, condition in (
+        outcomes.drop_duplicates("hadm_id").set_index("hadm_id")["condition_id"].items()
+    ):
         row = primary.loc[hadm]
         assert condition == f"{system(row)}|{row[code_column]}"
     return outcomes
@@ -230,8 +316,9 @@ def test_mimic_iii_demo(tmp_path):
     report = import_mimic(src, tmp_path / "out")
     admissions = pd.read_csv(src / "ADMISSIONS.csv", dtype=str, keep_default_na=False)
     diagnoses = pd.read_csv(src / "DIAGNOSES_ICD.csv", dtype=str, keep_default_na=False)
-    outcomes = _check_demo(src, tmp_path / "out", report, admissions, diagnoses, "icd9_code",
-                           lambda row: "icd9")
+    outcomes = _check_demo(
+        src, tmp_path / "out", report, admissions, diagnoses, "icd9_code", lambda row: "icd9"
+    )
 
     assert report.layout == "mimic-iii" and report.rows_read["admissions"] == 129
     died = set(admissions.loc[admissions["hospital_expire_flag"] == "1", "hadm_id"])
@@ -243,12 +330,17 @@ def test_mimic_iii_demo(tmp_path):
 def test_mimic_iv_demo(tmp_path):
     src = shared_dataset("mimic4_demo_2.2")
     report = import_mimic(src, tmp_path / "out")
-    admissions = pd.read_csv(src / "hosp" / "admissions.csv.gz", dtype=str,
-                             keep_default_na=False)
-    diagnoses = pd.read_csv(src / "hosp" / "diagnoses_icd.csv.gz", dtype=str,
-                            keep_default_na=False)
-    outcomes = _check_demo(src, tmp_path / "out", report, admissions, diagnoses, "icd_code",
-                           lambda row: f"icd{row['icd_version']}")
+    admissions = pd.read_csv(src / "hosp" / "admissions.csv.gz", dtype=str, keep_default_na=False)
+    diagnoses = pd.read_csv(src / "hosp" / "diagnoses_icd.csv.gz", dtype=str, keep_default_na=False)
+    outcomes = _check_demo(
+        src,
+        tmp_path / "out",
+        report,
+        admissions,
+        diagnoses,
+        "icd_code",
+        lambda row: f"icd{row['icd_version']}",
+    )
 
     assert report.layout == "mimic-iv" and report.rows_read["admissions"] == 275
     assert report.rows_read["labevents"] == 107727

@@ -1,4 +1,5 @@
 """Synthea importer: a hand-written 3-patient export whose outcomes are known, and the shared sets."""
+
 from __future__ import annotations
 
 import json
@@ -7,16 +8,27 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 
+from recommender.data.tables import read_tables
 from recommender.exceptions import DataValidationError, ParameterError
 from recommender.importers import import_synthea
-from recommender.data.tables import read_tables
 
 from .conftest import shared_dataset
 
-PEN, HCTZ, LISINOPRIL, APAP, AMOX, ALBUTEROL = ("834061", "310798", "314076", "313782", "308182",
-                                                "745679")
-STREP, HTN, BRONCHITIS, SINUSITIS, ASTHMA = ("43878008", "59621000", "10509002", "444814009",
-                                             "195967001")
+PEN, HCTZ, LISINOPRIL, APAP, AMOX, ALBUTEROL = (
+    "834061",
+    "310798",
+    "314076",
+    "313782",
+    "308182",
+    "745679",
+)
+STREP, HTN, BRONCHITIS, SINUSITIS, ASTHMA = (
+    "43878008",
+    "59621000",
+    "10509002",
+    "444814009",
+    "195967001",
+)
 
 # (patient, code, description, start, stop, reason code)
 MEDICATIONS = [
@@ -27,8 +39,14 @@ MEDICATIONS = [
     ("A", APAP, "Acetaminophen 325 MG Oral Tablet", "2010-01-01", "2010-01-05", ""),
     ("B", APAP, "Acetaminophen 325 MG Oral Tablet", "2015-03-01", "2015-03-08", BRONCHITIS),
     ("B", AMOX, "Amoxicillin 250 MG Oral Capsule", "2012-01-01", "2012-01-10", SINUSITIS),
-    ("C", ALBUTEROL, "120 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler", "2010-01-01", "",
-     ASTHMA),
+    (
+        "C",
+        ALBUTEROL,
+        "120 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+        "2010-01-01",
+        "",
+        ASTHMA,
+    ),
     ("C", PEN, "Penicillin V Potassium 250 MG Oral Tablet", "2011-05-01", "2011-05-05", STREP),
 ]
 # (patient, code, description, start, stop)
@@ -45,18 +63,20 @@ ALLERGIES = [
     ("A", "91935009", "SNOMED-CT", "Allergy to peanuts", "2010-01-05"),
     ("C", "7984", "RxNorm", "Penicillin V", "2011-05-03"),
 ]
-PATIENTS = [("A", "1980-02-03", "", "F", "white", "nonhispanic"),
-            ("B", "1950-07-08", "2015-03-10", "M", "black", "nonhispanic"),
-            ("C", "1990-11-12", "", "F", "asian", "hispanic")]
+PATIENTS = [
+    ("A", "1980-02-03", "", "F", "white", "nonhispanic"),
+    ("B", "1950-07-08", "2015-03-10", "M", "black", "nonhispanic"),
+    ("C", "1990-11-12", "", "F", "asian", "hispanic"),
+]
 
 #: (patient, treatment, indication) -> (outcome, adverse, rule), derived by hand from the rules.
 EXPECTED = {
-    ("A", f"rxnorm|{PEN}", f"snomed|{STREP}"): (1.0, 0, "resolved"),       # ended after 9 days
-    ("A", f"rxnorm|{HCTZ}", f"snomed|{HTN}"): (0.0, 0, "switched"),       # lisinopril 151 d later
+    ("A", f"rxnorm|{PEN}", f"snomed|{STREP}"): (1.0, 0, "resolved"),  # ended after 9 days
+    ("A", f"rxnorm|{HCTZ}", f"snomed|{HTN}"): (0.0, 0, "switched"),  # lisinopril 151 d later
     ("A", f"rxnorm|{LISINOPRIL}", f"snomed|{HTN}"): (0.5, 0, "chronic"),  # open, no switch
     ("B", f"rxnorm|{APAP}", f"snomed|{BRONCHITIS}"): (-1.0, 1, "adverse"),  # died 9 days later
     ("C", f"rxnorm|{ALBUTEROL}", f"snomed|{ASTHMA}"): (0.5, 0, "chronic"),  # no asthma row
-    ("C", f"rxnorm|{PEN}", f"snomed|{STREP}"): (-1.0, 1, "adverse"),      # penicillin allergy
+    ("C", f"rxnorm|{PEN}", f"snomed|{STREP}"): (-1.0, 1, "adverse"),  # penicillin allergy
 }
 
 
@@ -68,16 +88,20 @@ def write_export(folder, version: str = "v2", procedures=(), careplans=()):
     """The 3-patient export in the v2 (floats, gzip) or v3 (ISO date-times, SYSTEM) layout."""
     v3 = version == "v3"
     folder.mkdir(parents=True, exist_ok=True)
-    patients = pd.DataFrame(PATIENTS, columns=["Id" if v3 else "ID", "BIRTHDATE", "DEATHDATE",
-                                               "GENDER", "RACE", "ETHNICITY"])
+    patients = pd.DataFrame(
+        PATIENTS,
+        columns=["Id" if v3 else "ID", "BIRTHDATE", "DEATHDATE", "GENDER", "RACE", "ETHNICITY"],
+    )
     if v3:
         patients["COUNTY"] = "Douglas County"
     patients.to_csv(folder / "patients.csv", index=False)
-    conditions = pd.DataFrame(CONDITIONS, columns=["PATIENT", "CODE", "DESCRIPTION", "START",
-                                                   "STOP"]).assign(ENCOUNTER="e")
+    conditions = pd.DataFrame(
+        CONDITIONS, columns=["PATIENT", "CODE", "DESCRIPTION", "START", "STOP"]
+    ).assign(ENCOUNTER="e")
     conditions.to_csv(folder / "conditions.csv.gz", index=False, compression="gzip")
-    meds = pd.DataFrame(MEDICATIONS, columns=["PATIENT", "CODE", "DESCRIPTION", "START", "STOP",
-                                              "REASONCODE"])
+    meds = pd.DataFrame(
+        MEDICATIONS, columns=["PATIENT", "CODE", "DESCRIPTION", "START", "STOP", "REASONCODE"]
+    )
     meds["START"] = [_day(t, v3) for t in meds["START"]]
     meds["STOP"] = [_day(t, v3) for t in meds["STOP"]]
     if not v3:  # the IBM subset writes reason codes as floats
@@ -85,8 +109,9 @@ def write_export(folder, version: str = "v2", procedures=(), careplans=()):
     meds["REASONDESCRIPTION"] = ""
     meds["PAYER" if v3 else "COST"] = "1"
     meds.to_csv(folder / "medications.csv", index=False)
-    allergies = pd.DataFrame(ALLERGIES, columns=["PATIENT", "CODE", "SYSTEM", "DESCRIPTION",
-                                                 "START"]).assign(STOP="", ENCOUNTER="e")
+    allergies = pd.DataFrame(
+        ALLERGIES, columns=["PATIENT", "CODE", "SYSTEM", "DESCRIPTION", "START"]
+    ).assign(STOP="", ENCOUNTER="e")
     if not v3:
         allergies = allergies.drop(columns="SYSTEM")
     allergies.to_csv(folder / "allergies.csv", index=False)
@@ -100,9 +125,10 @@ def write_export(folder, version: str = "v2", procedures=(), careplans=()):
 
 def outcome_map(out) -> dict:
     frame = pd.read_csv(out / "outcomes.csv", dtype=str, keep_default_na=False)
-    return {(r.patient_id, r.treatment_id, r.condition_id): (float(r.outcome), int(r.adverse),
-                                                             r.rule)
-            for r in frame.itertuples()}
+    return {
+        (r.patient_id, r.treatment_id, r.condition_id): (float(r.outcome), int(r.adverse), r.rule)
+        for r in frame.itertuples()
+    }
 
 
 @pytest.mark.parametrize("version", ["v2", "v3"])
@@ -118,8 +144,9 @@ def test_known_outcomes_of_the_hand_written_export(tmp_path, version):
     assert int(hctz["prescriptions"]) == 2  # the renewal merged into one course
     assert report.dropped["medications: no REASONCODE (no indication)"] == 1
     assert report.dropped["courses: no outcome evidence (no rule applied)"] == 1  # amoxicillin
-    assert report.unmatched == {"medications: REASONCODE without a condition episode of that "
-                                "code on or before START": 1}
+    assert report.unmatched == {
+        "medications: REASONCODE without a condition episode of that code on or before START": 1
+    }
     assert report.outcomes["distribution"] == {"-1": 2, "0": 1, "0.5": 2, "1": 1}
     assert report.rows_read == {"patients": 3, "conditions": 6, "medications": 9, "allergies": 2}
 
@@ -133,11 +160,15 @@ def test_patients_conditions_and_dictionaries(tmp_path):
     assert patients.loc["B", "death_date"] == "2015-03-10"
     assert patients.loc["C", "ethnicity"] == "hispanic" and patients.loc["C", "race"] == "asian"
     pairs = {(r.patient_id, r.condition_id, r.kind) for r in tables.patient_conditions.itertuples()}
-    assert pairs == {("A", f"snomed|{STREP}", "diagnosis"), ("A", f"snomed|{HTN}", "diagnosis"),
-                     ("A", "snomed|91935009", "allergy"),
-                     ("B", f"snomed|{BRONCHITIS}", "diagnosis"),
-                     ("B", f"snomed|{SINUSITIS}", "diagnosis"),
-                     ("C", f"snomed|{STREP}", "diagnosis"), ("C", "rxnorm|7984", "allergy")}
+    assert pairs == {
+        ("A", f"snomed|{STREP}", "diagnosis"),
+        ("A", f"snomed|{HTN}", "diagnosis"),
+        ("A", "snomed|91935009", "allergy"),
+        ("B", f"snomed|{BRONCHITIS}", "diagnosis"),
+        ("B", f"snomed|{SINUSITIS}", "diagnosis"),
+        ("C", f"snomed|{STREP}", "diagnosis"),
+        ("C", "rxnorm|7984", "allergy"),
+    }
     onset = tables.patient_conditions.set_index(["patient_id", "condition_id"])["onset"]
     assert onset[("C", f"snomed|{STREP}")] == "2009-02-01"  # the earliest episode
     names = tables.conditions.set_index("condition_id")["name"]
@@ -164,15 +195,15 @@ def test_rule_parameters_change_the_outcomes(tmp_path):
 
 
 def test_procedures_and_careplans_are_optional_treatments_that_never_switch(tmp_path):
-    procedures = [("A", "117015009", "Throat culture (procedure)", "2010-01-02", "2010-01-02",
-                   STREP)]
+    procedures = [
+        ("A", "117015009", "Throat culture (procedure)", "2010-01-02", "2010-01-02", STREP)
+    ]
     careplans = [("B", "53950000", "Respiratory therapy", "2015-03-01", "", BRONCHITIS)]
     src = write_export(tmp_path / "src", procedures=procedures, careplans=careplans)
     import_synthea(src, tmp_path / "plain")
     assert outcome_map(tmp_path / "plain") == EXPECTED
 
-    report = import_synthea(src, tmp_path / "out", include_procedures=True,
-                            include_careplans=True)
+    report = import_synthea(src, tmp_path / "out", include_procedures=True, include_careplans=True)
     got = outcome_map(tmp_path / "out")
     assert got[("A", "snomed|117015009", f"snomed|{STREP}")] == (1.0, 0, "resolved")
     assert got[("B", "snomed|53950000", f"snomed|{BRONCHITIS}")] == (-1.0, 1, "adverse")
@@ -184,8 +215,12 @@ def test_report_files_are_written_with_the_tables(tmp_path):
     report = import_synthea(write_export(tmp_path / "src"), tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "import_report.json").read_text())
     assert saved["rows_kept"]["outcomes"] == 6 == report.rows_kept["outcomes"]
-    assert saved["outcomes"]["by_rule"] == {"adverse": 2, "chronic": 2, "resolved": 1,
-                                            "switched": 1}
+    assert saved["outcomes"]["by_rule"] == {
+        "adverse": 2,
+        "chronic": 2,
+        "resolved": 1,
+        "switched": 1,
+    }
     markdown = (tmp_path / "out" / "import_report.md").read_text()
     assert "## Dropped" in markdown and "no REASONCODE" in markdown
 
@@ -202,14 +237,25 @@ def test_missing_required_file_names_it_and_leaves_the_output_alone(tmp_path):
 
 def test_cli_subcommand_runs_the_import(tmp_path, import_cli, capsys):
     src = write_export(tmp_path / "src")
-    args = import_cli(["import", "synthea", str(src), "--out", str(tmp_path / "out"),
-                       "--chronic-outcome", "drop", "--include-procedures"])
+    args = import_cli(
+        [
+            "import",
+            "synthea",
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+            "--chronic-outcome",
+            "drop",
+            "--include-procedures",
+        ]
+    )
     assert args.func(args) == 0
     assert "synthea (synthea-v2): 4 outcome rows" in capsys.readouterr().out
     assert read_tables(tmp_path / "out").outcomes["outcome"].tolist().count(0.5) == 0
 
 
 # --- the shared Synthea sets -------------------------------------------------------------------
+
 
 def _raw(folder, name):
     path = folder / f"{name}.csv"
@@ -229,8 +275,9 @@ def _check_resolved_against_raw(src, outcomes, window=90):
     assert len(resolved) > 0
     for row in resolved.itertuples():
         day = row.timestamp[:10]
-        starts = [e for e in episodes[(row.patient_id, row.condition_id.split("|")[1])]
-                  if e[0] <= day]
+        starts = [
+            e for e in episodes[(row.patient_id, row.condition_id.split("|")[1])] if e[0] <= day
+        ]
         start, stop = max(starts)
         lag = (pd.Timestamp(stop) - pd.Timestamp(day)).days
         assert 0 <= lag <= window, (row, start, stop)
@@ -257,7 +304,8 @@ def test_california_v2_set(tmp_path):
     assert report.layout == "synthea-v2"
     assert report.rows_read["medications"] == len(meds) == 17922
     assert report.dropped["medications: no REASONCODE (no indication)"] == int(
-        (meds["REASONCODE"] == "").sum())
+        (meds["REASONCODE"] == "").sum()
+    )
     assert not outcomes["condition_id"].str.endswith(".0").any()  # float codes cleaned
     _check_resolved_against_raw(src, outcomes)
     assert report.outcomes["patients"] > 800 and report.outcomes["distribution"]["1"] > 3000
@@ -266,8 +314,7 @@ def test_california_v2_set(tmp_path):
 @pytest.mark.shared_data
 def test_nebraska_v3_set_with_procedures_and_careplans(tmp_path):
     src = shared_dataset("synthea_nebraska_111")
-    report = import_synthea(src, tmp_path / "out", include_procedures=True,
-                            include_careplans=True)
+    report = import_synthea(src, tmp_path / "out", include_procedures=True, include_careplans=True)
     outcomes = _check_common(tmp_path / "out", report)
 
     assert report.layout == "synthea-v3"
@@ -280,5 +327,10 @@ def test_nebraska_v3_set_with_procedures_and_careplans(tmp_path):
     with_reason = meds[meds["REASONCODE"] != ""]
     first = [starts.get((p, c)) for p, c in zip(with_reason["PATIENT"], with_reason["REASONCODE"])]
     unmatched = sum(f is None or f[:10] > s[:10] for f, s in zip(first, with_reason["START"]))
-    assert report.unmatched["medications: REASONCODE without a condition episode of that code "
-                            "on or before START"] == unmatched >= 1160  # see datasets README
+    assert (
+        report.unmatched[
+            "medications: REASONCODE without a condition episode of that code on or before START"
+        ]
+        == unmatched
+        >= 1160
+    )  # see datasets README

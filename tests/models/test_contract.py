@@ -1,20 +1,27 @@
 """One contract, every model: the same tests run over each family."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from recommender.data.dataset import Dataset
+from recommender.data.patient import Query
 from recommender.exceptions import NotFittedError, ParameterError, UnknownIdError
 from recommender.models import MODELS, Recommender, make_model
-from recommender.data.patient import Query
 from tests.cohorts import checkerboard
 
 #: Small, fast settings per model that still learn the checkerboard.
-FAST = {"als": {"factors": 8, "iterations": 10}, "bpr": {"factors": 8, "iterations": 100},
-        "lmf": {"factors": 8, "iterations": 200, "neg_prop": 5}, "cosine": {"K": 20}, "bm25": {"K": 20},
-        "latent-class": {"n_classes": 2, "iterations": 30, "restarts": 2},
-        "popular": {}, "condition-popular": {}}
+FAST = {
+    "als": {"factors": 8, "iterations": 10},
+    "bpr": {"factors": 8, "iterations": 100},
+    "lmf": {"factors": 8, "iterations": 200, "neg_prop": 5},
+    "cosine": {"K": 20},
+    "bm25": {"K": 20},
+    "latent-class": {"n_classes": 2, "iterations": 30, "restarts": 2},
+    "popular": {},
+    "condition-popular": {},
+}
 PERSONALISED = ("als", "bpr", "lmf", "cosine", "bm25", "latent-class")
 
 
@@ -53,9 +60,16 @@ def test_unfitted_model_refuses_to_score(kind, cohort):
         make_model(kind).recommend("P0000")
 
 
-@pytest.mark.parametrize("kind,param", [("als", "factors"), ("bpr", "learning_rate"),
-                                        ("lmf", "iterations"), ("cosine", "K"),
-                                        ("condition-popular", "prior_strength")])
+@pytest.mark.parametrize(
+    "kind,param",
+    [
+        ("als", "factors"),
+        ("bpr", "learning_rate"),
+        ("lmf", "iterations"),
+        ("cosine", "K"),
+        ("condition-popular", "prior_strength"),
+    ],
+)
 def test_fit_rejects_out_of_range_parameter(kind, param, cohort):
     model = make_model(kind).set_params(**{param: -1})
     with pytest.raises(ParameterError, match=f"The '{param}' parameter of .* must be"):
@@ -75,7 +89,9 @@ def test_recommend_excludes_tried_and_respects_k(fitted):
     answer = fitted.recommend("P0000", k=2)
     assert len(answer.recommendations) <= 2
     assert not {"S0", "S1", "T0", "T1"} & set(answer.treatment_ids)
-    assert [r.rank for r in answer.recommendations] == list(range(1, len(answer.recommendations) + 1))
+    assert [r.rank for r in answer.recommendations] == list(
+        range(1, len(answer.recommendations) + 1)
+    )
     scores = [r.score for r in answer.recommendations]
     assert scores == sorted(scores, reverse=True)
 
@@ -104,13 +120,17 @@ def test_save_load_gives_identical_rankings(fitted, tmp_path):
     loaded = Recommender.load(tmp_path / "artifact")
     assert type(loaded) is type(fitted) and loaded.get_params() == fitted.get_params()
     for patient in ("P0000", "P0201", "P0204"):
-        assert loaded.recommend(patient, k=4).to_dict()["recommendations"] == \
-            fitted.recommend(patient, k=4).to_dict()["recommendations"]
+        assert (
+            loaded.recommend(patient, k=4).to_dict()["recommendations"]
+            == fitted.recommend(patient, k=4).to_dict()["recommendations"]
+        )
     batch = ["P0000", "P0001", "P0203"]
     assert loaded.recommend_batch(batch, k=3).equals(fitted.recommend_batch(batch, k=3))
     history = [{"treatment_id": "S0", "outcome": "responded"}]
-    assert loaded.recommend_new(history, ["C"], k=2).to_dict()["recommendations"] == \
-        fitted.recommend_new(history, ["C"], k=2).to_dict()["recommendations"]  # memory-mapped fold-in
+    assert (
+        loaded.recommend_new(history, ["C"], k=2).to_dict()["recommendations"]
+        == fitted.recommend_new(history, ["C"], k=2).to_dict()["recommendations"]
+    )  # memory-mapped fold-in
 
 
 def test_batch_matches_single_requests(fitted):
@@ -120,17 +140,27 @@ def test_batch_matches_single_requests(fitted):
         single = fitted.recommend(patient, k=3, condition_id=condition, include_tried=True)
         rows = batch[batch.patient_id == patient]
         assert rows.treatment_id.tolist() == single.treatment_ids
-        np.testing.assert_allclose(rows.score, [r.score for r in single.recommendations], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            rows.score, [r.score for r in single.recommendations], rtol=1e-4, atol=1e-6
+        )
 
 
 def test_new_patient_history_is_used(fitted):
-    answer = fitted.recommend_new([{"treatment_id": "S0", "outcome": "responded"},
-                                   {"treatment_id": "UNKNOWN", "outcome": 1}],
-                                  conditions=["C"], k=3, condition_id="C")
+    answer = fitted.recommend_new(
+        [{"treatment_id": "S0", "outcome": "responded"}, {"treatment_id": "UNKNOWN", "outcome": 1}],
+        conditions=["C"],
+        k=3,
+        condition_id="C",
+    )
     assert "S0" not in answer.treatment_ids
     assert answer.notes and "UNKNOWN" in answer.notes[0]
-    harmed = fitted.recommend_new([{"treatment_id": "T0", "outcome": "adverse"}], conditions=["C"],
-                                  k=5, condition_id="C", include_tried=True)
+    harmed = fitted.recommend_new(
+        [{"treatment_id": "T0", "outcome": "adverse"}],
+        conditions=["C"],
+        k=5,
+        condition_id="C",
+        include_tried=True,
+    )
     assert "T0" not in harmed.treatment_ids
 
 
@@ -139,8 +169,10 @@ def test_personalised_models_find_the_planted_best_therapy(kind, cohort):
     """Probes have only condition-D history: what worked there reveals the C therapy."""
     dataset, truth = cohort
     model = make_model(kind, **FAST[kind]).fit(dataset)
-    hits = [model.recommend(probe, k=1, condition_id="C").treatment_ids == [best]
-            for probe, best in truth.items()]
+    hits = [
+        model.recommend(probe, k=1, condition_id="C").treatment_ids == [best]
+        for probe, best in truth.items()
+    ]
     assert np.mean(hits) >= 0.9, f"{kind} ranked the right therapy first for {np.mean(hits):.0%}"
 
 
@@ -150,9 +182,15 @@ def test_personalised_new_patients_follow_their_history(kind, cohort):
     model = make_model(kind, **FAST[kind]).fit(dataset)
     for worked, expected in (("S0", "T0"), ("S1", "T1")):
         failed = "S1" if worked == "S0" else "S0"
-        answer = model.recommend_new([{"treatment_id": worked, "outcome": "responded"},
-                                      {"treatment_id": failed, "outcome": "no_response"}],
-                                     conditions=["C", "D"], k=1, condition_id="C")
+        answer = model.recommend_new(
+            [
+                {"treatment_id": worked, "outcome": "responded"},
+                {"treatment_id": failed, "outcome": "no_response"},
+            ],
+            conditions=["C", "D"],
+            k=1,
+            condition_id="C",
+        )
         assert answer.treatment_ids == [expected], kind
 
 
@@ -161,7 +199,9 @@ def test_condition_popularity_matches_success_rates_computed_here(cohort):
     tables, _ = checkerboard()
     model = make_model("condition-popular", prior_strength=2.0).fit(dataset)
     outcomes = tables.outcomes.assign(worked=tables.outcomes.outcome > 0)
-    latest = outcomes.sort_values("timestamp").drop_duplicates(["patient_id", "treatment_id"], keep="last")
+    latest = outcomes.sort_values("timestamp").drop_duplicates(
+        ["patient_id", "treatment_id"], keep="last"
+    )
     overall = latest.groupby("treatment_id").worked.agg(lambda w: (w.sum() + 1) / (len(w) + 2))
     c = outcomes[outcomes.condition_id == "C"].groupby("treatment_id").worked.agg(["sum", "count"])
     expected = (c["sum"] + 2.0 * overall[c.index]) / (c["count"] + 2.0)
@@ -169,9 +209,14 @@ def test_condition_popularity_matches_success_rates_computed_here(cohort):
     expected = expected[support[expected.index] >= 3]  # TX: one patient, insufficient evidence
     answer = model.recommend_new([], conditions=["C"], k=4, condition_id="C")
     assert any("insufficient_evidence" in note for note in answer.notes)
-    assert answer.treatment_ids == expected.sort_values(ascending=False, kind="stable").index.tolist()
-    np.testing.assert_allclose([r.score - 1.0 for r in answer.recommendations],
-                               expected.sort_values(ascending=False).to_numpy(), rtol=1e-5)
+    assert (
+        answer.treatment_ids == expected.sort_values(ascending=False, kind="stable").index.tolist()
+    )
+    np.testing.assert_allclose(
+        [r.score - 1.0 for r in answer.recommendations],
+        expected.sort_values(ascending=False).to_numpy(),
+        rtol=1e-5,
+    )
 
 
 def test_similar_treatments(fitted):

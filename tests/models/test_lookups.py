@@ -1,4 +1,5 @@
 """The model's external-id questions (what the service asks instead of reading the Dataset)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,6 +13,7 @@ from recommender.ranking.evidence import evidence
 @pytest.fixture(scope="module")
 def model():
     from tests.conftest import make_cohort
+
     return make_model("popular").fit(Dataset.from_tables(make_cohort(seed=3)))
 
 
@@ -27,8 +29,11 @@ def test_patient_record_reads_the_stored_history_in_external_ids(model):
     record = model.patient_record("P001")
     assert record is not None
     tried = {item["treatment_id"] for item in record.history}
-    assert tried == set(dataset.treatments.to_external(
-        dataset.history.getrow(dataset.patient_index("P001")).indices))
+    assert tried == set(
+        dataset.treatments.to_external(
+            dataset.history.getrow(dataset.patient_index("P001")).indices
+        )
+    )
     assert all(set(item) >= {"treatment_id", "outcome", "adverse"} for item in record.history)
     assert all(len(item["timestamp"]) == 10 for item in record.history)  # ISO dates
     assert set(record.conditions) <= set(model.condition_ids())
@@ -39,8 +44,9 @@ def test_patient_record_reads_the_stored_history_in_external_ids(model):
 def test_candidates_and_evidence(model):
     dataset = model.dataset_
     condition = "C1"
-    candidates = set(dataset.treatments.to_external(
-        dataset.candidates(dataset.condition_index(condition))))
+    candidates = set(
+        dataset.treatments.to_external(dataset.candidates(dataset.condition_index(condition)))
+    )
     for treatment in model.treatment_ids():
         assert model.is_candidate(treatment, condition) is (treatment in candidates)
     assert model.has_candidates(condition) and not model.has_candidates("unknown")
@@ -48,7 +54,8 @@ def test_candidates_and_evidence(model):
     assert not model.is_candidate(model.treatment_ids()[0], "unknown")
     treatment = sorted(candidates)[0]
     assert model.evidence(treatment, condition) == evidence(
-        dataset, dataset.treatments.index_of(treatment), dataset.condition_index(condition))
+        dataset, dataset.treatments.index_of(treatment), dataset.condition_index(condition)
+    )
     assert model.evidence(treatment)["scope"] == "all conditions"
     with pytest.raises(UnknownIdError):
         model.evidence("unknown", condition)

@@ -9,6 +9,7 @@ a display; links have a label, url and type ``absolute`` or ``smart``; optional 
 a value are omitted (never null, "", [] or {}). FHIR resources in actions must be valid R4
 (``fhir.resources``).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,17 @@ def check_response(body: dict) -> list[dict]:
 def check_card(card: dict) -> None:
     problems = no_empty_values(card)
     assert not problems, problems
-    assert set(card) <= {"uuid", "summary", "detail", "indicator", "source", "suggestions",
-                         "selectionBehavior", "overrideReasons", "links"}, card.keys()
+    assert set(card) <= {
+        "uuid",
+        "summary",
+        "detail",
+        "indicator",
+        "source",
+        "suggestions",
+        "selectionBehavior",
+        "overrideReasons",
+        "links",
+    }, card.keys()
     assert isinstance(card["summary"], str) and len(card["summary"]) < 140, card["summary"]
     assert card["indicator"] in INDICATORS
     assert isinstance(card["source"]["label"], str) and card["source"]["label"]

@@ -4,6 +4,7 @@ Artifacts are trained once per session on the checkerboard cohort (``tests/cohor
 right answers are known: probe patients ``P0200``-``P0209`` should get ``T0`` or ``T1`` first
 for condition ``C``; ``TX`` is contraindicated by allergy ``ALG``.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from recommender.data.tables import write_tables
 from recommender.data.pseudonym import Pseudonymizer, create_key_file
+from recommender.data.tables import write_tables
 from recommender.training import train_artifact
 from service import create_app
 from service.tokens import add_token
@@ -40,9 +41,13 @@ class Site:
     truth: dict
 
     def config(self, **overrides) -> dict:
-        config = {"ARTIFACT": str(self.artifact), "API_TOKENS_FILE": str(self.tokens),
-                  "PSEUDONYM_KEY_FILE": str(self.key),
-                  "AUDIT_LOG": str(self.root / "audit.log"), "ARTIFACT_ROOT": str(self.root)}
+        config = {
+            "ARTIFACT": str(self.artifact),
+            "API_TOKENS_FILE": str(self.tokens),
+            "PSEUDONYM_KEY_FILE": str(self.key),
+            "AUDIT_LOG": str(self.root / "audit.log"),
+            "ARTIFACT_ROOT": str(self.root),
+        }
         config.update(overrides)
         return config
 
@@ -67,24 +72,43 @@ def site_template(tmp_path_factory) -> Site:
     key, foreign = create_key_file(root / "key"), create_key_file(root / "foreign-key")
     clinician = add_token(root / "tokens.json", "ward-7", "clinician")
     admin = add_token(root / "tokens.json", "ops", "admin")
-    return Site(root=root, artifact=_train(root / "data", root / "artifact", key),
-                other_artifact=_train(root / "data-other", root / "artifact-other", key),
-                foreign_artifact=_train(root / "data", root / "artifact-foreign", foreign),
-                raw_artifact=_train(root / "data", root / "artifact-raw", None),
-                key=key, tokens=root / "tokens.json", clinician=clinician, admin=admin,
-                truth=truth)
+    return Site(
+        root=root,
+        artifact=_train(root / "data", root / "artifact", key),
+        other_artifact=_train(root / "data-other", root / "artifact-other", key),
+        foreign_artifact=_train(root / "data", root / "artifact-foreign", foreign),
+        raw_artifact=_train(root / "data", root / "artifact-raw", None),
+        key=key,
+        tokens=root / "tokens.json",
+        clinician=clinician,
+        admin=admin,
+        truth=truth,
+    )
 
 
 @pytest.fixture
 def site(site_template, tmp_path) -> Site:
     """A private copy of the site (tests may rotate files, tamper artifacts, reload)."""
     root = tmp_path / "site"
-    shutil.copytree(site_template.root, root, ignore=lambda folder, names: (
-        {"data", "data-other"} if Path(folder) == site_template.root else set()))
-    return Site(root=root, artifact=root / "artifact", other_artifact=root / "artifact-other",
-                foreign_artifact=root / "artifact-foreign", raw_artifact=root / "artifact-raw",
-                key=root / "key", tokens=root / "tokens.json", clinician=site_template.clinician,
-                admin=site_template.admin, truth=site_template.truth)
+    shutil.copytree(
+        site_template.root,
+        root,
+        ignore=lambda folder, names: (
+            {"data", "data-other"} if Path(folder) == site_template.root else set()
+        ),
+    )
+    return Site(
+        root=root,
+        artifact=root / "artifact",
+        other_artifact=root / "artifact-other",
+        foreign_artifact=root / "artifact-foreign",
+        raw_artifact=root / "artifact-raw",
+        key=root / "key",
+        tokens=root / "tokens.json",
+        clinician=site_template.clinician,
+        admin=site_template.admin,
+        truth=site_template.truth,
+    )
 
 
 @pytest.fixture
@@ -96,6 +120,7 @@ def make_app(site, monkeypatch):
 
     def make(**overrides):
         return create_app(site.config(**overrides))
+
     return make
 
 
@@ -141,8 +166,12 @@ class CdsSite:
     truth: dict
 
     def config(self, **overrides) -> dict:
-        settings = {"ARTIFACT": str(self.artifact), "CDS_ISSUERS": (EHR_ISSUER,),
-                    "CDS_JWKS": str(self.jwks), "CDS_BASE_URL": CDS_BASE}
+        settings = {
+            "ARTIFACT": str(self.artifact),
+            "CDS_ISSUERS": (EHR_ISSUER,),
+            "CDS_JWKS": str(self.jwks),
+            "CDS_BASE_URL": CDS_BASE,
+        }
         return self.site.config(**{**settings, **overrides})
 
 
@@ -172,6 +201,7 @@ def cds_site(site, coded_template) -> CdsSite:
 def make_cds_app(cds_site, make_app):
     def make(**overrides):
         return create_app(cds_site.config(**overrides))
+
     return make
 
 

@@ -1,4 +1,5 @@
 """The clinical endpoints through Flask's test client: answers, validation and every error."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ from recommender.ranking import RecommendationList
 
 def test_the_right_therapy_ranks_first_for_a_probe_patient(client, clinician, site):
     for probe, best in list(site.truth.items())[:4]:
-        response = client.get(f"/v1/patients/{probe}/recommendations?condition=C&k=2",
-                              headers=clinician)
+        response = client.get(
+            f"/v1/patients/{probe}/recommendations?condition=C&k=2", headers=clinician
+        )
         assert response.status_code == 200
         body = response.get_json()
         assert body["patient_id"] == probe and body["condition_id"] == "C"
@@ -26,35 +28,46 @@ def test_recommendations_report_exclusions_and_the_model(client, clinician, site
     assert reasons["TX"] == "contraindicated"  # P0002 carries allergy ALG
     assert "TX" not in {r["treatment_id"] for r in body["recommendations"]}
     assert body["model"]["version"].startswith("als-")
-    tried = client.get("/v1/patients/P0002/recommendations?k=5&include_tried=true",
-                       headers=clinician).get_json()
+    tried = client.get(
+        "/v1/patients/P0002/recommendations?k=5&include_tried=true", headers=clinician
+    ).get_json()
     assert "already_tried" not in {e["reason"] for e in tried["excluded"]}
 
 
 def test_the_response_is_the_engine_answer_with_any_field_it_adds(client, clinician, monkeypatch):
     original = RecommendationList.to_dict
-    monkeypatch.setattr(RecommendationList, "to_dict",
-                        lambda self: {**original(self), "interaction_flags": ["X"]})
+    monkeypatch.setattr(
+        RecommendationList, "to_dict", lambda self: {**original(self), "interaction_flags": ["X"]}
+    )
     body = client.get("/v1/patients/P0001/recommendations", headers=clinician).get_json()
     assert body["interaction_flags"] == ["X"]
 
 
 def test_responses_are_not_cached_and_carry_a_request_id(client, clinician):
-    response = client.get("/v1/patients/P0001/recommendations",
-                          headers={**clinician, "X-Request-ID": "abc-123"})
+    response = client.get(
+        "/v1/patients/P0001/recommendations", headers={**clinician, "X-Request-ID": "abc-123"}
+    )
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Request-ID"] == "abc-123"
     generated = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert len(generated.headers["X-Request-ID"]) == 32
 
 
-@pytest.mark.parametrize("query, code", [
-    ("k=0", "invalid_parameter"), ("k=101", "invalid_parameter"), ("k=abc", "invalid_parameter"),
-    ("k=-1", "invalid_parameter"), ("k=1.5", "invalid_parameter"),
-    ("k=" + "9" * 5000, "invalid_parameter"),
-    ("k=1&k=2", "invalid_parameter"), ("include_tried=maybe", "invalid_parameter"),
-    ("condition=", "invalid_parameter"), ("colour=blue", "unknown_parameter"),
-])
+@pytest.mark.parametrize(
+    "query, code",
+    [
+        ("k=0", "invalid_parameter"),
+        ("k=101", "invalid_parameter"),
+        ("k=abc", "invalid_parameter"),
+        ("k=-1", "invalid_parameter"),
+        ("k=1.5", "invalid_parameter"),
+        ("k=" + "9" * 5000, "invalid_parameter"),
+        ("k=1&k=2", "invalid_parameter"),
+        ("include_tried=maybe", "invalid_parameter"),
+        ("condition=", "invalid_parameter"),
+        ("colour=blue", "unknown_parameter"),
+    ],
+)
 def test_bad_query_parameters_are_400(client, clinician, query, code):
     response = client.get(f"/v1/patients/P0001/recommendations?{query}", headers=clinician)
     assert response.status_code == 400
@@ -88,11 +101,15 @@ def test_an_overlong_patient_id_is_400(client, clinician):
 
 # --- POST /v1/recommendations ------------------------------------------------------------------
 
-NEW_PATIENT = {"history": [{"treatment_id": "S0", "outcome": "responded",
-                            "timestamp": "2020-03-01"},
-                           {"treatment_id": "S1", "outcome": -0.2,
-                            "timestamp": "2020-01-01T10:00:00Z"}],
-               "conditions": ["D", "C"], "condition": "C", "k": 2}
+NEW_PATIENT = {
+    "history": [
+        {"treatment_id": "S0", "outcome": "responded", "timestamp": "2020-03-01"},
+        {"treatment_id": "S1", "outcome": -0.2, "timestamp": "2020-01-01T10:00:00Z"},
+    ],
+    "conditions": ["D", "C"],
+    "condition": "C",
+    "k": 2,
+}
 
 
 def test_a_new_patient_gets_the_same_answer_shape(client, clinician):
@@ -104,8 +121,13 @@ def test_a_new_patient_gets_the_same_answer_shape(client, clinician):
 
 
 def test_allergies_and_adverse_outcomes_exclude_therapies(client, clinician):
-    body = {"history": [{"treatment_id": "T0", "outcome": 0.5, "adverse": True}],
-            "conditions": ["C"], "allergies": ["ALG"], "k": 10, "include_tried": True}
+    body = {
+        "history": [{"treatment_id": "T0", "outcome": 0.5, "adverse": True}],
+        "conditions": ["C"],
+        "allergies": ["ALG"],
+        "k": 10,
+        "include_tried": True,
+    }
     answer = client.post("/v1/recommendations", json=body, headers=clinician).get_json()
     offered = {r["treatment_id"] for r in answer["recommendations"]}
     reasons = {e["treatment_id"]: e["reason"] for e in answer["excluded"]}
@@ -119,19 +141,27 @@ def test_unknown_ids_in_a_history_are_ignored_and_noted(client, clinician):
     assert any("NEW-DRUG" in note for note in answer["notes"])
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"history": [{"treatment_id": "S0", "outcome": "great"}]}, "history[0].outcome"),
-    ({"history": [{"treatment_id": "S0", "outcome": 2}]}, "history[0].outcome"),
-    ({"history": [{"treatment_id": "S0"}]}, "missing required field 'outcome'"),
-    ({"history": [{"treatment_id": "S0", "outcome": 1, "dose": 5}]}, "unknown field 'dose'"),
-    ({"history": [{"treatment_id": "S0", "outcome": 1, "timestamp": "yesterday"}]}, "ISO-8601"),
-    ({"history": [{"treatment_id": "S0", "outcome": 1, "timestamp": "2020-02-30"}]}, "ISO-8601"),
-    ({"history": [{"treatment_id": "", "outcome": 1}]}, "must not be empty"),
-    ({"history": {"treatment_id": "S0"}}, "expected array"),
-    ({"k": 0}, "$.k"), ({"k": True}, "expected integer"),
-    ({"include_tried": "yes"}, "expected boolean"),
-    ({"patient_id": "P1"}, "unknown field 'patient_id'"), ([1, 2], "expected object"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"history": [{"treatment_id": "S0", "outcome": "great"}]}, "history[0].outcome"),
+        ({"history": [{"treatment_id": "S0", "outcome": 2}]}, "history[0].outcome"),
+        ({"history": [{"treatment_id": "S0"}]}, "missing required field 'outcome'"),
+        ({"history": [{"treatment_id": "S0", "outcome": 1, "dose": 5}]}, "unknown field 'dose'"),
+        ({"history": [{"treatment_id": "S0", "outcome": 1, "timestamp": "yesterday"}]}, "ISO-8601"),
+        (
+            {"history": [{"treatment_id": "S0", "outcome": 1, "timestamp": "2020-02-30"}]},
+            "ISO-8601",
+        ),
+        ({"history": [{"treatment_id": "", "outcome": 1}]}, "must not be empty"),
+        ({"history": {"treatment_id": "S0"}}, "expected array"),
+        ({"k": 0}, "$.k"),
+        ({"k": True}, "expected integer"),
+        ({"include_tried": "yes"}, "expected boolean"),
+        ({"patient_id": "P1"}, "unknown field 'patient_id'"),
+        ([1, 2], "expected object"),
+    ],
+)
 def test_invalid_bodies_are_400_naming_the_field(client, clinician, body, fragment):
     response = client.post("/v1/recommendations", json=body, headers=clinician)
     assert response.status_code == 400
@@ -148,14 +178,17 @@ def test_history_length_is_limited(make_app, clinician):
     assert "at most 3 items" in response.get_json()["error"]["message"]
 
 
-@pytest.mark.parametrize("data, content_type, status, code", [
-    ("{not json", "application/json", 400, "malformed_json"),
-    ('{"k": NaN}', "application/json", 400, "malformed_json"),
-    (b"\xff\xfe", "application/json", 400, "malformed_json"),
-    ("[" * 150_000 + "]" * 150_000, "application/json", 413, "body_too_large"),
-    ('{"k": 1}', "text/plain", 415, "unsupported_media_type"),
-    ('{"k": 1}', None, 415, "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    "data, content_type, status, code",
+    [
+        ("{not json", "application/json", 400, "malformed_json"),
+        ('{"k": NaN}', "application/json", 400, "malformed_json"),
+        (b"\xff\xfe", "application/json", 400, "malformed_json"),
+        ("[" * 150_000 + "]" * 150_000, "application/json", 413, "body_too_large"),
+        ('{"k": 1}', "text/plain", 415, "unsupported_media_type"),
+        ('{"k": 1}', None, 415, "unsupported_media_type"),
+    ],
+)
 def test_body_errors(client, clinician, data, content_type, status, code):
     headers = dict(clinician)
     if content_type:
@@ -167,8 +200,11 @@ def test_body_errors(client, clinician, data, content_type, status, code):
 
 def test_deeply_nested_json_is_400_not_500(make_app, clinician):
     client = make_app(MAX_BODY_BYTES=1_000_000).test_client()
-    response = client.post("/v1/recommendations", data="[" * 200_000 + "]" * 200_000,
-                           headers={**clinician, "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/recommendations",
+        data="[" * 200_000 + "]" * 200_000,
+        headers={**clinician, "Content-Type": "application/json"},
+    )
     assert response.status_code == 400
 
 
@@ -181,6 +217,7 @@ def test_oversized_body_is_413(make_app, clinician):
 
 
 # --- similar, model, routing -------------------------------------------------------------------
+
 
 def test_similar_treatments(client, clinician):
     response = client.get("/v1/treatments/T0/similar?k=3", headers=clinician)
@@ -216,12 +253,15 @@ def test_ready_is_503_when_the_audit_log_cannot_be_written(make_app, site):
     assert response.get_json()["error"]["code"] == "not_ready"
 
 
-@pytest.mark.parametrize("method, path, status, code", [
-    ("get", "/nowhere", 404, "not_found"),
-    ("get", "/v1/patients//recommendations", 404, "not_found"),
-    ("delete", "/v1/model", 405, "method_not_allowed"),
-    ("get", "/v1/recommendations", 405, "method_not_allowed"),
-])
+@pytest.mark.parametrize(
+    "method, path, status, code",
+    [
+        ("get", "/nowhere", 404, "not_found"),
+        ("get", "/v1/patients//recommendations", 404, "not_found"),
+        ("delete", "/v1/model", 405, "method_not_allowed"),
+        ("get", "/v1/recommendations", 405, "method_not_allowed"),
+    ],
+)
 def test_routing_errors_use_the_json_format(client, clinician, method, path, status, code):
     response = getattr(client, method)(path, headers=clinician)
     assert response.status_code == status
@@ -233,6 +273,7 @@ def test_routing_errors_use_the_json_format(client, clinician, method, path, sta
 def test_an_engine_bug_is_a_json_500_without_a_traceback(client, clinician, monkeypatch, caplog):
     def broken(self):
         raise RuntimeError("secret detail " + self.patient_id)
+
     monkeypatch.setattr(RecommendationList, "to_dict", broken)
     response = client.get("/v1/patients/P0001/recommendations", headers=clinician)
     assert response.status_code == 500

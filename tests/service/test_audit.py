@@ -1,5 +1,6 @@
 """The audit log: a line per patient-data access (failures too), pseudonyms only, durable,
 rotation-friendly, and no patient data when a line cannot be written."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,22 @@ from service.audit import AuditError, AuditLog
 
 from .conftest import audit_lines
 
-FIELDS = {"time", "event", "request_id", "principal", "role", "endpoint", "method",
-          "patient_pseudonym", "condition_id", "model_version", "treatment_ids", "status",
-          "error_code", "remote_addr"}
+FIELDS = {
+    "time",
+    "event",
+    "request_id",
+    "principal",
+    "role",
+    "endpoint",
+    "method",
+    "patient_pseudonym",
+    "condition_id",
+    "model_version",
+    "treatment_ids",
+    "status",
+    "error_code",
+    "remote_addr",
+}
 
 
 def test_one_line_per_access_with_the_documented_fields(client, clinician, site):
@@ -41,7 +55,10 @@ def test_failed_accesses_are_audited(client, clinician, admin, site):
     client.get("/v1/patients/P0001/recommendations")  # no principal: counted, not audited
     lines = audit_lines(site)
     assert [(line["status"], line["error_code"]) for line in lines] == [
-        (404, "unknown_patient"), (403, "forbidden"), (400, "invalid_parameter")]
+        (404, "unknown_patient"),
+        (403, "forbidden"),
+        (400, "invalid_parameter"),
+    ]
     assert lines[1]["principal"] == "ops" and lines[1]["treatment_ids"] == []
 
 
@@ -154,7 +171,9 @@ def test_workers_fsync_their_own_lines_without_waiting_for_each_other(tmp_path, 
     """Every line gets its own fsync, in forked workers too; no lock file is left beside the log."""
     path = str(tmp_path / "audit.log")
     lines = _forked_writers(path, _write_synced, path)
-    assert sorted((x["writer"], x["n"]) for x in lines) == [(w, n) for w in range(3) for n in range(50)]
+    assert sorted((x["writer"], x["n"]) for x in lines) == [
+        (w, n) for w in range(3) for n in range(50)
+    ]
     assert os.listdir(tmp_path) == ["audit.log"]
     synced = []
     monkeypatch.setattr(audit_module.os, "fsync", synced.append)
@@ -165,11 +184,18 @@ def test_workers_fsync_their_own_lines_without_waiting_for_each_other(tmp_path, 
 
 def test_lines_are_encoded_exactly_as_json_dumps_writes_them():
     records = [
-        {"time": "2024-01-01T00:00:00.000Z", "event": "patient_data_access", "status": 200,
-         "error_code": None, "treatment_ids": ["T1", "T2"], "history_items": 0, "ok": True},
+        {
+            "time": "2024-01-01T00:00:00.000Z",
+            "event": "patient_data_access",
+            "status": 200,
+            "error_code": None,
+            "treatment_ids": ["T1", "T2"],
+            "history_items": 0,
+            "ok": True,
+        },
         {"condition_id": "été", "principal": "naïve\u2028"},  # non-ASCII: escaped
-        {"condition_id": "a\x00\x1f\x7f\n\t\"\\/"},  # control characters and DEL
-        {"cards": [{"nested": ["x", 1, None]}], "big": 2 ** 70},  # beyond 64 bits
+        {"condition_id": 'a\x00\x1f\x7f\n\t"\\/'},  # control characters and DEL
+        {"cards": [{"nested": ["x", 1, None]}], "big": 2**70},  # beyond 64 bits
     ]
     for record in records:
         expected = (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
@@ -242,8 +268,9 @@ def test_each_forked_worker_syncs_its_lines_in_its_own_thread(tmp_path):
     opened = AuditLog(path, fsync_interval=0.05)
     opened.write({"writer": "master"})  # the master's thread exists, and may hold its lock
     lines = _forked_writers(path, _write_deferred, opened)
-    assert sorted((x["writer"], x["n"]) for x in lines if x["writer"] != "master") == \
-        [(w, n) for w in range(3) for n in range(50)]
+    assert sorted((x["writer"], x["n"]) for x in lines if x["writer"] != "master") == [
+        (w, n) for w in range(3) for n in range(50)
+    ]
 
 
 def test_the_service_defers_the_fsync_when_configured(make_app, site, clinician, monkeypatch):

@@ -1,4 +1,5 @@
 """Bearer tokens and roles: 401 versus 403, open probes, constant-time checks, no token logged."""
+
 from __future__ import annotations
 
 import hmac
@@ -10,9 +11,15 @@ from service import tokens as token_module
 from service.config import ConfigError
 from service.tokens import Principal, TokenStore, add_token, hash_token
 
-PROTECTED = [("get", "/v1/patients/P0001/recommendations"), ("post", "/v1/recommendations"),
-             ("get", "/v1/treatments/T0/similar"), ("get", "/v1/model"), ("get", "/metrics"),
-             ("get", "/openapi.json"), ("post", "/v1/admin/reload")]
+PROTECTED = [
+    ("get", "/v1/patients/P0001/recommendations"),
+    ("post", "/v1/recommendations"),
+    ("get", "/v1/treatments/T0/similar"),
+    ("get", "/v1/model"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/admin/reload"),
+]
 
 
 @pytest.mark.parametrize("method, path", PROTECTED)
@@ -23,8 +30,16 @@ def test_every_endpoint_but_the_probes_needs_a_token(client, method, path):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("header", ["Bearer wrong-token", "Basic dXNlcjpwYXNz", "Bearer",
-                                    "Bearer " + "x" * 600, "token-without-scheme"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer wrong-token",
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer " + "x" * 600,
+        "token-without-scheme",
+    ],
+)
 def test_invalid_credentials_are_401(client, header):
     response = client.get("/v1/model", headers={"Authorization": header})
     assert response.status_code == 401
@@ -54,11 +69,13 @@ def test_both_roles_read_the_model_metrics_and_the_document(client, clinician, a
 
 
 def test_tokens_are_compared_in_constant_time_against_every_entry(monkeypatch):
-    store = TokenStore([(hash_token(f"token-{i}"), Principal(f"id{i}", "clinician"))
-                        for i in range(5)])
+    store = TokenStore(
+        [(hash_token(f"token-{i}"), Principal(f"id{i}", "clinician")) for i in range(5)]
+    )
     calls, compare = [], hmac.compare_digest
-    monkeypatch.setattr(token_module.hmac, "compare_digest",
-                        lambda a, b: calls.append(1) or compare(a, b))
+    monkeypatch.setattr(
+        token_module.hmac, "compare_digest", lambda a, b: calls.append(1) or compare(a, b)
+    )
     assert store.authenticate("token-0") == Principal("id0", "clinician")
     assert len(calls) == 5  # no early exit on the first match
     assert store.authenticate("nope") is None
@@ -85,6 +102,7 @@ def test_auth_failures_are_counted_by_reason(client, clinician, admin):
 
 # --- the tokens file ------------------------------------------------------------------------------
 
+
 def test_add_token_stores_only_the_hash(tmp_path):
     path = tmp_path / "tokens.json"
     token = add_token(path, "ward-1", "clinician")
@@ -95,24 +113,37 @@ def test_add_token_stores_only_the_hash(tmp_path):
 
 
 def test_tokens_cli_prints_the_token_once(tmp_path, capsys):
-    assert token_module.main(["add", "--file", str(tmp_path / "t.json"), "--id", "ops",
-                              "--role", "admin"]) == 0
+    assert (
+        token_module.main(
+            ["add", "--file", str(tmp_path / "t.json"), "--id", "ops", "--role", "admin"]
+        )
+        == 0
+    )
     token = capsys.readouterr().out.strip()
     assert len(token) >= 40
-    assert token_module.main(["add", "--file", str(tmp_path / "t.json"), "--id", "ops",
-                              "--role", "admin"]) == 2  # the id is taken
+    assert (
+        token_module.main(
+            ["add", "--file", str(tmp_path / "t.json"), "--id", "ops", "--role", "admin"]
+        )
+        == 2
+    )  # the id is taken
     assert "used twice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not json", "not valid JSON"),
-    ('{"tokens": {}}', 'expected {"tokens"'),
-    ('{"tokens": [{"id": "a", "sha256": "abc", "role": "clinician"}]}', "64 lower-case hex"),
-    ('{"tokens": [{"id": "a", "sha256": "%s", "role": "root"}]}' % ("0" * 64),
-     "role must be one of"),
-    ('{"tokens": [{"id": "a b", "sha256": "%s", "role": "admin"}]}' % ("0" * 64), "id must be"),
-    ('{"tokens": [{"id": "a", "token": "x", "role": "admin"}]}', 'exactly the fields'),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not valid JSON"),
+        ('{"tokens": {}}', 'expected {"tokens"'),
+        ('{"tokens": [{"id": "a", "sha256": "abc", "role": "clinician"}]}', "64 lower-case hex"),
+        (
+            '{"tokens": [{"id": "a", "sha256": "%s", "role": "root"}]}' % ("0" * 64),
+            "role must be one of",
+        ),
+        ('{"tokens": [{"id": "a b", "sha256": "%s", "role": "admin"}]}' % ("0" * 64), "id must be"),
+        ('{"tokens": [{"id": "a", "token": "x", "role": "admin"}]}', "exactly the fields"),
+    ],
+)
 def test_bad_tokens_files_are_refused_with_a_clear_message(tmp_path, content, message):
     path = tmp_path / "tokens.json"
     path.write_text(content)

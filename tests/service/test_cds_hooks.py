@@ -4,6 +4,7 @@ on the coded cohort (known answers), the response rules, feedback, audit and COR
 The request examples below are written out from the CDS Hooks 2.0 specification ("Calling a
 CDS Service") and the patient-view and order-select hook definitions (R4 example).
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,21 @@ import pytest
 from recommender.data.feedback import read_feedback
 
 from .cds_rules import check_discovery, check_response
-from .cds_support import (ALG, C, D, S0, S1, T0, T1, T2, TX, allergy, bundle, group_a_prefetch,
-                          medication_request)
+from .cds_support import (
+    ALG,
+    S0,
+    S1,
+    T0,
+    T1,
+    T2,
+    TX,
+    C,
+    D,
+    allergy,
+    bundle,
+    group_a_prefetch,
+    medication_request,
+)
 from .conftest import CDS_BASE, EHR_ISSUER, audit_lines
 
 SUGGEST, CHECK = "/cds-services/therapy-suggestions", "/cds-services/therapy-order-check"
@@ -29,42 +43,100 @@ SPEC_CALL_EXAMPLE = {
     "fhirServer": "http://hooks.smarthealthit.org:9080",
     "hook": "patient-view",
     "fhirAuthorization": {
-        "access_token": FHIR_TOKEN, "token_type": "Bearer", "expires_in": 300,
-        "scope": "user/Patient.read user/Observation.read", "subject": "cds-service4"},
+        "access_token": FHIR_TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/Patient.read user/Observation.read",
+        "subject": "cds-service4",
+    },
     "context": {"userId": "Practitioner/example", "patientId": "1288992", "encounterId": "89284"},
-    "prefetch": {"patientToGreet": {"resourceType": "Patient", "gender": "male",
-                                    "birthDate": "1925-12-23", "id": "1288992", "active": True}},
+    "prefetch": {
+        "patientToGreet": {
+            "resourceType": "Patient",
+            "gender": "male",
+            "birthDate": "1925-12-23",
+            "id": "1288992",
+            "active": True,
+        }
+    },
 }
 #: patient-view hook definition, context examples.
-PATIENT_VIEW_CONTEXTS = [{"userId": "PractitionerRole/123", "patientId": "1288992"},
-                         {"userId": "PractitionerRole/123", "patientId": "1288992",
-                          "encounterId": "456"}]
+PATIENT_VIEW_CONTEXTS = [
+    {"userId": "PractitionerRole/123", "patientId": "1288992"},
+    {"userId": "PractitionerRole/123", "patientId": "1288992", "encounterId": "456"},
+]
 #: order-select hook definition, R4 example (context), abridged to the fields it defines.
 ORDER_SELECT_EXAMPLE = {
-    "userId": "PractitionerRole/123", "patientId": "1288992", "encounterId": "89284",
-    "selections": ["NutritionOrder/pureeddiet-simple",
-                   "MedicationRequest/smart-MedicationRequest-103"],
-    "draftOrders": {"resourceType": "Bundle", "entry": [
-        {"resource": {"resourceType": "NutritionOrder", "id": "pureeddiet-simple",
-                      "status": "draft", "intent": "order",
-                      "patient": {"reference": "Patient/1288992"}, "dateTime": "2014-09-17",
-                      "oralDiet": {"type": [{"coding": [{"system": "http://snomed.info/sct",
-                                                         "code": "226211001",
-                                                         "display": "Pureed diet"}],
-                                             "text": "Pureed diet"}]}}},
-        {"resource": {"resourceType": "MedicationRequest", "id": "smart-MedicationRequest-103",
-                      "status": "draft", "intent": "order",
-                      "medicationCodeableConcept": {"coding": [{
-                          "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                          "code": "617993",
-                          "display": "Amoxicillin 120 MG/ML / clavulanate potassium 8.58 MG/ML "
-                                     "Oral Suspension"}],
-                          "text": "Amoxicillin 120 MG/ML / clavulanate potassium 8.58 MG/ML Oral "
-                                  "Suspension"},
-                      "subject": {"reference": "Patient/1288992"},
-                      "dosageInstruction": [{"text": "5 mL bid x 10 days", "timing": {"repeat": {
-                          "boundsPeriod": {"start": "2005-01-04"}, "frequency": 2, "period": 1,
-                          "periodUnit": "d"}}}]}}]},
+    "userId": "PractitionerRole/123",
+    "patientId": "1288992",
+    "encounterId": "89284",
+    "selections": [
+        "NutritionOrder/pureeddiet-simple",
+        "MedicationRequest/smart-MedicationRequest-103",
+    ],
+    "draftOrders": {
+        "resourceType": "Bundle",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "NutritionOrder",
+                    "id": "pureeddiet-simple",
+                    "status": "draft",
+                    "intent": "order",
+                    "patient": {"reference": "Patient/1288992"},
+                    "dateTime": "2014-09-17",
+                    "oralDiet": {
+                        "type": [
+                            {
+                                "coding": [
+                                    {
+                                        "system": "http://snomed.info/sct",
+                                        "code": "226211001",
+                                        "display": "Pureed diet",
+                                    }
+                                ],
+                                "text": "Pureed diet",
+                            }
+                        ]
+                    },
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": "smart-MedicationRequest-103",
+                    "status": "draft",
+                    "intent": "order",
+                    "medicationCodeableConcept": {
+                        "coding": [
+                            {
+                                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                "code": "617993",
+                                "display": "Amoxicillin 120 MG/ML / clavulanate potassium 8.58 MG/ML "
+                                "Oral Suspension",
+                            }
+                        ],
+                        "text": "Amoxicillin 120 MG/ML / clavulanate potassium 8.58 MG/ML Oral "
+                        "Suspension",
+                    },
+                    "subject": {"reference": "Patient/1288992"},
+                    "dosageInstruction": [
+                        {
+                            "text": "5 mL bid x 10 days",
+                            "timing": {
+                                "repeat": {
+                                    "boundsPeriod": {"start": "2005-01-04"},
+                                    "frequency": 2,
+                                    "period": 1,
+                                    "periodUnit": "d",
+                                }
+                            },
+                        }
+                    ],
+                }
+            },
+        ],
+    },
 }
 
 
@@ -80,11 +152,16 @@ def hook(name: str, context: dict, prefetch: dict | None = None) -> dict:
     return body
 
 
-def order(pid: str, drug: str, prefetch: dict | None, reason: str | None = C,
-          others: tuple = ()) -> dict:
+def order(
+    pid: str, drug: str, prefetch: dict | None, reason: str | None = C, others: tuple = ()
+) -> dict:
     draft = medication_request(pid, "draft-1", drug, "2024-03-01", status="draft", reason=reason)
-    context = {"userId": "Practitioner/7", "patientId": pid,
-               "selections": ["MedicationRequest/draft-1"], "draftOrders": bundle(draft, *others)}
+    context = {
+        "userId": "Practitioner/7",
+        "patientId": pid,
+        "selections": ["MedicationRequest/draft-1"],
+        "draftOrders": bundle(draft, *others),
+    }
     return hook("order-select", context, prefetch)
 
 
@@ -101,6 +178,7 @@ def suggested(card: dict) -> list[str]:
 
 # --- discovery and the specification's examples ------------------------------------------------
 
+
 def test_discovery_lists_both_services_with_the_prefetch_templates(cds_client):
     response = cds_client.get("/cds-services")  # open: no patient data
     assert response.status_code == 200
@@ -109,8 +187,9 @@ def test_discovery_lists_both_services_with_the_prefetch_templates(cds_client):
     assert services["therapy-order-check"]["hook"] == "order-select"
     prefetch = services["therapy-suggestions"]["prefetch"]
     assert set(prefetch) == {"patient", "conditions", "medications", "allergies"}
-    assert prefetch["medications"] == ("MedicationRequest?patient={{context.patientId}}"
-                                       "&status=active")
+    assert prefetch["medications"] == (
+        "MedicationRequest?patient={{context.patientId}}&status=active"
+    )
 
 
 def test_the_spec_call_example_for_a_patient_the_model_does_not_know_is_412(cds_client, cds_site):
@@ -152,10 +231,15 @@ def test_the_order_select_hook_example(cds_client, cds_site):
 
 # --- patient-view -------------------------------------------------------------------------------
 
+
 def test_patient_view_for_probe_patients_suggests_the_planted_therapy_first(cds_client, cds_site):
     for probe, best in list(cds_site.truth.items())[:4]:
-        response = call(cds_client, cds_site.ehr, SUGGEST,
-                        hook("patient-view", {"userId": "Practitioner/7", "patientId": probe}))
+        response = call(
+            cds_client,
+            cds_site.ehr,
+            SUGGEST,
+            hook("patient-view", {"userId": "Practitioner/7", "patientId": probe}),
+        )
         cards = check_response(response.get_json())
         assert len(cards) == 1  # diabetes; both hypertension drugs are tried already
         assert suggested(cards[0])[0] == best
@@ -163,8 +247,12 @@ def test_patient_view_for_probe_patients_suggests_the_planted_therapy_first(cds_
 
 
 def test_patient_view_detail_shows_the_basis(cds_client, cds_site):
-    response = call(cds_client, cds_site.ehr, SUGGEST,
-                    hook("patient-view", {"userId": "Practitioner/7", "patientId": "P0200"}))
+    response = call(
+        cds_client,
+        cds_site.ehr,
+        SUGGEST,
+        hook("patient-view", {"userId": "Practitioner/7", "patientId": "P0200"}),
+    )
     card = check_response(response.get_json())[0]
     detail = card["detail"]
     assert "Lisinopril 10 MG Oral Tablet: responded" in detail  # the contributing outcome
@@ -178,8 +266,9 @@ def test_patient_view_detail_shows_the_basis(cds_client, cds_site):
 
 
 def test_patient_view_for_a_new_patient_from_prefetch(cds_client, cds_site):
-    body = hook("patient-view", {"userId": "Practitioner/7", "patientId": "NEW1"},
-                group_a_prefetch("NEW1"))
+    body = hook(
+        "patient-view", {"userId": "Practitioner/7", "patientId": "NEW1"}, group_a_prefetch("NEW1")
+    )
     cards = check_response(call(cds_client, cds_site.ehr, SUGGEST, body).get_json())
     assert suggested(cards[0])[0] == T0  # group A: lisinopril worked, amlodipine switched away
     assert "Lisinopril 10 MG Oral Tablet: partial response" in cards[0]["detail"]
@@ -188,11 +277,15 @@ def test_patient_view_for_a_new_patient_from_prefetch(cds_client, cds_site):
 def test_a_new_allergy_in_the_prefetch_reaches_a_known_patient(cds_client, cds_site):
     """The prefetch is fresher than the training data: an allergy recorded since is applied."""
     pid = "P0001"  # has a positive insulin outcome on record
-    plain = call(cds_client, cds_site.ehr, SUGGEST,
-                 hook("patient-view", {"patientId": pid})).get_json()
+    plain = call(
+        cds_client, cds_site.ehr, SUGGEST, hook("patient-view", {"patientId": pid})
+    ).get_json()
     assert "(contraindicated" not in json.dumps(plain)
-    body = hook("patient-view", {"patientId": pid},
-                {"allergies": bundle(allergy(pid, "a1", ALG, "2024-01-01"))})
+    body = hook(
+        "patient-view",
+        {"patientId": pid},
+        {"allergies": bundle(allergy(pid, "a1", ALG, "2024-01-01"))},
+    )
     card = check_response(call(cds_client, cds_site.ehr, SUGGEST, body).get_json())[0]
     assert TX not in suggested(card)
     assert "Insulin Glargine 100 UNT/ML Injectable Solution (contraindicated" in card["detail"]
@@ -207,19 +300,25 @@ def test_info_link_and_source_url_when_configured(make_cds_app, cds_site):
 
 
 def test_no_cards_is_an_empty_list(cds_client, cds_site):
-    body = hook("patient-view", {"patientId": "NEW2"},
-                {"conditions": None, "medications": None, "allergies": None})
+    body = hook(
+        "patient-view",
+        {"patientId": "NEW2"},
+        {"conditions": None, "medications": None, "allergies": None},
+    )
     response = call(cds_client, cds_site.ehr, SUGGEST, body)
     assert response.status_code == 200 and response.get_json() == {"cards": []}
 
 
 # --- order-select -------------------------------------------------------------------------------
 
-def test_order_select_warns_about_a_contraindicated_draft_and_offers_alternatives(cds_client,
-                                                                                 cds_site):
+
+def test_order_select_warns_about_a_contraindicated_draft_and_offers_alternatives(
+    cds_client, cds_site
+):
     prefetch = group_a_prefetch("NEW1", allergies=(allergy("NEW1", "a1", ALG),))
-    cards = check_response(call(cds_client, cds_site.ehr, CHECK,
-                                order("NEW1", TX, prefetch)).get_json())
+    cards = check_response(
+        call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()
+    )
     warning, alternatives = cards
     assert warning["indicator"] == "warning" and "contraindicated" in warning["summary"]
     assert "contraindicated by" in warning["detail"] and warning["overrideReasons"]
@@ -232,21 +331,26 @@ def test_order_select_warns_about_a_contraindicated_draft_and_offers_alternative
 
 
 def test_order_select_warns_about_past_harm(cds_client, cds_site):
-    harmed = medication_request("NEW3", "m-sit", T1, "2023-01-01", status="stopped", reason=C,
-                                stop="2023-01-20")
-    prefetch = group_a_prefetch("NEW3", allergies=(allergy("NEW3", "a2", T1, "2023-01-10"),),
-                                extra_meds=(harmed,))
-    cards = check_response(call(cds_client, cds_site.ehr, CHECK,
-                                order("NEW3", T1, prefetch)).get_json())
+    harmed = medication_request(
+        "NEW3", "m-sit", T1, "2023-01-01", status="stopped", reason=C, stop="2023-01-20"
+    )
+    prefetch = group_a_prefetch(
+        "NEW3", allergies=(allergy("NEW3", "a2", T1, "2023-01-10"),), extra_meds=(harmed,)
+    )
+    cards = check_response(
+        call(cds_client, cds_site.ehr, CHECK, order("NEW3", T1, prefetch)).get_json()
+    )
     assert cards[0]["indicator"] == "warning"
     assert "adverse outcome" in cards[0]["summary"]
     assert suggested(cards[1])[0] == T0
 
 
-def test_order_select_warns_about_a_severe_interaction_with_an_active_therapy(cds_client,
-                                                                             cds_site):
-    cards = check_response(call(cds_client, cds_site.ehr, CHECK,
-                                order("NEW4", T2, group_a_prefetch("NEW4"))).get_json())
+def test_order_select_warns_about_a_severe_interaction_with_an_active_therapy(cds_client, cds_site):
+    cards = check_response(
+        call(
+            cds_client, cds_site.ehr, CHECK, order("NEW4", T2, group_a_prefetch("NEW4"))
+        ).get_json()
+    )
     assert cards[0]["indicator"] == "warning" and "severe interaction" in cards[0]["summary"]
 
 
@@ -261,8 +365,11 @@ def test_order_select_checks_interactions_with_other_draft_orders(cds_client, cd
 
 def test_order_select_offers_a_better_supported_alternative(cds_client, cds_site):
     """Group A: the model ranks metformin above sitagliptin, with the same response rate."""
-    cards = check_response(call(cds_client, cds_site.ehr, CHECK,
-                                order("NEW6", T1, group_a_prefetch("NEW6"))).get_json())
+    cards = check_response(
+        call(
+            cds_client, cds_site.ehr, CHECK, order("NEW6", T1, group_a_prefetch("NEW6"))
+        ).get_json()
+    )
     assert [c["indicator"] for c in cards] == ["info"]
     assert suggested(cards[0]) == [T0]
 
@@ -274,8 +381,9 @@ def test_order_select_is_silent_for_the_best_order(cds_client, cds_site):
 
 def test_order_select_for_a_known_patient_without_prefetch(cds_client, cds_site):
     """P0002 carries the penicillin allergy in the training data."""
-    cards = check_response(call(cds_client, cds_site.ehr, CHECK,
-                                order("P0002", TX, None)).get_json())
+    cards = check_response(
+        call(cds_client, cds_site.ehr, CHECK, order("P0002", TX, None)).get_json()
+    )
     assert cards[0]["indicator"] == "warning"
 
 
@@ -289,22 +397,48 @@ def test_moderate_interactions_are_shown_as_a_caution(cds_client, cds_site):
 
 # --- requests that are refused ----------------------------------------------------------------
 
-@pytest.mark.parametrize("mutate, status, code", [
-    (lambda b: b.update(hook="order-select"), 400, "invalid_body"),
-    (lambda b: b.pop("hookInstance"), 400, "invalid_body"),
-    (lambda b: b["context"].pop("patientId"), 400, "invalid_body"),
-    (lambda b: b.update(colour="blue"), 400, "invalid_body"),
-    (lambda b: b.update(fhirAuthorization={"access_token": FHIR_TOKEN, "token_type": "Bearer",
-                                           "expires_in": 300, "scope": "x", "subject": "y"}),
-     400, "invalid_body"),  # fhirServer is required with it
-    (lambda b: b.update(prefetch={"patient": {"resourceType": "Patient", "id": "P0200",
-                                              "gender": 12}}), 400, "invalid_prefetch"),
-    (lambda b: b.update(prefetch={"allergies": bundle(allergy("SOMEONE-ELSE", "a", ALG))}),
-     400, "invalid_prefetch"),
-    (lambda b: b.update(prefetch={"conditions": bundle(medication_request("P0200", "m", S1,
-                                                                          "2020-01-01"))}),
-     400, "invalid_prefetch"),
-])
+
+@pytest.mark.parametrize(
+    "mutate, status, code",
+    [
+        (lambda b: b.update(hook="order-select"), 400, "invalid_body"),
+        (lambda b: b.pop("hookInstance"), 400, "invalid_body"),
+        (lambda b: b["context"].pop("patientId"), 400, "invalid_body"),
+        (lambda b: b.update(colour="blue"), 400, "invalid_body"),
+        (
+            lambda b: b.update(
+                fhirAuthorization={
+                    "access_token": FHIR_TOKEN,
+                    "token_type": "Bearer",
+                    "expires_in": 300,
+                    "scope": "x",
+                    "subject": "y",
+                }
+            ),
+            400,
+            "invalid_body",
+        ),  # fhirServer is required with it
+        (
+            lambda b: b.update(
+                prefetch={"patient": {"resourceType": "Patient", "id": "P0200", "gender": 12}}
+            ),
+            400,
+            "invalid_prefetch",
+        ),
+        (
+            lambda b: b.update(prefetch={"allergies": bundle(allergy("SOMEONE-ELSE", "a", ALG))}),
+            400,
+            "invalid_prefetch",
+        ),
+        (
+            lambda b: b.update(
+                prefetch={"conditions": bundle(medication_request("P0200", "m", S1, "2020-01-01"))}
+            ),
+            400,
+            "invalid_prefetch",
+        ),
+    ],
+)
 def test_bad_requests_are_400(cds_client, cds_site, mutate, status, code):
     body = hook("patient-view", {"patientId": "P0200"})
     mutate(body)
@@ -314,22 +448,27 @@ def test_bad_requests_are_400(cds_client, cds_site, mutate, status, code):
 
 
 def test_unknown_service_is_404(cds_client, cds_site):
-    response = call(cds_client, cds_site.ehr, "/cds-services/nope",
-                    hook("patient-view", {"patientId": "P0200"}))
+    response = call(
+        cds_client, cds_site.ehr, "/cds-services/nope", hook("patient-view", {"patientId": "P0200"})
+    )
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "unknown_service"
 
 
 def test_an_operation_outcome_in_the_prefetch_counts_as_missing(cds_client, cds_site):
-    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error",
-                                                              "code": "timeout"}]}
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout"}],
+    }
     prefetch = {**group_a_prefetch("NEW8"), "allergies": outcome}
-    response = call(cds_client, cds_site.ehr, SUGGEST,
-                    hook("patient-view", {"patientId": "NEW8"}, prefetch))
+    response = call(
+        cds_client, cds_site.ehr, SUGGEST, hook("patient-view", {"patientId": "NEW8"}, prefetch)
+    )
     assert response.status_code == 412
     assert response.get_json()["error"]["details"]["missing_prefetch"] == ["allergies"]
 
 
 # --- audit, secrets, CORS ------------------------------------------------------------------------
+
 
 def test_every_call_is_audited_with_the_issuer_and_pseudonym(cds_client, cds_site, caplog):
     body = copy.deepcopy(SPEC_CALL_EXAMPLE)
@@ -353,17 +492,26 @@ def test_every_call_is_audited_with_the_issuer_and_pseudonym(cds_client, cds_sit
 
 def test_cors_is_off_by_default_and_answers_configured_origins(make_cds_app, cds_site):
     plain = make_cds_app().test_client()
-    assert "Access-Control-Allow-Origin" not in plain.get(
-        "/cds-services", headers={"Origin": "https://ehr.example.org"}).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in plain.get("/cds-services", headers={"Origin": "https://ehr.example.org"}).headers
+    )
     client = make_cds_app(CDS_CORS_ORIGINS=("https://ehr.example.org",)).test_client()
-    preflight = client.options(SUGGEST, headers={
-        "Origin": "https://ehr.example.org", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    preflight = client.options(
+        SUGGEST,
+        headers={
+            "Origin": "https://ehr.example.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
     assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
-    other = client.options(SUGGEST, headers={"Origin": "https://evil.example.com",
-                                             "Access-Control-Request-Method": "POST"})
+    other = client.options(
+        SUGGEST,
+        headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+    )
     assert "Access-Control-Allow-Origin" not in other.headers
     response = call(client, cds_site.ehr, SUGGEST, hook("patient-view", {"patientId": "P0200"}))
     assert response.status_code == 200
@@ -372,6 +520,7 @@ def test_cors_is_off_by_default_and_answers_configured_origins(make_cds_app, cds
 
 # --- feedback -----------------------------------------------------------------------------------
 
+
 def feedback_call(client, ehr, path: str, items: list[dict]):
     return call(client, ehr, path + "/feedback", {"feedback": items})
 
@@ -379,20 +528,29 @@ def feedback_call(client, ehr, path: str, items: list[dict]):
 def test_feedback_accepted_and_overridden_reach_the_feedback_store(cds_client, cds_site):
     body = hook("patient-view", {"patientId": "P0200"})
     card = call(cds_client, cds_site.ehr, SUGGEST, body).get_json()["cards"][0]
-    accepted = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp":
-                "2024-03-01T10:05:31Z", "acceptedSuggestions": [
-                    {"id": card["suggestions"][0]["uuid"]}]}
+    accepted = {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "outcomeTimestamp": "2024-03-01T10:05:31Z",
+        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+    }
     response = feedback_call(cds_client, cds_site.ehr, SUGGEST, [accepted])
     assert response.status_code == 200
     assert response.get_json() == {"stored": 1, "already_stored": 0, "audit_only": 0}
     again = feedback_call(cds_client, cds_site.ehr, SUGGEST, [accepted])  # a client's retry
     assert again.get_json() == {"stored": 0, "already_stored": 1, "audit_only": 0}
-    overridden = {"card": card["uuid"], "outcome": "overridden",
-                  "outcomeTimestamp": "2024-03-01T10:06:00Z",
-                  "overrideReason": {"reason": card["overrideReasons"][0],
-                                     "userComment": "Mrs Smith prefers tablets"}}
-    assert feedback_call(cds_client, cds_site.ehr, SUGGEST,
-                         [overridden]).get_json()["stored"] == len(card["suggestions"])
+    overridden = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2024-03-01T10:06:00Z",
+        "overrideReason": {
+            "reason": card["overrideReasons"][0],
+            "userComment": "Mrs Smith prefers tablets",
+        },
+    }
+    assert feedback_call(cds_client, cds_site.ehr, SUGGEST, [overridden]).get_json()[
+        "stored"
+    ] == len(card["suggestions"])
     stored = read_feedback(cds_site.site.root / "feedback.jsonl")
     first = stored.iloc[0]
     assert first["decision"] == "accepted" and first["treatment_id"] == T0
@@ -407,16 +565,20 @@ def test_feedback_accepted_and_overridden_reach_the_feedback_store(cds_client, c
     assert line["patient_pseudonym"] == first["patient"]
 
 
-def test_an_overridden_warning_is_stored_as_its_own_kind_not_as_a_preference(cds_client,
-                                                                            cds_site):
+def test_an_overridden_warning_is_stored_as_its_own_kind_not_as_a_preference(cds_client, cds_site):
     prefetch = group_a_prefetch("NEW1", allergies=(allergy("NEW1", "a1", ALG),))
     answer = call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()
     warning = answer["cards"][0]
     assert warning["indicator"] == "warning"
-    overridden = {"card": warning["uuid"], "outcome": "overridden",
-                  "outcomeTimestamp": "2024-03-01T10:00:00Z",
-                  "overrideReason": {"reason": warning["overrideReasons"][1],
-                                     "userComment": "allergy refuted by Dr Jones"}}
+    overridden = {
+        "card": warning["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2024-03-01T10:00:00Z",
+        "overrideReason": {
+            "reason": warning["overrideReasons"][1],
+            "userComment": "allergy refuted by Dr Jones",
+        },
+    }
     response = feedback_call(cds_client, cds_site.ehr, CHECK, [overridden])
     assert response.get_json() == {"stored": 1, "already_stored": 0, "audit_only": 0}
     again = feedback_call(cds_client, cds_site.ehr, CHECK, [overridden])
@@ -434,31 +596,62 @@ def test_an_overridden_warning_is_stored_as_its_own_kind_not_as_a_preference(cds
 def test_an_accepted_warning_is_audited_only(cds_client, cds_site):
     prefetch = group_a_prefetch("NEW1", allergies=(allergy("NEW1", "a1", ALG),))
     answer = call(cds_client, cds_site.ehr, CHECK, order("NEW1", TX, prefetch)).get_json()
-    response = feedback_call(cds_client, cds_site.ehr, CHECK, [
-        {"card": answer["cards"][0]["uuid"], "outcome": "accepted",
-         "outcomeTimestamp": "2024-03-01T10:00:00Z"}])
+    response = feedback_call(
+        cds_client,
+        cds_site.ehr,
+        CHECK,
+        [
+            {
+                "card": answer["cards"][0]["uuid"],
+                "outcome": "accepted",
+                "outcomeTimestamp": "2024-03-01T10:00:00Z",
+            }
+        ],
+    )
     assert response.get_json() == {"stored": 0, "already_stored": 0, "audit_only": 1}
     assert not (cds_site.site.root / "feedback.jsonl").read_text()
     assert audit_lines(cds_site.site)[-1]["treatment_ids"] == [TX]
 
 
-@pytest.mark.parametrize("item, status, code", [
-    ({"card": "4e0a3a1e-3283-4575-ab82-028d55fe2719", "outcome": "overridden",
-      "outcomeTimestamp": "2021-12-11T10:05:31Z"}, 404, "unknown_card"),
-    ({"card": "x", "outcome": "maybe", "outcomeTimestamp": "2021-12-11T10:05:31Z"},
-     400, "invalid_body"),
-    ({"card": "x", "outcome": "accepted", "outcomeTimestamp": "yesterday"}, 400, "invalid_body"),
-])
+@pytest.mark.parametrize(
+    "item, status, code",
+    [
+        (
+            {
+                "card": "4e0a3a1e-3283-4575-ab82-028d55fe2719",
+                "outcome": "overridden",
+                "outcomeTimestamp": "2021-12-11T10:05:31Z",
+            },
+            404,
+            "unknown_card",
+        ),
+        (
+            {"card": "x", "outcome": "maybe", "outcomeTimestamp": "2021-12-11T10:05:31Z"},
+            400,
+            "invalid_body",
+        ),
+        (
+            {"card": "x", "outcome": "accepted", "outcomeTimestamp": "yesterday"},
+            400,
+            "invalid_body",
+        ),
+    ],
+)
 def test_bad_feedback_is_refused(cds_client, cds_site, item, status, code):
     response = feedback_call(cds_client, cds_site.ehr, SUGGEST, [item])
     assert response.status_code == status and response.get_json()["error"]["code"] == code
 
 
 def test_feedback_names_cards_of_its_own_service_only(cds_client, cds_site):
-    card = call(cds_client, cds_site.ehr, SUGGEST,
-                hook("patient-view", {"patientId": "P0200"})).get_json()["cards"][0]
-    item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp":
-            "2024-03-01T10:05:31Z", "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]}
+    card = call(
+        cds_client, cds_site.ehr, SUGGEST, hook("patient-view", {"patientId": "P0200"})
+    ).get_json()["cards"][0]
+    item = {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "outcomeTimestamp": "2024-03-01T10:05:31Z",
+        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+    }
     assert feedback_call(cds_client, cds_site.ehr, CHECK, [item]).status_code == 404
     no_suggestion = {**item, "acceptedSuggestions": []}
     assert feedback_call(cds_client, cds_site.ehr, SUGGEST, [no_suggestion]).status_code == 400
@@ -469,19 +662,30 @@ def test_feedback_names_cards_of_its_own_service_only(cds_client, cds_site):
 def test_the_spec_feedback_examples_validate(cds_client, cds_site):
     """The specification's three feedback examples pass validation (their cards are unknown)."""
     examples = [
-        {"card": "4e0a3a1e-3283-4575-ab82-028d55fe2719", "outcome": "accepted",
-         "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
-         "outcomeTimestamp": "2021-12-11T10:05:31Z"},
-        {"card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb", "outcome": "overridden",
-         "outcomeTimestamp": "2020-12-11T00:00:00Z"},
-        {"card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "overridden",
-         "overrideReason": {"reason": {
-             "code": "d7ecf885",
-             "system": "https://example.com/cds-hooks/override-reason-system"},
-                            "userComment": "A comment entered by the clinician."},
-         "outcomeTimestamp": "2020-12-11T00:00:00Z"},
+        {
+            "card": "4e0a3a1e-3283-4575-ab82-028d55fe2719",
+            "outcome": "accepted",
+            "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
+            "outcomeTimestamp": "2021-12-11T10:05:31Z",
+        },
+        {
+            "card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb",
+            "outcome": "overridden",
+            "outcomeTimestamp": "2020-12-11T00:00:00Z",
+        },
+        {
+            "card": "9368d37b-283f-44a0-93ea-547cebab93ed",
+            "outcome": "overridden",
+            "overrideReason": {
+                "reason": {
+                    "code": "d7ecf885",
+                    "system": "https://example.com/cds-hooks/override-reason-system",
+                },
+                "userComment": "A comment entered by the clinician.",
+            },
+            "outcomeTimestamp": "2020-12-11T00:00:00Z",
+        },
     ]
     for item in examples:
         response = feedback_call(cds_client, cds_site.ehr, SUGGEST, [item])
         assert response.get_json()["error"]["code"] == "unknown_card"
-

@@ -1,4 +1,5 @@
 """The EHR's signed JWT on CDS Hooks calls: keys generated here, every refusal named."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,11 @@ from .cds_support import Ehr, write_jwks
 from .conftest import CDS_BASE, EHR_ISSUER, audit_lines
 
 PATH = "/cds-services/therapy-suggestions"
-BODY = {"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
-        "context": {"userId": "Practitioner/example", "patientId": "P0200"}}
+BODY = {
+    "hook": "patient-view",
+    "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "context": {"userId": "Practitioner/example", "patientId": "P0200"},
+}
 
 
 def post(client, token: str | None, path: str = PATH):
@@ -59,15 +63,18 @@ def test_missing_token_is_401(cds_client):
 
 def test_expired_token_is_refused(cds_client, cds_site):
     now = int(time.time())
-    refused(post(cds_client, cds_site.ehr.token(CDS_BASE + PATH, exp=now - 120, iat=now - 400)),
-            "expired")
+    refused(
+        post(cds_client, cds_site.ehr.token(CDS_BASE + PATH, exp=now - 120, iat=now - 400)),
+        "expired",
+    )
 
 
 def test_wrong_audience_is_refused(cds_client, cds_site):
-    refused(post(cds_client, cds_site.ehr.token(CDS_BASE + "/cds-services/other-service")),
-            "'aud' is not this endpoint's URL")
-    refused(post(cds_client, cds_site.ehr.token("https://elsewhere.example.org" + PATH)),
-            "'aud'")
+    refused(
+        post(cds_client, cds_site.ehr.token(CDS_BASE + "/cds-services/other-service")),
+        "'aud' is not this endpoint's URL",
+    )
+    refused(post(cds_client, cds_site.ehr.token("https://elsewhere.example.org" + PATH)), "'aud'")
 
 
 def test_unknown_issuer_is_refused(cds_client, cds_site):
@@ -95,13 +102,20 @@ def test_the_replay_cache_is_shared_between_workers(make_cds_app, cds_site):
 def _unsigned(claims: dict) -> str:
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
     return f"{part({'alg': 'none', 'typ': 'JWT', 'kid': 'ehr-key-1'})}.{part(claims)}."
 
 
 def _claims(**overrides) -> dict:
     now = int(time.time())
-    return {"iss": EHR_ISSUER, "aud": CDS_BASE + PATH, "exp": now + 300, "iat": now,
-            "jti": str(uuid.uuid4()), **overrides}
+    return {
+        "iss": EHR_ISSUER,
+        "aud": CDS_BASE + PATH,
+        "exp": now + 300,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+        **overrides,
+    }
 
 
 def test_alg_none_is_refused(cds_client):
@@ -109,8 +123,12 @@ def test_alg_none_is_refused(cds_client):
 
 
 def test_symmetric_algorithms_are_refused(cds_client):
-    token = jwt.encode(_claims(), "a shared secret of enough length 0123456789",
-                       algorithm="HS256", headers={"kid": "ehr-key-1"})
+    token = jwt.encode(
+        _claims(),
+        "a shared secret of enough length 0123456789",
+        algorithm="HS256",
+        headers={"kid": "ehr-key-1"},
+    )
     refused(post(cds_client, token), "algorithm 'HS256' is refused")
 
 
@@ -120,8 +138,10 @@ def test_required_claims(cds_client, cds_site, claim):
 
 
 def test_a_token_living_too_long_is_refused(cds_client, cds_site):
-    refused(post(cds_client, cds_site.ehr.token(CDS_BASE + PATH, exp=int(time.time()) + 86_400)),
-            "RECOMMENDER_CDS_JWT_MAX_LIFETIME")
+    refused(
+        post(cds_client, cds_site.ehr.token(CDS_BASE + PATH, exp=int(time.time()) + 86_400)),
+        "RECOMMENDER_CDS_JWT_MAX_LIFETIME",
+    )
 
 
 def test_an_algorithm_that_does_not_fit_the_key_is_refused(cds_client, cds_site):
@@ -140,24 +160,39 @@ def test_an_api_token_does_not_open_cds_hooks(cds_client, cds_site):
 
 
 def test_feedback_accepts_the_feedback_url_or_the_service_url_as_audience(cds_client, cds_site):
-    body = {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden",
-                          "outcomeTimestamp": "2024-01-01T00:00:00Z"}]}
+    body = {
+        "feedback": [
+            {
+                "card": str(uuid.uuid4()),
+                "outcome": "overridden",
+                "outcomeTimestamp": "2024-01-01T00:00:00Z",
+            }
+        ]
+    }
     for audience in (CDS_BASE + PATH + "/feedback", CDS_BASE + PATH):
-        response = cds_client.post(PATH + "/feedback", json=body, headers={
-            "Authorization": f"Bearer {cds_site.ehr.token(audience)}"})
+        response = cds_client.post(
+            PATH + "/feedback",
+            json=body,
+            headers={"Authorization": f"Bearer {cds_site.ehr.token(audience)}"},
+        )
         assert response.status_code == 404  # authenticated; the card is unknown
-    response = cds_client.post(PATH + "/feedback", json=body, headers={
-        "Authorization": f"Bearer {cds_site.ehr.token(CDS_BASE + '/cds-services')}"})
+    response = cds_client.post(
+        PATH + "/feedback",
+        json=body,
+        headers={"Authorization": f"Bearer {cds_site.ehr.token(CDS_BASE + '/cds-services')}"},
+    )
     assert response.status_code == 401
 
 
 # --- key configuration ---------------------------------------------------------------------------
 
+
 def test_several_issuers_with_a_mapping_file(make_cds_app, cds_site):
     second = Ehr("https://second-ehr.example.org", kind="rsa", kid="k2")
     mapping = write_jwks(cds_site.site.root / "issuers.json", cds_site.ehr, second, mapping=True)
-    client = make_cds_app(CDS_ISSUERS=(EHR_ISSUER, second.issuer),
-                          CDS_JWKS=str(mapping)).test_client()
+    client = make_cds_app(
+        CDS_ISSUERS=(EHR_ISSUER, second.issuer), CDS_JWKS=str(mapping)
+    ).test_client()
     assert post(client, second.token(CDS_BASE + PATH)).status_code == 200
     assert post(client, cds_site.ehr.token(CDS_BASE + PATH)).status_code == 200
     # the second EHR's key does not vouch for the first issuer
@@ -166,12 +201,15 @@ def test_several_issuers_with_a_mapping_file(make_cds_app, cds_site):
     refused(post(client, forged.token(CDS_BASE + PATH)), "")
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]}, "asymmetric keys"),
-    ("private", "private key"),
-    ({"https://someone-else.example.org": {"keys": []}}, "not in RECOMMENDER_CDS_ISSUERS"),
-    ({"keys": []}, "not a JWK Set"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]}, "asymmetric keys"),
+        ("private", "private key"),
+        ({"https://someone-else.example.org": {"keys": []}}, "not in RECOMMENDER_CDS_ISSUERS"),
+        ({"keys": []}, "not a JWK Set"),
+    ],
+)
 def test_bad_key_files_stop_the_start(cds_site, make_app, content, message):
     path = cds_site.site.root / "bad.json"
     if content == "private":

@@ -1,4 +1,5 @@
 """Configuration: the contract's names, precedence, checks, and clear startup failures."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,19 @@ import pytest
 from service import create_app
 from service.config import DEFAULTS, ENVIRONMENT, ConfigError, load_config
 
-CONTRACT = {"RECOMMENDER_ARTIFACT": "ARTIFACT", "RECOMMENDER_API_TOKENS_FILE": "API_TOKENS_FILE",
-            "RECOMMENDER_PSEUDONYM_KEY_FILE": "PSEUDONYM_KEY_FILE",
-            "RECOMMENDER_AUDIT_LOG": "AUDIT_LOG", "RECOMMENDER_MAX_K": "MAX_K"}
-REQUIRED = {"RECOMMENDER_ARTIFACT": "/a", "RECOMMENDER_API_TOKENS_FILE": "/t",
-            "RECOMMENDER_PSEUDONYM_KEY_FILE": "/k", "RECOMMENDER_AUDIT_LOG": "/l"}
+CONTRACT = {
+    "RECOMMENDER_ARTIFACT": "ARTIFACT",
+    "RECOMMENDER_API_TOKENS_FILE": "API_TOKENS_FILE",
+    "RECOMMENDER_PSEUDONYM_KEY_FILE": "PSEUDONYM_KEY_FILE",
+    "RECOMMENDER_AUDIT_LOG": "AUDIT_LOG",
+    "RECOMMENDER_MAX_K": "MAX_K",
+}
+REQUIRED = {
+    "RECOMMENDER_ARTIFACT": "/a",
+    "RECOMMENDER_API_TOKENS_FILE": "/t",
+    "RECOMMENDER_PSEUDONYM_KEY_FILE": "/k",
+    "RECOMMENDER_AUDIT_LOG": "/l",
+}
 
 
 def test_the_contract_names_are_read():
@@ -39,26 +48,37 @@ def test_the_artifact_root_defaults_to_the_artifact_folder_parent(tmp_path):
     assert config["ARTIFACT_ROOT"] == str(tmp_path / "models")
 
 
-@pytest.mark.parametrize("environ, message", [
-    ({"RECOMMENDER_MAX_K": "ten"}, "RECOMMENDER_MAX_K='ten'"),
-    ({"RECOMMENDER_MAX_K": "0"},
-     r"RECOMMENDER_MAX_K \(MAX_K\) must be a whole number in \[1, 10000\]"),
-    ({"RECOMMENDER_DEFAULT_K": "200"}, "must not exceed"),
-    ({"RECOMMENDER_AUDIT_FSYNC": "perhaps"}, "expected true/false"),
-    ({"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "soon"}, "RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS='soon'"),
-    ({"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "60000"},
-     r"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS \(AUDIT_FSYNC_INTERVAL_MS\) must be a whole number in "
-     r"\[0, 10000\]"),
-    ({"RECOMMENDER_AUDIT_LOG": ""}, r"missing required setting\(s\): RECOMMENDER_AUDIT_LOG"),
-])
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"RECOMMENDER_MAX_K": "ten"}, "RECOMMENDER_MAX_K='ten'"),
+        (
+            {"RECOMMENDER_MAX_K": "0"},
+            r"RECOMMENDER_MAX_K \(MAX_K\) must be a whole number in \[1, 10000\]",
+        ),
+        ({"RECOMMENDER_DEFAULT_K": "200"}, "must not exceed"),
+        ({"RECOMMENDER_AUDIT_FSYNC": "perhaps"}, "expected true/false"),
+        (
+            {"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "soon"},
+            "RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS='soon'",
+        ),
+        (
+            {"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "60000"},
+            r"RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS \(AUDIT_FSYNC_INTERVAL_MS\) must be a whole number in "
+            r"\[0, 10000\]",
+        ),
+        ({"RECOMMENDER_AUDIT_LOG": ""}, r"missing required setting\(s\): RECOMMENDER_AUDIT_LOG"),
+    ],
+)
 def test_wrong_values_name_the_variable(environ, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ={**REQUIRED, **environ})
 
 
 def test_missing_settings_are_listed():
-    with pytest.raises(ConfigError,
-                       match="RECOMMENDER_API_TOKENS_FILE.*RECOMMENDER_PSEUDONYM_KEY_FILE"):
+    with pytest.raises(
+        ConfigError, match="RECOMMENDER_API_TOKENS_FILE.*RECOMMENDER_PSEUDONYM_KEY_FILE"
+    ):
         load_config(environ={"RECOMMENDER_ARTIFACT": "/a"})
 
 
@@ -81,12 +101,15 @@ def test_create_app_reads_the_environment(make_app, site, monkeypatch):  # make_
         monkeypatch.setenv(variable, site.config()[key])
     monkeypatch.setenv("RECOMMENDER_MAX_K", "4")
     client = create_app().test_client()
-    response = client.get("/v1/patients/P0001/recommendations?k=5",
-                          headers={"Authorization": f"Bearer {site.clinician}"})
+    response = client.get(
+        "/v1/patients/P0001/recommendations?k=5",
+        headers={"Authorization": f"Bearer {site.clinician}"},
+    )
     assert response.get_json()["error"]["details"]["maximum"] == 4
 
 
 # --- startup failures -----------------------------------------------------------------------------
+
 
 def test_a_key_mismatch_stops_the_service_with_a_clear_message(make_app, site):
     with pytest.raises(ConfigError, match="pseudonymisation key does not match"):
@@ -122,24 +145,33 @@ def test_feedback_and_cds_files_default_beside_the_audit_log():
 
 
 def test_cds_settings_from_the_environment():
-    config = load_config(environ={
-        **REQUIRED, "RECOMMENDER_CDS_ISSUERS": "https://a.example.org, https://b.example.org",
-        "RECOMMENDER_CDS_JWKS": "/etc/rec/jwks.json",
-        "RECOMMENDER_CDS_BASE_URL": "https://cds.example.org/",
-        "RECOMMENDER_CDS_CORS_ORIGINS": "https://ehr.example.org",
-        "RECOMMENDER_FEEDBACK_LOG": "/data/feedback.jsonl"})
+    config = load_config(
+        environ={
+            **REQUIRED,
+            "RECOMMENDER_CDS_ISSUERS": "https://a.example.org, https://b.example.org",
+            "RECOMMENDER_CDS_JWKS": "/etc/rec/jwks.json",
+            "RECOMMENDER_CDS_BASE_URL": "https://cds.example.org/",
+            "RECOMMENDER_CDS_CORS_ORIGINS": "https://ehr.example.org",
+            "RECOMMENDER_FEEDBACK_LOG": "/data/feedback.jsonl",
+        }
+    )
     assert config["CDS_ISSUERS"] == ("https://a.example.org", "https://b.example.org")
     assert config["CDS_BASE_URL"] == "https://cds.example.org"  # trailing slash dropped
     assert config["CDS_CORS_ORIGINS"] == ("https://ehr.example.org",)
     assert config["FEEDBACK_LOG"] == "/data/feedback.jsonl"
 
 
-@pytest.mark.parametrize("environ, message", [
-    ({"RECOMMENDER_CDS_ISSUERS": "https://a.example.org"},
-     "RECOMMENDER_CDS_JWKS.*RECOMMENDER_CDS_BASE_URL"),
-    ({"RECOMMENDER_CDS_BASE_URL": "cds.example.org"}, "absolute http"),
-    ({"RECOMMENDER_CDS_MAX_CARDS": "0"}, "RECOMMENDER_CDS_MAX_CARDS"),
-])
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        (
+            {"RECOMMENDER_CDS_ISSUERS": "https://a.example.org"},
+            "RECOMMENDER_CDS_JWKS.*RECOMMENDER_CDS_BASE_URL",
+        ),
+        ({"RECOMMENDER_CDS_BASE_URL": "cds.example.org"}, "absolute http"),
+        ({"RECOMMENDER_CDS_MAX_CARDS": "0"}, "RECOMMENDER_CDS_MAX_CARDS"),
+    ],
+)
 def test_wrong_cds_settings_name_the_variable(environ, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ={**REQUIRED, **environ})

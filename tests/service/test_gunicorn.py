@@ -4,6 +4,7 @@ One server for the module (2 workers, preloaded): answers over HTTP, metrics sum
 workers, audit lines from the workers, hot reload by SIGHUP and by the admin endpoint while
 requests keep coming (none may fail), and a refused artifact that leaves the old model serving.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -30,8 +31,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def call(port: int, method: str, path: str, token: str | None = None, body: dict | None = None,
-         timeout: float = 10) -> tuple[int, dict | str]:
+def call(
+    port: int,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: dict | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict | str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data = None
@@ -48,13 +55,19 @@ def call(port: int, method: str, path: str, token: str | None = None, body: dict
 
 
 def environment(site: Site, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RECOMMENDER_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RECOMMENDER_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
     config = site.config()
-    env.update(RECOMMENDER_ARTIFACT=config["ARTIFACT"],
-               RECOMMENDER_API_TOKENS_FILE=config["API_TOKENS_FILE"],
-               RECOMMENDER_PSEUDONYM_KEY_FILE=config["PSEUDONYM_KEY_FILE"],
-               RECOMMENDER_AUDIT_LOG=config["AUDIT_LOG"], RECOMMENDER_ARTIFACT_ROOT=str(site.root))
+    env.update(
+        RECOMMENDER_ARTIFACT=config["ARTIFACT"],
+        RECOMMENDER_API_TOKENS_FILE=config["API_TOKENS_FILE"],
+        RECOMMENDER_PSEUDONYM_KEY_FILE=config["PSEUDONYM_KEY_FILE"],
+        RECOMMENDER_AUDIT_LOG=config["AUDIT_LOG"],
+        RECOMMENDER_ARTIFACT_ROOT=str(site.root),
+    )
     env.update(extra)
     return env
 
@@ -66,9 +79,22 @@ class Server:
         self.port = free_port()
         self.log = open(site.root / f"server-{self.port}.log", "w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "recommender", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers)],
-            env=environment(site, **env), stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "recommender",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=environment(site, **env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -99,10 +125,18 @@ class Server:
 def copy_site(site_template: Site, root) -> Site:
     """A private copy of the site under ``root`` (a server writes its audit log there)."""
     shutil.copytree(site_template.root, root)
-    return Site(root=root, artifact=root / "artifact", other_artifact=root / "artifact-other",
-                foreign_artifact=root / "artifact-foreign", raw_artifact=root / "artifact-raw",
-                key=root / "key", tokens=root / "tokens.json", clinician=site_template.clinician,
-                admin=site_template.admin, truth=site_template.truth)
+    return Site(
+        root=root,
+        artifact=root / "artifact",
+        other_artifact=root / "artifact-other",
+        foreign_artifact=root / "artifact-foreign",
+        raw_artifact=root / "artifact-raw",
+        key=root / "key",
+        tokens=root / "tokens.json",
+        clinician=site_template.clinician,
+        admin=site_template.admin,
+        truth=site_template.truth,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +153,18 @@ def _versions(port: int, token: str, n: int = 12) -> set[str]:
 
 def test_answers_over_http(served):
     site, server = served
-    status, body = call(server.port, "GET", "/v1/patients/P0201/recommendations?condition=C&k=2",
-                        site.clinician)
+    status, body = call(
+        server.port, "GET", "/v1/patients/P0201/recommendations?condition=C&k=2", site.clinician
+    )
     assert status == 200 and body["recommendations"][0]["treatment_id"] == site.truth["P0201"]
     assert call(server.port, "GET", "/v1/patients/P0201/recommendations")[0] == 401
-    status, body = call(server.port, "POST", "/v1/recommendations", site.clinician,
-                        {"history": [{"treatment_id": "S1", "outcome": "responded"}],
-                         "condition": "C"})
+    status, body = call(
+        server.port,
+        "POST",
+        "/v1/recommendations",
+        site.clinician,
+        {"history": [{"treatment_id": "S1", "outcome": "responded"}], "condition": "C"},
+    )
     assert status == 200 and body["recommendations"][0]["treatment_id"] == "T1"
     status, body = call(server.port, "GET", "/nowhere", site.clinician)
     assert status == 404 and body["error"]["code"] == "not_found"
@@ -137,8 +176,10 @@ def test_metrics_add_up_over_the_workers_and_audit_lines_come_from_them(served):
     for _ in range(20):
         call(server.port, "GET", "/v1/patients/P0001/recommendations?k=1", site.clinician)
     status, text = call(server.port, "GET", "/metrics", site.admin)
-    prefix = ('recommender_http_requests_total{endpoint="api.patient_recommendations",'
-              'method="GET",status="200"}')
+    prefix = (
+        'recommender_http_requests_total{endpoint="api.patient_recommendations",'
+        'method="GET",status="200"}'
+    )
     line = next(x for x in text.splitlines() if x.startswith(prefix))
     assert float(line.split()[-1]) >= 20  # every worker's requests, whichever worker answers
     lines = (site.root / "audit.log").read_text().splitlines()[before:]
@@ -160,8 +201,9 @@ class Load:
     def _run(self):
         while not self.stop_flag.is_set():
             try:
-                status, _ = call(self.port, "GET", "/v1/patients/P0001/recommendations?k=2",
-                                 self.token)
+                status, _ = call(
+                    self.port, "GET", "/v1/patients/P0001/recommendations?k=2", self.token
+                )
             except OSError as exc:
                 status = repr(exc)
             with self.lock:
@@ -191,12 +233,19 @@ def test_admin_reload_switches_every_worker_under_load_without_a_failed_request(
     old = _versions(server.port, site.clinician)
     load = Load(server.port, site.clinician)
     time.sleep(0.5)
-    status, body = call(server.port, "POST", "/v1/admin/reload", site.admin,
-                        {"artifact": "artifact-other"}, timeout=60)
+    status, body = call(
+        server.port,
+        "POST",
+        "/v1/admin/reload",
+        site.admin,
+        {"artifact": "artifact-other"},
+        timeout=60,
+    )
     assert status == 200 and body["status"] == "reloaded", body
     assert _wait_for(lambda: _versions(server.port, site.clinician) == {body["model_version"]})
-    status, body = call(server.port, "POST", "/v1/admin/reload", site.admin,
-                        {"artifact": "artifact"}, timeout=60)  # and back
+    status, body = call(
+        server.port, "POST", "/v1/admin/reload", site.admin, {"artifact": "artifact"}, timeout=60
+    )  # and back
     assert status == 200
     time.sleep(0.5)
     ok, failures = load.stop()
@@ -229,13 +278,20 @@ def test_sighup_reloads_the_artifact_folder_replaced_in_place(served):
 def test_a_bad_artifact_is_refused_and_the_old_model_keeps_serving(served):
     site, server = served
     old = _versions(server.port, site.clinician)
-    status, body = call(server.port, "POST", "/v1/admin/reload", site.admin,
-                        {"artifact": "artifact-foreign"}, timeout=60)
+    status, body = call(
+        server.port,
+        "POST",
+        "/v1/admin/reload",
+        site.admin,
+        {"artifact": "artifact-foreign"},
+        timeout=60,
+    )
     assert status == 422 and "key does not match" in body["error"]["message"]
     broken = site.copy_artifact(site.artifact, f"broken-{time.monotonic_ns()}")
     (broken / "manifest.json.sha256").write_text("0" * 64)
-    status, body = call(server.port, "POST", "/v1/admin/reload", site.admin,
-                        {"artifact": broken.name}, timeout=60)
+    status, body = call(
+        server.port, "POST", "/v1/admin/reload", site.admin, {"artifact": broken.name}, timeout=60
+    )
     assert status == 422 and "checksum" in body["error"]["message"]
     assert _versions(server.port, site.clinician) == old
     assert call(server.port, "GET", "/ready")[0] == 200
@@ -245,8 +301,9 @@ def test_a_bad_artifact_is_refused_and_the_old_model_keeps_serving(served):
 def test_startup_fails_with_one_clear_line_on_a_key_mismatch(site):
     env = environment(site, RECOMMENDER_ARTIFACT=str(site.foreign_artifact))
     command = [sys.executable, "-m", "recommender", "serve", "--port", str(free_port())]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot serve the artifact")
     assert "pseudonymisation key does not match" in result.stderr

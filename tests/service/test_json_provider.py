@@ -1,4 +1,5 @@
 """orjson responses decode to what Flask's own encoder produces."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,13 +30,20 @@ def providers():
     return fast, slow
 
 
-@pytest.mark.parametrize("value", [
-    {"b": 1, "a": [1.5, 0.1 + 0.2, -3e-7, None, True], "é": "naïve"},
-    {"when": datetime.datetime(2026, 11, 24, 6, 0, tzinfo=datetime.timezone.utc),
-     "day": datetime.date(2026, 1, 2), "id": uuid.UUID(int=7), "item": Item("x", 0.25)},
-    {"big": 2 ** 70},
-    {1: "non-string key"},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [1.5, 0.1 + 0.2, -3e-7, None, True], "é": "naïve"},
+        {
+            "when": datetime.datetime(2026, 11, 24, 6, 0, tzinfo=datetime.timezone.utc),
+            "day": datetime.date(2026, 1, 2),
+            "id": uuid.UUID(int=7),
+            "item": Item("x", 0.25),
+        },
+        {"big": 2**70},
+        {1: "non-string key"},
+    ],
+)
 def test_same_document_as_flask(providers, value):
     fast, slow = providers
     assert json.loads(fast.dumps(value)) == json.loads(slow.dumps(value))
@@ -43,8 +51,10 @@ def test_same_document_as_flask(providers, value):
 
 def test_numpy_scalars_are_numbers(providers):
     fast, _ = providers
-    assert json.loads(fast.dumps({"score": np.float32(0.5), "rank": np.int64(3)})) == \
-        {"score": 0.5, "rank": 3}
+    assert json.loads(fast.dumps({"score": np.float32(0.5), "rank": np.int64(3)})) == {
+        "score": 0.5,
+        "rank": 3,
+    }
 
 
 def test_key_order_kept_and_compact(providers):
@@ -71,11 +81,14 @@ def _provider(compact: bool = True):
     return app, provider
 
 
-@pytest.mark.parametrize("value", [
-    {"z": 1, "a": [1.5, None, True], "é": "naïve \u2028"},
-    {"big": 2 ** 70},  # refused by orjson: Flask's encoder
-    [1, 2],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"z": 1, "a": [1.5, None, True], "é": "naïve \u2028"},
+        {"big": 2**70},  # refused by orjson: Flask's encoder
+        [1, 2],
+    ],
+)
 @pytest.mark.parametrize("compact", [True, False])
 def test_response_as_flask_makes_it_from_the_same_dumps(value, compact):
     app, provider = _provider(compact)

@@ -1,4 +1,5 @@
 """/metrics: Prometheus text with per-endpoint counts and latency, and the model version."""
+
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,16 +23,40 @@ def test_requests_and_latency_per_endpoint(client, clinician):
     client.get("/no/such/path")
     samples = _samples(client, clinician)
     endpoint = "api.patient_recommendations"
-    assert samples[("recommender_http_requests_total", (("endpoint", endpoint), ("method", "GET"),
-                                                        ("status", "200")))] == 3
-    assert samples[("recommender_http_requests_total", (("endpoint", endpoint), ("method", "GET"),
-                                                        ("status", "404")))] == 1
+    assert (
+        samples[
+            (
+                "recommender_http_requests_total",
+                (("endpoint", endpoint), ("method", "GET"), ("status", "200")),
+            )
+        ]
+        == 3
+    )
+    assert (
+        samples[
+            (
+                "recommender_http_requests_total",
+                (("endpoint", endpoint), ("method", "GET"), ("status", "404")),
+            )
+        ]
+        == 1
+    )
     count = ("recommender_http_request_duration_seconds_count", (("endpoint", endpoint),))
     assert samples[count] == 4
-    assert samples[("recommender_http_request_duration_seconds_bucket",
-                    (("endpoint", endpoint), ("le", "+Inf")))] == 4
-    assert any(labels == (("endpoint", "unmatched"), ("method", "GET"), ("status", "404"))
-               for name, labels in samples if name == "recommender_http_requests_total")
+    assert (
+        samples[
+            (
+                "recommender_http_request_duration_seconds_bucket",
+                (("endpoint", endpoint), ("le", "+Inf")),
+            )
+        ]
+        == 4
+    )
+    assert any(
+        labels == (("endpoint", "unmatched"), ("method", "GET"), ("status", "404"))
+        for name, labels in samples
+        if name == "recommender_http_requests_total"
+    )
 
 
 def test_the_model_version_and_reloads(client, clinician, admin, site):

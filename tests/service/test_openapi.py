@@ -1,5 +1,6 @@
 """/openapi.json matches the service: every route documented, and a schemathesis fuzz run
 (bounded) finds no 500 and no response the document does not allow."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,15 @@ from service.openapi import build
 EXAMPLES = 40
 #: A schema-valid reload of a folder that holds no valid artifact is refused with the documented
 #: 422 (the old model keeps serving); every other default expectation stands.
-CONFIG = schemathesis.Config.from_dict({"checks": {"positive_data_acceptance": {
-    "expected-statuses": ["2xx", "401", "403", "404", "409", "422"]}}})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "checks": {
+            "positive_data_acceptance": {
+                "expected-statuses": ["2xx", "401", "403", "404", "409", "422"]
+            }
+        }
+    }
+)
 
 
 def _flask_routes(app) -> set[tuple[str, str]]:
@@ -38,6 +46,7 @@ def test_with_cds_hooks_on_its_routes_are_documented_too(make_cds_app):
     document = app.test_client().get("/cds-services")  # open
     assert document.status_code == 200
     from service.openapi import build as build_document
+
     described = build_document(app.config)
     documented = {(path, method) for path, item in described["paths"].items() for method in item}
     assert documented == _flask_routes(app)
@@ -54,8 +63,11 @@ def test_the_document_follows_the_configuration(make_app):
 def test_probes_are_open_and_the_rest_needs_a_bearer_token(client, clinician):
     document = client.get("/openapi.json", headers=clinician).get_json()
     assert document["security"] == [{"bearerAuth": []}]
-    open_paths = {path for path, item in document["paths"].items()
-                  if all(op.get("security") == [] for op in item.values())}
+    open_paths = {
+        path
+        for path, item in document["paths"].items()
+        if all(op.get("security") == [] for op in item.values())
+    }
     assert open_paths == {"/health", "/ready"}
 
 
@@ -64,8 +76,8 @@ def test_fuzz_against_the_document(make_app, site, mode):
     """Every operation, valid and invalid inputs: no 500, nothing outside the document."""
     app = make_app(MAX_HISTORY=20, MAX_CONDITIONS=20, ACCESS_LOG=False, AUDIT_FSYNC=False)
     schema = schemathesis.openapi.from_wsgi(
-        "/openapi.json", app, config=CONFIG,
-        headers={"Authorization": f"Bearer {site.clinician}"})
+        "/openapi.json", app, config=CONFIG, headers={"Authorization": f"Bearer {site.clinician}"}
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 10  # all but /openapi.json itself, which serves as the input
     for operation in operations:
@@ -78,8 +90,13 @@ def test_fuzz_against_the_document(make_app, site, mode):
 
 def _fuzz(operation, mode: GenerationMode, token: str) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case):
         case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
 

@@ -1,6 +1,8 @@
 """Hot reload in one process (admin endpoint) and the master-side logic used under gunicorn."""
+
 from __future__ import annotations
 
+import json
 import threading
 
 from service import reload as reload_module
@@ -14,8 +16,9 @@ def _version(client, headers) -> str:
 
 def test_reload_swaps_in_another_artifact(client, admin, clinician, site):
     before = _version(client, clinician)
-    response = client.post("/v1/admin/reload", json={"artifact": str(site.other_artifact)},
-                           headers=admin)
+    response = client.post(
+        "/v1/admin/reload", json={"artifact": str(site.other_artifact)}, headers=admin
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "reloaded" and body["previous_version"] == before
@@ -32,9 +35,12 @@ def test_bad_artifacts_are_refused_and_the_old_model_keeps_serving(client, admin
     before = _version(client, clinician)
     tampered = site.copy_artifact(site.other_artifact, "tampered")
     (tampered / "model" / "item_factors.npy").write_bytes(b"garbage")
-    for artifact, message in ((tampered, "checksum"), (site.foreign_artifact, "key does not match"),
-                              (site.raw_artifact, "not pseudonymised"),
-                              (site.root / "missing", "no artifact folder")):
+    for artifact, message in (
+        (tampered, "checksum"),
+        (site.foreign_artifact, "key does not match"),
+        (site.raw_artifact, "not pseudonymised"),
+        (site.root / "missing", "no artifact folder"),
+    ):
         response = client.post("/v1/admin/reload", json={"artifact": str(artifact)}, headers=admin)
         assert response.status_code == 422
         error = response.get_json()["error"]
@@ -59,17 +65,20 @@ def test_reload_body_validation(client, admin):
     assert client.post("/v1/admin/reload", data="x", headers=text).status_code == 415
 
 
-def test_a_rotated_key_is_picked_up_with_the_artifact_trained_with_it(client, admin, clinician,
-                                                                        site):
+def test_a_rotated_key_is_picked_up_with_the_artifact_trained_with_it(
+    client, admin, clinician, site
+):
     site.key.write_bytes(site.root.joinpath("foreign-key").read_bytes())  # rotate the key file
-    response = client.post("/v1/admin/reload", json={"artifact": str(site.foreign_artifact)},
-                           headers=admin)
+    response = client.post(
+        "/v1/admin/reload", json={"artifact": str(site.foreign_artifact)}, headers=admin
+    )
     assert response.status_code == 200
     assert client.get("/v1/patients/P0001/recommendations", headers=clinician).status_code == 200
 
 
 def test_reload_rereads_the_tokens_file(client, admin, clinician, site):
     from service.tokens import add_token
+
     new_token = add_token(site.tokens, "ward-9", "clinician")
     new = {"Authorization": f"Bearer {new_token}"}
     assert client.get("/v1/model", headers=new).status_code == 401
@@ -83,8 +92,9 @@ def test_requests_during_reloads_never_fail(app, admin, clinician, site):
     def load():
         client = app.test_client()
         while not stop.is_set():
-            response = client.get("/v1/patients/P0001/recommendations?condition=C",
-                                  headers=clinician)
+            response = client.get(
+                "/v1/patients/P0001/recommendations?condition=C", headers=clinician
+            )
             if response.status_code != 200:
                 failures.append(response.status_code)
 
@@ -93,8 +103,12 @@ def test_requests_during_reloads_never_fail(app, admin, clinician, site):
         thread.start()
     client = app.test_client()
     for artifact in (site.other_artifact, site.artifact) * 3:
-        assert client.post("/v1/admin/reload", json={"artifact": str(artifact)},
-                           headers=admin).status_code == 200
+        assert (
+            client.post(
+                "/v1/admin/reload", json={"artifact": str(artifact)}, headers=admin
+            ).status_code
+            == 200
+        )
     stop.set()
     for thread in threads:
         thread.join()
@@ -102,6 +116,7 @@ def test_requests_during_reloads_never_fail(app, admin, clinician, site):
 
 
 # --- the master side (gunicorn) -------------------------------------------------------------------
+
 
 def _control(tmp_path):
     control = tmp_path / "control"
@@ -112,8 +127,12 @@ def _control(tmp_path):
 
 def test_master_reload_answers_each_request_and_restarts_workers_once(app, site, tmp_path):
     runtime, control, restarts = app.extensions["recommender"], _control(tmp_path), []
-    (control / "requests" / "001-a.json").write_text('{"artifact": "%s"}' % site.other_artifact)
-    (control / "requests" / "002-b.json").write_text('{"artifact": "%s"}' % (site.root / "missing"))
+    (control / "requests" / "001-a.json").write_text(
+        json.dumps({"artifact": str(site.other_artifact)})
+    )
+    (control / "requests" / "002-b.json").write_text(
+        json.dumps({"artifact": str(site.root / "missing")})
+    )
     reload_module.master_reload(runtime, control, lambda: restarts.append(1))
     assert restarts == [1]
     assert '"status": "reloaded"' in (control / "results" / "001-a.json").read_text()
@@ -135,6 +154,7 @@ def test_an_unexpected_error_while_loading_keeps_the_master_alive(app, tmp_path,
 
     def explode(artifact=None):
         raise MemoryError("simulated")
+
     monkeypatch.setattr(runtime.store, "reload", explode)
     (control / "requests" / "001-a.json").write_text("{}")
     reload_module.master_reload(runtime, control, lambda: None)
@@ -149,6 +169,7 @@ def test_the_worker_side_waits_for_the_masters_answer(tmp_path, monkeypatch):
         sent.append((pid, sig))
         [request] = (control / "requests").glob("*.json")
         (control / "results" / request.name).write_text('{"status": "reloaded"}')
+
     monkeypatch.setattr(reload_module.os, "kill", fake_kill)
     assert reload_module.request_fleet_reload(control, 4321, None, 2.0) == {"status": "reloaded"}
     assert sent[0][0] == 4321
@@ -161,9 +182,9 @@ def test_a_loaded_model_is_warmed_before_it_serves(site):
     workers share the master's copy) and equals what a cold model derives on first use."""
     import numpy as np
 
-    from recommender.models.persistence import load_artifact
     from recommender.data.patient import Query
     from recommender.data.pseudonym import Pseudonymizer
+    from recommender.models.persistence import load_artifact
     from service.model_store import load_served
 
     served = load_served(site.artifact, site.key)

@@ -1,4 +1,5 @@
 """GET /v1/model/card and POST /v1/feedback (the service parts of the clinical-trust issue)."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,14 +25,22 @@ def test_the_model_card_is_markdown_for_any_token(client, clinician, admin):
 def test_the_model_card_follows_a_reload(client, admin, site):
     first = client.get("/v1/model/card", headers=admin).get_data(as_text=True)
     site_other = site.other_artifact.name
-    assert client.post("/v1/admin/reload", json={"artifact": site_other},
-                       headers=admin).status_code == 200
+    assert (
+        client.post("/v1/admin/reload", json={"artifact": site_other}, headers=admin).status_code
+        == 200
+    )
     second = client.get("/v1/model/card", headers=admin).get_data(as_text=True)
     assert first.splitlines()[0] != second.splitlines()[0]
 
 
-DECISION = {"feedback_id": "fb-1", "request_id": "0f3c2a", "patient_id": "P0001",
-            "treatment_id": "T0", "decision": "overridden", "reason": "patient preference"}
+DECISION = {
+    "feedback_id": "fb-1",
+    "request_id": "0f3c2a",
+    "patient_id": "P0001",
+    "treatment_id": "T0",
+    "decision": "overridden",
+    "reason": "patient preference",
+}
 
 
 def test_feedback_is_stored_once_with_the_pseudonym(client, clinician, site):
@@ -46,7 +55,11 @@ def test_feedback_is_stored_once_with_the_pseudonym(client, clinician, site):
     assert row["feedback_id"] == "api:ward-7:fb-1"
     assert row["patient"] != "P0001" and len(row["patient"]) == 32
     assert (row["treatment_id"], row["decision"], row["principal"], row["source"]) == (
-        "T0", "overridden", "ward-7", "api")
+        "T0",
+        "overridden",
+        "ward-7",
+        "api",
+    )
     assert "P0001" not in (site.root / "feedback.jsonl").read_text()
     line = audit_lines(site)[-1]
     assert line["endpoint"] == "api.clinician_feedback" and line["status"] == 200
@@ -62,13 +75,16 @@ def test_feedback_with_the_model_version(client, clinician, site):
     assert read_feedback(site.root / "feedback.jsonl").iloc[0]["model_version"] == version
 
 
-@pytest.mark.parametrize("change, status, code", [
-    ({"decision": "maybe"}, 400, "invalid_body"),
-    ({"request_id": None}, 400, "invalid_body"),  # neither request id nor model version
-    ({"colour": "blue"}, 400, "invalid_body"),
-    ({"feedback_id": ""}, 400, "invalid_body"),
-    ({"treatment_id": "NOPE"}, 404, "unknown_treatment"),
-])
+@pytest.mark.parametrize(
+    "change, status, code",
+    [
+        ({"decision": "maybe"}, 400, "invalid_body"),
+        ({"request_id": None}, 400, "invalid_body"),  # neither request id nor model version
+        ({"colour": "blue"}, 400, "invalid_body"),
+        ({"feedback_id": ""}, 400, "invalid_body"),
+        ({"treatment_id": "NOPE"}, 404, "unknown_treatment"),
+    ],
+)
 def test_bad_feedback_is_refused_and_audited(client, clinician, site, change, status, code):
     body = {**DECISION, **change}
     body = {k: v for k, v in body.items() if v is not None}

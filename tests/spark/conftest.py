@@ -3,14 +3,15 @@ cohort of 3,000 patients and one Spark-trained, keyed artifact.
 
 Every fixture that needs Spark skips (with the reason) when pyspark or Java is missing.
 """
+
 from __future__ import annotations
 
 import pytest
 
-from recommender.data.tables import validate_tables, write_tables
 from recommender.data.pseudonym import create_key_file
-from recommender.spark.session import java_available
 from recommender.data.synthetic.planted import generate_cohort
+from recommender.data.tables import validate_tables, write_tables
+from recommender.spark.session import java_available
 
 COHORT_PATIENTS, COHORT_SEED = 3000, 3
 #: Small and quick; the parameters every Spark-trained test artifact uses.
@@ -34,6 +35,7 @@ def spark():
     if reason:
         pytest.skip(reason)
     from recommender.spark.session import build_session
+
     session = build_session("local[2]")
     yield session
     session.stop()
@@ -65,7 +67,19 @@ def spark_artifact(spark, cohort_dir, key_file, tmp_path_factory):
     from recommender.cli import main
 
     out = tmp_path_factory.mktemp("artifacts") / "spark-als"
-    status = main(["train", "--engine", "spark", "--data", str(cohort_dir), "--out", str(out),
-                   "--pseudonym-key-file", str(key_file), *TRAIN_OPTIONS])
+    status = main(
+        [
+            "train",
+            "--engine",
+            "spark",
+            "--data",
+            str(cohort_dir),
+            "--out",
+            str(out),
+            "--pseudonym-key-file",
+            str(key_file),
+            *TRAIN_OPTIONS,
+        ]
+    )
     assert status == 0
     return out

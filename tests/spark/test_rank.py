@@ -1,29 +1,52 @@
 """``recommend --engine spark --all``: the same rows as the local ``--all``, ranked on Spark."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.models.persistence import load_artifact
 from recommender.cli import main
+from recommender.models.persistence import load_artifact
 from recommender.ranking import recommend_all
 
 COLUMNS = ["patient_id", "condition_id", "rank", "treatment_id", "score"]
 
 
-@pytest.mark.parametrize("options, condition, k, include_tried", [
-    (["--condition", "C02", "-k", "4"], "C02", 4, False),
-    (["-k", "3", "--include-tried"], None, 3, True),
-])
-def test_spark_ranking_equals_the_local_all(spark_artifact, tmp_path, options, condition, k,
-                                            include_tried):
+@pytest.mark.parametrize(
+    "options, condition, k, include_tried",
+    [
+        (["--condition", "C02", "-k", "4"], "C02", 4, False),
+        (["-k", "3", "--include-tried"], None, 3, True),
+    ],
+)
+def test_spark_ranking_equals_the_local_all(
+    spark_artifact, tmp_path, options, condition, k, include_tried
+):
     out = tmp_path / "ranked.parquet"
-    assert main(["recommend", "--engine", "spark", "--artifact", str(spark_artifact), "--all",
-                 "--out", str(out), *options]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--engine",
+                "spark",
+                "--artifact",
+                str(spark_artifact),
+                "--all",
+                "--out",
+                str(out),
+                *options,
+            ]
+        )
+        == 0
+    )
     got = pd.read_parquet(out)
-    expected = recommend_all(load_artifact(spark_artifact).model, k=k, condition_id=condition,
-                             include_tried=include_tried)
+    expected = recommend_all(
+        load_artifact(spark_artifact).model,
+        k=k,
+        condition_id=condition,
+        include_tried=include_tried,
+    )
     assert list(got.columns) == COLUMNS and len(got) == len(expected) > 0
     for column in ("patient_id", "rank", "treatment_id"):
         assert got[column].tolist() == expected[column].tolist()
@@ -34,19 +57,62 @@ def test_spark_ranking_equals_the_local_all(spark_artifact, tmp_path, options, c
 
 
 def test_an_unknown_condition_stops_before_spark(spark_artifact, tmp_path, capsys):
-    assert main(["recommend", "--engine", "spark", "--artifact", str(spark_artifact), "--all",
-                 "--out", str(tmp_path / "x.parquet"), "--condition", "NOPE"]) == 2
+    assert (
+        main(
+            [
+                "recommend",
+                "--engine",
+                "spark",
+                "--artifact",
+                str(spark_artifact),
+                "--all",
+                "--out",
+                str(tmp_path / "x.parquet"),
+                "--condition",
+                "NOPE",
+            ]
+        )
+        == 2
+    )
     assert "unknown condition id 'NOPE'" in capsys.readouterr().err
 
 
 def test_spark_ranking_needs_all_and_parquet(tmp_path, capsys):
     pytest.importorskip("pyspark")
-    assert main(["recommend", "--engine", "spark", "--artifact", str(tmp_path), "--patient",
-                 "P1"]) == 2
-    assert main(["recommend", "--engine", "spark", "--artifact", str(tmp_path), "--all",
-                 "--out", str(tmp_path / "x.csv")]) == 2
-    assert main(["recommend", "--artifact", str(tmp_path), "--all", "--spark-master",
-                 "local[1]", "--out", "x.parquet"]) == 2
+    assert (
+        main(["recommend", "--engine", "spark", "--artifact", str(tmp_path), "--patient", "P1"])
+        == 2
+    )
+    assert (
+        main(
+            [
+                "recommend",
+                "--engine",
+                "spark",
+                "--artifact",
+                str(tmp_path),
+                "--all",
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "recommend",
+                "--artifact",
+                str(tmp_path),
+                "--all",
+                "--spark-master",
+                "local[1]",
+                "--out",
+                "x.parquet",
+            ]
+        )
+        == 2
+    )
     errors = capsys.readouterr().err
     assert "use it with --all" in errors and "writes Parquet" in errors
     assert "--spark-master applies only with --engine spark" in errors

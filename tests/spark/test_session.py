@@ -1,8 +1,15 @@
 """Where the Spark engine runs and with which settings (no Spark needed)."""
+
 from __future__ import annotations
 
-from recommender.spark.session import (DEFAULT_MASTER, MASTER_VARIABLE, configured_elsewhere,
-                                       parse_defaults, resolve_master, session_settings)
+from recommender.spark.session import (
+    DEFAULT_MASTER,
+    MASTER_VARIABLE,
+    configured_elsewhere,
+    parse_defaults,
+    resolve_master,
+    session_settings,
+)
 
 
 def test_master_precedence(monkeypatch):
@@ -25,8 +32,12 @@ def test_defaults_never_override_the_cluster_configuration():
 
 def test_spark_defaults_conf_is_read(tmp_path):
     (tmp_path / "spark-defaults.conf").write_text(
-        "# comment\nspark.master  yarn\nspark.executor.memory=8g\nspark.a: b\n\n")
+        "# comment\nspark.master  yarn\nspark.executor.memory=8g\nspark.a: b\n\n"
+    )
     assert configured_elsewhere({"SPARK_CONF_DIR": str(tmp_path)}) == {
-        "spark.master": "yarn", "spark.executor.memory": "8g", "spark.a": "b"}
+        "spark.master": "yarn",
+        "spark.executor.memory": "8g",
+        "spark.a": "b",
+    }
     assert configured_elsewhere({}) == {}
     assert parse_defaults("spark.x   1 2\n") == {"spark.x": "1 2"}
