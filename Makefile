@@ -6,16 +6,23 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two install levels: the runtime (what `make serve` needs) and the development extras (tests,
+# linters, pyspark, schemathesis), each recorded by a stamp file.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 ARTIFACT ?= artifacts/default
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test demo bench clean sample-data
+.PHONY: install serve test lint demo bench clean sample-data
 
-$(STAMP): setup.cfg pyproject.toml
+$(RUNTIME_STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -27,20 +34,20 @@ DEV_SECRETS := .dev-secrets
 DEV_KEY := $(DEV_SECRETS)/pseudonym.key
 DEV_TOKENS := $(DEV_SECRETS)/tokens.json
 
-$(DEV_KEY): | $(STAMP)
+$(DEV_KEY): | $(RUNTIME_STAMP)
 	mkdir -p $(DEV_SECRETS) && chmod 700 $(DEV_SECRETS)
 	$(BIN)/python -c "from recommender.data.pseudonym import create_key_file; create_key_file('$(DEV_KEY)')"
 
-$(DEV_TOKENS): | $(STAMP)
+$(DEV_TOKENS): | $(RUNTIME_STAMP)
 	mkdir -p $(DEV_SECRETS) && chmod 700 $(DEV_SECRETS)
 	umask 077 && $(BIN)/python -m service.tokens add --file $(DEV_TOKENS) --id dev-clinician --role clinician > $(DEV_SECRETS)/clinician.token
 	umask 077 && $(BIN)/python -m service.tokens add --file $(DEV_TOKENS) --id dev-admin --role admin > $(DEV_SECRETS)/admin.token
 
 # Trained with the development key; retrained when the key is newer than the model.
-$(ARTIFACT)/manifest.json: $(DEV_KEY) | $(STAMP)
+$(ARTIFACT)/manifest.json: $(DEV_KEY) | $(RUNTIME_STAMP)
 	$(BIN)/recommender train --data data/sample --out $(ARTIFACT) --model als --pseudonym-key-file $(DEV_KEY)
 
-serve: $(STAMP) $(DEV_KEY) $(DEV_TOKENS) $(ARTIFACT)/manifest.json
+serve: $(RUNTIME_STAMP) $(DEV_KEY) $(DEV_TOKENS) $(ARTIFACT)/manifest.json
 	@echo "Development tokens are in $(DEV_SECRETS)/ (clinician.token, admin.token). Try:"
 	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/clinician.token)\" 'http://$(HOST):$(PORT)/v1/patients/P000001/recommendations?k=3&condition=C02'"
 	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/admin.token)\" -X POST http://$(HOST):$(PORT)/v1/admin/reload"
@@ -49,10 +56,17 @@ serve: $(STAMP) $(DEV_KEY) $(DEV_TOKENS) $(ARTIFACT)/manifest.json
 	RECOMMENDER_AUDIT_LOG=$(DEV_SECRETS)/audit.log \
 	$(BIN)/recommender serve --artifact $(ARTIFACT) --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
+# Formatting, lint, the layering contracts (.importlinter) and type checks of the core layers.
+lint: $(STAMP)
+	$(BIN)/ruff format --check --quiet recommender service tests benchmarks
+	$(BIN)/ruff check --quiet recommender service tests benchmarks
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
+
+demo: $(RUNTIME_STAMP)
 	$(BIN)/python -m recommender demo --out demo-output
 
 bench: $(STAMP)

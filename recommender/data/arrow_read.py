@@ -15,12 +15,14 @@ does not handle (a Parquet timestamp or integer id column, say), it hands the fo
 :func:`~recommender.data.tables.read_tables`, which raises the error naming file, row and column (or
 reads the folder, slowly). Error messages therefore come from one place.
 """
+
 from __future__ import annotations
 
 import csv
 import gzip
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,13 +31,25 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .codes import NAT, CohortCodes, group_edges, sorted_codes, take_codes
 from ..columns import Columns as C
 from ..columns import Tables
 from ..exceptions import DataValidationError
-from .tables import (REQUIRED, birth_year_values, check_folder, check_severity, clean_table,
-                 fingerprint_files, flag_values, outcome_values, read_file, read_tables,
-                 table_files, text_values, timestamp_values)
+from .codes import NAT, CohortCodes, group_edges, sorted_codes, take_codes
+from .tables import (
+    REQUIRED,
+    birth_year_values,
+    check_folder,
+    check_severity,
+    clean_table,
+    fingerprint_files,
+    flag_values,
+    outcome_values,
+    read_file,
+    read_tables,
+    table_files,
+    text_values,
+    timestamp_values,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +77,15 @@ def read_codes(folder: str | Path) -> CohortCodes:
     paths = table_files(folder)
     try:
         codes = _read(paths)
-    except (_Unsupported, DataValidationError, pa.ArrowException, OSError, EOFError,
-            ValueError, TypeError) as reason:
+    except (
+        _Unsupported,
+        DataValidationError,
+        pa.ArrowException,
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+    ) as reason:
         log.info("%s: %s; reading the tables with pandas", folder, reason)
         return CohortCodes.from_tables(read_tables(folder))
     finally:
@@ -82,59 +103,82 @@ def _read(paths: dict[str, Path]) -> CohortCodes:
                 check_severity(frame, str(paths[table]))
             small[table] = frame
     outcomes = _outcomes(_Source(paths[Tables.outcomes], Tables.outcomes))
-    pc = (_patient_conditions(_Source(paths[Tables.patient_conditions], Tables.patient_conditions))
-          if Tables.patient_conditions in paths else None)
-    patients = _patients(_Source(paths[Tables.patients], Tables.patients)) if Tables.patients in paths else None
+    pc = (
+        _patient_conditions(_Source(paths[Tables.patient_conditions], Tables.patient_conditions))
+        if Tables.patient_conditions in paths
+        else None
+    )
+    patients = (
+        _patients(_Source(paths[Tables.patients], Tables.patients))
+        if Tables.patients in paths
+        else None
+    )
     tables = [t for t in (outcomes, pc, patients) if t is not None]
     patient_ids, patient_codes = _patient_codes(tables)
     if patients is not None:
-        rows = np.bincount(patient_codes[-1], minlength=len(patient_ids))
-        if rows.max(initial=1) > 1:
+        listed = np.bincount(patient_codes[-1], minlength=len(patient_ids))
+        if listed.max(initial=1) > 1:
             raise _Unsupported("a patient is listed twice in the patients table")
-        if rows.min(initial=1) == 0:
+        if listed.min(initial=1) == 0:
             raise _Unsupported("a patient id is not defined in the patients table")
     _check_defined(outcomes["treatment_ids"], small.get(Tables.treatments), C.treatment)
     treatment, treatment_ids = sorted_codes(outcomes["treatment"], outcomes["treatment_ids"])
     kept, pair_order = _drop_exact_duplicates(
-        [patient_codes[0], treatment] + [outcomes[name] for name in OUTCOME_VALUES]
-        + outcomes["extra"])
+        [patient_codes[0], treatment]
+        + [outcomes[name] for name in OUTCOME_VALUES]
+        + outcomes["extra"]
+    )
 
     n_outcome = len(outcomes["condition_ids"])
-    condition_codes, condition_ids = pd.factorize(pd.concat(
-        [outcomes["condition_ids"]] + ([pc["condition_ids"]] if pc else []), ignore_index=True))
+    condition_codes, condition_ids = pd.factorize(
+        pd.concat(
+            [outcomes["condition_ids"]] + ([pc["condition_ids"]] if pc else []), ignore_index=True
+        )
+    )
     _check_defined(condition_ids, small.get(Tables.conditions), C.condition)
     contraindications = small.get(Tables.contraindications)
     condition_codes, condition_ids = sorted_codes(
-        condition_codes, condition_ids,
-        contraindications[C.condition] if contraindications is not None else ())
-    rows = {"patient": patient_codes[0], "treatment": treatment,
-            "condition": take_codes(condition_codes[:n_outcome], outcomes["condition"], -1),
-            **{name: outcomes[name] for name in OUTCOME_VALUES if name != "condition"}}
+        condition_codes,
+        condition_ids,
+        contraindications[C.condition] if contraindications is not None else (),
+    )
+    rows: dict[str, Any] = {
+        "patient": patient_codes[0],
+        "treatment": treatment,
+        "condition": take_codes(condition_codes[:n_outcome], outcomes["condition"], -1),
+        **{name: outcomes[name] for name in OUTCOME_VALUES if name != "condition"},
+    }
     if kept is not None:
         rows = {name: values[kept] for name, values in rows.items()}
     return CohortCodes(
-        patient_ids=pd.Index(patient_ids), treatment_ids=treatment_ids,
-        condition_ids=condition_ids, **rows,
+        patient_ids=pd.Index(patient_ids),
+        treatment_ids=treatment_ids,
+        condition_ids=condition_ids,
+        **rows,
         pc_patient=patient_codes[1] if pc else np.zeros(0, np.int32),
         pc_condition=condition_codes[n_outcome:][pc["condition"]] if pc else np.zeros(0, np.int32),
         table_patients=patient_codes[-1] if patients else None,
         sex=patients["sex"] if patients else None,
         birth_year=patients["birth_year"] if patients else None,
-        contraindications=contraindications, interactions=small.get(Tables.interactions),
-        treatments=small.get(Tables.treatments), conditions=small.get(Tables.conditions),
-        pair_order=pair_order)
+        contraindications=contraindications,
+        interactions=small.get(Tables.interactions),
+        treatments=small.get(Tables.treatments),
+        conditions=small.get(Tables.conditions),
+        pair_order=pair_order,
+    )
 
 
 def _patient_codes(tables: list[dict]) -> tuple[pd.Index, list[np.ndarray]]:
     """Distinct patient ids in order of first appearance over the tables' rows, and each
     table's rows as codes into them (one factorisation of every table's dictionaries)."""
-    codes, patient_ids = pd.factorize(pd.concat([t["patient_ids"] for t in tables],
-                                                ignore_index=True))
+    codes, patient_ids = pd.factorize(
+        pd.concat([t["patient_ids"] for t in tables], ignore_index=True)
+    )
     codes = codes.astype(np.int32)
     parts, start = [], 0
     for table in tables:
         size = len(table["patient_ids"])
-        parts.append(codes[start:start + size][table["patient"]])
+        parts.append(codes[start : start + size][table["patient"]])
         start += size
     if not _in_appearance_order(parts, len(patient_ids)):  # dictionaries out of row order
         used = pd.unique(np.concatenate(parts))
@@ -151,33 +195,52 @@ def _check_defined(ids: pd.Series, dictionary: pd.DataFrame | None, column: str)
 
 # --- the three large tables ----------------------------------------------------------------------
 
-def _outcomes(source: "_Source") -> dict:
+
+def _outcomes(source: _Source) -> dict:
     """Every column of the outcomes table as codes or numbers (exact duplicates not dropped)."""
     source.require(REQUIRED[Tables.outcomes])
     patient, patient_ids = _raw_ids(source.column(C.patient))
     treatment, treatment_ids = _ids(source.column(C.treatment))
     outcome = _outcome_numbers(source.column(C.outcome))
     n = len(outcome)
-    timestamp = _timestamps(source.column(C.timestamp)) if C.timestamp in source else np.full(n, NAT)
-    condition, condition_ids = (_optional_ids(source.column(C.condition)) if C.condition in source
-                                else (np.full(n, -1, np.int32), pd.Series([], dtype=object)))
+    timestamp = (
+        _timestamps(source.column(C.timestamp)) if C.timestamp in source else np.full(n, NAT)
+    )
+    condition, condition_ids = (
+        _optional_ids(source.column(C.condition))
+        if C.condition in source
+        else (np.full(n, -1, np.int32), pd.Series([], dtype=object))
+    )
     adverse = _flags(source.column(C.adverse)) if C.adverse in source else np.zeros(n, np.int8)
-    return {"patient": patient, "patient_ids": patient_ids, "treatment": treatment,
-            "treatment_ids": treatment_ids, "outcome": outcome, "timestamp": timestamp,
-            "condition": condition, "condition_ids": condition_ids, "adverse": adverse,
-            "extra": [source.codes_as_read(name) for name in source.names
-                      if name not in OUTCOME_COLUMNS]}
+    return {
+        "patient": patient,
+        "patient_ids": patient_ids,
+        "treatment": treatment,
+        "treatment_ids": treatment_ids,
+        "outcome": outcome,
+        "timestamp": timestamp,
+        "condition": condition,
+        "condition_ids": condition_ids,
+        "adverse": adverse,
+        "extra": [
+            source.codes_as_read(name) for name in source.names if name not in OUTCOME_COLUMNS
+        ],
+    }
 
 
-def _patient_conditions(source: "_Source") -> dict:
+def _patient_conditions(source: _Source) -> dict:
     source.require(REQUIRED[Tables.patient_conditions])
     patient, patient_ids = _raw_ids(source.column(C.patient))
     condition, condition_ids = _ids(source.column(C.condition))
-    return {"patient": patient, "patient_ids": patient_ids, "condition": condition,
-            "condition_ids": condition_ids}
+    return {
+        "patient": patient,
+        "patient_ids": patient_ids,
+        "condition": condition,
+        "condition_ids": condition_ids,
+    }
 
 
-def _patients(source: "_Source") -> dict:
+def _patients(source: _Source) -> dict:
     source.require(REQUIRED[Tables.patients])
     patient, patient_ids = _raw_ids(source.column(C.patient))
     sex = birth_year = None
@@ -194,6 +257,7 @@ def _patients(source: "_Source") -> dict:
 
 
 # --- columns -------------------------------------------------------------------------------------
+
 
 def _ids(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
     """Codes (int32) and distinct stripped ids of an id column."""
@@ -232,7 +296,12 @@ def _outcome_numbers(column: pa.ChunkedArray) -> np.ndarray:
     else:
         codes, distinct = _distinct(column)
         numbers = outcome_values(distinct)
-    if np.isnan(numbers).any() or (numbers < -1).any() or (numbers > 1).any() or codes.min(initial=0) < 0:
+    if (
+        np.isnan(numbers).any()
+        or (numbers < -1).any()
+        or (numbers > 1).any()
+        or codes.min(initial=0) < 0
+    ):
         raise _Unsupported("an outcome is not a number in [-1, 1] or a label")
     return numbers.astype(np.float32)[codes]
 
@@ -270,8 +339,12 @@ def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
     Parquet gives one dictionary per row group, each listing its values in order of first
     appearance; a value seen in several row groups is listed once per group.
     """
-    if not (_is_text(column.type) or pa.types.is_integer(column.type)
-            or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
+    if not (
+        _is_text(column.type)
+        or pa.types.is_integer(column.type)
+        or pa.types.is_floating(column.type)
+        or pa.types.is_boolean(column.type)
+    ):
         raise _Unsupported(f"column of type {column.type}")
     if pa.types.is_floating(column.type):
         _refuse_negative_zero(column.to_numpy())
@@ -280,21 +353,26 @@ def _dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Series]:
     chunks = [chunk for chunk in column.chunks if len(chunk)]
     if not chunks:
         return np.zeros(0, np.int32), pd.Series([], dtype=object)
-    dictionaries, starts, offsets = [], {}, []
+    dictionaries: list[pa.Array] = []
+    starts: dict[tuple, int] = {}
+    offsets: list[int] = []
     for chunk in chunks:  # chunks of one row group (or one dictionary_encode) share a dictionary
         start = starts.get(_identity(chunk.dictionary))
         if start is None:
             start = starts[_identity(chunk.dictionary)] = sum(len(d) for d in dictionaries)
             dictionaries.append(chunk.dictionary)
         offsets.append(start)
-    codes = np.concatenate([
-        (pc.fill_null(chunk.indices, -1) if chunk.null_count else chunk.indices).to_numpy()
-        for chunk in chunks]).astype(np.int32, copy=False)
+    codes = np.concatenate(
+        [
+            (pc.fill_null(chunk.indices, -1) if chunk.null_count else chunk.indices).to_numpy()
+            for chunk in chunks
+        ]
+    ).astype(np.int32, copy=False)
     if any(offsets):
         position = 0
         for chunk, start in zip(chunks, offsets):
             if start:
-                segment = codes[position:position + len(chunk)]
+                segment = codes[position : position + len(chunk)]
                 segment[segment >= 0] += np.int32(start)
             position += len(chunk)
     values = pa.concat_arrays(dictionaries) if len(dictionaries) > 1 else dictionaries[0]
@@ -350,8 +428,9 @@ def _drop_exact_duplicates(columns: list[np.ndarray]) -> tuple[np.ndarray | None
     if not shared.any():
         return None, order.astype(index)
     rows = np.sort(order[shared])
-    duplicate = rows[pd.DataFrame({i: values[rows] for i, values in enumerate(columns)})
-                     .duplicated().to_numpy()]
+    duplicate = rows[
+        pd.DataFrame({i: values[rows] for i, values in enumerate(columns)}).duplicated().to_numpy()
+    ]
     if not len(duplicate):
         return None, order.astype(index)
     keep = np.ones(len(first), bool)
@@ -375,10 +454,12 @@ def _is_text(kind: pa.DataType) -> bool:
 def _identity(array: pa.Array) -> tuple:
     """The buffers an array views (equal for chunks that share one dictionary)."""
     return (array.offset, len(array)) + tuple(
-        None if buffer is None else buffer.address for buffer in array.buffers())
+        None if buffer is None else buffer.address for buffer in array.buffers()
+    )
 
 
 # --- files ---------------------------------------------------------------------------------------
+
 
 class _Source:
     """The columns of one table file, read on demand as pyarrow arrays.
@@ -399,11 +480,17 @@ class _Source:
         else:
             self.names = _csv_header(path)
             self._csv = pacsv.read_csv(
-                path, read_options=pacsv.ReadOptions(column_names=self.names, skip_rows=1),
+                path,
+                read_options=pacsv.ReadOptions(column_names=self.names, skip_rows=1),
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.dictionary(pa.int32(), pa.string()) for name in self.names},
-                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+                    column_types={
+                        name: pa.dictionary(pa.int32(), pa.string()) for name in self.names
+                    },
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
         if len(set(self.names)) != len(self.names) or any(not name for name in self.names):
             raise _Unsupported(f"{path.name}: repeated or empty column names")
 
@@ -418,8 +505,9 @@ class _Source:
         if self._csv is not None:
             return self._csv.column(name)
         text = _is_text(self._types[name]) and not pa.types.is_dictionary(self._types[name])
-        return pq.read_table(self.path, columns=[name],
-                             read_dictionary=[name] if text else None).column(name)
+        return pq.read_table(
+            self.path, columns=[name], read_dictionary=[name] if text else None
+        ).column(name)
 
     def codes_as_read(self, name: str) -> np.ndarray:
         """Codes of a column kept as it is, equal where pandas' ``duplicated`` finds it equal."""

@@ -7,6 +7,7 @@ give the same codes: :meth:`CohortCodes.from_tables` from validated pandas table
 :func:`recommender.data.arrow_read.read_codes` straight from the files (the training path, which never
 builds the pandas tables).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -85,47 +86,69 @@ class CohortCodes:
         """Number of outcome rows."""
         return len(self.patient)
 
-    def pseudonymised(self, pseudonymizer) -> "CohortCodes":
+    def pseudonymised(self, pseudonymizer) -> CohortCodes:
         """The same codes with every patient id replaced by its pseudonym (one hash per id)."""
-        return replace(self, patient_ids=pd.Index(pseudonymizer.many(self.patient_ids), dtype=object))
+        return replace(
+            self, patient_ids=pd.Index(pseudonymizer.many(self.patient_ids), dtype=object)
+        )
 
     @classmethod
-    def from_tables(cls, tables: CohortTables) -> "CohortCodes":
+    def from_tables(cls, tables: CohortTables) -> CohortCodes:
         """Codes of validated tables (:func:`recommender.data.tables.read_tables` or ``validate_tables``)."""
         outcomes, pc, patients = tables.outcomes, tables.patient_conditions, tables.patients
         sizes = [len(outcomes), len(pc) if pc is not None else 0]
-        patient_codes, patient_ids = _factorize(pd.concat(
-            [frame[C.patient] for frame in (outcomes, pc, patients) if frame is not None],
-            ignore_index=True))
+        patient_codes, patient_ids = _factorize(
+            pd.concat(
+                [frame[C.patient] for frame in (outcomes, pc, patients) if frame is not None],
+                ignore_index=True,
+            )
+        )
         treatment, treatment_ids = sorted_codes(*_factorize(outcomes[C.treatment]))
-        condition, condition_ids = sorted_codes(*_factorize(pd.concat(
-            [outcomes[C.condition]] + ([pc[C.condition]] if pc is not None else []),
-            ignore_index=True)), _column(tables.contraindications, C.condition))
+        condition, condition_ids = sorted_codes(
+            *_factorize(
+                pd.concat(
+                    [outcomes[C.condition]] + ([pc[C.condition]] if pc is not None else []),
+                    ignore_index=True,
+                )
+            ),
+            _column(tables.contraindications, C.condition),
+        )
         timestamps = pd.to_datetime(outcomes[C.timestamp], utc=True).array.as_unit("ns")
         has = patients is not None
+        table = patients if patients is not None else pd.DataFrame()
         return cls(
-            patient_ids=patient_ids, treatment_ids=treatment_ids, condition_ids=condition_ids,
-            patient=patient_codes[:sizes[0]], treatment=treatment,
-            condition=condition[:sizes[0]],
+            patient_ids=patient_ids,
+            treatment_ids=treatment_ids,
+            condition_ids=condition_ids,
+            patient=patient_codes[: sizes[0]],
+            treatment=treatment,
+            condition=condition[: sizes[0]],
             outcome=outcomes[C.outcome].to_numpy(np.float32),
             timestamp=np.asarray(timestamps.asi8, np.int64),
             adverse=outcomes[C.adverse].to_numpy(np.int8),
-            pc_patient=patient_codes[sizes[0]:sum(sizes)],
-            pc_condition=condition[sizes[0]:],
-            table_patients=patient_codes[sum(sizes):] if has else None,
-            sex=patients[C.sex].to_numpy(object) if has and C.sex in patients else None,
-            birth_year=(patients[C.birth_year].astype("Int64").array
-                        if has and C.birth_year in patients else None),
-            contraindications=tables.contraindications, interactions=tables.interactions,
-            treatments=tables.treatments, conditions=tables.conditions,
-            fingerprint=tables.fingerprint)
+            pc_patient=patient_codes[sizes[0] : sum(sizes)],
+            pc_condition=condition[sizes[0] :],
+            table_patients=patient_codes[sum(sizes) :] if has else None,
+            sex=table[C.sex].to_numpy(object) if C.sex in table else None,
+            birth_year=(
+                table[C.birth_year].astype("Int64").array if C.birth_year in table else None
+            ),
+            contraindications=tables.contraindications,
+            interactions=tables.interactions,
+            treatments=tables.treatments,
+            conditions=tables.conditions,
+            fingerprint=tables.fingerprint,
+        )
 
 
 def sorted_codes(codes: np.ndarray, ids: pd.Index, more_ids=()) -> tuple[np.ndarray, pd.Index]:
     """``codes`` into ``ids`` renumbered into the sorted distinct ids of ``ids`` and ``more_ids``
     (-1 stays -1); returns (int32 codes, sorted ids)."""
-    values = np.sort(pd.unique(np.concatenate([np.asarray(ids, dtype=object),
-                                               np.asarray(more_ids, dtype=object)])))
+    values = np.sort(
+        pd.unique(
+            np.concatenate([np.asarray(ids, dtype=object), np.asarray(more_ids, dtype=object)])
+        )
+    )
     position = pd.Index(values).get_indexer(np.asarray(ids, dtype=object)).astype(np.int32)
     return take_codes(position, codes, -1), pd.Index(values, dtype=object)
 

@@ -24,10 +24,11 @@ External ids become indices here and nowhere else. Shapes used throughout the en
 Duplicate (patient, treatment) outcomes: the latest by timestamp wins for ``matrix`` and
 ``history`` (rows without a timestamp count as earliest; ties go to the later row in the file).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -39,9 +40,20 @@ from ..utils.sparse_rows import row_arrays
 from .codes import NAT, CohortCodes, take_codes
 from .feedback import PREFERENCES
 from .ids import IdMap
-from .matrices import (coded_demographics, condition_counts, csr_of, display_names, frame_or_empty,
-                       has_entry, hstack_csr, interaction_matrix, one_per_row, outcome_matrices,
-                       pattern_of, pattern_unique)
+from .matrices import (
+    coded_demographics,
+    condition_counts,
+    csr_of,
+    display_names,
+    frame_or_empty,
+    has_entry,
+    hstack_csr,
+    interaction_matrix,
+    one_per_row,
+    outcome_matrices,
+    pattern_of,
+    pattern_unique,
+)
 from .policies import ConfidencePolicy, SafetyPolicy
 from .pseudonym import Pseudonymizer, check_key
 from .side_info import FEATURE_AGE, FEATURE_SEX, SideInfo, feature_ids
@@ -85,11 +97,17 @@ class Dataset:
     # --- building ------------------------------------------------------------------------------
 
     @classmethod
-    def from_tables(cls, tables: CohortTables, policy: ConfidencePolicy | None = None,
-                    side_info: SideInfo | None = None, harm_threshold: float = 0.0,
-                    pseudonymizer: Pseudonymizer | None = None,
-                    safety: SafetyPolicy | None = None, feedback: pd.DataFrame | None = None,
-                    feedback_weight: float = 0.25) -> "Dataset":
+    def from_tables(
+        cls,
+        tables: CohortTables,
+        policy: ConfidencePolicy | None = None,
+        side_info: SideInfo | None = None,
+        harm_threshold: float = 0.0,
+        pseudonymizer: Pseudonymizer | None = None,
+        safety: SafetyPolicy | None = None,
+        feedback: pd.DataFrame | None = None,
+        feedback_weight: float = 0.25,
+    ) -> Dataset:
         """Build from validated tables (:func:`recommender.data.tables.read_tables`).
 
         With a ``pseudonymizer`` every patient id is replaced by its keyed hash here, so the
@@ -97,16 +115,29 @@ class Dataset:
         (:func:`recommender.data.feedback.read_feedback`, patient ids as the model holds them) adds
         clinicians' decisions as weak preferences of strength ``feedback_weight``.
         """
-        return cls.from_codes(CohortCodes.from_tables(tables), policy=policy, side_info=side_info,
-                              harm_threshold=harm_threshold, pseudonymizer=pseudonymizer,
-                              safety=safety, feedback=feedback, feedback_weight=feedback_weight)
+        return cls.from_codes(
+            CohortCodes.from_tables(tables),
+            policy=policy,
+            side_info=side_info,
+            harm_threshold=harm_threshold,
+            pseudonymizer=pseudonymizer,
+            safety=safety,
+            feedback=feedback,
+            feedback_weight=feedback_weight,
+        )
 
     @classmethod
-    def from_codes(cls, codes: CohortCodes, policy: ConfidencePolicy | None = None,
-                   side_info: SideInfo | None = None, harm_threshold: float = 0.0,
-                   pseudonymizer: Pseudonymizer | None = None,
-                   safety: SafetyPolicy | None = None, feedback: pd.DataFrame | None = None,
-                   feedback_weight: float = 0.25) -> "Dataset":
+    def from_codes(
+        cls,
+        codes: CohortCodes,
+        policy: ConfidencePolicy | None = None,
+        side_info: SideInfo | None = None,
+        harm_threshold: float = 0.0,
+        pseudonymizer: Pseudonymizer | None = None,
+        safety: SafetyPolicy | None = None,
+        feedback: pd.DataFrame | None = None,
+        feedback_weight: float = 0.25,
+    ) -> Dataset:
         """Build from tables already turned into integer codes (:mod:`recommender.data.codes`).
 
         The options are those of :meth:`from_tables`. Every outcome matrix comes from one stable
@@ -121,36 +152,61 @@ class Dataset:
         conditions = IdMap(codes.condition_ids, "condition")
         n_p, n_t, n_c = len(patients), len(treatments), len(conditions)
         latest_time = codes.timestamp.max() if codes.n_rows else NAT  # NAT is the smallest int64
-        reference_year = pd.Timestamp(int(latest_time), tz="UTC").year if latest_time != NAT else None
-        demographics = coded_demographics(n_p, codes.table_patients, codes.sex,
-                                           codes.birth_year, reference_year)
+        reference_year = (
+            pd.Timestamp(int(latest_time), tz="UTC").year if latest_time != NAT else None
+        )
+        demographics = coded_demographics(
+            n_p, codes.table_patients, codes.sex, codes.birth_year, reference_year
+        )
         # counts per condition first: their temporaries are large, the results small
         condition_outcomes, condition_successes, label_counts = condition_counts(
-            codes, policy, n_c, n_t)
+            codes, policy, n_c, n_t
+        )
         history, history_days, harmful, support = outcome_matrices(
-            codes.patient, codes.treatment, codes.outcome, codes.timestamp,
-            (codes.adverse == 1) | (codes.outcome < harm_threshold), (n_p, n_t), codes.pair_order)
+            codes.patient,
+            codes.treatment,
+            codes.outcome,
+            codes.timestamp,
+            (codes.adverse == 1) | (codes.outcome < harm_threshold),
+            (n_p, n_t),
+            codes.pair_order,
+        )
         pc = pattern_unique(codes.pc_patient, codes.pc_condition, (n_p, n_c))
         contraindications = frame_or_empty(codes.contraindications, [C.treatment, C.condition])
         known_t = contraindications[C.treatment].isin(set(treatments.external_ids)).to_numpy()
-        ci = pattern_of(conditions.to_internal(contraindications[C.condition][known_t]),
-                      treatments.to_internal(contraindications[C.treatment][known_t]), (n_c, n_t))
-        dataset = cls(patients=patients, treatments=treatments,
-                      features=feature_ids(side_info, conditions, demographics),
-                      conditions=conditions, matrix=None, history=history, harmful=harmful,
-                      patient_conditions=pc, contraindications=ci,
-                      condition_outcomes=condition_outcomes,
-                      condition_successes=condition_successes, treatment_support=support,
-                      history_days=history_days, label_counts=label_counts,
-                      interactions=interaction_matrix(codes.interactions, treatments),
-                      demographics=demographics, policy=policy, side_info=side_info,
-                      safety=safety or SafetyPolicy(),
-                      harm_threshold=harm_threshold, reference_year=reference_year,
-                      fingerprint=codes.fingerprint,
-                      pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
-                      pseudonymizer=pseudonymizer,
-                      treatment_names=display_names(codes.treatments, C.treatment, treatments),
-                      condition_names=display_names(codes.conditions, C.condition, conditions))
+        ci = pattern_of(
+            conditions.to_internal(contraindications[C.condition][known_t]),
+            treatments.to_internal(contraindications[C.treatment][known_t]),
+            (n_c, n_t),
+        )
+        dataset = cls(
+            patients=patients,
+            treatments=treatments,
+            features=feature_ids(side_info, conditions, demographics),
+            conditions=conditions,
+            matrix=None,
+            history=history,
+            harmful=harmful,
+            patient_conditions=pc,
+            contraindications=ci,
+            condition_outcomes=condition_outcomes,
+            condition_successes=condition_successes,
+            treatment_support=support,
+            history_days=history_days,
+            label_counts=label_counts,
+            interactions=interaction_matrix(codes.interactions, treatments),
+            demographics=demographics,
+            policy=policy,
+            side_info=side_info,
+            safety=safety or SafetyPolicy(),
+            harm_threshold=harm_threshold,
+            reference_year=reference_year,
+            fingerprint=codes.fingerprint,
+            pseudonym_fingerprint=pseudonymizer.fingerprint if pseudonymizer else "",
+            pseudonymizer=pseudonymizer,
+            treatment_names=display_names(codes.treatments, C.treatment, treatments),
+            condition_names=display_names(codes.conditions, C.condition, conditions),
+        )
         dataset.matrix = dataset._build_matrix(history, pc)
         if feedback is not None and len(feedback):
             dataset.matrix = dataset._with_feedback(feedback, feedback_weight)
@@ -163,7 +219,8 @@ class Dataset:
         if not len(feedback):
             return self.matrix
         latest = feedback.sort_values("time", kind="stable").drop_duplicates(
-            ["patient", C.treatment], keep="last")
+            ["patient", C.treatment], keep="last"
+        )
         p = self.patients.to_internal(latest["patient"], strict=False)
         t = self.treatments.to_internal(latest[C.treatment], strict=False)
         known = (p >= 0) & (t >= 0)
@@ -174,37 +231,59 @@ class Dataset:
         extra = csr_of(p[untried], t[untried], values[untried], self.matrix.shape)
         return (self.matrix + extra).tocsr().astype(np.float32)
 
-    def _build_matrix(self, history: sp.csr_matrix, patient_conditions: sp.csr_matrix) -> sp.csr_matrix:
+    def _build_matrix(
+        self, history: sp.csr_matrix, patient_conditions: sp.csr_matrix
+    ) -> sp.csr_matrix:
         """Signed confidences (n_rows, n_t + n_f) from outcome history and side information."""
-        values = sp.csr_matrix((self.policy.values(history.data), history.indices, history.indptr),
-                               shape=history.shape)
+        values = sp.csr_matrix(
+            (self.policy.values(history.data), history.indices, history.indptr), shape=history.shape
+        )
         return hstack_csr([values, *self._side_blocks(patient_conditions, self.demographics)])
 
-    def side_columns(self, patient_conditions: sp.csr_matrix, demographics: pd.DataFrame) -> sp.csr_matrix:
+    def side_columns(
+        self, patient_conditions: sp.csr_matrix, demographics: pd.DataFrame
+    ) -> sp.csr_matrix:
         """Side-feature block (n_rows, n_f) of the matrix, every set entry equal to ``side_value``."""
         return hstack_csr(self._side_blocks(patient_conditions, demographics))
 
-    def _side_blocks(self, patient_conditions: sp.csr_matrix,
-                     demographics: pd.DataFrame) -> list[sp.csr_matrix]:
+    def _side_blocks(
+        self, patient_conditions: sp.csr_matrix, demographics: pd.DataFrame
+    ) -> list[sp.csr_matrix]:
         """The side-feature columns as CSR blocks to stack side by side: the condition columns
         (when used; in condition index order), then the age band and sex columns."""
         side = np.float32(self.policy.side_value)
         blocks, first_demographic = [], 0
         if self.side_info.conditions:
             first_demographic = patient_conditions.shape[1]
-            blocks.append(sp.csr_matrix((np.full(patient_conditions.nnz, side, np.float32),
-                                         patient_conditions.indices, patient_conditions.indptr),
-                                        shape=patient_conditions.shape))
+            blocks.append(
+                sp.csr_matrix(
+                    (
+                        np.full(patient_conditions.nnz, side, np.float32),
+                        patient_conditions.indices,
+                        patient_conditions.indptr,
+                    ),
+                    shape=patient_conditions.shape,
+                )
+            )
         columns = []
-        for enabled, column, prefix in ((self.side_info.age_band, "age_band", FEATURE_AGE),
-                                        (self.side_info.sex, C.sex, FEATURE_SEX)):
+        for enabled, column, prefix in (
+            (self.side_info.age_band, "age_band", FEATURE_AGE),
+            (self.side_info.sex, C.sex, FEATURE_SEX),
+        ):
             if enabled:
                 codes, uniques = pd.factorize(demographics[column])
                 labels = prefix + np.asarray(uniques, dtype=object).astype(str).astype(object)
                 known = self.features.to_internal(labels, strict=False)
                 columns.append(take_codes(known, codes, -1))
-        blocks.append(one_per_row(columns, first_demographic, patient_conditions.shape[0],
-                                   len(self.features) - first_demographic, side))
+        blocks.append(
+            one_per_row(
+                columns,
+                first_demographic,
+                patient_conditions.shape[0],
+                len(self.features) - first_demographic,
+                side,
+            )
+        )
         return blocks
 
     # --- shapes and views ----------------------------------------------------------------------
@@ -222,7 +301,7 @@ class Dataset:
         """Treatments plus side features: the number of matrix columns."""
         return self.matrix.shape[1]
 
-    def with_policy(self, policy: ConfidencePolicy) -> "Dataset":
+    def with_policy(self, policy: ConfidencePolicy) -> Dataset:
         """The same cohort with its matrix rebuilt under another confidence policy (for tuning)."""
         clone = Dataset(**{f: getattr(self, f) for f in self.__dataclass_fields__})
         clone.policy = policy
@@ -236,33 +315,38 @@ class Dataset:
 
     def attach_key(self, pseudonymizer: Pseudonymizer | None) -> None:
         """Provide the key of a keyed dataset (after loading); a wrong key raises ArtifactError."""
-        check_key({"key_fingerprint": self.pseudonym_fingerprint or None}, pseudonymizer,
-                  "this model")
+        check_key(
+            {"key_fingerprint": self.pseudonym_fingerprint or None}, pseudonymizer, "this model"
+        )
         self.pseudonymizer = pseudonymizer
 
     def patient_indices(self, patient_ids, strict: bool = True) -> np.ndarray:
         """Indices of raw patient ids (pseudonymised first when the dataset is keyed)."""
         ids = list(patient_ids)
-        if self.pseudonym_fingerprint:
-            if self.pseudonymizer is None:
-                raise UnknownIdError("this model's patient ids are pseudonymised: set "
-                                     "RECOMMENDER_PSEUDONYM_KEY_FILE to the training key to look "
-                                     "up a patient")
-            ids = self.pseudonymizer.many(ids)
-        return self.patients.to_internal(ids, strict=strict)
+        if not self.pseudonym_fingerprint:
+            return self.patients.to_internal(ids, strict=strict)
+        return self.patients.to_internal(self._keyed().many(ids), strict=strict)
+
+    def _keyed(self) -> Pseudonymizer:
+        """The key of this keyed dataset; UnknownIdError when it was not attached."""
+        if self.pseudonymizer is None:
+            raise UnknownIdError(
+                "this model's patient ids are pseudonymised: set "
+                "RECOMMENDER_PSEUDONYM_KEY_FILE to the training key to look "
+                "up a patient"
+            )
+        return self.pseudonymizer
 
     def patient_index(self, patient_id: str) -> int:
         """Index of one raw patient id; UnknownIdError (naming the raw id) if not in the data."""
-        key = patient_id
-        if self.pseudonym_fingerprint:
-            if self.pseudonymizer is None:
-                self.patient_indices([patient_id])  # raises the "needs the key" error
-            key = self.pseudonymizer(patient_id)
+        key = self._keyed()(patient_id) if self.pseudonym_fingerprint else patient_id
         try:
             return self.patients.index_of(key)
         except UnknownIdError:
-            raise UnknownIdError(f"unknown patient id {patient_id!r}: not in the model's training "
-                                 "data (use recommend_new with the patient's history)") from None
+            raise UnknownIdError(
+                f"unknown patient id {patient_id!r}: not in the model's training "
+                "data (use recommend_new with the patient's history)"
+            ) from None
 
     def condition_index(self, condition_id: str | None) -> int:
         """Index of a condition id, -1 for None. Raises UnknownIdError if unknown."""
@@ -271,8 +355,10 @@ class Dataset:
         try:
             return self.conditions.index_of(condition_id)
         except UnknownIdError:
-            raise UnknownIdError(f"unknown condition id {condition_id!r}: no outcome, diagnosis or "
-                                 "contraindication in the training data mentions it") from None
+            raise UnknownIdError(
+                f"unknown condition id {condition_id!r}: no outcome, diagnosis or "
+                "contraindication in the training data mentions it"
+            ) from None
 
     # --- persistence (arrays + JSON, no pickle) -------------------------------------------------
 
@@ -294,36 +380,64 @@ class Dataset:
             "treatment_ids": self.treatments.external_ids.tolist(),
             "feature_ids": self.features.external_ids.tolist(),
             "condition_ids": self.conditions.external_ids.tolist(),
-            "shapes": shapes, "policy": self.policy.to_dict(), "side_info": self.side_info.to_dict(),
+            "shapes": shapes,
+            "policy": self.policy.to_dict(),
+            "side_info": self.side_info.to_dict(),
             "safety": self.safety.to_dict(),
-            "harm_threshold": self.harm_threshold, "reference_year": self.reference_year,
-            "fingerprint": self.fingerprint, "pseudonym_fingerprint": self.pseudonym_fingerprint,
-            "treatment_names": self.treatment_names, "condition_names": self.condition_names,
+            "harm_threshold": self.harm_threshold,
+            "reference_year": self.reference_year,
+            "fingerprint": self.fingerprint,
+            "pseudonym_fingerprint": self.pseudonym_fingerprint,
+            "treatment_names": self.treatment_names,
+            "condition_names": self.condition_names,
         }
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping) -> "Dataset":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping) -> Dataset:
         """Rebuild from :meth:`to_arrays` output (arrays may be memory-mapped)."""
-        sparse = {name: sp.csr_matrix((arrays[f"{name}.data"], arrays[f"{name}.indices"],
-                                       arrays[f"{name}.indptr"]), shape=tuple(meta["shapes"][name]))
-                  for name in SPARSE_FIELDS}
-        demographics = pd.DataFrame({C.sex: np.asarray(arrays["demo_sex"]).astype(object),
-                                     "age_band": np.asarray(arrays["demo_age_band"]).astype(object)})
-        return cls(patients=IdMap(np.asarray(arrays["patient_ids"]), "patient"),
-                   treatments=IdMap(meta["treatment_ids"], "treatment"),
-                   features=IdMap(meta["feature_ids"], "feature"),
-                   conditions=IdMap(meta["condition_ids"], "condition"),
-                   treatment_support=np.asarray(arrays["treatment_support"]),
-                   demographics=demographics, policy=ConfidencePolicy(**meta["policy"]),
-                   side_info=SideInfo(**meta["side_info"]), harm_threshold=meta["harm_threshold"],
-                   safety=SafetyPolicy(**meta["safety"]),
-                   reference_year=meta["reference_year"], fingerprint=meta["fingerprint"],
-                   pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""),
-                   treatment_names=meta.get("treatment_names", {}),
-                   condition_names=meta.get("condition_names", {}), **sparse)
+        sparse = {
+            name: sp.csr_matrix(
+                (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]),
+                shape=tuple(meta["shapes"][name]),
+            )
+            for name in SPARSE_FIELDS
+        }
+        demographics = pd.DataFrame(
+            {
+                C.sex: np.asarray(arrays["demo_sex"]).astype(object),
+                "age_band": np.asarray(arrays["demo_age_band"]).astype(object),
+            }
+        )
+        return cls(
+            patients=IdMap(np.asarray(arrays["patient_ids"]), "patient"),
+            treatments=IdMap(meta["treatment_ids"], "treatment"),
+            features=IdMap(meta["feature_ids"], "feature"),
+            conditions=IdMap(meta["condition_ids"], "condition"),
+            treatment_support=np.asarray(arrays["treatment_support"]),
+            demographics=demographics,
+            policy=ConfidencePolicy(**meta["policy"]),
+            side_info=SideInfo(**meta["side_info"]),
+            harm_threshold=meta["harm_threshold"],
+            safety=SafetyPolicy(**meta["safety"]),
+            reference_year=meta["reference_year"],
+            fingerprint=meta["fingerprint"],
+            pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""),
+            treatment_names=meta.get("treatment_names", {}),
+            condition_names=meta.get("condition_names", {}),
+            **sparse,
+        )
 
 
-SPARSE_FIELDS = ("matrix", "history", "harmful", "patient_conditions", "contraindications",
-                 "condition_outcomes", "condition_successes", "history_days", "interactions",
-                 "label_counts")
+SPARSE_FIELDS = (
+    "matrix",
+    "history",
+    "harmful",
+    "patient_conditions",
+    "contraindications",
+    "condition_outcomes",
+    "condition_successes",
+    "history_days",
+    "interactions",
+    "label_counts",
+)

@@ -24,14 +24,15 @@ the patient should not get it) nor against it (the clinician chose it), so train
 (:data:`PREFERENCES`); it is stored, with the override reason, for safety review: which rules
 are overridden, how often and why (``record-incorrect`` points at a data error).
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
@@ -41,8 +42,17 @@ from ..exceptions import DataValidationError
 PREFERENCES = {"accepted": 1.0, "overridden": -1.0}
 #: Every decision the store holds: the preferences and overridden safety warnings.
 DECISIONS = (*PREFERENCES, "warning_overridden")
-FIELDS = ("feedback_id", "time", "patient", "treatment_id", "decision", "reason", "principal",
-          "source", "model_version")
+FIELDS = (
+    "feedback_id",
+    "time",
+    "patient",
+    "treatment_id",
+    "decision",
+    "reason",
+    "principal",
+    "source",
+    "model_version",
+)
 
 
 class FeedbackStore:
@@ -88,11 +98,13 @@ class FeedbackStore:
 def _validated(record: Mapping) -> dict:
     entry = {field: record.get(field) for field in FIELDS}
     for field in ("feedback_id", "patient", "treatment_id", "decision"):
-        if not isinstance(entry[field], str) or not entry[field].strip():
+        value = entry[field]
+        if not isinstance(value, str) or not value.strip():
             raise DataValidationError(f"feedback needs a non-empty string '{field}'", column=field)
     if entry["decision"] not in DECISIONS:
-        raise DataValidationError(f"decision {entry['decision']!r} is not one of {list(DECISIONS)}",
-                                  column="decision")
+        raise DataValidationError(
+            f"decision {entry['decision']!r} is not one of {list(DECISIONS)}", column="decision"
+        )
     entry["time"] = entry["time"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
     return {k: v for k, v in entry.items() if v is not None}
 
@@ -114,8 +126,11 @@ def read_feedback(path: str | os.PathLike) -> pd.DataFrame:
             try:
                 records.append(_validated(json.loads(line)))
             except (json.JSONDecodeError, DataValidationError) as exc:
-                raise DataValidationError(f"line {number} is not a valid feedback record: {exc}",
-                                          file=str(path), row=number) from None
+                raise DataValidationError(
+                    f"line {number} is not a valid feedback record: {exc}",
+                    file=str(path),
+                    row=number,
+                ) from None
     columns = list(FIELDS)
     frame = pd.DataFrame(records, columns=columns)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, errors="coerce", format="ISO8601")

@@ -3,9 +3,10 @@
 The engine, metrics and ranking see only indices ``0..n-1``; ingest, the CLI and the service
 convert with an :class:`IdMap`.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,12 @@ class IdMap:
         if isinstance(external_ids, np.ndarray) and external_ids.dtype.kind == "U":
             ids = pd.Index(external_ids)  # already strings (an artifact's id array)
         else:
-            ids = pd.Index(np.asarray(list(external_ids) if not hasattr(external_ids, "__len__")
-                                      else external_ids, dtype=object).astype(str))
+            ids = pd.Index(
+                np.asarray(
+                    list(external_ids) if not hasattr(external_ids, "__len__") else external_ids,
+                    dtype=object,
+                ).astype(str)
+            )
         if not ids.is_unique:
             dupes = ids[ids.duplicated()].unique()[:5].tolist()
             raise ValueError(f"{kind} ids must be unique; repeated: {dupes}")
@@ -38,7 +43,7 @@ class IdMap:
         self._external: np.ndarray | None = None  # object array, built on first use
 
     @classmethod
-    def from_distinct(cls, ids: pd.Index, kind: str = "id") -> "IdMap":
+    def from_distinct(cls, ids: pd.Index, kind: str = "id") -> IdMap:
         """Build from string ids known to be distinct, in index order (the distinct values of a
         factorisation, as in :class:`recommender.data.codes.CohortCodes`).
 
@@ -46,8 +51,9 @@ class IdMap:
         first lookup, so a million patient ids cost tens of megabytes instead of hundreds
         while a model trains. Anything else goes through the checking constructor.
         """
-        if not (isinstance(ids, pd.Index) and isinstance(ids.dtype, pd.StringDtype)
-                and not ids.hasnans):
+        if not (
+            isinstance(ids, pd.Index) and isinstance(ids.dtype, pd.StringDtype) and not ids.hasnans
+        ):
             return cls(ids, kind)
         id_map = cls.__new__(cls)
         id_map._index = pd.Index(ids.astype("str"))
@@ -56,10 +62,16 @@ class IdMap:
         return id_map
 
     @classmethod
-    def from_values(cls, values: Iterable[str], kind: str = "id") -> "IdMap":
+    def from_values(cls, values: Iterable[str], kind: str = "id") -> IdMap:
         """Build from values with repeats, keeping the order of first appearance."""
-        return cls(pd.unique(pd.Series(list(values) if not hasattr(values, "__len__") else values,
-                                       dtype=object).astype(str)), kind)
+        return cls(
+            pd.unique(
+                pd.Series(
+                    list(values) if not hasattr(values, "__len__") else values, dtype=object
+                ).astype(str)
+            ),
+            kind,
+        )
 
     def __len__(self) -> int:
         return len(self._index)

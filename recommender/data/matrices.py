@@ -4,6 +4,7 @@ Every builder here is a pure function of arrays (or small tables) and id maps, s
 Dataset and the Spark encoder (:mod:`recommender.spark.encode`) build identical matrices from
 the same facts. Shapes and meanings of the results: :mod:`recommender.data.dataset`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,19 +20,27 @@ from .policies import SEVERITY_CODES, ConfidencePolicy
 OUTCOME_BUCKETS = ("responded", "partial", "no_response", "worsened", "adverse")
 
 
-def outcome_buckets(outcomes: np.ndarray, adverse: np.ndarray, positive_threshold: float) -> np.ndarray:
+def outcome_buckets(
+    outcomes: np.ndarray, adverse: np.ndarray, positive_threshold: float
+) -> np.ndarray:
     """Index (int8) into :data:`OUTCOME_BUCKETS` of each outcome (adverse flag wins)."""
     outcomes = np.asarray(outcomes, dtype=np.float32)
     bucket = np.full(outcomes.shape, 4, np.int8)  # the first matching rule below wins
-    for index, rule in ((3, outcomes > -0.75), (2, outcomes >= 0),
-                        (1, outcomes > positive_threshold), (0, outcomes >= 0.75)):
+    for index, rule in (
+        (3, outcomes > -0.75),
+        (2, outcomes >= 0),
+        (1, outcomes > positive_threshold),
+        (0, outcomes >= 0.75),
+    ):
         bucket[rule] = index
     bucket[np.asarray(adverse) == 1] = 4
     return bucket
 
 
 def frame_or_empty(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
-    return frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return (
+        frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    )
 
 
 def display_names(dictionary: pd.DataFrame | None, column: str, ids: IdMap) -> dict[str, str]:
@@ -45,8 +54,9 @@ def display_names(dictionary: pd.DataFrame | None, column: str, ids: IdMap) -> d
 
 def has_entry(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Whether (row, col) is stored in ``matrix`` (explicit zeros count)."""
-    pattern = sp.csr_matrix((np.ones(matrix.nnz, np.int8), matrix.indices, matrix.indptr),
-                            shape=matrix.shape)
+    pattern = sp.csr_matrix(
+        (np.ones(matrix.nnz, np.int8), matrix.indices, matrix.indptr), shape=matrix.shape
+    )
     return np.asarray(pattern[rows, cols]).ravel() > 0
 
 
@@ -82,7 +92,9 @@ def interaction_matrix(interactions: pd.DataFrame | None, treatments: IdMap) -> 
     rows, cols, values = rows[order], cols[order], values[order]
     first = np.ones(len(rows), bool)
     first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    return sp.csr_matrix((values[first], (rows[first], cols[first])), shape=(n_t, n_t), dtype=np.int8)
+    return sp.csr_matrix(
+        (values[first], (rows[first], cols[first])), shape=(n_t, n_t), dtype=np.int8
+    )
 
 
 def latest_rows(outcomes: pd.DataFrame) -> np.ndarray:
@@ -128,29 +140,40 @@ def pattern_unique(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -
     return pattern
 
 
-def demographics_of(patients: IdMap, table: pd.DataFrame, reference_year: int | None) -> pd.DataFrame:
+def demographics_of(
+    patients: IdMap, table: pd.DataFrame, reference_year: int | None
+) -> pd.DataFrame:
     """Per patient index: sex and age band (strings, None when unknown)."""
     rows = patients.to_internal(table[C.patient], strict=False)
     known = rows >= 0
     return coded_demographics(
-        len(patients), rows[known],
+        len(patients),
+        rows[known],
         table[C.sex].to_numpy(object)[known] if C.sex in table else None,
         table[C.birth_year].astype("Int64").array[known] if C.birth_year in table else None,
-        reference_year)
+        reference_year,
+    )
 
 
-def coded_demographics(n_patients: int, rows: np.ndarray | None, sex: np.ndarray | None,
-                        birth_year, reference_year: int | None) -> pd.DataFrame:
+def coded_demographics(
+    n_patients: int,
+    rows: np.ndarray | None,
+    sex: np.ndarray | None,
+    birth_year,
+    reference_year: int | None,
+) -> pd.DataFrame:
     """Sex and age band per patient index from the patients-table rows ``rows`` (patient indices).
 
     Sex is None where blank and NaN for a patient without a row, as a left join leaves it; the
     age band is None where unknown.
     """
+    if rows is None:
+        rows = np.zeros(0, np.int64)
     if sex is None:
         sex_column = np.full(n_patients, None, dtype=object)
     else:
         sex_column = np.full(n_patients, np.nan, dtype=object)
-        sex_column[rows] = np.where(sex == "", None, sex)
+        sex_column[rows] = np.where(sex == "", np.array(None, dtype=object), sex)
     bands = np.full(n_patients, None, dtype=object)
     if birth_year is not None and reference_year and len(rows):
         known = ~np.asarray(pd.isna(birth_year))
@@ -164,8 +187,15 @@ def coded_demographics(n_patients: int, rows: np.ndarray | None, sex: np.ndarray
     return frame
 
 
-def outcome_matrices(p: np.ndarray, t: np.ndarray, outcome: np.ndarray, timestamp: np.ndarray,
-                      harm: np.ndarray, shape: tuple[int, int], order: np.ndarray | None = None):
+def outcome_matrices(
+    p: np.ndarray,
+    t: np.ndarray,
+    outcome: np.ndarray,
+    timestamp: np.ndarray,
+    harm: np.ndarray,
+    shape: tuple[int, int],
+    order: np.ndarray | None = None,
+):
     """history, history_days, harmful (CSR ``shape``) and treatment_support from outcome rows.
 
     One stable sort of the rows by (patient, treatment) (``order``, computed when None) gives
@@ -187,9 +217,12 @@ def outcome_matrices(p: np.ndarray, t: np.ndarray, outcome: np.ndarray, timestam
     rows, cols = p[latest], t[latest]
     indptr = indptr_of(rows, n_p)
     history = sp.csr_matrix((outcome[latest], cols, indptr), shape=shape)
-    history_days = sp.csr_matrix((days_of_nanoseconds(timestamp[latest]), cols.copy(), indptr), shape=shape)
-    harmful = sp.csr_matrix((np.ones(int(harmed.sum()), bool), cols[harmed],
-                             indptr_of(rows[harmed], n_p)), shape=shape)
+    history_days = sp.csr_matrix(
+        (days_of_nanoseconds(timestamp[latest]), cols.copy(), indptr), shape=shape
+    )
+    harmful = sp.csr_matrix(
+        (np.ones(int(harmed.sum()), bool), cols[harmed], indptr_of(rows[harmed], n_p)), shape=shape
+    )
     support = np.bincount(cols, minlength=n_t).astype(np.int64)
     return history, history_days, harmful, support
 
@@ -199,15 +232,18 @@ def _counter(n: int) -> type:
     return np.int32 if n < 2**31 else np.int64
 
 
-def _latest_of_groups(order: np.ndarray, head: np.ndarray, last: np.ndarray,
-                      timestamp: np.ndarray) -> np.ndarray:
+def _latest_of_groups(
+    order: np.ndarray, head: np.ndarray, last: np.ndarray, timestamp: np.ndarray
+) -> np.ndarray:
     """Row of each group of a stable sort (``order``; ``head`` / ``last`` mark where groups
     begin and end) with the latest timestamp (:data:`NAT` earliest), the later row in file
     order on a tie."""
     latest = order[last]
     members = np.flatnonzero(~(head & last))  # rows of groups with more than one row
     if len(members):
-        group = np.cumsum(head[:members[-1] + 1], dtype=_counter(len(head)))[members] - 1
+        group: np.ndarray = (
+            np.cumsum(head[: members[-1] + 1], dtype=_counter(len(head)))[members] - 1
+        )
         rows = order[members]
         last_first = np.lexsort((timestamp[rows], group))  # stable: file order within a tie
         group, rows = group[last_first], rows[last_first]
@@ -240,19 +276,26 @@ def condition_counts(codes: CohortCodes, policy: ConfidencePolicy, n_c: int, n_t
     pair_rows = by_pair[with_c] // n_t
     pair_cols = (by_pair[with_c] % n_t).astype(np.int32)
     shape_ct = (n_c, n_t)
-    condition_outcomes = sp.csr_matrix((n_pair[with_c].astype(np.float32), pair_cols,
-                                        indptr_of(pair_rows, n_c)), shape=shape_ct)
-    condition_successes = sp.csr_matrix((worked_pair[with_c].astype(np.float32), pair_cols.copy(),
-                                         indptr_of(pair_rows, n_c)), shape=shape_ct)
+    condition_outcomes = sp.csr_matrix(
+        (n_pair[with_c].astype(np.float32), pair_cols, indptr_of(pair_rows, n_c)), shape=shape_ct
+    )
+    condition_successes = sp.csr_matrix(
+        (worked_pair[with_c].astype(np.float32), pair_cols.copy(), indptr_of(pair_rows, n_c)),
+        shape=shape_ct,
+    )
     width = n_t * n_b
     with_c = by_label < n_c * width
     every = np.bincount(by_label % width, weights=n, minlength=width)
     columns = np.flatnonzero(every)
     label_rows = np.concatenate([by_label[with_c] // width, np.full(len(columns), n_c)])
-    label_counts = sp.csr_matrix((
-        np.concatenate([n[with_c], every[columns]]).astype(np.float32),
-        np.concatenate([by_label[with_c] % width, columns]).astype(np.int32),
-        indptr_of(label_rows, n_c + 1)), shape=(n_c + 1, width))
+    label_counts = sp.csr_matrix(
+        (
+            np.concatenate([n[with_c], every[columns]]).astype(np.float32),
+            np.concatenate([by_label[with_c] % width, columns]).astype(np.int32),
+            indptr_of(label_rows, n_c + 1),
+        ),
+        shape=(n_c + 1, width),
+    )
     return condition_outcomes, condition_successes, label_counts
 
 
@@ -286,8 +329,9 @@ def hstack_csr(blocks: list[sp.csr_matrix]) -> sp.csr_matrix:
     return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
 
 
-def one_per_row(columns: list[np.ndarray], offset: int, n_rows: int, n_cols: int,
-                 value: np.float32) -> sp.csr_matrix:
+def one_per_row(
+    columns: list[np.ndarray], offset: int, n_rows: int, n_cols: int, value: np.float32
+) -> sp.csr_matrix:
     """CSR (n_rows, n_cols) with ``value`` at column ``columns[k][r] - offset`` of row ``r`` for
     each k where that column is >= 0; later arrays of ``columns`` hold later columns."""
     if not columns:
@@ -297,5 +341,6 @@ def one_per_row(columns: list[np.ndarray], offset: int, n_rows: int, n_cols: int
     indices = (stacked[present] - offset).astype(np.int32)
     indptr = np.zeros(n_rows + 1, np.int64)
     np.cumsum(present.sum(axis=1), out=indptr[1:])
-    return sp.csr_matrix((np.full(len(indices), value, np.float32), indices, indptr),
-                         shape=(n_rows, n_cols))
+    return sp.csr_matrix(
+        (np.full(len(indices), value, np.float32), indices, indptr), shape=(n_rows, n_cols)
+    )

@@ -8,10 +8,11 @@
 Both hold indices of one :class:`~recommender.data.dataset.Dataset`; external ids are
 converted on the way in (here) and on the way out (the ranking answers).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,33 +76,43 @@ class Query:
     history_days: sp.csr_matrix
 
     @classmethod
-    def known(cls, dataset: Dataset, patients: np.ndarray, conditions: np.ndarray) -> "Query":
+    def known(cls, dataset: Dataset, patients: np.ndarray, conditions: np.ndarray) -> Query:
         """Query for patients in ``dataset`` (indices), each asking about ``conditions`` (-1: none)."""
         take = sparse_rows.take_rows
-        return cls(rows=take(dataset.matrix, patients), patients=patients,
-                   conditions=conditions,
-                   patient_conditions=take(dataset.patient_conditions, patients),
-                   history=take(dataset.history, patients),
-                   harmful=take(dataset.harmful, patients),
-                   history_days=take(dataset.history_days, patients))
+        return cls(
+            rows=take(dataset.matrix, patients),
+            patients=patients,
+            conditions=conditions,
+            patient_conditions=take(dataset.patient_conditions, patients),
+            history=take(dataset.history, patients),
+            harmful=take(dataset.harmful, patients),
+            history_days=take(dataset.history_days, patients),
+        )
 
     @classmethod
-    def for_record(cls, dataset: Dataset, record: PatientRecord, condition: int) -> "Query":
+    def for_record(cls, dataset: Dataset, record: PatientRecord, condition: int) -> Query:
         """Query for one patient outside the training data, asking about ``condition``."""
-        return cls(rows=record.row, patients=None, conditions=np.array([condition]),
-                   patient_conditions=sparse_rows.pattern(record.conditions,
-                                                          len(dataset.conditions)),
-                   history=record.history,
-                   harmful=sparse_rows.pattern(record.harmful, dataset.n_treatments),
-                   history_days=record.history_days)
+        return cls(
+            rows=record.row,
+            patients=None,
+            conditions=np.array([condition]),
+            patient_conditions=sparse_rows.pattern(record.conditions, len(dataset.conditions)),
+            history=record.history,
+            harmful=sparse_rows.pattern(record.harmful, dataset.n_treatments),
+            history_days=record.history_days,
+        )
 
     def __len__(self) -> int:
         return self.rows.shape[0]
 
 
-def encode_patient(dataset: Dataset, history: Sequence[Mapping] = (),
-                   conditions: Iterable[str] = (), sex: str | None = None,
-                   birth_year: int | None = None) -> PatientRecord:
+def encode_patient(
+    dataset: Dataset,
+    history: Sequence[Mapping] = (),
+    conditions: Iterable[str] = (),
+    sex: str | None = None,
+    birth_year: int | None = None,
+) -> PatientRecord:
     """Encode a patient who is not in ``dataset``.
 
     Parameters
@@ -118,12 +129,18 @@ def encode_patient(dataset: Dataset, history: Sequence[Mapping] = (),
     ``ignored``. Raises :class:`~recommender.exceptions.DataValidationError` for a bad outcome.
     """
     frame = pd.DataFrame(list(history))
-    for column, default in ((C.treatment, ""), (C.outcome, ""), (C.timestamp, None), (C.adverse, 0)):
+    for column, default in (
+        (C.treatment, ""),
+        (C.outcome, ""),
+        (C.timestamp, None),
+        (C.adverse, 0),
+    ):
         if column not in frame:
             frame[column] = default
     frame[C.outcome] = parse_outcomes(frame[C.outcome], "history")
-    frame[C.timestamp] = pd.to_datetime(frame[C.timestamp], utc=True, errors="coerce",
-                                        format="ISO8601")
+    frame[C.timestamp] = pd.to_datetime(
+        frame[C.timestamp], utc=True, errors="coerce", format="ISO8601"
+    )
     frame[C.adverse] = pd.to_numeric(frame[C.adverse], errors="coerce").fillna(0)
     frame[C.treatment] = frame[C.treatment].astype(str)
     n_t = dataset.n_treatments
@@ -134,22 +151,37 @@ def encode_patient(dataset: Dataset, history: Sequence[Mapping] = (),
     latest = latest_rows(frame)
     one_row = np.zeros(len(latest), np.int64)
     history_row = csr_of(one_row, t[latest], frame[C.outcome].to_numpy()[latest], (1, n_t))
-    days_row = csr_of(one_row, t[latest], days_since_epoch(frame[C.timestamp].iloc[latest]),
-                      (1, n_t))
-    harm = (frame[C.adverse].to_numpy() == 1) | (frame[C.outcome].to_numpy() < dataset.harm_threshold)
+    days_row = csr_of(
+        one_row, t[latest], days_since_epoch(frame[C.timestamp].iloc[latest]), (1, n_t)
+    )
+    harm = (frame[C.adverse].to_numpy() == 1) | (
+        frame[C.outcome].to_numpy() < dataset.harm_threshold
+    )
     condition_ids = [str(c) for c in conditions]
     c_idx = dataset.conditions.to_internal(condition_ids, strict=False)
     ignored += [c for c, i in zip(condition_ids, c_idx) if i < 0]
     c_idx = np.unique(c_idx[c_idx >= 0])
     pc = pattern_of(np.zeros(len(c_idx), np.int64), c_idx, (1, len(dataset.conditions)))
-    demo = pd.DataFrame({C.sex: [sex or ""], "age_band": [
-        age_band(birth_year, dataset.reference_year) if dataset.reference_year else None]})
+    demo = pd.DataFrame(
+        {
+            C.sex: [sex or ""],
+            "age_band": [
+                age_band(birth_year, dataset.reference_year) if dataset.reference_year else None
+            ],
+        }
+    )
     values = history_row.copy()
     values.data = dataset.policy.values(values.data)
     row = sp.hstack([values, dataset.side_columns(pc, demo)], format="csr", dtype=np.float32)
-    return PatientRecord(row=row, history=history_row, history_days=days_row,
-                         tried=np.unique(t), harmful=np.unique(t[harm]),
-                         conditions=c_idx, ignored=ignored)
+    return PatientRecord(
+        row=row,
+        history=history_row,
+        history_days=days_row,
+        tried=np.unique(t),
+        harmful=np.unique(t[harm]),
+        conditions=c_idx,
+        ignored=ignored,
+    )
 
 
 @dataclass
@@ -185,15 +217,20 @@ def stored_record(dataset: Dataset, patient: int) -> StoredRecord:
     treatment_ids = dataset.treatments.external_ids
     history = []
     for column, outcome in zip(columns.tolist(), outcomes.tolist()):
-        item = {"treatment_id": str(treatment_ids[column]), "outcome": float(outcome),
-                "adverse": int(column in harmed)}
+        item = {
+            "treatment_id": str(treatment_ids[column]),
+            "outcome": float(outcome),
+            "adverse": int(column in harmed),
+        }
         day = day_of.get(column, -1)
         if day >= 0:
             item["timestamp"] = str(_EPOCH + int(day))
         history.append(item)
     condition_ids = dataset.conditions.external_ids
-    conditions = [str(condition_ids[c])
-                  for c in sparse_rows.row_arrays(dataset.patient_conditions, patient)[0].tolist()]
+    conditions = [
+        str(condition_ids[c])
+        for c in sparse_rows.row_arrays(dataset.patient_conditions, patient)[0].tolist()
+    ]
     sex = None
     if C.sex in dataset.demographics:
         value = dataset.demographics[C.sex].iloc[patient]

@@ -22,6 +22,7 @@ no_response -3.0, worsened -3.0, adverse -5.0, a diagnosis column 3.0.
 :mod:`recommender.ranking.safety`; ``SEVERITY_CODES`` codes the ``interactions`` table's
 severities as the dataset stores them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -62,8 +63,10 @@ class ConfidencePolicy:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ParameterError(f"ConfidencePolicy.{name} is out of range; got "
-                                     f"{getattr(self, name)!r} (see the policy's docstring)")
+                raise ParameterError(
+                    f"ConfidencePolicy.{name} is out of range; got "
+                    f"{getattr(self, name)!r} (see the policy's docstring)"
+                )
 
     def worked(self, outcomes: np.ndarray) -> np.ndarray:
         """Boolean array: which outcomes count as the therapy having worked."""
@@ -109,7 +112,9 @@ class SafetyPolicy:
         for name in ("min_support", "active_window_days"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ParameterError(f"SafetyPolicy.{name} must be a whole number >= 0; got {value!r}")
+                raise ParameterError(
+                    f"SafetyPolicy.{name} must be a whole number >= 0; got {value!r}"
+                )
 
     def to_dict(self) -> dict:
         return asdict(self)

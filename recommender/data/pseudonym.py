@@ -11,14 +11,15 @@ for everyone.
 Rotating the key: train a new artifact with the new key, then deploy it together with the new
 key (the service reloads both); old artifacts stay tied to the old key.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -42,8 +43,9 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes):
         if len(key) < MIN_KEY_BYTES:
-            raise RecommenderError(f"the pseudonymisation key must be at least {MIN_KEY_BYTES} "
-                                   f"bytes; got {len(key)}")
+            raise RecommenderError(
+                f"the pseudonymisation key must be at least {MIN_KEY_BYTES} bytes; got {len(key)}"
+            )
         self._key = key
 
     def __call__(self, patient_id: str) -> str:
@@ -63,17 +65,18 @@ class Pseudonymizer:
         return f"Pseudonymizer(fingerprint={self.fingerprint})"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "Pseudonymizer":
+    def from_file(cls, path: str | os.PathLike) -> Pseudonymizer:
         path = Path(path)
         try:
             key = path.read_bytes().strip()
         except OSError as exc:
-            raise RecommenderError(f"cannot read the pseudonymisation key file {path}: "
-                                   f"{exc.strerror}") from None
+            raise RecommenderError(
+                f"cannot read the pseudonymisation key file {path}: {exc.strerror}"
+            ) from None
         return cls(key)
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "Pseudonymizer | None":
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Pseudonymizer | None:
         """The key named by the environment, or None when neither variable is set."""
         environ = os.environ if environ is None else environ
         if environ.get(KEY_FILE_VARIABLE):
@@ -93,15 +96,21 @@ def create_key_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_key(manifest_pseudonyms: Mapping, pseudonymizer: "Pseudonymizer | None", where: str) -> None:
+def check_key(
+    manifest_pseudonyms: Mapping, pseudonymizer: Pseudonymizer | None, where: str
+) -> None:
     """Refuse a key that does not match the one the artifact was trained with."""
     expected = manifest_pseudonyms.get("key_fingerprint")
     if expected is None:
         return
     if pseudonymizer is None:
-        raise ArtifactError(f"{where}: its patient ids are pseudonymised; set "
-                            f"{KEY_FILE_VARIABLE} to the key it was trained with")
+        raise ArtifactError(
+            f"{where}: its patient ids are pseudonymised; set "
+            f"{KEY_FILE_VARIABLE} to the key it was trained with"
+        )
     if pseudonymizer.fingerprint != expected:
-        raise ArtifactError(f"{where}: the pseudonymisation key does not match the one used in "
-                            f"training (key fingerprint {pseudonymizer.fingerprint}, artifact "
-                            f"expects {expected}); use the training key or retrain")
+        raise ArtifactError(
+            f"{where}: the pseudonymisation key does not match the one used in "
+            f"training (key fingerprint {pseudonymizer.fingerprint}, artifact "
+            f"expects {expected}); use the training key or retrain"
+        )

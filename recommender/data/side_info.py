@@ -1,6 +1,7 @@
 """Side information: the columns of the training matrix that describe a patient rather than an
 outcome (diagnoses, age band, sex). They inform the factors and are never recommended.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -21,11 +21,12 @@ scored by a model trained on ``train``:
 implicit's ``leave_k_out_split`` ignores ``random_state`` for part of its shuffle; these splits
 draw from one :func:`numpy.random.default_rng` ``seed``.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -66,11 +67,16 @@ class Split:
 
     def summary(self) -> dict:
         """JSON-able description: method, row counts and drops."""
-        return {"method": self.method, "n_train_rows": len(self.train.outcomes),
-                "n_test_rows": len(self.test), "dropped": dict(self.dropped)}
+        return {
+            "method": self.method,
+            "n_train_rows": len(self.train.outcomes),
+            "n_test_rows": len(self.test),
+            "dropped": dict(self.dropped),
+        }
 
 
 # --- the splits ---------------------------------------------------------------------------------
+
 
 def leave_last(tables: CohortTables) -> Split:
     """Hold out each patient's latest treatment (all rows of that patient-treatment pair).
@@ -90,7 +96,7 @@ def leave_last(tables: CohortTables) -> Split:
     """
     outcomes = tables.outcomes
     pairs = _pair_codes(outcomes)
-    latest = _latest_positions(outcomes)                      # (n_patients,) row positions
+    latest = _latest_positions(outcomes)  # (n_patients,) row positions
     eligible = _distinct_per_patient(outcomes, pairs) > 1
     held = np.isin(pairs, pairs[latest[eligible]])
     return _finish(tables, held, "leave-last")
@@ -111,10 +117,10 @@ def leave_k_out(tables: CohortTables, k: int = 1, seed: int = 0) -> Split:
         raise ParameterError(f"leave_k_out: k must be a positive int; got {k!r}")
     outcomes = tables.outcomes
     pairs = _pair_codes(outcomes)
-    first = np.unique(pairs, return_index=True)[1]          # one row per pair
+    first = np.unique(pairs, return_index=True)[1]  # one row per pair
     patient = _patient_codes(outcomes)[first]
     key = np.random.default_rng(seed).random(len(first))
-    order = np.lexsort((key, patient))                      # random order within each patient
+    order = np.lexsort((key, patient))  # random order within each patient
     rank = np.empty(len(first), np.int64)
     rank[order] = np.arange(len(first)) - _group_starts(patient[order])
     chosen = (rank < k) & (np.bincount(patient)[patient] > k)
@@ -122,8 +128,9 @@ def leave_k_out(tables: CohortTables, k: int = 1, seed: int = 0) -> Split:
     return _finish(tables, held, f"leave-k-out(k={int(k)}, seed={seed})")
 
 
-def temporal(tables: CohortTables, cutoff: str | pd.Timestamp | None = None,
-             fraction: float = 0.2) -> Split:
+def temporal(
+    tables: CohortTables, cutoff: str | pd.Timestamp | None = None, fraction: float = 0.2
+) -> Split:
     """Hold out every outcome recorded after a global time ``cutoff``.
 
     Parameters
@@ -147,16 +154,19 @@ def temporal(tables: CohortTables, cutoff: str | pd.Timestamp | None = None,
     """
     times = tables.outcomes[C.timestamp]
     if not times.notna().any():
-        raise DataValidationError("a temporal split needs timestamps; no outcome row has one "
-                                  "(use leave-last or leave-k-out)", file="outcomes",
-                                  column=C.timestamp)
+        raise DataValidationError(
+            "a temporal split needs timestamps; no outcome row has one "
+            "(use leave-last or leave-k-out)",
+            file="outcomes",
+            column=C.timestamp,
+        )
     if cutoff is None:
         if not 0 < fraction < 1:
             raise ParameterError(f"temporal: fraction must be in (0, 1); got {fraction!r}")
         cutoff = times.dropna().quantile(1 - fraction, interpolation="lower")
-    cutoff = _utc(cutoff)
-    held = (times > cutoff).fillna(False).to_numpy(dtype=bool)
-    return _finish(tables, held, f"temporal(cutoff={cutoff.isoformat()})")
+    stamp = _utc(cutoff)
+    held = (times > stamp).fillna(False).to_numpy(dtype=bool)
+    return _finish(tables, held, f"temporal(cutoff={stamp.isoformat()})")
 
 
 def leave_last_episode(tables: CohortTables) -> Split:
@@ -169,23 +179,30 @@ def leave_last_episode(tables: CohortTables) -> Split:
     """
     outcomes = tables.outcomes
     has_condition = outcomes[C.condition].notna().to_numpy()
-    episode = pd.factorize(pd.MultiIndex.from_arrays(
-        [outcomes[C.patient], outcomes[C.condition].fillna("")]))[0]
+    episode = pd.factorize(
+        pd.MultiIndex.from_arrays([outcomes[C.patient], outcomes[C.condition].fillna("")])
+    )[0]
     ordered = _chronological(outcomes)
     ordered = ordered[has_condition[ordered]]
-    frame = pd.DataFrame({"patient": _patient_codes(outcomes)[ordered],
-                          "episode": episode[ordered], "pos": ordered})
+    frame = pd.DataFrame(
+        {"patient": _patient_codes(outcomes)[ordered], "episode": episode[ordered], "pos": ordered}
+    )
     per_patient = frame.groupby("patient").agg(n=("episode", "nunique"), last=("pos", "last"))
     last = per_patient.loc[per_patient["n"] > 1, "last"].to_numpy()
     held = np.isin(episode, episode[last]) & has_condition
     return _finish(tables, held, "leave-last-episode")
 
 
-SPLITS = {"leave-last": leave_last, "leave-k-out": leave_k_out, "temporal": temporal,
-          "leave-last-episode": leave_last_episode}
+SPLITS = {
+    "leave-last": leave_last,
+    "leave-k-out": leave_k_out,
+    "temporal": temporal,
+    "leave-last-episode": leave_last_episode,
+}
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
 
 def _finish(tables: CohortTables, held: np.ndarray, method: str) -> Split:
     """Cut ``tables.outcomes`` by the boolean mask ``held`` and drop unscorable test rows."""
@@ -198,7 +215,9 @@ def _finish(tables: CohortTables, held: np.ndarray, method: str) -> Split:
     return Split(train=train, test=test, method=method, dropped=dropped)
 
 
-def _drop_unscorable(train: CohortTables, test: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+def _drop_unscorable(
+    train: CohortTables, test: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, int]]:
     known_patients = set(train.outcomes[C.patient])
     known_conditions = set(train.outcomes[C.condition].dropna())
     for frame in (train.patients, train.patient_conditions):

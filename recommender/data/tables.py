@@ -5,13 +5,14 @@ A folder holds one file per table, named after the table; the extension decides 
 Every problem is reported as a :class:`~recommender.exceptions.DataValidationError` naming the
 file, the 1-based data row (header excluded) and the column.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -67,10 +68,13 @@ class CohortTables:
 
     def items(self):
         """(table name, DataFrame) pairs of the tables present."""
-        return [(f.name, getattr(self, f.name)) for f in fields(self)
-                if f.name != "fingerprint" and getattr(self, f.name) is not None]
+        return [
+            (f.name, getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "fingerprint" and getattr(self, f.name) is not None
+        ]
 
-    def replace(self, **tables: pd.DataFrame | None) -> "CohortTables":
+    def replace(self, **tables: pd.DataFrame | None) -> CohortTables:
         """A copy with some tables replaced (the fingerprint is recomputed from the content)."""
         values = {name: df for name, df in self.items()}
         values.update(tables)
@@ -79,10 +83,14 @@ class CohortTables:
 
 def find_table(folder: Path, table: str) -> Path | None:
     """The file holding ``table`` in ``folder``, or None. Two files for one table is an error."""
-    found = [folder / f"{table}{ext}" for ext in TABLE_EXTENSIONS if (folder / f"{table}{ext}").is_file()]
+    found = [
+        folder / f"{table}{ext}" for ext in TABLE_EXTENSIONS if (folder / f"{table}{ext}").is_file()
+    ]
     if len(found) > 1:
-        raise DataValidationError(f"two files hold the table '{table}': "
-                                  f"{[p.name for p in found]}; keep one", file=str(folder))
+        raise DataValidationError(
+            f"two files hold the table '{table}': {[p.name for p in found]}; keep one",
+            file=str(folder),
+        )
     return found[0] if found else None
 
 
@@ -106,11 +114,16 @@ def read_tables(folder: str | Path) -> CohortTables:
 def check_folder(folder: Path) -> None:
     """Raise DataValidationError unless ``folder`` is a folder holding an outcomes table."""
     if not folder.is_dir():
-        raise DataValidationError("is not a folder of canonical tables (expected outcomes.csv, "
-                                  "outcomes.csv.gz or outcomes.parquet inside)", file=str(folder))
+        raise DataValidationError(
+            "is not a folder of canonical tables (expected outcomes.csv, "
+            "outcomes.csv.gz or outcomes.parquet inside)",
+            file=str(folder),
+        )
     if find_table(folder, Tables.outcomes) is None:
-        raise DataValidationError("no outcomes table: expected outcomes.csv, outcomes.csv.gz or "
-                                  "outcomes.parquet", file=str(folder))
+        raise DataValidationError(
+            "no outcomes table: expected outcomes.csv, outcomes.csv.gz or outcomes.parquet",
+            file=str(folder),
+        )
 
 
 def table_files(folder: Path) -> dict[str, Path]:
@@ -130,14 +143,18 @@ def fingerprint_files(paths: Mapping[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def validate_tables(frames: Mapping[str, pd.DataFrame],
-                    files: Mapping[str, str] | None = None) -> CohortTables:
+def validate_tables(
+    frames: Mapping[str, pd.DataFrame], files: Mapping[str, str] | None = None
+) -> CohortTables:
     """Validate and normalise raw tables (all columns as read) into :class:`CohortTables`."""
     return _validate(frames, files)
 
 
-def _validate(frames: Mapping[str, pd.DataFrame], files: Mapping[str, str] | None = None,
-              fingerprint: bool = True) -> CohortTables:
+def _validate(
+    frames: Mapping[str, pd.DataFrame],
+    files: Mapping[str, str] | None = None,
+    fingerprint: bool = True,
+) -> CohortTables:
     """:func:`validate_tables`; the content fingerprint is skipped when the caller sets its own."""
     files = dict(files or {})
     if Tables.outcomes not in frames:
@@ -147,22 +164,30 @@ def _validate(frames: Mapping[str, pd.DataFrame], files: Mapping[str, str] | Non
         if table not in REQUIRED:
             raise DataValidationError(f"unknown table '{table}'; expected one of {list(REQUIRED)}")
         clean[table] = clean_table(frame, table, files.get(table, table))
-    clean[Tables.outcomes] = _normalise_outcomes(clean[Tables.outcomes],
-                                                 files.get(Tables.outcomes, Tables.outcomes))
+    clean[Tables.outcomes] = _normalise_outcomes(
+        clean[Tables.outcomes], files.get(Tables.outcomes, Tables.outcomes)
+    )
     if Tables.patient_conditions in clean:
-        clean[Tables.patient_conditions] = clean[Tables.patient_conditions].drop_duplicates(
-            [C.patient, C.condition]).reset_index(drop=True)
+        clean[Tables.patient_conditions] = (
+            clean[Tables.patient_conditions]
+            .drop_duplicates([C.patient, C.condition])
+            .reset_index(drop=True)
+        )
     if Tables.patients in clean:
-        clean[Tables.patients] = _normalise_patients(clean[Tables.patients],
-                                                     files.get(Tables.patients, Tables.patients))
+        clean[Tables.patients] = _normalise_patients(
+            clean[Tables.patients], files.get(Tables.patients, Tables.patients)
+        )
     if Tables.interactions in clean:
-        check_severity(clean[Tables.interactions], files.get(Tables.interactions, Tables.interactions))
+        check_severity(
+            clean[Tables.interactions], files.get(Tables.interactions, Tables.interactions)
+        )
     _check_references(clean, files)
     return CohortTables(**clean, fingerprint=fingerprint_frames(clean) if fingerprint else "")
 
 
-def write_tables(tables: CohortTables | Mapping[str, pd.DataFrame], folder: str | Path,
-                 file_format: str = "csv") -> Path:
+def write_tables(
+    tables: CohortTables | Mapping[str, pd.DataFrame], folder: str | Path, file_format: str = "csv"
+) -> Path:
     """Write tables to ``folder`` atomically (a temporary folder renamed into place).
 
     Parameters
@@ -200,6 +225,7 @@ def fingerprint_frames(frames: Mapping[str, pd.DataFrame]) -> str:
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 def read_file(path: Path, table: str) -> pd.DataFrame:
     """One table file as read before validation (id columns as strings)."""
     try:
@@ -227,9 +253,12 @@ def clean_table(frame: pd.DataFrame, table: str, name: str) -> pd.DataFrame:
 def _check_columns(frame: pd.DataFrame, table: str, name: str) -> None:
     missing = [c for c in REQUIRED[table] if c not in frame.columns]
     if missing:
-        raise DataValidationError(f"missing required column(s) {missing}; the {table} table needs "
-                                  f"{list(REQUIRED[table])} (found {list(frame.columns)})",
-                                  file=name, column=missing[0])
+        raise DataValidationError(
+            f"missing required column(s) {missing}; the {table} table needs "
+            f"{list(REQUIRED[table])} (found {list(frame.columns)})",
+            file=name,
+            column=missing[0],
+        )
 
 
 def _first_bad(mask: np.ndarray) -> int:
@@ -246,8 +275,12 @@ def _clean_ids(values: pd.Series, name: str, column: str) -> pd.Series:
     text = text_values(values)
     empty = (text == "").to_numpy()
     if empty.any():
-        raise DataValidationError("empty id; every row needs a non-empty id", file=name,
-                                  row=_first_bad(empty), column=column)
+        raise DataValidationError(
+            "empty id; every row needs a non-empty id",
+            file=name,
+            row=_first_bad(empty),
+            column=column,
+        )
     return text.astype(object)
 
 
@@ -267,12 +300,17 @@ def parse_outcomes(values: pd.Series, name: str = Tables.outcomes) -> np.ndarray
         row = _first_bad(bad)
         raise DataValidationError(
             f"outcome {values.iloc[row - 1]!r} is neither a number in [-1, 1] nor one of the labels "
-            f"{list(OUTCOME_LABELS)}", file=name, row=row, column=C.outcome)
+            f"{list(OUTCOME_LABELS)}",
+            file=name,
+            row=row,
+            column=C.outcome,
+        )
     out_of_range = (result < -1) | (result > 1)
     if out_of_range.any():
         row = _first_bad(out_of_range)
-        raise DataValidationError(f"outcome {result[row - 1]:g} is outside [-1, 1]", file=name,
-                                  row=row, column=C.outcome)
+        raise DataValidationError(
+            f"outcome {result[row - 1]:g} is outside [-1, 1]", file=name, row=row, column=C.outcome
+        )
     return result.astype(np.float32)
 
 
@@ -288,9 +326,13 @@ def _parse_timestamps(values: pd.Series, name: str) -> pd.Series:
     text, parsed, bad = timestamp_values(values)
     if bad.any():
         row = _first_bad(bad)
-        raise DataValidationError(f"timestamp {text.iloc[row - 1]!r} is not an ISO-8601 date or "
-                                  "date-time (e.g. 2021-03-04 or 2021-03-04T10:00:00Z)",
-                                  file=name, row=row, column=C.timestamp)
+        raise DataValidationError(
+            f"timestamp {text.iloc[row - 1]!r} is not an ISO-8601 date or "
+            "date-time (e.g. 2021-03-04 or 2021-03-04T10:00:00Z)",
+            file=name,
+            row=row,
+            column=C.timestamp,
+        )
     return parsed.astype("datetime64[ns, UTC]")
 
 
@@ -306,26 +348,35 @@ def _parse_flag(values: pd.Series, name: str, column: str) -> np.ndarray:
     bad = mapped.isna().to_numpy()
     if bad.any():
         row = _first_bad(bad)
-        raise DataValidationError(f"value {text.iloc[row - 1]!r} is not 0 or 1", file=name,
-                                  row=row, column=column)
+        raise DataValidationError(
+            f"value {text.iloc[row - 1]!r} is not 0 or 1", file=name, row=row, column=column
+        )
     return mapped.to_numpy().astype(np.int8)
 
 
 def _normalise_outcomes(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    out = pd.DataFrame({
-        C.patient: frame[C.patient],
-        C.treatment: frame[C.treatment],
-        C.outcome: parse_outcomes(frame[C.outcome], name),
-    })
-    out[C.timestamp] = (_parse_timestamps(frame[C.timestamp], name) if C.timestamp in frame
-                        else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]"))
+    out = pd.DataFrame(
+        {
+            C.patient: frame[C.patient],
+            C.treatment: frame[C.treatment],
+            C.outcome: parse_outcomes(frame[C.outcome], name),
+        }
+    )
+    out[C.timestamp] = (
+        _parse_timestamps(frame[C.timestamp], name)
+        if C.timestamp in frame
+        else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    )
     if C.condition in frame:
         condition = text_values(frame[C.condition]).astype(object)
         out[C.condition] = condition.where(condition != "", None)
     else:
         out[C.condition] = None
-    out[C.adverse] = (_parse_flag(frame[C.adverse], name, C.adverse) if C.adverse in frame
-                      else np.zeros(len(frame), dtype=np.int8))
+    out[C.adverse] = (
+        _parse_flag(frame[C.adverse], name, C.adverse)
+        if C.adverse in frame
+        else np.zeros(len(frame), dtype=np.int8)
+    )
     for column in frame.columns:
         if column not in out:
             out[column] = frame[column]
@@ -348,16 +399,24 @@ def _normalise_patients(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     dupes = frame[C.patient].duplicated().to_numpy()
     if dupes.any():
         row = _first_bad(dupes)
-        raise DataValidationError(f"patient {frame[C.patient].iloc[row - 1]!r} is listed twice; "
-                                  "each patient needs exactly one row", file=name, row=row,
-                                  column=C.patient)
+        raise DataValidationError(
+            f"patient {frame[C.patient].iloc[row - 1]!r} is listed twice; "
+            "each patient needs exactly one row",
+            file=name,
+            row=row,
+            column=C.patient,
+        )
     frame = frame.copy()
     if C.birth_year in frame:
         text, years, bad = birth_year_values(frame[C.birth_year])
         if bad.any():
             row = _first_bad(bad)
-            raise DataValidationError(f"birth_year {text.iloc[row - 1]!r} is not a year between "
-                                      "1850 and 2100", file=name, row=row, column=C.birth_year)
+            raise DataValidationError(
+                f"birth_year {text.iloc[row - 1]!r} is not a year between 1850 and 2100",
+                file=name,
+                row=row,
+                column=C.birth_year,
+            )
         frame[C.birth_year] = years.astype("Int64")
     for column in frame.columns:
         if column not in (C.patient, C.birth_year):
@@ -370,8 +429,12 @@ def check_severity(frame: pd.DataFrame, name: str) -> None:
     bad = (~severity.isin(SEVERITIES)).to_numpy()
     if bad.any():
         row = _first_bad(bad)
-        raise DataValidationError(f"severity {frame[C.severity].iloc[row - 1]!r} is not one of "
-                                  f"{list(SEVERITIES)}", file=name, row=row, column=C.severity)
+        raise DataValidationError(
+            f"severity {frame[C.severity].iloc[row - 1]!r} is not one of {list(SEVERITIES)}",
+            file=name,
+            row=row,
+            column=C.severity,
+        )
     frame[C.severity] = severity.astype(object)
 
 
@@ -394,4 +457,7 @@ def _check_references(clean: Mapping[str, pd.DataFrame], files: Mapping[str, str
             raise DataValidationError(
                 f"{key.removesuffix('_id')} {values.iloc[row - 1]!r} is not defined in the "
                 f"{defining} table ({files.get(defining, defining)})",
-                file=files.get(using, using), row=row, column=column)
+                file=files.get(using, using),
+                row=row,
+                column=column,
+            )

@@ -117,7 +117,8 @@ class ALSRecommender(FactorModel):
             )
         self._callback = callback
         try:
-            return super().fit(dataset, show_progress=show_progress)
+            super().fit(dataset, show_progress=show_progress)
+            return self
         finally:
             del self._callback
 

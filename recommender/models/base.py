@@ -129,7 +129,7 @@ class Recommender(Estimator, Lookups):
     def load(cls, path, mmap: bool = True) -> Recommender:
         """Load an artifact written by :meth:`save`, verifying its checksums."""
         model = persistence.load_artifact(path, mmap=mmap).model
-        if cls is not Recommender and not isinstance(model, cls):
+        if not isinstance(model, cls):
             raise ParameterError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 

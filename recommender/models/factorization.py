@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..data.patient import Query
+from ..exceptions import ParameterError
 from ..utils.threads import single_threaded_blas
 from .base import Recommender, positive_part
 
@@ -124,7 +125,9 @@ class SweepMonitor:
         self.model, self.dataset, self.solver, self.callback = model, dataset, solver, callback
         self.patience, self.tol = patience, tol
         self.scores: list = []
-        self.best_score, self.best_iteration, self._best = -np.inf, 0, None
+        self.best_score: float = -np.inf
+        self.best_iteration = 0
+        self._best: tuple[np.ndarray, np.ndarray] | None = None
 
     def __call__(self, iteration: int, elapsed: float, loss=None) -> None:
         model = self.model
@@ -137,6 +140,11 @@ class SweepMonitor:
         self.scores.append(score)
         if self.patience is None:
             return
+        if score is None:
+            raise ParameterError(
+                "early_stopping needs a callback that returns the sweep's validation score "
+                "(e.g. Validation(rows).callback(model)); this one returned None"
+            )
         log.info("sweep %d: validation score %.5f (%.2fs)", iteration + 1, score, elapsed)
         if score > self.best_score + self.tol or self._best is None:
             self.best_score, self.best_iteration = score, iteration + 1

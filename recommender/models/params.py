@@ -21,14 +21,16 @@ Check = tuple[Callable[[Any], bool], str]
 
 def integer(low: int, high: float = np.inf) -> Check:
     return (
-        lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and low <= v <= high,
+        lambda v: bool(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and low <= v <= high
+        ),
         f"an int in the range [{low}, {high}]",
     )
 
 
 def real(low: float, high: float = np.inf, low_open: bool = False) -> Check:
-    def ok(v):
-        return (
+    def ok(v) -> bool:
+        return bool(
             isinstance(v, (int, float, np.floating))
             and not isinstance(v, bool)
             and (low < v if low_open else low <= v)
@@ -40,7 +42,7 @@ def real(low: float, high: float = np.inf, low_open: bool = False) -> Check:
 
 def optional_seed() -> Check:
     return (
-        lambda v: v is None or (isinstance(v, (int, np.integer)) and v >= 0),
+        lambda v: v is None or bool(isinstance(v, (int, np.integer)) and v >= 0),
         "None or a non-negative int",
     )
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Artifact:
 
     path: Path
     manifest: dict
-    model: object
+    model: Any  # a fitted Recommender (typed loosely: this module sits below models.base)
 
     @property
     def dataset(self) -> Dataset:
@@ -195,7 +196,7 @@ def load_artifact(
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)
-    arrays = {group: {} for group in ("model", "dataset")}
+    arrays: dict[str, dict[str, np.ndarray]] = {group: {} for group in ("model", "dataset")}
     for relative in manifest["files"]:
         group, name = relative.split("/", 1)
         array = np.load(path / relative, mmap_mode="r" if mmap else None, allow_pickle=False)

@@ -7,13 +7,15 @@ saved model, without either importing the other.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..exceptions import ParameterError
 
 #: Model kind -> class, in definition order.
-MODELS: dict[str, type] = {}
+MODELS: dict[str, Any] = {}
 
 
-def register(cls: type) -> type:
+def register(cls: Any) -> Any:
     """Add ``cls`` under ``cls.kind``; a second class with the same kind is refused."""
     existing = MODELS.get(cls.kind)
     if existing is not None and existing is not cls:

@@ -54,7 +54,7 @@ class RecommendationList:
             if item.flags:
                 entry["flags"] = item.flags
             recommendations.append(entry)
-        result = {
+        result: dict[str, object] = {
             "patient_id": self.patient_id,
             "condition_id": self.condition_id,
             "model": self.model,

@@ -20,7 +20,7 @@ from ..data.patient import Query
 from ..exceptions import ParameterError
 from . import safety
 from .factor_path import rank_factors
-from .protocols import ScoringModel
+from .protocols import FactorScoringModel, ScoringModel, factor_model
 from .topk import allowed_columns, check_k, mask_scores, top_k
 
 BATCH_SIZE = 4096
@@ -141,16 +141,15 @@ def rank_patients(
     codes = safety.exclusion_codes(
         dataset, query, include_tried, safety.active_treatments(dataset, query)
     )
-    if _factor_scoring(model, patients):
-        return rank_factors(model, patients, codes, allowed_columns(dataset, candidates), k)
+    factors = factor_model(model)
+    if factors is not None and _factor_scoring(factors, patients):
+        return rank_factors(factors, patients, codes, allowed_columns(dataset, candidates), k)
     return top_k(mask_scores(dataset, model.score(query), codes, candidates), k)
 
 
-def _factor_scoring(model: ScoringModel, patients: np.ndarray) -> bool:
-    """Whether ``model`` scores known patients as float32 user @ item factor products whose
+def _factor_scoring(model: FactorScoringModel, patients: np.ndarray) -> bool:
+    """Whether the factor ``model`` scores known patients as float32 user @ item products whose
     values are all finite (so the fast path needs no NaN or overflow handling)."""
-    if not model.scores_are_factor_products:  # not plain user @ item factor products
-        return False
     users, items = model.user_factors_, model.item_factors_
     if users.dtype != np.float32 or items.dtype != np.float32 or not len(patients):
         return False

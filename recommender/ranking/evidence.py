@@ -103,10 +103,10 @@ def _evidence_entries(dataset: Dataset, treatments: np.ndarray, condition: int) 
     width = len(OUTCOME_BUCKETS)
     columns, values = row_arrays(dataset.label_counts, row)
     wanted = (np.asarray(treatments, np.int64)[:, None] * width + np.arange(width)).ravel()
-    table = np.zeros(len(wanted))
+    flat = np.zeros(len(wanted))
     positions, found = lookup(columns, wanted)
-    table[found] = values[positions[found]]
-    table = table.reshape(-1, width)  # (len(treatments), 5)
+    flat[found] = values[positions[found]]
+    table = flat.reshape(-1, width)  # (len(treatments), 5)
     scope = (
         f"condition {dataset.conditions.external_ids[condition]}"
         if condition >= 0

@@ -136,7 +136,8 @@ def _norm_order(model: FactorScoringModel, allowed: np.ndarray, k: int):
     columns = np.flatnonzero(allowed)
     items = factors[columns]
     norms = np.sqrt(np.einsum("ij,ij->i", items, items, dtype=np.float64))
-    prefixes, width = [], max(PRUNE_FIRST, 4 * k)
+    prefixes: list[int] = []
+    width = max(PRUNE_FIRST, 4 * k)
     while 2 * width < len(columns) or (prefixes and width < len(columns)):
         prefixes.append(width)
         width *= 2

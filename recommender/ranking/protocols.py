@@ -7,7 +7,7 @@ safety and explanations only call what is declared here, so they sit below the m
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, cast
 
 import numpy as np
 
@@ -49,3 +49,8 @@ class FactorScoringModel(ScoringModel, Protocol):
 
     def factor_scores(self, users: np.ndarray, treatments: np.ndarray | None = None) -> np.ndarray:
         """Scores float32 (len(users), n) for the treatment indices (all when None)."""
+
+
+def factor_model(model: ScoringModel) -> FactorScoringModel | None:
+    """``model`` as a :class:`FactorScoringModel` when its scores are factor products, else None."""
+    return cast(FactorScoringModel, model) if model.scores_are_factor_products else None

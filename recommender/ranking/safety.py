@@ -27,6 +27,8 @@ as working and started within ``active_window_days`` of the patient's latest rec
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -161,7 +163,7 @@ def _single_row_codes(
     )
 
 
-def codes_row(codes: dict[int, int], n_treatments: int) -> sp.csr_matrix:
+def codes_row(codes: Mapping[int, int], n_treatments: int) -> sp.csr_matrix:
     """(1, ``n_treatments``) int8 CSR of one patient's :func:`patient_codes`."""
     indices = sorted(codes)
     return sparse_rows.single_row(
@@ -169,7 +171,9 @@ def codes_row(codes: dict[int, int], n_treatments: int) -> sp.csr_matrix:
     )
 
 
-def _nonempty_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def _nonempty_rows(
+    matrix: sp.csr_matrix, rows: Sequence[int] | np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(indices, data) of those of ``rows`` that hold entries (rule tables are mostly empty)."""
     rows = np.asarray(rows, dtype=np.int64)
     filled = rows[matrix.indptr[rows + 1] > matrix.indptr[rows]]
@@ -185,7 +189,7 @@ def low_evidence(dataset: Dataset, treatments: np.ndarray | None = None) -> np.n
     return support < dataset.safety.min_support
 
 
-def moderate_partners(dataset: Dataset, active: np.ndarray) -> dict[int, list[int]]:
+def moderate_partners(dataset: Dataset, active: Sequence[int] | np.ndarray) -> dict[int, list[int]]:
     """Treatment index -> the active treatments (sorted indices) it interacts moderately with.
 
     Read from the active treatments' rows (``interactions`` is symmetric), so the cost grows
@@ -206,7 +210,11 @@ def primary_reason(code: int) -> str:
 
 
 def describe(
-    dataset: Dataset, treatment: int, code: int, conditions: np.ndarray, active: np.ndarray
+    dataset: Dataset,
+    treatment: int,
+    code: int,
+    conditions: Sequence[int] | np.ndarray,
+    active: Sequence[int] | np.ndarray,
 ) -> str:
     """A sentence a clinician can read about why ``treatment`` is excluded."""
     if code & HARM:

@@ -21,7 +21,7 @@ from . import safety
 from .answer import Exclusion, Recommendation, RecommendationList, model_summary
 from .contributions import MAX_CONTRIBUTIONS, describe_strongest
 from .evidence import evidence_many
-from .protocols import ScoringModel
+from .protocols import ScoringModel, factor_model
 from .topk import check_k, mask_scores, top_k
 
 
@@ -217,9 +217,10 @@ def _scorer(model: ScoringModel, query: Query):
     folded in) once and each call scores only the treatments asked for: a condition's few
     candidates rather than the whole catalogue. Otherwise :meth:`~Recommender.score` per call.
     """
-    if model.scores_are_factor_products:
-        users = model.patient_factors(query)
-        return lambda _query, treatments: model.factor_scores(users, treatments)
+    factors = factor_model(model)
+    if factors is not None:
+        users = factors.patient_factors(query)
+        return lambda _query, treatments: factors.factor_scores(users, treatments)
     return lambda query_, treatments: (
         model.score(query_) if treatments is None else model.score(query_)[:, treatments]
     )

@@ -9,6 +9,8 @@ scipy's own indexing returns) and :func:`row_arrays` returns the slices themselv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -82,7 +84,7 @@ def row(matrix: sp.csr_matrix, i: int) -> sp.csr_matrix:
     return sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
 
 
-def single_row(indices: np.ndarray, data: np.ndarray, width: int) -> sp.csr_matrix:
+def single_row(indices: Sequence[int] | np.ndarray, data: np.ndarray, width: int) -> sp.csr_matrix:
     """(1, ``width``) CSR holding ``data`` at ``indices`` (sorted, unique: not checked)."""
     indices = np.asarray(indices, dtype=np.int32)
     indptr = np.array([0, len(indices)], dtype=np.int32)

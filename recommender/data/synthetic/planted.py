@@ -36,6 +36,7 @@ Bayes-optimal guess is the therapy that is best for the most posterior mass, and
 probability is that mass. The popularity guess is the same rule under the population prior
 ``P(z)``: the best a non-personalised, per-condition rule can do.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,6 +55,7 @@ from .planted_model import HELD_OUT, held_out_arrays, log_posterior, plant_truth
 from .planted_tables import Names, build_tables, held_out_frame
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class SyntheticCohort:
@@ -80,9 +82,15 @@ class SyntheticCohort:
     traits: np.ndarray
 
 
-def generate_cohort(n_patients: int = 2000, seed: int = 0, *, n_conditions: int = 10,
-                    treatments_per_condition: int = 5, n_traits: int = 4,
-                    show_progress: bool = False) -> SyntheticCohort:
+def generate_cohort(
+    n_patients: int = 2000,
+    seed: int = 0,
+    *,
+    n_conditions: int = 10,
+    treatments_per_condition: int = 5,
+    n_traits: int = 4,
+    show_progress: bool = False,
+) -> SyntheticCohort:
     """Generate a cohort with planted truth (see the module docstring for the story).
 
     The planted model (response probabilities, guidelines, prevalences) depends only on ``seed``
@@ -127,12 +135,19 @@ def generate_cohort(n_patients: int = 2000, seed: int = 0, *, n_conditions: int 
         held_out = held_out_arrays(episodes, patients["trait"], log_post, truth)
         bar.update(1)
         names = Names(n_patients, n_conditions, treatments_per_condition)
-        cohort = SyntheticCohort(build_tables(names, patients, episodes, tries, truth),
-                                 held_out_frame(names, held_out), truth.response,
-                                 patients["trait"])
+        cohort = SyntheticCohort(
+            build_tables(names, patients, episodes, tries, truth),
+            held_out_frame(names, held_out),
+            truth.response,
+            patients["trait"],
+        )
         bar.update(1)
-    log.info("synthetic cohort: %d patients, %d outcomes, %d held-out episodes", n_patients,
-             len(cohort.tables[Tables.outcomes]), len(cohort.held_out))
+    log.info(
+        "synthetic cohort: %d patients, %d outcomes, %d held-out episodes",
+        n_patients,
+        len(cohort.tables[Tables.outcomes]),
+        len(cohort.held_out),
+    )
     return cohort
 
 
@@ -172,14 +187,18 @@ def popularity_rate(held_out: pd.DataFrame) -> float:
 
 def _check_int(name: str, value: object, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ParameterError(f"The '{name}' parameter of generate_cohort must be an int in the "
-                             f"range [{low}, inf). Got {value!r} instead.")
+        raise ParameterError(
+            f"The '{name}' parameter of generate_cohort must be an int in the "
+            f"range [{low}, inf). Got {value!r} instead."
+        )
 
 
 def _mean_column(held_out: pd.DataFrame, column: str) -> float:
     if column not in held_out:
-        raise ValueError(f"held_out has no column '{column}'; pass SyntheticCohort.held_out "
-                         "(or a held_out.csv written by write_cohort)")
+        raise ValueError(
+            f"held_out has no column '{column}'; pass SyntheticCohort.held_out "
+            "(or a held_out.csv written by write_cohort)"
+        )
     if len(held_out) == 0:
         raise ValueError("held_out has no rows; the rate of an empty cohort is undefined")
     return float(pd.to_numeric(held_out[column]).mean())

@@ -1,5 +1,6 @@
 """Patients, their condition episodes and the clinicians' prescriptions, drawn from the
 planted model (:mod:`recommender.data.synthetic.planted_model`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,13 +36,16 @@ def draw_patients(rng: np.random.Generator, n: int, truth: Truth) -> dict[str, n
     """Per-patient arrays of shape (n,) (allergies: (n, N_ALLERGIES) bool)."""
     sex = rng.integers(2, size=n)
     birth_year = rng.choice(BIRTH_YEARS, size=n)
-    trait_p = np.exp(truth.log_trait_given_demo[sex, age_band_index(birth_year)])   # (n, Z)
+    trait_p = np.exp(truth.log_trait_given_demo[sex, age_band_index(birth_year)])  # (n, Z)
     trait = (rng.random((n, 1)) > np.cumsum(trait_p, axis=1)).sum(axis=1)
-    return {"sex": sex, "birth_year": birth_year,
-            "trait": np.minimum(trait, trait_p.shape[1] - 1),
-            "race": rng.choice(len(RACES), size=n, p=RACE_SHARES),
-            "payer": rng.choice(len(PAYERS), size=n, p=PAYER_SHARES),
-            "allergies": rng.random((n, N_ALLERGIES)) < ALLERGY_PREVALENCE}
+    return {
+        "sex": sex,
+        "birth_year": birth_year,
+        "trait": np.minimum(trait, trait_p.shape[1] - 1),
+        "race": rng.choice(len(RACES), size=n, p=RACE_SHARES),
+        "payer": rng.choice(len(PAYERS), size=n, p=PAYER_SHARES),
+        "allergies": rng.random((n, N_ALLERGIES)) < ALLERGY_PREVALENCE,
+    }
 
 
 def draw_episodes(rng: np.random.Generator, n: int, prevalence: np.ndarray) -> Episodes:
@@ -55,8 +59,9 @@ def draw_episodes(rng: np.random.Generator, n: int, prevalence: np.ndarray) -> E
     return Episodes(patient, conditions[valid], _start_days(rng, counts, valid)[valid], held_out)
 
 
-def _distinct_conditions(rng: np.random.Generator, counts: np.ndarray,
-                         prevalence: np.ndarray) -> np.ndarray:
+def _distinct_conditions(
+    rng: np.random.Generator, counts: np.ndarray, prevalence: np.ndarray
+) -> np.ndarray:
     """(n, max count) condition indices, distinct within a row, -1 beyond each row's count.
 
     Draws by prevalence and redraws repeats until every row is distinct.
@@ -92,11 +97,13 @@ def _start_days(rng: np.random.Generator, counts: np.ndarray, valid: np.ndarray)
     offsets = np.where(valid, rng.random(valid.shape) * room[:, None], np.inf)
     offsets.sort(axis=1)
     return np.where(valid, np.floor(offsets), 0).astype(np.int64) + EPISODE_GAP * np.arange(
-        valid.shape[1])
+        valid.shape[1]
+    )
 
 
-def simulate_tries(rng: np.random.Generator, episodes: Episodes, patients: dict,
-                    truth: Truth) -> dict[str, np.ndarray]:
+def simulate_tries(
+    rng: np.random.Generator, episodes: Episodes, patients: dict, truth: Truth
+) -> dict[str, np.ndarray]:
     """Prescriptions of the written episodes, in episode then line order.
 
     Returns arrays of shape (R,): ``episode`` (index into ``episodes``), ``line`` (0-based try),
@@ -119,10 +126,14 @@ def simulate_tries(rng: np.random.Generator, episodes: Episodes, patients: dict,
         active = np.zeros_like(active)
         active[idx] = label >= NO_RESPONSE
         parts.append((written[idx], np.full(len(idx), line), therapy, label))
-    episode, line, therapy, label = (np.concatenate(column) for column in zip(*parts))
-    order = np.lexsort((line, episode))
-    return {"episode": episode[order], "line": line[order], "therapy": therapy[order],
-            "label": label[order]}
+    episodes_, lines, therapies, labels = (np.concatenate(column) for column in zip(*parts))
+    order = np.lexsort((lines, episodes_))
+    return {
+        "episode": episodes_[order],
+        "line": lines[order],
+        "therapy": therapies[order],
+        "label": labels[order],
+    }
 
 
 def _blocked(condition: np.ndarray, allergies: np.ndarray, truth: Truth) -> np.ndarray:
@@ -134,8 +145,9 @@ def _blocked(condition: np.ndarray, allergies: np.ndarray, truth: Truth) -> np.n
     return blocked
 
 
-def _choose(rng: np.random.Generator, open_: np.ndarray,
-            guideline: np.ndarray | None) -> np.ndarray:
+def _choose(
+    rng: np.random.Generator, open_: np.ndarray, guideline: np.ndarray | None
+) -> np.ndarray:
     """One therapy per row, uniform among ``open_``; the open guideline half the time if given."""
     pick = np.where(open_, rng.random(open_.shape), -1.0).argmax(axis=1)
     if guideline is None:
@@ -145,12 +157,21 @@ def _choose(rng: np.random.Generator, open_: np.ndarray,
     return np.where(use, guideline, pick)
 
 
-def _observe(rng: np.random.Generator, condition: np.ndarray, trait: np.ndarray,
-             therapy: np.ndarray, truth: Truth) -> np.ndarray:
+def _observe(
+    rng: np.random.Generator,
+    condition: np.ndarray,
+    trait: np.ndarray,
+    therapy: np.ndarray,
+    truth: Truth,
+) -> np.ndarray:
     """Outcome label indices (int8) of one try per row."""
     draw = rng.random((3, len(condition)))
     response = draw[0] < truth.response[condition, trait, therapy]
-    label = np.where(response, np.where(draw[1] < P_PARTIAL, PARTIAL, RESPONDED),
-                     np.where(draw[1] < P_WORSENED, WORSENED, NO_RESPONSE))
-    return np.where(draw[2] < truth.adverse[condition, trait, therapy], ADVERSE,
-                    label).astype(np.int8)
+    label = np.where(
+        response,
+        np.where(draw[1] < P_PARTIAL, PARTIAL, RESPONDED),
+        np.where(draw[1] < P_WORSENED, WORSENED, NO_RESPONSE),
+    )
+    return np.where(draw[2] < truth.adverse[condition, trait, therapy], ADVERSE, label).astype(
+        np.int8
+    )
