@@ -22,7 +22,7 @@ from recommender.training import train_artifact
 from recommender.trust.subgroup_audit import AuditResult, audit
 from recommender.trust.subgroup_report import write_audit
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "synthea_ibm_california_1000"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "synthea_ibm_california_1000"
 K = 3
 #: What a site-B patient's record says instead of the truth: what works for others fails.
 INVERTED = {

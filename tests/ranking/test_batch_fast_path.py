@@ -26,7 +26,7 @@ from recommender.models import make_model
 from recommender.ranking import batch as ranking
 from recommender.ranking import factor_path, mask_scores, rank_patients, safety, top_k, topk
 from tests.cohorts import random_cohort
-from tests.test_ranking import forbidden
+from tests.ranking.test_ranking import forbidden
 
 FACTOR_KINDS = ("als", "bpr", "lmf")
 QUICK = {

@@ -29,7 +29,7 @@ from recommender.exceptions import DataValidationError
 from tests.cohorts import checkerboard, random_cohort
 from tests.reference_dataset import reference_from_tables
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 OPTIONS = [
     {},
     {"side_info": SideInfo(conditions=True, age_band=True, sex=True), "harm_threshold": 0.3},
