@@ -24,12 +24,15 @@ evidence, contributions
 Fast-path twins
 ---------------
 Each of these pairs computes the same answer two ways, one per workload; a change to one must
-be made to the other, and ``tests/ranking/test_twins.py`` checks each pair on random cohorts:
+be made to the other, and a property test checks each pair on random cohorts:
 
-- ``safety.patient_codes`` (one patient, plain Python) / ``safety.exclusion_codes`` (sparse);
-- ``safety.patient_active`` / ``safety.active_treatments``;
-- ``single._top_candidates`` (a condition's candidates) / ``topk.mask_scores`` + ``topk.top_k``;
-- ``factor_path.rank_factors`` (factor models) / the dense path of ``batch.rank_patients``.
+- ``safety.patient_codes`` (one patient, plain Python) / ``safety.exclusion_codes`` (sparse),
+  and ``safety.patient_active`` / ``safety.active_treatments``:
+  ``tests/ranking/test_safety.py::test_one_patient_rules_equal_the_batch_rules``;
+- ``single._top_candidates`` (a condition's candidates) / ``topk.mask_scores`` + ``topk.top_k``:
+  ``tests/ranking/test_ranking.py::test_top_among_candidates_equals_masking_every_score``;
+- ``factor_path.rank_factors`` (factor models) / the dense path of ``batch.rank_patients``:
+  ``tests/ranking/test_batch_fast_path.py::test_fast_path_equals_generic_path``.
 """
 
 from __future__ import annotations
