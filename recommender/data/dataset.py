@@ -27,7 +27,6 @@ Duplicate (patient, treatment) outcomes: the latest by timestamp wins for ``matr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -359,85 +358,3 @@ class Dataset:
                 f"unknown condition id {condition_id!r}: no outcome, diagnosis or "
                 "contraindication in the training data mentions it"
             ) from None
-
-    # --- persistence (arrays + JSON, no pickle) -------------------------------------------------
-
-    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Arrays and JSON-able metadata that :meth:`from_arrays` turns back into a Dataset."""
-        arrays: dict[str, np.ndarray] = {
-            "patient_ids": self.patients.external_ids.astype(str),
-            "treatment_support": self.treatment_support,
-            "demo_sex": self.demographics[C.sex].fillna("").to_numpy().astype(str),
-            "demo_age_band": self.demographics["age_band"].fillna("").to_numpy().astype(str),
-        }
-        shapes = {}
-        for name in SPARSE_FIELDS:
-            matrix = getattr(self, name)
-            shapes[name] = list(matrix.shape)
-            for part in ("data", "indices", "indptr"):
-                arrays[f"{name}.{part}"] = getattr(matrix, part)
-        meta = {
-            "treatment_ids": self.treatments.external_ids.tolist(),
-            "feature_ids": self.features.external_ids.tolist(),
-            "condition_ids": self.conditions.external_ids.tolist(),
-            "shapes": shapes,
-            "policy": self.policy.to_dict(),
-            "side_info": self.side_info.to_dict(),
-            "safety": self.safety.to_dict(),
-            "harm_threshold": self.harm_threshold,
-            "reference_year": self.reference_year,
-            "fingerprint": self.fingerprint,
-            "pseudonym_fingerprint": self.pseudonym_fingerprint,
-            "treatment_names": self.treatment_names,
-            "condition_names": self.condition_names,
-        }
-        return arrays, meta
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping) -> Dataset:
-        """Rebuild from :meth:`to_arrays` output (arrays may be memory-mapped)."""
-        sparse = {
-            name: sp.csr_matrix(
-                (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]),
-                shape=tuple(meta["shapes"][name]),
-            )
-            for name in SPARSE_FIELDS
-        }
-        demographics = pd.DataFrame(
-            {
-                C.sex: np.asarray(arrays["demo_sex"]).astype(object),
-                "age_band": np.asarray(arrays["demo_age_band"]).astype(object),
-            }
-        )
-        return cls(
-            patients=IdMap(np.asarray(arrays["patient_ids"]), "patient"),
-            treatments=IdMap(meta["treatment_ids"], "treatment"),
-            features=IdMap(meta["feature_ids"], "feature"),
-            conditions=IdMap(meta["condition_ids"], "condition"),
-            treatment_support=np.asarray(arrays["treatment_support"]),
-            demographics=demographics,
-            policy=ConfidencePolicy(**meta["policy"]),
-            side_info=SideInfo(**meta["side_info"]),
-            harm_threshold=meta["harm_threshold"],
-            safety=SafetyPolicy(**meta["safety"]),
-            reference_year=meta["reference_year"],
-            fingerprint=meta["fingerprint"],
-            pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""),
-            treatment_names=meta.get("treatment_names", {}),
-            condition_names=meta.get("condition_names", {}),
-            **sparse,
-        )
-
-
-SPARSE_FIELDS = (
-    "matrix",
-    "history",
-    "harmful",
-    "patient_conditions",
-    "contraindications",
-    "condition_outcomes",
-    "condition_successes",
-    "history_days",
-    "interactions",
-    "label_counts",
-)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..data.dataset_arrays import dataset_from_arrays, dataset_to_arrays
 from ..data.pseudonym import SCHEME, Pseudonymizer
 from ..exceptions import ArtifactError
 from ..utils.fileutil import atomic_dir
@@ -89,7 +90,7 @@ def save_artifact(
         More JSON-able manifest entries (e.g. the training configuration).
     """
     dataset: Dataset = model.dataset_
-    data_arrays, data_meta = dataset.to_arrays()
+    data_arrays, data_meta = dataset_to_arrays(dataset)
     created = datetime.now(timezone.utc)
     manifest = {
         "format": FORMAT,
@@ -207,7 +208,7 @@ def load_artifact(
     if kind not in MODELS:
         raise ArtifactError(f"{path}: unknown model type {kind!r}")
     model = MODELS[kind](**manifest["model"]["params"])
-    model.dataset_ = Dataset.from_arrays(arrays["dataset"], manifest["data"])
+    model.dataset_ = dataset_from_arrays(arrays["dataset"], manifest["data"])
     if pseudonymizer is not None:
         try:
             model.dataset_.attach_key(pseudonymizer)

@@ -20,7 +20,8 @@ import pytest
 from recommender.data import arrow_read
 from recommender.data.arrow_read import read_codes
 from recommender.data.codes import CohortCodes
-from recommender.data.dataset import SPARSE_FIELDS, Dataset
+from recommender.data.dataset import Dataset
+from recommender.data.dataset_arrays import SPARSE_FIELDS, dataset_from_arrays, dataset_to_arrays
 from recommender.data.policies import ConfidencePolicy
 from recommender.data.pseudonym import Pseudonymizer
 from recommender.data.side_info import SideInfo
@@ -410,7 +411,9 @@ def test_a_trained_artifact_holds_the_previous_dataset(tmp_path):
         SAMPLE, tmp_path / "model", kind="als", params={"factors": 4, "iterations": 2}
     )
     reference = reference_from_tables(read_tables(SAMPLE))
-    assert_same_dataset(load_artifact(path).dataset, Dataset.from_arrays(*reference.to_arrays()))
+    assert_same_dataset(
+        load_artifact(path).dataset, dataset_from_arrays(*dataset_to_arrays(reference))
+    )
     assert not list(tmp_path.glob(".*spill*"))  # the temporary memory maps are gone
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from recommender.data.dataset import Dataset
+from recommender.data.dataset_arrays import dataset_from_arrays, dataset_to_arrays
 from recommender.data.patient import encode_patient
 from recommender.data.policies import ConfidencePolicy
 from recommender.data.side_info import SideInfo
@@ -94,8 +95,8 @@ def test_side_information_can_be_switched_off(tables):
 
 def test_arrays_round_trip(tables):
     ds = Dataset.from_tables(tables, side_info=SideInfo(True, True, True))
-    arrays, meta = ds.to_arrays()
-    back = Dataset.from_arrays(arrays, meta)
+    arrays, meta = dataset_to_arrays(ds)
+    back = dataset_from_arrays(arrays, meta)
     assert back.patients == ds.patients and back.features == ds.features
     assert (back.matrix != ds.matrix).nnz == 0 and back.history.nnz == ds.history.nnz
     assert back.policy == ds.policy and back.side_info == ds.side_info

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from recommender.cli import main
-from recommender.data.dataset import SPARSE_FIELDS, Dataset
+from recommender.data.dataset import Dataset
+from recommender.data.dataset_arrays import SPARSE_FIELDS
 from recommender.data.pseudonym import Pseudonymizer
 from recommender.data.side_info import SideInfo
 from recommender.data.synthetic.planted import generate_cohort

@@ -1,0 +1,99 @@
+"""A Dataset as arrays plus JSON metadata, and back: what an artifact stores (no pickle).
+
+Sparse matrices are kept as their ``data``/``indices``/``indptr`` arrays, so a loaded dataset can
+be memory-mapped and shared by serving workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..columns import Columns as C
+from .dataset import Dataset
+from .ids import IdMap
+from .policies import ConfidencePolicy, SafetyPolicy
+from .side_info import SideInfo
+
+SPARSE_FIELDS = (
+    "matrix",
+    "history",
+    "harmful",
+    "patient_conditions",
+    "contraindications",
+    "condition_outcomes",
+    "condition_successes",
+    "history_days",
+    "interactions",
+    "label_counts",
+)
+
+
+def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and JSON-able metadata that :func:`dataset_from_arrays` turns back into ``dataset``."""
+    arrays: dict[str, np.ndarray] = {
+        "patient_ids": dataset.patients.external_ids.astype(str),
+        "treatment_support": dataset.treatment_support,
+        "demo_sex": dataset.demographics[C.sex].fillna("").to_numpy().astype(str),
+        "demo_age_band": dataset.demographics["age_band"].fillna("").to_numpy().astype(str),
+    }
+    shapes = {}
+    for name in SPARSE_FIELDS:
+        matrix = getattr(dataset, name)
+        shapes[name] = list(matrix.shape)
+        for part in ("data", "indices", "indptr"):
+            arrays[f"{name}.{part}"] = getattr(matrix, part)
+    meta = {
+        "treatment_ids": dataset.treatments.external_ids.tolist(),
+        "feature_ids": dataset.features.external_ids.tolist(),
+        "condition_ids": dataset.conditions.external_ids.tolist(),
+        "shapes": shapes,
+        "policy": dataset.policy.to_dict(),
+        "side_info": dataset.side_info.to_dict(),
+        "safety": dataset.safety.to_dict(),
+        "harm_threshold": dataset.harm_threshold,
+        "reference_year": dataset.reference_year,
+        "fingerprint": dataset.fingerprint,
+        "pseudonym_fingerprint": dataset.pseudonym_fingerprint,
+        "treatment_names": dataset.treatment_names,
+        "condition_names": dataset.condition_names,
+    }
+    return arrays, meta
+
+
+def dataset_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping) -> Dataset:
+    """Rebuild a Dataset from :func:`dataset_to_arrays` output (arrays may be memory-mapped)."""
+    sparse = {
+        name: sp.csr_matrix(
+            (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]),
+            shape=tuple(meta["shapes"][name]),
+        )
+        for name in SPARSE_FIELDS
+    }
+    demographics = pd.DataFrame(
+        {
+            C.sex: np.asarray(arrays["demo_sex"]).astype(object),
+            "age_band": np.asarray(arrays["demo_age_band"]).astype(object),
+        }
+    )
+    return Dataset(
+        patients=IdMap(np.asarray(arrays["patient_ids"]), "patient"),
+        treatments=IdMap(meta["treatment_ids"], "treatment"),
+        features=IdMap(meta["feature_ids"], "feature"),
+        conditions=IdMap(meta["condition_ids"], "condition"),
+        treatment_support=np.asarray(arrays["treatment_support"]),
+        demographics=demographics,
+        policy=ConfidencePolicy(**meta["policy"]),
+        side_info=SideInfo(**meta["side_info"]),
+        harm_threshold=meta["harm_threshold"],
+        safety=SafetyPolicy(**meta["safety"]),
+        reference_year=meta["reference_year"],
+        fingerprint=meta["fingerprint"],
+        pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""),
+        treatment_names=meta.get("treatment_names", {}),
+        condition_names=meta.get("condition_names", {}),
+        **sparse,
+    )
