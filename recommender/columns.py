@@ -20,6 +20,9 @@ class Columns:
     treatment_a = "treatment_a"
     treatment_b = "treatment_b"
     severity = "severity"
+    code = "code"
+    value = "value"
+    unit = "unit"
     rank = "rank"
     score = "score"
 
@@ -34,6 +37,7 @@ class Tables:
     interactions = "interactions"
     treatments = "treatments"
     conditions = "conditions"
+    observations = "observations"
 
     all = (
         outcomes,
@@ -43,6 +47,7 @@ class Tables:
         interactions,
         treatments,
         conditions,
+        observations,
     )
 
 

@@ -43,6 +43,7 @@ from .tables import (
     clean_table,
     fingerprint_files,
     flag_values,
+    normalise_observations,
     outcome_values,
     read_file,
     read_tables,
@@ -53,7 +54,7 @@ from .tables import (
 
 log = logging.getLogger(__name__)
 
-LARGE = (Tables.outcomes, Tables.patient_conditions, Tables.patients)
+LARGE = (Tables.outcomes, Tables.patient_conditions, Tables.patients, Tables.observations)
 OUTCOME_COLUMNS = (C.patient, C.treatment, C.outcome, C.timestamp, C.condition, C.adverse)
 #: Outcome columns compared as values (after the patient and treatment codes) for duplicates.
 OUTCOME_VALUES = ("outcome", "timestamp", "condition", "adverse")
@@ -113,6 +114,13 @@ def _read(paths: dict[str, Path]) -> CohortCodes:
         if Tables.patients in paths
         else None
     )
+    observations = None
+    if Tables.observations in paths:  # read as pandas does: its rows are not coded here
+        path = paths[Tables.observations]
+        observations = normalise_observations(
+            clean_table(read_file(path, Tables.observations), Tables.observations, str(path)),
+            str(path),
+        )
     tables = [t for t in (outcomes, pc, patients) if t is not None]
     patient_ids, patient_codes = _patient_codes(tables)
     if patients is not None:
@@ -121,6 +129,8 @@ def _read(paths: dict[str, Path]) -> CohortCodes:
             raise _Unsupported("a patient is listed twice in the patients table")
         if listed.min(initial=1) == 0:
             raise _Unsupported("a patient id is not defined in the patients table")
+        if observations is not None and not observations[C.patient].isin(patient_ids).all():
+            raise _Unsupported("an observation's patient is not defined in the patients table")
     _check_defined(outcomes["treatment_ids"], small.get(Tables.treatments), C.treatment)
     treatment, treatment_ids = sorted_codes(outcomes["treatment"], outcomes["treatment_ids"])
     kept, pair_order = _drop_exact_duplicates(
@@ -164,6 +174,8 @@ def _read(paths: dict[str, Path]) -> CohortCodes:
         interactions=small.get(Tables.interactions),
         treatments=small.get(Tables.treatments),
         conditions=small.get(Tables.conditions),
+        pc_time=pc["time"] if pc else None,
+        observations=observations,
         pair_order=pair_order,
     )
 
@@ -237,6 +249,7 @@ def _patient_conditions(source: _Source) -> dict:
         "patient_ids": patient_ids,
         "condition": condition,
         "condition_ids": condition_ids,
+        "time": _timestamps(source.column(C.timestamp)) if C.timestamp in source else None,
     }
 
 

@@ -45,6 +45,9 @@ class CohortCodes:
     adverse : ndarray of int8, shape (n_rows,)
     pc_patient, pc_condition : ndarray of int32, shape (n_pairs,)
         (patient, condition) diagnoses (a repeated pair counts once).
+    pc_time : ndarray of int64, shape (n_pairs,), or None
+        Onset of each diagnosis in nanoseconds since the epoch, :data:`NAT` where unknown (None
+        when the table has no timestamp column).
     table_patients : ndarray of int32 or None
         Patient code of each row of the patients table (None without the table).
     sex : ndarray of object or None
@@ -53,6 +56,8 @@ class CohortCodes:
         Birth year of each patients-table row (NA when blank); None without the column.
     contraindications, interactions, treatments, conditions : DataFrame or None
         The small tables as :func:`recommender.data.tables.validate_tables` normalises them.
+    observations : DataFrame or None
+        The observations table as :func:`recommender.data.tables.validate_tables` normalises it.
     fingerprint : str
         As ``CohortTables.fingerprint``.
     pair_order : ndarray of int or None
@@ -78,6 +83,8 @@ class CohortCodes:
     interactions: pd.DataFrame | None = None
     treatments: pd.DataFrame | None = None
     conditions: pd.DataFrame | None = None
+    pc_time: np.ndarray | None = None
+    observations: pd.DataFrame | None = None
     fingerprint: str = ""
     pair_order: np.ndarray | None = None
 
@@ -113,7 +120,6 @@ class CohortCodes:
             ),
             _column(tables.contraindications, C.condition),
         )
-        timestamps = pd.to_datetime(outcomes[C.timestamp], utc=True).array.as_unit("ns")
         has = patients is not None
         table = patients if patients is not None else pd.DataFrame()
         return cls(
@@ -124,7 +130,7 @@ class CohortCodes:
             treatment=treatment,
             condition=condition[: sizes[0]],
             outcome=outcomes[C.outcome].to_numpy(np.float32),
-            timestamp=np.asarray(timestamps.asi8, np.int64),
+            timestamp=_nanoseconds(outcomes[C.timestamp]),
             adverse=outcomes[C.adverse].to_numpy(np.int8),
             pc_patient=patient_codes[sizes[0] : sum(sizes)],
             pc_condition=condition[sizes[0] :],
@@ -137,6 +143,8 @@ class CohortCodes:
             interactions=tables.interactions,
             treatments=tables.treatments,
             conditions=tables.conditions,
+            pc_time=_nanoseconds(pc[C.timestamp]) if pc is not None else None,
+            observations=tables.observations,
             fingerprint=tables.fingerprint,
         )
 
@@ -181,3 +189,8 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """(int32 codes, -1 for missing; distinct values in order of first appearance)."""
     codes, uniques = pd.factorize(values)
     return codes.astype(np.int32), pd.Index(uniques, dtype=object)
+
+
+def _nanoseconds(timestamps: pd.Series) -> np.ndarray:
+    """int64 nanoseconds since the epoch of UTC timestamps, :data:`NAT` where unknown."""
+    return np.asarray(pd.to_datetime(timestamps, utc=True).array.as_unit("ns").asi8, np.int64)

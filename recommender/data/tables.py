@@ -34,6 +34,7 @@ REQUIRED = {
     Tables.interactions: (C.treatment_a, C.treatment_b, C.severity),
     Tables.treatments: (C.treatment, "name"),
     Tables.conditions: (C.condition, "name"),
+    Tables.observations: (C.patient, C.code, C.value),
 }
 #: Id columns of each table: read as strings, must not be empty.
 ID_COLUMNS = {
@@ -44,6 +45,7 @@ ID_COLUMNS = {
     Tables.interactions: (C.treatment_a, C.treatment_b),
     Tables.treatments: (C.treatment,),
     Tables.conditions: (C.condition,),
+    Tables.observations: (C.patient, C.code),
 }
 SEVERITIES = ("severe", "moderate", "minor")
 
@@ -54,7 +56,10 @@ class CohortTables:
 
     ``outcomes`` always has the columns patient_id (str), treatment_id (str), outcome (float32 in
     [-1, 1]), timestamp (datetime64[ns, UTC], NaT when unknown), condition_id (str or None) and
-    adverse (int8 0/1), in file order. The other tables are None when absent.
+    adverse (int8 0/1), in file order. ``patient_conditions`` has a ``timestamp`` column (onset,
+    NaT when unknown) and one row per (patient, condition), the earliest onset kept;
+    ``observations`` has patient_id, code (str), value (float64), unit (str, "" when absent) and
+    timestamp (NaT when unknown), in file order. The other tables are None when absent.
     """
 
     outcomes: pd.DataFrame
@@ -64,6 +69,7 @@ class CohortTables:
     interactions: pd.DataFrame | None = None
     treatments: pd.DataFrame | None = None
     conditions: pd.DataFrame | None = None
+    observations: pd.DataFrame | None = None
     fingerprint: str = field(default="", compare=False)
 
     def items(self):
@@ -168,10 +174,13 @@ def _validate(
         clean[Tables.outcomes], files.get(Tables.outcomes, Tables.outcomes)
     )
     if Tables.patient_conditions in clean:
-        clean[Tables.patient_conditions] = (
-            clean[Tables.patient_conditions]
-            .drop_duplicates([C.patient, C.condition])
-            .reset_index(drop=True)
+        clean[Tables.patient_conditions] = _normalise_patient_conditions(
+            clean[Tables.patient_conditions],
+            files.get(Tables.patient_conditions, Tables.patient_conditions),
+        )
+    if Tables.observations in clean:
+        clean[Tables.observations] = normalise_observations(
+            clean[Tables.observations], files.get(Tables.observations, Tables.observations)
         )
     if Tables.patients in clean:
         clean[Tables.patients] = _normalise_patients(
@@ -387,6 +396,49 @@ def _normalise_outcomes(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return out
 
 
+def _normalise_patient_conditions(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One row per (patient, condition) with its onset: the earliest known ``timestamp``
+    (NaT when no row of the pair has one, or the column is absent)."""
+    frame = frame.copy()
+    frame[C.timestamp] = (
+        _parse_timestamps(frame[C.timestamp], name)
+        if C.timestamp in frame
+        else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    )
+    if frame[C.timestamp].notna().any():  # the first row of each pair, with its earliest onset
+        earliest = frame.groupby([C.patient, C.condition], sort=False)[C.timestamp].transform("min")
+        frame[C.timestamp] = earliest
+    return frame.drop_duplicates([C.patient, C.condition]).reset_index(drop=True)
+
+
+def normalise_observations(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """patient_id, code, value (finite float64), unit ("" when absent), timestamp, and any other
+    column as read; exact duplicate rows dropped."""
+    text = text_values(frame[C.value])
+    values = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = _first_bad(bad)
+        raise DataValidationError(
+            f"value {text.iloc[row - 1]!r} is not a finite number (an observation's value is "
+            "numeric, e.g. 62.5; leave text results out of this table)",
+            file=name,
+            row=row,
+            column=C.value,
+        )
+    out = pd.DataFrame({C.patient: frame[C.patient], C.code: frame[C.code], C.value: values})
+    out[C.unit] = text_values(frame[C.unit]).astype(object) if C.unit in frame else ""
+    out[C.timestamp] = (
+        _parse_timestamps(frame[C.timestamp], name)
+        if C.timestamp in frame
+        else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    )
+    for column in frame.columns:
+        if column not in out:
+            out[column] = frame[column]
+    return out.drop_duplicates().reset_index(drop=True)
+
+
 def birth_year_values(values: pd.Series) -> tuple[pd.Series, pd.Series, np.ndarray]:
     """(stripped text, numbers with NaN where blank or not a number, mask of bad values)."""
     text = text_values(values)
@@ -443,6 +495,7 @@ def _check_references(clean: Mapping[str, pd.DataFrame], files: Mapping[str, str
     checks = [
         (Tables.patients, C.patient, Tables.outcomes, C.patient),
         (Tables.patients, C.patient, Tables.patient_conditions, C.patient),
+        (Tables.patients, C.patient, Tables.observations, C.patient),
         (Tables.treatments, C.treatment, Tables.outcomes, C.treatment),
         (Tables.conditions, C.condition, Tables.outcomes, C.condition),
         (Tables.conditions, C.condition, Tables.patient_conditions, C.condition),

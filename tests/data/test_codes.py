@@ -19,7 +19,7 @@ import pytest
 
 from recommender.data import arrow_read
 from recommender.data.arrow_read import read_codes
-from recommender.data.codes import CohortCodes
+from recommender.data.codes import NAT, CohortCodes
 from recommender.data.dataset import Dataset
 from recommender.data.dataset_arrays import SPARSE_FIELDS, dataset_from_arrays, dataset_to_arrays
 from recommender.data.policies import ConfidencePolicy
@@ -99,6 +99,16 @@ def assert_same_codes(a: CohortCodes, b: CohortCodes) -> None:
     assert (a.birth_year is None) == (b.birth_year is None)
     if a.birth_year is not None:
         pd.testing.assert_extension_array_equal(a.birth_year, b.birth_year)
+    onsets = []
+    for c in (a, b):
+        times = c.pc_time if c.pc_time is not None else np.full(len(c.pc_patient), NAT)
+        known = pd.Series(np.where(times == NAT, np.iinfo(np.int64).max, times))
+        frame = pd.DataFrame({"p": c.pc_patient, "c": c.pc_condition, "t": known})
+        onsets.append(frame.groupby(["p", "c"])["t"].min())
+    pd.testing.assert_series_equal(onsets[0], onsets[1])  # the earliest known onset of a pair
+    assert (a.observations is None) == (b.observations is None)
+    if a.observations is not None:
+        pd.testing.assert_frame_equal(a.observations, b.observations)
     assert a.fingerprint == b.fingerprint
 
 
@@ -172,9 +182,25 @@ def messy_frames(seed: int, n_patients: int = 40, n_rows: int = 300) -> dict[str
             ],
         }
     )
+    if seed % 2:  # onsets, some unknown; the repeated pairs get other onsets
+        diagnoses["timestamp"] = [
+            "" if rng.random() < 0.2 else f"2019-{m:02d}-03" for m in rng.integers(1, 13, 120)
+        ]
+    observations = pd.DataFrame(
+        {
+            "patient_id": rng.choice(sorted(listed), 80),
+            "code": rng.choice(["loinc|33914-3", " loinc|1742-6", "local|score"], 80),
+            "value": [
+                f" {v:.1f}" if rng.random() < 0.2 else f"{v:g}" for v in rng.normal(50, 20, 80)
+            ],
+            "unit": rng.choice(["mL/min", "U/L", ""], 80),
+            "timestamp": rng.choice(["", "2020-01-05", "2020-02-01T08:00:00Z"], 80),
+        }
+    )
     return {
         "outcomes": outcomes,
         "patients": table,
+        "observations": observations,
         "patient_conditions": pd.concat([diagnoses, diagnoses.head(10)], ignore_index=True),
         "contraindications": pd.DataFrame(
             {"treatment_id": ["T1", "T99", "T3"], "condition_id": ["A0", "A3", "Z9"]}

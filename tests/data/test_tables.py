@@ -143,3 +143,67 @@ def test_fingerprint_changes_with_content(tmp_path):
     b = read_tables(write(tmp_path / "b", "outcomes.csv", OUTCOMES.replace("responded", "partial")))
     assert a.fingerprint != b.fingerprint
     assert a.fingerprint == read_tables(tmp_path / "a").fingerprint
+
+
+OBSERVATIONS = (
+    "patient_id,code,value,unit,timestamp\n"
+    "p1,loinc|33914-3,58.5,mL/min/1.73m2,2020-01-01\np1,loinc|33914-3,41,mL/min/1.73m2,2021-01-01\n"
+    "p2,loinc|1742-6,30,U/L,\n"
+)
+
+
+def test_observations_are_read_as_numbers_with_units_and_times(tmp_path):
+    folder = write(tmp_path / "d", "outcomes.csv", OUTCOMES)
+    tables = read_tables(write(folder, "observations.csv", OBSERVATIONS))
+    obs = tables.observations
+    assert obs.value.tolist() == [58.5, 41.0, 30.0]
+    assert obs.unit.tolist() == ["mL/min/1.73m2", "mL/min/1.73m2", "U/L"]
+    assert obs.timestamp.isna().tolist() == [False, False, True]
+    assert obs.code.tolist() == ["loinc|33914-3", "loinc|33914-3", "loinc|1742-6"]
+
+
+@pytest.mark.parametrize(
+    "text, message, row, column",
+    [
+        ("p1,loinc|1,high,,2020-01-01\n", "value 'high' is not a finite number", 1, "value"),
+        ("p1,loinc|1,,,2020-01-01\n", "value '' is not a finite number", 1, "value"),
+        ("p1,,3,,2020-01-01\n", "empty id", 1, "code"),
+        ("p1,loinc|1,3,,yesterday\n", "timestamp 'yesterday' is not an ISO-8601", 1, "timestamp"),
+    ],
+)
+def test_bad_observations_are_named_by_file_row_and_column(tmp_path, text, message, row, column):
+    folder = write(tmp_path / "d", "outcomes.csv", OUTCOMES)
+    write(folder, "observations.csv", "patient_id,code,value,unit,timestamp\n" + text)
+    with pytest.raises(DataValidationError, match=message) as error:
+        read_tables(folder)
+    assert error.value.file.endswith("observations.csv")
+    assert (error.value.row, error.value.column) == (row, column)
+
+
+def test_observations_of_an_undefined_patient_are_refused(tmp_path):
+    folder = write(tmp_path / "d", "outcomes.csv", OUTCOMES)
+    write(folder, "patients.csv", "patient_id,sex\np1,F\np2,M\n")
+    write(folder, "observations.csv", "patient_id,code,value\np9,loinc|1,3\n")
+    with pytest.raises(DataValidationError, match="patient 'p9' is not defined in the patients"):
+        read_tables(folder)
+
+
+def test_a_diagnosis_keeps_its_earliest_known_onset(tmp_path):
+    folder = write(tmp_path / "d", "outcomes.csv", OUTCOMES)
+    write(
+        folder,
+        "patient_conditions.csv",
+        "patient_id,condition_id,timestamp\np1,c1,2020-05-01\np1,c1,2019-01-01\np1,c1,\n"
+        "p2,c2,\np2,c1,2018-03-03\n",
+    )
+    pc = read_tables(folder).patient_conditions
+    assert pc[["patient_id", "condition_id"]].values.tolist() == [
+        ["p1", "c1"],
+        ["p2", "c2"],
+        ["p2", "c1"],
+    ]
+    assert pc.timestamp.dt.strftime("%Y-%m-%d").fillna("").tolist() == [
+        "2019-01-01",
+        "",
+        "2018-03-03",
+    ]
