@@ -37,9 +37,11 @@ from ..columns import Columns as C
 from ..exceptions import UnknownIdError
 from ..utils.sparse_rows import row_arrays
 from .codes import NAT, CohortCodes, take_codes
+from .events import CohortEvents, cohort_events, condition_tries, latest_observations
 from .feedback import PREFERENCES
 from .ids import IdMap
 from .matrices import (
+    coded_birth_years,
     coded_demographics,
     condition_counts,
     csr_of,
@@ -92,6 +94,18 @@ class Dataset:
     condition_names: dict = field(default_factory=dict, repr=False)
     #: The key itself: never saved; needed to look up a raw patient id in a keyed dataset.
     pseudonymizer: Pseudonymizer | None = field(default=None, repr=False, compare=False)
+    # --- the patient's current state, for models of treatment decisions ----------------------
+    #: Birth year per patient, float32 (n_p,), NaN when unknown (None: not recorded).
+    birth_year: np.ndarray | None = field(default=None, repr=False)
+    #: Observation codes (``observations.code``), sorted.
+    observation_ids: IdMap = field(default_factory=lambda: IdMap([], "observation"), repr=False)
+    #: CSR float32 (n_p, n_o): the latest value of each observation code per patient.
+    latest_observations: sp.csr_matrix | None = field(default=None, repr=False)
+    #: CSR float32 (n_p, n_c): distinct treatments each patient tried for each condition.
+    condition_tries: sp.csr_matrix | None = field(default=None, repr=False)
+    #: Every dated event (:mod:`recommender.data.events`) of a Dataset built from tables; a
+    #: training input, never saved (None after loading an artifact).
+    events: CohortEvents | None = field(default=None, repr=False, compare=False)
 
     # --- building ------------------------------------------------------------------------------
 
@@ -144,6 +158,7 @@ class Dataset:
         (condition, treatment, label) keys.
         """
         policy, side_info = policy or ConfidencePolicy(), side_info or SideInfo()
+        events, observation_ids = cohort_events(codes)  # before pseudonyms: raw observation ids
         if pseudonymizer is not None:
             codes = codes.pseudonymised(pseudonymizer)
         patients = IdMap.from_distinct(codes.patient_ids, "patient")
@@ -205,6 +220,11 @@ class Dataset:
             pseudonymizer=pseudonymizer,
             treatment_names=display_names(codes.treatments, C.treatment, treatments),
             condition_names=display_names(codes.conditions, C.condition, conditions),
+            birth_year=coded_birth_years(n_p, codes.table_patients, codes.birth_year),
+            observation_ids=observation_ids,
+            latest_observations=latest_observations(events, n_p, len(observation_ids)),
+            condition_tries=condition_tries(events, n_p, n_c),
+            events=events,
         )
         dataset.matrix = dataset._build_matrix(history, pc)
         if feedback is not None and len(feedback):

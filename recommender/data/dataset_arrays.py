@@ -32,6 +32,10 @@ SPARSE_FIELDS = (
 )
 
 
+#: CSR matrices of the patient's current state (added in artifact format 3; absent before).
+STATE_FIELDS = ("latest_observations", "condition_tries")
+
+
 def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays and JSON-able metadata that :func:`dataset_from_arrays` turns back into ``dataset``."""
     arrays: dict[str, np.ndarray] = {
@@ -40,7 +44,23 @@ def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
         "demo_sex": dataset.demographics[C.sex].fillna("").to_numpy().astype(str),
         "demo_age_band": dataset.demographics["age_band"].fillna("").to_numpy().astype(str),
     }
+    n_p, n_c = dataset.n_patients, len(dataset.conditions)
+    arrays["birth_year"] = (
+        dataset.birth_year if dataset.birth_year is not None else np.full(n_p, np.nan, np.float32)
+    )
+    state = {
+        "latest_observations": dataset.latest_observations
+        if dataset.latest_observations is not None
+        else sp.csr_matrix((n_p, len(dataset.observation_ids)), dtype=np.float32),
+        "condition_tries": dataset.condition_tries
+        if dataset.condition_tries is not None
+        else sp.csr_matrix((n_p, n_c), dtype=np.float32),
+    }
     shapes = {}
+    for name, matrix in state.items():
+        shapes[name] = list(matrix.shape)
+        for part in ("data", "indices", "indptr"):
+            arrays[f"{name}.{part}"] = getattr(matrix, part)
     for name in SPARSE_FIELDS:
         matrix = getattr(dataset, name)
         shapes[name] = list(matrix.shape)
@@ -50,6 +70,7 @@ def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
         "treatment_ids": dataset.treatments.external_ids.tolist(),
         "feature_ids": dataset.features.external_ids.tolist(),
         "condition_ids": dataset.conditions.external_ids.tolist(),
+        "observation_ids": dataset.observation_ids.external_ids.tolist(),
         "shapes": shapes,
         "policy": dataset.policy.to_dict(),
         "side_info": dataset.side_info.to_dict(),
@@ -73,6 +94,14 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping) -> Data
         )
         for name in SPARSE_FIELDS
     }
+    state = {
+        name: sp.csr_matrix(
+            (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"]),
+            shape=tuple(meta["shapes"][name]),
+        )
+        for name in STATE_FIELDS
+        if f"{name}.data" in arrays  # artifacts before format 3 have none
+    }
     demographics = pd.DataFrame(
         {
             C.sex: np.asarray(arrays["demo_sex"]).astype(object),
@@ -95,5 +124,8 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping) -> Data
         pseudonym_fingerprint=meta.get("pseudonym_fingerprint", ""),
         treatment_names=meta.get("treatment_names", {}),
         condition_names=meta.get("condition_names", {}),
+        birth_year=np.asarray(arrays["birth_year"]) if "birth_year" in arrays else None,
+        observation_ids=IdMap(meta.get("observation_ids", []), "observation"),
+        **state,
         **sparse,
     )

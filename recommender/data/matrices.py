@@ -344,3 +344,15 @@ def one_per_row(
     return sp.csr_matrix(
         (np.full(len(indices), value, np.float32), indices, indptr), shape=(n_rows, n_cols)
     )
+
+
+def coded_birth_years(n_patients: int, rows: np.ndarray | None, birth_year) -> np.ndarray:
+    """Birth year per patient index, float32 (n_patients,), NaN where unknown, from the
+    patients-table rows ``rows`` (patient indices) and their ``birth_year`` (IntegerArray)."""
+    years = np.full(n_patients, np.nan, np.float32)
+    if rows is not None and birth_year is not None and len(rows):
+        values = np.asarray(
+            pd.array(birth_year, dtype="Float64").to_numpy(na_value=np.nan), np.float32
+        )
+        years[rows] = values
+    return years

@@ -38,7 +38,9 @@ from ..utils.jsonable import jsonable
 from .registry import MODELS
 
 FORMAT = "treatment-recommender-artifact"
-FORMAT_VERSION = 2  # 2: history_days, interactions, label_counts, safety, names
+FORMAT_VERSION = 3  # 2: history_days, interactions, label_counts, safety, names
+#: 3: birth years, observations and tries per condition (the outcome model's patient state)
+READABLE_VERSIONS = (2, 3)
 MANIFEST = "manifest.json"
 
 
@@ -156,11 +158,11 @@ def read_manifest(path) -> dict:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{manifest_path}: format {manifest.get('format')!r} version "
             f"{manifest.get('format_version')!r}; this release reads {FORMAT!r} "
-            f"version {FORMAT_VERSION}"
+            f"versions {list(READABLE_VERSIONS)}"
         )
     return manifest
 
