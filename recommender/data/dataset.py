@@ -95,6 +95,9 @@ class Dataset:
     #: The key itself: never saved; needed to look up a raw patient id in a keyed dataset.
     pseudonymizer: Pseudonymizer | None = field(default=None, repr=False, compare=False)
     # --- the patient's current state, for models of treatment decisions ----------------------
+    #: The latest outcome time (int64 ns since the epoch; None without times): "now" for the
+    #: current state.
+    latest_time: int | None = None
     #: Birth year per patient, float32 (n_p,), NaN when unknown (None: not recorded).
     birth_year: np.ndarray | None = field(default=None, repr=False)
     #: Observation codes (``observations.code``), sorted.
@@ -220,6 +223,7 @@ class Dataset:
             pseudonymizer=pseudonymizer,
             treatment_names=display_names(codes.treatments, C.treatment, treatments),
             condition_names=display_names(codes.conditions, C.condition, conditions),
+            latest_time=int(latest_time) if latest_time != NAT else None,
             birth_year=coded_birth_years(n_p, codes.table_patients, codes.birth_year),
             observation_ids=observation_ids,
             latest_observations=latest_observations(events, n_p, len(observation_ids)),

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 FILLED_FIELDS = frozenset(
     {
         "birth_year",
+        "latest_time",
         "observation_ids",
         "latest_observations",
         "condition_tries",
