@@ -309,7 +309,7 @@ def test_bundle_known_outcomes(tmp_path):
     assert report.dropped["MedicationRequest: status entered-in-error"] == 1
     assert report.dropped["Condition: entered-in-error or refuted"] == 1
     assert report.dropped["Procedure: include_procedures is off"] == 1
-    assert report.dropped["Observation: resource type not imported"] == 1
+    assert report.dropped["observations (Observation): no patient"] == 1  # o1 has no subject
     assert report.dropped["courses: no outcome evidence (no rule applied)"] == 1  # m5
     assert report.unmatched == {
         "treatments: reasonCode without a Condition of that code with "

@@ -183,7 +183,10 @@ def test_mimic_iv_known_outcomes(tmp_path):
     assert rows.loc["drug|metformin", "timestamp"] == pd.Timestamp("2150-01-01 12:00", tz="UTC")
     assert float(rows.loc["drug|vancomycin", "los_days"]) == 14.0  # extra columns stay text
     assert report.dropped["prescriptions: drug_type not in ['MAIN', 'ADDITIVE']"] == 1
-    assert report.dropped["labevents: no hadm_id (outpatient) or no charttime"] == 1
+    assert (
+        report.dropped["labevents (lab-worsening rule): no hadm_id (outpatient) or no charttime"]
+        == 1
+    )
     patients = tables.patients.set_index("patient_id")
     assert patients.loc["1", "age"] == "60" and patients.loc["2", "age"] == "70"
     assert pd.isna(patients.loc["1", "birth_year"])
