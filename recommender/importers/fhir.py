@@ -379,8 +379,8 @@ class _Context:
                 or ""
             )
             code, code_problem = self._observation_code(data.get("code"))
-            if self.strict and (not patient or not time or code is None):
-                self.skip(resource, "no subject, coded code or effective time")
+            if self.strict and (not patient or not time):
+                self.skip(resource, "no subject or effective[x]/issued time")
             values = []
             if any(key.startswith("value") for key in data) or not data.get("component"):
                 values.append((code, code_problem, *_numeric_value(data)))
