@@ -416,7 +416,12 @@ class _Reader:
             parts.append(_omr_observations(omr, known, self.report))
         elif self.version == "iv":
             self.report.warn("omr: absent; no blood pressure, weight, BMI or height observations")
-        return pd.concat(parts, ignore_index=True) if parts else None
+        if not parts:
+            return None
+        both = pd.concat(parts, ignore_index=True)
+        time = pd.to_datetime(both[C.timestamp], utc=True, format="ISO8601")
+        order = both.assign(_time=time).sort_values([C.patient, "_time"], kind="stable").index
+        return both.loc[order].reset_index(drop=True)
 
     def _lab_observations(self, raw: pd.DataFrame, known: set) -> pd.DataFrame:
         items = self._table("d_labitems", ("itemid",), required=False)
@@ -425,7 +430,9 @@ class _Reader:
             self.report.warn("d_labitems: absent; lab codes are mimic-lab|<itemid>")
         elif "loinc_code" in items:
             codes = items["loinc_code"].str.strip()
-            loinc = pd.Series(codes.to_numpy(), index=items["itemid"].str.strip())[codes != ""]
+            loinc = pd.Series(codes.to_numpy(), index=items["itemid"].str.strip())[
+                (codes != "").to_numpy()
+            ]
             loinc = loinc[~loinc.index.duplicated()]
         empty = pd.Series("", index=raw.index)
         itemid = raw["itemid"].str.strip()
