@@ -2,7 +2,8 @@
 
 Each importer reads a source, derives treatment outcomes by a documented rule set and writes one
 output folder (atomically) holding the canonical tables (outcomes, patients,
-patient_conditions, treatments, conditions) and a data-quality report ``import_report.json`` /
+patient_conditions with onsets, treatments, conditions, and observations when the source has
+results) and a data-quality report ``import_report.json`` /
 ``import_report.md``. The rules are in each module's docstring and in ``README.md`` beside this
 file.
 
@@ -68,6 +69,7 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="care plans with a REASONCODE are treatments too",
     )
+    _add_observations(synthea, "observations.csv")
     _add_rules(synthea)
     synthea.set_defaults(func=_run_synthea)
 
@@ -98,6 +100,7 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
     mimic.add_argument(
         "--no-labs", action="store_true", help="ignore labevents (MIMIC-IV) in the outcome"
     )
+    _add_observations(mimic, "labevents and omr results")
     mimic.set_defaults(func=_run_mimic)
 
     fhir = kinds.add_parser("fhir", help="FHIR R4 Bundle JSON or NDJSON (file or folder)")
@@ -113,6 +116,7 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="procedures with a reason are treatments too",
     )
+    _add_observations(fhir, "Observation resources")
     _add_rules(fhir)
     fhir.set_defaults(func=_run_fhir)
     return parser
@@ -121,6 +125,14 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
 def _add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="output folder (replaced whole)"
+    )
+
+
+def _add_observations(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--no-observations",
+        action="store_true",
+        help=f"do not write {what} as the observations table",
     )
 
 
@@ -203,6 +215,7 @@ def _run_synthea(args: argparse.Namespace) -> int:
         args.out,
         include_procedures=args.include_procedures,
         include_careplans=args.include_careplans,
+        include_observations=not args.no_observations,
         **_rules(args),
     )
     return _finish(report, args.out)
@@ -217,6 +230,7 @@ def _run_mimic(args: argparse.Namespace) -> int:
         long_stay_days=args.long_stay_days,
         drug_types=drug_types,
         use_labs=not args.no_labs,
+        include_observations=not args.no_observations,
     )
     return _finish(report, args.out)
 
@@ -227,6 +241,7 @@ def _run_fhir(args: argparse.Namespace) -> int:
         args.out,
         strict=args.strict,
         include_procedures=args.include_procedures,
+        include_observations=not args.no_observations,
         **_rules(args),
     )
     return _finish(report, args.out)

@@ -2,15 +2,18 @@
 
 Code ids keep their code system as a prefix, ``system|code``; the prefixes are the keys of
 :data:`SYSTEM_URLS` (``rxnorm``, ``snomed``, ``icd9``, ``icd10``, ``ndc``, ``loinc`` ...), the same in
-every importer.
+every importer, and of :data:`LOCAL_SYSTEMS` (systems the importers name themselves, with no URI:
+``drug``, ``text``, ``mimic-lab``, ``mimic-omr``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..columns import Columns, Tables
@@ -45,6 +48,14 @@ SYSTEM_URLS: dict[str, tuple[str, ...]] = {
     "cpt": ("http://www.ama-assn.org/go/cpt",),
     "atc": ("http://www.whocc.no/atc",),
     "cvx": ("http://hl7.org/fhir/sid/cvx",),
+}
+#: Code-system prefixes named by the importers themselves (no URI; not resolved by
+#: :func:`system_prefix`, not written back as FHIR codings) -> what the code is.
+LOCAL_SYSTEMS: dict[str, str] = {
+    "drug": "MIMIC prescriptions: the normalised drug name (mimic.normalise_drug)",
+    "text": "FHIR: a concept with text and no coding, the lower-cased text",
+    "mimic-lab": "MIMIC labevents: the d_labitems itemid (when d_labitems gives no LOINC code)",
+    "mimic-omr": "MIMIC-IV omr: the result_name slug (mimic.omr_code), e.g. weight-lbs",
 }
 _BY_URL = {url.lower(): prefix for prefix, urls in SYSTEM_URLS.items() for url in urls}
 _BY_URL.update({prefix: prefix for prefix in SYSTEM_URLS})
@@ -132,6 +143,143 @@ def iso(times: pd.Series) -> pd.Series:
     return times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("").astype(object)
 
 
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2})?$")
+
+
+def time_texts(values: pd.Series, times: pd.Series | None = None) -> pd.Series:
+    """Times written as precisely as the source gave them ("" where unknown or unparseable).
+
+    A date stays a date (``2021-03-04``: the day, no time invented), a year or year-month (FHIR
+    partial dates) stays as written, a date-time becomes ``YYYY-MM-DDTHH:MM:SSZ`` in UTC (naive
+    values are UTC; an offset is converted, the instant kept). ``times`` are the values already
+    parsed by :func:`parse_times` (parsed here when not given).
+    """
+    text = values.astype(str).str.strip()
+    if times is None:
+        times = pd.to_datetime(
+            text.where(~text.isin(["", "nan", "NaT", "None"])),
+            errors="coerce",
+            utc=True,
+            format="ISO8601",
+        )
+    out = iso(times)
+    day_only = text.str.match(_DATE_ONLY) & times.notna()
+    out[day_only] = times[day_only].dt.strftime("%Y-%m-%d")
+    partial = text.str.match(_PARTIAL_DATE) & times.notna()
+    out[partial] = text[partial]
+    return out.astype(object)
+
+
+# --- observations ------------------------------------------------------------------------------
+
+#: Reasons a result value is not kept as a number (counted under ``dropped``).
+NO_VALUE = "no value"
+CENSORED = "censored value such as <5 or >300 (a bound, not a measurement)"
+COMMA = "comma in the value (decimal comma or thousands separator: ambiguous)"
+NOT_NUMERIC = "not numeric (text result)"
+#: Columns of the observations table the importers write.
+OBSERVATION_COLUMNS = (C.patient, C.code, C.value, C.unit, C.timestamp)
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_PLAIN = re.compile(rf"^{_NUMBER}$")
+_BOUND = re.compile(rf"^(?:<=|>=|<|>|\u2264|\u2265)\s*{_NUMBER}$")
+_WITH_COMMA = re.compile(r"^[+-]?[\d.]*\d,[\d,.]*$")
+
+
+def numeric_values(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(numbers, problem) of result texts, by the rule of the importers' README.
+
+    A plain decimal number (``62``, ``-0.5``, ``.5``, ``1e3``, surrounding spaces ignored) is kept:
+    its problem is "". Anything else gets NaN and the reason: blank -> :data:`NO_VALUE`; a
+    comparator and a number (``<5``, ``> 300``, ``>=1.035``) -> :data:`CENSORED`; digits with a
+    comma (``1,234``, ``3,5``) -> :data:`COMMA`, never guessed; any other text, or a number that
+    is not finite -> :data:`NOT_NUMERIC`.
+    """
+    text = values.astype("string").fillna("").str.strip()
+    plain = text.str.match(_PLAIN).to_numpy(dtype=bool)
+    numbers = np.full(len(text), np.nan)
+    if plain.any():
+        numbers[plain] = text[plain].astype(float).to_numpy()
+    ok = plain & np.isfinite(numbers)
+    numbers[~ok] = np.nan
+    problem = np.select(
+        [
+            ok,
+            (text == "").to_numpy(dtype=bool),
+            text.str.match(_BOUND).to_numpy(dtype=bool),
+            text.str.match(_WITH_COMMA).to_numpy(dtype=bool),
+        ],
+        ["", NO_VALUE, CENSORED, COMMA],
+        default=NOT_NUMERIC,
+    )
+    return numbers, pd.Series(problem, index=values.index, dtype=object)
+
+
+def observation_table(
+    rows: pd.DataFrame, known: set | None, report: ImportReport, source: str
+) -> pd.DataFrame:
+    """The observations of one source table, each row kept or dropped with its reason.
+
+    ``rows`` has patient, code, value (float), unit, time (the time text as read) and problem
+    ("" or the reason the caller already found: no or unknown code, a value that is not a
+    number ...). A row is dropped, counted as ``observations (<source>): <reason>``, for the
+    first of: no patient; the caller's problem; no time, a time that is not ISO-8601, or one
+    coarser than a day (a year or year-month); a patient not among the imported ones (when
+    ``known`` is given); an exact duplicate of a kept row. Returns the columns of
+    :data:`OBSERVATION_COLUMNS` (timestamp as :func:`time_texts` writes it), sorted by patient
+    and time, and records the rows kept and distinct codes under ``derived``.
+    """
+    patient = rows["patient"].astype("string").fillna("").str.strip()
+    raw_time = rows["time"].astype("string").fillna("").str.strip()
+    times = pd.to_datetime(
+        raw_time.where(raw_time != ""), errors="coerce", utc=True, format="ISO8601"
+    ).astype("datetime64[ns, UTC]")
+    problem = rows["problem"].fillna("").astype(str).to_numpy(dtype=object)
+    checks = [
+        ((patient == "").to_numpy(dtype=bool), "no patient"),
+        (problem != "", None),
+        ((raw_time == "").to_numpy(dtype=bool), "no time"),
+        (times.isna().to_numpy(dtype=bool), "time is not ISO-8601"),
+        (raw_time.str.match(_PARTIAL_DATE).to_numpy(dtype=bool), "time coarser than a day"),
+    ]
+    if known is not None:
+        checks.append(
+            (~patient.isin(known).to_numpy(dtype=bool), "patient not among the imported patients")
+        )
+    dropped = np.zeros(len(rows), dtype=bool)
+    for mask, reason in checks:
+        new = mask & ~dropped
+        if reason is None:
+            for why, count in pd.Series(problem[new]).value_counts().items():
+                report.drop(f"observations ({source}): {why}", int(count))
+        else:
+            report.drop(f"observations ({source}): {reason}", int(new.sum()))
+        dropped |= mask
+    keep = ~dropped
+    out = pd.DataFrame(
+        {
+            C.patient: patient[keep].astype(object).to_numpy(),
+            C.code: rows["code"][keep].to_numpy(),
+            C.value: rows["value"][keep].astype(float).to_numpy(),
+            C.unit: rows["unit"][keep].astype("string").fillna("").str.strip().to_numpy(),
+            C.timestamp: time_texts(raw_time[keep], times[keep]).to_numpy(),
+            "_time": times[keep].to_numpy(),
+        }
+    )
+    dupes = out.duplicated(list(OBSERVATION_COLUMNS))
+    report.drop(f"observations ({source}): exact duplicate row", int(dupes.sum()))
+    out = out[~dupes].sort_values([C.patient, "_time"], kind="stable").drop(columns="_time")
+    report.count(f"observations kept ({source})", len(out))
+    report.count(f"observation codes ({source})", int(out[C.code].nunique()))
+    return out.reset_index(drop=True)
+
+
+def empty_observations() -> pd.DataFrame:
+    """An observations table without rows (what an importer writes when its source has none)."""
+    return pd.DataFrame({column: pd.Series([], dtype=object) for column in OBSERVATION_COLUMNS})
+
+
 def dictionary(
     ids: pd.Series, names: pd.Series, id_column: str, used: set | None = None
 ) -> pd.DataFrame:
@@ -197,10 +345,12 @@ def patient_conditions(
 ) -> pd.DataFrame:
     """The patient_conditions table: diagnoses and allergies, one row per patient and condition.
 
-    ``episodes`` has patient, condition, start; ``allergies`` has patient, code, onset and
-    primary (rows with primary False are extra substance codes, not listed). Rows of patients
-    not in ``known`` (when given) are dropped. Columns: patient_id, condition_id, kind
-    ("diagnosis" or "allergy"), onset (earliest, ``YYYY-MM-DD``).
+    ``episodes`` has patient, condition, start (and optionally start_text, the start as the
+    source wrote it); ``allergies`` has patient, code, onset (optionally onset_text) and primary
+    (rows with primary False are extra substance codes, not listed). Rows of patients not in
+    ``known`` (when given) are dropped. Columns: patient_id, condition_id, kind ("diagnosis" or
+    "allergy"), timestamp (the earliest onset as the source gave it, see :func:`time_texts`;
+    "" when unknown) and onset (its UTC day, ``YYYY-MM-DD``).
     """
     primary = allergies.loc[allergies["primary"].astype(bool)]
     both = pd.concat(
@@ -210,6 +360,7 @@ def patient_conditions(
                     C.patient: episodes["patient"],
                     C.condition: episodes["condition"],
                     "kind": "diagnosis",
+                    C.timestamp: _given(episodes, "start"),
                     "onset": episodes["start"],
                 }
             ),
@@ -218,6 +369,7 @@ def patient_conditions(
                     C.patient: primary["patient"],
                     C.condition: primary["code"],
                     "kind": "allergy",
+                    C.timestamp: _given(primary, "onset"),
                     "onset": primary["onset"],
                 }
             ),
@@ -234,6 +386,13 @@ def patient_conditions(
     both = both.drop_duplicates([C.patient, C.condition]).reset_index(drop=True)
     both["onset"] = both["onset"].dt.strftime("%Y-%m-%d").fillna("")
     return both
+
+
+def _given(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``frame[column + "_text"]`` (the time as written), else the parsed times as ISO text."""
+    if f"{column}_text" in frame:
+        return frame[f"{column}_text"].astype(object)
+    return iso(frame[column])
 
 
 def condition_dictionary(

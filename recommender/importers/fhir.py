@@ -4,7 +4,8 @@ Rules, in plain language
 ------------------------
 - **Input.** A Bundle ``.json`` (or single resource, or JSON array), an ``.ndjson`` file, either
   optionally ``.gz``, or a folder of them. Patient, Condition, MedicationRequest,
-  MedicationStatement, Procedure, AllergyIntolerance and Medication resources are read and
+  MedicationStatement, Procedure, AllergyIntolerance, Medication and Observation resources are
+  read and
   validated with the ``fhir.resources`` R4B models; other types are counted and skipped.
   Lenient (default): an invalid resource is skipped with a warning naming it and its first
   invalid field. ``strict=True``: the first invalid resource raises ``DataValidationError``
@@ -33,7 +34,18 @@ Rules, in plain language
 - **Patients.** ``gender`` (male/female/other/unknown -> M/F/O/U), year of ``birthDate``, US Core
   race and ethnicity (the extension's ``text``, else its first ombCategory display), death date.
   **patient_conditions**: every Condition (kind "diagnosis") and AllergyIntolerance (kind
-  "allergy"), Conditions or allergies marked entered-in-error or refuted are dropped.
+  "allergy"), Conditions or allergies marked entered-in-error or refuted are dropped;
+  ``timestamp`` = ``onsetDateTime``, else ``onsetPeriod.start``, else ``recordedDate``, as
+  written (a date stays a date, a date-time is written in UTC with ``Z``).
+- **Observations** (``include_observations``): an Observation's ``valueQuantity`` (``value``;
+  unit = ``unit``, else ``code``) or ``valueInteger`` becomes one row, coded by its ``code``
+  (loinc preferred, then snomed; other systems as above), timed ``effectiveDateTime``, else
+  ``effectivePeriod.start``, else ``effectiveInstant``, else ``issued``. Each ``component``
+  with such a value (a blood-pressure panel's systolic and diastolic) is one more row with the
+  component's code and the Observation's time. Dropped and counted: status entered-in-error or
+  cancelled, a non-numeric value (``valueString``, ``valueCodeableConcept`` ...), a value with
+  a ``comparator`` (``<5``: censored), no value (``dataAbsentReason``), a code without a code
+  system (text only), no subject, no time or one coarser than a day, unknown patients.
 """
 
 from __future__ import annotations
@@ -55,6 +67,19 @@ DRUG_SYSTEMS = ("rxnorm", "ndc", "atc", "snomed")
 CONDITION_SYSTEMS = ("snomed", "icd10", "icd9")
 PROCEDURE_SYSTEMS = ("snomed", "cpt", "icd10")
 ALLERGY_SYSTEMS = ("rxnorm", "snomed", "ndc", "atc")
+OBSERVATION_SYSTEMS = ("loinc", "snomed")
+#: value[x] types of an Observation (or component) that are not a number.
+_OTHER_VALUES = (
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueRange",
+    "valueRatio",
+    "valueSampledData",
+    "valueTime",
+    "valueDateTime",
+    "valuePeriod",
+)
 SEX = {"male": "M", "female": "F", "other": "O", "unknown": "U"}
 DROPPED_STATUS = {"entered-in-error", "cancelled", "draft", "not-taken", "not-done"}
 OPEN_STATUS = {"active", "on-hold", "intended"}
@@ -67,6 +92,7 @@ def import_fhir(
     *,
     strict: bool = False,
     include_procedures: bool = False,
+    include_observations: bool = True,
     resolution_window_days: int = 90,
     switch_window_days: int = 365,
     adverse_window_days: int = 30,
@@ -86,6 +112,8 @@ def import_fhir(
         Raise on the first invalid resource instead of skipping it with a warning.
     include_procedures : bool
         Also treat Procedures with a reason as treatments.
+    include_observations : bool
+        Write Observation results (numbers only) as the observations table.
     resolution_window_days, switch_window_days, adverse_window_days, chronic_min_days,
     chronic_outcome, allergy_match
         The outcome rules (:class:`~recommender.importers.rules.OutcomeRules`).
@@ -110,7 +138,12 @@ def import_fhir(
     report = ImportReport(
         "fhir",
         str(path),
-        parameters={"strict": strict, "include_procedures": include_procedures, **rules.to_dict()},
+        parameters={
+            "strict": strict,
+            "include_procedures": include_procedures,
+            "include_observations": include_observations,
+            **rules.to_dict(),
+        },
     )
     resources, urls = read_resources(path, report, strict)
     report.layout = "fhir-r4"
@@ -146,6 +179,10 @@ def import_fhir(
         rows,
         set(outcomes[C.condition].dropna()) | set(frames[Tables.patient_conditions][C.condition]),
     )
+    if include_observations and ctx.by_type.get("Observation"):
+        frames[Tables.observations] = ctx.observations(known)
+    elif ctx.by_type.get("Observation"):
+        report.drop("Observation: include_observations is off", len(ctx.by_type["Observation"]))
     common.write_output(out, frames, report)
     return report
 
@@ -277,8 +314,10 @@ class _Context:
         dupes = frame["episode"].duplicated()
         self.report.drop("Condition: duplicate id (first kept)", int(dupes.sum()))
         frame = frame[~dupes].reset_index(drop=True)
+        raw_start = frame["start"]
         for column in ("start", "stop"):
             frame[column] = common.parse_times(frame[column], self.report, f"Condition.{column}")
+        frame["start_text"] = common.time_texts(raw_start, frame["start"])
         return frame
 
     def allergies(self) -> pd.DataFrame:
@@ -316,8 +355,64 @@ class _Context:
                         }
                     )
         frame = pd.DataFrame(records, columns=["patient", "onset", "code", "name", "primary"])
+        raw_onset = frame["onset"]
         frame["onset"] = common.parse_times(frame["onset"], self.report, "AllergyIntolerance.onset")
+        frame["onset_text"] = common.time_texts(raw_onset, frame["onset"])
         return frame
+
+    def observations(self, known: set | None) -> pd.DataFrame:
+        """One row per numeric value of an Observation or of one of its components."""
+        records = []
+        for resource in self.by_type.get("Observation", []):
+            data = resource.data
+            status = (data.get("status") or "").lower()
+            if status in DROPPED_STATUS:
+                self.report.drop(f"Observation: status {status}", 1)
+                continue
+            patient = self.patient_of(resource) or ""
+            period = data.get("effectivePeriod") or {}
+            time = (
+                data.get("effectiveDateTime")
+                or period.get("start")
+                or data.get("effectiveInstant")
+                or data.get("issued")
+                or ""
+            )
+            code, code_problem = self._observation_code(data.get("code"))
+            if self.strict and (not patient or not time):
+                self.skip(resource, "no subject or effective[x]/issued time")
+            values = []
+            if any(key.startswith("value") for key in data) or not data.get("component"):
+                values.append((code, code_problem, *_numeric_value(data)))
+            for component in data.get("component") or []:
+                values.append(
+                    (*self._observation_code(component.get("code")), *_numeric_value(component))
+                )
+            for row_code, problem, value, unit, value_problem in values:
+                records.append(
+                    {
+                        "patient": patient,
+                        "code": row_code,
+                        "value": value,
+                        "unit": unit,
+                        "time": time,
+                        "problem": problem or value_problem,
+                    }
+                )
+        columns = ["patient", "code", "value", "unit", "time", "problem"]
+        frame = pd.DataFrame(records, columns=columns)
+        frame["value"] = frame["value"].astype(float)
+        return common.observation_table(frame, known, self.report, "Observation")
+
+    def _observation_code(self, concept: dict | None) -> tuple[str | None, str]:
+        """(``system|code``, "") of an Observation code, or (None, why it has none)."""
+        codings = [c for c in (concept or {}).get("coding") or [] if c.get("code")]
+        if not any(c.get("system") for c in codings):
+            return None, "code without a code system (text only or no system)"
+        code, _ = self.code(
+            {**concept, "coding": [c for c in codings if c.get("system")]}, OBSERVATION_SYSTEMS
+        )
+        return code, ""
 
     def treatment_rows(self, include_procedures: bool) -> pd.DataFrame:
         records = []
@@ -418,6 +513,27 @@ class _Context:
             self.report.unmatch(f"{resource.type}: medicationReference to no Medication", 1)
             return None, ""
         return self.code(target.get("code"), DRUG_SYSTEMS)
+
+
+def _numeric_value(element: dict) -> tuple[float, str, str]:
+    """(value, unit, problem) of the value[x] of an Observation or component (problem "" when
+    it is a number: ``valueQuantity.value`` without comparator, or ``valueInteger``)."""
+    if "valueQuantity" in element:
+        quantity = element["valueQuantity"] or {}
+        unit = str(quantity.get("unit") or quantity.get("code") or "")
+        value = quantity.get("value")
+        if quantity.get("comparator"):
+            return float("nan"), unit, common.CENSORED
+        if value is None:
+            return float("nan"), unit, common.NO_VALUE
+        numbers, problem = common.numeric_values(pd.Series([str(value)]))
+        return float(numbers[0]), unit, problem.iloc[0]
+    if "valueInteger" in element and not isinstance(element["valueInteger"], bool):
+        return float(element["valueInteger"]), "", ""
+    other = next((key for key in _OTHER_VALUES if key in element), None)
+    if other is not None:
+        return float("nan"), "", f"not numeric ({other})"
+    return float("nan"), "", common.NO_VALUE
 
 
 def _status(concept: dict | None) -> str:

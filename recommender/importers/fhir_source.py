@@ -28,6 +28,7 @@ SUPPORTED = (
     "Procedure",
     "AllergyIntolerance",
     "Medication",
+    "Observation",
 )
 SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 

@@ -5,8 +5,9 @@ Rules, in plain language
 - **Layout.** MIMIC-IV when ``SRC/hosp/`` holds ``admissions.csv(.gz)`` or when ``SRC``'s
   ``patients`` table has ``anchor_age``; MIMIC-III when it has ``dob``. File names are matched
   case-insensitively (MIMIC-III ships upper-case names), ``.csv`` or ``.csv.gz``. Needed:
-  patients, admissions, diagnoses_icd, prescriptions; optional: d_icd_diagnoses (names) and
-  labevents. Dates are the de-identified (shifted) dates, taken as UTC.
+  patients, admissions, diagnoses_icd, prescriptions; optional: d_icd_diagnoses (names),
+  labevents, d_labitems and (MIMIC-IV) omr. Dates are the de-identified (shifted) dates, taken
+  as UTC.
 - **Treatments.** Each prescription row whose ``drug_type`` is kept (default MAIN and ADDITIVE;
   BASE rows are IV base solutions) is a use of ``drug|<name>``: the ``drug`` text lower-cased,
   with parenthesised parts, words holding digits (strengths), dosage-form words (tab, iv, neb,
@@ -16,7 +17,17 @@ Rules, in plain language
   treatments table keeps the most frequent original spelling and the most frequent NDC and GSN.
 - **Conditions.** Every diagnosis is ``icd9|CODE`` or ``icd10|CODE`` (MIMIC's undotted codes),
   named from d_icd_diagnoses. patient_conditions lists each patient's diagnoses of all
-  admissions (kind "diagnosis", onset = first admission with it).
+  admissions (kind "diagnosis"; ``timestamp`` = the ``admittime`` of the first admission with
+  it, in UTC with ``Z``; MIMIC codes diagnoses at discharge, so a diagnosis found during a stay
+  counts from that stay's admission; onset = its day).
+- **Observations** (``include_observations``). ``labevents``: one row per result with a
+  numeric ``valuenum`` (else a plain number in ``value``), code ``loinc|<loinc_code>`` when
+  d_labitems gives one (MIMIC-III), else ``mimic-lab|<itemid>``; unit ``valueuom``; timestamp
+  ``charttime`` (date-time, UTC); outpatient results (no ``hadm_id``) are kept. ``omr``
+  (MIMIC-IV): numeric ``result_value`` as ``mimic-omr|<slug of result_name>`` (see
+  :func:`omr_code`), blood pressure ``120/80`` split into ``...-systolic`` and
+  ``...-diastolic``; timestamp ``chartdate`` (a date). Dropped and counted: text results,
+  censored values (``<1``, ``>300``), values with a comma, no time, unknown patients.
 - **Admission outcome.** In order: in-hospital death (``hospital_expire_flag``) = -1, adverse;
   an admission of the same patient starting within ``readmission_days`` after discharge = 0
   (readmitted); a stay longer than ``long_stay_days`` = 0.5 (long stay); labs that worsened
@@ -72,6 +83,30 @@ _RACES = (
     ("hawaiian", "pacific"),
 )
 _UNKNOWN = ("unknown", "unable", "declined", "not specified")
+#: omr units (the parenthesised part of result_name, lower-cased) -> UCUM unit written.
+_OMR_UNITS = {"lbs": "[lb_av]", "inches": "[in_i]", "kg/m2": "kg/m2"}
+_PRESSURE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def omr_code(result_name: str) -> tuple[str, str]:
+    """(code slug, unit) of an omr ``result_name``: lower-cased, runs of other characters than
+    letters and digits made one dash; the unit from the parenthesised part (UCUM), blood
+    pressure ``mm[Hg]``, eGFR ``mL/min/{1.73_m2}``.
+
+    >>> omr_code("Weight (Lbs)"), omr_code("BMI (kg/m2)")
+    (('weight-lbs', '[lb_av]'), ('bmi-kg-m2', 'kg/m2'))
+    >>> omr_code("Blood Pressure Standing (1 min)")
+    ('blood-pressure-standing-1-min', 'mm[Hg]')
+    """
+    name = " ".join(str(result_name).split())
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if slug.startswith("blood-pressure"):
+        return slug, "mm[Hg]"
+    if slug.startswith("egfr"):
+        return slug, "mL/min/{1.73_m2}"
+    found = re.search(r"\(([^)]*)\)", name)
+    unit = found.group(1).strip() if found else ""
+    return slug, _OMR_UNITS.get(unit.lower(), unit)
 
 
 def normalise_drug(name: str) -> str:
@@ -102,6 +137,7 @@ def import_mimic(
     long_stay_days: float = 7.0,
     drug_types: tuple[str, ...] = ("MAIN", "ADDITIVE"),
     use_labs: bool = True,
+    include_observations: bool = True,
 ) -> ImportReport:
     """Convert a MIMIC-III or MIMIC-IV (demo) folder into a folder of canonical tables.
 
@@ -119,6 +155,8 @@ def import_mimic(
         Prescription ``drug_type`` values kept (upper case).
     use_labs : bool
         Use labevents (when present) for the lab-worsening rule.
+    include_observations : bool
+        Write labevents and omr results (when present) as the observations table.
 
     Returns
     -------
@@ -151,6 +189,7 @@ def import_mimic(
             "long_stay_days": long_stay_days,
             "drug_types": list(drug_types),
             "use_labs": use_labs,
+            "include_observations": include_observations,
             "attribution": "admission outcome -> every treatment of that admission",
             "indication": "primary diagnosis (lowest seq_num)",
         },
@@ -158,11 +197,13 @@ def import_mimic(
     read = _Reader(folder, version, report)
     admissions = read.admissions()
     diagnoses = read.diagnoses(set(admissions["hadm"]))
-    labs = read.labs() if use_labs else None
+    raw_patients = read.patients()
+    lab_rows = read.labevents(use_labs, include_observations)
+    labs = read.labs(lab_rows) if use_labs else None
     scored = _score(admissions, labs, readmission_days, long_stay_days, report)
     prescriptions = read.prescriptions(set(admissions["hadm"]), drug_types)
     outcomes = _attribute(prescriptions, scored, diagnoses, report)
-    patients = _patients(read.patients(), admissions, version)
+    patients = _patients(raw_patients, admissions, version)
     patient_conditions = _patient_conditions(diagnoses, admissions)
     frames = {
         Tables.outcomes: outcomes,
@@ -175,6 +216,10 @@ def import_mimic(
             report,
         ),
     }
+    if include_observations:
+        observations = read.observations(lab_rows, set(patients[C.patient]))
+        if observations is not None:
+            frames[Tables.observations] = observations
     common.write_output(out, frames, report)
     return report
 
@@ -322,15 +367,23 @@ class _Reader:
         )
         return frame[~nameless].reset_index(drop=True)
 
-    def labs(self) -> pd.DataFrame | None:
-        raw = self._table(
-            "labevents",
-            ("hadm_id", "charttime", "flag"),
-            required=False,
-            usecols=("hadm_id", "charttime", "flag"),
-        )
+    def labevents(self, use_labs: bool, observations: bool) -> pd.DataFrame | None:
+        """The labevents columns the lab rule and the observations need (None when absent)."""
+        if not (use_labs or observations):
+            return None
+        columns = ("hadm_id", "charttime", "flag") if use_labs else ("charttime",)
+        wanted = ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum")
+        wanted += ("valueuom", "flag")
+        raw = self._table("labevents", columns, required=False, usecols=wanted)
         if raw is None:
-            self.report.warn("labevents: absent; the lab-worsening rule is not applied")
+            if use_labs:
+                self.report.warn("labevents: absent; the lab-worsening rule is not applied")
+            if observations:
+                self.report.warn("labevents: absent; no lab observations")
+        return raw
+
+    def labs(self, raw: pd.DataFrame | None) -> pd.DataFrame | None:
+        if raw is None:
             return None
         frame = pd.DataFrame(
             {
@@ -342,8 +395,66 @@ class _Reader:
             }
         )
         outside = (frame["hadm"] == "") | frame["day"].isna()
-        self.report.drop("labevents: no hadm_id (outpatient) or no charttime", int(outside.sum()))
+        self.report.drop(
+            "labevents (lab-worsening rule): no hadm_id (outpatient) or no charttime",
+            int(outside.sum()),
+        )
         return frame[~outside]
+
+    def observations(self, labs: pd.DataFrame | None, known: set) -> pd.DataFrame | None:
+        """labevents and omr results as canonical observations (None when neither exists)."""
+        parts = []
+        missing = [c for c in ("subject_id", "itemid") if labs is not None and c not in labs]
+        if missing:
+            self.report.warn(f"labevents: no {' or '.join(missing)} column; no lab observations")
+        elif labs is not None:
+            parts.append(self._lab_observations(labs, known))
+        omr = self._table(
+            "omr", ("subject_id", "chartdate", "result_name", "result_value"), required=False
+        )
+        if omr is not None:
+            parts.append(_omr_observations(omr, known, self.report))
+        elif self.version == "iv":
+            self.report.warn("omr: absent; no blood pressure, weight, BMI or height observations")
+        if not parts:
+            return None
+        both = pd.concat(parts, ignore_index=True)
+        time = pd.to_datetime(both[C.timestamp], utc=True, format="ISO8601")
+        order = both.assign(_time=time).sort_values([C.patient, "_time"], kind="stable").index
+        return both.loc[order].reset_index(drop=True)
+
+    def _lab_observations(self, raw: pd.DataFrame, known: set) -> pd.DataFrame:
+        items = self._table("d_labitems", ("itemid",), required=False)
+        loinc = pd.Series(dtype=str)
+        if items is None:
+            self.report.warn("d_labitems: absent; lab codes are mimic-lab|<itemid>")
+        elif "loinc_code" in items:
+            codes = items["loinc_code"].str.strip()
+            loinc = pd.Series(codes.to_numpy(), index=items["itemid"].str.strip())[
+                (codes != "").to_numpy()
+            ]
+            loinc = loinc[~loinc.index.duplicated()]
+        empty = pd.Series("", index=raw.index)
+        itemid = raw["itemid"].str.strip()
+        mapped = itemid.map(loinc).astype(object)
+        self.report.count("lab itemids coded as LOINC (d_labitems.loinc_code)", mapped.nunique())
+        code = ("loinc|" + mapped.fillna("")).where(mapped.notna(), "mimic-lab|" + itemid)
+        value_num, problem_num = common.numeric_values(raw.get("valuenum", empty))
+        value_text, problem_text = common.numeric_values(raw.get("value", empty))
+        value = np.where(problem_num == "", value_num, value_text)
+        problem = problem_num.where(problem_num == "", problem_text)
+        problem = problem.where(itemid != "", "no itemid")
+        rows = pd.DataFrame(
+            {
+                "patient": raw["subject_id"],
+                "code": code.where(itemid != "", None),
+                "value": value,
+                "unit": raw.get("valueuom", empty),
+                "time": raw["charttime"],
+                "problem": problem,
+            }
+        )
+        return common.observation_table(rows, known, self.report, "labevents")
 
     def patients(self) -> pd.DataFrame:
         columns = (
@@ -512,6 +623,7 @@ def _patient_conditions(diagnoses: pd.DataFrame, admissions: pd.DataFrame) -> pd
             C.patient: diagnoses["patient"],
             C.condition: diagnoses["condition"],
             "kind": "diagnosis",
+            C.timestamp: "",
             "onset": admit,
         }
     )
@@ -520,8 +632,44 @@ def _patient_conditions(diagnoses: pd.DataFrame, admissions: pd.DataFrame) -> pd
         .drop_duplicates([C.patient, C.condition])
         .reset_index(drop=True)
     )
+    frame[C.timestamp] = common.iso(frame["onset"])
     frame["onset"] = frame["onset"].dt.strftime("%Y-%m-%d").fillna("")
     return frame
+
+
+def _omr_observations(raw: pd.DataFrame, known: set, report: ImportReport) -> pd.DataFrame:
+    """omr results as observations: numbers, blood pressure split in two (see the docstring)."""
+    names = raw["result_name"].str.strip()
+    coded = {name: omr_code(name) for name in names.unique()}
+    slug = names.map(lambda n: coded[n][0])
+    unit = names.map(lambda n: coded[n][1])
+    pressure = slug.str.startswith("blood-pressure")
+    values, problem = common.numeric_values(raw["result_value"])
+    base = pd.DataFrame(
+        {
+            "patient": raw["subject_id"],
+            "code": ("mimic-omr|" + slug).where(slug != "", None),
+            "value": values,
+            "unit": unit,
+            "time": raw["chartdate"],
+            "problem": problem.where(slug != "", "no result_name"),
+        }
+    )
+    parts = raw["result_value"].str.extract(_PRESSURE)
+    split = parts[0].notna()
+    bad_pressure = pressure & ~split & (base["problem"] != common.NO_VALUE)
+    base.loc[bad_pressure, "problem"] = "blood pressure not written systolic/diastolic (120/80)"
+    base.loc[pressure & split & (slug != ""), "problem"] = ""
+    halves = [
+        base.assign(
+            code=base["code"] + f"-{side}",
+            value=pd.to_numeric(parts[column], errors="coerce"),
+        )[pressure]
+        for column, side in ((0, "systolic"), (1, "diastolic"))
+    ]
+    halves[1] = halves[1][split[pressure].to_numpy()]  # a bad reading is counted once
+    rows = pd.concat([base[~pressure], *halves]).sort_index(kind="stable")
+    return common.observation_table(rows.reset_index(drop=True), known, report, "omr")
 
 
 def _treatments(prescriptions: pd.DataFrame, used: set) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 Rules, in plain language
 ------------------------
 - **Files.** ``patients``, ``conditions`` and ``medications`` are required; ``allergies``,
-  ``procedures`` and ``careplans`` are optional. Each may be ``NAME.csv`` or ``NAME.csv.gz``;
+  ``procedures``, ``careplans`` and ``observations`` are optional. Each may be ``NAME.csv`` or ``NAME.csv.gz``;
   header case is ignored (``Id`` = ``ID``). The layout is "synthea-v3" when the export has v3-only
   columns (``PAYER`` in medications, ``SYSTEM`` in allergies, ``COUNTY`` in patients), else
   "synthea-v2". Dates and ISO date-times (with ``Z``) are both read as UTC.
@@ -23,7 +23,15 @@ Rules, in plain language
 - **Patients.** sex = ``GENDER``, birth_year = year of ``BIRTHDATE``, race, ethnicity, and
   death_date. **patient_conditions**: every condition row (``snomed|CODE``, kind "diagnosis")
   and every allergy (kind "allergy"; ``snomed|CODE``, or ``rxnorm|CODE`` when the v3 ``SYSTEM``
-  says RxNorm), with the earliest onset.
+  says RxNorm), with the earliest onset: ``timestamp`` = conditions / allergies ``START`` as
+  written (a date stays a date; a date-time is written in UTC with ``Z``); allergies without a
+  ``START`` have none.
+- **Observations** (``observations.csv``, when present and ``include_observations``): a row
+  whose ``VALUE`` is a plain number (:func:`~recommender.importers.common.numeric_values`;
+  whatever ``TYPE`` says) becomes ``loinc|CODE`` with ``VALUE``, ``UNITS`` and ``DATE`` (as
+  written). Dropped and counted: text results (``TYPE`` text, e.g. smoking status), censored
+  values (``<5``), values with a comma (ambiguous), a ``CODE`` that is not a LOINC code (digits,
+  dash, check digit; Synthea's QALY/DALY/QOLS rows), no ``DATE``, unknown patients.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ C = Columns
 
 #: Optional treatment tables -> code system of their CODE column.
 TREATMENT_TABLES = {"medications": "rxnorm", "procedures": "snomed", "careplans": "snomed"}
+#: A LOINC code: digits, a dash and the check digit (``8302-2``).
+LOINC_CODE = r"^\d{1,8}-\d$"
 _ROW_FIELDS = ("START", "STOP", "PATIENT", "CODE", "DESCRIPTION", "REASONCODE")
 
 
@@ -51,6 +61,7 @@ def import_synthea(
     *,
     include_procedures: bool = False,
     include_careplans: bool = False,
+    include_observations: bool = True,
     resolution_window_days: int = 90,
     switch_window_days: int = 365,
     adverse_window_days: int = 30,
@@ -69,6 +80,8 @@ def import_synthea(
         Output folder, replaced whole (atomically) by the tables and ``import_report.*``.
     include_procedures, include_careplans : bool
         Also treat procedure / care-plan rows with a REASONCODE as treatments.
+    include_observations : bool
+        Read ``observations.csv`` (when present) into the observations table.
     resolution_window_days, switch_window_days, adverse_window_days, chronic_min_days,
     chronic_outcome, allergy_match
         The outcome rules (:class:`~recommender.importers.rules.OutcomeRules`).
@@ -101,10 +114,11 @@ def import_synthea(
         parameters={
             "include_procedures": include_procedures,
             "include_careplans": include_careplans,
+            "include_observations": include_observations,
             **rules.to_dict(),
         },
     )
-    raw = _read_all(folder, report, include_procedures, include_careplans)
+    raw = _read_all(folder, report, include_procedures, include_careplans, include_observations)
     report.layout = _layout(raw)
     patients = _patients(raw["patients"], report)
     episodes = _episodes(raw["conditions"], report)
@@ -136,6 +150,10 @@ def import_synthea(
             set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition]),
         ),
     }
+    if "observations" in raw:
+        frames[Tables.observations] = _observations(
+            raw["observations"], set(patients[C.patient]), report
+        )
     common.write_output(out, frames, report)
     return report
 
@@ -144,7 +162,7 @@ def import_synthea(
 
 
 def _read_all(
-    folder: Path, report: ImportReport, procedures: bool, careplans: bool
+    folder: Path, report: ImportReport, procedures: bool, careplans: bool, observations: bool
 ) -> dict[str, pd.DataFrame]:
     wanted = {
         "patients": True,
@@ -153,10 +171,13 @@ def _read_all(
         "allergies": False,
         "procedures": False,
         "careplans": False,
+        "observations": False,
     }
+    skipped = {"procedures": not procedures, "careplans": not careplans}
+    skipped["observations"] = not observations
     raw = {}
     for name, required in wanted.items():
-        if (name == "procedures" and not procedures) or (name == "careplans" and not careplans):
+        if skipped.get(name):
             continue
         path = common.find_file(folder, name)
         if path is None:
@@ -166,19 +187,19 @@ def _read_all(
                     "needs patients, conditions and medications",
                     file=str(folder),
                 )
-            report.warn(f"{name}: no {name}.csv(.gz) in the export; skipped")
+            if name == "observations":
+                report.warn("observations: no observations.csv(.gz); no observations table")
+            else:
+                report.warn(f"{name}: no {name}.csv(.gz) in the export; skipped")
             continue
         frame = common.read_csv(path, report, name)
         frame.columns = [c.strip().upper() for c in frame.columns]
-        needed = (
-            ("ID", "BIRTHDATE", "GENDER")
-            if name == "patients"
-            else (
-                ("START", "PATIENT", "CODE", "DESCRIPTION")
-                if name in ("conditions", "allergies")
-                else _ROW_FIELDS
-            )
-        )
+        needed = {
+            "patients": ("ID", "BIRTHDATE", "GENDER"),
+            "conditions": ("START", "PATIENT", "CODE", "DESCRIPTION"),
+            "allergies": ("START", "PATIENT", "CODE", "DESCRIPTION"),
+            "observations": ("DATE", "PATIENT", "CODE", "VALUE"),
+        }.get(name, _ROW_FIELDS)
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataValidationError(
@@ -237,6 +258,7 @@ def _episodes(frame: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
             ),
         }
     )
+    episodes["start_text"] = common.time_texts(frame["START"], episodes["start"])
     bad = episodes["condition"].isna() | episodes["start"].isna() | (episodes["patient"] == "")
     report.drop("conditions: no CODE, PATIENT or valid START", int(bad.sum()))
     episodes = episodes[~bad].reset_index(drop=True)
@@ -251,6 +273,7 @@ def _allergies(frame: pd.DataFrame | None, report: ImportReport) -> pd.DataFrame
             {
                 "patient": [],
                 "onset": pd.Series([], dtype="datetime64[ns, UTC]"),
+                "onset_text": pd.Series([], dtype=object),
                 "code": [],
                 "name": [],
                 "primary": pd.Series([], dtype=bool),
@@ -264,6 +287,7 @@ def _allergies(frame: pd.DataFrame | None, report: ImportReport) -> pd.DataFrame
             "name": frame["DESCRIPTION"].str.strip(),
         }
     )
+    allergies["onset_text"] = common.time_texts(frame["START"], allergies["onset"])
     codes = common.strip_float_suffix(frame["CODE"])
     allergies["code"] = (systems.fillna("snomed") + "|" + codes).where(codes != "", None)
     bad = allergies["code"].isna() | (allergies["patient"] == "")
@@ -302,3 +326,26 @@ def _treatment_rows(
 
 
 # --- outputs -----------------------------------------------------------------------------------
+
+
+def _observations(frame: pd.DataFrame, known: set, report: ImportReport) -> pd.DataFrame:
+    """observations.csv rows with a numeric VALUE and a LOINC CODE (see the module docstring)."""
+    values, problem = common.numeric_values(frame["VALUE"])
+    kind = frame.get("TYPE", pd.Series("", index=frame.index)).str.strip().str.lower()
+    text = (problem == common.NOT_NUMERIC) & (kind != "numeric")
+    problem = problem.where(~text, "text result (TYPE " + kind.where(kind != "", "empty") + ")")
+    codes = frame["CODE"].str.strip()
+    loinc = codes.str.match(LOINC_CODE)
+    problem = problem.where(loinc, "CODE is not a LOINC code (unknown code system)")
+    problem = problem.where(codes != "", "no CODE")
+    rows = pd.DataFrame(
+        {
+            "patient": frame["PATIENT"],
+            "code": ("loinc|" + codes).where(loinc, None),
+            "value": values,
+            "unit": frame.get("UNITS", pd.Series("", index=frame.index)),
+            "time": frame["DATE"],
+            "problem": problem,
+        }
+    )
+    return common.observation_table(rows, known, report, "observations")

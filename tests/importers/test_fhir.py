@@ -309,7 +309,7 @@ def test_bundle_known_outcomes(tmp_path):
     assert report.dropped["MedicationRequest: status entered-in-error"] == 1
     assert report.dropped["Condition: entered-in-error or refuted"] == 1
     assert report.dropped["Procedure: include_procedures is off"] == 1
-    assert report.dropped["Observation: resource type not imported"] == 1
+    assert report.dropped["observations (Observation): no patient"] == 1  # o1 has no subject
     assert report.dropped["courses: no outcome evidence (no rule applied)"] == 1  # m5
     assert report.unmatched == {
         "treatments: reasonCode without a Condition of that code with "
@@ -405,6 +405,190 @@ def test_cli_subcommand(tmp_path, import_cli, capsys):
     args = import_cli(["import", "fhir", str(src), "--out", str(tmp_path / "o2"), "--strict"])
     with pytest.raises(DataValidationError, match="MedicationRequest/bad"):
         args.func(args)
+
+
+# --- observations and onsets ------------------------------------------------------------------
+
+LOINC = "http://loinc.org"
+
+
+def observation(rid, pid, code, time=None, **fields):
+    """An Observation of patient ``pid`` coded ``code`` (a LOINC code or a CodeableConcept)."""
+    resource = {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": fields.pop("status", "final"),
+        "code": cc(LOINC, code) if isinstance(code, str) else code,
+    }
+    if pid:
+        resource["subject"] = patient_ref(pid)
+    if time:
+        resource["effectiveDateTime"] = time
+    resource.update(fields)
+    return resource
+
+
+def quantity(value, unit, **more):
+    return {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", **more}
+
+
+OBSERVATIONS = [
+    observation(  # a blood-pressure panel: one row per component, the panel's time in UTC
+        "bp",
+        "p1",
+        "85354-9",
+        "2020-01-01T10:30:00+01:00",
+        component=[
+            {"code": cc(LOINC, "8480-6"), "valueQuantity": quantity(120, "mm[Hg]")},
+            {"code": cc(LOINC, "8462-4"), "valueQuantity": quantity(80, "mm[Hg]")},
+        ],
+    ),
+    observation(
+        "hb",
+        "p1",
+        "718-7",
+        effectivePeriod={"start": "2020-02-01T08:00:00Z"},
+        valueQuantity=quantity(13.5, "g/dL"),
+    ),
+    observation(  # only issued: the time the result was released
+        "glu", "p2", "2339-0", issued="2020-04-01T07:00:00Z", valueQuantity=quantity(95, "mg/dL")
+    ),
+    observation(  # a date stays a date; valueInteger is a number
+        "pain", "p3", "72514-3", "2020-05-01", valueInteger=3
+    ),
+    observation(  # unit from the UCUM code when there is no unit text
+        "wt",
+        "p3",
+        "29463-7",
+        "2020-05-01T09:00:00Z",
+        valueQuantity={"value": 70.5, "system": "http://unitsofmeasure.org", "code": "kg"},
+    ),
+    observation(  # censored
+        "egfr", "p1", "33914-3", "2020-03-01", valueQuantity=quantity(60, "mL/min", comparator=">")
+    ),
+    observation(  # text result
+        "smoke", "p1", "72166-2", "2020-03-01", valueCodeableConcept=cc(SNOMED, "266919005")
+    ),
+    observation(  # a code without a system
+        "score", "p1", {"text": "pain score"}, "2020-03-01", valueInteger=4
+    ),
+    observation("late", "p1", "2339-0", valueQuantity=quantity(100, "mg/dL")),  # no time
+    observation("year", "p1", "2339-0", "2020", valueQuantity=quantity(100, "mg/dL")),
+    observation(
+        "err",
+        "p1",
+        "2339-0",
+        "2020-03-01",
+        status="entered-in-error",
+        valueQuantity=quantity(1, "mg/dL"),
+    ),
+    observation("p9", "p9", "2339-0", "2020-03-01", valueQuantity=quantity(1, "mg/dL")),
+    observation(
+        "absent",
+        "p2",
+        "2339-0",
+        "2020-03-01",
+        dataAbsentReason=cc("http://terminology.hl7.org/CodeSystem/data-absent-reason", "error"),
+    ),
+    {  # a Condition known only by its recorded date, an allergy with neither date
+        "resourceType": "Condition",
+        "id": "c7",
+        "subject": patient_ref("p3"),
+        "code": cc(SNOMED, "38341003", "Hypertension"),
+        "recordedDate": "2021-02-03T04:05:06Z",
+    },
+    {
+        "resourceType": "AllergyIntolerance",
+        "id": "a3",
+        "patient": patient_ref("p2"),
+        "code": cc(SNOMED, "91935009", "Allergy to peanuts"),
+    },
+]
+KEPT = [  # (patient, code, value, unit, timestamp), by patient and time
+    ("p1", "loinc|8480-6", 120.0, "mm[Hg]", "2020-01-01T09:30:00Z"),
+    ("p1", "loinc|8462-4", 80.0, "mm[Hg]", "2020-01-01T09:30:00Z"),
+    ("p1", "loinc|718-7", 13.5, "g/dL", "2020-02-01T08:00:00Z"),
+    ("p2", "loinc|2339-0", 95.0, "mg/dL", "2020-04-01T07:00:00Z"),
+    ("p3", "loinc|72514-3", 3.0, "", "2020-05-01"),
+    ("p3", "loinc|29463-7", 70.5, "kg", "2020-05-01T09:00:00Z"),
+]
+
+
+def observation_list(out) -> list:
+    frame = pd.read_csv(out / "observations.csv", dtype=str, keep_default_na=False)
+    return [(r.patient_id, r.code, float(r.value), r.unit, r.timestamp) for r in frame.itertuples()]
+
+
+@pytest.mark.parametrize("layout", ["bundle", "ndjson"])
+def test_observations_numbers_components_and_drops(tmp_path, layout):
+    resources = RESOURCES + OBSERVATIONS
+    src = (
+        write_bundle(tmp_path / "bundle.json", resources)
+        if layout == "bundle"
+        else write_ndjson_folder(tmp_path / "ndjson", resources)
+    )
+    report = import_fhir(src, tmp_path / "out")
+
+    assert observation_list(tmp_path / "out") == KEPT
+    tables = read_tables(tmp_path / "out")  # the canonical reader validates the folder
+    assert tables.observations["value"].tolist() == [value for _, _, value, _, _ in KEPT]
+    assert tables.observations["timestamp"].iloc[0] == pd.Timestamp("2020-01-01 09:30", tz="UTC")
+    source = "observations (Observation)"
+    assert {k: v for k, v in report.dropped.items() if "Observation" in k} == {
+        "Observation: status entered-in-error": 1,
+        f"{source}: no patient": 1,  # o1 of RESOURCES
+        f"{source}: censored value such as <5 or >300 (a bound, not a measurement)": 1,
+        f"{source}: not numeric (valueCodeableConcept)": 1,
+        f"{source}: code without a code system (text only or no system)": 1,
+        f"{source}: no time": 1,
+        f"{source}: time coarser than a day": 1,
+        f"{source}: patient not among the imported patients": 1,
+        f"{source}: no value": 1,
+    }
+    assert report.rows_read["Observation"] == 14
+    assert report.derived["observations kept (Observation)"] == 6
+    assert outcome_map(tmp_path / "out") == EXPECTED  # observations change no outcome
+
+
+def test_onsets_of_conditions_and_allergies(tmp_path):
+    import_fhir(write_bundle(tmp_path / "bundle.json", RESOURCES + OBSERVATIONS), tmp_path / "out")
+    written = pd.read_csv(
+        tmp_path / "out" / "patient_conditions.csv", dtype=str, keep_default_na=False
+    )
+    onset = written.set_index(["patient_id", "condition_id"])["timestamp"]
+    assert onset[("p1", "snomed|43878008")] == "2020-01-01T09:00:00Z"  # onsetDateTime, a time
+    assert onset[("p1", "icd10|I10")] == "2015-01-01"  # a date stays a date
+    assert onset[("p3", "snomed|444814009")] == "2021-06-01"  # onsetPeriod.start
+    assert onset[("p3", "snomed|38341003")] == "2021-02-03T04:05:06Z"  # recordedDate
+    assert onset[("p1", "snomed|91935009")] == "2020-01-02"  # an allergy's onsetDateTime
+    assert onset[("p2", "snomed|91935009")] == ""  # no onset, no recordedDate: unknown
+    parsed = read_tables(tmp_path / "out").patient_conditions
+    parsed = parsed.set_index(["patient_id", "condition_id"])["timestamp"]
+    assert parsed[("p1", "snomed|43878008")] == pd.Timestamp("2020-01-01 09:00", tz="UTC")
+    assert pd.isna(parsed[("p2", "snomed|91935009")])
+
+
+def test_observations_in_strict_mode_and_switched_off(tmp_path):
+    src = write_bundle(tmp_path / "bundle.json", RESOURCES[:3] + OBSERVATIONS)
+    with pytest.raises(DataValidationError, match="Observation/late: no subject or effective"):
+        import_fhir(src, tmp_path / "strict", strict=True)
+    fine = [r for r in OBSERVATIONS if r["id"] not in ("late", "year", "p9")]
+    strict = write_bundle(tmp_path / "fine.json", RESOURCES[:3] + fine)
+    report = import_fhir(strict, tmp_path / "strict", strict=True)  # text codes are only dropped
+    assert report.rows_kept["observations"] == 6
+
+    report = import_fhir(src, tmp_path / "off", include_observations=False)
+    assert read_tables(tmp_path / "off").observations is None
+    assert report.dropped["Observation: include_observations is off"] == 13
+
+
+def test_observation_without_patients_is_kept(tmp_path):
+    """Without Patient resources no patients table is written, and no patient is unknown."""
+    src = write_bundle(tmp_path / "bundle.json", [r for r in OBSERVATIONS if r["id"] == "p9"])
+    import_fhir(src, tmp_path / "out")
+    assert observation_list(tmp_path / "out") == [
+        ("p9", "loinc|2339-0", 1.0, "mg/dL", "2020-03-01")
+    ]
 
 
 # --- Synthea Nebraska as FHIR: the same outcomes as its CSV import ----------------------------

@@ -183,7 +183,10 @@ def test_mimic_iv_known_outcomes(tmp_path):
     assert rows.loc["drug|metformin", "timestamp"] == pd.Timestamp("2150-01-01 12:00", tz="UTC")
     assert float(rows.loc["drug|vancomycin", "los_days"]) == 14.0  # extra columns stay text
     assert report.dropped["prescriptions: drug_type not in ['MAIN', 'ADDITIVE']"] == 1
-    assert report.dropped["labevents: no hadm_id (outpatient) or no charttime"] == 1
+    assert (
+        report.dropped["labevents (lab-worsening rule): no hadm_id (outpatient) or no charttime"]
+        == 1
+    )
     patients = tables.patients.set_index("patient_id")
     assert patients.loc["1", "age"] == "60" and patients.loc["2", "age"] == "70"
     assert pd.isna(patients.loc["1", "birth_year"])
@@ -240,6 +243,166 @@ def test_cli_subcommand(tmp_path, import_cli, capsys):
     args = import_cli(["import", "mimic", str(src), "--out", str(tmp_path / "out"), "--no-labs"])
     assert args.func(args) == 0
     assert "mimic (mimic-iv): 5 outcome rows, 2 patients" in capsys.readouterr().out
+
+
+# --- observations and onsets ------------------------------------------------------------------
+
+# (subject, hadm, itemid, charttime, value, valuenum, valueuom): what each row tests on its right.
+LAB_RESULTS = [
+    ("1", "101", "50912", "2150-01-20 11:00:00", "1.2", "1.2", "mg/dL"),  # kept
+    ("1", "", "50912", "2150-03-01 08:15:00", "0.9", "0.9", "mg/dL"),  # outpatient: kept
+    ("1", "101", "51514", "2150-01-20 11:00:00", "NEG", "", "mg/dL"),  # text
+    ("2", "200", "51196", "2160-05-02 06:00:00", "<5", "", "ng/mL"),  # censored
+    ("2", "200", "50889", "2160-05-02 06:00:00", "1,234", "", "mg/L"),  # comma
+    ("2", "200", "50931", "2160-05-02 06:00:00", "___", "", ""),  # text (de-identified)
+    ("9", "", "50912", "2160-05-02 06:00:00", "1.0", "1.0", "mg/dL"),  # unknown patient
+    ("2", "200", "50912", "", "1.0", "1.0", "mg/dL"),  # no time
+]
+# (subject, chartdate, seq_num, result_name, result_value)
+OMR = [
+    ("1", "2150-02-01", "1", "Blood Pressure", "120/80"),  # two rows
+    ("1", "2150-02-01", "1", "Weight (Lbs)", "180.5"),
+    ("1", "2150-02-01", "1", "BMI (kg/m2)", "27.4"),
+    ("2", "2160-04-01", "1", "Height (Inches)", "70"),
+    ("2", "2160-04-01", "1", "Blood Pressure Sitting", "130/"),  # not systolic/diastolic
+    ("2", "2160-04-01", "1", "eGFR", ">60"),  # censored
+    ("2", "2160-04-01", "2", "Weight (Lbs)", ""),  # no value
+]
+#: (patient, code, value, unit, timestamp) kept, in output order (patient, then time).
+KEPT_IV = [
+    ("1", "mimic-lab|50912", 1.2, "mg/dL", "2150-01-20T11:00:00Z"),
+    ("1", "mimic-omr|blood-pressure-systolic", 120.0, "mm[Hg]", "2150-02-01"),
+    ("1", "mimic-omr|blood-pressure-diastolic", 80.0, "mm[Hg]", "2150-02-01"),
+    ("1", "mimic-omr|weight-lbs", 180.5, "[lb_av]", "2150-02-01"),
+    ("1", "mimic-omr|bmi-kg-m2", 27.4, "kg/m2", "2150-02-01"),
+    ("1", "mimic-lab|50912", 0.9, "mg/dL", "2150-03-01T08:15:00Z"),
+    ("2", "mimic-omr|height-inches", 70.0, "[in_i]", "2160-04-01"),
+]
+
+
+def write_mimic_iv_results(root):
+    """The MIMIC-IV folder with labevents carrying results (the rule's rows have no value),
+    d_labitems (no loinc_code, as in MIMIC-IV 2.x) and omr."""
+    write_mimic_iv(root)
+    hosp = root / "hosp"
+    columns = ["subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum", "valueuom"]
+    labs = pd.DataFrame(
+        [(SUBJECT.get(h, "1"), h, "51221", c, "", "", "%") for h, c, _ in LABS] + LAB_RESULTS,
+        columns=columns,
+    )
+    labs["flag"] = [f for _, _, f in LABS] + [""] * len(LAB_RESULTS)
+    labs.to_csv(hosp / "labevents.csv.gz", index=False, compression="gzip")
+    pd.DataFrame(
+        [("50912", "Creatinine", "Blood", "Chemistry"), ("51221", "Hematocrit", "Blood", "Hem")],
+        columns=["itemid", "label", "fluid", "category"],
+    ).to_csv(hosp / "d_labitems.csv.gz", index=False, compression="gzip")
+    pd.DataFrame(
+        OMR, columns=["subject_id", "chartdate", "seq_num", "result_name", "result_value"]
+    ).to_csv(hosp / "omr.csv.gz", index=False, compression="gzip")
+    return root
+
+
+def observation_list(out) -> list:
+    frame = pd.read_csv(out / "observations.csv", dtype=str, keep_default_na=False)
+    return [(r.patient_id, r.code, float(r.value), r.unit, r.timestamp) for r in frame.itertuples()]
+
+
+def test_mimic_iv_labevents_and_omr_observations(tmp_path):
+    report = import_mimic(write_mimic_iv_results(tmp_path / "src"), tmp_path / "out")
+
+    assert observation_list(tmp_path / "out") == KEPT_IV  # times as given: date-time or date
+    tables = read_tables(tmp_path / "out")  # validates
+    assert tables.observations["timestamp"].iloc[0] == pd.Timestamp("2150-01-20 11:00", tz="UTC")
+    assert {k: v for k, v in report.dropped.items() if k.startswith("observations")} == {
+        "observations (labevents): no value": len(LABS),  # the rule's rows carry no result
+        "observations (labevents): not numeric (text result)": 2,
+        "observations (labevents): censored value such as <5 or >300 (a bound, not a "
+        "measurement)": 1,
+        "observations (labevents): comma in the value (decimal comma or thousands separator: "
+        "ambiguous)": 1,
+        "observations (labevents): no time": 1,
+        "observations (labevents): patient not among the imported patients": 1,
+        "observations (omr): blood pressure not written systolic/diastolic (120/80)": 1,
+        "observations (omr): censored value such as <5 or >300 (a bound, not a measurement)": 1,
+        "observations (omr): no value": 1,
+    }
+    assert report.derived["observations kept (labevents)"] == 2
+    assert report.derived["observations kept (omr)"] == 5
+    assert report.derived["observation codes (omr)"] == 5
+    assert outcome_map(tmp_path / "out") == EXPECTED_IV  # the lab rule is unchanged
+
+    import_mimic(tmp_path / "src", tmp_path / "off", include_observations=False)
+    assert read_tables(tmp_path / "off").observations is None
+    assert outcome_map(tmp_path / "off") == EXPECTED_IV
+
+
+def test_mimic_iii_labevents_with_loinc_codes(tmp_path):
+    src = write_mimic_iii(tmp_path / "src")
+    pd.DataFrame(
+        [
+            ("1", "1", "100", "50912", "2150-01-01 11:00:00", "1.1", "1.1", "mg/dL", ""),
+            ("2", "1", "100", "50912", "2150-01-02 11:00:00", "1.6", "1.6", "mg/dL", "abnormal"),
+            ("3", "2", "200", "51006", "2160-05-01 11:00:00", "12", "12", "mg/dL", ""),
+            ("4", "2", "200", "99999", "2160-05-01 11:00:00", "7", "7", "", ""),
+            ("5", "2", "200", "51006", "2160-05-01 12:00:00", "GREATER THAN 100", "", "", ""),
+        ],
+        columns=[
+            "ROW_ID",
+            "SUBJECT_ID",
+            "HADM_ID",
+            "ITEMID",
+            "CHARTTIME",
+            "VALUE",
+            "VALUENUM",
+            "VALUEUOM",
+            "FLAG",
+        ],
+    ).to_csv(src / "LABEVENTS.csv", index=False)
+    pd.DataFrame(
+        [
+            ("1", "50912", "Creatinine", "Blood", "Chemistry", "2160-0"),
+            ("2", "51006", "Urea Nitrogen", "Blood", "Chemistry", "3094-0"),
+            ("3", "51514", "Urobilinogen", "Urine", "Hematology", ""),
+        ],
+        columns=["ROW_ID", "ITEMID", "LABEL", "FLUID", "CATEGORY", "LOINC_CODE"],
+    ).to_csv(src / "D_LABITEMS.csv", index=False)
+    report = import_mimic(src, tmp_path / "out")
+
+    assert observation_list(tmp_path / "out") == [
+        ("1", "loinc|2160-0", 1.1, "mg/dL", "2150-01-01T11:00:00Z"),
+        ("1", "loinc|2160-0", 1.6, "mg/dL", "2150-01-02T11:00:00Z"),
+        ("2", "loinc|3094-0", 12.0, "mg/dL", "2160-05-01T11:00:00Z"),
+        ("2", "mimic-lab|99999", 7.0, "", "2160-05-01T11:00:00Z"),  # not in D_LABITEMS
+    ]
+    assert report.dropped["observations (labevents): not numeric (text result)"] == 1
+    assert report.derived["lab itemids coded as LOINC (d_labitems.loinc_code)"] == 2
+    assert read_tables(tmp_path / "out").observations["value"].tolist() == [1.1, 1.6, 12.0, 7.0]
+    assert "labevents: absent; no lab observations" not in report.warnings
+
+
+def test_diagnosis_onsets_are_the_admission_times(tmp_path):
+    import_mimic(write_mimic_iv(tmp_path / "iv"), tmp_path / "out_iv")
+    import_mimic(write_mimic_iii(tmp_path / "iii"), tmp_path / "out_iii")
+    for out, condition, expected in (
+        ("out_iv", "icd10|I10", "2150-01-01T10:00:00Z"),  # admission 100
+        ("out_iv", "icd9|4019", "2150-01-20T10:00:00Z"),  # admission 101
+        ("out_iii", "icd9|4019", "2150-01-20T10:00:00Z"),
+        ("out_iii", "icd9|25000", "2150-01-01T10:00:00Z"),
+    ):
+        written = pd.read_csv(tmp_path / out / "patient_conditions.csv", dtype=str)
+        onset = written.set_index(["patient_id", "condition_id"])["timestamp"]
+        assert onset[("1", condition)] == expected, (out, condition)
+    parsed = read_tables(tmp_path / "out_iv").patient_conditions
+    assert parsed["timestamp"].notna().all()
+
+
+def test_cli_no_observations(tmp_path, import_cli):
+    src = write_mimic_iv_results(tmp_path / "src")
+    args = import_cli(
+        ["import", "mimic", str(src), "--out", str(tmp_path / "o"), "--no-observations"]
+    )
+    assert args.func(args) == 0
+    assert not (tmp_path / "o" / "observations.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -310,6 +473,21 @@ def _check_demo(src, out, report, admissions, diagnoses, code_column, system):
     return outcomes
 
 
+def _check_onsets(out, admissions, diagnoses, code_column, system):
+    """Every diagnosis's timestamp is the earliest admittime of the admissions coding it."""
+    admit = admissions.set_index("hadm_id")["admittime"]
+    earliest = {}
+    for row in diagnoses.to_dict("records"):
+        key = (row["subject_id"], f"{system(row)}|{row[code_column]}")
+        time = pd.Timestamp(admit[row["hadm_id"]], tz="UTC")
+        earliest[key] = min(earliest.get(key, time), time)
+    written = pd.read_csv(out / "patient_conditions.csv", dtype=str, keep_default_na=False)
+    assert len(written) == len(earliest)
+    for row in written.itertuples():
+        expected = earliest[(row.patient_id, row.condition_id)]
+        assert row.timestamp == expected.strftime("%Y-%m-%dT%H:%M:%SZ"), row
+
+
 @pytest.mark.shared_data
 def test_mimic_iii_demo(tmp_path):
     src = shared_dataset("mimic3_demo_1.4")
@@ -324,6 +502,10 @@ def test_mimic_iii_demo(tmp_path):
     died = set(admissions.loc[admissions["hospital_expire_flag"] == "1", "hadm_id"])
     assert set(outcomes.loc[outcomes["adverse"] == "1", "hadm_id"]) <= died
     assert report.outcomes["patients"] >= 90
+    _check_onsets(tmp_path / "out", admissions, diagnoses, "icd9_code", lambda row: "icd9")
+    # This demo copy has no LABEVENTS: no observations table, and the report says why.
+    assert not (tmp_path / "out" / "observations.csv").exists()
+    assert "labevents: absent; no lab observations" in report.warnings
 
 
 @pytest.mark.shared_data
@@ -346,3 +528,51 @@ def test_mimic_iv_demo(tmp_path):
     assert report.rows_read["labevents"] == 107727
     assert "labs_worsened" in set(outcomes["rule"])
     assert {c.split("|")[0] for c in outcomes["condition_id"] if c} == {"icd9", "icd10"}
+    _check_onsets(
+        tmp_path / "out",
+        admissions,
+        diagnoses,
+        "icd_code",
+        lambda row: "icd" + row["icd_version"],
+    )
+
+    # Observations, counted independently from the raw files.
+    labs = pd.read_csv(src / "hosp" / "labevents.csv.gz", dtype=str, keep_default_na=False)
+    numeric = labs[labs["valuenum"] != ""]
+    observations = read_tables(tmp_path / "out").observations
+    from_labs = observations[observations["code"].str.startswith("mimic-lab|")]
+    duplicates = numeric.duplicated(["subject_id", "itemid", "charttime", "valuenum", "valueuom"])
+    assert len(from_labs) == len(numeric) - duplicates.sum() == 95127
+    assert from_labs["code"].nunique() == numeric["itemid"].nunique() == 318
+    assert report.dropped["observations (labevents): no value"] == 9588
+    assert report.dropped["observations (labevents): not numeric (text result)"] == 2881
+    assert (
+        report.dropped[
+            "observations (labevents): censored value such as <5 or >300 (a bound, not a "
+            "measurement)"
+        ]
+        == 12  # >300, >50, <1, >=1.035 in value, valuenum empty
+    )
+    omr = pd.read_csv(src / "hosp" / "omr.csv.gz", dtype=str, keep_default_na=False)
+    pressure = omr["result_name"].str.startswith("Blood Pressure")
+    from_omr = observations[observations["code"].str.startswith("mimic-omr|")]
+    assert report.derived["observations kept (omr)"] == len(from_omr) == 3701
+    assert len(omr) + pressure.sum() == 3836 == 3701 + 135  # 135 exact repeats dropped
+    assert sorted(from_omr["code"].unique()) == sorted(
+        [
+            "mimic-omr|bmi-kg-m2",
+            "mimic-omr|height-inches",
+            "mimic-omr|weight-lbs",
+        ]
+        + [
+            f"mimic-omr|blood-pressure{position}-{side}"
+            for position in ("", "-lying", "-sitting", "-standing-1-min", "-standing-3-mins")
+            for side in ("systolic", "diastolic")
+        ]
+    )
+    systolic = from_omr[from_omr["code"] == "mimic-omr|blood-pressure-systolic"]["value"]
+    diastolic = from_omr[from_omr["code"] == "mimic-omr|blood-pressure-diastolic"]["value"]
+    assert systolic.median() > diastolic.median() > 40
+    assert len(observations) == 98828 and observations["code"].nunique() == 331
+    assert observations["timestamp"].notna().all()
+    assert observations["patient_id"].nunique() == 100

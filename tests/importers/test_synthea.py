@@ -254,6 +254,121 @@ def test_cli_subcommand_runs_the_import(tmp_path, import_cli, capsys):
     assert read_tables(tmp_path / "out").outcomes["outcome"].tolist().count(0.5) == 0
 
 
+# --- observations and onsets ------------------------------------------------------------------
+
+# (patient, code, description, value, units, type, date): what each row tests is on its right.
+OBSERVATIONS = [
+    ("A", "8302-2", "Body Height", "170.2", "cm", "numeric", "2010-01-01"),  # kept
+    ("A", "8480-6", "Systolic Blood Pressure", "120", "mm[Hg]", "numeric", "2010-01-01"),  # kept
+    ("A", "8480-6", "Systolic Blood Pressure", "120", "mm[Hg]", "numeric", "2010-01-01"),  # dupe
+    ("A", "72166-2", "Tobacco smoking status", "Never smoker", "{nominal}", "text", "2010-01-01"),
+    ("A", "2093-3", "Cholesterol", "1,234", "mg/dL", "numeric", "2010-01-01"),  # comma: dropped
+    ("B", "6299-2", "Urea nitrogen", "<5", "mg/dL", "numeric", "2015-03-02"),  # censored
+    ("B", "QALY", "QALY", "20.5", "a", "numeric", "2015-03-02"),  # not a LOINC code
+    ("B", "39156-5", "Body mass index", " 25.3 ", "kg/m2", "text", "2015-03-02"),  # number: kept
+    ("C", "29463-7", "Body Weight", "-0.5e1", "kg", "numeric", ""),  # no DATE
+    ("Z", "8302-2", "Body Height", "180", "cm", "numeric", "2010-01-01"),  # unknown patient
+]
+#: (patient, code, value, unit, day) kept, in output order (patient, then time).
+KEPT_OBSERVATIONS = [
+    ("A", "loinc|8302-2", 170.2, "cm", "2010-01-01"),
+    ("A", "loinc|8480-6", 120.0, "mm[Hg]", "2010-01-01"),
+    ("B", "loinc|39156-5", 25.3, "kg/m2", "2015-03-02"),
+]
+
+
+def write_observations(folder, version: str = "v2"):
+    """observations.csv: v2 without CATEGORY and plain dates; v3 with CATEGORY, ISO times, Z."""
+    v3 = version == "v3"
+    frame = pd.DataFrame(
+        OBSERVATIONS, columns=["PATIENT", "CODE", "DESCRIPTION", "VALUE", "UNITS", "TYPE", "DATE"]
+    )
+    frame["DATE"] = [_day(t, v3) for t in frame["DATE"]]
+    frame.insert(2, "ENCOUNTER", "e")
+    if v3:
+        frame.insert(3, "CATEGORY", "vital-signs")
+    columns = ["DATE", "PATIENT", "ENCOUNTER"] + (["CATEGORY"] if v3 else [])
+    columns += ["CODE", "DESCRIPTION", "VALUE", "UNITS", "TYPE"]
+    frame[columns].to_csv(folder / "observations.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_numeric_observations_are_kept_with_their_units_and_times(tmp_path, version):
+    src = write_observations(write_export(tmp_path / "src", version), version)
+    report = import_synthea(src, tmp_path / "out")
+
+    observations = pd.read_csv(tmp_path / "out" / "observations.csv", dtype=str)
+    assert list(observations.columns) == ["patient_id", "code", "value", "unit", "timestamp"]
+    expected = [(p, c, v, u, _day(d, version == "v3")) for p, c, v, u, d in KEPT_OBSERVATIONS]
+    got = [
+        (r.patient_id, r.code, float(r.value), r.unit, r.timestamp)
+        for r in observations.itertuples()
+    ]
+    assert got == expected  # v2 dates stay dates, v3 times stay "2010-01-01T08:30:00Z"
+    tables = read_tables(tmp_path / "out")  # validates with the canonical reader
+    assert tables.observations["timestamp"].iloc[0] == pd.Timestamp(
+        _day("2010-01-01", version == "v3") or "2010-01-01", tz="UTC"
+    )
+    source = "observations (observations)"
+    assert {k: v for k, v in report.dropped.items() if k.startswith(source)} == {
+        f"{source}: text result (TYPE text)": 1,
+        f"{source}: comma in the value (decimal comma or thousands separator: ambiguous)": 1,
+        f"{source}: censored value such as <5 or >300 (a bound, not a measurement)": 1,
+        f"{source}: CODE is not a LOINC code (unknown code system)": 1,
+        f"{source}: no time": 1,
+        f"{source}: patient not among the imported patients": 1,
+        f"{source}: exact duplicate row": 1,
+    }
+    assert report.rows_read["observations"] == len(OBSERVATIONS)
+    assert report.rows_kept["observations"] == 3
+    assert report.derived["observations kept (observations)"] == 3
+    assert report.derived["observation codes (observations)"] == 3
+    assert outcome_map(tmp_path / "out") == EXPECTED  # the outcomes do not change
+
+
+def test_no_observations_file_or_option_means_no_observations_table(tmp_path):
+    report = import_synthea(write_export(tmp_path / "src"), tmp_path / "out")
+    assert not (tmp_path / "out" / "observations.csv").exists()
+    assert "observations: no observations.csv(.gz); no observations table" in report.warnings
+
+    write_observations(tmp_path / "src")
+    import_synthea(tmp_path / "src", tmp_path / "off", include_observations=False)
+    assert read_tables(tmp_path / "off").observations is None
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_onsets_are_written_as_given(tmp_path, version):
+    """patient_conditions.timestamp: the earliest START, a date as a date, a time in UTC."""
+    v3 = version == "v3"
+    src = write_export(tmp_path / "src", version)
+    if v3:  # newer exports write date-times with Z in conditions and allergies too
+        for name in ("conditions.csv.gz", "allergies.csv"):
+            frame = pd.read_csv(src / name, dtype=str, keep_default_na=False)
+            frame["START"] = [_day(t, True) for t in frame["START"]]
+            frame.to_csv(src / name, index=False)
+    import_synthea(src, tmp_path / "out")
+
+    written = pd.read_csv(tmp_path / "out" / "patient_conditions.csv", dtype=str)
+    onset = written.set_index(["patient_id", "condition_id"])["timestamp"]
+    assert onset[("C", f"snomed|{STREP}")] == _day("2009-02-01", v3)  # the earliest episode
+    assert onset[("A", f"snomed|{HTN}")] == _day("2005-01-01", v3)
+    penicillin = "rxnorm|7984" if v3 else "snomed|7984"  # v2 has no SYSTEM column
+    assert onset[("C", penicillin)] == _day("2011-05-03", v3)  # an allergy's START
+    assert onset.notna().all()
+    parsed = read_tables(tmp_path / "out").patient_conditions
+    parsed = parsed.set_index(["patient_id", "condition_id"])["timestamp"]
+    assert parsed[("A", "snomed|91935009")] == pd.Timestamp(_day("2010-01-05", v3), tz="UTC")
+
+
+def test_cli_no_observations(tmp_path, import_cli):
+    src = write_observations(write_export(tmp_path / "src"))
+    out = tmp_path / "out"
+    args = import_cli(["import", "synthea", str(src), "--out", str(out), "--no-observations"])
+    assert args.func(args) == 0
+    assert not (out / "observations.csv").exists()
+
+
 # --- the shared Synthea sets -------------------------------------------------------------------
 
 
@@ -294,6 +409,22 @@ def _check_common(out, report):
     return outcomes
 
 
+def _check_onsets(src, out, report):
+    """Every diagnosis and allergy has an onset: the earliest raw START of that patient and code
+    (the shared sets have no observations.csv, so no observations table)."""
+    written = pd.read_csv(out / "patient_conditions.csv", dtype=str, keep_default_na=False)
+    assert (written["timestamp"] != "").all()
+    for name, kind in (("conditions", "diagnosis"), ("allergies", "allergy")):
+        raw = _raw(src, name)
+        earliest = raw.groupby(["PATIENT", "CODE"])["START"].min()
+        rows = written[written["kind"] == kind]
+        codes = rows["condition_id"].str.split("|").str[1]
+        expected = [earliest[(p, c)] for p, c in zip(rows["patient_id"], codes)]
+        assert rows["timestamp"].tolist() == expected
+    assert not (out / "observations.csv").exists()
+    assert "observations: no observations.csv(.gz); no observations table" in report.warnings
+
+
 @pytest.mark.shared_data
 def test_california_v2_set(tmp_path):
     src = shared_dataset("synthea_ibm_california_1000")
@@ -309,6 +440,7 @@ def test_california_v2_set(tmp_path):
     assert not outcomes["condition_id"].str.endswith(".0").any()  # float codes cleaned
     _check_resolved_against_raw(src, outcomes)
     assert report.outcomes["patients"] > 800 and report.outcomes["distribution"]["1"] > 3000
+    _check_onsets(src, tmp_path / "out", report)
 
 
 @pytest.mark.shared_data
@@ -321,6 +453,7 @@ def test_nebraska_v3_set_with_procedures_and_careplans(tmp_path):
     assert set(outcomes["source"]) == {"medications", "procedures", "careplans"}
     assert not (outcomes[outcomes["source"] != "medications"]["rule"] == "switched").any()
     _check_resolved_against_raw(src, outcomes)
+    _check_onsets(src, tmp_path / "out", report)
     # Independently: medication reasons with no same-code condition starting on or before.
     meds, conditions = _raw(src, "medications"), _raw(src, "conditions")
     starts = conditions.groupby(["PATIENT", "CODE"])["START"].min()
