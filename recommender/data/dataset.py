@@ -37,7 +37,7 @@ from ..columns import Columns as C
 from ..exceptions import UnknownIdError
 from ..utils.sparse_rows import row_arrays
 from .codes import NAT, CohortCodes, take_codes
-from .events import CohortEvents, cohort_events, condition_tries, latest_observations
+from .events import CohortEvents, cohort_events, latest_observations
 from .feedback import PREFERENCES
 from .ids import IdMap
 from .matrices import (
@@ -104,8 +104,6 @@ class Dataset:
     observation_ids: IdMap = field(default_factory=lambda: IdMap([], "observation"), repr=False)
     #: CSR float32 (n_p, n_o): the latest value of each observation code per patient.
     latest_observations: sp.csr_matrix | None = field(default=None, repr=False)
-    #: CSR float32 (n_p, n_c): distinct treatments each patient tried for each condition.
-    condition_tries: sp.csr_matrix | None = field(default=None, repr=False)
     #: Every dated event (:mod:`recommender.data.events`) of a Dataset built from tables; a
     #: training input, never saved (None after loading an artifact).
     events: CohortEvents | None = field(default=None, repr=False, compare=False)
@@ -227,7 +225,6 @@ class Dataset:
             birth_year=coded_birth_years(n_p, codes.table_patients, codes.birth_year),
             observation_ids=observation_ids,
             latest_observations=latest_observations(events, n_p, len(observation_ids)),
-            condition_tries=condition_tries(events, n_p, n_c),
             events=events,
         )
         dataset.matrix = dataset._build_matrix(history, pc)

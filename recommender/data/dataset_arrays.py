@@ -33,7 +33,7 @@ SPARSE_FIELDS = (
 
 
 #: CSR matrices of the patient's current state (added in artifact format 3; absent before).
-STATE_FIELDS = ("latest_observations", "condition_tries")
+STATE_FIELDS = ("latest_observations",)
 
 
 def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
@@ -44,7 +44,7 @@ def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
         "demo_sex": dataset.demographics[C.sex].fillna("").to_numpy().astype(str),
         "demo_age_band": dataset.demographics["age_band"].fillna("").to_numpy().astype(str),
     }
-    n_p, n_c = dataset.n_patients, len(dataset.conditions)
+    n_p = dataset.n_patients
     arrays["birth_year"] = (
         dataset.birth_year if dataset.birth_year is not None else np.full(n_p, np.nan, np.float32)
     )
@@ -52,9 +52,6 @@ def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
         "latest_observations": dataset.latest_observations
         if dataset.latest_observations is not None
         else sp.csr_matrix((n_p, len(dataset.observation_ids)), dtype=np.float32),
-        "condition_tries": dataset.condition_tries
-        if dataset.condition_tries is not None
-        else sp.csr_matrix((n_p, n_c), dtype=np.float32),
     }
     shapes = {}
     for name, matrix in state.items():

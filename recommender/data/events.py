@@ -117,18 +117,3 @@ def latest_observations(events: CohortEvents, n_patients: int, n_codes: int) -> 
     last = np.unique(key[::-1], return_index=True)[1]
     rows = len(key) - 1 - last  # the last row of each (patient, code) in time order
     return csr_of(p[rows], c[rows], v[rows], (n_patients, n_codes))  # explicit zeros kept
-
-
-def condition_tries(events: CohortEvents, n_patients: int, n_conditions: int) -> sp.csr_matrix:
-    """CSR float32 (n_patients, n_conditions): distinct treatments each patient tried for each
-    condition (rows without a condition are not counted)."""
-    named = events.condition >= 0
-    pairs = np.unique(
-        np.stack([events.patient[named], events.condition[named], events.treatment[named]]), axis=1
-    )
-    counts = sp.csr_matrix(
-        (np.ones(pairs.shape[1], np.float32), (pairs[0], pairs[1])),
-        shape=(n_patients, n_conditions),
-    )
-    counts.sum_duplicates()
-    return counts

@@ -19,11 +19,23 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..columns import Columns as C
+from ..exceptions import DataValidationError
 from ..utils import sparse_rows
 from .dataset import Dataset
 from .matrices import csr_of, days_since_epoch, latest_rows, pattern_of
 from .side_info import age_band
 from .tables import parse_outcomes
+
+
+@dataclass(frozen=True)
+class NewPatient:
+    """What a request tells of a patient outside the data beyond their outcomes and conditions
+    (read by models that use covariates)."""
+
+    sex: str | None = None
+    birth_year: int | None = None
+    #: Latest value per observation code (``observations.code`` ids).
+    observations: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +55,7 @@ class PatientRecord:
     harmful: np.ndarray
     conditions: np.ndarray
     ignored: list[str] = field(default_factory=list)
+    new_patient: NewPatient = field(default_factory=NewPatient)
 
 
 @dataclass
@@ -65,6 +78,8 @@ class Query:
         Treatments that harmed the patient, as in ``Dataset.harmful``.
     history_days : CSR (n, n_t) float32
         Day of each ``history`` entry, as in ``Dataset.history_days``.
+    new_patient : NewPatient or None
+        For a patient outside the data: sex, birth year and observations from the request.
     """
 
     rows: sp.csr_matrix
@@ -74,6 +89,7 @@ class Query:
     history: sp.csr_matrix
     harmful: sp.csr_matrix
     history_days: sp.csr_matrix
+    new_patient: NewPatient | None = None
 
     @classmethod
     def known(cls, dataset: Dataset, patients: np.ndarray, conditions: np.ndarray) -> Query:
@@ -100,6 +116,7 @@ class Query:
             history=record.history,
             harmful=sparse_rows.pattern(record.harmful, dataset.n_treatments),
             history_days=record.history_days,
+            new_patient=record.new_patient,
         )
 
     def __len__(self) -> int:
@@ -112,6 +129,7 @@ def encode_patient(
     conditions: Iterable[str] = (),
     sex: str | None = None,
     birth_year: int | None = None,
+    observations: Mapping[str, float] | None = None,
 ) -> PatientRecord:
     """Encode a patient who is not in ``dataset``.
 
@@ -124,6 +142,9 @@ def encode_patient(
     conditions : iterable of str
         Condition ids (diagnoses and allergies).
     sex, birth_year : optional demographics for the age/sex side columns.
+    observations : mapping of observation code -> latest value, optional
+        Labs and vitals (``loinc|33914-3`` ...), read by models that use covariates; a value
+        that is not a finite number raises DataValidationError.
 
     Unknown treatment and condition ids cannot inform the factors; they are listed in
     ``ignored``. Raises :class:`~recommender.exceptions.DataValidationError` for a bad outcome.
@@ -174,6 +195,7 @@ def encode_patient(
     values.data = dataset.policy.values(values.data)
     row = sp.hstack([values, dataset.side_columns(pc, demo)], format="csr", dtype=np.float32)
     return PatientRecord(
+        new_patient=NewPatient(sex, birth_year, _observation_values(observations)),
         row=row,
         history=history_row,
         history_days=days_row,
@@ -236,3 +258,21 @@ def stored_record(dataset: Dataset, patient: int) -> StoredRecord:
         value = dataset.demographics[C.sex].iloc[patient]
         sex = str(value) if isinstance(value, str) and value else None
     return StoredRecord(history=history, conditions=conditions, sex=sex)
+
+
+def _observation_values(observations: Mapping[str, float] | None) -> dict[str, float]:
+    """Observation code -> finite float (DataValidationError naming the code otherwise)."""
+    values = {}
+    for code, value in (observations or {}).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not np.isfinite(number):
+            raise DataValidationError(
+                f"observation {str(code)!r}: value {value!r} is not a finite number",
+                file="observations",
+                column=str(code),
+            )
+        values[str(code)] = number
+    return values

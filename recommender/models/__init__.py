@@ -12,6 +12,7 @@ from .bpr import BPRRecommender
 from .knn import BM25Recommender, CosineRecommender
 from .latent_class import LatentClassRecommender
 from .lmf import LMFRecommender
+from .outcome import OutcomeRecommender
 from .popularity import ConditionPopularRecommender, PopularRecommender
 from .registry import MODELS, make_model
 
@@ -22,6 +23,7 @@ __all__ = [
     "ALSRecommender",
     "BPRRecommender",
     "LMFRecommender",
+    "OutcomeRecommender",
     "LatentClassRecommender",
     "CosineRecommender",
     "BM25Recommender",

@@ -28,7 +28,12 @@ from ..ranking import (
     recommend_unknown_conditions,
     top_k,
 )
-from ..ranking.contributions import leave_one_out, strongest
+from ..ranking.contributions import (
+    MAX_CONTRIBUTIONS,
+    describe_strongest,
+    leave_one_out,
+    strongest,
+)
 from ..utils.threads import single_threaded_blas
 from . import persistence, registry
 from .lookups import Lookups
@@ -153,6 +158,27 @@ class Recommender(Estimator, Lookups):
         magnitudes keep the order of :meth:`contributions`)."""
         return [strongest(pairs, limit) for pairs in self.contributions(query, treatments)]
 
+    def explanations(self, query: Query, treatments: np.ndarray, condition: int) -> list[dict]:
+        """For each treatment index, the model's part of its explanation for the single patient
+        of ``query`` asking about ``condition``: the ``basis`` and the ``contributions`` of the
+        patient's record (the ranker adds the ``evidence``). Models with more to say (an
+        interval, a harm probability) override it."""
+        pairs = self.strongest_contributions(query, treatments, MAX_CONTRIBUTIONS)
+        basis = (
+            "the patient's own record, compared with patients with similar outcome histories"
+            if self.personalised
+            else "population outcome rates only; this model does not use the patient's own record"
+        )
+        return [
+            {"basis": basis, "contributions": contributions}
+            for contributions in describe_strongest(self.dataset_, query, pairs)
+        ]
+
+    def score_treatments(self, query: Query, treatments: np.ndarray) -> np.ndarray:
+        """Scores float32 (len(query), len(treatments)) of the treatment indices asked for
+        (what :meth:`score` gives for them; a model that can score a few alone overrides it)."""
+        return self.score(query)[:, treatments]
+
     # --- similar treatments --------------------------------------------------------------------
 
     def _treatment_vectors(self):
@@ -265,6 +291,7 @@ class Recommender(Estimator, Lookups):
         birth_year: int | None = None,
         active_treatments: Iterable[str] | None = None,
         explain: bool = True,
+        observations: Mapping[str, float] | None = None,
     ) -> list[RecommendationList]:
         """:meth:`recommend_new` for each of ``condition_ids``, the patient encoded once."""
         return recommend_unknown_conditions(
@@ -278,6 +305,7 @@ class Recommender(Estimator, Lookups):
             birth_year=birth_year,
             active_treatments=active_treatments,
             explain=explain,
+            observations=observations,
         )
 
     def recommend_new(
@@ -291,8 +319,12 @@ class Recommender(Estimator, Lookups):
         birth_year: int | None = None,
         active_treatments: Iterable[str] | None = None,
         explain: bool = True,
+        observations: Mapping[str, float] | None = None,
     ) -> RecommendationList:
-        """Top-k for a patient outside the training data, given their outcome history."""
+        """Top-k for a patient outside the training data, given their outcome history.
+
+        ``observations`` (code -> latest value, e.g. ``{"loinc|33914-3": 42}``) inform the
+        models that use covariates (the outcome model)."""
         return recommend_unknown(
             self,
             history,
@@ -304,4 +336,5 @@ class Recommender(Estimator, Lookups):
             birth_year=birth_year,
             active_treatments=active_treatments,
             explain=explain,
+            observations=observations,
         )

@@ -32,10 +32,12 @@ class ScoringModel(Protocol):
     def score(self, query: Query) -> np.ndarray:
         """Scores float32 (len(query), n_t), higher is better; no safety rule applied."""
 
-    def strongest_contributions(
-        self, query: Query, treatments: np.ndarray, limit: int
-    ) -> list[list[tuple[int, float]]]:
-        """Per treatment index, at most ``limit`` (matrix column, contribution) pairs."""
+    def score_treatments(self, query: Query, treatments: np.ndarray) -> np.ndarray:
+        """Scores float32 (len(query), len(treatments)) of those treatment indices."""
+
+    def explanations(self, query: Query, treatments: np.ndarray, condition: int) -> list[dict]:
+        """Per treatment index, the model's explanation entry (``basis``, ``contributions``
+        and whatever more the model knows) for the single patient of ``query``."""
 
 
 class FactorScoringModel(ScoringModel, Protocol):

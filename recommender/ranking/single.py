@@ -19,7 +19,6 @@ from ..data.dataset import Dataset
 from ..data.patient import Query, encode_patient
 from . import safety
 from .answer import Exclusion, Recommendation, RecommendationList, model_summary
-from .contributions import MAX_CONTRIBUTIONS, describe_strongest
 from .evidence import evidence_many
 from .protocols import ScoringModel, factor_model
 from .topk import check_k, mask_scores, top_k
@@ -63,6 +62,7 @@ def recommend_unknown(
     birth_year: int | None = None,
     active_treatments: Iterable[str] | None = None,
     explain: bool = True,
+    observations: Mapping[str, float] | None = None,
 ):
     """Top-k for a patient outside the training data (see :meth:`Recommender.recommend_new`)."""
     return recommend_unknown_conditions(
@@ -76,6 +76,7 @@ def recommend_unknown(
         birth_year,
         active_treatments,
         explain,
+        observations,
     )[0]
 
 
@@ -128,6 +129,7 @@ def recommend_unknown_conditions(
     birth_year: int | None = None,
     active_treatments: Iterable[str] | None = None,
     explain: bool = True,
+    observations: Mapping[str, float] | None = None,
 ) -> list[RecommendationList]:
     """:func:`recommend_unknown` for each of ``condition_ids``, one list per condition, in order.
 
@@ -143,7 +145,9 @@ def recommend_unknown_conditions(
     """
     model.check_fitted()
     dataset, k = model.dataset_, check_k(k)
-    record = encode_patient(dataset, history, conditions, sex=sex, birth_year=birth_year)
+    record = encode_patient(
+        dataset, history, conditions, sex=sex, birth_year=birth_year, observations=observations
+    )
     indices = [dataset.condition_index(c) for c in condition_ids]
     query = Query.for_record(dataset, record, -1)
     notes = [f"ignored ids unknown to the model: {record.ignored}"] if record.ignored else []
@@ -215,14 +219,15 @@ def _scorer(model: ScoringModel, query: Query):
 
     For a factor model whose scores ignore the condition, the patient's factors are taken (or
     folded in) once and each call scores only the treatments asked for: a condition's few
-    candidates rather than the whole catalogue. Otherwise :meth:`~Recommender.score` per call.
+    candidates rather than the whole catalogue. Otherwise the model's ``score`` (every
+    treatment) or ``score_treatments`` (the candidates asked for) per call.
     """
     factors = factor_model(model)
     if factors is not None:
         users = factors.patient_factors(query)
         return lambda _query, treatments: factors.factor_scores(users, treatments)
     return lambda query_, treatments: (
-        model.score(query_) if treatments is None else model.score(query_)[:, treatments]
+        model.score(query_) if treatments is None else model.score_treatments(query_, treatments)
     )
 
 
@@ -313,18 +318,11 @@ def _best_first(pair: tuple[float, int]) -> float:
 
 
 def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> list[dict]:
-    dataset = model.dataset_
-    pairs = model.strongest_contributions(query, chosen, MAX_CONTRIBUTIONS)
-    basis = (
-        "the patient's own record, compared with patients with similar outcome histories"
-        if model.personalised
-        else "population outcome rates only; this model does not use the patient's own record"
-    )
-    evidence = evidence_many(dataset, chosen, condition)
-    described = describe_strongest(dataset, query, pairs)
+    """The model's explanation of each chosen treatment, with the evidence on record."""
+    evidence = evidence_many(model.dataset_, chosen, condition)
     return [
-        {"basis": basis, "contributions": contributions, "evidence": item_evidence}
-        for contributions, item_evidence in zip(described, evidence)
+        {**described, "evidence": item_evidence}
+        for described, item_evidence in zip(model.explanations(query, chosen, condition), evidence)
     ]
 
 

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The Dataset fields this encoder fills; a new field makes it refuse to run (use encode local).
-#: The patient's current state and events (birth years, observations, tries per condition) are
+#: The patient's current state and events (birth years, observations) are
 #: left at their defaults: Spark trains ALS, which reads none of them.
 FILLED_FIELDS = frozenset(
     {
@@ -65,7 +65,6 @@ FILLED_FIELDS = frozenset(
         "latest_time",
         "observation_ids",
         "latest_observations",
-        "condition_tries",
         "events",
         "patients",
         "treatments",

@@ -62,6 +62,15 @@ ALGORITHMS = {
     "bm25": "Treatment-to-treatment similarity (nearest neighbours, BM25 weighting). As cosine "
     "similarity, but very common treatments and diagnoses count less, so a shared rare "
     "success weighs more than a shared routine one.",
+    "outcome": "Outcome model (gradient-boosted trees, LightGBM). For each past treatment "
+    "decision it sees the patient as they were then (age, sex, diagnoses, the latest labs "
+    "before the decision, never later ones) and their earlier outcomes summarised by "
+    "collaborative filtering, and learns the chance that each therapy works and the chance "
+    "that it harms. Because clinicians give some drugs to sicker patients, each decision is "
+    "weighted by the inverse of how likely clinicians were to make it (a propensity model of "
+    "their choices), so a drug is not blamed for the severity of the patients who got it. "
+    "The score is the predicted chance of success, with a 95% interval from bootstrap "
+    "replicates of the model, widened when few comparable patients received the therapy.",
     "latent-class": "Response phenotypes (a latent-class mixture model). The model assumes "
     "patients fall into a few hidden groups that respond differently to "
     "treatments, and learns each group's chance of response, partial response, "

@@ -67,7 +67,7 @@ def test_events_hold_every_dated_row_in_dataset_indices(tables):
     assert len(ev.obs_value) == 5
 
 
-def test_the_current_state_is_the_latest_value_and_the_tries_per_condition(tables):
+def test_the_current_state_is_the_latest_value_of_each_code(tables):
     ds = Dataset.from_tables(tables)
     latest = ds.latest_observations.toarray()
     a, b, z = (ds.patients.index_of(p) for p in "abz")
@@ -76,9 +76,6 @@ def test_the_current_state_is_the_latest_value_and_the_tries_per_condition(table
     row = ds.latest_observations[a]
     assert alt in row.indices and latest[a, alt] == 0  # a measured zero is kept
     assert egfr not in ds.latest_observations[z].indices  # never measured: absent
-    tries = ds.condition_tries.toarray()
-    c1, c2 = ds.conditions.index_of("c1"), ds.conditions.index_of("c2")
-    assert tries[a, c1] == 2 and tries[a, c2] == 1 and tries[b, c1] == 1 and tries[z].sum() == 0
     assert ds.birth_year[a] == 1950 and np.isnan(ds.birth_year[b]) and ds.birth_year[z] == 2001
 
 
@@ -94,18 +91,14 @@ def test_the_state_is_saved_and_the_events_are_not(tables):
     assert back.events is None
     np.testing.assert_array_equal(back.birth_year, ds.birth_year)
     assert back.observation_ids.external_ids.tolist() == ["alt", "egfr"]
-    for name in ("latest_observations", "condition_tries"):
+    for name in ("latest_observations",):
         assert (getattr(back, name) != getattr(ds, name)).nnz == 0
 
 
 def test_an_artifact_of_format_2_still_loads(tables):
     ds = Dataset.from_tables(tables)
     arrays, meta = dataset_to_arrays(ds)
-    old = {
-        k: v
-        for k, v in arrays.items()
-        if not k.startswith(("latest_obs", "condition_tries", "birth"))
-    }
+    old = {k: v for k, v in arrays.items() if not k.startswith(("latest_obs", "birth"))}
     meta = {k: v for k, v in meta.items() if k != "observation_ids"}
     back = dataset_from_arrays(old, meta)
     assert back.birth_year is None and back.latest_observations is None

@@ -21,8 +21,9 @@ FAST = {
     "latent-class": {"n_classes": 2, "iterations": 30, "restarts": 2},
     "popular": {},
     "condition-popular": {},
+    "outcome": {"factors": 4, "n_bags": 2, "n_trees": 60, "min_child_samples": 3},
 }
-PERSONALISED = ("als", "bpr", "lmf", "cosine", "bm25", "latent-class")
+PERSONALISED = ("als", "bpr", "lmf", "cosine", "bm25", "latent-class", "outcome")
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +165,31 @@ def test_new_patient_history_is_used(fitted):
     assert "T0" not in harmed.treatment_ids
 
 
+def first_personal(kind, answer) -> list[str]:
+    """The first of the answer's treatments (T0 or T1 for the outcome model: it ranks by
+    P(success), and T2's partial responses are all successes, so T2 may come first; what
+    personalisation decides is which of T0 and T1 works for the patient)."""
+    ids = answer.treatment_ids
+    return [t for t in ids if t in ("T0", "T1")][:1] if kind == "outcome" else ids[:1]
+
+
 @pytest.mark.parametrize("kind", PERSONALISED)
 def test_personalised_models_find_the_planted_best_therapy(kind, cohort):
     """Probes have only condition-D history: what worked there reveals the C therapy."""
     dataset, truth = cohort
     model = make_model(kind, **FAST[kind]).fit(dataset)
-    hits = [
-        model.recommend(probe, k=1, condition_id="C").treatment_ids == [best]
-        for probe, best in truth.items()
-    ]
+    if kind == "outcome":
+        # it ranks by P(success), and T2's partial responses are all successes, so it may come
+        # first; what personalisation decides is which of T0 and T1 works for this patient
+        def ranked(probe):
+            ids = model.recommend(probe, k=3, condition_id="C").treatment_ids
+            return [t for t in ids if t in ("T0", "T1")][:1]
+    else:
+
+        def ranked(probe):
+            return model.recommend(probe, k=1, condition_id="C").treatment_ids
+
+    hits = [ranked(probe) == [best] for probe, best in truth.items()]
     assert np.mean(hits) >= 0.9, f"{kind} ranked the right therapy first for {np.mean(hits):.0%}"
 
 
@@ -188,10 +205,10 @@ def test_personalised_new_patients_follow_their_history(kind, cohort):
                 {"treatment_id": failed, "outcome": "no_response"},
             ],
             conditions=["C", "D"],
-            k=1,
+            k=3,
             condition_id="C",
         )
-        assert answer.treatment_ids == [expected], kind
+        assert first_personal(kind, answer) == [expected], kind
 
 
 def test_condition_popularity_matches_success_rates_computed_here(cohort):

@@ -22,6 +22,7 @@ FAST = {
     "latent-class": {"n_classes": 2, "iterations": 5, "restarts": 1},
     "popular": {},
     "condition-popular": {},
+    "outcome": {"factors": 3, "n_bags": 2, "n_trees": 10, "min_child_samples": 3},
 }
 
 

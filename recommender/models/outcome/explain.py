@@ -1,0 +1,165 @@
+"""Why the outcome model predicts what it does for this patient, and how sure it is.
+
+For each suggested therapy:
+
+- ``predicted_success`` (the score) and ``predicted_success_ci95``: the bootstrap replicates'
+  spread (Student t over the replicates), widened to the Wilson interval of the *effective*
+  number of comparable patients who received it, ``decisions for the condition x propensity``,
+  so a therapy rarely given to patients like this one cannot look certain;
+- ``harm_probability``: the harm model's P(adverse outcome);
+- ``overlap``: the propensity (how often clinicians chose it for patients like this one), the
+  effective patients, and ``low`` when the propensity is under ``overlap_threshold``;
+- ``contributions``: the patient's features that moved the prediction most, each as the change
+  in predicted success (probability points) when that feature is replaced by "not known" (a
+  diagnosis by "absent", the history by "no outcome on record"). This occlusion attribution
+  is exact for the model's own function; unlike SHAP values it does not split an interaction
+  between two features (an effect shared by eGFR and age shows in both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.patient import Query
+from .features import PATIENT_GROUPS
+from .propensity import normalise
+
+MAX_CONTRIBUTIONS = 5
+#: Contributions below this (probability points) are not shown.
+MIN_CONTRIBUTION = 1e-4
+
+BASIS = (
+    "predicted success for patients like this one (age, sex, diagnoses, latest labs){history}, "
+    "learned from past treatment decisions{adjusted}"
+)
+
+
+def explain_predictions(model, query: Query, treatments: np.ndarray, condition: int) -> list[dict]:
+    """Explanation entries (see the module docstring) for each of ``treatments`` for the single
+    patient of ``query`` asking about ``condition`` (-1: each therapy's usual condition)."""
+    dataset, layout, forest = model.dataset_, model.layout_, model.forest_
+    if not len(treatments):
+        return []
+    choice = _choice_set(model, query, treatments, condition)
+    segments = model._segments(query, choice, condition)
+    bags = [forest.names.index(b) for b in model._bags]
+    at = np.searchsorted(choice, treatments)
+    bag_raw = segments[at][:, bags]
+    propensity = normalise(segments[:, forest.names.index("propensity")], np.zeros(len(choice)))[at]
+    conditions = (
+        np.full(len(treatments), condition)
+        if condition >= 0
+        else model.primary_condition_[treatments]
+    )
+    n_cond = np.where(conditions >= 0, model.condition_decisions_[np.maximum(conditions, 0)], 0)
+    n_effective = n_cond * propensity
+    low, high = model.interval(bag_raw, n_effective)
+    success = 1.0 / (1.0 + np.exp(-bag_raw.mean(axis=1)))
+    harm = 1.0 / (1.0 + np.exp(-segments[at, forest.names.index("harm")]))
+    contributions = _contributions(model, query, treatments, condition, success)
+    basis = BASIS.format(
+        history=" and, through collaborative filtering, patients with similar outcome histories"
+        if layout.n_factors
+        else "",
+        adjusted=", adjusted for how clinicians chose between therapies (inverse-propensity weights)"
+        if model.weighting == "ipw"
+        else "",
+    )
+    entries = []
+    for i in range(len(treatments)):
+        entries.append(
+            {
+                "basis": basis,
+                "predicted_success": round(float(success[i]), 4),
+                "predicted_success_ci95": [round(float(low[i]), 4), round(float(high[i]), 4)],
+                "harm_probability": round(float(harm[i]), 4),
+                "overlap": {
+                    "propensity": round(float(propensity[i]), 4),
+                    "effective_patients": round(float(n_effective[i]), 1),
+                    "low": bool(propensity[i] < model.overlap_threshold),
+                },
+                "contributions": contributions[i],
+            }
+        )
+    _ = dataset
+    return entries
+
+
+def _choice_set(model, query: Query, treatments: np.ndarray, condition: int) -> np.ndarray:
+    """Sorted treatments the propensity is normalised over: the condition's candidates (the
+    asked ones included), or the asked ones without a condition."""
+    if condition < 0:
+        return np.unique(treatments)
+    return np.union1d(model.dataset_.candidates(condition), treatments)
+
+
+def _contributions(model, query, treatments, condition, success) -> list[list[dict]]:
+    """Per treatment, the strongest occlusion contributions of the patient's features."""
+    layout = model.layout_
+    rows = np.zeros(len(treatments), np.int64)
+    X = model._rows(query, rows, treatments, np.full(len(treatments), condition))
+    groups = _present_groups(layout, X[0])
+    if not groups:
+        return [[] for _ in treatments]
+    variants = []
+    for _, columns, reference in groups:
+        occluded = X.copy()
+        occluded[:, columns] = reference
+        if layout.n_factors and layout.groups[columns[0]] == "history":
+            occluded[:, layout.columns.index("cf_score")] = 0.0
+        variants.append(occluded)
+    raw = model._mean_raw(np.vstack(variants)).reshape(len(groups), len(treatments))
+    delta = success[None, :] - 1.0 / (1.0 + np.exp(-raw))
+    described = [_describe(model, name, X[0], columns) for name, columns, _ in groups]
+    result = []
+    for i in range(len(treatments)):
+        order = np.argsort(-np.abs(delta[:, i]), kind="stable")
+        entries = [
+            {**described[g], "contribution": round(float(delta[g, i]), 4)}
+            for g in order[:MAX_CONTRIBUTIONS].tolist()
+            if abs(delta[g, i]) >= MIN_CONTRIBUTION
+        ]
+        result.append(entries)
+    return result
+
+
+def _present_groups(layout, row: np.ndarray) -> list[tuple[str, list[int], float]]:
+    """(group, its columns, the "not known" value) of the patient's known features."""
+    found: dict[str, list[int]] = {}
+    for j, group in enumerate(layout.groups):
+        if group in PATIENT_GROUPS or group.startswith(("diagnosis:", "observation:")):
+            found.setdefault(group, []).append(j)
+    groups = []
+    for group, columns in found.items():
+        values = row[columns]
+        if group.startswith("diagnosis:"):
+            if values[0] == 1:
+                groups.append((group, columns, 0.0))
+        elif group == "history":
+            if layout.n_factors and row[layout.columns.index("history_count")] > 0:
+                groups.append((group, columns, np.nan))
+        elif not np.isnan(values).all():
+            groups.append((group, columns, np.nan))
+    return groups
+
+
+def _describe(model, group: str, row: np.ndarray, columns: list[int]) -> dict:
+    """The readable part of a contribution entry (what the feature is and its value)."""
+    dataset, layout = model.dataset_, model.layout_
+    if group.startswith("diagnosis:"):
+        return {"source": "condition", "id": str(dataset.conditions.external_ids[int(group[10:])])}
+    if group.startswith("observation:"):
+        code = int(group[12:])
+        return {
+            "source": "observation",
+            "code": str(dataset.observation_ids.external_ids[code]),
+            "value": round(float(row[columns[0]]), 3),
+        }
+    if group == "age":
+        return {"source": "age", "value": round(float(row[columns[0]]), 1)}
+    if group == "sex":
+        return {"source": "sex", "value": layout.sexes[int(row[columns[0]])]}
+    return {
+        "source": "history",
+        "treatments_on_record": int(row[layout.columns.index("history_count")]),
+    }

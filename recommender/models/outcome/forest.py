@@ -1,0 +1,142 @@
+"""Gradient-boosted trees (LightGBM) trained in named segments and served as one forest.
+
+The outcome model needs several boosters over the same feature rows: bootstrap replicates of
+the success model (their spread is the uncertainty of a prediction), a harm model and the
+clinicians' choice model (propensity). They are concatenated into one LightGBM model, so a
+single call scores a patient's candidates under every segment:
+
+- :meth:`Forest.raw` sums one segment's trees through LightGBM itself (the batch path);
+- :meth:`Forest.raw_segments` takes every tree's leaf in one call and sums the leaf values of
+  each segment in numpy (the one-patient path), exactly what ``raw`` gives per segment.
+
+Segments are consecutive trees (one tree per boosting round: every objective here is binary),
+and each segment's first tree carries LightGBM's initial score, so a segment's sum is its
+booster's raw score (log-odds). The forest is saved as its model text in a uint8 array: no
+pickle.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import lightgbm as lgb
+import numpy as np
+
+
+class Forest:
+    """Named segments of one LightGBM model.
+
+    Parameters
+    ----------
+    booster : lightgbm.Booster
+        Every segment's trees, in segment order.
+    names, sizes : sequence of str, sequence of int
+        Segment names and their tree counts, in order.
+    """
+
+    def __init__(self, booster: lgb.Booster, names: Sequence[str], sizes: Sequence[int]):
+        self.booster, self.names, self.sizes = booster, list(names), [int(s) for s in sizes]
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self._leaf_values = _leaf_table(booster)
+
+    @classmethod
+    def merge(cls, boosters: Mapping[str, lgb.Booster]) -> Forest:
+        """One forest of the boosters' trees, in mapping order (same features for each)."""
+        texts = {name: booster.model_to_string() for name, booster in boosters.items()}
+        head, _, tail = _parts(next(iter(texts.values())))
+        trees, sizes = [], []
+        for text in texts.values():
+            _, segment, _ = _parts(text)
+            trees += segment
+            sizes.append(len(segment))
+        body = [f"Tree={i}\n{tree}\n\n\n" for i, tree in enumerate(trees)]
+        head = re.sub(
+            r"tree_sizes=[^\n]*", "tree_sizes=" + " ".join(str(len(b.encode())) for b in body), head
+        )
+        merged = head + "\n" + "".join(body) + "end of trees\n" + tail
+        return cls(lgb.Booster(model_str=merged), list(texts), sizes)
+
+    def raw(self, X: np.ndarray, name: str) -> np.ndarray:
+        """Raw scores (log-odds), float64 (n,), of segment ``name`` for rows ``X``."""
+        return self.raw_sum(X, [name])
+
+    def raw_sum(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """The sum of the raw scores of consecutive segments ``names``, in one LightGBM call."""
+        first = [self.names.index(name) for name in names]
+        if first != list(range(first[0], first[0] + len(first))):
+            raise ValueError(f"segments {list(names)} are not consecutive in {self.names}")
+        if not len(X):
+            return np.zeros(0)
+        return np.asarray(
+            self.booster.predict(
+                X,
+                raw_score=True,
+                start_iteration=int(self.starts[first[0]]),
+                num_iteration=sum(self.sizes[i] for i in first),
+                num_threads=1 if len(X) < 5000 else 0,
+            )
+        )
+
+    def raw_segments(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores float64 (n, n_segments) of every segment, from one traversal."""
+        if not len(X):
+            return np.zeros((0, len(self.names)))
+        leaves = np.asarray(self.booster.predict(X, pred_leaf=True, num_threads=1), np.int64)
+        values = self._leaf_values[np.arange(leaves.shape[1]), leaves]
+        return np.add.reduceat(values, self.starts, axis=1)
+
+    def to_array(self) -> np.ndarray:
+        """The model text as uint8 (what an artifact stores)."""
+        return np.frombuffer(self.booster.model_to_string().encode(), np.uint8).copy()
+
+    @classmethod
+    def from_array(cls, text: np.ndarray, names: Sequence[str], sizes: Sequence[int]) -> Forest:
+        return cls(lgb.Booster(model_str=bytes(np.asarray(text, np.uint8)).decode()), names, sizes)
+
+
+def _parts(text: str) -> tuple[str, list[str], str]:
+    """(header, trees without their ``Tree=i`` line, tail) of a LightGBM model text."""
+    head, rest = text.split("\nTree=0\n", 1)
+    trees, tail = rest.split("\nend of trees\n", 1)
+    blocks = re.split(r"\nTree=\d+\n", "\n" + trees)
+    return head, [b.strip("\n") for b in blocks if b.strip()], tail
+
+
+def _leaf_table(booster: lgb.Booster) -> np.ndarray:
+    """Leaf values float64 (n_trees, max leaves) of every tree (padding 0)."""
+    trees = booster.dump_model()["tree_info"]
+    table = np.zeros((len(trees), max((t["num_leaves"] for t in trees), default=1)))
+    for i, tree in enumerate(trees):
+        stack = [tree["tree_structure"]]
+        while stack:
+            node = stack.pop()
+            if "leaf_index" in node:
+                table[i, node["leaf_index"]] = node["leaf_value"]
+            elif "left_child" in node:
+                stack += [node["left_child"], node["right_child"]]
+            else:  # a tree of a single leaf
+                table[i, 0] = node.get("leaf_value", 0.0)
+    return table
+
+
+def train_booster(
+    X: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None,
+    categorical: Sequence[int],
+    params: Mapping,
+    rounds: int,
+) -> lgb.Booster:
+    """A binary LightGBM booster of exactly ``rounds`` trees (no early stop: segments of one
+    forest keep fixed sizes)."""
+    data = lgb.Dataset(
+        X,
+        label=y.astype(np.float64),
+        weight=weight,
+        categorical_feature=list(categorical),
+        free_raw_data=True,
+        params={"verbose": -1},
+    )
+    settings = {"objective": "binary", "verbose": -1, **params}
+    return lgb.train(settings, data, num_boost_round=rounds)

@@ -1,0 +1,386 @@
+"""The outcome model: P(success) and P(harm) of each candidate therapy for this patient.
+
+Learned from treatment *decisions* (:mod:`recommender.data.decisions`), each with the patient as
+they were at that time (:mod:`recommender.data.covariates`) and their outcome history as
+collaborative-filtering factors (:mod:`.history`). One feature row per (decision, therapy)
+(:mod:`.features`); gradient-boosted trees (LightGBM) learn success and harm, with
+inverse-propensity weights from a model of the clinicians' choices (:mod:`.propensity`) to
+correct confounding by indication. Bootstrap replicates of the success model give each
+prediction an interval; a therapy rarely given to patients like this one is flagged and its
+interval widened to what the few comparable patients support.
+
+Scores are predicted success probabilities in [0, 1]. The safety rules apply as for every model
+(:mod:`recommender.ranking`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from ...data.covariates import covariates_at, current_covariates, new_patient_covariates
+from ...data.dataset import Dataset
+from ...data.decisions import Decisions, decisions, prior_history
+from ...data.patient import Query
+from ...exceptions import ParameterError
+from ...ranking.evidence import wilson_interval
+from ...utils.sparse_rows import take_rows
+from ..base import Recommender
+from ..params import integer, optional_seed, real
+from .explain import explain_predictions
+from .features import FeatureLayout, choose_layout, pair_rows, patient_block
+from .forest import Forest, train_booster
+from .history import fit_item_factors, fold_in
+from .propensity import choice_sets, normalise, stabilised_weights
+
+WEIGHTINGS = ("ipw", "none")
+
+
+class OutcomeRecommender(Recommender):
+    """Covariate-aware, confounding-adjusted outcome model (see the module docstring).
+
+    Parameters
+    ----------
+    factors : int
+        History factors (ALS on the outcome matrix); 0 uses no outcome history (a plain
+        covariate model, the S-learner baseline with ``weighting="none"``).
+    regularization, als_iterations : float, int
+        ALS's L2 penalty and sweeps.
+    n_bags : int
+        Bootstrap replicates of the success model (the prediction is their mean log-odds;
+        their spread gives the interval). 1: no interval beyond the overlap one.
+    n_trees, learning_rate, num_leaves, min_child_samples : LightGBM settings of each booster.
+    weighting : {"ipw", "none"}
+        Stabilised inverse-propensity weights on the training decisions, or none.
+    max_weight : float
+        Weights are clipped to [1 / max_weight, max_weight].
+    max_decisions : int
+        At most this many decisions (whole patients, drawn with ``random_state``) are learned
+        from; the propensity model learns from at most half as many.
+    max_candidates : int
+        Choice-set size of the propensity model per condition (best supported therapies).
+    max_diagnoses, max_observations : int
+        The most frequent diagnoses and observation codes used as covariates.
+    overlap_threshold : float
+        A propensity below this flags the therapy as rarely given to patients like this one.
+    random_state : int or None
+    """
+
+    kind = "outcome"
+    _constraints = {
+        "factors": integer(0, 512),
+        "regularization": real(0),
+        "als_iterations": integer(1, 1000),
+        "n_bags": integer(1, 100),
+        "n_trees": integer(1, 10_000),
+        "learning_rate": real(0, 1, low_open=True),
+        "num_leaves": integer(2, 4096),
+        "min_child_samples": integer(1),
+        "weighting": (lambda v: v in WEIGHTINGS, f"one of {list(WEIGHTINGS)}"),
+        "max_weight": real(1),
+        "max_decisions": integer(100),
+        "max_candidates": integer(2),
+        "max_diagnoses": integer(0, 10_000),
+        "max_observations": integer(0, 10_000),
+        "overlap_threshold": real(0, 1),
+        "random_state": optional_seed(),
+    }
+
+    def __init__(
+        self,
+        factors: int = 16,
+        regularization: float = 0.1,
+        als_iterations: int = 10,
+        n_bags: int = 5,
+        n_trees: int = 150,
+        learning_rate: float = 0.08,
+        num_leaves: int = 31,
+        min_child_samples: int = 40,
+        weighting: str = "ipw",
+        max_weight: float = 10.0,
+        max_decisions: int = 400_000,
+        max_candidates: int = 50,
+        max_diagnoses: int = 30,
+        max_observations: int = 20,
+        overlap_threshold: float = 0.02,
+        random_state: int | None = 0,
+    ):
+        self.factors = factors
+        self.regularization = regularization
+        self.als_iterations = als_iterations
+        self.n_bags = n_bags
+        self.n_trees = n_trees
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.weighting = weighting
+        self.max_weight = max_weight
+        self.max_decisions = max_decisions
+        self.max_candidates = max_candidates
+        self.max_diagnoses = max_diagnoses
+        self.max_observations = max_observations
+        self.overlap_threshold = overlap_threshold
+        self.random_state = random_state
+
+    # --- fitting ----------------------------------------------------------------------------------
+
+    def _fit(self, dataset: Dataset, show_progress: bool) -> None:
+        made = decisions(dataset)
+        if not len(made):
+            raise ParameterError(
+                "the outcome model learns from treatment decisions, and no outcome row names "
+                "the condition it treated (condition_id); use another model or add conditions"
+            )
+        rng = np.random.default_rng(self.random_state)
+        made = _whole_patients(made, self.max_decisions, rng)
+        layout = choose_layout(dataset, self.factors, self.max_diagnoses, self.max_observations)
+        items = users = history = None
+        if self.factors:
+            items = fit_item_factors(
+                dataset, self.factors, self.regularization, self.als_iterations, self.random_state
+            )
+            history = prior_history(dataset, made)
+            users = fold_in(items, history, self.regularization)
+        covariates = covariates_at(dataset, made.patient, made.time, layout.observations)
+        block = patient_block(layout, covariates, history, users)
+        X = pair_rows(
+            layout, block, np.arange(len(made)), made.treatment, made.condition, users, items
+        )
+        propensity_booster, propensity = self._fit_propensity(
+            dataset, made, layout, block, users, items, rng
+        )
+        weight = (
+            stabilised_weights(propensity, made.condition, made.treatment, self.max_weight)
+            if self.weighting == "ipw"
+            else np.ones(len(made))
+        )
+        boosters = {}
+        patients = np.unique(made.patient, return_inverse=True)[1]
+        for b in range(self.n_bags):
+            draws = rng.poisson(1.0, patients.max() + 1) if self.n_bags > 1 else None
+            bag_weight = weight * draws[patients] if draws is not None else weight
+            boosters[f"success{b}"] = train_booster(
+                X, made.success, bag_weight, layout.categorical, self._params(b), self.n_trees
+            )
+        boosters["harm"] = train_booster(
+            X,
+            made.harm,
+            weight,
+            layout.categorical,
+            self._params(self.n_bags),
+            self.n_trees // 2 or 1,
+        )
+        boosters["propensity"] = propensity_booster
+        self.forest_ = Forest.merge(boosters)
+        self.layout_ = layout
+        self.item_factors_ = (
+            items if items is not None else np.zeros((dataset.n_treatments, 0), np.float32)
+        )
+        self.patient_factors_ = (
+            fold_in(items, dataset.matrix[:, : dataset.n_treatments].tocsr(), self.regularization)
+            if items is not None
+            else np.zeros((dataset.n_patients, 0), np.float32)
+        )
+        self.condition_decisions_ = np.bincount(made.condition, minlength=len(dataset.conditions))
+        self.primary_condition_ = _primary_conditions(dataset)
+        self.n_decisions_ = len(made)
+
+    def _params(self, seed_offset: int) -> dict:
+        seed = (self.random_state or 0) + seed_offset
+        return {
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "seed": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 0,
+            "max_cat_to_onehot": 8,
+            "cat_smooth": 20.0,
+        }
+
+    def _fit_propensity(self, dataset, made: Decisions, layout, block, users, items, rng):
+        """The choice booster (on at most max_decisions / 2 decisions) and e(chosen | x) of every
+        training decision."""
+        sample = np.sort(
+            rng.choice(len(made), min(len(made), max(self.max_decisions // 2, 1)), replace=False)
+        )
+        position, treatment, chosen = choice_sets(dataset, made.take(sample), self.max_candidates)
+        rows = sample[position]
+        X = pair_rows(layout, block, rows, treatment, made.condition[rows], users, items)
+        booster = train_booster(
+            X, chosen, None, layout.categorical, self._params(10_000), max(self.n_trees // 2, 1)
+        )
+        position, treatment, chosen = choice_sets(dataset, made, self.max_candidates)
+        X = pair_rows(layout, block, position, treatment, made.condition[position], users, items)
+        e = normalise(np.asarray(booster.predict(X, raw_score=True)), position)
+        return booster, e[chosen]
+
+    # --- the patient now ---------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, np.ndarray]:
+        forest = self.forest_
+        return {
+            "forest": forest.to_array(),
+            "forest_sizes": np.asarray(forest.sizes, np.int64),
+            "item_factors": self.item_factors_,
+            "patient_factors": self.patient_factors_,
+            "condition_decisions": self.condition_decisions_,
+            "primary_condition": self.primary_condition_,
+            **self.layout_.to_arrays(),
+        }
+
+    def _load_state(self, arrays) -> None:
+        sizes = np.asarray(arrays["forest_sizes"]).tolist()
+        names = [f"success{b}" for b in range(len(sizes) - 2)] + ["harm", "propensity"]
+        self.forest_ = Forest.from_array(arrays["forest"], names, sizes)
+        self.item_factors_ = np.asarray(arrays["item_factors"])
+        self.patient_factors_ = arrays["patient_factors"]
+        self.condition_decisions_ = np.asarray(arrays["condition_decisions"])
+        self.primary_condition_ = np.asarray(arrays["primary_condition"])
+        self.layout_ = FeatureLayout.from_arrays(arrays)
+
+    @property
+    def _bags(self) -> list[str]:
+        return [name for name in self.forest_.names if name.startswith("success")]
+
+    def _patients(self, query: Query) -> tuple[np.ndarray, np.ndarray | None, object]:
+        """(patient block without ``line``, history factors, the query's history rows)."""
+        dataset, layout = self.dataset_, self.layout_
+        n_t = dataset.n_treatments
+        history = query.rows[:, :n_t].tocsr()
+        if query.patients is not None:
+            covariates = current_covariates(dataset, query.patients, layout.observations)
+            users = self.patient_factors_[query.patients] if layout.n_factors else None
+        else:
+            info = query.new_patient
+            covariates = new_patient_covariates(
+                dataset,
+                dataset.conditions.to_external(query.patient_conditions.indices),
+                layout.observations,
+                sex=info.sex if info else None,
+                birth_year=info.birth_year if info else None,
+                observations=info.observations if info else None,
+            )
+            users = (
+                fold_in(self.item_factors_, history, self.regularization)
+                if layout.n_factors
+                else None
+            )
+        block = patient_block(layout, covariates, history, users)
+        return block, users, history
+
+    def _rows(self, query: Query, rows: np.ndarray, treatments: np.ndarray, conditions: np.ndarray):
+        """Feature rows for query rows ``rows`` x ``treatments`` under ``conditions`` (-1: each
+        treatment's usual condition)."""
+        block, users, history = self._patients(query)
+        conditions = np.where(conditions >= 0, conditions, self.primary_condition_[treatments])
+        block = block[rows]
+        return pair_rows(
+            self.layout_,
+            block,
+            np.arange(len(rows)),
+            treatments,
+            conditions,
+            users[rows] if users is not None else None,
+            self.item_factors_,
+        )
+
+    def score_treatments(self, query: Query, treatments: np.ndarray) -> np.ndarray:
+        """P(success) float32 (len(query), len(treatments)) for the query's conditions."""
+        self.check_fitted()
+        treatments = np.asarray(treatments, np.int64)
+        n, m = len(query), len(treatments)
+        rows = np.repeat(np.arange(n), m)
+        X = self._rows(query, rows, np.tile(treatments, n), np.repeat(query.conditions, m))
+        return _sigmoid(self._mean_raw(X)).reshape(n, m).astype(np.float32)
+
+    def _mean_raw(self, X: np.ndarray) -> np.ndarray:
+        """Mean log-odds of success over the bootstrap replicates (one LightGBM call)."""
+        bags = self._bags
+        return self.forest_.raw_sum(X, bags) / len(bags)
+
+    def _score(self, query: Query) -> np.ndarray:
+        """Every treatment's P(success); with a condition, its candidates only (-inf elsewhere)."""
+        dataset = self.dataset_
+        scores = np.full((len(query), dataset.n_treatments), -np.inf, np.float32)
+        for c in np.unique(query.conditions).tolist():
+            at = np.flatnonzero(query.conditions == c)
+            treatments = dataset.candidates(c) if c >= 0 else np.arange(dataset.n_treatments)
+            if not len(treatments):
+                continue
+            sub = _take(query, at)
+            scores[np.ix_(at, treatments)] = self.score_treatments(sub, treatments)
+        return scores
+
+    # --- explanations ------------------------------------------------------------------------------
+
+    def explanations(self, query: Query, treatments: np.ndarray, condition: int) -> list[dict]:
+        """Per treatment: predicted success with its interval, harm, overlap and the patient's
+        features that moved the prediction (see :mod:`.explain`)."""
+        return explain_predictions(self, query, np.asarray(treatments, np.int64), condition)
+
+    def _segments(self, query: Query, treatments: np.ndarray, condition: int) -> np.ndarray:
+        """Raw scores (len(treatments), n_segments) for the single patient of ``query``."""
+        rows = np.zeros(len(treatments), np.int64)
+        X = self._rows(query, rows, treatments, np.full(len(treatments), condition))
+        return self.forest_.raw_segments(X)
+
+    def interval(
+        self, bag_raw: np.ndarray, n_effective: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """95% interval per row of (m, B) bag log-odds, widened to the Wilson interval of
+        ``n_effective`` comparable patients."""
+        p = _sigmoid(bag_raw.mean(axis=1))
+        if bag_raw.shape[1] > 1:
+            spread = _sigmoid(bag_raw).std(axis=1, ddof=1) * stats.t.ppf(
+                0.975, bag_raw.shape[1] - 1
+            )
+        else:
+            spread = np.zeros(len(p))
+        low, high = np.clip(p - spread, 0, 1), np.clip(p + spread, 0, 1)
+        for i, (value, n) in enumerate(zip(p.tolist(), n_effective.tolist())):
+            w_low, w_high = wilson_interval(value * n, n) if n > 0 else (0.0, 1.0)
+            low[i], high[i] = min(low[i], w_low), max(high[i], w_high)
+        return low, high
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def _take(query: Query, rows: np.ndarray) -> Query:
+    """The query restricted to ``rows``."""
+    return Query(
+        rows=take_rows(query.rows, rows),
+        patients=None if query.patients is None else query.patients[rows],
+        conditions=query.conditions[rows],
+        patient_conditions=take_rows(query.patient_conditions, rows),
+        history=take_rows(query.history, rows),
+        harmful=take_rows(query.harmful, rows),
+        history_days=take_rows(query.history_days, rows),
+        new_patient=query.new_patient,
+    )
+
+
+def _whole_patients(made: Decisions, limit: int, rng: np.random.Generator) -> Decisions:
+    """At most ``limit`` decisions, taking whole patients (drawn at random) so that no
+    patient's history is cut."""
+    if len(made) <= limit:
+        return made
+    patients = np.unique(made.patient)
+    order = rng.permutation(patients)
+    counts = np.bincount(made.patient)[order]
+    kept = order[np.cumsum(counts) <= limit]
+    return made.take(np.flatnonzero(np.isin(made.patient, kept)))
+
+
+def _primary_conditions(dataset: Dataset) -> np.ndarray:
+    """Per treatment, the condition it was most often given for (-1: none recorded)."""
+    counts = dataset.condition_outcomes.tocsc()
+    primary = np.full(dataset.n_treatments, -1, np.int64)
+    for t in range(dataset.n_treatments):
+        start, stop = counts.indptr[t], counts.indptr[t + 1]
+        if stop > start:
+            primary[t] = counts.indices[start + int(np.argmax(counts.data[start:stop]))]
+    return primary
