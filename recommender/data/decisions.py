@@ -109,7 +109,15 @@ def prior_history(dataset: Dataset, decisions: Decisions) -> sp.csr_matrix:
 
     The row of a decision with an unknown time is empty.
     """
+    return history_at(dataset, decisions.patient, decisions.time)
+
+
+def history_at(dataset: Dataset, patients: np.ndarray, at: np.ndarray) -> sp.csr_matrix:
+    """CSR float32 (n, n_t): each of ``patients`` (indices) at time ``at`` (int64 ns; NAT gives
+    an empty row): the latest outcome of each treatment started strictly earlier, as signed
+    confidences."""
     events = _events(dataset)
+    decisions = _At(np.asarray(patients, np.int64), np.asarray(at, np.int64))
     n_t = dataset.n_treatments
     # times as dense ranks, an unknown time after every known one (never "before" a decision)
     times, ranks = np.unique(np.concatenate([events.time, decisions.time]), return_inverse=True)
@@ -145,6 +153,17 @@ def prior_history(dataset: Dataset, decisions: Decisions) -> sp.csr_matrix:
     )
     matrix.sum_duplicates()
     return matrix
+
+
+@dataclass
+class _At:
+    """(patient, time) pairs, read like decisions by :func:`history_at`."""
+
+    patient: np.ndarray
+    time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.patient)
 
 
 def _events(dataset: Dataset) -> CohortEvents:

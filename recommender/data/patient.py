@@ -80,6 +80,10 @@ class Query:
         Day of each ``history`` entry, as in ``Dataset.history_days``.
     new_patient : NewPatient or None
         For a patient outside the data: sex, birth year and observations from the request.
+    times : ndarray of int64, shape (n,), or None
+        For known patients, the time each decision is asked about (ns since the epoch): models
+        of the patient's state then (the outcome model) read the record as it was at that time
+        instead of now. None: now. Evaluation of past decisions sets it.
     """
 
     rows: sp.csr_matrix
@@ -90,9 +94,16 @@ class Query:
     harmful: sp.csr_matrix
     history_days: sp.csr_matrix
     new_patient: NewPatient | None = None
+    times: np.ndarray | None = None
 
     @classmethod
-    def known(cls, dataset: Dataset, patients: np.ndarray, conditions: np.ndarray) -> Query:
+    def known(
+        cls,
+        dataset: Dataset,
+        patients: np.ndarray,
+        conditions: np.ndarray,
+        times: np.ndarray | None = None,
+    ) -> Query:
         """Query for patients in ``dataset`` (indices), each asking about ``conditions`` (-1: none)."""
         take = sparse_rows.take_rows
         return cls(
@@ -103,6 +114,7 @@ class Query:
             history=take(dataset.history, patients),
             harmful=take(dataset.harmful, patients),
             history_days=take(dataset.history_days, patients),
+            times=times,
         )
 
     @classmethod

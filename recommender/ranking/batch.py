@@ -128,8 +128,13 @@ def rank_patients(
     candidates: np.ndarray | None,
     k: int,
     include_tried: bool,
+    times: np.ndarray | None = None,
 ):
     """Top-k indices and scores, (n, k) each, for known patient indices asking about one condition.
+
+    ``times`` (int64 ns per patient) asks about each patient's record as it was then (the
+    outcome model reads its covariates and history at that time; the rules and the other
+    models read the record as it is). Evaluation of past decisions passes it.
 
     Factor models (ALS, BPR, LMF) take :func:`rank_factors`, which scores only the allowed
     treatments in cache-sized blocks on every core; it returns exactly what the generic path
@@ -137,7 +142,7 @@ def rank_patients(
     """
     dataset = model.dataset_
     patients = np.asarray(patients, dtype=np.int64)
-    query = Query.known(dataset, patients, np.full(len(patients), condition))
+    query = Query.known(dataset, patients, np.full(len(patients), condition), times)
     codes = safety.exclusion_codes(
         dataset, query, include_tried, safety.active_treatments(dataset, query)
     )

@@ -7,11 +7,13 @@ block* (which therapy, for which condition, and how it sits among the others):
 group                  columns
 =====================  ==================================================================
 age, sex               age in years at the decision; sex as a category code
+line                   therapies already tried in this episode (for this condition)
 diagnosis:<id>         one 0/1 column per frequent diagnosis or allergy present then
 observation:<code>     the latest value of each frequent lab or vital on or before then
 history                the patient's outcome history: how many therapies were tried, the
                        share that worked, its collaborative-filtering factors ``u`` and the
-                       candidate's score ``u . y_t`` (absent when the model uses none)
+                       candidate's scores ``b_t + u . y_t`` and from therapy associations (absent when
+                       the model uses none)
 therapy                the therapy and condition (category codes) and the therapy's factors
                        ``y_t``, shared across therapies so that rare ones borrow strength
 =====================  ==================================================================
@@ -61,13 +63,13 @@ class FeatureLayout:
             self.columns, self.groups = self._names()
 
     def _names(self) -> tuple[list[str], list[str]]:
-        names = [("age", "age"), ("sex", "sex")]
+        names = [("age", "age"), ("sex", "sex"), ("line", "line")]
         names += [(f"diagnosis:{int(c)}", f"diagnosis:{int(c)}") for c in self.diagnoses]
         names += [(f"observation:{int(o)}", f"observation:{int(o)}") for o in self.observations]
         if self.n_factors:
             names += [("history_count", "history"), ("history_worked", "history")]
             names += [(f"u{j}", "history") for j in range(self.n_factors)]
-            names += [("cf_score", "history")]
+            names += [("cf_pairs", "history"), ("cf_score", "history")]
         names += [("therapy", "therapy"), ("condition", "therapy")]
         names += [(f"y{j}", "therapy") for j in range(self.n_factors)]
         return [n for n, _ in names], [g for _, g in names]
@@ -135,7 +137,8 @@ def patient_block(
     block[:, 0] = covariates.age
     code = {s: i for i, s in enumerate(layout.sexes)}
     block[:, 1] = [code.get(s, np.nan) for s in covariates.sex]
-    k = 2
+    block[:, 2] = 0  # the line: set by the caller, who knows the episode
+    k = 3
     if len(layout.diagnoses):
         block[:, k : k + len(layout.diagnoses)] = (
             covariates.diagnoses[:, layout.diagnoses].toarray().astype(np.float64)
@@ -162,9 +165,11 @@ def pair_rows(
     conditions: np.ndarray,
     users: np.ndarray | None,
     item_factors: np.ndarray | None,
+    pairs: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float64 (m, n_columns): patient row ``rows[i]`` of ``block`` paired with therapy
-    ``treatments[i]`` for condition ``conditions[i]`` (``users`` indexed like ``block``)."""
+    ``treatments[i]`` for condition ``conditions[i]`` (``users`` indexed like ``block``;
+    ``pairs``: the candidates' association scores, :mod:`.associations`)."""
     m, d = len(rows), layout.n_factors
     out = np.empty((m, len(layout.columns)))
     out[:, : layout.n_patient_columns] = block[rows]
@@ -173,7 +178,8 @@ def pair_rows(
     out[:, t_col + 1] = conditions
     if d:
         assert users is not None and item_factors is not None, "history columns need factors"
-        y = item_factors[treatments]
-        out[:, t_col + 2 :] = y
-        out[:, t_col - 1] = np.einsum("ij,ij->i", users[rows], y)  # cf_score
+        y = item_factors[treatments]  # (m, d + 1): factors, then the bias
+        out[:, t_col + 2 :] = y[:, :d]
+        out[:, t_col - 1] = np.einsum("ij,ij->i", users[rows], y[:, :d]) + y[:, d]  # cf_score
+        out[:, t_col - 2] = pairs if pairs is not None else 0.0
     return out

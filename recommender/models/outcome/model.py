@@ -16,17 +16,19 @@ Scores are predicted success probabilities in [0, 1]. The safety rules apply as 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy import stats
 
 from ...data.covariates import covariates_at, current_covariates, new_patient_covariates
 from ...data.dataset import Dataset
-from ...data.decisions import Decisions, decisions, prior_history
+from ...data.decisions import Decisions, decisions, history_at, prior_history
 from ...data.patient import Query
 from ...exceptions import ParameterError
 from ...ranking.evidence import wilson_interval
 from ...utils.sparse_rows import take_rows
 from ..base import Recommender
 from ..params import integer, optional_seed, real
+from .associations import crossfit_scores, fit_associations, pair_scores
 from .explain import explain_predictions
 from .features import FeatureLayout, choose_layout, pair_rows, patient_block
 from .forest import Forest, train_booster
@@ -63,6 +65,8 @@ class OutcomeRecommender(Recommender):
         The most frequent diagnoses and observation codes used as covariates.
     overlap_threshold : float
         A propensity below this flags the therapy as rarely given to patients like this one.
+    shrinkage : float
+        Pseudo-decisions that shrink each therapy-to-therapy association toward 0.
     random_state : int or None
     """
 
@@ -83,6 +87,7 @@ class OutcomeRecommender(Recommender):
         "max_diagnoses": integer(0, 10_000),
         "max_observations": integer(0, 10_000),
         "overlap_threshold": real(0, 1),
+        "shrinkage": real(0),
         "random_state": optional_seed(),
     }
 
@@ -103,6 +108,7 @@ class OutcomeRecommender(Recommender):
         max_diagnoses: int = 30,
         max_observations: int = 20,
         overlap_threshold: float = 0.02,
+        shrinkage: float = 20.0,
         random_state: int | None = 0,
     ):
         self.factors = factors
@@ -120,6 +126,7 @@ class OutcomeRecommender(Recommender):
         self.max_diagnoses = max_diagnoses
         self.max_observations = max_observations
         self.overlap_threshold = overlap_threshold
+        self.shrinkage = shrinkage
         self.random_state = random_state
 
     # --- fitting ----------------------------------------------------------------------------------
@@ -141,13 +148,30 @@ class OutcomeRecommender(Recommender):
             )
             history = prior_history(dataset, made)
             users = fold_in(items, history, self.regularization)
+            self.associations_ = fit_associations(
+                history, made.treatment, made.success, dataset.n_treatments, self.shrinkage
+            )
+            pairs = crossfit_scores(
+                history,
+                made.treatment,
+                made.success,
+                made.patient,
+                dataset.n_treatments,
+                self.shrinkage,
+                self.random_state,
+            )
+        else:
+            self.associations_ = sp.csr_matrix((dataset.n_treatments,) * 2, dtype=np.float32)
+            pairs = None
         covariates = covariates_at(dataset, made.patient, made.time, layout.observations)
         block = patient_block(layout, covariates, history, users)
+        block[:, layout.columns.index("line")] = made.line
         X = pair_rows(
-            layout, block, np.arange(len(made)), made.treatment, made.condition, users, items
+            layout, block, np.arange(len(made)), made.treatment, made.condition, users, items, pairs
         )
+        self.layout_ = layout
         propensity_booster, propensity = self._fit_propensity(
-            dataset, made, layout, block, users, items, rng
+            dataset, made, layout, block, users, items, history, rng
         )
         weight = (
             stabilised_weights(propensity, made.condition, made.treatment, self.max_weight)
@@ -172,7 +196,6 @@ class OutcomeRecommender(Recommender):
         )
         boosters["propensity"] = propensity_booster
         self.forest_ = Forest.merge(boosters)
-        self.layout_ = layout
         self.item_factors_ = (
             items if items is not None else np.zeros((dataset.n_treatments, 0), np.float32)
         )
@@ -199,7 +222,7 @@ class OutcomeRecommender(Recommender):
             "cat_smooth": 20.0,
         }
 
-    def _fit_propensity(self, dataset, made: Decisions, layout, block, users, items, rng):
+    def _fit_propensity(self, dataset, made: Decisions, layout, block, users, items, history, rng):
         """The choice booster (on at most max_decisions / 2 decisions) and e(chosen | x) of every
         training decision."""
         sample = np.sort(
@@ -207,12 +230,30 @@ class OutcomeRecommender(Recommender):
         )
         position, treatment, chosen = choice_sets(dataset, made.take(sample), self.max_candidates)
         rows = sample[position]
-        X = pair_rows(layout, block, rows, treatment, made.condition[rows], users, items)
+        X = pair_rows(
+            layout,
+            block,
+            rows,
+            treatment,
+            made.condition[rows],
+            users,
+            items,
+            self._pairs(history, rows, treatment),
+        )
         booster = train_booster(
             X, chosen, None, layout.categorical, self._params(10_000), max(self.n_trees // 2, 1)
         )
         position, treatment, chosen = choice_sets(dataset, made, self.max_candidates)
-        X = pair_rows(layout, block, position, treatment, made.condition[position], users, items)
+        X = pair_rows(
+            layout,
+            block,
+            position,
+            treatment,
+            made.condition[position],
+            users,
+            items,
+            self._pairs(history, position, treatment),
+        )
         e = normalise(np.asarray(booster.predict(X, raw_score=True)), position)
         return booster, e[chosen]
 
@@ -227,6 +268,9 @@ class OutcomeRecommender(Recommender):
             "patient_factors": self.patient_factors_,
             "condition_decisions": self.condition_decisions_,
             "primary_condition": self.primary_condition_,
+            "associations.data": self.associations_.data,
+            "associations.indices": self.associations_.indices,
+            "associations.indptr": self.associations_.indptr,
             **self.layout_.to_arrays(),
         }
 
@@ -238,6 +282,15 @@ class OutcomeRecommender(Recommender):
         self.patient_factors_ = arrays["patient_factors"]
         self.condition_decisions_ = np.asarray(arrays["condition_decisions"])
         self.primary_condition_ = np.asarray(arrays["primary_condition"])
+        n_t = len(self.primary_condition_)
+        self.associations_ = sp.csr_matrix(
+            (
+                arrays["associations.data"],
+                arrays["associations.indices"],
+                arrays["associations.indptr"],
+            ),
+            shape=(n_t, n_t),
+        )
         self.layout_ = FeatureLayout.from_arrays(arrays)
 
     @property
@@ -249,7 +302,16 @@ class OutcomeRecommender(Recommender):
         dataset, layout = self.dataset_, self.layout_
         n_t = dataset.n_treatments
         history = query.rows[:, :n_t].tocsr()
-        if query.patients is not None:
+        if query.patients is not None and query.times is not None and dataset.events is not None:
+            # a past decision: the record as it was then (evaluation)
+            covariates = covariates_at(dataset, query.patients, query.times, layout.observations)
+            history = history_at(dataset, query.patients, query.times)
+            users = (
+                fold_in(self.item_factors_, history, self.regularization)
+                if layout.n_factors
+                else None
+            )
+        elif query.patients is not None:
             covariates = current_covariates(dataset, query.patients, layout.observations)
             users = self.patient_factors_[query.patients] if layout.n_factors else None
         else:
@@ -275,7 +337,8 @@ class OutcomeRecommender(Recommender):
         treatment's usual condition)."""
         block, users, history = self._patients(query)
         conditions = np.where(conditions >= 0, conditions, self.primary_condition_[treatments])
-        block = block[rows]
+        block = block[rows].copy()
+        block[:, self.layout_.columns.index("line")] = self._tried_for(history, rows, conditions)
         return pair_rows(
             self.layout_,
             block,
@@ -284,7 +347,26 @@ class OutcomeRecommender(Recommender):
             conditions,
             users[rows] if users is not None else None,
             self.item_factors_,
+            self._pairs(history, rows, treatments),
         )
+
+    def _pairs(self, history, rows: np.ndarray, treatments: np.ndarray) -> np.ndarray | None:
+        """The candidates' association scores (None without history columns)."""
+        if not self.layout_.n_factors or history is None:
+            return None
+        return pair_scores(self.associations_, history, rows, treatments)
+
+    def _tried_for(self, history: sp.csr_matrix, rows: np.ndarray, conditions: np.ndarray):
+        """Per row: therapies in the patient's history that are candidates of the row's
+        condition (the therapies already tried in this episode, as training counts them)."""
+        out = np.zeros(len(rows))
+        for c in np.unique(conditions).tolist():
+            at = np.flatnonzero(conditions == c)
+            if c < 0:
+                continue
+            tried = take_rows(history, rows[at])
+            out[at] = np.asarray(tried[:, self.dataset_.candidates(c)].getnnz(axis=1)).ravel()
+        return out
 
     def score_treatments(self, query: Query, treatments: np.ndarray) -> np.ndarray:
         """P(success) float32 (len(query), len(treatments)) for the query's conditions."""
@@ -360,6 +442,7 @@ def _take(query: Query, rows: np.ndarray) -> Query:
         harmful=take_rows(query.harmful, rows),
         history_days=take_rows(query.history_days, rows),
         new_patient=query.new_patient,
+        times=None if query.times is None else query.times[rows],
     )
 
 
