@@ -79,6 +79,8 @@ def build(size: str) -> Path:
             "-m",
             "recommender",
             "generate",
+            "--cohort",
+            "planted",
             "--out",
             str(folder / "data"),
             "--patients",

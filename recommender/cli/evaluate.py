@@ -66,6 +66,19 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--no-planted", action="store_true", help="skip the planted-cohort check")
     parser.add_argument(
+        "--ope",
+        action="store_true",
+        help="also value each model's first choices on the first-line decisions after a time "
+        "split (--cutoff or --fraction) by off-policy evaluation (IPS, SNIPS, DR with "
+        "patient-bootstrap intervals); writes ope.json, ope.md and ope_decisions_<model>.csv",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=positive_int,
+        default=1000,
+        help="bootstrap replicates of the off-policy intervals (default %(default)s)",
+    )
+    parser.add_argument(
         "--out",
         default="evaluation",
         help="report folder, replaced atomically (default %(default)s)",
@@ -108,10 +121,12 @@ def seeded_models(kinds: list[str], seed: int) -> dict:
 
 
 def run(args) -> int:
+    from ..data.dataset import Dataset
     from ..data.tables import find_table, read_tables
     from ..evaluation.evaluate import evaluate_split
     from ..evaluation.planted import evaluate_planted
     from ..evaluation.report import write_report
+    from ..evaluation.truth import TRUTH, evaluate_against_truth
 
     tables = read_tables(args.data)
     split = make_split(tables, args)
@@ -120,9 +135,34 @@ def run(args) -> int:
     result = evaluate_split(
         models, split, k=args.k, by_condition=not args.all_treatments, **options
     )
-    if not args.no_planted and find_table(Path(args.data), "held_out") is not None:
+    folder = Path(args.data)
+    if not args.no_planted and find_table(folder, TRUTH) is not None:
+        dataset = Dataset.from_tables(tables, **options)
+        result.truth = evaluate_against_truth(
+            seeded_models(args.models, args.seed), dataset, folder
+        )
+    elif not args.no_planted and find_table(folder, "held_out") is not None:
         result.planted = evaluate_planted(models, args.data, **options)
-    path = write_report(result, args.out, title=f"Evaluation of {Path(args.data).name}")
+    ope = None
+    if args.ope:
+        from ..evaluation.off_policy import off_policy_evaluation
+
+        cutoff = args.cutoff if args.split != "temporal" or args.cutoff else None
+        ope = off_policy_evaluation(
+            seeded_models(args.models, args.seed),
+            tables,
+            cutoff=cutoff,
+            fraction=args.fraction,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+            **options,
+        )
+    path = write_report(
+        result,
+        args.out,
+        title=f"Evaluation of {Path(args.data).name}",
+        extra=ope.write if ope is not None else None,
+    )
     print(
         f"{split.method}: {len(split.test)} held-out rows, "
         f"{result.models[next(iter(result.models))].summary['n_queries']} queries"
@@ -131,5 +171,11 @@ def run(args) -> int:
     if result.planted is not None:
         hits = ", ".join(f"{name} {value:.3f}" for name, value in result.planted.hit_at_1.items())
         print(f"planted hit@1: {hits}; Bayes {result.planted.bayes_rate:.3f}")
+    if result.truth is not None:
+        print("policy value against the truth (gap closed: all / warm / cold):")
+        for name, gap in result.truth.gaps.items():
+            print(f"  {name}: " + " / ".join(f"{gap[g]:.3f}" for g in ("all", "warm", "cold")))
+    if ope is not None:
+        print(ope.markdown().strip())
     print(f"wrote {path}")
     return 0

@@ -43,6 +43,7 @@ from . import metrics
 from .planted import PlantedResult
 from .queries import Queries, build_queries, condition_batches
 from .spec import ModelSpec, check_ks, named_models, tqdm_disable
+from .truth import TruthResult
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class EvaluationResult:
     models: dict[str, ModelResult]
     split: dict | None = None
     planted: PlantedResult | None = None
+    truth: TruthResult | None = None
 
     def summary_frame(self) -> pd.DataFrame:
         """One row per model: the metrics at ``k``, MRR, outcome AUC, harm rank and timings."""
@@ -132,6 +134,7 @@ class EvaluationResult:
             "split": self.split,
             "models": {name: r.to_dict() for name, r in self.models.items()},
             "planted": self.planted.to_dict() if self.planted else None,
+            "truth": self.truth.to_dict() if self.truth else None,
         }
 
 

@@ -24,6 +24,7 @@ from ..columns import Columns as C
 from ..data.dataset import Dataset
 from ..data.patient import Query
 from ..models.outcome import OutcomeRecommender
+from ..models.outcome.propensity import normalise
 from ..ranking import rank_patients
 from .ope import Estimate, ope_estimates
 
@@ -139,9 +140,10 @@ def nuisance(
         X = model._rows(query, rows, cands, np.full(len(rows), int(c)))
         forest = model.forest_
         success = 1.0 / (1.0 + np.exp(-model._mean_raw(X)))
-        logits = forest.raw(X, "propensity").reshape(len(at), len(candidates))
-        logits -= logits.max(axis=1, keepdims=True)
-        prop = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        logits = forest.raw(X, "propensity")
+        prop = normalise(logits, np.repeat(np.arange(len(at)), len(candidates))).reshape(
+            len(at), len(candidates)
+        )
         where = np.searchsorted(candidates, np.maximum(treatments[at], 0))
         q[at] = success.reshape(len(at), len(candidates))[np.arange(len(at)), where]
         e[at] = prop[np.arange(len(at)), where]

@@ -2,7 +2,7 @@
 
 Learned from treatment *decisions* (:mod:`recommender.data.decisions`), each with the patient as
 they were at that time (:mod:`recommender.data.covariates`) and their outcome history as
-collaborative-filtering factors (:mod:`.history`). One feature row per (decision, therapy)
+collaborative-filtering factors and therapy associations (:mod:`.history`, :mod:`.associations`). One feature row per (decision, therapy)
 (:mod:`.features`); gradient-boosted trees (LightGBM) learn success and harm, with
 inverse-propensity weights from a model of the clinicians' choices (:mod:`.propensity`) to
 correct confounding by indication. Bootstrap replicates of the success model give each
@@ -36,6 +36,8 @@ from .history import fit_item_factors, fold_in
 from .propensity import choice_sets, normalise, stabilised_weights
 
 WEIGHTINGS = ("ipw", "none")
+#: Smallest leaf of the propensity booster (decisions x candidates rows).
+PROPENSITY_MIN_CHILD = 200
 
 
 class OutcomeRecommender(Recommender):
@@ -44,10 +46,11 @@ class OutcomeRecommender(Recommender):
     Parameters
     ----------
     factors : int
-        History factors (ALS on the outcome matrix); 0 uses no outcome history (a plain
-        covariate model, the S-learner baseline with ``weighting="none"``).
+        Outcome-history factors (explicit matrix factorisation of what worked, :mod:`.history`),
+        with the therapy-to-therapy associations (:mod:`.associations`); 0 uses no outcome
+        history (a plain covariate model: the S-learner baseline with ``weighting="none"``).
     regularization, als_iterations : float, int
-        ALS's L2 penalty and sweeps.
+        The factorisation's ridge penalty and sweeps.
     n_bags : int
         Bootstrap replicates of the success model (the prediction is their mean log-odds;
         their spread gives the interval). 1: no interval beyond the overlap one.
@@ -55,7 +58,10 @@ class OutcomeRecommender(Recommender):
     weighting : {"ipw", "none"}
         Stabilised inverse-propensity weights on the training decisions, or none.
     max_weight : float
-        Weights are clipped to [1 / max_weight, max_weight].
+        Weights are clipped to [1 / max_weight, max_weight]. (On the observational generator,
+        100k patients: unweighted 0.881 of the achievable gap, clipped at 3: 0.865, at 10:
+        0.834; all confounders are recorded there, so weighting can only add variance; it
+        guards against an outcome model that is wrong where a therapy is rarely given.)
     max_decisions : int
         At most this many decisions (whole patients, drawn with ``random_state``) are learned
         from; the propensity model learns from at most half as many.
@@ -93,8 +99,8 @@ class OutcomeRecommender(Recommender):
 
     def __init__(
         self,
-        factors: int = 16,
-        regularization: float = 0.1,
+        factors: int = 4,
+        regularization: float = 5.0,
         als_iterations: int = 10,
         n_bags: int = 5,
         n_trees: int = 150,
@@ -102,7 +108,7 @@ class OutcomeRecommender(Recommender):
         num_leaves: int = 31,
         min_child_samples: int = 40,
         weighting: str = "ipw",
-        max_weight: float = 10.0,
+        max_weight: float = 3.0,
         max_decisions: int = 400_000,
         max_candidates: int = 50,
         max_diagnoses: int = 30,
@@ -240,9 +246,14 @@ class OutcomeRecommender(Recommender):
             items,
             self._pairs(history, rows, treatment),
         )
-        booster = train_booster(
-            X, chosen, None, layout.categorical, self._params(10_000), max(self.n_trees // 2, 1)
-        )
+        # smoother than the outcome boosters: inverse propensities magnify over-confident tails
+        params = {
+            **self._params(10_000),
+            "min_child_samples": max(self.min_child_samples, PROPENSITY_MIN_CHILD),
+            "learning_rate": self.learning_rate / 2,
+            "lambda_l2": 10.0,
+        }
+        booster = train_booster(X, chosen, None, layout.categorical, params, self.n_trees)
         position, treatment, chosen = choice_sets(dataset, made, self.max_candidates)
         X = pair_rows(
             layout,

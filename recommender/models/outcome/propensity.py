@@ -3,10 +3,10 @@
 For each decision, the *choice set* is the condition's candidate therapies (those recorded for it
 in the training data, at most ``max_candidates`` of the best supported, the chosen one always
 included) minus those already tried in the same episode. A binary booster learns the chosen
-therapy against the others from the same feature rows as the outcome model, and its scores are
-normalised over the choice set (a conditional logit):
+therapy against the others from the same feature rows as the outcome model, and its
+probabilities are normalised over the choice set:
 
-    e(t | x) = exp f(x, t) / sum over the choice set of exp f(x, t')
+    e(t | x) = s(f(x, t)) / sum over the choice set of s(f(x, t'))   (s: the logistic)
 
 The outcome model is trained with stabilised inverse-propensity weights,
 ``w = P(t | condition) / e(t | x)`` clipped to ``[1 / max_weight, max_weight]``, so that each
@@ -61,12 +61,14 @@ def choice_sets(
 
 
 def normalise(logits: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Softmax of ``logits`` within each group (``groups`` sorted, equal ids adjacent)."""
+    """Choice probabilities from the booster's log-odds: each candidate's P(chosen) from the
+    binary model, divided by their sum within its group (``groups`` sorted, equal ids
+    adjacent). (Normalising ``exp(logit)`` instead, as a conditional logit would, gave
+    over-confident propensities: 0.03 where 0.06 was true, 0.77 where 0.66 was.)"""
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    top = np.maximum.reduceat(logits, starts)
     sizes = np.diff(np.r_[starts, len(logits)])
-    e = np.exp(logits - np.repeat(top, sizes))
-    return e / np.repeat(np.add.reduceat(e, starts), sizes)
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+    return p / np.repeat(np.add.reduceat(p, starts), sizes)
 
 
 def stabilised_weights(
