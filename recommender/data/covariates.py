@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..columns import Columns as C
+from ..utils.sparse_rows import take_rows
 from .codes import NAT
 from .dataset import Dataset
 
@@ -105,13 +106,18 @@ def current_covariates(dataset: Dataset, patients: np.ndarray, codes: np.ndarray
     patients = np.asarray(patients, np.int64)
     values = np.full((len(patients), len(codes)), np.nan, np.float32)
     if dataset.latest_observations is not None and len(codes):
-        latest = dataset.latest_observations[patients][:, np.asarray(codes, np.int64)].tocoo()
-        values[latest.row, latest.col] = latest.data  # stored entries only: a zero is a value
+        latest = take_rows(dataset.latest_observations, patients)
+        position = np.full(latest.shape[1], -1, np.int64)
+        position[np.asarray(codes, np.int64)] = np.arange(len(codes))
+        column = position[latest.indices]
+        rows = np.repeat(np.arange(len(patients)), np.diff(latest.indptr))
+        keep = column >= 0
+        values[rows[keep], column[keep]] = latest.data[keep]  # stored entries: a zero is a value
     times = np.full(len(patients), _now(dataset), np.int64)
     return Covariates(
         age=_age(dataset, patients, times),
         sex=_sex(dataset, patients),
-        diagnoses=dataset.patient_conditions[patients].astype(bool),
+        diagnoses=take_rows(dataset.patient_conditions, patients),
         observations=values,
     )
 
@@ -175,8 +181,12 @@ def _age(dataset: Dataset, patients: np.ndarray, times: np.ndarray) -> np.ndarra
 def _sex(dataset: Dataset, patients: np.ndarray) -> np.ndarray:
     if C.sex not in dataset.demographics:
         return np.full(len(patients), "", dtype=object)
-    sex = dataset.demographics[C.sex].to_numpy(object)[patients]
-    return np.array([s if isinstance(s, str) else "" for s in sex], dtype=object)
+    values = vars(dataset).get("_sex_values")  # the column as strings, made once per dataset
+    if values is None:
+        raw = dataset.demographics[C.sex].to_numpy(object)
+        values = np.array([s if isinstance(s, str) else "" for s in raw], dtype=object)
+        vars(dataset)["_sex_values"] = values
+    return values[patients]
 
 
 def _now(dataset: Dataset) -> int:

@@ -95,6 +95,9 @@ class Query:
     history_days: sp.csr_matrix
     new_patient: NewPatient | None = None
     times: np.ndarray | None = None
+    #: What a model derived from this query, kept while the query is answered (a model asked
+    #: for scores, then for explanations, of the same patient reads their record once).
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def known(

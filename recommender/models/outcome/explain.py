@@ -41,7 +41,7 @@ def explain_predictions(model, query: Query, treatments: np.ndarray, condition: 
     if not len(treatments):
         return []
     choice = _choice_set(model, query, treatments, condition)
-    segments = model._segments(query, choice, condition)
+    rows, segments = model._one_patient(query, choice, condition)
     bags = [forest.names.index(b) for b in model._bags]
     at = np.searchsorted(choice, treatments)
     bag_raw = segments[at][:, bags]
@@ -56,7 +56,7 @@ def explain_predictions(model, query: Query, treatments: np.ndarray, condition: 
     low, high = model.interval(bag_raw, n_effective)
     success = 1.0 / (1.0 + np.exp(-bag_raw.mean(axis=1)))
     harm = 1.0 / (1.0 + np.exp(-segments[at, forest.names.index("harm")]))
-    contributions = _contributions(model, query, treatments, condition, success)
+    contributions = _contributions(model, rows[at], success)
     basis = BASIS.format(
         history=" and, through collaborative filtering, patients with similar outcome histories"
         if layout.n_factors
@@ -93,14 +93,13 @@ def _choice_set(model, query: Query, treatments: np.ndarray, condition: int) -> 
     return np.union1d(model.dataset_.candidates(condition), treatments)
 
 
-def _contributions(model, query, treatments, condition, success) -> list[list[dict]]:
-    """Per treatment, the strongest occlusion contributions of the patient's features."""
+def _contributions(model, X: np.ndarray, success: np.ndarray) -> list[list[dict]]:
+    """Per feature row (a treatment), the strongest occlusion contributions of the patient's
+    features."""
     layout = model.layout_
-    rows = np.zeros(len(treatments), np.int64)
-    X = model._rows(query, rows, treatments, np.full(len(treatments), condition))
     groups = _present_groups(layout, X[0])
     if not groups:
-        return [[] for _ in treatments]
+        return [[] for _ in range(len(X))]
     variants = []
     for _, columns, reference in groups:
         occluded = X.copy()
@@ -108,11 +107,11 @@ def _contributions(model, query, treatments, condition, success) -> list[list[di
         if layout.n_factors and layout.groups[columns[0]] == "history":
             occluded[:, layout.columns.index("cf_score")] = 0.0
         variants.append(occluded)
-    raw = model._mean_raw(np.vstack(variants)).reshape(len(groups), len(treatments))
+    raw = model._mean_raw(np.vstack(variants)).reshape(len(groups), len(X))
     delta = success[None, :] - 1.0 / (1.0 + np.exp(-raw))
     described = [_describe(model, name, X[0], columns) for name, columns, _ in groups]
     result = []
-    for i in range(len(treatments)):
+    for i in range(len(X)):
         order = np.argsort(-np.abs(delta[:, i]), kind="stable")
         entries = [
             {**described[g], "contribution": round(float(delta[g, i]), 4)}

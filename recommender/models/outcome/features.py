@@ -74,6 +74,15 @@ class FeatureLayout:
         names += [(f"y{j}", "therapy") for j in range(self.n_factors)]
         return [n for n, _ in names], [g for _, g in names]
 
+    def diagnosis_position(self, n_conditions: int) -> np.ndarray:
+        """Int64 (n_conditions,): each condition's place among ``diagnoses`` (-1: not used)."""
+        cached = self.__dict__.get("_dx_position")
+        if cached is None or len(cached) != n_conditions:
+            cached = np.full(n_conditions, -1, np.int64)
+            cached[self.diagnoses] = np.arange(len(self.diagnoses))
+            self.__dict__["_dx_position"] = cached
+        return cached
+
     @property
     def n_patient_columns(self) -> int:
         """Columns of the patient block (everything before ``therapy``)."""
@@ -140,16 +149,22 @@ def patient_block(
     block[:, 2] = 0  # the line: set by the caller, who knows the episode
     k = 3
     if len(layout.diagnoses):
-        block[:, k : k + len(layout.diagnoses)] = (
-            covariates.diagnoses[:, layout.diagnoses].toarray().astype(np.float64)
-        )
+        dx = covariates.diagnoses
+        block[:, k : k + len(layout.diagnoses)] = 0.0
+        position = layout.diagnosis_position(dx.shape[1])[dx.indices]  # CSR arithmetic: fast
+        rows = np.repeat(np.arange(n), np.diff(dx.indptr))
+        keep = position >= 0
+        block[rows[keep], k + position[keep]] = 1.0
     k += len(layout.diagnoses)
     block[:, k : k + len(layout.observations)] = covariates.observations
     k += len(layout.observations)
     if layout.n_factors:
         counts = np.diff(history.indptr) if history is not None else np.zeros(n)
         worked = (
-            np.asarray((history > 0).sum(axis=1)).ravel() if history is not None else np.zeros(n)
+            np.add.reduceat(np.r_[history.data > 0, False].astype(np.float64), history.indptr[:-1])
+            * (counts > 0)
+            if history is not None and n
+            else np.zeros(n)
         )
         block[:, k] = counts
         block[:, k + 1] = np.where(counts > 0, worked / np.maximum(counts, 1), np.nan)

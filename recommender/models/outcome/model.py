@@ -15,6 +15,8 @@ Scores are predicted success probabilities in [0, 1]. The safety rules apply as 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 from scipy import stats
@@ -25,7 +27,7 @@ from ...data.decisions import Decisions, decisions, history_at, prior_history
 from ...data.patient import Query
 from ...exceptions import ParameterError
 from ...ranking.evidence import wilson_interval
-from ...utils.sparse_rows import take_rows
+from ...utils.sparse_rows import lookup, take_rows
 from ..base import Recommender
 from ..params import integer, optional_seed, real
 from .associations import crossfit_scores, fit_associations, pair_scores
@@ -36,6 +38,8 @@ from .history import fit_item_factors, fold_in
 from .propensity import choice_sets, normalise, stabilised_weights
 
 WEIGHTINGS = ("ipw", "none")
+#: Up to this many treatments, one patient's scores take the one-call path.
+SMALL = 256
 #: Smallest leaf of the propensity booster (decisions x candidates rows).
 PROPENSITY_MIN_CHILD = 200
 
@@ -102,10 +106,10 @@ class OutcomeRecommender(Recommender):
         factors: int = 4,
         regularization: float = 5.0,
         als_iterations: int = 10,
-        n_bags: int = 5,
-        n_trees: int = 150,
-        learning_rate: float = 0.08,
-        num_leaves: int = 31,
+        n_bags: int = 4,
+        n_trees: int = 40,
+        learning_rate: float = 0.15,
+        num_leaves: int = 15,
         min_child_samples: int = 40,
         weighting: str = "ipw",
         max_weight: float = 3.0,
@@ -309,10 +313,16 @@ class OutcomeRecommender(Recommender):
         return [name for name in self.forest_.names if name.startswith("success")]
 
     def _patients(self, query: Query) -> tuple[np.ndarray, np.ndarray | None, object]:
-        """(patient block without ``line``, history factors, the query's history rows)."""
+        """(patient block without ``line``, history factors, the query's history rows),
+        computed once per query."""
+        cached = query.cache.get("outcome.patients")
+        if cached is None:
+            cached = query.cache["outcome.patients"] = self._read_patients(query)
+        return cached
+
+    def _read_patients(self, query: Query) -> tuple[np.ndarray, np.ndarray | None, object]:
         dataset, layout = self.dataset_, self.layout_
-        n_t = dataset.n_treatments
-        history = query.rows[:, :n_t].tocsr()
+        history = _treatment_columns(query.rows, dataset.n_treatments)
         if query.patients is not None and query.times is not None and dataset.events is not None:
             # a past decision: the record as it was then (evaluation)
             covariates = covariates_at(dataset, query.patients, query.times, layout.observations)
@@ -365,18 +375,22 @@ class OutcomeRecommender(Recommender):
         """The candidates' association scores (None without history columns)."""
         if not self.layout_.n_factors or history is None:
             return None
+        if history.shape[0] == 1 and len(treatments) <= SMALL:  # one patient: no sparse algebra
+            return _one_patient_pairs(self.associations_, history, treatments)
         return pair_scores(self.associations_, history, rows, treatments)
 
     def _tried_for(self, history: sp.csr_matrix, rows: np.ndarray, conditions: np.ndarray):
         """Per row: therapies in the patient's history that are candidates of the row's
         condition (the therapies already tried in this episode, as training counts them)."""
         out = np.zeros(len(rows))
+        owner = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
         for c in np.unique(conditions).tolist():
             at = np.flatnonzero(conditions == c)
             if c < 0:
                 continue
-            tried = take_rows(history, rows[at])
-            out[at] = np.asarray(tried[:, self.dataset_.candidates(c)].getnnz(axis=1)).ravel()
+            hit = np.isin(history.indices, self.dataset_.candidates(c))
+            per_row = np.bincount(owner[hit], minlength=history.shape[0])
+            out[at] = per_row[rows[at]]
         return out
 
     def score_treatments(self, query: Query, treatments: np.ndarray) -> np.ndarray:
@@ -384,6 +398,11 @@ class OutcomeRecommender(Recommender):
         self.check_fitted()
         treatments = np.asarray(treatments, np.int64)
         n, m = len(query), len(treatments)
+        if n == 1 and m <= SMALL:  # the service's path: every segment in one call, kept
+            condition = int(query.conditions[0])
+            segments = self._segments(query, treatments, condition)
+            bags = [self.forest_.names.index(b) for b in self._bags]
+            return _sigmoid(segments[:, bags].mean(axis=1))[None, :].astype(np.float32)
         rows = np.repeat(np.arange(n), m)
         X = self._rows(query, rows, np.tile(treatments, n), np.repeat(query.conditions, m))
         return _sigmoid(self._mean_raw(X)).reshape(n, m).astype(np.float32)
@@ -414,10 +433,20 @@ class OutcomeRecommender(Recommender):
         return explain_predictions(self, query, np.asarray(treatments, np.int64), condition)
 
     def _segments(self, query: Query, treatments: np.ndarray, condition: int) -> np.ndarray:
-        """Raw scores (len(treatments), n_segments) for the single patient of ``query``."""
-        rows = np.zeros(len(treatments), np.int64)
-        X = self._rows(query, rows, treatments, np.full(len(treatments), condition))
-        return self.forest_.raw_segments(X)
+        """Raw scores (len(treatments), n_segments) for the single patient of ``query`` (kept
+        on the query: the ranker asks for scores, then explains the chosen)."""
+        return self._one_patient(query, treatments, condition)[1]
+
+    def _one_patient(self, query: Query, treatments: np.ndarray, condition: int):
+        """(feature rows, raw scores of every segment) of ``treatments`` for the single
+        patient of ``query``, computed once per query and condition."""
+        key = ("outcome.rows", condition, treatments.tobytes())
+        cached = query.cache.get(key)
+        if cached is None:
+            rows = np.zeros(len(treatments), np.int64)
+            X = self._rows(query, rows, treatments, np.full(len(treatments), condition))
+            cached = query.cache[key] = (X, self.forest_.raw_segments(X))
+        return cached
 
     def interval(
         self, bag_raw: np.ndarray, n_effective: np.ndarray
@@ -426,9 +455,7 @@ class OutcomeRecommender(Recommender):
         ``n_effective`` comparable patients."""
         p = _sigmoid(bag_raw.mean(axis=1))
         if bag_raw.shape[1] > 1:
-            spread = _sigmoid(bag_raw).std(axis=1, ddof=1) * stats.t.ppf(
-                0.975, bag_raw.shape[1] - 1
-            )
+            spread = _sigmoid(bag_raw).std(axis=1, ddof=1) * _t975(bag_raw.shape[1] - 1)
         else:
             spread = np.zeros(len(p))
         low, high = np.clip(p - spread, 0, 1), np.clip(p + spread, 0, 1)
@@ -478,3 +505,35 @@ def _primary_conditions(dataset: Dataset) -> np.ndarray:
         if stop > start:
             primary[t] = counts.indices[start + int(np.argmax(counts.data[start:stop]))]
     return primary
+
+
+def _treatment_columns(rows: sp.csr_matrix, n_t: int) -> sp.csr_matrix:
+    """The first ``n_t`` columns (the outcomes) of matrix rows, without scipy's slicing for
+    one row."""
+    if rows.shape[0] != 1:
+        return rows[:, :n_t].tocsr()
+    keep = rows.indices < n_t
+    return sp.csr_matrix(
+        (rows.data[keep], rows.indices[keep], [0, int(keep.sum())]), shape=(1, n_t)
+    )
+
+
+def _one_patient_pairs(W: sp.csr_matrix, history: sp.csr_matrix, treatments: np.ndarray):
+    """:func:`~.associations.pair_scores` of one history row, by lookups in W's rows."""
+    columns = history.indices
+    signs = np.where(history.data > 0, 1.0, -1.0)
+    out = np.zeros(len(treatments))
+    if not len(columns):
+        return out
+    for i, t in enumerate(treatments.tolist()):
+        lo, hi = W.indptr[t], W.indptr[t + 1]
+        at, found = lookup(W.indices[lo:hi], columns)
+        if found.any():
+            out[i] = float(W.data[lo:hi][at[found]] @ signs[found])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _t975(degrees: int) -> float:
+    """Student t's 97.5% quantile (the bootstrap interval's half-width per replicate sd)."""
+    return float(stats.t.ppf(0.975, degrees))
