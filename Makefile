@@ -45,11 +45,11 @@ $(DEV_TOKENS): | $(RUNTIME_STAMP)
 
 # Trained with the development key; retrained when the key is newer than the model.
 $(ARTIFACT)/manifest.json: $(DEV_KEY) | $(RUNTIME_STAMP)
-	$(BIN)/recommender train --data data/sample --out $(ARTIFACT) --model als --pseudonym-key-file $(DEV_KEY)
+	$(BIN)/recommender train --data data/sample --out $(ARTIFACT) --pseudonym-key-file $(DEV_KEY)
 
 serve: $(RUNTIME_STAMP) $(DEV_KEY) $(DEV_TOKENS) $(ARTIFACT)/manifest.json
 	@echo "Development tokens are in $(DEV_SECRETS)/ (clinician.token, admin.token). Try:"
-	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/clinician.token)\" 'http://$(HOST):$(PORT)/v1/patients/P000001/recommendations?k=3&condition=C02'"
+	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/clinician.token)\" 'http://$(HOST):$(PORT)/v1/patients/P000001/recommendations?k=3&condition=C05'"
 	@echo "  curl -s -H \"Authorization: Bearer \$$(cat $(DEV_SECRETS)/admin.token)\" -X POST http://$(HOST):$(PORT)/v1/admin/reload"
 	@echo "  curl -s http://$(HOST):$(PORT)/health   (open; the API description is GET /openapi.json with a token)"
 	RECOMMENDER_API_TOKENS_FILE=$(DEV_TOKENS) RECOMMENDER_PSEUDONYM_KEY_FILE=$(DEV_KEY) \
@@ -73,7 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 sample-data: $(STAMP)
-	$(BIN)/recommender generate --out data/sample --patients 2000 --seed 7
+	$(BIN)/recommender generate --out data/sample --patients 2000 --seed 7  # observational
 
 clean:
 	rm -rf $(VENV) artifacts demo-output .pytest_cache

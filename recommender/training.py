@@ -23,13 +23,14 @@ from .data.side_info import SideInfo
 from .data.tables import CohortTables
 from .models import Recommender, make_model
 from .models.persistence import load_artifact, save_artifact
+from .models.registry import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 
 def fit_model(
     tables: CohortTables,
-    kind: str = "als",
+    kind: str = DEFAULT_MODEL,
     params: Mapping | None = None,
     policy: ConfidencePolicy | None = None,
     side_info: SideInfo | None = None,
@@ -107,7 +108,7 @@ def release_memory() -> None:
 def train_artifact(
     data: str | Path,
     out: str | Path,
-    kind: str = "als",
+    kind: str = DEFAULT_MODEL,
     params: Mapping | None = None,
     policy: ConfidencePolicy | None = None,
     side_info: SideInfo | None = None,

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from .options import positive_int
 
-MODELS = ("condition-popular", "als", "latent-class")
+MODELS = ("condition-popular", "als", "outcome")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the whole pipeline on a synthetic cohort",
-        description="Generate a synthetic cohort with planted truth, compare models on a "
-        "leave-last split and on the planted truth, train the best personalised "
-        "model into an artifact and recommend for a patient in it and for a new one.",
+        description="Generate an observational cohort with known truth, compare models on a "
+        "leave-last split and by the true success rate of their first choices, train the "
+        "outcome model into an artifact and recommend for a patient in it and for a new one.",
     )
     parser.add_argument(
         "--out", default="demo-output", help="folder for everything (default %(default)s)"
@@ -27,12 +27,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..data.dataset import Dataset
     from ..data.splits import leave_last
-    from ..data.synthetic.planted import generate_cohort, write_cohort
+    from ..data.synthetic.observational import generate_observational, write_observational
     from ..data.tables import read_tables
     from ..evaluation.evaluate import evaluate_split
-    from ..evaluation.planted import evaluate_planted
     from ..evaluation.report import write_report
+    from ..evaluation.truth import evaluate_against_truth
     from ..models.persistence import load_artifact
     from ..training import train_artifact
     from .output import table
@@ -40,40 +41,42 @@ def run(args) -> int:
     out = Path(args.out)
     step = _Steps()
     step(f"1. generating {args.patients} synthetic patients (seed {args.seed}) -> {out / 'data'}")
-    cohort = generate_cohort(args.patients, seed=args.seed, show_progress=sys.stderr.isatty())
-    write_cohort(cohort, out / "data")
+    cohort = generate_observational(
+        args.patients, seed=args.seed, show_progress=sys.stderr.isatty()
+    )
+    write_observational(cohort, out / "data")
     tables = read_tables(out / "data")
     print(f"   {len(tables.outcomes)} outcomes, {len(cohort.held_out)} held-out episodes")
 
-    step(f"2. comparing {', '.join(MODELS)} on a leave-last split -> {out / 'evaluation'}")
+    step(f"2. comparing {', '.join(MODELS)} -> {out / 'evaluation'}")
     result = evaluate_split(list(MODELS), leave_last(tables), k=5)
-    result.planted = evaluate_planted(list(MODELS), out / "data")
+    result.truth = evaluate_against_truth(list(MODELS), Dataset.from_tables(tables), out / "data")
     write_report(result, out / "evaluation", title="Demo evaluation")
     print(
         result.summary_frame()[["ndcg@5", "mrr", "fit_seconds"]].to_string(
             float_format=lambda v: f"{v:.3f}"
         )
     )
-    hits = ", ".join(f"{name} {value:.3f}" for name, value in result.planted.hit_at_1.items())
-    print(f"   planted truth, best therapy ranked first: {hits}")
+    print("   true success rate of each model's first choices on the held-out episodes:")
+    for name, values in result.truth.values.items():
+        print(
+            f"     {name:<18} {values['all']:.3f} (gap to the Bayes bound closed: "
+            f"{result.truth.gaps[name]['all']:.2f})"
+        )
+    ref = result.truth.reference
     print(
-        f"   (Bayes-optimal {result.planted.bayes_rate:.3f}, best non-personalised rule "
-        f"{result.planted.popularity_rate:.3f})"
+        f"     (guideline {ref['guideline']['all']:.3f}, Bayes bound {ref['bound']['all']:.3f}, "
+        f"oracle {ref['oracle']['all']:.3f})"
     )
 
-    step(f"3. training latent-class -> {out / 'model'}")
-    train_artifact(
-        out / "data",
-        out / "model",
-        kind="latent-class",
-        params={"n_classes": 3, "objective": "best"},
-    )
+    step(f"3. training the outcome model -> {out / 'model'}")
+    train_artifact(out / "data", out / "model", kind="outcome")
     model = load_artifact(out / "model").model
 
     held = cohort.held_out.iloc[0]
     step(f"4. recommending for {held.patient_id}, now presenting with {held.condition_id}")
     print(table(model.recommend(held.patient_id, k=3, condition_id=held.condition_id)))
-    print(f"   planted best therapy for this patient: {held.best_treatment_id}")
+    print(f"   the truth's best choice from what is recorded: {held.bound_choice}")
 
     first = tables.outcomes.iloc[0]
     step(
@@ -87,6 +90,8 @@ def run(args) -> int:
                 conditions=[first.condition_id, held.condition_id],
                 k=3,
                 condition_id=held.condition_id,
+                birth_year=1960,
+                observations={"loinc|33914-3": 45.0},
             )
         )
     )

@@ -9,6 +9,7 @@ from ..data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 from ..data.side_info import SideInfo
 from ..exceptions import ParameterError
 from ..models import MODELS
+from ..models.registry import DEFAULT_MODEL
 
 
 def positive_int(text: str) -> int:
@@ -74,12 +75,13 @@ def policy_from(args) -> ConfidencePolicy:
     return ConfidencePolicy(alpha=args.alpha, side_weight=args.side_weight)
 
 
-def add_model_option(parser: argparse.ArgumentParser, default: str = "als") -> None:
+def add_model_option(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
     parser.add_argument(
         "--model",
         choices=sorted(MODELS),
         default=default,
-        help="model family (default %(default)s)",
+        help=f"model family (default {default or DEFAULT_MODEL}"
+        + (", or als with --engine spark)" if default is None else ")"),
     )
 
 

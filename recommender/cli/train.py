@@ -8,6 +8,7 @@ import sys
 from ..data.policies import SafetyPolicy
 from ..exceptions import ParameterError
 from ..models import MODELS
+from ..models.registry import DEFAULT_MODEL
 from .options import (
     add_data_options,
     add_engine_options,
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, help="folder of canonical tables")
     parser.add_argument("--out", required=True, help="artifact folder (replaced atomically)")
-    add_model_option(parser)
+    add_model_option(parser, default=None)
     parser.add_argument("--factors", type=positive_int)
     parser.add_argument("--iterations", type=positive_int)
     parser.add_argument("--regularization", type=float)
@@ -111,6 +112,8 @@ def run(args) -> int:
     from ..training import train_artifact
 
     check_engine(args)
+    if args.model is None:  # Spark trains ALS only
+        args.model = "als" if args.engine == "spark" else DEFAULT_MODEL
     pseudonymizer = pseudonymizer_from(args)
     feedback = read_feedback(args.feedback) if args.feedback else None
     safety = SafetyPolicy(min_support=args.min_support, active_window_days=args.active_window_days)

@@ -13,6 +13,9 @@ from ..exceptions import ParameterError
 
 #: Model kind -> class, in definition order.
 MODELS: dict[str, Any] = {}
+#: The model ``recommender train`` fits without ``--model``: the best on the cohort benchmarks
+#: (policy value against the truth, benchmarks/README.md).
+DEFAULT_MODEL = "outcome"
 
 
 def register(cls: Any) -> Any:
