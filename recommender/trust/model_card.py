@@ -35,7 +35,7 @@ SECTIONS = (
     "Known limitations",
     "Version",
 )
-EVALUATION_FILE, AUDIT_FILE = "results.json", "audit.json"
+EVALUATION_FILE, AUDIT_FILE, OPE_FILE = "results.json", "audit.json", "ope.json"
 
 #: Plain-language description of each model kind.
 ALGORITHMS = {
@@ -129,7 +129,10 @@ def model_card_markdown(
     """
     manifest = _manifest(artifact)
     audit = load_report(audit, AUDIT_FILE) if audit is not None else None
+    ope = _ope_report(evaluation)
     evaluation = load_report(evaluation, EVALUATION_FILE) if evaluation is not None else None
+    if evaluation is not None and ope is not None:
+        evaluation["ope"] = ope
     kind = manifest["model"]["type"]
     parts = [
         f"# Model card: {manifest.get('version', kind)}",
@@ -160,6 +163,15 @@ def write_model_card(artifact, out: str | Path, audit=None, evaluation=None) -> 
     with atomic_file(out) as handle:
         handle.write(model_card_markdown(artifact, audit=audit, evaluation=evaluation))
     return Path(out)
+
+
+def _ope_report(source) -> dict | None:
+    """The off-policy results (``ope.json``) of an evaluation folder, when it has them."""
+    if isinstance(source, Mapping):
+        return source.get("ope")
+    if source is not None and Path(source).is_dir() and (Path(source) / OPE_FILE).is_file():
+        return load_report(Path(source) / OPE_FILE, OPE_FILE)
+    return None
 
 
 def load_report(source: Mapping | str | Path, file_name: str) -> dict:
@@ -326,6 +338,51 @@ def _evaluation_lines(kind: str, evaluation: Mapping) -> list[str]:
         "(0.5 = random). `harm_rank`: mean normalised rank of harmful held-out treatments "
         "(higher is safer).",
     ]
+    truth = evaluation.get("truth")
+    if truth:
+        lines += [
+            "",
+            "Policy value against the truth of a generated observational cohort (the true "
+            "success rate of each model's first choices on held-out episodes, and the share "
+            "of the gap from the guideline's choice to the Bayes bound it closes):",
+            "",
+            _table(
+                ["model", "value", "gap closed", "warm", "cold start"],
+                [
+                    [
+                        name,
+                        _fmt(v["all"]),
+                        _fmt(truth["gaps"][name]["all"]),
+                        _fmt(truth["gaps"][name]["warm"]),
+                        _fmt(truth["gaps"][name]["cold"]),
+                    ]
+                    for name, v in truth.get("values", {}).items()
+                ],
+            ),
+        ]
+    ope = evaluation.get("ope")
+    if ope:
+        lines += [
+            "",
+            f"Off-policy evaluation on {ope.get('split', {}).get('method', 'a time split')}: "
+            "the success rate each model's first choices would have had on the logged "
+            "first-line decisions after the cutoff (95% patient-bootstrap intervals); the "
+            f"clinicians' observed rate was {_fmt(ope.get('behaviour', {}).get('value'))}.",
+            "",
+            _table(
+                ["model", "decisions", "DR", "SNIPS", "IPS"],
+                [
+                    [name, entry.get("episodes")]
+                    + [
+                        f"{_fmt(entry['estimates'][e]['value'])} "
+                        f"[{_fmt(entry['estimates'][e]['ci95'][0])}, "
+                        f"{_fmt(entry['estimates'][e]['ci95'][1])}]"
+                        for e in ("dr", "snips", "ips")
+                    ]
+                    for name, entry in ope.get("models", {}).items()
+                ],
+            ),
+        ]
     planted = evaluation.get("planted")
     if planted:
         hits = ", ".join(f"{n} {_fmt(v)}" for n, v in planted.get("hit@1", {}).items())
@@ -404,8 +461,18 @@ def _limitations(manifest: Mapping, audit: Mapping | None, evaluation: Mapping |
     lines = [
         "- **Observational data**: outcomes come from routine care, not from trials; a high "
         "score is an association in past records, not a proven treatment effect.",
-        "- **Confounding by indication**: clinicians choose therapies by severity and "
-        "history, so a therapy given to sicker patients can look worse (or better) than it is.",
+        (
+            "- **Confounding by indication**: clinicians choose therapies by severity and "
+            "history. This model weights past decisions by the inverse of their estimated "
+            "propensity and conditions on the recorded covariates, which corrects for what the "
+            "record holds; severity that no table records still biases it. Therapies rarely "
+            "given to patients like this one are flagged (low overlap) and their intervals "
+            "widened."
+            if kind == "outcome"
+            else "- **Confounding by indication**: clinicians choose therapies by severity and "
+            "history, so a therapy given to sicker patients can look worse (or better) than "
+            "it is."
+        ),
         "- **Exposure bias**: often-prescribed therapies have more evidence; rarely used ones "
         "have uncertain scores and may be withheld by the minimum-evidence rule."
         + (

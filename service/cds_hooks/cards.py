@@ -184,6 +184,21 @@ def basis_markdown(item: Mapping, condition: str | None, namer: Namer) -> list[s
     contributions = explanation.get("contributions") or []
     if explanation.get("basis"):
         lines.append(f"**Basis:** {escape(explanation['basis'])}.")
+    if explanation.get("predicted_success") is not None:
+        low, high = explanation.get("predicted_success_ci95") or (None, None)
+        harm = explanation.get("harm_probability")
+        lines.append(
+            f"**Predicted success:** {_percent(explanation['predicted_success'])} "
+            f"(95% interval {_percent(low)}-{_percent(high)})"
+            + (f"; chance of harm {_percent(harm)}." if harm is not None else ".")
+        )
+        overlap = explanation.get("overlap") or {}
+        if overlap.get("low"):
+            lines.append(
+                "**Few comparable patients:** clinicians rarely chose this therapy for patients "
+                f"like this one (propensity {_percent(overlap.get('propensity'))}), so the "
+                "estimate rests on little evidence."
+            )
     if contributions:
         lines.append("Entries of the record that weighed most:")
         for entry in contributions:
@@ -207,9 +222,17 @@ def _contribution(entry: Mapping, namer: Namer) -> str:
     elif source == "age_band":
         what = f"age band {escape(entry['id'])}"
     elif source == "sex":
-        what = f"sex {escape(entry['id'])}"
+        what = f"sex {escape(str(entry.get('id', entry.get('value', ''))))}"
+    elif source == "age":
+        what = f"age {escape(str(entry.get('value')))}"
+    elif source == "observation":
+        what = f"{escape(namer.condition(entry['code']))} {escape(str(entry.get('value')))}"
+    elif source == "history":
+        what = f"outcomes of {entry.get('treatments_on_record', 0)} earlier therapies"
+    elif source == "line":
+        what = f"{entry.get('value', 0)} therapies already tried for this condition"
     else:
-        what = escape(entry.get("id", source))
+        what = escape(str(entry.get("id", source)))
     return f"{what} ({direction} the score)"
 
 

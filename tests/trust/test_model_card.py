@@ -158,3 +158,30 @@ def test_cli(artifact, tmp_path, capsys):
     assert "# Model card: " in capsys.readouterr().out
     assert main(["model-card", "--artifact", str(tmp_path / "nowhere")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_policy_values_and_off_policy_results_are_folded_in(artifact, tmp_path):
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    truth = {
+        "values": {"outcome": {"all": 0.74, "warm": 0.75, "cold": 0.69}},
+        "gaps": {"outcome": {"all": 0.87, "warm": 0.86, "cold": 0.9}},
+    }
+    (folder / "results.json").write_text(json.dumps({**EVALUATION, "truth": truth}))
+    ope = {
+        "models": {
+            "als": {
+                "episodes": 812,
+                "estimates": {
+                    e: {"value": 0.61, "ci95": [0.55, 0.66]} for e in ("ips", "snips", "dr")
+                },
+            }
+        },
+        "behaviour": {"value": 0.58},
+        "split": {"method": "temporal(cutoff=2021-01-01)"},
+    }
+    (folder / "ope.json").write_text(json.dumps(ope))
+    text = model_card_markdown(artifact, evaluation=folder)
+    assert "| outcome | 0.740 | 0.870 | 0.860 | 0.900 |" in text
+    assert "| als | 812 | 0.610 [0.550, 0.660] |" in text
+    assert "observed rate was 0.580" in text
