@@ -156,13 +156,16 @@ def off_policy_value(
     model: OutcomeRecommender,
     *,
     min_propensity: float = 0.01,
+    support: float = 0.05,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Estimate]:
     """IPS, SNIPS and DR estimates of the policy whose choices are ``choices`` (treatment
-    indices per decision), with the outcome ``model`` as nuisance."""
+    indices per decision), with the outcome ``model`` as nuisance; decisions whose chosen
+    therapy has an estimated propensity below ``support`` widen the intervals
+    (:mod:`recommender.evaluation.ope`)."""
     q_logged, e_logged = nuisance(model, decisions, decisions.treatment)
-    q_policy, _ = nuisance(model, decisions, choices)
+    q_policy, e_policy = nuisance(model, decisions, choices)
     q_policy = np.where(choices >= 0, q_policy, 0.0)
     return ope_estimates(
         decisions.success,
@@ -172,6 +175,7 @@ def off_policy_value(
         q_logged,
         decisions.patient,
         min_propensity=min_propensity,
+        unsupported=(choices >= 0) & (e_policy < support),
         n_bootstrap=n_bootstrap,
         seed=seed,
     )
