@@ -116,3 +116,33 @@ def test_spark_ranking_needs_all_and_parquet(tmp_path, capsys):
     errors = capsys.readouterr().err
     assert "use it with --all" in errors and "writes Parquet" in errors
     assert "--spark-master applies only with --engine spark" in errors
+
+
+def test_the_outcome_model_ranks_on_spark_as_locally(spark, tmp_path):
+    from recommender.data.synthetic.observational import generate_observational, write_observational
+    from recommender.training import train_artifact
+
+    write_observational(generate_observational(400, seed=6), tmp_path / "data")
+    artifact = train_artifact(
+        tmp_path / "data", tmp_path / "model", kind="outcome", params={"n_bags": 2, "n_trees": 10}
+    )
+    out = tmp_path / "ranked.parquet"
+    args = [
+        "recommend",
+        "--engine",
+        "spark",
+        "--artifact",
+        str(artifact),
+        "--all",
+        "--out",
+        str(out),
+        "--condition",
+        "C01",
+        "-k",
+        "3",
+    ]
+    assert main(args) == 0
+    got = pd.read_parquet(out)
+    expected = recommend_all(load_artifact(artifact).model, k=3, condition_id="C01")
+    assert len(got) == len(expected) > 0
+    assert got["treatment_id"].tolist() == expected["treatment_id"].tolist()
