@@ -150,10 +150,21 @@ def off_policy(n: int, seeds: list[int], fraction: float = 0.3) -> dict:
                 <= r["models"][name][estimator]["ci95"][1]
                 for r in runs
             ]
+            estimates = [r["models"][name][estimator] for r in runs]
+            sampling_covered = [
+                e["sampling_ci95"][0] <= r["models"][name]["true"] <= e["sampling_ci95"][1]
+                for e, r in zip(estimates, runs)
+            ]
             summary[f"{name}/{estimator}"] = {
                 "mean_abs_error": float(np.mean(np.abs(errors))),
                 "mean_error": float(np.mean(errors)),
                 "coverage": float(np.mean(covered)),
+                "mean_width": float(np.mean([e["ci95"][1] - e["ci95"][0] for e in estimates])),
+                "sampling_coverage": float(np.mean(sampling_covered)),
+                "sampling_mean_width": float(
+                    np.mean([e["sampling_ci95"][1] - e["sampling_ci95"][0] for e in estimates])
+                ),
+                "unsupported_share": float(np.mean([e["unsupported_share"] for e in estimates])),
             }
     return {"patients": n, "seeds": seeds, "fraction": fraction, "runs": runs, "summary": summary}
 
@@ -304,7 +315,9 @@ def main() -> int:
     print(markdown_table(rows, ["model", *GROUPS]))
     for key, value in result["off_policy"]["summary"].items():
         print(
-            f"{key}: coverage {value['coverage']:.2f}, mean |error| {value['mean_abs_error']:.3f}"
+            f"{key}: coverage {value['coverage']:.2f} (width {value['mean_width']:.3f}; "
+            f"sampling only {value['sampling_coverage']:.2f}, width "
+            f"{value['sampling_mean_width']:.3f}), mean |error| {value['mean_abs_error']:.3f}"
         )
     print(f"wrote {path}")
     return 0

@@ -82,17 +82,20 @@ class OffPolicyResult:
             f"{self.episodes} first-line decisions after the cutoff "
             f"({self.split.get('method', 'time split')}); clinicians' observed success rate "
             f"{self.behaviour:.3f}. Each value is the success rate the model's first choices "
-            "would have had, with a 95% patient-bootstrap interval.",
+            "would have had, with a 95% patient-bootstrap interval, widened by the worst case "
+            "of the choices clinicians almost never made for such patients (their share is "
+            "the last column; the bootstrap-only interval is in ope.json as `sampling_ci95`).",
             "",
-            "| model | " + " | ".join(e.upper() for e in ESTIMATORS) + " |",
-            "|---|" + "---|" * len(ESTIMATORS),
+            "| model | " + " | ".join(e.upper() for e in ESTIMATORS) + " | unsupported |",
+            "|---|" + "---|" * (len(ESTIMATORS) + 1),
         ]
         for name, estimates in self.estimates.items():
             cells = [
                 f"{estimates[e].value:.3f} [{estimates[e].ci95[0]:.3f}, {estimates[e].ci95[1]:.3f}]"
                 for e in ESTIMATORS
             ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            share = estimates[ESTIMATORS[0]].unsupported
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {share:.1%} |")
         return "\n".join(lines) + "\n"
 
 

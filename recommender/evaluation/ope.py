@@ -35,17 +35,25 @@ ESTIMATORS = ("ips", "snips", "dr")
 
 @dataclass(frozen=True)
 class Estimate:
-    """A policy value with its 95% bootstrap interval."""
+    """A policy value with its 95% interval.
+
+    ``ci95`` is the bootstrap interval widened for unsupported decisions (the one to quote);
+    ``sampling_ci95`` is the bootstrap alone, which assumes the outcome model is right where
+    the logged data cannot check it.
+    """
 
     value: float
     ci95: tuple[float, float]
     #: Share of decisions whose policy choice had a propensity below the support threshold.
     unsupported: float = 0.0
+    sampling_ci95: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
+        sampling = self.sampling_ci95 or self.ci95
         return {
             "value": self.value,
             "ci95": [self.ci95[0], self.ci95[1]],
+            "sampling_ci95": [sampling[0], sampling[1]],
             "unsupported_share": self.unsupported,
         }
 
@@ -124,7 +132,12 @@ def ope_estimates(
         share = float(mask.mean())
         down, up = float(q[mask].sum() / n), float((1 - q[mask]).sum() / n)
     return {
-        name: Estimate(float(point[j]), (float(low[j]) - down, float(high[j]) + up), share)
+        name: Estimate(
+            float(point[j]),
+            (float(low[j]) - down, float(high[j]) + up),
+            share,
+            (float(low[j]), float(high[j])),
+        )
         for j, name in enumerate(ESTIMATORS)
     }
 

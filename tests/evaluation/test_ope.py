@@ -79,3 +79,17 @@ def test_no_decision_is_an_error():
         ope_estimates(
             np.zeros(0), np.zeros(0), np.zeros(0, bool), np.zeros(0), np.zeros(0), np.zeros(0)
         )
+
+
+def test_unsupported_choices_widen_the_interval_by_their_worst_case():
+    x, arm, reward, propensity, policy, success, truth, patients = bandit(2)
+    args = (reward, propensity, arm == policy, success[x, policy], success[x, arm], patients)
+    plain = ope_estimates(*args, n_bootstrap=50, seed=0)["dr"]
+    unsupported = x == 1  # pretend clinicians never chose arm 0 for x = 1
+    wide = ope_estimates(*args, unsupported=unsupported, n_bootstrap=50, seed=0)["dr"]
+    q = success[x, policy][unsupported]
+    assert wide.sampling_ci95 == plain.ci95
+    assert wide.ci95[0] == pytest.approx(plain.ci95[0] - q.sum() / len(x))
+    assert wide.ci95[1] == pytest.approx(plain.ci95[1] + (1 - q).sum() / len(x))
+    assert wide.unsupported == pytest.approx(unsupported.mean())
+    assert wide.to_dict()["sampling_ci95"] == list(plain.ci95)
