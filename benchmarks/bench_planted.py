@@ -59,6 +59,7 @@ GRID = {
         ({"n_classes": n, "objective": o}, {}, {})
         for n, o in itertools.product([2, 3, 4, 6], ["best", "expected_outcome"])
     ],
+    "outcome": [({"factors": f}, {}, {}) for f in (4, 8)],
 }
 VALIDATION_SEED = 101
 

@@ -15,6 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 #: script -> (arguments for the quick suite, arguments for --full)
 SCRIPTS = {
+    "bench_outcomes.py": (["--quick"], ["--cost"]),
+    "bench_real_ope.py": ([], []),
     "bench_planted.py": (["--seeds", "2"], ["--full"]),
     "bench_http.py": (["--quick"], []),
     "bench_batch.py": (["--quick"], []),
