@@ -171,6 +171,44 @@ def time_texts(values: pd.Series, times: pd.Series | None = None) -> pd.Series:
     return out.astype(object)
 
 
+# --- demographics ------------------------------------------------------------------------------
+
+#: Words of a race text -> the race written (the first match wins).
+RACE_WORDS = (
+    ("white", "white"),
+    ("portuguese", "white"),
+    ("black", "black"),
+    ("asian", "asian"),
+    ("american indian", "native"),
+    ("alaska", "native"),
+    ("pacific", "pacific"),
+    ("hawaiian", "pacific"),
+)
+#: Words of a race text that mean it is unknown.
+UNKNOWN_RACE_WORDS = ("unknown", "unable", "declined", "not specified")
+
+
+def race_and_ethnicity(text: str) -> tuple[str, str]:
+    """(race, ethnicity) of a free-text race such as MIMIC's ``race`` / ``ethnicity`` column.
+
+    race is one of white, black, asian, native, pacific, other, unknown; ethnicity hispanic,
+    nonhispanic or unknown.
+
+    >>> race_and_ethnicity("HISPANIC/LATINO - PUERTO RICAN"), race_and_ethnicity("WHITE")
+    (('unknown', 'hispanic'), ('white', 'nonhispanic'))
+    >>> race_and_ethnicity("UNABLE TO OBTAIN"), race_and_ethnicity("OTHER")
+    (('unknown', 'unknown'), ('other', 'nonhispanic'))
+    """
+    lower = text.lower()
+    if not lower or any(word in lower for word in UNKNOWN_RACE_WORDS):
+        return "unknown", "unknown"
+    hispanic = "hispanic" in lower or "latino" in lower
+    race = next(
+        (race for key, race in RACE_WORDS if key in lower), "unknown" if hispanic else "other"
+    )
+    return race, "hispanic" if hispanic else "nonhispanic"
+
+
 # --- observations ------------------------------------------------------------------------------
 
 #: Reasons a result value is not kept as a number (counted under ``dropped``).

@@ -72,17 +72,6 @@ _SALTS = frozenset(
 _CATIONS = frozenset(
     "sodium potassium magnesium calcium ferrous zinc aluminum lithium ammonium".split()
 )
-_RACES = (
-    ("white", "white"),
-    ("portuguese", "white"),
-    ("black", "black"),
-    ("asian", "asian"),
-    ("american indian", "native"),
-    ("alaska", "native"),
-    ("pacific", "pacific"),
-    ("hawaiian", "pacific"),
-)
-_UNKNOWN = ("unknown", "unable", "declined", "not specified")
 #: omr units (the parenthesised part of result_name, lower-cased) -> UCUM unit written.
 _OMR_UNITS = {"lbs": "[lb_av]", "inches": "[in_i]", "kg/m2": "kg/m2"}
 _PRESSURE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
@@ -592,7 +581,9 @@ def _patients(raw: pd.DataFrame, admissions: pd.DataFrame, version: str) -> pd.D
     else:
         age = (admit.dt.year - raw["dob"].dt.year).where(lambda a: a < 300, 90).clip(upper=90)
     source = raw["patient"].map(latest_race).fillna("")
-    race, ethnicity = zip(*(_race(text) for text in source)) if len(source) else ((), ())
+    race, ethnicity = (
+        zip(*(common.race_and_ethnicity(text) for text in source)) if len(source) else ((), ())
+    )
     return pd.DataFrame(
         {
             C.patient: raw["patient"],
@@ -605,15 +596,6 @@ def _patients(raw: pd.DataFrame, admissions: pd.DataFrame, version: str) -> pd.D
             "death_date": raw["death_date"],
         }
     )
-
-
-def _race(text: str) -> tuple[str, str]:
-    lower = text.lower()
-    if not lower or any(word in lower for word in _UNKNOWN):
-        return "unknown", "unknown"
-    hispanic = "hispanic" in lower or "latino" in lower
-    race = next((race for key, race in _RACES if key in lower), "unknown" if hispanic else "other")
-    return race, "hispanic" if hispanic else "nonhispanic"
 
 
 def _patient_conditions(diagnoses: pd.DataFrame, admissions: pd.DataFrame) -> pd.DataFrame:
