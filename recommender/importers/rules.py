@@ -21,7 +21,18 @@ day (UTC):
 4. **chronic** (outcome ``chronic_outcome``, default 0.5 = partial): no evidence above, and the
    course is still open or lasted at least ``chronic_min_days``: a continued treatment without
    switch. ``chronic_outcome=None`` drops these courses instead.
-5. otherwise no evidence: the course is dropped (counted in the report as "no evidence").
+5. **tolerated** (outcome ``chronic_outcome``): only for courses with a known observation
+   horizon (below): none of the above, and the patient was observed for the whole
+   ``adverse_window_days`` after the start: the course ended without harm, switch or known
+   resolution while it could have been seen. ``chronic_outcome=None`` drops these too.
+6. otherwise no evidence: the course is dropped (counted in the report as "no evidence").
+
+**Observation horizon.** A course may carry ``horizon``: the last day its patient is observed
+(the end of the OMOP observation period holding its start). Nothing after that day is read:
+a death, allergy or harm event, or another drug (switch) counts only up to the horizon, an
+episode end counts as resolution only when it is before the horizon (an end on the last
+observed day is the end of follow-up, not of the condition), and a course's duration for the
+chronic rule stops there. Without a horizon (Synthea, FHIR) every window is unbounded.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from ..exceptions import ParameterError
 from .common import iso
 from .report import ImportReport
 
-#: Outcome value per rule name (``chronic`` comes from the parameters).
+#: Outcome value per rule name (``chronic`` and ``tolerated`` come from the parameters).
 RULE_OUTCOMES = {"adverse": -1.0, "switched": 0.0, "resolved": 1.0}
 
 #: Columns a row frame passed to :func:`build_courses` must have.
@@ -135,60 +146,106 @@ def build_courses(rows: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFra
 
 
 def derive_outcomes(
-    courses: pd.DataFrame, deaths: pd.Series, allergies: pd.DataFrame, rules: OutcomeRules
+    courses: pd.DataFrame,
+    deaths: pd.Series,
+    allergies: pd.DataFrame,
+    rules: OutcomeRules,
+    *,
+    harm_from_day: int = 0,
 ) -> pd.DataFrame:
     """Apply the rule set to courses.
 
     Parameters
     ----------
     courses : DataFrame from :func:`build_courses`
+        Optionally with ``horizon`` (UTC timestamp, NaT = unbounded): the last observed day of
+        the course's patient (see the module docstring).
     deaths : Series of UTC timestamps indexed by patient (patients who died)
     allergies : DataFrame with patient, onset (UTC timestamp), code (condition id) and name
+        The harm events besides death: allergies (Synthea, FHIR) or the first record of an
+        adverse-event condition (OMOP, with ``allergy_match="any"``).
     rules : OutcomeRules
+    harm_from_day : int
+        First day after the course start on which an event of ``allergies`` counts (0 = the
+        start day itself; 1 = from the next day, so an event recorded on the start day, which
+        may be the reason for the treatment, is not taken as its harm). Deaths count from the
+        start day.
 
     Returns
     -------
     DataFrame
         ``courses`` with ``outcome`` (float, NaN where no rule applies), ``adverse`` (0/1) and
-        ``rule`` ("adverse", "switched", "resolved", "chronic" or "no_evidence").
+        ``rule`` ("adverse", "switched", "resolved", "chronic", "tolerated" or "no_evidence").
     """
     out = courses.reset_index(drop=True).copy()
     start_day = out["start"].dt.floor("D")
-    adverse = _died(out, start_day, deaths, rules) | _allergic(out, start_day, allergies, rules)
+    horizon = _horizon(out)
+    limit = (horizon - start_day).dt.days  # days observed after the start; NaN = unbounded
+    adverse = _died(out, start_day, limit, deaths, rules) | _allergic(
+        out, start_day, limit, allergies, rules, harm_from_day
+    )
     end_day = out["episode_stop"].dt.floor("D")
     days_to_end = (end_day - start_day).dt.days
-    resolved = days_to_end.between(0, rules.resolution_window_days).to_numpy()
+    resolved = days_to_end.between(0, rules.resolution_window_days).to_numpy() & ~(
+        days_to_end >= limit
+    ).to_numpy(dtype=bool)
     switch_day = _first_switch(out, start_day, rules)
-    switched = switch_day.notna().to_numpy() & ~(end_day <= switch_day).fillna(False).to_numpy()
-    duration = (out["stop"].dt.floor("D") - start_day).dt.days
+    switch_gap = (switch_day - start_day).dt.days
+    switched = (
+        switch_day.notna().to_numpy()
+        & ~(end_day <= switch_day).fillna(False).to_numpy()
+        & ~(switch_gap > limit).to_numpy(dtype=bool)
+    )
+    stop_day = out["stop"].dt.floor("D")
+    stop_day = stop_day.where(~(stop_day > horizon), horizon)
+    duration = (stop_day - start_day).dt.days
     chronic = (out["open"] | (duration >= rules.chronic_min_days).fillna(False)).to_numpy()
+    tolerated = (limit >= rules.adverse_window_days).to_numpy(dtype=bool)
     rule = np.select(
-        [adverse, switched, resolved, chronic],
-        ["adverse", "switched", "resolved", "chronic"],
+        [adverse, switched, resolved, chronic, tolerated],
+        ["adverse", "switched", "resolved", "chronic", "tolerated"],
         default="no_evidence",
     )
     out["rule"] = rule
-    out["outcome"] = pd.Series(rule).map({**RULE_OUTCOMES, "chronic": rules.chronic_outcome})
-    out["outcome"] = out["outcome"].astype(float)
+    values = {**RULE_OUTCOMES, "chronic": rules.chronic_outcome, "tolerated": rules.chronic_outcome}
+    out["outcome"] = pd.Series(rule).map(values).astype(float)
     out["adverse"] = adverse.astype(np.int8)
     return out
 
 
-def _within(days: pd.Series, window: int) -> np.ndarray:
-    return days.between(0, window).fillna(False).to_numpy(dtype=bool)
+def _horizon(courses: pd.DataFrame) -> pd.Series:
+    """The courses' last observed day (UTC midnight), NaT where unbounded."""
+    if "horizon" not in courses:
+        return pd.Series(pd.NaT, index=courses.index, dtype="datetime64[ns, UTC]")
+    return pd.to_datetime(courses["horizon"], utc=True).dt.floor("D")
+
+
+def _within(days: pd.Series, window: int, limit: pd.Series, first: int = 0) -> np.ndarray:
+    """Days in [first, window] and not past ``limit`` (NaN limit = unbounded)."""
+    inside = days.between(first, window).fillna(False).to_numpy(dtype=bool)
+    return inside & ~(days > limit).to_numpy(dtype=bool)
 
 
 def _died(
-    courses: pd.DataFrame, start_day: pd.Series, deaths: pd.Series, rules: OutcomeRules
+    courses: pd.DataFrame,
+    start_day: pd.Series,
+    limit: pd.Series,
+    deaths: pd.Series,
+    rules: OutcomeRules,
 ) -> np.ndarray:
     death_day = pd.to_datetime(deaths, utc=True).dt.floor("D")
     death_day = death_day[~death_day.index.duplicated()]
     aligned = pd.Series(death_day.reindex(courses["patient"].to_numpy()).array, index=courses.index)
-    return _within((aligned - start_day).dt.days, rules.adverse_window_days)
+    return _within((aligned - start_day).dt.days, rules.adverse_window_days, limit)
 
 
 def _allergic(
-    courses: pd.DataFrame, start_day: pd.Series, allergies: pd.DataFrame, rules: OutcomeRules
+    courses: pd.DataFrame,
+    start_day: pd.Series,
+    limit: pd.Series,
+    allergies: pd.DataFrame,
+    rules: OutcomeRules,
+    harm_from_day: int,
 ) -> np.ndarray:
     if allergies.empty:
         return np.zeros(len(courses), dtype=bool)
@@ -197,13 +254,14 @@ def _allergic(
             "course": np.arange(len(courses)),
             "patient": courses["patient"],
             "start_day": start_day,
+            "limit": limit,
             "treatment": courses["treatment"],
             "treatment_name": courses["treatment_name"].fillna("").str.lower(),
         }
     )
     pairs = left.merge(allergies[["patient", "onset", "code", "name"]], on="patient")
     days = (pairs["onset"].dt.floor("D") - pairs["start_day"]).dt.days
-    hit = _within(days, rules.adverse_window_days).copy()
+    hit = _within(days, rules.adverse_window_days, pairs["limit"], harm_from_day).copy()
     if rules.allergy_match == "substance":
         names = pairs["name"].fillna("").str.lower().str.strip()
         by_name = np.array(
@@ -285,31 +343,38 @@ def outcome_table(
     allergies: pd.DataFrame,
     rules: OutcomeRules,
     report: ImportReport,
+    *,
+    harm_from_day: int = 0,
 ) -> pd.DataFrame:
     """Courses from ``rows`` with their derived outcome, as a canonical outcomes table.
 
-    ``rows`` needs :data:`ROW_COLUMNS` plus ``source``. Rows of patients not in ``patients``
-    (when given) and courses no rule applies to are dropped and counted in ``report``.
+    ``rows`` needs :data:`ROW_COLUMNS` plus ``source``, and optionally ``horizon`` (the last
+    observed day of the row's patient: the course takes that of its first row, so pass rows
+    sorted by start). Rows of patients not in ``patients`` (when given) and courses no rule
+    applies to are dropped and counted in ``report``. ``harm_from_day`` is passed to
+    :func:`derive_outcomes`.
 
     Returns
     -------
     DataFrame
         patient_id, treatment_id, outcome, timestamp (course start, ISO text), condition_id
         (indication), adverse, and the extra columns rule, stop, source and prescriptions (source
-        rows merged into the course).
+        rows merged into the course), and with a horizon ``observation_end`` (its day,
+        ``YYYY-MM-DD``).
     """
     if patients is not None:
         unknown = ~rows["patient"].isin(patients)
         report.drop("treatment rows: patient not among the imported patients", int(unknown.sum()))
         rows = rows[~unknown]
-    courses = build_courses(rows, extra=("source",))
+    bounded = "horizon" in rows
+    courses = build_courses(rows, extra=("source", "horizon") if bounded else ("source",))
     report.count("treatment rows merged into courses", len(rows))
     report.count("courses built", len(courses))
-    derived = derive_outcomes(courses, deaths, allergies, rules)
+    derived = derive_outcomes(courses, deaths, allergies, rules, harm_from_day=harm_from_day)
     no_evidence = derived["outcome"].isna()
     report.drop("courses: no outcome evidence (no rule applied)", int(no_evidence.sum()))
     kept = derived[~no_evidence].reset_index(drop=True)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "patient_id": kept["patient"],
             "treatment_id": kept["treatment"],
@@ -323,3 +388,7 @@ def outcome_table(
             "prescriptions": kept["rows"].astype(int),
         }
     )
+    if bounded:
+        horizon = pd.to_datetime(kept["horizon"], utc=True)
+        table["observation_end"] = horizon.dt.strftime("%Y-%m-%d").fillna("").astype(object)
+    return table
