@@ -1,4 +1,4 @@
-"""``recommender import synthea|mimic|fhir``: EHR exports -> canonical tables (see importers/)."""
+"""``recommender import synthea|mimic|fhir|omop``: EHR exports -> canonical tables (see importers/)."""
 
 from __future__ import annotations
 

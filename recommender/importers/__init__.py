@@ -1,4 +1,4 @@
-"""EHR importers: Synthea CSV, MIMIC-III/IV demo CSV and FHIR R4 into canonical tables.
+"""EHR importers: Synthea CSV, MIMIC-III/IV demo CSV, FHIR R4 and OMOP CDM into canonical tables.
 
 Each importer reads a source, derives treatment outcomes by a documented rule set and writes one
 output folder (atomically) holding the canonical tables (outcomes, patients,
@@ -12,6 +12,7 @@ Command line (wired into ``recommender`` by :func:`add_import_parser`)::
     recommender import synthea SRC --out DIR [--include-procedures] [--include-careplans] [rules]
     recommender import mimic SRC --out DIR [--readmission-days N] [--long-stay-days N] ...
     recommender import fhir BUNDLE_OR_NDJSON --out DIR [--strict] [--include-procedures] [rules]
+    recommender import omop SRC --out DIR [--drug-table T] [--condition-table T] [rules]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 
 from .fhir import import_fhir
 from .mimic import import_mimic
+from .omop import DEFAULT_ADVERSE_CONCEPTS, import_omop
 from .report import ImportReport
 from .synthea import import_synthea
 
@@ -30,6 +32,7 @@ __all__ = [
     "add_import_parser",
     "import_fhir",
     "import_mimic",
+    "import_omop",
     "import_synthea",
 ]
 
@@ -38,11 +41,12 @@ IMPORTERS: dict[str, Callable[..., ImportReport]] = {
     "synthea": import_synthea,
     "mimic": import_mimic,
     "fhir": import_fhir,
+    "omop": import_omop,
 }
 
 
 def add_import_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``import`` sub-command (with ``synthea``, ``mimic``, ``fhir``) to ``subparsers``.
+    """Add the ``import`` sub-command (``synthea``, ``mimic``, ``fhir``, ``omop``) to ``subparsers``.
 
     Every leaf parser sets ``func``: a callable taking the parsed Namespace, running the import,
     printing a one-line summary and returning the exit code 0. Input problems raise
@@ -50,11 +54,13 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
     """
     parser = subparsers.add_parser(
         "import",
-        help="convert an EHR export (Synthea, MIMIC, FHIR) into canonical tables",
+        help="convert an EHR export (Synthea, MIMIC, FHIR, OMOP CDM) into canonical tables",
         description="Convert an EHR export into a folder of canonical tables plus "
         "import_report.json/.md (rules: recommender/importers/README.md).",
     )
-    kinds = parser.add_subparsers(dest="importer", metavar="{synthea,mimic,fhir}", required=True)
+    kinds = parser.add_subparsers(
+        dest="importer", metavar="{synthea,mimic,fhir,omop}", required=True
+    )
 
     synthea = kinds.add_parser("synthea", help="Synthea CSV export (v2 or v3, .csv or .csv.gz)")
     synthea.add_argument("src", metavar="SRC", help="folder of the Synthea CSV files")
@@ -119,7 +125,54 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
     _add_observations(fhir, "Observation resources")
     _add_rules(fhir)
     fhir.set_defaults(func=_run_fhir)
+    _add_omop(kinds)
     return parser
+
+
+def _add_omop(kinds) -> None:
+    omop = kinds.add_parser(
+        "omop", help="OMOP CDM 5.3/5.4 folder (.csv, .csv.gz or .parquet tables, any case)"
+    )
+    omop.add_argument("src", metavar="SRC", help="folder of the OMOP CDM tables")
+    _add_out(omop)
+    omop.add_argument(
+        "--drug-table",
+        choices=("auto", "drug_exposure", "drug_era"),
+        default="auto",
+        help="where drugs come from (default auto: drug_exposure, else drug_era)",
+    )
+    omop.add_argument(
+        "--condition-table",
+        choices=("auto", "condition_occurrence", "condition_era"),
+        default="auto",
+        help="where conditions come from (default auto: condition_occurrence, else condition_era)",
+    )
+    omop.add_argument(
+        "--condition-types",
+        type=_concept_list,
+        default=None,
+        metavar="IDS",
+        help="comma-separated condition_type_concept_id values kept (default all)",
+    )
+    omop.add_argument(
+        "--indication-window-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="a condition recorded up to N days before a drug start may be its indication "
+        "(default 30)",
+    )
+    omop.add_argument(
+        "--adverse-concepts",
+        type=_concept_list,
+        default=DEFAULT_ADVERSE_CONCEPTS,
+        metavar="IDS",
+        help="comma-separated OMOP concept ids whose first record after a start is a harm "
+        "(default 192671, gastrointestinal hemorrhage)",
+    )
+    _add_observations(omop, "measurement rows")
+    _add_rules(omop, adverse_days=90, allergy=False)
+    omop.set_defaults(func=_run_omop)
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +200,18 @@ def _chronic(text: str) -> float | None:
         ) from None
 
 
-def _add_rules(parser: argparse.ArgumentParser) -> None:
+def _concept_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated OMOP concept ids (integers), got {text!r}"
+        ) from None
+
+
+def _add_rules(
+    parser: argparse.ArgumentParser, *, adverse_days: int = 30, allergy: bool = True
+) -> None:
     group = parser.add_argument_group("outcome rules (days)")
     group.add_argument(
         "--resolution-window-days",
@@ -167,8 +231,9 @@ def _add_rules(parser: argparse.ArgumentParser) -> None:
         "--adverse-window-days",
         type=int,
         metavar="DAYS",
-        default=30,
-        help="death or a matching allergy within N days = adverse (default 30)",
+        default=adverse_days,
+        help=f"death or a matching {'allergy' if allergy else 'adverse-event condition'} "
+        f"within N days = adverse (default {adverse_days})",
     )
     group.add_argument(
         "--chronic-min-days",
@@ -185,23 +250,26 @@ def _add_rules(parser: argparse.ArgumentParser) -> None:
         metavar="VALUE",
         help="outcome of a chronic course, or 'drop' (default 0.5)",
     )
-    group.add_argument(
-        "--allergy-match",
-        choices=("substance", "any"),
-        default="substance",
-        help="which new allergies are adverse: one to the drug's substance (default) or any",
-    )
+    if allergy:
+        group.add_argument(
+            "--allergy-match",
+            choices=("substance", "any"),
+            default="substance",
+            help="which new allergies are adverse: one to the drug's substance (default) or any",
+        )
 
 
 def _rules(args: argparse.Namespace) -> dict:
-    return {
+    rules = {
         "resolution_window_days": args.resolution_window_days,
         "switch_window_days": args.switch_window_days,
         "adverse_window_days": args.adverse_window_days,
         "chronic_min_days": args.chronic_min_days,
         "chronic_outcome": args.chronic_outcome,
-        "allergy_match": args.allergy_match,
     }
+    if hasattr(args, "allergy_match"):
+        rules["allergy_match"] = args.allergy_match
+    return rules
 
 
 def _finish(report: ImportReport, out: str) -> int:
@@ -242,6 +310,21 @@ def _run_fhir(args: argparse.Namespace) -> int:
         strict=args.strict,
         include_procedures=args.include_procedures,
         include_observations=not args.no_observations,
+        **_rules(args),
+    )
+    return _finish(report, args.out)
+
+
+def _run_omop(args: argparse.Namespace) -> int:
+    report = import_omop(
+        args.src,
+        args.out,
+        drug_table=args.drug_table,
+        condition_table=args.condition_table,
+        condition_types=args.condition_types,
+        include_observations=not args.no_observations,
+        indication_window_days=args.indication_window_days,
+        adverse_concepts=args.adverse_concepts,
         **_rules(args),
     )
     return _finish(report, args.out)
