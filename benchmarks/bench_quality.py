@@ -1,14 +1,16 @@
 """Quality on real EHR extracts: every model against per-condition popularity.
 
-Imports the Synthea California and Nebraska populations and the MIMIC-III and MIMIC-IV demos
-from ../shared/datasets with the project's importers, holds out each patient's latest outcome
+Imports the Synthea California and Nebraska populations, the MIMIC-III and MIMIC-IV demos and
+the two OMOP CDM copies (Eunomia GiBleed, the MIMIC-IV demo in OMOP) from ../shared/datasets
+with the project's importers, holds out each patient's latest outcome
 (leave-last) and ranks the condition's treatments for it, with every safety rule applied.
 Metrics at k=1 and k=3 (these cohorts have few candidate treatments per condition, so a larger
 k says little) and MRR on the leave-last split; and, on a second split that holds out each
 patient's latest condition episode whole (several outcomes per query), the outcome AUC: how
 often a held-out treatment that worked is ranked above one that failed or harmed.
 
-    python benchmarks/bench_quality.py [--datasets california,nebraska,mimic3,mimic4] [--seed 0]
+    python benchmarks/bench_quality.py [--datasets california,nebraska,mimic3,mimic4,eunomia,
+                                        mimic4-omop] [--seed 0]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from benchmarks.common import markdown_table, write_results  # noqa: E402
 from recommender.data.splits import leave_last, leave_last_episode  # noqa: E402
 from recommender.data.tables import read_tables  # noqa: E402
 from recommender.evaluation.evaluate import evaluate_split  # noqa: E402
-from recommender.importers import import_mimic, import_synthea  # noqa: E402
+from recommender.importers import import_mimic, import_omop, import_synthea  # noqa: E402
 from recommender.models import make_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -33,6 +35,8 @@ DATASETS = {
     "nebraska": (import_synthea, "synthea_nebraska_111"),
     "mimic3": (import_mimic, "mimic3_demo_1.4"),
     "mimic4": (import_mimic, "mimic4_demo_2.2"),
+    "eunomia": (import_omop, "omop_eunomia_gibleed_5.3"),
+    "mimic4-omop": (import_omop, "omop_mimic4_demo_5.3"),
 }
 MODELS = {
     "condition-popular": {},

@@ -23,18 +23,19 @@ from benchmarks.common import write_results  # noqa: E402
 from recommender.data.tables import read_tables  # noqa: E402
 from recommender.evaluation.off_policy import off_policy_evaluation  # noqa: E402
 from recommender.exceptions import RecommenderError  # noqa: E402
-from recommender.importers import import_fhir, import_mimic, import_synthea  # noqa: E402
+from recommender.importers import import_mimic, import_omop, import_synthea  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-#: extract -> importer (OMOP needs the OMOP importer: its own issue)
+#: extract -> importer
 EXTRACTS = {
     "synthea_ibm_california_1000": import_synthea,
     "synthea_nebraska_111": import_synthea,
     "mimic4_demo_2.2": import_mimic,
     "mimic3_demo_1.4": import_mimic,
+    "omop_eunomia_gibleed_5.3": import_omop,
+    "omop_mimic4_demo_5.3": import_omop,
 }
 MODELS = ["condition-popular", "als", "outcome"]
-_ = import_fhir
 
 
 def main() -> int:
