@@ -253,6 +253,33 @@ def test_eunomia_celecoxib_and_diclofenac_harm_rates(eunomia):
     assert d_ci[1] < c_ci[0]
 
 
+def test_eunomia_every_gi_bleed_after_an_nsaid_is_harm(eunomia):
+    """Computed from the raw tables independently: a person's first GI haemorrhage 1-90 days
+    after a celecoxib or diclofenac era start is exactly the set of harmed NSAID courses."""
+    out, _ = eunomia
+    folder = shared_dataset(EUNOMIA)
+    eras = pd.read_csv(folder / "DRUG_ERA.csv.gz")
+    ingredients = {1118084: "rxnorm|140587", 1124300: "rxnorm|3355"}
+    eras = eras[eras["DRUG_CONCEPT_ID"].isin(ingredients)]
+    conditions = pd.read_csv(folder / "CONDITION_ERA.csv.gz")
+    first_bleed = pd.to_datetime(
+        conditions[conditions["CONDITION_CONCEPT_ID"] == 192671]
+        .groupby("PERSON_ID")["CONDITION_ERA_START_DATE"]
+        .min()
+    )
+    days = (
+        eras["PERSON_ID"].map(first_bleed) - pd.to_datetime(eras["DRUG_ERA_START_DATE"])
+    ).dt.days
+    bleeds = eras[(days >= 1) & (days <= 90)]
+    expected = set(zip(bleeds["PERSON_ID"].astype(str), bleeds["DRUG_CONCEPT_ID"].map(ingredients)))
+    outcomes = read_tables(out).outcomes
+    harmed = outcomes[outcomes["treatment_id"].isin(ingredients.values())]
+    harmed = harmed[harmed["rule"] == "adverse"]
+    assert len(expected) > 400
+    assert set(zip(harmed["patient_id"], harmed["treatment_id"])) == expected
+    assert (harmed["outcome"] == -1.0).all() and (harmed["adverse"] == 1).all()
+
+
 def test_mimic_omop_imports_from_lower_case_exposure_tables(tmp_path):
     src = shared_dataset(MIMIC_OMOP)
     report = import_omop(src, tmp_path / "out").to_dict()
