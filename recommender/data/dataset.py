@@ -61,7 +61,7 @@ from .side_info import FEATURE_AGE, FEATURE_SEX, SideInfo, feature_ids
 from .tables import CohortTables
 
 
-@dataclass
+@dataclass(repr=False)
 class Dataset:
     """Id maps and matrices of one cohort (see the module docstring for every shape)."""
 
@@ -107,6 +107,18 @@ class Dataset:
     #: Every dated event (:mod:`recommender.data.events`) of a Dataset built from tables; a
     #: training input, never saved (None after loading an artifact).
     events: CohortEvents | None = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        """One line of sizes, as the other objects print (never an id or a table)."""
+        observations = (
+            f", observations={len(self.observation_ids)}" if len(self.observation_ids) else ""
+        )
+        keyed = ", pseudonymised" if self.pseudonym_fingerprint else ""
+        return (
+            f"Dataset(patients={len(self.patients)}, treatments={len(self.treatments)}, "
+            f"conditions={len(self.conditions)}, features={len(self.features)}, "
+            f"pairs={self.history.nnz}{observations}{keyed})"
+        )
 
     # --- building ------------------------------------------------------------------------------
 

@@ -121,3 +121,13 @@ def test_encode_new_patient(tables):
     assert row[3 + ds.conditions.index_of("c2")] == ds.policy.side_value
     with pytest.raises(DataValidationError, match="outcome 'wonderful'"):
         encode_patient(ds, [{"treatment_id": "x", "outcome": "wonderful"}])
+
+
+def test_repr_is_one_line_of_sizes_without_ids(tables):
+    dataset = Dataset.from_tables(tables)
+    text = repr(dataset)
+    assert "\n" not in text and len(text) < 200
+    assert text.startswith("Dataset(patients=4, treatments=3, conditions=")
+    assert "pairs=4" in text
+    for raw in ("'a'", "1950", "birth_year"):
+        assert raw not in text
