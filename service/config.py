@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "PSEUDONYM_KEY_FILE": None,
     "AUDIT_LOG": None,
     "AUDIT_FSYNC": True,
-    "AUDIT_FSYNC_INTERVAL_MS": 0,
+    "AUDIT_FSYNC_INTERVAL_MS": 10,
     "MAX_K": 100,
     "DEFAULT_K": 10,
     "MAX_HISTORY": 500,

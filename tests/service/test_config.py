@@ -175,3 +175,11 @@ def test_cds_settings_from_the_environment():
 def test_wrong_cds_settings_name_the_variable(environ, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ={**REQUIRED, **environ})
+
+
+def test_audit_lines_are_on_disk_within_10_ms_by_default():
+    """The durability decision: written before the response, fsynced within 10 ms; 0 opts in
+    to an fsync before every response."""
+    assert load_config(environ=REQUIRED)["AUDIT_FSYNC_INTERVAL_MS"] == 10
+    strict = load_config(environ={**REQUIRED, "RECOMMENDER_AUDIT_FSYNC_INTERVAL_MS": "0"})
+    assert strict["AUDIT_FSYNC_INTERVAL_MS"] == 0
