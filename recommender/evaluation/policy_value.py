@@ -132,6 +132,8 @@ def nuisance(
     for c in np.unique(decisions.condition).tolist():
         at = np.flatnonzero(decisions.condition == c)
         candidates = np.union1d(dataset.candidates(int(c)), treatments[at][treatments[at] >= 0])
+        if not len(candidates):
+            continue  # no therapy known for the condition, none chosen: q = e = 0
         query = Query.known(
             dataset, decisions.patient[at], np.full(len(at), int(c)), decisions.time[at]
         )

@@ -114,3 +114,26 @@ def test_generate_writes_either_story(tmp_path):
     assert (tmp_path / "p" / "held_out.csv").is_file() and not (
         tmp_path / "p" / "observations.csv"
     ).exists()
+
+
+def test_a_condition_without_candidates_values_as_a_failure(folder):
+    """A decision for a condition the training part never treated (here a comorbidity, known
+    only from diagnoses), where the policy chose nothing: q = e = 0, no crash."""
+    from recommender.evaluation.policy_value import LoggedDecisions, nuisance
+
+    dataset = Dataset.from_tables(read_tables(folder))
+    model = make_model("outcome", **QUICK).fit(dataset)
+    untreated = [c for c in range(len(dataset.conditions)) if not len(dataset.candidates(c))]
+    assert untreated
+    treated = next(c for c in range(len(dataset.conditions)) if len(dataset.candidates(c)))
+    decisions = LoggedDecisions(
+        frame=pd.DataFrame(),
+        patient=np.array([0, 1]),
+        condition=np.array([untreated[0], treated]),
+        treatment=np.array([-1, int(dataset.candidates(treated)[0])]),
+        time=np.full(2, dataset.latest_time),
+        success=np.array([0.0, 1.0]),
+    )
+    q, e = nuisance(model, decisions, decisions.treatment)
+    assert q[0] == 0.0 and e[0] == 0.0
+    assert 0 < q[1] < 1 and 0 < e[1] <= 1
