@@ -68,10 +68,7 @@ def main() -> int:
         for model, estimates in ope.estimates.items():
             print(
                 f"   {model}: "
-                + ", ".join(
-                    f"{k.upper()} {e.value:.3f} [{e.ci95[0]:.3f}, {e.ci95[1]:.3f}]"
-                    for k, e in estimates.items()
-                ),
+                + ", ".join(f"{k.upper()} {e.text()}" for k, e in estimates.items()),
                 flush=True,
             )
     path = write_results("real_ope", {"fraction": args.fraction, "extracts": results})

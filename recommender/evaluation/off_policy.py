@@ -12,6 +12,8 @@ Files (the contract for scripts)::
     ope.json                   {"models": {NAME: {"estimates": {"ips"|"snips"|"dr":
                                 {"value": v, "ci95": [lo, hi]}}, "episodes": n}},
                                 "behaviour": {"value": v}, "split": {...}}
+                               v, lo, hi in [0, 1]; SNIPS value and ci95 null when no
+                               logged decision matches the policy (undefined)
     ope_decisions_<NAME>.csv   patient_id, condition_id, treatment_id: the policy's first
                                choice for each evaluated decision (empty when none is allowed)
     ope.md                     the same as a table
@@ -84,16 +86,15 @@ class OffPolicyResult:
             f"{self.behaviour:.3f}. Each value is the success rate the model's first choices "
             "would have had, with a 95% patient-bootstrap interval, widened by the worst case "
             "of the choices clinicians almost never made for such patients (their share is "
-            "the last column; the bootstrap-only interval is in ope.json as `sampling_ci95`).",
+            "the last column; the bootstrap-only interval is in ope.json as `sampling_ci95`). "
+            "Values are clipped to [0, 1]; SNIPS is undefined when no logged decision matches "
+            "the policy.",
             "",
             "| model | " + " | ".join(e.upper() for e in ESTIMATORS) + " | unsupported |",
             "|---|" + "---|" * (len(ESTIMATORS) + 1),
         ]
         for name, estimates in self.estimates.items():
-            cells = [
-                f"{estimates[e].value:.3f} [{estimates[e].ci95[0]:.3f}, {estimates[e].ci95[1]:.3f}]"
-                for e in ESTIMATORS
-            ]
+            cells = [estimates[e].text() for e in ESTIMATORS]
             share = estimates[ESTIMATORS[0]].unsupported
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {share:.1%} |")
         return "\n".join(lines) + "\n"

@@ -20,8 +20,12 @@ outcome; every estimator then leans on the outcome model (or on rare, huge weigh
 generator that showed as a bias of +0.02 that the bootstrap does not see. The interval is
 therefore widened by what those decisions could contribute at worst (outcome 0 or 1 instead of
 the model's prediction): ``[low - sum(q) / n, high + sum(1 - q) / n]`` over the unsupported
-decisions, and their share is reported. Written in numpy: the usual OPE packages pin old numpy
-and scikit-learn.
+decisions, and their share is reported.
+
+A success rate lies in [0, 1], so every value and bound is clipped to it (IPS, unbounded, can
+exceed 1 on a small sample). SNIPS is undefined when no logged decision agrees with the policy
+(no weight to normalise by): its value and interval are then None ("undefined" in reports), never
+NaN. Written in numpy: the usual OPE packages pin old numpy and scikit-learn.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ class Estimate:
     the logged data cannot check it.
     """
 
-    value: float
-    ci95: tuple[float, float]
+    #: None when the estimator is undefined (SNIPS with no logged decision matching the policy).
+    value: float | None
+    ci95: tuple[float, float] | None
     #: Share of decisions whose policy choice had a propensity below the support threshold.
     unsupported: float = 0.0
     sampling_ci95: tuple[float, float] | None = None
@@ -52,10 +57,16 @@ class Estimate:
         sampling = self.sampling_ci95 or self.ci95
         return {
             "value": self.value,
-            "ci95": [self.ci95[0], self.ci95[1]],
-            "sampling_ci95": [sampling[0], sampling[1]],
+            "ci95": None if self.ci95 is None else [self.ci95[0], self.ci95[1]],
+            "sampling_ci95": None if sampling is None else [sampling[0], sampling[1]],
             "unsupported_share": self.unsupported,
         }
+
+    def text(self) -> str:
+        """``0.712 [0.650, 0.771]``, or ``undefined`` (for reports)."""
+        if self.value is None or self.ci95 is None:
+            return "undefined"
+        return f"{self.value:.3f} [{self.ci95[0]:.3f}, {self.ci95[1]:.3f}]"
 
 
 def ope_estimates(
@@ -124,22 +135,41 @@ def ope_estimates(
     for b in range(n_bootstrap):
         sample = rng.integers(0, len(groups), len(groups))
         draws[b] = _estimates(per_patient[sample].sum(axis=0))
-    low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
+    low, high = _percentiles(draws)
     share, down, up = 0.0, 0.0, 0.0
     if unsupported is not None and np.any(unsupported):
         mask = np.asarray(unsupported, bool)
         q = np.asarray(q_policy, np.float64)
         share = float(mask.mean())
         down, up = float(q[mask].sum() / n), float((1 - q[mask]).sum() / n)
-    return {
-        name: Estimate(
-            float(point[j]),
-            (float(low[j]) - down, float(high[j]) + up),
+    out = {}
+    for j, name in enumerate(ESTIMATORS):
+        if np.isnan(point[j]) or np.isnan(low[j]):
+            out[name] = Estimate(None, None, share, None)
+            continue
+        out[name] = Estimate(
+            _rate(point[j]),
+            (_rate(low[j] - down), _rate(high[j] + up)),
             share,
-            (float(low[j]), float(high[j])),
+            (_rate(low[j]), _rate(high[j])),
         )
-        for j, name in enumerate(ESTIMATORS)
-    }
+    return out
+
+
+def _percentiles(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2.5% and 97.5% percentiles per column over the finite draws (NaN for a column with none:
+    SNIPS when no replicate holds a decision matching the policy)."""
+    low, high = np.full(draws.shape[1], np.nan), np.full(draws.shape[1], np.nan)
+    for j in range(draws.shape[1]):
+        finite = draws[np.isfinite(draws[:, j]), j]
+        if len(finite):
+            low[j], high[j] = np.percentile(finite, [2.5, 97.5])
+    return low, high
+
+
+def _rate(value: float) -> float:
+    """A success rate's estimate or bound, clipped to [0, 1]."""
+    return float(min(max(value, 0.0), 1.0))
 
 
 def _estimates(totals: np.ndarray) -> np.ndarray:

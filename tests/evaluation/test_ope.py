@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,39 @@ def test_unsupported_choices_widen_the_interval_by_their_worst_case():
     assert wide.ci95[1] == pytest.approx(plain.ci95[1] + (1 - q).sum() / len(x))
     assert wide.unsupported == pytest.approx(unsupported.mean())
     assert wide.to_dict()["sampling_ci95"] == list(plain.ci95)
+
+
+def test_values_and_bounds_stay_in_zero_one():
+    """Few decisions, tiny propensities: IPS alone would exceed 1; reported values do not."""
+    reward = np.array([1.0, 1.0, 0.0, 1.0])
+    out = ope_estimates(
+        reward,
+        np.array([0.05, 0.05, 0.9, 0.9]),
+        np.array([True, True, False, False]),
+        np.full(4, 0.9),
+        np.full(4, 0.5),
+        np.arange(4),
+        n_bootstrap=200,
+        unsupported=np.array([True, False, False, False]),
+    )
+    for estimate in out.values():
+        assert 0.0 <= estimate.value <= 1.0
+        assert 0.0 <= estimate.ci95[0] <= estimate.ci95[1] <= 1.0
+    assert out["ips"].value == 1.0  # (20 + 20) / 4 = 10, clipped
+
+
+def test_snips_is_undefined_when_no_decision_matches_the_policy():
+    out = ope_estimates(
+        np.array([1.0, 0.0, 1.0]),
+        np.full(3, 0.5),
+        np.zeros(3, bool),
+        np.full(3, 0.4),
+        np.full(3, 0.6),
+        np.arange(3),
+        n_bootstrap=50,
+    )
+    assert out["snips"].value is None and out["snips"].ci95 is None
+    assert out["snips"].text() == "undefined"
+    assert out["snips"].to_dict()["value"] is None
+    assert out["ips"].value == 0.0 and out["dr"].value is not None
+    json.dumps({k: e.to_dict() for k, e in out.items()}, allow_nan=False)
