@@ -86,17 +86,24 @@ class OffPolicyResult:
             f"{self.behaviour:.3f}. Each value is the success rate the model's first choices "
             "would have had, with a 95% patient-bootstrap interval, widened by the worst case "
             "of the choices clinicians almost never made for such patients (their share is "
-            "the last column; the bootstrap-only interval is in ope.json as `sampling_ci95`). "
+            "the unsupported column; the bootstrap-only interval is in ope.json as `sampling_ci95`). "
             "Values are clipped to [0, 1]; SNIPS is undefined when no logged decision matches "
-            "the policy.",
+            "the policy. A mean importance weight far from 1 means the propensities are off and "
+            "IPS is not to be read; the effective n is the weights' effective sample size.",
             "",
-            "| model | " + " | ".join(e.upper() for e in ESTIMATORS) + " | unsupported |",
-            "|---|" + "---|" * (len(ESTIMATORS) + 1),
+            "| model | "
+            + " | ".join(e.upper() for e in ESTIMATORS)
+            + " | unsupported | mean weight | effective n |",
+            "|---|" + "---|" * (len(ESTIMATORS) + 3),
         ]
         for name, estimates in self.estimates.items():
             cells = [estimates[e].text() for e in ESTIMATORS]
-            share = estimates[ESTIMATORS[0]].unsupported
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {share:.1%} |")
+            first = estimates[ESTIMATORS[0]]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(cells)
+                + f" | {first.unsupported:.1%} | {first.mean_weight:.2f} | {first.effective_n:.0f} |"
+            )
         return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,10 @@ therefore widened by what those decisions could contribute at worst (outcome 0 o
 the model's prediction): ``[low - sum(q) / n, high + sum(1 - q) / n]`` over the unsupported
 decisions, and their share is reported.
 
+Two weight diagnostics come with every estimate: the mean importance weight (about 1 when the
+propensities are calibrated; well above 1 means IPS overshoots and SNIPS or DR are the ones to
+read) and the effective sample size of the weights.
+
 A success rate lies in [0, 1], so every value and bound is clipped to it (IPS, unbounded, can
 exceed 1 on a small sample). SNIPS is undefined when no logged decision agrees with the policy
 (no weight to normalise by): its value and interval are then None ("undefined" in reports), never
@@ -52,6 +56,11 @@ class Estimate:
     #: Share of decisions whose policy choice had a propensity below the support threshold.
     unsupported: float = 0.0
     sampling_ci95: tuple[float, float] | None = None
+    #: Mean importance weight over all decisions: about 1 when the propensities are calibrated
+    #: (far above 1: the logged choices were given too small a propensity, so IPS overshoots).
+    mean_weight: float = 1.0
+    #: Kish effective sample size of the weights, (sum w)^2 / sum w^2 (0 when none matches).
+    effective_n: float = 0.0
 
     def to_dict(self) -> dict:
         sampling = self.sampling_ci95 or self.ci95
@@ -60,6 +69,8 @@ class Estimate:
             "ci95": None if self.ci95 is None else [self.ci95[0], self.ci95[1]],
             "sampling_ci95": None if sampling is None else [sampling[0], sampling[1]],
             "unsupported_share": self.unsupported,
+            "mean_weight": self.mean_weight,
+            "effective_n": self.effective_n,
         }
 
     def text(self) -> str:
@@ -142,16 +153,22 @@ def ope_estimates(
         q = np.asarray(q_policy, np.float64)
         share = float(mask.mean())
         down, up = float(q[mask].sum() / n), float((1 - q[mask]).sum() / n)
+    total = float(weight.sum())
+    diagnostics = {
+        "mean_weight": total / n,
+        "effective_n": total**2 / float((weight**2).sum()) if total > 0 else 0.0,
+    }
     out = {}
     for j, name in enumerate(ESTIMATORS):
         if np.isnan(point[j]) or np.isnan(low[j]):
-            out[name] = Estimate(None, None, share, None)
+            out[name] = Estimate(None, None, share, None, **diagnostics)
             continue
         out[name] = Estimate(
             _rate(point[j]),
             (_rate(low[j] - down), _rate(high[j] + up)),
             share,
             (_rate(low[j]), _rate(high[j])),
+            **diagnostics,
         )
     return out
 

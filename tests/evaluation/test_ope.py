@@ -131,3 +131,15 @@ def test_snips_is_undefined_when_no_decision_matches_the_policy():
     assert out["snips"].to_dict()["value"] is None
     assert out["ips"].value == 0.0 and out["dr"].value is not None
     json.dumps({k: e.to_dict() for k, e in out.items()}, allow_nan=False)
+
+
+def test_weight_diagnostics():
+    """Calibrated propensities give a mean weight near 1; halving them doubles it."""
+    x, arm, reward, propensity, policy, success, truth, patients = bandit(0)
+    args = (reward, propensity, arm == policy, success[x, policy], success[x, arm], patients)
+    good = ope_estimates(*args, n_bootstrap=20)["dr"]
+    assert abs(good.mean_weight - 1.0) < 0.1
+    assert 0 < good.effective_n < len(reward)
+    halved = ope_estimates(reward, propensity / 2, *args[2:], n_bootstrap=20)["dr"]
+    assert halved.mean_weight == pytest.approx(2 * good.mean_weight)
+    assert halved.to_dict()["mean_weight"] == halved.mean_weight
