@@ -47,6 +47,7 @@ MODELS = {
     "cosine": {"K": 50},
     "bm25": {"K": 50},
     "latent-class": {"n_classes": 3},
+    "outcome": {},
 }
 COLUMNS = [
     "dataset",

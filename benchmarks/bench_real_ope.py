@@ -68,7 +68,9 @@ def main() -> int:
         for model, estimates in ope.estimates.items():
             print(
                 f"   {model}: "
-                + ", ".join(f"{k.upper()} {e.text()}" for k, e in estimates.items()),
+                + ", ".join(f"{k.upper()} {e.text()}" for k, e in estimates.items())
+                + f"; mean weight {estimates['dr'].mean_weight:.2f}, unsupported "
+                f"{estimates['dr'].unsupported:.0%}",
                 flush=True,
             )
     path = write_results("real_ope", {"fraction": args.fraction, "extracts": results})
