@@ -12,13 +12,12 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
-from recommender.exceptions import DataValidationError, ParameterError, UnknownIdError
 from recommender.trust.model_card import model_card_markdown
 
-from . import schemas
+from . import recommendations, schemas
 from .auth import patient_data, roles
 from .errors import ApiError
-from .feedback import store_feedback
+from .feedback import store_decision
 from .model_store import Served
 from .tokens import CLINICIAN
 
@@ -37,21 +36,6 @@ def _served(app: Flask | None = None, ctx=None) -> Served:
     return served
 
 
-def _check_condition(served: Served, condition: str | None) -> None:
-    if condition is not None and condition not in served.conditions:
-        raise ApiError(
-            404,
-            "unknown_condition",
-            f"unknown condition id {condition!r}: the model "
-            "has no outcome, diagnosis or contraindication that mentions it",
-            {"condition": condition},
-        )
-
-
-def _recommended_ids(body: dict) -> list[str]:
-    return [item["treatment_id"] for item in body.get("recommendations", [])]
-
-
 @api.get("/v1/patients/<patient_id>/recommendations")
 @roles(CLINICIAN)
 @patient_data
@@ -66,24 +50,14 @@ def patient_recommendations(patient_id: str):
     params = schemas.parse_query(request.args, schemas.query_parameters(config))
     condition = params.get("condition")
     audit["condition_id"] = condition
-    _check_condition(served, condition)
-    try:
-        answer = served.model.recommend(
-            patient_id,
-            k=params.get("k", config["DEFAULT_K"]),
-            condition_id=condition,
-            include_tried=params.get("include_tried", False),
-        )
-    except UnknownIdError:
-        raise ApiError(
-            404,
-            "unknown_patient",
-            f"unknown patient id {patient_id!r}: not in the "
-            "model's training data; POST /v1/recommendations with the patient's "
-            "history instead",
-        ) from None
-    body = answer.to_dict()
-    audit["treatment_ids"] = _recommended_ids(body)
+    body = recommendations.for_patient(
+        served,
+        patient_id,
+        k=params.get("k", config["DEFAULT_K"]),
+        condition=condition,
+        include_tried=params.get("include_tried", False),
+    )
+    audit["treatment_ids"] = recommendations.recommended_ids(body)
     return app.json.response(body)
 
 
@@ -97,35 +71,10 @@ def new_patient_recommendations():
     g.audit = {"history_items": None}
     document = schemas.parse_json_body(request.content_type, request.get_data(cache=False))
     body = schemas.validate_body(document, schemas.new_patient_schema(config))
-    history = [_history_item(item) for item in body.get("history", [])]
-    condition = body.get("condition")
-    g.audit.update(history_items=len(history), condition_id=condition)
-    _check_condition(served, condition)
-    try:
-        answer = served.model.recommend_new(
-            history=history,
-            conditions=[*body.get("conditions", []), *body.get("allergies", [])],
-            k=body.get("k", config["DEFAULT_K"]),
-            condition_id=condition,
-            include_tried=body.get("include_tried", False),
-            sex=body.get("sex"),
-            birth_year=body.get("birth_year"),
-        )
-    except (DataValidationError, ParameterError) as exc:
-        raise ApiError(400, "invalid_body", str(exc)) from None
-    except UnknownIdError as exc:
-        raise ApiError(404, "unknown_id", str(exc)) from None
-    result = answer.to_dict()
-    g.audit["treatment_ids"] = _recommended_ids(result)
+    g.audit.update(history_items=len(body.get("history", [])), condition_id=body.get("condition"))
+    result = recommendations.for_new_patient(served, body, config["DEFAULT_K"])
+    g.audit["treatment_ids"] = recommendations.recommended_ids(result)
     return jsonify(result)
-
-
-def _history_item(item: dict) -> dict:
-    """A validated history item as the engine takes it (adverse as 0/1, upper-case ISO time)."""
-    engine_item = {**item, "adverse": int(item.get("adverse", False))}
-    if "timestamp" in item:
-        engine_item["timestamp"] = item["timestamp"].upper()
-    return engine_item
 
 
 @api.get("/v1/treatments/<treatment_id>/similar")
@@ -196,25 +145,9 @@ def clinician_feedback():
         feedback_id=body["feedback_id"],
         recommendation_request_id=body.get("request_id"),
     )
-    if treatment not in served.treatments:
-        raise ApiError(
-            404,
-            "unknown_treatment",
-            f"unknown treatment id {treatment!r}",
-            {"treatment_id": treatment},
-        )
-    stored_id = f"api:{g.principal.id}:{body['feedback_id']}"
-    record = {
-        "feedback_id": stored_id,
-        "patient": g.audit["patient_pseudonym"],
-        "treatment_id": treatment,
-        "decision": body["decision"],
-        "reason": body.get("reason"),
-        "principal": g.principal.id,
-        "source": "api",
-        "model_version": body.get("model_version"),
-    }
-    stored = store_feedback(current_app.extensions["recommender"].feedback, [record])
+    stored = store_decision(
+        current_app.extensions["recommender"].feedback, served, g.principal.id, "api", body
+    )
     return jsonify(
         {"status": "stored" if stored else "already_stored", "feedback_id": body["feedback_id"]}
     ), 201 if stored else 200
