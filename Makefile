@@ -14,7 +14,7 @@ ARTIFACT ?= artifacts/default
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint demo bench clean sample-data
+.PHONY: install serve test lint browser demo bench clean sample-data
 
 $(RUNTIME_STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,7 +56,20 @@ serve: $(RUNTIME_STAMP) $(DEV_KEY) $(DEV_TOKENS) $(ARTIFACT)/manifest.json
 	RECOMMENDER_AUDIT_LOG=$(DEV_SECRETS)/audit.log \
 	$(BIN)/recommender serve --artifact $(ARTIFACT) --host $(HOST) --port $(PORT)
 
-test: lint
+# The console's browser tests drive Debian's Chromium: installed here when missing and root
+# (as on CI); otherwise those tests skip and say what to install.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: $(CHROMIUM) missing; the console browser tests will skip (apt-get install chromium)"; \
+	  fi; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 # Formatting, lint, the layering contracts (.importlinter) and type checks of the core layers.

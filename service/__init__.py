@@ -54,6 +54,10 @@ def create_app(config: Mapping | None = None) -> Flask:
         app.register_blueprint(blueprint)
     if settings["CDS_ISSUERS"]:
         _register_cds(app, settings)
+    if settings["CONSOLE"]:
+        from .console import register as register_console
+
+        register_console(app)
     return app
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, Request, current_app, g, request
+from flask import Flask, Request, current_app, g, request, session
 
+from . import sessions
 from .errors import ApiError, CredentialError
 from .tokens import ROLES, Principal, TokenStore
 
@@ -48,6 +49,24 @@ def cds_client(view: Callable) -> Callable:
     """Mark a view as called by an EHR with its signed JWT (``service/cds_hooks/security.py``)."""
     setattr(view, _ACCESS, CDS_CLIENT)
     return view
+
+
+class SignedIn(frozenset):
+    """Access marker of the console's pages: the roles allowed, from the session cookie."""
+
+
+def signed_in(*allowed: str) -> Callable[[Callable], Callable]:
+    """Restrict a console page to a signed-in session (:mod:`service.sessions`) whose token has
+    one of ``allowed`` roles (all roles when none is given)."""
+    unknown = set(allowed) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}")
+
+    def mark(view: Callable) -> Callable:
+        setattr(view, _ACCESS, SignedIn(allowed or ROLES))
+        return view
+
+    return mark
 
 
 def patient_data(view: Callable) -> Callable:
@@ -97,7 +116,10 @@ def authorize(app: Flask | None = None, req: Request | None = None, ctx=None) ->
         ctx.principal = authenticate_cds_client()
         return
     runtime = app.extensions["recommender"]
-    principal = authenticate(req.headers.get("Authorization"), runtime.tokens, runtime.metrics)
+    if isinstance(allowed, SignedIn):
+        principal = authenticate_session(app, runtime)
+    else:
+        principal = authenticate(req.headers.get("Authorization"), runtime.tokens, runtime.metrics)
     ctx.principal = principal
     if principal.role not in allowed:
         runtime.metrics.auth_failure("forbidden")
@@ -126,6 +148,17 @@ def authenticate_cds_client() -> Principal:
         raise ApiError(exc.status, exc.code, exc.message, None, headers) from None
     g.cds_tenant = identity.tenant
     return Principal(identity.issuer, CDS_CLIENT)
+
+
+def authenticate_session(app: Flask, runtime) -> Principal:
+    """The principal of the console session cookie (401 ``not_signed_in`` otherwise)."""
+    found = sessions.principal(
+        session, runtime.tokens, app.secret_key, app.config["CONSOLE_SESSION_LIFETIME"]
+    )
+    if found is None:
+        runtime.metrics.auth_failure("invalid" if "binding" in session else "missing")
+        raise ApiError(401, "not_signed_in", "sign in to the console with your API token")
+    return found
 
 
 def authenticate(header: str | None, tokens: TokenStore, metrics=None) -> Principal:

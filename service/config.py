@@ -65,6 +65,10 @@ DEFAULTS: dict[str, Any] = {
     "CDS_JWT_MAX_LIFETIME": 3600,
     "CDS_JTI_CACHE_SIZE": 100_000,
     "CDS_CARD_TTL_DAYS": 30,
+    "CONSOLE": True,
+    "CONSOLE_SESSION_LIFETIME": 3600,
+    "CONSOLE_SECRET_KEY_FILE": None,
+    "CONSOLE_COOKIE_SECURE": "auto",
 }
 
 #: Environment variable -> (config key, converter). The first five are the operators' contract.
@@ -95,6 +99,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RECOMMENDER_CDS_JWT_MAX_LIFETIME": ("CDS_JWT_MAX_LIFETIME", int),
     "RECOMMENDER_CDS_JTI_CACHE_SIZE": ("CDS_JTI_CACHE_SIZE", int),
     "RECOMMENDER_CDS_CARD_TTL_DAYS": ("CDS_CARD_TTL_DAYS", int),
+    "RECOMMENDER_CONSOLE": ("CONSOLE", _boolean),
+    "RECOMMENDER_CONSOLE_SESSION_LIFETIME": ("CONSOLE_SESSION_LIFETIME", int),
+    "RECOMMENDER_CONSOLE_SECRET_KEY_FILE": ("CONSOLE_SECRET_KEY_FILE", str),
+    "RECOMMENDER_CONSOLE_COOKIE_SECURE": ("CONSOLE_COOKIE_SECURE", str),
 }
 
 _KEY_TO_VARIABLE = {key: variable for variable, (key, _) in ENVIRONMENT.items()}
@@ -113,6 +121,7 @@ INT_RANGES = {
     "CDS_JTI_CACHE_SIZE": (100, 10_000_000),
     "CDS_CARD_TTL_DAYS": (1, 3650),
     "AUDIT_FSYNC_INTERVAL_MS": (0, 10_000),
+    "CONSOLE_SESSION_LIFETIME": (60, 86_400),
 }
 #: Files kept beside the audit log unless configured (its folder must exist and be writable).
 BESIDE_AUDIT_LOG = {"FEEDBACK_LOG": "feedback.jsonl", "CDS_STORE": "cds.sqlite"}
@@ -194,7 +203,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
             f"{_name('DEFAULT_K')} ({config['DEFAULT_K']}) must not exceed "
             f"{_name('MAX_K')} ({config['MAX_K']})"
         )
-    for key in ("AUDIT_FSYNC", "ACCESS_LOG"):
+    for key in ("AUDIT_FSYNC", "ACCESS_LOG", "CONSOLE"):
         if not isinstance(config[key], bool):
             raise ConfigError(f"{_name(key)} must be true or false; got {config[key]!r}")
     timeout = config["RELOAD_TIMEOUT"]
@@ -208,12 +217,32 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     for key, name in BESIDE_AUDIT_LOG.items():
         if not config.get(key):
             config[key] = str(Path(config["AUDIT_LOG"]).expanduser().parent / name)
-    for key in (*REQUIRED_PATHS, "ARTIFACT_ROOT", *BESIDE_AUDIT_LOG):
+    _check_console(config)
+    for key in (*REQUIRED_PATHS, "ARTIFACT_ROOT", "CONSOLE_SECRET_KEY_FILE", *BESIDE_AUDIT_LOG):
         if config.get(key) is not None:
             config[key] = str(Path(config[key]).expanduser())
     if config["ARTIFACT_ROOT"] is None:
         config["ARTIFACT_ROOT"] = str(Path(config["ARTIFACT"]).resolve().parent)
     return _check_cds(config)
+
+
+#: ``CONSOLE_COOKIE_SECURE`` values: ``auto`` marks the cookie Secure when the request came over
+#: HTTPS (as the WSGI server sees it; behind a TLS-terminating proxy set ``true``).
+COOKIE_SECURE = ("auto", "true", "false")
+
+
+def _check_console(config: dict[str, Any]) -> None:
+    value = config["CONSOLE_COOKIE_SECURE"]
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    if not isinstance(value, str) or value.strip().lower() not in COOKIE_SECURE:
+        raise ConfigError(
+            f"{_name('CONSOLE_COOKIE_SECURE')} must be one of {list(COOKIE_SECURE)}; got {value!r}"
+        )
+    config["CONSOLE_COOKIE_SECURE"] = value.strip().lower()
+    key_file = config["CONSOLE_SECRET_KEY_FILE"]
+    if key_file is not None and (not isinstance(key_file, str) or not key_file):
+        raise ConfigError(f"{_name('CONSOLE_SECRET_KEY_FILE')} must be a path; got {key_file!r}")
 
 
 def _check_cds(config: dict[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def _audit(runtime, req: Request, ctx, principal, response: Response) -> Respons
         "model_version": served.version,
         "treatment_ids": details.get("treatment_ids", []),
         "status": response.status_code,
-        "error_code": _error_code(response),
+        "error_code": _error_code(response) or ctx.get("error_code"),  # console: HTML errors
         "remote_addr": req.remote_addr,
     }
     record.update({key: details[key] for key in AUDIT_EXTRA if key in details})

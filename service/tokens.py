@@ -75,6 +75,10 @@ class TokenStore:
                 found = principal
         return found
 
+    def entries(self) -> tuple[tuple[bytes, Principal], ...]:
+        """(SHA-256 digest of the token, principal) of every token (console session binding)."""
+        return self._entries
+
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> TokenStore:
         """Read and check a tokens file.
