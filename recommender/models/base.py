@@ -115,6 +115,13 @@ class Recommender(Estimator, Lookups):
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore learned arrays from :meth:`_state` output (arrays may be memory-mapped)."""
 
+    def state_shapes(self, arrays: Mapping[str, np.ndarray]) -> dict[str, tuple]:
+        """The shape each array of :meth:`_state` must have for ``self.dataset_``: ints are
+        exact lengths, strings name a dimension that must agree across arrays (see
+        :mod:`recommender.models.verification`). ``arrays`` are the ones about to be loaded
+        (for a family whose layout is itself saved)."""
+        return {}
+
     def warm_up(self) -> None:
         """Derive now what answering derives lazily on first use: the id indices and the
         evidence of explanations, and a family's own state (ALS: its explanation solver).

@@ -90,6 +90,11 @@ class FactorModel(Recommender):
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
 
+    def state_shapes(self, arrays) -> dict[str, tuple]:
+        dataset = self.dataset_
+        columns = dataset.n_treatments + len(dataset.features)
+        return {"user_factors": (dataset.n_patients, "d"), "item_factors": (columns, "d")}
+
     def _treatment_vectors(self):
         return self.treatment_factors
 

@@ -61,6 +61,15 @@ class ItemKNNRecommender(Recommender):
             "similarity_shape": np.asarray(s.shape),
         }
 
+    def state_shapes(self, arrays) -> dict[str, tuple]:
+        columns = self.dataset_.n_treatments + len(self.dataset_.features)
+        return {
+            "similarity_data": ("nnz",),
+            "similarity_indices": ("nnz",),
+            "similarity_indptr": (columns + 1,),
+            "similarity_shape": (2,),
+        }
+
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.similarity_ = sp.csr_matrix(
             (arrays["similarity_data"], arrays["similarity_indices"], arrays["similarity_indptr"]),

@@ -185,6 +185,15 @@ class LatentClassRecommender(Recommender):
             "bucket_values": self.bucket_values_,
         }
 
+    def state_shapes(self, arrays) -> dict[str, tuple]:
+        runs, classes = self.restarts, self.n_classes
+        return {
+            "posterior": (runs, self.dataset_.n_patients, classes),
+            "prior": (runs, classes),
+            "theta": (runs, classes, self.dataset_.n_treatments, "buckets"),
+            "bucket_values": ("buckets",),
+        }
+
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.posterior_, self.prior_ = arrays["posterior"], arrays["prior"]
         self.theta_, self.bucket_values_ = arrays["theta"], arrays["bucket_values"]

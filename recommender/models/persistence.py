@@ -35,6 +35,7 @@ from ..data.pseudonym import SCHEME, Pseudonymizer
 from ..exceptions import ArtifactError
 from ..utils.fileutil import atomic_dir
 from ..utils.jsonable import jsonable
+from . import verification
 from .registry import MODELS
 
 FORMAT = "treatment-recommender-artifact"
@@ -90,6 +91,12 @@ def save_artifact(
         Validation metrics to record in the manifest.
     extra : mapping, optional
         More JSON-able manifest entries (e.g. the training configuration).
+
+    Raises
+    ------
+    ArtifactError
+        The written folder fails :func:`load_artifact`'s verification (e.g. NaN factors from
+        a diverged fit); nothing is renamed into place and ``path`` is left as it was.
     """
     dataset: Dataset = model.dataset_
     data_arrays, data_meta = dataset_to_arrays(dataset)
@@ -132,6 +139,15 @@ def save_artifact(
         text = json.dumps(manifest, indent=2, sort_keys=True)
         (tmp / MANIFEST).write_text(text)
         (tmp / f"{MANIFEST}.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+        try:  # what a server would load, checked before it is renamed into place
+            load_artifact(tmp, mmap=True, verify=True)
+        except verification.ArtifactVerificationError as exc:
+            where = exc.where.removeprefix(f"{tmp}: ")
+            raise verification.ArtifactVerificationError(
+                f"{path}: not written, the new model fails its own checks: {where}",
+                exc.check,
+                exc.detail,
+            ) from None
     return Path(path)
 
 
@@ -182,7 +198,11 @@ def verify_files(path, manifest: Mapping) -> None:
 
 
 def load_artifact(
-    path, mmap: bool = True, verify: bool = True, pseudonymizer: Pseudonymizer | None = None
+    path,
+    mmap: bool = True,
+    verify: bool = True,
+    pseudonymizer: Pseudonymizer | None = None,
+    smoke: bool | None = None,
 ) -> Artifact:
     """Load and verify an artifact; arrays are memory-mapped read-only when ``mmap``.
 
@@ -190,10 +210,18 @@ def load_artifact(
     on internal indices (evaluation, batch ranking of every patient) but cannot look up a raw
     patient id. A key that does not match raises ArtifactError.
 
+    ``verify`` checks every file's checksum and then the content
+    (:mod:`recommender.models.verification`: id maps, shapes, finite values), and ``smoke``
+    (default: ``verify``) ranks a known and a new patient. A server that forks after loading
+    passes ``smoke=False`` and runs :func:`~recommender.models.verification.smoke_queries`
+    in a child process.
+
     Raises
     ------
     ArtifactError
-        Missing folder, missing or modified file, unknown format or model type.
+        Missing folder, missing or modified file, unknown format or model type;
+        ``ArtifactVerificationError`` (a subclass) for intact files whose content cannot be
+        served, naming the file and the check.
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -210,12 +238,47 @@ def load_artifact(
     if kind not in MODELS:
         raise ArtifactError(f"{path}: unknown model type {kind!r}")
     model = MODELS[kind](**manifest["model"]["params"])
-    model.dataset_ = dataset_from_arrays(arrays["dataset"], manifest["data"])
-    if pseudonymizer is not None:
-        try:
+    try:
+        if verify:
+            rows = _dataset_rows(manifest, arrays["dataset"])
+            verification.check_shapes("dataset", arrays["dataset"], rows)
+        model.dataset_ = dataset_from_arrays(arrays["dataset"], manifest["data"])
+        if verify:
+            verification.check_id_maps(model.dataset_, manifest)
+            verification.check_finite("dataset", _float_data(arrays["dataset"]))
+            verification.check_shapes("model", arrays["model"], model.state_shapes(arrays["model"]))
+            verification.check_finite("model", arrays["model"])
+        if pseudonymizer is not None:
             model.dataset_.attach_key(pseudonymizer)
-        except ArtifactError as exc:
-            raise ArtifactError(f"{path}: {exc}") from None
-    model._load_state(arrays["model"])
-    model.manifest_ = manifest
+        model._load_state(arrays["model"])
+        model.manifest_ = manifest
+        if verify if smoke is None else smoke:
+            verification.smoke_queries(model)
+    except verification.ArtifactVerificationError as exc:
+        where = f"{path}: {exc.where}"
+        raise verification.ArtifactVerificationError(where, exc.check, exc.detail) from None
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
     return Artifact(path=path, manifest=manifest, model=model)
+
+
+def _dataset_rows(manifest: Mapping, arrays: Mapping) -> dict[str, tuple]:
+    """Shapes of the dataset files present with one entry per patient or treatment (from the
+    manifest), checked before the dataset is built from them."""
+    data = manifest.get("data", {})
+    n_p, n_t = data.get("n_patients"), len(data.get("treatment_ids", []))
+    shapes: dict[str, tuple] = {"patient_ids": (n_p,), "treatment_support": (n_t,)}
+    for name in ("demo_sex", "demo_age_band", "birth_year"):
+        shapes[name] = (n_p,)
+    for name in ("matrix", "history", "harmful", "patient_conditions", "history_days"):
+        shapes[f"{name}.indptr"] = (n_p + 1,)
+        shapes[f"{name}.indices"] = (f"{name}.nnz",)
+        shapes[f"{name}.data"] = (f"{name}.nnz",)
+    return {name: shape for name, shape in shapes.items() if name in arrays}
+
+
+def _float_data(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The dataset arrays that must be finite: the matrices' values and the support counts
+    (``birth_year`` holds NaN for an unknown year, the observations NaN for none)."""
+    names = ("matrix.data", "history.data", "history_days.data", "treatment_support")
+    return {name: arrays[name] for name in names if name in arrays}

@@ -36,6 +36,9 @@ class PopularRecommender(Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores_}
 
+    def state_shapes(self, arrays) -> dict[str, tuple]:
+        return {"scores": (self.dataset_.n_treatments,)}
+
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.scores_ = arrays["scores"]
 
@@ -93,6 +96,10 @@ class ConditionPopularRecommender(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"rates": self.rates_, "seen": self.seen_, "overall": self.overall_}
+
+    def state_shapes(self, arrays) -> dict[str, tuple]:
+        shape = (len(self.dataset_.conditions), self.dataset_.n_treatments)
+        return {"rates": shape, "seen": shape, "overall": (self.dataset_.n_treatments,)}
 
     def _load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.rates_, self.seen_, self.overall_ = arrays["rates"], arrays["seen"], arrays["overall"]

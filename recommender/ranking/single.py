@@ -100,10 +100,28 @@ def recommend_known_conditions(
         For an unknown patient or condition id, before any ranking.
     """
     model.check_fitted()
+    index = model.dataset_.patient_index(patient_id)
+    return recommend_stored_conditions(
+        model, index, patient_id, condition_ids, k, include_tried, active_treatments, explain
+    )
+
+
+def recommend_stored_conditions(
+    model: ScoringModel,
+    index: int,
+    patient_id: str,
+    condition_ids: Sequence[str | None],
+    k: int = 10,
+    include_tried: bool = False,
+    active_treatments: Iterable[str] | None = None,
+    explain: bool = True,
+) -> list[RecommendationList]:
+    """:func:`recommend_known_conditions` for the patient at dataset row ``index``, shown as
+    ``patient_id`` (no key needed: what an artifact's self-check ranks with)."""
+    model.check_fitted()
     dataset, k = model.dataset_, check_k(k)
-    p = np.array([dataset.patient_index(patient_id)])
     indices = [dataset.condition_index(c) for c in condition_ids]
-    query = Query.known(dataset, p, np.array([-1]))
+    query = Query.known(dataset, np.array([index]), np.array([-1]))
     return _rank_conditions(
         model,
         query,

@@ -219,3 +219,18 @@ def test_names_from_the_dictionaries_are_shown(tmp_path, capsys):
         ]
     )
     assert first["treatment_name"] in capsys.readouterr().out
+
+
+def test_recommend_refuses_an_artifact_with_nan_factors(trained, tmp_path, capsys):
+    import shutil
+
+    from tests.artifact_edits import nan_factors
+
+    artifact = shutil.copytree(trained / "model", tmp_path / "nan-model")
+    nan_factors(artifact)  # checksums re-signed: only the content is wrong
+    capsys.readouterr()
+    argv = ["recommend", "--artifact", str(artifact), "--patient", "P0001", "-k", "3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "model/item_factors.npy: finite values check failed" in err

@@ -289,6 +289,28 @@ class OutcomeRecommender(Recommender):
             **self.layout_.to_arrays(),
         }
 
+    def state_shapes(self, arrays) -> dict[str, tuple]:
+        dataset = self.dataset_
+        n_t = dataset.n_treatments
+        if np.size(arrays.get("layout_n_factors", ())) != 1:
+            return {"layout_n_factors": (1,)}  # the check names the file missing or misshapen
+        d = int(np.asarray(arrays["layout_n_factors"]).reshape(-1)[0])
+        return {
+            "item_factors": (n_t, d + 1 if d else 0),  # the bias ``b_t`` last
+            "patient_factors": (dataset.n_patients, d),
+            "condition_decisions": (len(dataset.conditions),),
+            "primary_condition": (n_t,),
+            "associations.data": ("associations",),
+            "associations.indices": ("associations",),
+            "associations.indptr": (n_t + 1,),
+            "forest": ("forest",),
+            "forest_sizes": (self.n_bags + 2,),  # the success bags, harm, propensity
+            "layout_diagnoses": ("diagnoses",),
+            "layout_observations": ("observations",),
+            "layout_sexes": ("sexes",),
+            "layout_n_factors": (1,),
+        }
+
     def _load_state(self, arrays) -> None:
         sizes = np.asarray(arrays["forest_sizes"]).tolist()
         names = [f"success{b}" for b in range(len(sizes) - 2)] + ["harm", "propensity"]
