@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,13 @@ import numpy as np
 from recommender.data.pseudonym import KEY_FILE_VARIABLE, Pseudonymizer
 from recommender.exceptions import ArtifactError, RecommenderError
 from recommender.models.persistence import Artifact, load_artifact, read_manifest
+from recommender.models.verification import smoke_queries
+
+from .isolated import run_isolated
 
 log = logging.getLogger(__name__)
+#: Seconds the smoke queries of a new artifact may take in their child process.
+SMOKE_TIMEOUT = 60.0
 
 
 class ReloadError(RecommenderError):
@@ -47,6 +52,9 @@ class Served:
         What ``GET /v1/model`` returns.
     loaded_at : float
         Unix time the snapshot was built.
+    checks : dict
+        Results cached for this snapshot in the process that uses it (see
+        :mod:`service.readiness`); a reload builds a new snapshot, so they are re-run.
     """
 
     path: Path
@@ -56,6 +64,7 @@ class Served:
     treatments: frozenset
     info: dict
     loaded_at: float
+    checks: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def model(self):
@@ -77,7 +86,9 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
     ------
     ReloadError
         Unreadable key, missing/partial/tampered artifact, an artifact with raw (not
-        pseudonymised) patient ids, or a key that does not match the one used in training.
+        pseudonymised) patient ids, a key that does not match the one used in training, or
+        content that fails verification (:mod:`recommender.models.verification`: id maps,
+        shapes, finite values, and the smoke queries, run in a child process).
     """
     path = Path(path)
     try:
@@ -89,8 +100,13 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
                 "serves keyed artifacts (recommender train --pseudonym-key-file "
                 f"with the key in {KEY_FILE_VARIABLE})"
             )
-        artifact = load_artifact(path, mmap=True, verify=True, pseudonymizer=pseudonymizer)
+        artifact = load_artifact(
+            path, mmap=True, verify=True, pseudonymizer=pseudonymizer, smoke=False
+        )
         _prepare(artifact.model)
+        problem = run_isolated(lambda: _smoke_single_threaded(artifact.model), SMOKE_TIMEOUT)
+        if problem is not None:
+            raise ArtifactError(problem if problem.startswith(f"{path}:") else f"{path}: {problem}")
     except RecommenderError as exc:
         raise ReloadError(str(exc)) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a malformed artifact
@@ -107,6 +123,16 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
         info=model_info(artifact.manifest),
         loaded_at=time.time(),
     )
+
+
+def _smoke_single_threaded(model) -> None:
+    """The smoke queries with one BLAS/OpenMP thread: a child forked from a process whose
+    OpenMP pool already runs (a test process that trained a model) hangs in a parallel region
+    of more than one thread, and completes in a region of one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        smoke_queries(model)
 
 
 def _prepare(model) -> None:

@@ -8,6 +8,7 @@ from .auth import public
 from .errors import error_response
 from .metrics import CONTENT_TYPE
 from .openapi import openapi_document
+from .readiness import model_problem
 
 ops = Blueprint("ops", __name__)
 
@@ -22,7 +23,8 @@ def health():
 @ops.get("/ready")
 @public
 def ready():
-    """Readiness: a verified model is loaded and the audit log can be appended to."""
+    """Readiness: the audit log can be appended to and the model answers its smoke queries
+    (:mod:`service.readiness`: cached per model, re-run after a reload)."""
     runtime = current_app.extensions["recommender"]
     served = runtime.store.current
     if not runtime.audit.writable():
@@ -30,6 +32,14 @@ def ready():
             503,
             "not_ready",
             "the audit log cannot be appended to, so patient data would be refused",
+            {"model_version": served.version},
+        )
+    problem = model_problem(served)
+    if problem is not None:
+        return error_response(
+            503,
+            "not_ready",
+            f"the model being served cannot answer: {problem}",
             {"model_version": served.version},
         )
     return jsonify(status="ready", model_version=served.version)

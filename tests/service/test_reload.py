@@ -190,8 +190,47 @@ def test_a_loaded_model_is_warmed_before_it_serves(site):
     served = load_served(site.artifact, site.key)
     assert {"_solver_cache", "_gram_base", "_shrunk_factors"} <= set(vars(served.model))
     assert vars(served.model.dataset_)["_evidence_cache"]  # explanations' evidence, shared too
-    cold = load_artifact(site.artifact, pseudonymizer=Pseudonymizer.from_file(site.key)).model
+    key = Pseudonymizer.from_file(site.key)
+    cold = load_artifact(site.artifact, pseudonymizer=key, smoke=False).model  # nothing ran
     assert "_shrunk_factors" not in vars(cold)
     query = Query.known(cold.dataset_, np.array([0]), np.array([-1]))
     treatments = np.arange(cold.dataset_.n_treatments)
     assert served.model.contributions(query, treatments) == cold.contributions(query, treatments)
+
+
+def test_artifacts_with_intact_files_but_bad_content_are_refused(client, admin, clinician, site):
+    """Item factors of the wrong shape, and all-NaN factors, with every checksum re-signed:
+    only the content verification can refuse them; the old model keeps answering the same."""
+    from tests.artifact_edits import misshapen_factors, nan_factors
+
+    url = "/v1/patients/P0201/recommendations?condition=C&k=2"
+    before = client.get(url, headers=clinician).get_json()
+    for edit, message in (
+        (misshapen_factors, "model/item_factors.npy: shape check failed"),
+        (nan_factors, "model/item_factors.npy: finite values check failed"),
+    ):
+        bad = site.copy_artifact(site.other_artifact, edit.__name__)
+        edit(bad)
+        response = client.post("/v1/admin/reload", json={"artifact": bad.name}, headers=admin)
+        assert response.status_code == 422, response.get_json()
+        assert message in response.get_json()["error"]["message"]
+        assert client.get(url, headers=clinician).get_json() == before
+        assert client.get("/ready").status_code == 200
+
+
+def test_ready_is_503_when_the_served_model_cannot_answer_until_a_reload(
+    client, admin, clinician, site
+):
+    import numpy as np
+
+    runtime = client.application.extensions["recommender"]
+    served = runtime.store.current
+    served.model.user_factors_ = np.full_like(served.model.user_factors_, np.nan)  # broke later
+    response = client.get("/ready")
+    assert response.status_code == 503
+    error = response.get_json()["error"]
+    assert error["code"] == "not_ready" and "cannot answer" in error["message"]
+    assert "NaN" in error["message"] and str(site.root) not in error["message"]
+    assert client.get("/ready").status_code == 503  # cached for this snapshot
+    assert client.post("/v1/admin/reload", headers=admin).status_code == 200
+    assert client.get("/ready").status_code == 200  # re-run for the new one
