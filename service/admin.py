@@ -42,11 +42,12 @@ def reload_model():
     else:
         outcome = runtime.reload(artifact).to_dict()
     _audit(runtime, artifact, outcome)
+    outcome = _public(outcome)
     if outcome is None:
         return jsonify(
             {
                 "status": "pending",
-                "artifact": artifact,
+                "artifact": _relative(artifact),
                 "message": "the reload is still running; watch GET /v1/model",
             }
         ), 202
@@ -70,15 +71,44 @@ def _allowed_path(artifact: str) -> str:
     try:
         path = (root / Path(artifact).expanduser()).resolve()  # relative: under the root
     except (OSError, RuntimeError, ValueError) as exc:
-        raise ApiError(422, "reload_refused", f"artifact path cannot be resolved: {exc}") from None
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ApiError(
+            422, "reload_refused", f"artifact path cannot be resolved ({reason})"
+        ) from None
     if path != root and root not in path.parents:
         raise ApiError(
             422,
             "reload_refused",
-            f"artifact paths must lie under the artifact root {root} (RECOMMENDER_ARTIFACT_ROOT)",
-            {"artifact": artifact},
+            "artifact paths must lie under the artifact root (RECOMMENDER_ARTIFACT_ROOT); "
+            "give a folder name relative to it",
         )
     return str(path)
+
+
+def _relative(path: str | None) -> str | None:
+    """``path`` as the client names it: relative to ``ARTIFACT_ROOT`` (bodies carry no
+    absolute path of this machine)."""
+    if path is None:
+        return None
+    root = Path(current_app.config["ARTIFACT_ROOT"]).resolve()
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
+def _public(outcome: dict | None) -> dict | None:
+    """The reload outcome with every artifact path relative to the root, in fields and text."""
+    if outcome is None:
+        return None
+    root = str(Path(current_app.config["ARTIFACT_ROOT"]).resolve())
+    public = dict(outcome, artifact=_relative(outcome.get("artifact")))
+    for key in ("error",):
+        if isinstance(public.get(key), str):
+            public[key] = public[key].replace(root + "/", "").replace(root, ".")
+    if "warnings" in public:
+        public["warnings"] = [w.replace(root + "/", "") for w in public["warnings"]]
+    return public
 
 
 def _audit(runtime, artifact: str | None, outcome: dict | None) -> None:

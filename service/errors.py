@@ -7,6 +7,7 @@ Routing errors (404, 405), body errors (400, 413, 415), authentication (401, 403
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Mapping
 
@@ -73,6 +74,22 @@ class ApiError(Exception):
         self.details, self.headers = details, headers
 
 
+#: An absolute file-system path of at least two parts (not an API path, not inside a URL).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?!v1/|cds-services)(?:[\w.@+~-]+/)+([\w.@+~-]*)")
+
+
+def without_paths(value):
+    """``value`` (text, or a JSON-like structure of it) with absolute paths of this machine
+    cut to their last part: error bodies never show the server's file layout."""
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda match: match.group(1) or ".", value)
+    if isinstance(value, Mapping):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_paths(item) for item in value]
+    return value
+
+
 def error_response(
     status: int,
     code: str,
@@ -80,9 +97,9 @@ def error_response(
     details: Mapping | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    body = {"error": {"code": code, "message": message}}
+    body = {"error": {"code": code, "message": without_paths(message)}}
     if details:
-        body["error"]["details"] = dict(details)
+        body["error"]["details"] = without_paths(dict(details))
     response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})

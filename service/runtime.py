@@ -33,6 +33,9 @@ class ReloadOutcome:
     previous_version: str
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    #: The tokens in force after this reload (``TokenStore.summary``) and whether they are
+    #: the file just read (``reloaded``) or the previous ones (``kept``).
+    tokens: dict | None = None
 
     def to_dict(self) -> dict:
         body = {
@@ -41,6 +44,8 @@ class ReloadOutcome:
             "model_version": self.model_version,
             "previous_version": self.previous_version,
         }
+        if self.tokens is not None:
+            body["tokens"] = self.tokens
         if self.error:
             body["error"] = self.error
         if self.warnings:
@@ -99,26 +104,43 @@ class Runtime:
             served.loaded_at,
         )
 
-    def reload_tokens(self) -> str | None:
-        """Re-read the tokens file; on a problem keep the current tokens and return the message."""
-        try:
-            self.tokens = TokenStore.from_file(self.config["API_TOKENS_FILE"])
-        except ConfigError as exc:
-            log.error("tokens file not reloaded, the previous tokens stay in force: %s", exc)
-            return str(exc)
-        return None
-
     def reload(self, artifact: str | Path | None = None) -> ReloadOutcome:
         """Re-read tokens and key, load ``artifact`` (default: the current path), swap.
 
-        A refused artifact leaves the current model serving; the outcome says why.
+        A tokens file that fails to load refuses the whole reload: nothing changes and the
+        outcome names the tokens still in force (a failed revocation must not look like a
+        reload). With the tokens read, a refused artifact leaves the current model serving
+        (the new tokens apply: a revocation does not wait for a good model); the outcome says
+        why, and which tokens are in force.
         """
-        warning = self.reload_tokens()
-        warnings = (f"tokens not reloaded: {warning}",) if warning else ()
+        previous = self.store.current
+        try:
+            tokens = TokenStore.from_file(self.config["API_TOKENS_FILE"])
+        except ConfigError as exc:
+            kept = self.tokens.summary()
+            log.error(
+                "reload refused, tokens file not reloaded: %s; the previous %d tokens (loaded "
+                "%s) stay in force and model %s keeps serving",
+                exc,
+                kept["count"],
+                kept["loaded_at"],
+                previous.version,
+            )
+            self.metrics.reload(False)
+            return ReloadOutcome(
+                False,
+                str(artifact or previous.path),
+                previous.version,
+                previous.version,
+                f"tokens file not reloaded, nothing changed: {exc}",
+                tokens={"status": "kept", **kept},
+            )
+        self.tokens = tokens
+        in_force = {"status": "reloaded", **tokens.summary()}
+        warnings: tuple[str, ...] = ()
         if self.cds is not None:
             keys = self.cds.reload_keys()
             warnings += (f"CDS client keys not reloaded: {keys}",) if keys else ()
-        previous = self.store.current
         try:
             served = self.store.reload(artifact)
         except ReloadError as exc:
@@ -131,10 +153,11 @@ class Runtime:
                 previous.version,
                 str(exc),
                 warnings,
+                in_force,
             )
         self.metrics.reload(True)
         return ReloadOutcome(
-            True, str(served.path), served.version, previous.version, None, warnings
+            True, str(served.path), served.version, previous.version, None, warnings, in_force
         )
 
 

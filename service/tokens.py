@@ -20,8 +20,10 @@ import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import ConfigError
@@ -52,6 +54,17 @@ class TokenStore:
         self._entries = tuple(
             (bytes.fromhex(digest), principal) for digest, principal in principals
         )
+        self.loaded_at = time.time()
+
+    def summary(self) -> dict:
+        """Which tokens are in force (ids and roles, never a hash), and since when."""
+        return {
+            "count": len(self._entries),
+            "ids": sorted(principal.id for _, principal in self._entries),
+            "loaded_at": datetime.fromtimestamp(self.loaded_at, timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+        }
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -86,6 +86,49 @@ def test_reload_rereads_the_tokens_file(client, admin, clinician, site):
     assert client.get("/v1/model", headers=new).status_code == 200
 
 
+def test_a_broken_tokens_file_refuses_the_reload_and_keeps_the_old_tokens(
+    client, admin, clinician, site
+):
+    """A failed revocation must not look like a reload: 422, nothing changed, and the body
+    says which tokens are in force."""
+    before = _version(client, clinician)
+    site.tokens.write_text('{"tokens": [{"id": "ops"')  # torn by an editor
+    response = client.post(
+        "/v1/admin/reload", json={"artifact": str(site.other_artifact)}, headers=admin
+    )
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert "tokens file not reloaded, nothing changed" in error["message"]
+    tokens = error["details"]["tokens"]
+    assert tokens["status"] == "kept" and tokens["ids"] == ["ops", "ward-7"]
+    assert tokens["count"] == 2 and tokens["loaded_at"]
+    assert _version(client, clinician) == before  # the artifact was not swapped either
+    assert client.get("/v1/model", headers=clinician).status_code == 200  # old tokens work
+    assert str(site.root) not in response.get_data(as_text=True)
+    lines = [x for x in audit_lines(site) if x["event"] == "model_reload"]
+    assert [x["status"] for x in lines] == ["refused"]
+
+
+def test_a_reload_says_which_tokens_are_in_force(client, admin):
+    response = client.post("/v1/admin/reload", headers=admin)
+    assert response.status_code == 200
+    tokens = response.get_json()["tokens"]
+    assert tokens["status"] == "reloaded" and tokens["ids"] == ["ops", "ward-7"]
+
+
+def test_reload_answers_carry_no_absolute_path(client, admin, site):
+    tampered = site.copy_artifact(site.other_artifact, "tampered")
+    (tampered / "model" / "item_factors.npy").write_bytes(b"garbage")
+    for body in ({"artifact": "tampered"}, {"artifact": "/etc"}, {"artifact": "missing"}, None):
+        response = client.post("/v1/admin/reload", json=body, headers=admin)
+        text = response.get_data(as_text=True)
+        assert str(site.root) not in text and "/tmp/" not in text and "/etc" not in text, text
+    response = client.post("/v1/admin/reload", json={"artifact": "tampered"}, headers=admin)
+    details = response.get_json()["error"]["details"]
+    assert details["artifact"] == "tampered"
+    assert details["error"].startswith("tampered: model/item_factors.npy does not match")
+
+
 def test_requests_during_reloads_never_fail(app, admin, clinician, site):
     failures, stop = [], threading.Event()
 
