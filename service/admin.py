@@ -118,6 +118,7 @@ def _audit(runtime, artifact: str | None, outcome: dict | None) -> None:
             {
                 "event": "model_reload",
                 "request_id": g.get("request_id"),
+                "client_request_id": g.get("client_request_id"),
                 "principal": g.principal.id,
                 "role": g.principal.role,
                 "endpoint": request.endpoint,

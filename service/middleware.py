@@ -2,8 +2,9 @@
 
 Order for one request:
 
-1. ``before_request``: start the clock, take a valid ``X-Request-ID`` or make one, authorise
-   (:func:`service.auth.authorize`, may answer 401/403).
+1. ``before_request``: start the clock, make this request's unique id (a client's own valid
+   ``X-Request-ID`` is kept beside it as ``client_request_id``: two clients, or one retrying,
+   may send the same), authorise (:func:`service.auth.authorize`, may answer 401/403).
 2. the view (or an error handler).
 3. ``after_request``: for a patient-data endpoint called by an authenticated principal, append
    the audit line - if that fails, the answer is replaced by a 503 that holds no patient data;
@@ -23,6 +24,7 @@ import uuid
 from flask import Flask, Request, Response, current_app, g, request
 
 from .audit import AuditError
+from .audit_fields import bounded, client_request_id
 from .auth import authorize, is_patient_data, view_function
 from .errors import error_response
 
@@ -53,8 +55,8 @@ def register(app: Flask) -> None:
 def _begin() -> None:
     ctx, req = g._get_current_object(), request._get_current_object()
     ctx.started = time.perf_counter()
-    incoming = req.headers.get("X-Request-ID", "")
-    ctx.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    ctx.request_id = uuid.uuid4().hex
+    ctx.client_request_id = client_request_id(req.headers, _REQUEST_ID)
     authorize(current_app._get_current_object(), req, ctx)
 
 
@@ -82,6 +84,7 @@ def _finish(response: Response) -> Response:
             json.dumps(
                 {
                     "request_id": ctx.get("request_id"),
+                    "client_request_id": ctx.get("client_request_id"),
                     "principal": principal.id if principal else None,
                     "method": req.method,
                     "endpoint": endpoint,
@@ -121,6 +124,9 @@ def _audit(runtime, req: Request, ctx, principal, response: Response) -> Respons
     tenant = ctx.get("cds_tenant")
     if tenant:
         record["tenant"] = tenant
+    if ctx.get("client_request_id"):
+        record["client_request_id"] = ctx.client_request_id
+    record = bounded(record, served.conditions, served.treatments)
     try:
         runtime.audit.write(record)
     except AuditError as exc:

@@ -9,6 +9,8 @@ import pytest
 
 from recommender.ranking import RecommendationList
 
+from .conftest import audit_lines
+
 
 def test_the_right_therapy_ranks_first_for_a_probe_patient(client, clinician, site):
     for probe, best in list(site.truth.items())[:4]:
@@ -43,14 +45,52 @@ def test_the_response_is_the_engine_answer_with_any_field_it_adds(client, clinic
     assert body["interaction_flags"] == ["X"]
 
 
-def test_responses_are_not_cached_and_carry_a_request_id(client, clinician):
-    response = client.get(
-        "/v1/patients/P0001/recommendations", headers={**clinician, "X-Request-ID": "abc-123"}
-    )
-    assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["X-Request-ID"] == "abc-123"
+def test_responses_are_not_cached_and_carry_the_servers_own_request_id(client, clinician, site):
+    """Two requests with the same client id get two server ids; the audit keeps both."""
+    headers = {**clinician, "X-Request-ID": "abc-123"}
+    first = client.get("/v1/patients/P0001/recommendations", headers=headers)
+    second = client.get("/v1/patients/P0001/recommendations", headers=headers)
+    assert first.headers["Cache-Control"] == "no-store"
+    ids = [first.headers["X-Request-ID"], second.headers["X-Request-ID"]]
+    assert len(set(ids)) == 2 and all(len(i) == 32 and "abc" not in i for i in ids)
+    lines = audit_lines(site)[-2:]
+    assert [x["request_id"] for x in lines] == ids
+    assert [x["client_request_id"] for x in lines] == ["abc-123", "abc-123"]
     generated = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_audit_lines_keep_only_known_ids_and_short_client_ids(client, clinician, site):
+    """A free-text condition is not copied into the audit log (it could name the patient)."""
+    text = "patient Jane Doe, born 1961, " + "x" * 4000
+    response = client.get(
+        "/v1/patients/P0001/recommendations",
+        query_string={"condition": text[:200]},
+        headers=clinician,
+    )
+    assert response.status_code in (400, 404)
+    line = audit_lines(site)[-1]
+    assert line["condition_id"] is None and line["unknown_ids"] == {"condition_id": 1}
+    assert "Jane" not in (site.root / "audit.log").read_text()
+    client.get("/v1/patients/P0001/recommendations?condition=C", headers=clinician)
+    line = audit_lines(site)[-1]
+    assert line["condition_id"] == "C" and "unknown_ids" not in line
+    response = client.post(
+        "/v1/feedback",
+        json={
+            "feedback_id": "f-1",
+            "request_id": "a b c <script>",
+            "patient_id": "P0001",
+            "treatment_id": "NOPE",
+            "decision": "accepted",
+        },
+        headers=clinician,
+    )
+    line = audit_lines(site)[-1]
+    assert line["treatment_ids"] == [] and line["unknown_ids"] == {"treatment_ids": 1}
+    if response.status_code != 400:  # the schema may refuse the request id itself
+        assert line["recommendation_request_id"] is None
+        assert line["invalid_fields"] == ["recommendation_request_id"]
 
 
 @pytest.mark.parametrize(
