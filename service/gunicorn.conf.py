@@ -13,10 +13,16 @@
   temporary folder unless the operator sets one); ``child_exit`` retires a dead worker's files.
 - No gunicorn access log: its lines hold the URL, which can hold a raw patient id. The app
   writes its own access log naming the endpoint instead (``RECOMMENDER_ACCESS_LOG``).
+- The worker class is ``service.worker.ServiceWorker``: gunicorn's gthread worker with a
+  deadline on reading each request (slow or half-open clients hold one thread for at most
+  ``RECOMMENDER_REQUEST_READ_TIMEOUT`` seconds) and gunicorn's own 4xx answers as JSON.
+- Header limits fit the app's: one header line may carry the 16 KiB JWT of a CDS Hooks call.
 
 Settings read from the environment here: ``RECOMMENDER_BIND`` (default 127.0.0.1:8000),
 ``RECOMMENDER_WORKERS`` (default: usable cores + 1), ``RECOMMENDER_WORKER_TIMEOUT`` (default 60 seconds),
-``RECOMMENDER_WORKER_THREADS`` (BLAS/OpenMP threads per worker, default 1).
+``RECOMMENDER_WORKER_THREADS`` (BLAS/OpenMP threads per worker, default 1),
+``RECOMMENDER_REQUEST_THREADS`` (request threads per worker, default 4),
+``RECOMMENDER_REQUEST_READ_TIMEOUT`` (seconds to read one request, default 10).
 """
 
 import os
@@ -33,17 +39,35 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="recommender-metrics-")
     os.environ["RECOMMENDER_OWNS_METRICS_DIR"] = "1"
 
+# Imported now, not in the hooks: the master runs ``child_exit`` from its SIGCHLD handling,
+# and a first import there, interrupted by the next signal of a shutdown, left a partly
+# initialised module behind (an AttributeError that crashed the master about once in 15
+# SIGTERMs, leaving its temporary folders). After the variable above: prometheus_client reads
+# it when it is imported.
+from prometheus_client import multiprocess as _prometheus_multiprocess  # noqa: E402
+
+from service.worker import read_timeout as _read_timeout  # noqa: E402
+
+_read_timeout()  # a wrong RECOMMENDER_REQUEST_READ_TIMEOUT stops the start, naming it
+
 bind = os.environ.get("RECOMMENDER_BIND", "127.0.0.1:8000")
 # one more worker than cores: while a worker waits for its audit line's fsync, another uses the core
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 workers = int(os.environ.get("RECOMMENDER_WORKERS", _CORES + 1))
-worker_class = "sync"
+worker_class = "service.worker.ServiceWorker"
+threads = int(os.environ.get("RECOMMENDER_REQUEST_THREADS", "4"))
 preload_app = True
 timeout = int(os.environ.get("RECOMMENDER_WORKER_TIMEOUT", "60"))
 graceful_timeout = 30
+# One request per connection, as with sync workers: a reload's graceful restart then never
+# closes an idle kept-alive connection a client is about to reuse (a reverse proxy keeps its
+# own keep-alive with the clients).
+keepalive = 0
 backlog = 2048
 limit_request_line = 4094
 limit_request_fields = 50
+# "Authorization: Bearer " + a JWT of up to 16,384 characters (service/cds_hooks/security.py)
+limit_request_field_size = 16_384 + 64
 accesslog = None
 errorlog = "-"
 loglevel = "info"
@@ -100,9 +124,7 @@ def post_fork(server, worker):
 
 
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    _prometheus_multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):

@@ -4,7 +4,8 @@ Order for one request:
 
 1. ``before_request``: start the clock, make this request's unique id (a client's own valid
    ``X-Request-ID`` is kept beside it as ``client_request_id``: two clients, or one retrying,
-   may send the same), authorise (:func:`service.auth.authorize`, may answer 401/403).
+   may send the same), authorise (:func:`service.auth.authorize`, may answer 401/403), and
+   hold a chunked body to the size limit (:mod:`service.body_limit`, may answer 413).
 2. the view (or an error handler).
 3. ``after_request``: for a patient-data endpoint called by an authenticated principal, append
    the audit line - if that fails, the answer is replaced by a 503 that holds no patient data;
@@ -26,6 +27,7 @@ from flask import Flask, Request, Response, current_app, g, request
 from .audit import AuditError
 from .audit_fields import bounded, client_request_id
 from .auth import authorize, is_patient_data, view_function
+from .body_limit import buffer_chunked_body
 from .errors import error_response
 
 access_log = logging.getLogger("service.access")
@@ -57,7 +59,9 @@ def _begin() -> None:
     ctx.started = time.perf_counter()
     ctx.request_id = uuid.uuid4().hex
     ctx.client_request_id = client_request_id(req.headers, _REQUEST_ID)
-    authorize(current_app._get_current_object(), req, ctx)
+    app = current_app._get_current_object()
+    authorize(app, req, ctx)
+    buffer_chunked_body(req, app.config["MAX_CONTENT_LENGTH"])
 
 
 def _finish(response: Response) -> Response:
