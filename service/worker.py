@@ -103,6 +103,7 @@ class ServiceWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout()
+        self._accepting = False
 
     def accept(self, server, listener) -> None:
         """As gthread's, with the client socket wrapped in a :class:`DeadlineSocket`."""
@@ -130,19 +131,20 @@ class ServiceWorker(ThreadWorker):
         """
         for sock in self.sockets:
             sock.setblocking(False)
-            acceptor = partial(self.accept, sock.getsockname())
-            self.poller.register(sock, selectors.EVENT_READ, acceptor)
         while self.alive:
             self.notify()
-            if self.nr_conns < self.worker_connections:
-                self._poll(1.0)
-            else:
+            free = len(self.futures) < self.cfg.threads
+            self._listen(free and self.nr_conns < self.worker_connections)
+            if free:
+                self._poll(1.0)  # a new connection or bytes on a held one wake it
+            else:  # nothing to accept: wake when a thread is done, not after a 1 s select
                 self._reap(1.0)
+                self._poll(0)
             if not self.is_parent_alive():
                 break
             self.murder_keepalived()
+        self._listen(False)
         for sock in self.sockets:
-            self.poller.unregister(sock)
             sock.close()
         deadline = time.monotonic() + self.read_timeout
         while self.nr_conns > 0 and time.monotonic() < deadline:
@@ -152,6 +154,25 @@ class ServiceWorker(ThreadWorker):
         self.tpool.shutdown(False)
         self.poller.close()
         futures.wait(self.futures, timeout=self.cfg.graceful_timeout)
+
+    def _listen(self, accepting: bool) -> None:
+        """Poll the listening sockets only while a request thread is free.
+
+        gthread accepts whenever a connection waits, even with every thread busy (with slow
+        clients, say): the requests it accepted then queue behind them in this worker while
+        another worker idles. Left in the kernel's backlog, they go to a worker that can
+        answer them now.
+        """
+        if accepting == self._accepting:
+            return
+        with self._lock:
+            for sock in self.sockets:
+                if accepting:
+                    acceptor = partial(self.accept, sock.getsockname())
+                    self.poller.register(sock, selectors.EVENT_READ, acceptor)
+                else:
+                    self.poller.unregister(sock)
+        self._accepting = accepting
 
     def _poll(self, timeout: float) -> None:
         for key, _ in self.poller.select(timeout):
