@@ -2,7 +2,7 @@
 
 Builds (once, cached under benchmarks/results/tmp/) a synthetic cohort and a keyed ALS model -
 1M patients x 10k therapies (1000 conditions x 10) at full size - starts ``recommender serve``
-(gunicorn, sync workers, preloaded app) on a free loopback port and loads it with ``wrk``
+(gunicorn, the service's threaded workers, preloaded app) on a free loopback port and loads it with ``wrk``
 (installed from Debian when missing and allowed; otherwise a bounded Python client), with the
 service's default number of workers (usable cores + 1):
 
