@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import DataValidationError
-from ..utils.jsonlines import append_line, locked, open_for_append, read_records
+from ..utils.jsonlines import append_line, locked, open_for_append, read_records, repair_tail
 from ..utils.text import text_problem
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,27 @@ FIELDS = (
 
 
 class FeedbackStore:
-    """Append-only JSON-lines file of decisions (see the module docstring)."""
+    """Append-only JSON-lines file of decisions (see the module docstring).
+
+    Opening creates the file (0600) if missing and moves a torn last line aside.
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened for appending, or a torn tail cannot be moved aside.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[str] = set()
         self._offset = 0
+        fd = open_for_append(self.path)
+        try:
+            with locked(fd):
+                repair_tail(fd, self.path)
+        finally:
+            os.close(fd)
 
     def append(self, record: Mapping) -> bool:
         """Store one decision; False when its ``feedback_id`` is already stored.
