@@ -79,6 +79,7 @@ class AuditLog:
         self.fsync_interval = fsync_interval
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._pid = os.getpid()  # the process that opened the descriptor
         self._identity: tuple[int, int] | None = None
         self._failure: str | None = None  # why a background fsync failed: the log is closed
         self._unsynced = threading.Event()
@@ -101,7 +102,7 @@ class AuditLog:
         if self._fd is not None and self._deferred():
             self._sync(self._fd)  # the rotated file's last lines, before its descriptor goes
         self._close()
-        self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+        self._fd, self._identity, self._pid = fd, (stat.st_dev, stat.st_ino), os.getpid()
 
     def _deferred(self) -> bool:
         return self.fsync and self.fsync_interval > 0
@@ -115,13 +116,15 @@ class AuditLog:
             self._fd = None
 
     def _current(self) -> int:
-        """The descriptor to write to, reopened if the file was rotated or removed."""
+        """The descriptor to write to, reopened if the file was rotated or removed, and once in
+        a forked process: an ``flock`` belongs to the open file, so workers that shared the
+        master's descriptor would not exclude each other (:mod:`recommender.utils.jsonlines`)."""
         try:
             stat = os.stat(self.path)
             moved = (stat.st_dev, stat.st_ino) != self._identity
         except FileNotFoundError:
             moved = True
-        if moved or self._fd is None:
+        if moved or self._fd is None or self._pid != os.getpid():
             self._open()
         return self._fd
 

@@ -142,6 +142,26 @@ def test_lines_from_concurrent_processes_never_interleave(tmp_path):
         assert [x["n"] for x in lines if x["writer"] == writer] == list(range(300))
 
 
+def _append_inherited(log: AuditLog, writer: int) -> None:
+    for number in range(300):
+        log.write({"writer": writer, "n": number, "padding": "x" * 1500})
+
+
+def test_workers_forked_with_an_open_log_never_lose_a_line(tmp_path):
+    """gunicorn's workers inherit the master's log; sharing its open file would share its
+    flock too, and a worker could take another's half-copied line for a torn tail."""
+    log = AuditLog(tmp_path / "audit.log", fsync=False)
+    log.write({"writer": -1, "n": 0})
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_append_inherited, args=(log, w)) for w in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    lines = [json.loads(line) for line in open(tmp_path / "audit.log")]
+    assert len(lines) == 1201 and not (tmp_path / "audit.log.torn").exists()
+
+
 def test_reloads_are_audited(client, admin, site):
     client.post("/v1/admin/reload", headers=admin)
     [line] = audit_lines(site)
