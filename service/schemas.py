@@ -41,6 +41,33 @@ _DATE_TIME = re.compile(
 )
 
 
+#: JSON Schema ``pattern`` equivalents of the text check, for the published document.
+IDENTIFIER_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
+def with_text_patterns(schema: Any) -> Any:
+    """``schema`` with the text check stated as a ``pattern`` on each string (for OpenAPI).
+
+    The checker here applies :func:`~recommender.utils.text.text_problem` instead, which names
+    the character; the two accept the same strings (lone surrogates cannot be sent in a URL or
+    as UTF-8, and a JSON escape of one is refused before any schema is consulted).
+    """
+    if isinstance(schema, list):
+        return [with_text_patterns(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copy = {key: with_text_patterns(value) for key, value in schema.items()}
+    if "properties" in schema:  # names of properties, not schemas to walk
+        copy["properties"] = {
+            name: with_text_patterns(value) for name, value in schema["properties"].items()
+        }
+    if schema.get("type") == "string" and not {"enum", "format", "pattern"} & set(schema):
+        free = schema.get("x-free-text", False)
+        copy["pattern"] = FREE_TEXT_PATTERN if free else IDENTIFIER_PATTERN
+    return copy
+
+
 def identifier(description: str) -> dict:
     return {"type": "string", "minLength": 1, "maxLength": ID_MAX, "description": description}
 
