@@ -36,6 +36,7 @@ from ..data.tables import CohortTables
 from ..exceptions import DataValidationError
 from ..models import Recommender
 from ..models.outcome import OutcomeRecommender
+from ..utils.escaping import csv_safe, markdown_row
 from ..utils.jsonable import jsonable
 from .ope import ESTIMATORS, Estimate
 from .policy_value import first_line_decisions, off_policy_value, policy_choices
@@ -72,7 +73,7 @@ class OffPolicyResult:
         folder = Path(folder)
         (folder / "ope.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
         for name, frame in self.choices.items():
-            frame.to_csv(folder / f"ope_decisions_{_file_name(name)}.csv", index=False)
+            csv_safe(frame).to_csv(folder / f"ope_decisions_{_file_name(name)}.csv", index=False)
         (folder / "ope.md").write_text(self.markdown())
 
     def markdown(self) -> str:
@@ -95,7 +96,7 @@ class OffPolicyResult:
                 for e in ESTIMATORS
             ]
             share = estimates[ESTIMATORS[0]].unsupported
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {share:.1%} |")
+            lines.append(markdown_row([name, *cells, f"{share:.1%}"]))
         return "\n".join(lines) + "\n"
 
 
