@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..exceptions import DataValidationError
 
@@ -75,7 +75,7 @@ class ReadLimits:
             A variable is not a positive number.
         """
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}
         for field, variable in ENVIRONMENT.items():
             text = environ.get(variable, "").strip()
             if not text:
@@ -137,14 +137,14 @@ def open_bounded(path: str | os.PathLike, limits: ReadLimits | None = None) -> B
     path = Path(path)
     limits = ReadLimits.from_env() if limits is None else limits
     budget, setting = limits.byte_budget(path)
-    raw = gzip.open(path, "rb") if _compressed(path) else open(path, "rb")
+    raw: io.BufferedIOBase = gzip.GzipFile(path, "rb") if _compressed(path) else open(path, "rb")
     return io.BufferedReader(_Bounded(raw, budget, setting, path), buffer_size=1 << 20)
 
 
 class _Bounded(io.RawIOBase):
     """A raw stream that refuses to deliver more than ``budget`` bytes."""
 
-    def __init__(self, inner: BinaryIO, budget: int, setting: str, path: Path):
+    def __init__(self, inner: io.BufferedIOBase, budget: int, setting: str, path: Path):
         self._inner, self._budget, self._setting, self._path = inner, budget, setting, path
         self._delivered = 0
 
