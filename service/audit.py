@@ -3,7 +3,10 @@
 Each line is written with a single ``write(2)`` on a descriptor opened ``O_APPEND``, so lines
 from several worker processes never interleave, then made durable with ``fsync(2)`` (unless
 ``AUDIT_FSYNC`` is off) before the response leaves: a request whose line could not be written
-gets a 503 and no patient data. Before every write the file's inode is compared with the open
+gets a 503 and no patient data. The write goes through :func:`recommender.utils.jsonlines.
+append_line`, shared with the feedback store: a short write (a full disk) is cut back to the
+last complete line, and a torn last line left by a crash is moved aside to ``<file>.torn`` when
+the file is opened, so a line is never glued onto a fragment. Before every write the file's inode is compared with the open
 descriptor's, so after ``logrotate`` moves the file away the next line goes to a new file at the
 configured path (no ``copytruncate`` or signal needed). Field list: ``service/README.md``.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 import weakref
@@ -36,7 +40,19 @@ from typing import Any
 
 import orjson
 
+from recommender.utils.jsonlines import (
+    AppendError,
+    append_line,
+    locked,
+    open_for_append,
+    repair_tail,
+)
+
 log = logging.getLogger(__name__)
+#: Bytes :func:`can_append` writes for ``/ready``: a page, more than any audit line.
+PROBE_BYTES = 4096
+#: Seconds a readiness result is reused.
+PROBE_INTERVAL = 1.0
 
 
 class AuditError(Exception):
@@ -63,22 +79,30 @@ class AuditLog:
         self.fsync_interval = fsync_interval
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._pid = os.getpid()  # the process that opened the descriptor
         self._identity: tuple[int, int] | None = None
         self._failure: str | None = None  # why a background fsync failed: the log is closed
         self._unsynced = threading.Event()
         self._flushing = False  # whether this process runs the background fsync thread
+        self._probed: tuple[float, bool] | None = None  # (monotonic time, writable) of /ready
         if self._deferred():
             _after_fork_in_child(self)
         with self._lock:
             self._open()
 
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_for_append(self.path)
+        try:
+            with locked(fd):
+                repair_tail(fd, self.path)
+        except OSError:
+            os.close(fd)
+            raise
         stat = os.fstat(fd)
         if self._fd is not None and self._deferred():
             self._sync(self._fd)  # the rotated file's last lines, before its descriptor goes
         self._close()
-        self._fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+        self._fd, self._identity, self._pid = fd, (stat.st_dev, stat.st_ino), os.getpid()
 
     def _deferred(self) -> bool:
         return self.fsync and self.fsync_interval > 0
@@ -92,13 +116,15 @@ class AuditLog:
             self._fd = None
 
     def _current(self) -> int:
-        """The descriptor to write to, reopened if the file was rotated or removed."""
+        """The descriptor to write to, reopened if the file was rotated or removed, and once in
+        a forked process: an ``flock`` belongs to the open file, so workers that shared the
+        master's descriptor would not exclude each other (:mod:`recommender.utils.jsonlines`)."""
         try:
             stat = os.stat(self.path)
             moved = (stat.st_dev, stat.st_ino) != self._identity
         except FileNotFoundError:
             moved = True
-        if moved or self._fd is None:
+        if moved or self._fd is None or self._pid != os.getpid():
             self._open()
         return self._fd
 
@@ -116,15 +142,19 @@ class AuditLog:
                 raise AuditError(self._failure)
             try:
                 fd = self._current()
-                written = os.write(fd, data)
-                if written != len(data):
-                    raise OSError(f"short write ({written} of {len(data)} bytes)")
+                with locked(fd):
+                    append_line(fd, data, self.path)
                 if self._deferred():
                     self._defer_sync()
                 elif self.fsync:
                     os.fsync(fd)
-            except OSError as exc:
+            except AppendError as exc:  # the message names the file
+                self._probed = None
                 self._close()  # the next write tries a fresh descriptor
+                raise AuditError(f"audit log: {exc}") from None
+            except OSError as exc:
+                self._probed = None
+                self._close()
                 raise AuditError(f"cannot append to the audit log {self.path}: {exc}") from None
 
     def _defer_sync(self) -> None:
@@ -156,21 +186,58 @@ class AuditLog:
             log.error(self._failure)
 
     def writable(self) -> bool:
-        """Whether the next line can be appended (used by ``/ready``)."""
+        """Whether the next line can be appended (used by ``/ready``).
+
+        A real check: the log is not closed by a failed fsync, the file opens for appending,
+        and :func:`can_append` writes a page beside it. The result is kept for
+        :data:`PROBE_INTERVAL` seconds (a failed :meth:`write` drops it), so a flood of probes
+        costs at most one small write a second.
+        """
         with self._lock:
             if self._failure is not None:
                 return False
+            now = time.monotonic()
+            if self._probed is not None and now - self._probed[0] < PROBE_INTERVAL:
+                return self._probed[1]
             try:
                 self._current()
-            except OSError:
-                return False
-        return True
+                problem = can_append(self.path.parent)
+            except OSError as exc:
+                problem = str(exc)
+            if problem is not None:
+                log.error("audit log %s is not writable: %s", self.path, problem)
+            self._probed = (now, problem is None)
+            return problem is None
 
     def close(self) -> None:
         with self._lock:
             if self._fd is not None and self._deferred():
                 self._sync(self._fd)
             self._close()
+
+
+def can_append(folder: Path, size: int = PROBE_BYTES) -> str | None:
+    """Why ``size`` bytes cannot be written to a new file in ``folder``, or None if they can.
+
+    The file is unnamed (``O_TMPFILE``) where the file system allows it, so it never shows up
+    and vanishes with its descriptor; elsewhere a named temporary file, removed at once. It
+    sits on the audit log's file system, so a full disk or an exhausted quota fails here.
+    """
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except (AttributeError, OSError):  # no O_TMPFILE here, or not on this file system
+        try:
+            fd, name = tempfile.mkstemp(prefix=".audit-probe-", dir=folder)
+        except OSError as exc:
+            return f"cannot create a file in {folder}: {exc.strerror}"
+        os.unlink(name)
+    try:
+        written = os.write(fd, b"\0" * size)
+    except OSError as exc:
+        return f"cannot write to {folder}: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return None if written == size else f"short write in {folder} ({written} of {size} bytes)"
 
 
 def _after_fork_in_child(audit_log: AuditLog) -> None:

@@ -3,6 +3,11 @@
 Labels never carry an identifier: ``endpoint`` is the Flask endpoint name (the route, not the
 URL), so ``/v1/patients/P123/...`` is counted as ``api.patient_recommendations``.
 
+Every label takes its value from a fixed set, so no client can add series: ``endpoint`` is a
+route of the app or ``unmatched``, ``method`` one of :data:`METHODS` or ``other`` (a made-up
+method such as ``FOO`` must not make a series of its own), ``status`` a status code of
+100-599 or ``other``, and the auth-failure ``reason`` and reload ``result`` are fixed words.
+
 Under gunicorn every worker is a process of its own; with ``PROMETHEUS_MULTIPROC_DIR`` set
 (``service/gunicorn.conf.py`` sets it) the values live in memory-mapped files in that folder and
 a scrape answered by any worker adds up all of them (prometheus_client's multiprocess mode).
@@ -21,6 +26,12 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 #: Latency buckets (seconds): sub-millisecond to a few seconds.
+#: The HTTP methods counted by name (RFC 9110 and PATCH); any other is counted as ``other``.
+METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+)
+#: Why credentials were refused (the ``reason`` label).
+AUTH_REASONS = frozenset(("missing", "malformed", "invalid", "forbidden"))
 BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -68,11 +79,12 @@ class Metrics:
         self._request_children: dict[tuple[str, str, int], tuple] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        key = (endpoint, method, status)
+        """Count one answer; ``endpoint`` must be a route name or ``unmatched``."""
+        key = (endpoint, method if method in METHODS else "other", status)
         children = self._request_children.get(key)
         if children is None:
             children = self._request_children[key] = (
-                self.requests.labels(endpoint, method, str(status)),
+                self.requests.labels(key[0], key[1], _status_label(status)),
                 self.latency.labels(endpoint),
             )
         count, latency = children
@@ -80,7 +92,7 @@ class Metrics:
         latency.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
-        self.auth_failures.labels(reason).inc()
+        self.auth_failures.labels(reason if reason in AUTH_REASONS else "other").inc()
 
     def reload(self, ok: bool) -> None:
         self.reloads.labels("ok" if ok else "refused").inc()
@@ -95,6 +107,10 @@ class Metrics:
             registry.register(self._model)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else "other"
 
 
 class _ModelCollector:

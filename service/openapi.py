@@ -44,7 +44,22 @@ def build(config) -> dict[str, Any]:
     document = _rest(config)
     if config.get("CDS_ISSUERS"):
         _add_cds(document)
+    _state_text_patterns(document)
     return document
+
+
+def _state_text_patterns(document: dict) -> None:
+    """Add the text check's ``pattern`` to request schemas: parameters and request bodies."""
+    referenced = set()
+    for path in document["paths"].values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                parameter["schema"] = schemas.with_text_patterns(parameter["schema"])
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                referenced.add(media["schema"].get("$ref", "").rsplit("/", 1)[-1])
+    components = document["components"]["schemas"]
+    for name in referenced & set(components):
+        components[name] = schemas.with_text_patterns(components[name])
 
 
 def _rest(config) -> dict[str, Any]:

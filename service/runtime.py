@@ -7,7 +7,6 @@ inherit it) and kept in ``app.extensions["recommender"]``; nothing lives at modu
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,11 +161,11 @@ class Runtime:
 
 
 def _feedback_store(path: str) -> FeedbackStore:
-    """The clinicians' decisions file, checked writable at start (created 0600)."""
+    """The clinicians' decisions file, checked writable at start (created 0600, a torn tail
+    moved aside)."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        return FeedbackStore(path)
     except OSError as exc:
         raise ConfigError(
             f"RECOMMENDER_FEEDBACK_LOG: cannot open {path} for appending ({exc.strerror})"
         ) from None
-    return FeedbackStore(path)

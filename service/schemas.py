@@ -8,6 +8,11 @@ and the ``date`` / ``date-time`` formats) and reports every problem with its JSO
 
 Unknown fields are rejected everywhere: in bodies (``additionalProperties: false``) and in
 query strings (a parameter the operation does not define is a 400).
+
+Text is checked at this boundary too (:func:`recommender.utils.text.text_problem`): no string
+anywhere in a body may hold a lone surrogate (JSON's ``\\ud800`` escape can send one, and it
+cannot be encoded later), and a string a schema describes may hold no control character unless
+the schema marks it free text (``"x-free-text": true``, which allows tab and line breaks).
 """
 
 from __future__ import annotations
@@ -21,16 +26,46 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from recommender.columns import OUTCOME_LABELS
+from recommender.utils.text import text_problem
 
 from .errors import ApiError
 
 ID_MAX = 256
 TRUE_FALSE = ("true", "false")
+#: The JSON escape of a surrogate code point: only a body holding one needs the full text walk.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATE_TIME = re.compile(
     r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d{1,9})?"
     r"([Zz]|[+-]\d{2}:\d{2})?$"
 )
+
+
+#: JSON Schema ``pattern`` equivalents of the text check, for the published document.
+IDENTIFIER_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
+def with_text_patterns(schema: Any) -> Any:
+    """``schema`` with the text check stated as a ``pattern`` on each string (for OpenAPI).
+
+    The checker here applies :func:`~recommender.utils.text.text_problem` instead, which names
+    the character; the two accept the same strings (lone surrogates cannot be sent in a URL or
+    as UTF-8, and a JSON escape of one is refused before any schema is consulted).
+    """
+    if isinstance(schema, list):
+        return [with_text_patterns(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    copy = {key: with_text_patterns(value) for key, value in schema.items()}
+    if "properties" in schema:  # names of properties, not schemas to walk
+        copy["properties"] = {
+            name: with_text_patterns(value) for name, value in schema["properties"].items()
+        }
+    if schema.get("type") == "string" and not {"enum", "format", "pattern"} & set(schema):
+        free = schema.get("x-free-text", False)
+        copy["pattern"] = FREE_TEXT_PATTERN if free else IDENTIFIER_PATTERN
+    return copy
 
 
 def identifier(description: str) -> dict:
@@ -135,6 +170,7 @@ def feedback_schema() -> dict:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 1000,
+                "x-free-text": True,
                 "description": "why it was overridden (no patient-identifying text)",
             },
         },
@@ -210,6 +246,9 @@ def _check_string(value: str, schema: Mapping, path: str) -> list[str]:
         ]
     if len(value) > schema.get("maxLength", len(value)):
         return [f"{path}: at most {schema['maxLength']} characters"]
+    problem = text_problem(value, free_text=schema.get("x-free-text", False))
+    if problem:
+        return [f"{path}: {problem}"]
     fmt = schema.get("format")
     if fmt and not _valid_format(value, fmt):
         return [f"{path}: not an ISO-8601 {fmt}"]
@@ -292,11 +331,48 @@ def parse_json_body(content_type: str | None, raw: bytes) -> Any:
             f"the body must be application/json; got {mimetype or 'no content type'}",
         )
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "malformed_json", "the body is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        where = lone_surrogate(document)
+        if where is not None:
+            raise ApiError(
+                400,
+                "invalid_text",
+                f"{where}: holds a lone surrogate, which is not Unicode text",
+                {"field": where},
+            )
+    return document
+
+
+def lone_surrogate(value: Any, path: str = "$") -> str | None:
+    """The JSON path of the first string (or key) in ``value`` holding a lone surrogate."""
+    if isinstance(value, str):
+        return path if _has_surrogate(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _has_surrogate(key):
+                return f"{path} (a key)"
+            found = lone_surrogate(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            found = lone_surrogate(item, f"{path}[{number}]")
+            if found:
+                return found
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _refuse_constant(name: str):
@@ -377,9 +453,12 @@ def _convert(name: str, raw: str, schema: Mapping) -> Any:
 
 
 def check_identifier(value: str, what: str) -> str:
-    """A path identifier within the length limit (400 otherwise)."""
+    """A path identifier within the length limit and of proper text (400 otherwise)."""
     if not 1 <= len(value) <= ID_MAX:
         raise ApiError(
             400, "invalid_parameter", f"{what} must be 1-{ID_MAX} characters", {"field": what}
         )
+    problem = text_problem(value)
+    if problem:
+        raise ApiError(400, "invalid_parameter", f"{what} {problem}", {"field": what})
     return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +73,43 @@ def tiny_tables() -> CohortTables:
 def tiny_data_dir(tmp_path, tiny_tables):
     """``tiny_tables`` written as CSV files to ``tmp_path / "data"``."""
     return write_tables(tiny_tables, tmp_path / "data")
+
+
+class TinyDisk:
+    """A 64 KiB tmpfs: ``fill()`` takes all its free space, ``free()`` gives it back."""
+
+    def __init__(self, path):
+        self.path = path
+        self._filler = path / "filler"
+
+    def fill(self) -> None:
+        """Take every free page (tmpfs allocates 4 KiB pages; a file's last page may have room)."""
+        with open(self._filler, "ab", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b"x" * 4096)
+            except OSError:
+                pass
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real full-disk (ENOSPC) file system; skipped where a tmpfs cannot be mounted (not root).
+
+    Tests that must always run simulate short writes instead (``tests/utils/test_jsonlines.py``).
+    """
+    path = tmp_path / "disk"
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): the simulated tests cover this")
+    try:
+        yield TinyDisk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

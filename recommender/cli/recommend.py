@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..columns import Columns as C
 from ..exceptions import DataValidationError, ParameterError
+from ..utils.escaping import csv_safe
 from ..utils.fileutil import atomic_path
 from .options import (
     add_engine_options,
@@ -160,9 +161,12 @@ def read_requests(path: Path) -> pd.DataFrame:
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically; the extension decides the format."""
+    """Write atomically; the extension decides the format (CSV text cells neutralised:
+    :func:`recommender.utils.escaping.csv_safe`)."""
     with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
-            frame.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
+            csv_safe(frame).to_csv(
+                tmp, index=False, compression="gzip" if path.suffix == ".gz" else None
+            )

@@ -19,7 +19,7 @@ reads the folder, slowly). Error messages therefore come from one place.
 from __future__ import annotations
 
 import csv
-import gzip
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from ..columns import Columns as C
 from ..columns import Tables
 from ..exceptions import DataValidationError
+from ..utils.limits import InputTooLargeError, ReadLimits, check_parquet, open_bounded
 from .codes import NAT, CohortCodes, group_edges, sorted_codes, take_codes
 from .tables import (
     REQUIRED,
@@ -78,6 +79,8 @@ def read_codes(folder: str | Path) -> CohortCodes:
     paths = table_files(folder)
     try:
         codes = _read(paths)
+    except InputTooLargeError:
+        raise  # the pandas reader would read as far again to say the same
     except (
         _Unsupported,
         DataValidationError,
@@ -486,24 +489,28 @@ class _Source:
         self.path, self.table = path, table
         self._csv: pa.Table | None = None
         if path.suffix == ".parquet":
+            check_parquet(path)
             schema = pq.read_schema(path)
             index = (schema.pandas_metadata or {}).get("index_columns", [])
             self.names = [name for name in schema.names if name not in index]
             self._types = {name: schema.field(name).type for name in self.names}
         else:
             self.names = _csv_header(path)
-            self._csv = pacsv.read_csv(
-                path,
-                read_options=pacsv.ReadOptions(column_names=self.names, skip_rows=1),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={
-                        name: pa.dictionary(pa.int32(), pa.string()) for name in self.names
-                    },
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            limits = ReadLimits.from_env()
+            with open_bounded(path, limits) as handle:
+                self._csv = pacsv.read_csv(
+                    handle,
+                    read_options=pacsv.ReadOptions(column_names=self.names, skip_rows=1),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={
+                            name: pa.dictionary(pa.int32(), pa.string()) for name in self.names
+                        },
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+            limits.check_rows(self._csv.num_rows, path)
         if len(set(self.names)) != len(self.names) or any(not name for name in self.names):
             raise _Unsupported(f"{path.name}: repeated or empty column names")
 
@@ -531,9 +538,8 @@ class _Source:
 
 def _csv_header(path: Path) -> list[str]:
     """Column names of a CSV file, from its first line (BOM removed as pandas does)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        line = handle.readline()
+    with io.TextIOWrapper(open_bounded(path), encoding="utf-8-sig", newline="") as handle:
+        line = handle.readline(1 << 20)  # a header line longer than a MiB is not one
     if '"' in line or "\r" in line.rstrip("\r\n"):
         raise _Unsupported(f"{path.name}: quoted header")
     return next(csv.reader([line]), [])

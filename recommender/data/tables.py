@@ -20,6 +20,7 @@ import pandas as pd
 from ..columns import OUTCOME_LABELS, TABLE_EXTENSIONS, Columns, Tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
+from ..utils.limits import ReadLimits, check_parquet, open_bounded
 
 log = logging.getLogger(__name__)
 
@@ -236,15 +237,30 @@ def fingerprint_frames(frames: Mapping[str, pd.DataFrame]) -> str:
 
 
 def read_file(path: Path, table: str) -> pd.DataFrame:
-    """One table file as read before validation (id columns as strings)."""
+    """One table file as read before validation (id columns as strings), within the read
+    limits (:mod:`recommender.utils.limits`)."""
+    limits = ReadLimits.from_env()
     try:
         if path.suffix == ".parquet":
+            check_parquet(path, limits)
             frame = pd.read_parquet(path)
             for column in ID_COLUMNS[table]:
                 if column in frame:
                     frame[column] = frame[column].astype("string").fillna("").astype(object)
             return frame
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        with open_bounded(path, limits) as handle:
+            frame = pd.read_csv(
+                handle,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                compression=None,
+                nrows=limits.max_rows + 1,
+            )
+        limits.check_rows(len(frame), path)
+        return frame
+    except DataValidationError:
+        raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"cannot be read as a table: {exc}", file=str(path)) from None
 

@@ -38,6 +38,7 @@ from ..data.tables import CohortTables
 from ..exceptions import DataValidationError
 from ..models import Recommender
 from ..models.outcome import OutcomeRecommender
+from ..utils.escaping import csv_safe, markdown_row
 from ..utils.jsonable import jsonable
 from .ope import ESTIMATORS, Estimate
 from .policy_value import first_line_decisions, off_policy_value, policy_choices
@@ -74,7 +75,7 @@ class OffPolicyResult:
         folder = Path(folder)
         (folder / "ope.json").write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
         for name, frame in self.choices.items():
-            frame.to_csv(folder / f"ope_decisions_{_file_name(name)}.csv", index=False)
+            csv_safe(frame).to_csv(folder / f"ope_decisions_{_file_name(name)}.csv", index=False)
         (folder / "ope.md").write_text(self.markdown())
 
     def markdown(self) -> str:
@@ -100,9 +101,15 @@ class OffPolicyResult:
             cells = [estimates[e].text() for e in ESTIMATORS]
             first = estimates[ESTIMATORS[0]]
             lines.append(
-                f"| {name} | "
-                + " | ".join(cells)
-                + f" | {first.unsupported:.1%} | {first.mean_weight:.2f} | {first.effective_n:.0f} |"
+                markdown_row(
+                    [
+                        name,
+                        *cells,
+                        f"{first.unsupported:.1%}",
+                        f"{first.mean_weight:.2f}",
+                        f"{first.effective_n:.0f}",
+                    ]
+                )
             )
         return "\n".join(lines) + "\n"
 

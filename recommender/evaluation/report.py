@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..utils.escaping import csv_safe, markdown_row
 from ..utils.fileutil import atomic_dir
 from .evaluate import RANKING_METRICS, EvaluationResult
 
@@ -53,7 +54,9 @@ def write_report(
         plot_metrics(result, tmp / PLOT)
         (tmp / "queries").mkdir()
         for name, model_result in result.models.items():
-            model_result.queries.to_csv(tmp / "queries" / f"{_file_name(name)}.csv", index=False)
+            csv_safe(model_result.queries).to_csv(
+                tmp / "queries" / f"{_file_name(name)}.csv", index=False
+            )
     return Path(out)
 
 
@@ -165,16 +168,16 @@ def _truth_section(truth) -> list[str]:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table; floats with 4 decimals, missing values as '-'."""
+    """A GitHub Markdown table; floats with 4 decimals, missing values as '-' (cells escaped)."""
 
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    header = markdown_row(frame.columns)
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = [markdown_row(cell(v) for v in row) for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 

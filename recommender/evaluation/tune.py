@@ -31,6 +31,7 @@ from ..exceptions import ParameterError
 from ..models import MODELS, make_model
 from ..models.persistence import load_artifact
 from ..training import fit_model
+from ..utils.escaping import csv_safe
 from ..utils.fileutil import atomic_file
 from ..utils.jsonable import jsonable
 from .evaluate import RANKING_METRICS, evaluate_model
@@ -285,7 +286,7 @@ def write_results(result: TuneResult, path: str | Path) -> tuple[Path, Path]:
     csv_path = Path(path)
     json_path = csv_path.with_suffix(".json")
     with atomic_file(csv_path) as handle:
-        result.trials.to_csv(handle, index=False)
+        csv_safe(result.trials).to_csv(handle, index=False)
     with atomic_file(json_path) as handle:
         json.dump(result.to_dict(), handle, indent=2, sort_keys=True)
     return csv_path, json_path

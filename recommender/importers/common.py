@@ -20,6 +20,7 @@ from ..columns import Columns, Tables
 from ..data.tables import validate_tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
+from ..utils.limits import ReadLimits, open_bounded
 from .report import ImportReport
 
 log = logging.getLogger(__name__)
@@ -89,23 +90,46 @@ def find_file(folder: Path, stem: str) -> Path | None:
     return matches[0] if matches else None
 
 
+def read_header(path: Path) -> list[str]:
+    """The column names of a source CSV (plain or gzip), read within the byte limits."""
+    try:
+        with open_bounded(path) as handle:
+            return list(pd.read_csv(handle, nrows=0, compression=None).columns)
+    except DataValidationError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataValidationError(f"cannot be read as CSV: {exc}", file=str(path)) from None
+
+
 def read_csv(
     path: Path, report: ImportReport, label: str, *, columns: tuple[str, ...] = (), usecols=None
 ) -> pd.DataFrame:
-    """Read a source CSV (plain or gzip) as text; empty cells become "".
+    """Read a source CSV (plain or gzip, decompressed as a stream) as text; empty cells become "".
 
-    Column names are kept as written. ``columns`` lists the ones the importer needs; a missing
+    Reading stops at the read limits (:mod:`recommender.utils.limits`: decompressed bytes,
+    compression ratio, rows), with an error naming the file. Column names are kept as written. ``columns`` lists the ones the importer needs; a missing
     one raises.
 
     Raises
     ------
     DataValidationError
-        If the file cannot be parsed or lacks a required column.
+        If the file cannot be parsed, is beyond a read limit or lacks a required column.
     """
+    limits = ReadLimits.from_env()
     try:
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, na_filter=False, usecols=usecols
-        )
+        with open_bounded(path, limits) as handle:
+            frame = pd.read_csv(
+                handle,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                usecols=usecols,
+                compression=None,
+                nrows=limits.max_rows + 1,
+            )
+        limits.check_rows(len(frame), path)
+    except DataValidationError:
+        raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"cannot be read as CSV: {exc}", file=str(path)) from None
     missing = [c for c in columns if c not in frame.columns]

@@ -10,13 +10,14 @@ warning naming the resource, the file position and the first invalid field; stri
 
 from __future__ import annotations
 
-import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import DataValidationError, RecommenderError
+from ..utils.limits import ReadLimits, open_bounded
 from .report import ImportReport
 
 #: Resource types the importer reads; every other type is counted and skipped.
@@ -140,9 +141,8 @@ def _validate(models, rtype: str, data: dict) -> str | None:
 
 
 def _open(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    """Text of ``path`` (gunzipped as a stream), within the read limits."""
+    return io.TextIOWrapper(open_bounded(path), encoding="utf-8")
 
 
 def _raw_resources(
@@ -155,7 +155,9 @@ def _raw_resources(
         try:
             with _open(path) as handle:
                 if ndjson:
+                    limits = ReadLimits.from_env()
                     for number, line in enumerate(handle, start=1):
+                        limits.check_rows(number, path)
                         if line.strip():
                             yield from _parse(line, f"{path} line {number}", report, strict)
                 else:

@@ -225,7 +225,7 @@ def _detect(folder: Path) -> tuple[Path, str]:
             "(MIMIC-IV)",
             file=str(folder),
         )
-    header = [c.lower() for c in pd.read_csv(patients, nrows=0).columns]
+    header = [c.lower() for c in common.read_header(patients)]
     if "anchor_age" in header:
         return folder, "iv"
     if "dob" in header:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..columns import Columns, Tables
+from ..utils.escaping import markdown_cell, markdown_row
 
 C = Columns
 
@@ -172,7 +173,7 @@ class ImportReport:
             "",
         ]
         lines += [f"## Warnings ({self.warning_count})", ""]
-        lines += [f"- {w}" for w in self.warnings] or ["none"]
+        lines += [f"- {markdown_cell(w)}" for w in self.warnings] or ["none"]
         if self.warning_count > len(self.warnings):
             lines.append(f"- ... and {self.warning_count - len(self.warnings)} more")
         return "\n".join(lines) + "\n"
@@ -183,5 +184,5 @@ def _section(title: str, values: dict) -> list[str]:
     if not values:
         return lines + ["none", ""]
     lines += ["| item | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in values.items()]
+    lines += [markdown_row([k, v]) for k, v in values.items()]
     return lines + [""]

@@ -163,6 +163,8 @@ def read_manifest(path) -> dict:
         raise ArtifactError(
             f"{path}: not a complete artifact ({MANIFEST} or its .sha256 is missing)"
         )
+    contained_file(path, MANIFEST)
+    contained_file(path, f"{MANIFEST}.sha256")
     text = manifest_path.read_bytes()
     expected = (path / f"{MANIFEST}.sha256").read_text().strip()
     if hashlib.sha256(text).hexdigest() != expected:
@@ -183,13 +185,35 @@ def read_manifest(path) -> dict:
     return manifest
 
 
+def contained_file(folder: Path, relative: str) -> Path:
+    """``folder / relative`` if it is a regular file inside ``folder`` (ArtifactError otherwise).
+
+    A checksum only says the bytes are right; the file must also be the artifact's own. A
+    symbolic link may point within the folder, never out of it (to a file an attacker controls
+    elsewhere, or one that changes under the service), and a FIFO or device is refused (reading
+    one would block or never end). The folder itself may be a link (``artifacts/current``).
+    """
+    root = folder.resolve()
+    file = folder / relative
+    if not file.exists() and not file.is_symlink():
+        raise ArtifactError(f"{folder}: partial artifact, {relative} is missing")
+    target = file.resolve()
+    if not target.is_relative_to(root):
+        raise ArtifactError(
+            f"{folder}: {relative} resolves to {target}, outside the artifact folder; an "
+            "artifact's files must lie inside it (copy the file in instead of linking it)"
+        )
+    if not target.is_file():
+        raise ArtifactError(f"{folder}: {relative} is not a regular file")
+    return file
+
+
 def verify_files(path, manifest: Mapping) -> None:
-    """Check that every array file is present and has its recorded SHA-256."""
+    """Check that every array file is present, inside the folder (:func:`contained_file`) and
+    has its recorded SHA-256."""
     path = Path(path)
     for relative, expected in manifest["files"].items():
-        file = path / relative
-        if not file.is_file():
-            raise ArtifactError(f"{path}: partial artifact, {relative} is missing")
+        file = contained_file(path, relative)
         if sha256_file(file) != expected:
             raise ArtifactError(
                 f"{path}: {relative} does not match its checksum; the artifact "
@@ -230,7 +254,9 @@ def load_artifact(
     arrays: dict[str, dict[str, np.ndarray]] = {group: {} for group in ("model", "dataset")}
     for relative in manifest["files"]:
         group, name = relative.split("/", 1)
-        array = np.load(path / relative, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(
+            contained_file(path, relative), mmap_mode="r" if mmap else None, allow_pickle=False
+        )
         # a plain ndarray view of the map: np.memmap's Python-level __getitem__ costs
         # microseconds per slice on the serving path; the view keeps the map alive (its base)
         arrays[group][name.removesuffix(".npy")] = array.view(np.ndarray) if mmap else array

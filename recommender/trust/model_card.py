@@ -21,6 +21,7 @@ from pathlib import Path
 from ..exceptions import DataValidationError
 from ..models.persistence import Artifact, read_manifest
 from ..ranking.safety import REASONS
+from ..utils.escaping import markdown_row
 from ..utils.fileutil import atomic_file
 
 SECTIONS = (
@@ -549,7 +550,5 @@ def _fmt(value) -> str:
 def _table(header: list[str], rows: list[list]) -> str:
     if not rows:
         return "(none)"
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(
-        lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    )
+    lines = [markdown_row(header), "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + [markdown_row(row) for row in rows])

@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..utils.escaping import markdown_row
 from ..utils.fileutil import atomic_dir
 from .subgroup_audit import HEATMAP_ROWS, JSON_FILE, MARKDOWN_FILE, AuditResult
 from .subgroups import ALL, UNKNOWN, group_order
@@ -228,12 +229,9 @@ def _table(frame: pd.DataFrame) -> str:
     """A GitHub Markdown table of already formatted cells."""
     if frame.empty:
         return "(none)"
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    header = markdown_row(frame.columns)
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = [
-        "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
-        for row in frame.itertuples(index=False)
-    ]
+    body = [markdown_row(row) for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 

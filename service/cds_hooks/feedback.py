@@ -37,7 +37,7 @@ _CODING = {
     "properties": {
         "code": {"type": "string", "minLength": 1, "maxLength": 256},
         "system": {"type": "string", "minLength": 1, "maxLength": 1024},
-        "display": {"type": "string", "maxLength": 1024},
+        "display": {"type": "string", "maxLength": 1024, "x-free-text": True},
     },
 }
 
@@ -63,7 +63,7 @@ def feedback_schema() -> dict:
                 "type": "object",
                 "properties": {
                     "reason": _CODING,
-                    "userComment": {"type": "string", "maxLength": 10_000},
+                    "userComment": {"type": "string", "maxLength": 10_000, "x-free-text": True},
                 },
             },
             "outcomeTimestamp": {"type": "string", "format": "date-time"},

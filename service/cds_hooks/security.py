@@ -274,6 +274,7 @@ class JwtVerifier:
                 f"JWT algorithm {algorithm!r} is refused: "
                 f"CDS Hooks needs an asymmetric signature ({', '.join(ALGORITHMS)})",
             )
+        _check_times(unverified)
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or issuer not in self.keys:
             raise CdsAuthError(
@@ -344,6 +345,33 @@ class JwtVerifier:
             ) from None
         except jwt.PyJWTError as exc:
             raise CdsAuthError("invalid_token", f"the JWT is not valid ({exc})") from None
+
+
+#: The JWT claims that are NumericDate values (RFC 7519 section 2).
+TIME_CLAIMS = ("exp", "iat", "nbf")
+
+
+def _check_times(claims: Mapping) -> None:
+    """401 unless every time claim present is a finite JSON number (not a string or boolean).
+
+    PyJWT converts them with ``int()``, which takes ``"9999999999"`` and ``true`` and fails on
+    ``Infinity`` with an error it does not wrap; the numbers are compared later, so each must be
+    a number here, before the token goes any further.
+    """
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            raise CdsAuthError(
+                "invalid_token",
+                f"the JWT {name!r} claim must be a NumericDate (seconds since 1970 as a "
+                f"number); got {type(value).__name__}",
+            )
+
+
+def _finite(value: float) -> bool:
+    return -1e15 < value < 1e15  # NaN compares false; beyond any date datetime can hold
 
 
 def _bearer(header: str | None) -> str:

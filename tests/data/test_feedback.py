@@ -72,12 +72,55 @@ def test_malformed_records_are_refused(tmp_path, bad, field):
         FeedbackStore(tmp_path / "f.jsonl").append({**record(1), **bad})
 
 
-def test_bad_file_names_the_line(tmp_path):
+def test_lines_that_do_not_parse_are_skipped_and_counted(tmp_path, caplog):
     path = tmp_path / "f.jsonl"
-    path.write_text(json.dumps(record(1)) + "\n{not json\n")
-    with pytest.raises(DataValidationError, match="row 2") as info:
-        read_feedback(path)
-    assert info.value.file == str(path)
+    path.write_text(
+        json.dumps(record(1)) + "\n{not json\n" + json.dumps({**record(3), "decision": "x"}) + "\n"
+    )
+    frame = read_feedback(path)
+    assert frame.feedback_id.tolist() == ["f1"] and frame.attrs["skipped_lines"] == [2, 3]
+    assert f"{path}: skipped 2 line(s)" in caplog.text
+
+
+def test_a_torn_tail_never_breaks_the_store(tmp_path):
+    """The issue's failure: a record half written on a full disk, then the next one glued on."""
+    store = FeedbackStore(tmp_path / "f.jsonl")
+    store.append(record(1))
+    with open(store.path, "a") as handle:
+        handle.write(json.dumps(record(2))[:40])
+    assert FeedbackStore(store.path).append(record(3)) is True  # another process's store
+    assert store.append(record(4)) is True
+    assert read_feedback(store.path).feedback_id.tolist() == ["f1", "f3", "f4"]
+    assert (tmp_path / "f.jsonl.torn").read_text() == json.dumps(record(2))[:40] + "\n"
+
+
+@pytest.mark.parametrize(
+    "field,value", [("patient", "P\ud800"), ("treatment_id", "T\x00"), ("reason", "a\x1bb")]
+)
+def test_text_that_is_not_unicode_is_refused(tmp_path, field, value):
+    with pytest.raises(DataValidationError, match=field):
+        FeedbackStore(tmp_path / "f.jsonl").append({**record(1), field: value})
+    store = FeedbackStore(tmp_path / "g.jsonl")
+    assert store.append({**record(1), "reason": "line one\nline two"})
+
+
+def test_every_acknowledged_decision_survives_a_full_disk(tiny_disk):
+    store = FeedbackStore(tiny_disk.path / "f.jsonl")
+    store.append(record(0))
+    tiny_disk.fill()
+    stored, refused = ["f0"], 0
+    for i in range(1, 120):
+        try:
+            if store.append({**record(i), "reason": "r" * 200}):
+                stored.append(f"f{i}")
+        except OSError:
+            refused += 1
+    assert refused
+    assert read_feedback(store.path).feedback_id.tolist() == stored
+    tiny_disk.free()
+    assert store.append(record(500)) and store.append(record(1)) is False
+    frame = read_feedback(store.path)
+    assert frame.feedback_id.tolist() == [*stored, "f500"] and frame.attrs["skipped_lines"] == []
 
 
 def test_feedback_adds_a_weak_preference_only_where_no_outcome_exists(tmp_path):

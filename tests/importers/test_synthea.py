@@ -467,3 +467,20 @@ def test_nebraska_v3_set_with_procedures_and_careplans(tmp_path):
         == unmatched
         >= 1160
     )  # see datasets README
+
+
+def test_a_gzip_bomb_stops_the_import_with_one_error_line(tmp_path, monkeypatch, capsys):
+    """The issue's probe at test size: conditions.csv.gz expands ~1000x beyond its budget."""
+    from recommender.cli import main
+    from tests.utils.test_limits import gzip_bomb
+
+    src = write_export(tmp_path / "src")
+    header = pd.read_csv(src / "conditions.csv.gz", nrows=0).columns
+    bomb = src / "conditions.csv.gz"
+    gzip_bomb(bomb, (",".join(header) + "\n").encode(), 20_000_000)
+    monkeypatch.setenv("RECOMMENDER_MAX_FILE_BYTES", "2000000")
+    status = main(["import", "synthea", str(src), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert str(bomb) in err and "RECOMMENDER_MAX_FILE_BYTES" in err
+    assert not (tmp_path / "out").exists()

@@ -91,3 +91,44 @@ def test_missing_folder_and_failed_write_leave_the_old_artifact(model, tmp_path,
     assert json.loads((path / MANIFEST).read_text())["version"] == version
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
     load_artifact(path)
+
+
+def test_files_linked_out_of_the_folder_are_refused(model, tmp_path):
+    import os
+    import shutil
+
+    path = model.save(tmp_path / "art")
+    factors = next((path / "model").glob("*.npy"))
+    relative = f"model/{factors.name}"
+    outside = tmp_path / "outside.npy"
+    shutil.copy(factors, outside)  # same bytes: the checksum alone would accept it
+    factors.unlink()
+    factors.symlink_to(outside)
+    with pytest.raises(ArtifactError, match=f"{relative} resolves to .*outside the artifact"):
+        load_artifact(path)
+    with pytest.raises(ArtifactError, match="outside the artifact"):
+        load_artifact(path, verify=False)  # not only when checksums are verified
+    os.replace(outside, path / "moved.npy")  # a link within the folder is its own file
+    factors.unlink()
+    factors.symlink_to(path / "moved.npy")
+    load_artifact(path)
+    (tmp_path / "current").symlink_to(path)  # the folder itself may be a link
+    load_artifact(tmp_path / "current")
+
+
+def test_a_linked_manifest_or_a_fifo_is_refused(model, tmp_path):
+    import os
+    import shutil
+
+    path = model.save(tmp_path / "art")
+    shutil.move(path / MANIFEST, tmp_path / MANIFEST)
+    (path / MANIFEST).symlink_to(tmp_path / MANIFEST)
+    with pytest.raises(ArtifactError, match=f"{MANIFEST} resolves to"):
+        load_artifact(path)
+    (path / MANIFEST).unlink()
+    shutil.move(tmp_path / MANIFEST, path / MANIFEST)
+    factors = next((path / "model").glob("*.npy"))
+    factors.unlink()
+    os.mkfifo(factors)
+    with pytest.raises(ArtifactError, match="is not a regular file"):
+        load_artifact(path)

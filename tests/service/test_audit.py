@@ -11,6 +11,7 @@ import time
 import pytest
 
 from recommender.data.pseudonym import Pseudonymizer
+from recommender.utils import jsonlines
 from service import audit as audit_module
 from service.audit import AuditError, AuditLog
 
@@ -144,6 +145,26 @@ def test_lines_from_concurrent_processes_never_interleave(tmp_path):
     assert len(lines) == 1200
     for writer in range(4):
         assert [x["n"] for x in lines if x["writer"] == writer] == list(range(300))
+
+
+def _append_inherited(log: AuditLog, writer: int) -> None:
+    for number in range(300):
+        log.write({"writer": writer, "n": number, "padding": "x" * 1500})
+
+
+def test_workers_forked_with_an_open_log_never_lose_a_line(tmp_path):
+    """gunicorn's workers inherit the master's log; sharing its open file would share its
+    flock too, and a worker could take another's half-copied line for a torn tail."""
+    log = AuditLog(tmp_path / "audit.log", fsync=False)
+    log.write({"writer": -1, "n": 0})
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_append_inherited, args=(log, w)) for w in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    lines = [json.loads(line) for line in open(tmp_path / "audit.log")]
+    assert len(lines) == 1201 and not (tmp_path / "audit.log.torn").exists()
 
 
 def test_reloads_are_audited(client, admin, site):
@@ -302,3 +323,46 @@ def test_the_service_defers_the_fsync_when_configured(make_app, site, clinician,
     assert client.get("/ready").status_code == 503
     response = client.get("/v1/patients/P0201/recommendations", headers=clinician)
     assert response.status_code == 503 and "recommendations" not in response.get_json()
+
+
+def test_a_short_write_is_cut_back_and_refused(tmp_path, monkeypatch):
+    # Simulated here (os.write keeps 10 bytes); tests/service/test_full_disk.py fills a tmpfs.
+    log = AuditLog(tmp_path / "audit.log")
+    log.write({"n": 1})
+    real = os.write
+    with monkeypatch.context() as patch:
+        patch.setattr(jsonlines.os, "write", lambda fd, data: real(fd, bytes(data)[:10]))
+        with pytest.raises(AuditError, match="short write"):
+            log.write({"n": 2})
+    log.write({"n": 3})
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert [json.loads(x)["n"] for x in lines] == [1, 3]
+
+
+def test_a_torn_tail_is_moved_aside_on_open(tmp_path, caplog):
+    path = tmp_path / "audit.log"
+    path.write_text('{"n":1}\n{"n":2,"endpo')
+    log = AuditLog(path)
+    assert path.read_text() == '{"n":1}\n' and "torn line" in caplog.text
+    assert (tmp_path / "audit.log.torn").read_text() == '{"n":2,"endpo\n'
+    log.write({"n": 3})
+    assert [json.loads(x)["n"] for x in path.read_text().splitlines()] == [1, 3]
+
+
+def test_writable_is_a_real_append_check(tmp_path, monkeypatch):
+    log = AuditLog(tmp_path / "audit.log")
+    monkeypatch.setattr(audit_module, "PROBE_INTERVAL", 0.0)
+    assert log.writable()
+    with monkeypatch.context() as patch:  # a disk with room for no page
+        patch.setattr(audit_module, "can_append", lambda folder: "short write (0 of 4096)")
+        assert not log.writable()
+    assert log.writable()
+    assert audit_module.can_append(tmp_path) is None and list(tmp_path.iterdir()) == [log.path]
+    assert "cannot" in audit_module.can_append(tmp_path / "missing")
+
+
+def test_writable_costs_at_most_one_probe_a_second(tmp_path, monkeypatch):
+    log = AuditLog(tmp_path / "audit.log")
+    probes = []
+    monkeypatch.setattr(audit_module, "can_append", lambda folder: probes.append(folder))
+    assert all(log.writable() for _ in range(100)) and len(probes) == 1

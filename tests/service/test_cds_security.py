@@ -261,3 +261,15 @@ def test_a_jwks_url_is_fetched_and_cached(make_cds_app, cds_site):
 def test_a_plain_http_jwks_url_elsewhere_is_refused(cds_site, make_app):
     with pytest.raises(ConfigError, match="must use https"):
         create_app(cds_site.config(CDS_JWKS="http://keys.example.org/jwks.json"))
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", [str(int(time.time()) + 60), True, float("inf"), [1], {"t": 1}])
+def test_time_claims_that_are_not_numbers_are_refused(cds_client, cds_site, claim, value):
+    token = cds_site.ehr.token(CDS_BASE + PATH, **{claim: value})
+    refused(post(cds_client, token), f"the JWT '{claim}' claim must be a NumericDate")
+
+
+def test_a_numeric_nbf_in_the_past_is_accepted(cds_client, cds_site):
+    token = cds_site.ehr.token(CDS_BASE + PATH, nbf=time.time() - 5)
+    assert post(cds_client, token).status_code == 200

@@ -76,3 +76,33 @@ def test_labels_hold_no_identifier(client, clinician):
     client.get("/v1/treatments/T0/similar", headers=clinician)
     text = client.get("/metrics", headers=clinician).get_data(as_text=True)
     assert "P0042" not in text and 'T0"' not in text
+
+
+def test_made_up_methods_share_one_series(client, clinician):
+    """The issue's probe: 5,300 requests with invented methods each added a series."""
+    for number in range(40):
+        client.open("/v1/model", method=f"X{number}")
+        client.open("/no/such/path", method=f"Y{number}", headers=clinician)
+    client.open("/v1/model", method="PATCH", headers=clinician)
+    samples = _samples(client, clinician)
+    methods = {
+        dict(labels)["method"]
+        for name, labels in samples
+        if name == "recommender_http_requests_total"
+    }
+    assert methods <= {"GET", "PATCH", "other"} and "other" in methods
+    other = sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "recommender_http_requests_total" and dict(labels)["method"] == "other"
+    )
+    assert other == 80
+
+
+def test_labels_outside_their_sets_are_counted_as_other(app):
+    metrics = app.extensions["recommender"].metrics
+    metrics.observe("ops.health", "BREW", 999, 0.001)
+    metrics.auth_failure("a reason nobody listed")
+    text = metrics.render().decode()
+    assert 'method="other",status="other"' in text and 'reason="other"' in text
+    assert "BREW" not in text and "999" not in text

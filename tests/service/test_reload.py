@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
+import pytest
+
+from service import ConfigError
 from service import reload as reload_module
 
 from .conftest import audit_lines
@@ -277,3 +281,31 @@ def test_ready_is_503_when_the_served_model_cannot_answer_until_a_reload(
     assert client.get("/ready").status_code == 503  # cached for this snapshot
     assert client.post("/v1/admin/reload", headers=admin).status_code == 200
     assert client.get("/ready").status_code == 200  # re-run for the new one
+
+
+def _link_out(site, name: str) -> tuple:
+    """A copy of the other artifact whose factors file is a link to an identical file outside
+    the artifact root (its checksum still matches)."""
+    linked = site.copy_artifact(site.other_artifact, name)
+    outside = site.root.parent / f"outside-{name}.npy"
+    factors = linked / "model" / "item_factors.npy"
+    shutil.copy(factors, outside)
+    factors.unlink()
+    factors.symlink_to(outside)
+    return linked, outside
+
+
+def test_an_artifact_file_linked_outside_is_refused_at_reload(client, admin, clinician, site):
+    before = _version(client, clinician)
+    linked, outside = _link_out(site, "linked")
+    response = client.post("/v1/admin/reload", json={"artifact": str(linked)}, headers=admin)
+    assert response.status_code == 422
+    message = response.get_json()["error"]["message"]
+    assert "model/item_factors.npy resolves to" in message and "outside the artifact" in message
+    assert _version(client, clinician) == before
+
+
+def test_an_artifact_file_linked_outside_is_refused_at_start(make_app, site):
+    linked, _ = _link_out(site, "linked-start")
+    with pytest.raises(ConfigError, match="outside the artifact folder"):
+        make_app(ARTIFACT=str(linked))
