@@ -77,12 +77,13 @@ def _outcome(check: Callable[[], None]) -> str | None:
 def _read_all(fd: int, timeout: float) -> bytes | None:
     """Everything written to ``fd`` until the writer closes it; None after ``timeout``."""
     chunks, deadline = [], time.monotonic() + timeout
+    poller = select.poll()  # not select.select: it fails on descriptors above 1023
+    poller.register(fd, select.POLLIN | select.POLLHUP)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
+        if poller.poll(remaining * 1000):
             chunk = os.read(fd, 65536)
             if not chunk:
                 return b"".join(chunks)
