@@ -20,7 +20,7 @@ import pandas as pd
 from ..columns import OUTCOME_LABELS, TABLE_EXTENSIONS, Columns, Tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
-from ..utils.limits import ReadLimits, check_parquet, open_bounded
+from ..utils.limits import ReadLimits, check_parquet, read_text_csv
 
 log = logging.getLogger(__name__)
 
@@ -248,17 +248,7 @@ def read_file(path: Path, table: str) -> pd.DataFrame:
                 if column in frame:
                     frame[column] = frame[column].astype("string").fillna("").astype(object)
             return frame
-        with open_bounded(path, limits) as handle:
-            frame = pd.read_csv(
-                handle,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                compression=None,
-                nrows=limits.max_rows + 1,
-            )
-        limits.check_rows(len(frame), path)
-        return frame
+        return read_text_csv(path, limits)
     except DataValidationError:
         raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:

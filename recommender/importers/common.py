@@ -20,7 +20,7 @@ from ..columns import Columns, Tables
 from ..data.tables import validate_tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
-from ..utils.limits import ReadLimits, open_bounded
+from ..utils.limits import ReadLimits, open_bounded, read_text_csv
 from .report import ImportReport
 
 log = logging.getLogger(__name__)
@@ -117,17 +117,7 @@ def read_csv(
     """
     limits = ReadLimits.from_env()
     try:
-        with open_bounded(path, limits) as handle:
-            frame = pd.read_csv(
-                handle,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                usecols=usecols,
-                compression=None,
-                nrows=limits.max_rows + 1,
-            )
-        limits.check_rows(len(frame), path)
+        frame = read_text_csv(path, limits, usecols)
     except DataValidationError:
         raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:

@@ -172,3 +172,22 @@ class _Bounded(io.RawIOBase):
     def close(self) -> None:
         self._inner.close()
         super().close()
+
+
+def read_text_csv(path: Path, limits: ReadLimits, usecols=None):
+    """A CSV file (optionally compressed) as a DataFrame of text, every cell a str ("" when
+    empty), read through :func:`open_bounded` and held to ``limits.max_rows``."""
+    import pandas as pd
+
+    with open_bounded(path, limits) as handle:
+        frame = pd.read_csv(
+            handle,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            usecols=usecols,
+            compression=None,
+            nrows=limits.max_rows + 1,
+        )
+    limits.check_rows(len(frame), path)
+    return frame
