@@ -15,6 +15,11 @@ Rules, in plain language
   potassium chloride) removed, e.g. "Vancomycin HCl" and "Vancomycin" -> ``drug|vancomycin``.
   The same rule serves both versions, so ids agree across MIMIC-III and MIMIC-IV. The
   treatments table keeps the most frequent original spelling and the most frequent NDC and GSN.
+  Its ``ingredients`` are those of every spelling of the drug
+  (:func:`~recommender.data.ingredients.ingredient_ids`, stricter than the id's normalisation:
+  "Aspirin 81 mg" is ``drug|aspirin mg`` but holds ``drug|aspirin``); a hyphenated name is a
+  combination only when a piece is a single drug of the same import
+  ("Oxycodone-Acetaminophen" -> ``drug|oxycodone;drug|acetaminophen``).
 - **Conditions.** Every diagnosis is ``icd9|CODE`` or ``icd10|CODE`` (MIMIC's undotted codes),
   named from d_icd_diagnoses. patient_conditions lists each patient's diagnoses of all
   admissions (kind "diagnosis"; ``timestamp`` = the ``admittime`` of the first admission with
@@ -167,7 +172,12 @@ def import_mimic(
         Tables.outcomes: outcomes,
         Tables.patients: patients,
         Tables.patient_conditions: patient_conditions,
-        Tables.treatments: _treatments(prescriptions, set(outcomes[C.treatment])),
+        Tables.treatments: common.with_ingredients(
+            _treatments(prescriptions, set(outcomes[C.treatment])),
+            prescriptions["treatment"],
+            prescriptions["drug"],
+            report,
+        ),
         Tables.conditions: _conditions(
             read.names(),
             set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition]),
