@@ -67,12 +67,14 @@ def patient_recommendations(patient_id: str):
     condition = params.get("condition")
     audit["condition_id"] = condition
     _check_condition(served, condition)
+    active = schemas.active_ids(params.get("active"))
     try:
         answer = served.model.recommend(
             patient_id,
             k=params.get("k", config["DEFAULT_K"]),
             condition_id=condition,
             include_tried=params.get("include_tried", False),
+            active_treatments=active,
         )
     except UnknownIdError:
         raise ApiError(
@@ -110,6 +112,7 @@ def new_patient_recommendations():
             include_tried=body.get("include_tried", False),
             sex=body.get("sex"),
             birth_year=body.get("birth_year"),
+            active_treatments=body.get("active_treatments"),
         )
     except (DataValidationError, ParameterError) as exc:
         raise ApiError(400, "invalid_body", str(exc)) from None
