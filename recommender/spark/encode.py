@@ -91,6 +91,8 @@ FILLED_FIELDS = frozenset(
         "fingerprint",
         "pseudonym_fingerprint",
         "treatment_names",
+        "ingredients",
+        "treatment_ingredients",
         "condition_names",
         "pseudonymizer",
     }
