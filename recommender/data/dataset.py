@@ -113,10 +113,11 @@ class Dataset:
     #: training input, never saved (None after loading an artifact).
     events: CohortEvents | None = field(default=None, repr=False, compare=False)
     # --- active ingredients, for the duplicate_therapy rule ------------------------------------
-    #: Ingredient ids (sorted); None until :meth:`__post_init__` makes each treatment its own.
-    ingredients: IdMap | None = field(default=None, repr=False)
-    #: CSR bool (n_t, n_i): which treatment holds which ingredient.
-    treatment_ingredients: sp.csr_matrix | None = field(default=None, repr=False)
+    #: Ingredient ids (sorted). Left out (None), :meth:`__post_init__` makes each treatment its
+    #: own ingredient, so after construction it is always set.
+    ingredients: IdMap = field(default=None, repr=False)  # type: ignore[assignment]
+    #: CSR bool (n_t, n_i): which treatment holds which ingredient (set as ``ingredients``).
+    treatment_ingredients: sp.csr_matrix = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.ingredients is None or self.treatment_ingredients is None:

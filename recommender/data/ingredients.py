@@ -230,7 +230,7 @@ def incidence(
     table, a blank value or no column) is its own ingredient: its treatment id. Ingredient ids
     are sorted.
     """
-    pairs = dict.fromkeys(treatments.external_ids.tolist(), ())  # treatment -> ingredient ids
+    pairs: dict[str, tuple[str, ...]] = dict.fromkeys(treatments.external_ids.tolist(), ())
     if listed is not None and "ingredients" in listed:
         for treatment, value in zip(listed[column].tolist(), listed["ingredients"].tolist()):
             if treatment in pairs and (ids := parse_ingredients(value)):
