@@ -176,8 +176,9 @@ def test_patients_conditions_and_dictionaries(tmp_path):
     assert names[f"snomed|{ASTHMA}"] == f"snomed|{ASTHMA}"  # no name anywhere: the id
     assert set(tables.treatments["treatment_id"]) == {k[1] for k in EXPECTED}
     ingredients = tables.treatments.set_index("treatment_id")["ingredients"]
-    assert ingredients[HCTZ] == "drug|hydrochlorothiazide"
-    assert ingredients[PEN] == "drug|penicillin v" and ingredients[APAP] == "drug|acetaminophen"
+    assert ingredients[f"rxnorm|{HCTZ}"] == "drug|hydrochlorothiazide"
+    assert ingredients[f"rxnorm|{PEN}"] == "drug|penicillin v"
+    assert ingredients[f"rxnorm|{APAP}"] == "drug|acetaminophen"
 
 
 def test_rule_parameters_change_the_outcomes(tmp_path):
