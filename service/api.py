@@ -56,6 +56,7 @@ def patient_recommendations(patient_id: str):
         k=params.get("k", config["DEFAULT_K"]),
         condition=condition,
         include_tried=params.get("include_tried", False),
+        active=schemas.active_ids(params.get("active")),
     )
     audit["treatment_ids"] = recommendations.recommended_ids(body)
     return app.json.response(body)

@@ -89,6 +89,14 @@ def _rest(config) -> dict[str, Any]:
                         _query(
                             "include_tried", query["include_tried"], "rank therapies already tried"
                         ),
+                        _query(
+                            "active",
+                            query["active"],
+                            f"comma-separated ids (at most {schemas.ACTIVE_MAX}) of what the "
+                            "patient takes now, beyond the record: treatment ids, or ingredient "
+                            "ids such as drug|metformin; checked for severe interactions and "
+                            "duplicate therapy",
+                        ),
                     ],
                     "RecommendationList",
                     [400, 401, 403, 404, 503],

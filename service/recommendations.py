@@ -30,13 +30,27 @@ def check_condition(served: Served, condition: str | None) -> None:
 
 
 def for_patient(
-    served: Served, patient_id: str, *, k: int, condition: str | None, include_tried: bool
+    served: Served,
+    patient_id: str,
+    *,
+    k: int,
+    condition: str | None,
+    include_tried: bool,
+    active: list[str] | None = None,
 ) -> dict:
-    """Top-``k`` therapies for a patient in the model (404 ``unknown_patient`` otherwise)."""
+    """Top-``k`` therapies for a patient in the model (404 ``unknown_patient`` otherwise).
+
+    ``active`` lists treatment ids the patient takes now (the duplicate-therapy rule's input);
+    None means none beyond the patient's own history.
+    """
     check_condition(served, condition)
     try:
         answer = served.model.recommend(
-            patient_id, k=k, condition_id=condition, include_tried=include_tried
+            patient_id,
+            k=k,
+            condition_id=condition,
+            include_tried=include_tried,
+            active_treatments=active,
         )
     except UnknownIdError:
         raise ApiError(
@@ -71,6 +85,7 @@ def for_new_patient(served: Served, body: Mapping, default_k: int) -> dict:
             include_tried=body.get("include_tried", False),
             sex=body.get("sex"),
             birth_year=body.get("birth_year"),
+            active_treatments=body.get("active_treatments"),
         )
     except (DataValidationError, ParameterError) as exc:
         raise ApiError(400, "invalid_body", str(exc)) from None

@@ -138,6 +138,14 @@ def new_patient_schema(config: Mapping) -> dict:
             },
             "sex": {"type": "string", "minLength": 1, "maxLength": 32},
             "birth_year": {"type": "integer", "minimum": 1850, "maximum": 2200},
+            "active_treatments": {
+                "type": "array",
+                "maxItems": config["MAX_CONDITIONS"],
+                "items": identifier("treatment id, or ingredient id such as drug|metformin"),
+                "description": "what the patient takes now: checked for severe interactions and "
+                "duplicate therapy (an ingredient id for duplicate therapy only); unknown ids "
+                "are listed in notes as not checked",
+            },
         },
     }
 
@@ -200,7 +208,29 @@ def query_parameters(config: Mapping) -> dict[str, dict]:
         "k": {"type": "integer", "minimum": 1, "maximum": config["MAX_K"]},
         "condition": {"type": "string", "minLength": 1, "maxLength": ID_MAX},
         "include_tried": {"type": "boolean"},
+        "active": {"type": "string", "minLength": 1, "maxLength": ID_MAX * ACTIVE_MAX},
     }
+
+
+#: At most this many ids in the ``active`` query parameter.
+ACTIVE_MAX = 50
+
+
+def active_ids(text: str | None) -> list[str]:
+    """The ids of an ``active`` query parameter (comma-separated; 400 for an empty or overlong
+    id, or too many)."""
+    if text is None:
+        return []
+    ids = [part.strip() for part in text.split(",")]
+    if len(ids) > ACTIVE_MAX or not all(0 < len(i) <= ID_MAX for i in ids):
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"active must be at most {ACTIVE_MAX} comma-separated ids of 1 to {ID_MAX} "
+            f"characters; got {text[:80]!r}",
+            {"field": "active"},
+        )
+    return ids
 
 
 # --- checking -----------------------------------------------------------------------------------

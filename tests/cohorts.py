@@ -54,8 +54,11 @@ def random_cohort(
     n_treatments: int = 12,
     n_conditions: int = 4,
     n_rows: int = 400,
+    ingredients: bool = False,
 ) -> CohortTables:
-    """Random outcomes, diagnoses, allergies and contraindications (for property tests)."""
+    """Random outcomes, diagnoses, allergies and contraindications (for property tests); with
+    ``ingredients`` a treatments table whose ingredients several treatments share (and some
+    treatments list none, so they are their own)."""
     rng = np.random.default_rng(seed)
     labels = np.array(["responded", "partial", "no_response", "worsened", "adverse"])
     outcomes = pd.DataFrame(
@@ -94,11 +97,23 @@ def random_cohort(
             "severity": ["severe", "moderate", "severe", "minor"],
         }
     )
-    return validate_tables(
-        {
-            "outcomes": outcomes,
-            "patient_conditions": patient_conditions,
-            "contraindications": contraindications,
-            "interactions": interactions,
-        }
-    )
+    frames = {
+        "outcomes": outcomes,
+        "patient_conditions": patient_conditions,
+        "contraindications": contraindications,
+        "interactions": interactions,
+    }
+    if ingredients:
+        ids = [f"T{i}" for i in range(n_treatments)]
+        shared = [f"drug|g{i}" for i in rng.integers(0, max(n_treatments // 3, 1), n_treatments)]
+        frames["treatments"] = pd.DataFrame(
+            {
+                "treatment_id": ids,
+                "name": ids,
+                "ingredients": [
+                    "" if i % 5 == 0 else (f"{g};drug|x{i}" if i % 3 == 0 else g)
+                    for i, g in enumerate(shared)
+                ],
+            }
+        )
+    return validate_tables(frames)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..columns import Columns as C
+from ..data.policies import DUPLICATE_MODES
 from ..exceptions import DataValidationError, ParameterError
 from ..utils.escaping import csv_safe
 from ..utils.fileutil import atomic_path
@@ -45,6 +47,19 @@ def register(subparsers) -> None:
         help="rank treatments the patient already tried (harmful ones stay excluded)",
     )
     parser.add_argument(
+        "--active",
+        action="append",
+        metavar="ID",
+        help="with --patient: a treatment (or ingredient, e.g. drug|hydrochlorothiazide) the "
+        "patient is on now, checked for interactions and duplicate therapy; repeatable",
+    )
+    parser.add_argument(
+        "--duplicates",
+        choices=DUPLICATE_MODES,
+        help="override the artifact's duplicate-therapy policy: exclude a treatment sharing an "
+        "active ingredient with an active one, or keep it flagged as a dose change",
+    )
+    parser.add_argument(
         "--format",
         choices=("json", "table"),
         default="json",
@@ -67,9 +82,18 @@ def run(args) -> int:
     if args.engine == "spark":
         return run_spark(args)
     model = load_artifact(args.artifact, pseudonymizer=pseudonymizer_from(args)).model
+    if args.duplicates:
+        dataset = model.dataset_
+        dataset.safety = dataclasses.replace(dataset.safety, duplicates=args.duplicates)
+    if args.active and args.patient is None:
+        raise ParameterError("--active describes one patient: use it with --patient")
     if args.patient is not None:
         answer = model.recommend(
-            args.patient, k=args.k, condition_id=args.condition, include_tried=args.include_tried
+            args.patient,
+            k=args.k,
+            condition_id=args.condition,
+            include_tried=args.include_tried,
+            active_treatments=args.active,
         )
         print(json.dumps(answer.to_dict(), indent=2) if args.format == "json" else table(answer))
         return 0
@@ -107,6 +131,11 @@ def run_spark(args) -> int:
 
     if not args.all:
         raise ParameterError("--engine spark ranks every patient: use it with --all")
+    if args.duplicates:
+        raise ParameterError(
+            "--duplicates cannot override the policy on Spark, whose executors load the "
+            "artifact themselves: train with --duplicates instead"
+        )
     if not args.out or Path(args.out).suffix in (".csv", ".gz"):
         raise DataValidationError(
             "--engine spark writes Parquet: give --out a folder or a name ending in .parquet",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..data.policies import SafetyPolicy
+from ..data.policies import DUPLICATE_MODES, SafetyPolicy
 from ..exceptions import ParameterError
 from ..models import MODELS
 from ..models.registry import DEFAULT_MODEL
@@ -62,7 +62,14 @@ def register(subparsers) -> None:
         type=int,
         default=SafetyPolicy.active_window_days,
         help="a treatment that worked this recently is active for the interaction "
-        "check (default %(default)s)",
+        "and duplicate-therapy checks (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duplicates",
+        choices=DUPLICATE_MODES,
+        default=SafetyPolicy.duplicates,
+        help="a treatment sharing an active ingredient with an active one is excluded, or "
+        "kept and flagged as a dose change (default %(default)s)",
     )
     parser.add_argument(
         "--feedback",
@@ -116,7 +123,11 @@ def run(args) -> int:
         args.model = "als" if args.engine == "spark" else DEFAULT_MODEL
     pseudonymizer = pseudonymizer_from(args)
     feedback = read_feedback(args.feedback) if args.feedback else None
-    safety = SafetyPolicy(min_support=args.min_support, active_window_days=args.active_window_days)
+    safety = SafetyPolicy(
+        min_support=args.min_support,
+        active_window_days=args.active_window_days,
+        duplicates=args.duplicates,
+    )
     if args.engine == "spark":
         return run_spark(
             args,

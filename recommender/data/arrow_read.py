@@ -40,6 +40,7 @@ from .tables import (
     REQUIRED,
     birth_year_values,
     check_folder,
+    check_ingredients,
     check_severity,
     clean_table,
     fingerprint_files,
@@ -105,6 +106,8 @@ def _read(paths: dict[str, Path]) -> CohortCodes:
             frame = clean_table(read_file(paths[table], table), table, str(paths[table]))
             if table == Tables.interactions:
                 check_severity(frame, str(paths[table]))
+            if table == Tables.treatments:
+                check_ingredients(frame, str(paths[table]))
             small[table] = frame
     outcomes = _outcomes(_Source(paths[Tables.outcomes], Tables.outcomes))
     pc = (

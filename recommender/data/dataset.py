@@ -17,6 +17,9 @@ External ids become indices here and nowhere else. Shapes used throughout the en
 - ``history_days``: CSR (n_p, n_t) float32 with ``history``'s pattern: day (since 1970-01-01)
   of that latest outcome, -1 when unknown;
 - ``interactions``: CSR (n_t, n_t) int8, symmetric: 2 severe, 1 moderate (minor not kept);
+- ``treatment_ingredients``: CSR (n_t, n_i) bool, the active ingredients of each treatment
+  (``ingredients`` the id map of the ``n_i`` ingredient ids, :mod:`recommender.data.ingredients`);
+  a treatment without listed ingredients is its own ingredient (its treatment id);
 - ``label_counts``: CSR (n_c + 1, n_t * 5) float32: outcomes recorded per (condition, treatment,
   label) with labels in :data:`OUTCOME_BUCKETS` order at column ``t * 5 + label``; the last row
   counts every condition together (the evidence shown with a recommendation).
@@ -28,6 +31,7 @@ Duplicate (patient, treatment) outcomes: the latest by timestamp wins for ``matr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -40,6 +44,7 @@ from .codes import NAT, CohortCodes, take_codes
 from .events import CohortEvents, cohort_events, latest_observations
 from .feedback import PREFERENCES
 from .ids import IdMap
+from .ingredients import identity, incidence
 from .matrices import (
     coded_birth_years,
     coded_demographics,
@@ -107,6 +112,16 @@ class Dataset:
     #: Every dated event (:mod:`recommender.data.events`) of a Dataset built from tables; a
     #: training input, never saved (None after loading an artifact).
     events: CohortEvents | None = field(default=None, repr=False, compare=False)
+    # --- active ingredients, for the duplicate_therapy rule ------------------------------------
+    #: Ingredient ids (sorted). Left out (None), :meth:`__post_init__` makes each treatment its
+    #: own ingredient, so after construction it is always set.
+    ingredients: IdMap = field(default=None, repr=False)  # type: ignore[assignment]
+    #: CSR bool (n_t, n_i): which treatment holds which ingredient (set as ``ingredients``).
+    treatment_ingredients: sp.csr_matrix = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.ingredients is None or self.treatment_ingredients is None:
+            self.ingredients, self.treatment_ingredients = identity(self.treatments)
 
     def __repr__(self) -> str:
         """One line of sizes, as the other objects print (never an id or a table)."""
@@ -206,6 +221,7 @@ class Dataset:
             treatments.to_internal(contraindications[C.treatment][known_t]),
             (n_c, n_t),
         )
+        ingredients, treatment_ingredients = incidence(treatments, codes.treatments, C.treatment)
         dataset = cls(
             patients=patients,
             treatments=treatments,
@@ -238,6 +254,8 @@ class Dataset:
             observation_ids=observation_ids,
             latest_observations=latest_observations(events, n_p, len(observation_ids)),
             events=events,
+            ingredients=ingredients,
+            treatment_ingredients=treatment_ingredients,
         )
         dataset.matrix = dataset._build_matrix(history, pc)
         if feedback is not None and len(feedback):
@@ -332,6 +350,18 @@ class Dataset:
     def n_columns(self) -> int:
         """Treatments plus side features: the number of matrix columns."""
         return self.matrix.shape[1]
+
+    @cached_property
+    def ingredient_treatments(self) -> sp.csr_matrix:
+        """CSR bool (n_i, n_t): the treatments holding each ingredient (the transpose of
+        ``treatment_ingredients``, built once)."""
+        return self.treatment_ingredients.T.tocsr()
+
+    @cached_property
+    def shares_ingredients(self) -> bool:
+        """Whether two treatments share an ingredient (else duplicate therapy is only the
+        active treatment itself)."""
+        return bool((np.diff(self.ingredient_treatments.indptr) > 1).any())
 
     def with_policy(self, policy: ConfidencePolicy) -> Dataset:
         """The same cohort with its matrix rebuilt under another confidence policy (for tuning)."""

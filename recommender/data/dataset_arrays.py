@@ -34,6 +34,8 @@ SPARSE_FIELDS = (
 
 #: CSR matrices of the patient's current state (added in artifact format 3; absent before).
 STATE_FIELDS = ("latest_observations",)
+#: CSR matrices added in artifact format 4 (absent before: each treatment its own ingredient).
+INGREDIENT_FIELDS = ("treatment_ingredients",)
 
 
 def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
@@ -58,7 +60,7 @@ def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
         shapes[name] = list(matrix.shape)
         for part in ("data", "indices", "indptr"):
             arrays[f"{name}.{part}"] = getattr(matrix, part)
-    for name in SPARSE_FIELDS:
+    for name in SPARSE_FIELDS + INGREDIENT_FIELDS:
         matrix = getattr(dataset, name)
         shapes[name] = list(matrix.shape)
         for part in ("data", "indices", "indptr"):
@@ -68,6 +70,7 @@ def dataset_to_arrays(dataset: Dataset) -> tuple[dict[str, np.ndarray], dict]:
         "feature_ids": dataset.features.external_ids.tolist(),
         "condition_ids": dataset.conditions.external_ids.tolist(),
         "observation_ids": dataset.observation_ids.external_ids.tolist(),
+        "ingredient_ids": dataset.ingredients.external_ids.tolist(),
         "shapes": shapes,
         "policy": dataset.policy.to_dict(),
         "side_info": dataset.side_info.to_dict(),
@@ -100,6 +103,19 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping) -> Data
         for name in STATE_FIELDS
         if f"{name}.data" in arrays  # artifacts before format 3 have none
     }
+    ingredients = {}
+    if "treatment_ingredients.data" in arrays:  # artifacts before format 4 have none
+        ingredients = {
+            "ingredients": IdMap(meta["ingredient_ids"], "ingredient"),
+            "treatment_ingredients": sp.csr_matrix(
+                (
+                    arrays["treatment_ingredients.data"],
+                    arrays["treatment_ingredients.indices"],
+                    arrays["treatment_ingredients.indptr"],
+                ),
+                shape=tuple(meta["shapes"]["treatment_ingredients"]),
+            ),
+        }
     demographics = pd.DataFrame(
         {
             C.sex: np.asarray(arrays["demo_sex"]).astype(object),
@@ -127,4 +143,5 @@ def dataset_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping) -> Data
         observation_ids=IdMap(meta.get("observation_ids", []), "observation"),
         **state,
         **sparse,
+        **ingredients,
     )

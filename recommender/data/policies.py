@@ -90,6 +90,8 @@ class ConfidencePolicy:
 
 SEVERE, MODERATE = 2, 1
 SEVERITY_CODES = {"severe": SEVERE, "moderate": MODERATE}
+#: What the duplicate_therapy rule may do with a candidate sharing an active ingredient.
+DUPLICATE_MODES = ("exclude", "flag")
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,17 @@ class SafetyPolicy:
         A treatment received by fewer patients than this in the training data is not offered.
     active_window_days : int
         A treatment that worked and started within this many days of the patient's latest
-        recorded outcome counts as active for the interaction check.
+        recorded outcome counts as active for the interaction and duplicate-therapy checks.
+    duplicates : {"exclude", "flag"}
+        What the ``duplicate_therapy`` rule does with a candidate sharing an active ingredient
+        with an active treatment: "exclude" it (the default), or keep it "flag"-ged as a dose
+        change, for sites whose clinicians adjust a dose by ordering another strength. The
+        active treatment itself is excluded either way.
     """
 
     min_support: int = 3
     active_window_days: int = 180
+    duplicates: str = "exclude"
 
     def __post_init__(self):
         for name in ("min_support", "active_window_days"):
@@ -115,6 +123,11 @@ class SafetyPolicy:
                 raise ParameterError(
                     f"SafetyPolicy.{name} must be a whole number >= 0; got {value!r}"
                 )
+        if self.duplicates not in DUPLICATE_MODES:
+            raise ParameterError(
+                f"SafetyPolicy.duplicates must be one of {list(DUPLICATE_MODES)}; "
+                f"got {self.duplicates!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

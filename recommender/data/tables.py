@@ -21,6 +21,7 @@ from ..columns import OUTCOME_LABELS, TABLE_EXTENSIONS, Columns, Tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
 from ..utils.limits import ReadLimits, check_parquet, read_text_csv
+from .ingredients import join_ingredients, parse_ingredients
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ ID_COLUMNS = {
     Tables.observations: (C.patient, C.code),
 }
 SEVERITIES = ("severe", "moderate", "minor")
+#: Optional column of the treatments table: its ";"-separated ingredient ids.
+INGREDIENTS = "ingredients"
 
 
 @dataclass
@@ -191,6 +194,8 @@ def _validate(
         check_severity(
             clean[Tables.interactions], files.get(Tables.interactions, Tables.interactions)
         )
+    if Tables.treatments in clean:
+        check_ingredients(clean[Tables.treatments], files.get(Tables.treatments, Tables.treatments))
     _check_references(clean, files)
     return CohortTables(**clean, fingerprint=fingerprint_frames(clean) if fingerprint else "")
 
@@ -494,6 +499,27 @@ def check_severity(frame: pd.DataFrame, name: str) -> None:
             column=C.severity,
         )
     frame[C.severity] = severity.astype(object)
+
+
+def check_ingredients(frame: pd.DataFrame, name: str) -> None:
+    """Validate and normalise, in place, the optional ``ingredients`` column of a treatments
+    table: ";"-separated ingredient ids (blank: the treatment is its own ingredient)."""
+    if INGREDIENTS not in frame:
+        return
+    text = text_values(frame[INGREDIENTS])
+    values = []
+    for row, value in enumerate(text.tolist(), start=1):
+        try:
+            values.append(join_ingredients(parse_ingredients(value)))
+        except ValueError as exc:
+            raise DataValidationError(
+                f"{exc}; write ingredient ids such as drug|hydrochlorothiazide separated by "
+                "';', or leave the cell blank for a treatment that is its own ingredient",
+                file=name,
+                row=row,
+                column=INGREDIENTS,
+            ) from None
+    frame[INGREDIENTS] = pd.Series(values, index=frame.index, dtype=object)
 
 
 def _check_references(clean: Mapping[str, pd.DataFrame], files: Mapping[str, str]) -> None:

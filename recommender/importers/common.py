@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..columns import Columns, Tables
-from ..data.tables import validate_tables
+from ..data.ingredients import ingredient_ids, join_ingredients, known_names
+from ..data.tables import INGREDIENTS, validate_tables
 from ..exceptions import DataValidationError
 from ..utils.fileutil import atomic_dir
 from ..utils.limits import ReadLimits, open_bounded, read_text_csv
@@ -356,6 +357,38 @@ def dictionary(
     unique = pd.Series(sorted(frame[id_column].unique()), dtype=object)
     named = unique.map(best).astype(object)
     return pd.DataFrame({id_column: unique, "name": named.where(named.notna(), unique)})
+
+
+def with_ingredients(
+    table: pd.DataFrame,
+    treatments: pd.Series,
+    names: pd.Series,
+    report: ImportReport,
+    drugs: pd.Series | None = None,
+) -> pd.DataFrame:
+    """The treatments ``table`` with its ``ingredients`` column: for each treatment the
+    ingredient ids (:func:`~recommender.data.ingredients.ingredient_ids`) of every name its
+    source rows give it (``treatments`` and ``names`` row by row; only rows where ``drugs`` is
+    true, when given). A name that is empty or the id itself names nothing; a treatment whose
+    names name no ingredient gets a blank value (it is its own ingredient)."""
+    frame = pd.DataFrame({"t": treatments, "name": names.fillna("").astype(str).str.strip()})
+    if drugs is not None:
+        frame = frame[drugs.to_numpy(dtype=bool)]
+    drug_ids = set(frame["t"].dropna())
+    frame = frame[(frame["name"] != "") & (frame["name"] != frame["t"])].drop_duplicates()
+    known = known_names(frame["name"].unique())
+    of_name = {name: ingredient_ids(name, known) for name in frame["name"].unique()}
+    held: dict[str, list[str]] = {}
+    for treatment, name in zip(frame["t"].tolist(), frame["name"].tolist()):
+        held.setdefault(treatment, []).extend(of_name[name])
+    column = table[C.treatment].map(lambda t: join_ingredients(held.get(t, ())))
+    named = column != ""
+    report.count("treatments with active ingredients read from their names", int(named.sum()))
+    report.count(
+        "drug treatments whose names name no ingredient (each its own)",
+        int((table[C.treatment].isin(drug_ids) & ~named).sum()),
+    )
+    return table.assign(**{INGREDIENTS: column.astype(object)})
 
 
 def write_output(out: str | Path, frames: Mapping[str, pd.DataFrame], report: ImportReport) -> Path:

@@ -21,7 +21,9 @@ Rules, in plain language
   contained or bundled Medication. Stop: the dosage bounds or validity period end, else open
   when the status is active/on-hold/intended, else the start day. Status entered-in-error,
   cancelled, draft or not-taken drops the resource. With ``include_procedures`` a Procedure
-  (``performed[x]``) is a treatment too.
+  (``performed[x]``) is a treatment too. A drug's active ingredients (``treatments.ingredients``)
+  are read from its code's display or text (an RxNorm clinical-drug name, as Synthea writes;
+  :func:`~recommender.data.ingredients.ingredient_ids`); a Procedure lists none.
 - **Indication.** The first ``reasonReference`` that resolves to an imported Condition is the
   episode itself; else the first ``reasonCode`` is the indication, linked to the same patient's
   Condition of that code with the latest onset on or before the start. No reason: dropped.
@@ -170,8 +172,14 @@ def import_fhir(
     }
     if known is not None:
         frames[Tables.patients] = patients.drop(columns="death")
-    frames[Tables.treatments] = common.dictionary(
-        rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+    frames[Tables.treatments] = common.with_ingredients(
+        common.dictionary(
+            rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+        ),
+        rows["treatment"],
+        rows["treatment_name"],
+        report,
+        drugs=rows["source"] != "Procedure",
     )
     frames[Tables.conditions] = common.condition_dictionary(
         episodes,

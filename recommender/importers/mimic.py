@@ -15,6 +15,11 @@ Rules, in plain language
   potassium chloride) removed, e.g. "Vancomycin HCl" and "Vancomycin" -> ``drug|vancomycin``.
   The same rule serves both versions, so ids agree across MIMIC-III and MIMIC-IV. The
   treatments table keeps the most frequent original spelling and the most frequent NDC and GSN.
+  Its ``ingredients`` are those of every spelling of the drug
+  (:func:`~recommender.data.ingredients.ingredient_ids`, stricter than the id's normalisation:
+  "Aspirin 81 mg" is ``drug|aspirin mg`` but holds ``drug|aspirin``); a hyphenated name is a
+  combination only when a piece is a single drug of the same import
+  ("Oxycodone-Acetaminophen" -> ``drug|oxycodone;drug|acetaminophen``).
 - **Conditions.** Every diagnosis is ``icd9|CODE`` or ``icd10|CODE`` (MIMIC's undotted codes),
   named from d_icd_diagnoses. patient_conditions lists each patient's diagnoses of all
   admissions (kind "diagnosis"; ``timestamp`` = the ``admittime`` of the first admission with
@@ -54,24 +59,13 @@ import numpy as np
 import pandas as pd
 
 from ..columns import Columns, Tables
+from ..data.ingredients import normalise_drug
 from ..exceptions import DataValidationError, ParameterError
 from . import common
 from .report import ImportReport
 
 C = Columns
 
-_FORM_WORDS = frozenset(
-    "flush neb nebulizer soln solution iv po pr sl liquid suspension syrup elixir tab tabs tablet "
-    "tablets cap caps capsule capsules inj injection oral syringe vial bag mini plus premix sr er "
-    "xl xr ec dr ir cr immediate extended delayed release replacement desensitization hr".split()
-)
-_SALTS = frozenset(
-    "hcl hydrochloride sodium potassium sulfate tartrate succinate citrate "
-    "mesylate maleate besylate bromide fumarate acetate phosphate".split()
-)
-_CATIONS = frozenset(
-    "sodium potassium magnesium calcium ferrous zinc aluminum lithium ammonium".split()
-)
 #: omr units (the parenthesised part of result_name, lower-cased) -> UCUM unit written.
 _OMR_UNITS = {"lbs": "[lb_av]", "inches": "[in_i]", "kg/m2": "kg/m2"}
 _PRESSURE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
@@ -96,26 +90,6 @@ def omr_code(result_name: str) -> tuple[str, str]:
     found = re.search(r"\(([^)]*)\)", name)
     unit = found.group(1).strip() if found else ""
     return slug, _OMR_UNITS.get(unit.lower(), unit)
-
-
-def normalise_drug(name: str) -> str:
-    """The drug identity used in ``drug|<name>`` ids ("" when nothing is left).
-
-    >>> normalise_drug("HYDROmorphone (Dilaudid)"), normalise_drug("Vancomycin HCl")
-    ('hydromorphone', 'vancomycin')
-    >>> normalise_drug("Potassium Chloride"), normalise_drug("Sodium Chloride 0.9%  Flush")
-    ('potassium chloride', 'sodium chloride')
-    """
-    text = re.sub(r"\([^)]*\)", " ", str(name).lower())
-    text = re.sub(r"[^a-z0-9%./+\- ]", " ", text)
-    tokens = [
-        t
-        for t in text.split()
-        if not re.search(r"\d", t) and t not in _FORM_WORDS and t.strip(".-/+%")
-    ]
-    if len(tokens) > 1 and tokens[-1] in _SALTS and tokens[0] not in _CATIONS:
-        tokens = tokens[:-1]
-    return " ".join(tokens)
 
 
 def import_mimic(
@@ -198,7 +172,12 @@ def import_mimic(
         Tables.outcomes: outcomes,
         Tables.patients: patients,
         Tables.patient_conditions: patient_conditions,
-        Tables.treatments: _treatments(prescriptions, set(outcomes[C.treatment])),
+        Tables.treatments: common.with_ingredients(
+            _treatments(prescriptions, set(outcomes[C.treatment])),
+            prescriptions["treatment"],
+            prescriptions["drug"],
+            report,
+        ),
         Tables.conditions: _conditions(
             read.names(),
             set(outcomes[C.condition].dropna()) | set(patient_conditions[C.condition]),

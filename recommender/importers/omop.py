@@ -11,7 +11,12 @@ Rules, in plain language
 - **Ids** (:mod:`~recommender.importers.omop_concepts`): ``system|concept_code`` named from
   ``concept`` (``rxnorm|140587`` = celecoxib), ``omop|<concept_id>`` for a concept it does not
   describe. Drug exposures are mapped to their RxNorm ingredients where the copy allows it;
-  drug eras are ingredients already.
+  drug eras are ingredients already. ``treatments.ingredients`` names each treatment's
+  ingredient in the id space every importer shares, ``drug|`` + the normalised name
+  (:func:`~recommender.data.ingredients.ingredient_ids`): the ingredient concept's name
+  (``rxnorm|140587`` celecoxib -> ``drug|celecoxib``), or for a drug kept at its own level the
+  ingredients its clinical-drug name gives ("celecoxib 200 MG Oral Capsule" -> the same), so
+  an OMOP copy and a Synthea or FHIR copy of one cohort agree.
 - **Observation periods bound everything.** An event whose start is outside every observation
   period of its person is dropped and counted; each course is read only up to the end of the
   period holding its start (its horizon, :mod:`~recommender.importers.rules`).
@@ -207,8 +212,13 @@ def import_omop(
         Tables.outcomes: outcomes,
         Tables.patients: omop_tables.patients(people, spans, died, concepts, report),
         Tables.patient_conditions: patient_conditions,
-        Tables.treatments: common.dictionary(
-            rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+        Tables.treatments: common.with_ingredients(
+            common.dictionary(
+                rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+            ),
+            rows["treatment"],
+            rows["treatment_name"],
+            report,
         ),
         Tables.conditions: common.dictionary(
             episodes["condition"],

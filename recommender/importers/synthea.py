@@ -9,7 +9,11 @@ Rules, in plain language
   "synthea-v2". Dates and ISO date-times (with ``Z``) are both read as UTC.
 - **Treatments.** Every medication row is a prescription of ``rxnorm|CODE``. With
   ``include_procedures`` procedure rows are treatments ``snomed|CODE``, with ``include_careplans``
-  care-plan rows are treatments ``snomed|CODE`` too.
+  care-plan rows are treatments ``snomed|CODE`` too. A medication's active ingredients
+  (``treatments.ingredients``) are read from its ``DESCRIPTION``, an RxNorm clinical-drug name
+  (:func:`~recommender.data.ingredients.ingredient_ids`: "Amlodipine 5 MG / Hydrochlorothiazide
+  12.5 MG ..." -> ``drug|amlodipine;drug|hydrochlorothiazide``); procedures and care plans
+  list none (each is its own).
 - **Indication.** ``REASONCODE`` (a trailing ``.0`` stripped) is the indication ``snomed|CODE``.
   Rows without one are dropped ("no REASONCODE"). The row is linked to the condition episode of
   the same patient and code with the latest ``START`` on or before the row's ``START`` (compared by
@@ -140,8 +144,14 @@ def import_synthea(
         Tables.outcomes: outcomes,
         Tables.patients: patients.drop(columns="death"),
         Tables.patient_conditions: patient_conditions,
-        Tables.treatments: common.dictionary(
-            rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+        Tables.treatments: common.with_ingredients(
+            common.dictionary(
+                rows["treatment"], rows["treatment_name"], C.treatment, set(outcomes[C.treatment])
+            ),
+            rows["treatment"],
+            rows["treatment_name"],
+            report,
+            drugs=rows["source"] == "medications",
         ),
         Tables.conditions: common.condition_dictionary(
             episodes,

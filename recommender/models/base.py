@@ -237,7 +237,8 @@ class Recommender(Estimator, Lookups):
         """Top-k treatments for a patient in the training data, safety rules applied.
 
         ``active_treatments`` adds treatment ids to those the record shows as active (for the
-        interaction check); ``explain`` attaches contributions and evidence to each item.
+        interaction and duplicate-therapy checks; an ingredient id such as
+        ``drug|hydrochlorothiazide`` counts for duplicate therapy); ``explain`` attaches contributions and evidence to each item.
         """
         return recommend_known(
             self,

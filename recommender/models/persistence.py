@@ -39,9 +39,10 @@ from . import verification
 from .registry import MODELS
 
 FORMAT = "treatment-recommender-artifact"
-FORMAT_VERSION = 3  # 2: history_days, interactions, label_counts, safety, names
+FORMAT_VERSION = 4  # 2: history_days, interactions, label_counts, safety, names
 #: 3: birth years, observations and tries per condition (the outcome model's patient state)
-READABLE_VERSIONS = (2, 3)
+#: 4: the treatments' active ingredients (read as each treatment its own before 4)
+READABLE_VERSIONS = (2, 3, 4)
 MANIFEST = "manifest.json"
 
 

@@ -28,7 +28,9 @@ be made to the other, and a property test checks each pair on random cohorts:
 
 - ``safety.patient_codes`` (one patient, plain Python) / ``safety.exclusion_codes`` (sparse),
   and ``safety.patient_active`` / ``safety.active_treatments``:
-  ``tests/ranking/test_safety.py::test_one_patient_rules_equal_the_batch_rules``;
+  ``tests/ranking/test_safety.py::test_one_patient_rules_equal_the_batch_rules`` and, with
+  shared ingredients (``duplicate_therapy``),
+  ``tests/ranking/test_duplicates.py::test_one_patient_codes_equal_the_batch_codes_with_shared_ingredients``;
 - ``single._top_candidates`` (a condition's candidates) / ``topk.mask_scores`` + ``topk.top_k``:
   ``tests/ranking/test_ranking.py::test_top_among_candidates_equals_masking_every_score``;
 - ``factor_path.rank_factors`` (factor models) / the dense path of ``batch.rank_patients``:

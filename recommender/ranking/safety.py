@@ -14,6 +14,12 @@ reason                   rule                                                   
 ``severe_interaction``   it interacts severely with one of the patient's active        8
                          treatments (``interactions`` table); a *moderate*
                          interaction does not exclude, it is flagged
+``duplicate_therapy``    it is an active treatment, or shares an active ingredient     32
+                         with one (``treatments.ingredients``; an ingredient id
+                         given as active counts too); with the site policy
+                         ``duplicates="flag"`` a treatment sharing an ingredient is
+                         kept and flagged as a dose change, the active treatment
+                         itself is still excluded
 ``insufficient_evidence`` fewer than ``min_support`` patients received it in the      16
                          training data: no suggestion rests on one or two people
                          (this also protects their privacy)
@@ -23,11 +29,16 @@ reason                   rule                                                   
 
 *Active treatments* are those given in the request, plus those the patient's own record shows
 as working and started within ``active_window_days`` of the patient's latest recorded outcome.
+A request may also name an active *ingredient* (``drug|hydrochlorothiazide``, an id of
+``Dataset.ingredients`` that is no treatment id): it is checked for duplicate therapy only.
+:func:`resolve_active` sorts a request's ids into treatments, ingredients and unknown ids (an
+unknown id is reported, never checked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,15 +49,46 @@ from ..data.policies import MODERATE, SEVERE
 from ..utils import sparse_rows
 from ..utils.sparse_rows import row_arrays
 
-TRIED, HARM, CONTRAINDICATED, INTERACTION, LOW_EVIDENCE = 1, 2, 4, 8, 16
+TRIED, HARM, CONTRAINDICATED, INTERACTION, LOW_EVIDENCE, DUPLICATE = 1, 2, 4, 8, 16, 32
 #: Bit -> reason code, in reporting priority (the first that applies is the reason given).
 REASONS = {
     HARM: "previous_harm",
     CONTRAINDICATED: "contraindicated",
     INTERACTION: "severe_interaction",
+    DUPLICATE: "duplicate_therapy",
     LOW_EVIDENCE: "insufficient_evidence",
     TRIED: "already_tried",
 }
+
+
+@dataclass(frozen=True)
+class RequestedActive:
+    """The active ids of a request, sorted by what the model knows them as.
+
+    ``treatments`` and ``ingredients`` are indices (into ``Dataset.treatments`` and
+    ``Dataset.ingredients``) in request order; ``unknown`` the ids that are neither, which no
+    rule can check.
+    """
+
+    treatments: list[int] = field(default_factory=list)
+    ingredients: list[int] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+
+def resolve_active(dataset: Dataset, ids: Iterable[str] | None) -> RequestedActive:
+    """Sort the active ids of a request: a treatment id first, else an ingredient id, else
+    unknown (repeats kept once)."""
+    if not ids:
+        return RequestedActive()
+    ids = list(dict.fromkeys(str(t) for t in ids))
+    treatments = dataset.treatments.to_internal(ids, strict=False).tolist()
+    rest = [t for t, i in zip(ids, treatments) if i < 0]
+    ingredients = dataset.ingredients.to_internal(rest, strict=False).tolist() if rest else []
+    return RequestedActive(
+        [i for i in treatments if i >= 0],
+        [i for i in ingredients if i >= 0],
+        [t for t, i in zip(rest, ingredients) if i < 0],
+    )
 
 
 def _bits(pattern: sp.csr_matrix, bit: int) -> sp.csr_matrix:
@@ -104,12 +146,17 @@ def patient_active(dataset: Dataset, query: Query) -> list[int]:
 
 
 def patient_codes(
-    dataset: Dataset, query: Query, include_tried: bool, active: list[int]
+    dataset: Dataset,
+    query: Query,
+    include_tried: bool,
+    active: list[int],
+    active_ingredients: Sequence[int] = (),
 ) -> dict[int, int]:
     """Treatment index -> bitmask of the rules excluding it, for the single patient of
-    ``query`` with the ``active`` treatment indices: the entries of its row of
-    :func:`exclusion_codes`, read from the few rows involved with plain Python (the service's
-    path, where a request's patient has a handful of entries in each table)."""
+    ``query`` with the ``active`` treatment indices (and the ingredient indices a request
+    named as active): the entries of its row of :func:`exclusion_codes`, read from the few
+    rows involved with plain Python (the service's path, where a request's patient has a
+    handful of entries in each table)."""
     codes: dict[int, int] = dict.fromkeys(row_arrays(query.harmful, 0)[0].tolist(), HARM)
     marked = [
         (CONTRAINDICATED, contraindicated.tolist())
@@ -121,6 +168,7 @@ def patient_codes(
         (INTERACTION, partners[severity == SEVERE].tolist())
         for partners, severity in _nonempty_rows(dataset.interactions, active)
     ]
+    marked.append((DUPLICATE, excluded_duplicates(dataset, active, active_ingredients)))
     if not include_tried:
         marked.append((TRIED, row_arrays(query.history, 0)[0].tolist()))
     for bit, treatments in marked:
@@ -148,9 +196,23 @@ def exclusion_codes(
         interacting = (active.astype(np.float32) @ severe).tocsr()
         interacting.eliminate_zeros()
         codes = codes + _bits(interacting, INTERACTION)
+    if active.nnz:
+        codes = codes + _bits(_duplicate_pattern(dataset, active), DUPLICATE)
     if not include_tried:
         codes = codes + _bits(query.history, TRIED)
     return codes.astype(np.int8).tocsr()
+
+
+def _duplicate_pattern(dataset: Dataset, active: sp.csr_matrix) -> sp.csr_matrix:
+    """CSR (n, n_t) whose pattern is what ``duplicate_therapy`` excludes for each row's
+    ``active`` treatments: those sharing an ingredient with one (``duplicates="exclude"``), or
+    the active treatments only (``"flag"``, or when no two treatments share an ingredient)."""
+    if dataset.safety.duplicates == "flag" or not dataset.shares_ingredients:
+        return active
+    held = (active.astype(np.float32) @ dataset.treatment_ingredients.astype(np.float32)).tocsr()
+    shared = (held @ dataset.ingredient_treatments.astype(np.float32)).tocsr()
+    shared.eliminate_zeros()
+    return shared
 
 
 def _single_row_codes(
@@ -178,6 +240,69 @@ def _nonempty_rows(
     rows = np.asarray(rows, dtype=np.int64)
     filled = rows[matrix.indptr[rows + 1] > matrix.indptr[rows]]
     return [row_arrays(matrix, r) for r in filled.tolist()]
+
+
+def shared_ingredients(
+    dataset: Dataset, active: Sequence[int], active_ingredients: Sequence[int] = ()
+) -> dict[int, list[tuple[int, int]]]:
+    """Treatment index -> the (active, ingredient) pairs it shares an ingredient through.
+
+    ``active`` are treatment indices, ``active_ingredients`` ingredient indices a request named
+    as active; in a pair ``active`` is -1 for those. An active treatment is listed too (it
+    shares every one of its ingredients with itself). A few row reads per active treatment.
+    """
+    held = [
+        (a, i) for a in sorted(set(active)) for i in row_arrays(dataset.treatment_ingredients, a)[0]
+    ]
+    held += [(-1, i) for i in sorted(set(active_ingredients))]
+    shared: dict[int, list[tuple[int, int]]] = {}
+    for a, i in held:
+        for t in row_arrays(dataset.ingredient_treatments, int(i))[0].tolist():
+            shared.setdefault(t, []).append((a, int(i)))
+    return shared
+
+
+def excluded_duplicates(
+    dataset: Dataset, active: Sequence[int], active_ingredients: Sequence[int] = ()
+) -> list[int]:
+    """The treatments ``duplicate_therapy`` excludes for one patient: the ``active`` ones and,
+    unless the policy flags them instead, those sharing an ingredient with them or with an
+    active ingredient of the request."""
+    if dataset.safety.duplicates == "flag" or (
+        not dataset.shares_ingredients and not len(active_ingredients)
+    ):
+        return list(active)
+    return sorted(set(active).union(shared_ingredients(dataset, active, active_ingredients)))
+
+
+def duplicate_flags(
+    dataset: Dataset, active: Sequence[int], active_ingredients: Sequence[int] = ()
+) -> dict[int, list[dict]]:
+    """Treatment index -> its ``duplicate_therapy`` flags when the policy keeps such candidates
+    (``duplicates="flag"``): one per (active, ingredient) pair it shares, each
+    ``{"type": "duplicate_therapy", "action": "dose_change", "with": <active id>,
+    "ingredient": <ingredient id>}`` (``with`` is the ingredient id for an ingredient given as
+    active). Empty under ``"exclude"``; never an entry for an active treatment itself."""
+    if dataset.safety.duplicates != "flag":
+        return {}
+    own = set(active)
+    treatment_ids, ingredient_ids = (
+        dataset.treatments.external_ids,
+        dataset.ingredients.external_ids,
+    )
+    return {
+        t: [
+            {
+                "type": "duplicate_therapy",
+                "action": "dose_change",
+                "with": str(treatment_ids[a] if a >= 0 else ingredient_ids[i]),
+                "ingredient": str(ingredient_ids[i]),
+            }
+            for a, i in pairs
+        ]
+        for t, pairs in shared_ingredients(dataset, active, active_ingredients).items()
+        if t not in own
+    }
 
 
 def low_evidence(dataset: Dataset, treatments: np.ndarray | None = None) -> np.ndarray:
@@ -215,6 +340,7 @@ def describe(
     code: int,
     conditions: Sequence[int] | np.ndarray,
     active: Sequence[int] | np.ndarray,
+    active_ingredients: Sequence[int] = (),
 ) -> str:
     """A sentence a clinician can read about why ``treatment`` is excluded."""
     if code & HARM:
@@ -229,4 +355,31 @@ def describe(
         severe = set(partners[severity == SEVERE].tolist())
         partners = dataset.treatments.to_external([a for a in active if a in severe])
         return "severe interaction with active treatment " + ", ".join(map(str, partners))
+    if code & DUPLICATE:
+        return _describe_duplicate(dataset, treatment, active, active_ingredients)
     return "already tried by this patient (pass include_tried to rank it again)"
+
+
+def _describe_duplicate(
+    dataset: Dataset, treatment: int, active, active_ingredients: Sequence[int]
+) -> str:
+    """The sentence of a ``duplicate_therapy`` exclusion: the active treatment itself, or the
+    active treatments (or ingredients) and the ingredients it shares with them."""
+    if treatment in set(np.asarray(active).tolist()):
+        return "duplicate therapy: already an active treatment of this patient"
+    pairs = shared_ingredients(dataset, active, active_ingredients).get(treatment, [])
+    ingredient_ids = dataset.ingredients.external_ids
+    parts = [
+        f"{ingredient_ids[i]} with active treatment {_label(dataset, a)}"
+        if a >= 0
+        else f"{ingredient_ids[i]}, given as active"
+        for a, i in pairs
+    ]
+    return "duplicate therapy: same active ingredient, " + "; ".join(parts)
+
+
+def _label(dataset: Dataset, treatment: int) -> str:
+    """A treatment's id, with its display name when the data has one."""
+    treatment_id = str(dataset.treatments.external_ids[treatment])
+    name = dataset.treatment_names.get(treatment_id)
+    return f"{treatment_id} ({name})" if name else treatment_id

@@ -24,18 +24,6 @@ from .protocols import ScoringModel, factor_model
 from .topk import check_k, mask_scores, top_k
 
 
-def _requested(
-    dataset: Dataset, treatment_ids: Iterable[str] | None
-) -> tuple[list[int], list[str]]:
-    """Indices of the active treatments named in a request, and the ids the model does not know
-    (ignored)."""
-    if not treatment_ids:
-        return [], []
-    ids = [str(t) for t in treatment_ids]
-    idx = dataset.treatments.to_internal(ids, strict=False).tolist()
-    return [i for i in idx if i >= 0], [t for t, i in zip(ids, idx) if i < 0]
-
-
 def recommend_known(
     model: ScoringModel,
     patient_id: str,
@@ -202,17 +190,13 @@ def _rank_conditions(
     factor models): those are computed once, and each condition scores only its candidates.
     """
     dataset = model.dataset_
-    requested, unknown_active = _requested(dataset, active_treatments)
-    if unknown_active:
-        notes = notes + [
-            f"active treatments unknown to the model, not checked for interactions: "
-            f"{unknown_active}"
-        ]
+    requested = safety.resolve_active(dataset, active_treatments)
+    notes = notes + _active_notes(dataset, requested)
     active = safety.patient_active(dataset, query)
-    if requested:
-        active = sorted(set(active).union(requested))
-    codes = safety.patient_codes(dataset, query, include_tried, active)
-    moderate = safety.moderate_partners(dataset, active)
+    if requested.treatments:
+        active = sorted(set(active).union(requested.treatments))
+    codes = safety.patient_codes(dataset, query, include_tried, active, requested.ingredients)
+    flags = _flags(dataset, active, requested.ingredients)
     scorer = _scorer(model, query)
     return [
         _rank_condition(
@@ -222,14 +206,47 @@ def _rank_conditions(
             patient_id,
             condition_id,
             codes,
-            active,
-            moderate,
+            (active, requested.ingredients),
+            flags,
             explain,
             notes,
             scorer,
         )
         for condition, condition_id in zip(conditions, condition_ids)
     ]
+
+
+def _active_notes(dataset: Dataset, requested: safety.RequestedActive) -> list[str]:
+    """What the answer says about the request's active ids that are not treatments."""
+    notes = []
+    if requested.ingredients:
+        named = dataset.ingredients.to_external(requested.ingredients).tolist()
+        notes.append(
+            f"active ingredients checked for duplicate therapy only, not for interactions: {named}"
+        )
+    if requested.unknown:
+        notes.append(
+            "active treatments unknown to the model, not checked for interactions or duplicate "
+            f"therapy: {requested.unknown}"
+        )
+    return notes
+
+
+def _flags(
+    dataset: Dataset, active: list[int], active_ingredients: list[int]
+) -> dict[int, list[dict]]:
+    """Treatment index -> the flags a recommendation of it carries: moderate interactions with
+    active treatments, and shared ingredients when the policy flags duplicates."""
+    flags: dict[int, list[dict]] = {}
+    treatment_ids = dataset.treatments.external_ids
+    for t, partners in safety.moderate_partners(dataset, active).items():
+        flags[t] = [
+            {"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
+            for partner in partners
+        ]
+    for t, duplicates in safety.duplicate_flags(dataset, active, active_ingredients).items():
+        flags[t] = flags.get(t, []) + duplicates
+    return flags
 
 
 def _scorer(model: ScoringModel, query: Query):
@@ -256,14 +273,15 @@ def _rank_condition(
     patient_id,
     condition_id,
     codes: Mapping[int, int],
-    active: list[int],
-    moderate: Mapping,
+    active: tuple[list[int], list[int]],
+    flags: Mapping[int, list[dict]],
     explain: bool,
     notes: list[str],
     scorer,
 ) -> RecommendationList:
     """The answer for the condition ``query`` asks about (``scorer``: see :func:`_scorer`;
-    ``codes``: the patient's :func:`safety.patient_codes` with the ``active`` treatments)."""
+    ``codes``: the patient's :func:`safety.patient_codes` with the ``active`` (treatment,
+    ingredient) indices; ``flags``: :func:`_flags`)."""
     dataset = model.dataset_
     condition = int(query.conditions[0])
     candidates = dataset.candidates(condition) if condition >= 0 else None
@@ -287,13 +305,16 @@ def _rank_condition(
     for rank, (t, score, explanation) in enumerate(
         zip(chosen.tolist(), values[0].tolist(), explanations), start=1
     ):
-        flags = [
-            {"type": "interaction", "severity": "moderate", "with": str(treatment_ids[partner])}
-            for partner in moderate.get(t, ())
-        ]
         treatment_id = str(treatment_ids[t])
         recommendations.append(
-            Recommendation(rank, treatment_id, score, explanation, flags, names.get(treatment_id))
+            Recommendation(
+                rank,
+                treatment_id,
+                score,
+                explanation,
+                list(flags.get(t, ())),
+                names.get(treatment_id),
+            )
         )
     excluded = _exclusions(dataset, codes, candidates, query.patient_conditions.indices, active)
     notes = notes + _evidence_note(dataset, candidates)
@@ -345,7 +366,7 @@ def _explanations(model, query: Query, chosen: np.ndarray, condition: int) -> li
 
 
 def _exclusions(
-    dataset, codes: Mapping[int, int], candidates, own_conditions, active: list[int]
+    dataset, codes: Mapping[int, int], candidates, own_conditions, active: tuple[list, list]
 ) -> list[Exclusion]:
     """What ``codes`` excludes among ``candidates`` (every treatment when None), by id."""
     if candidates is None:
@@ -361,7 +382,7 @@ def _exclusions(
             Exclusion(
                 treatment_id,
                 reason,
-                safety.describe(dataset, t, code, own_conditions, active),
+                safety.describe(dataset, t, code, own_conditions, *active),
                 rule=reason,
                 treatment_name=names.get(treatment_id),
             )

@@ -40,13 +40,14 @@ from ..columns import Columns as C
 from ..columns import Tables as T
 from ..data.dataset import Dataset
 from ..data.ids import IdMap
+from ..data.ingredients import incidence
 
 # The Dataset's own builders, so that both encodings build identical matrices from the same facts.
 from ..data.matrices import csr_of, demographics_of, display_names, interaction_matrix, pattern_of
 from ..data.policies import ConfidencePolicy, SafetyPolicy
 from ..data.pseudonym import Pseudonymizer
 from ..data.side_info import SideInfo, feature_ids
-from ..data.tables import ID_COLUMNS, REQUIRED, SEVERITIES
+from ..data.tables import ID_COLUMNS, INGREDIENTS, REQUIRED, SEVERITIES, check_ingredients
 from ..exceptions import DataValidationError, RecommenderError
 from .encoded import Encoded, encode_dataset
 from .session import quiet_pandas_warning
@@ -90,6 +91,8 @@ FILLED_FIELDS = frozenset(
         "fingerprint",
         "pseudonym_fingerprint",
         "treatment_names",
+        "ingredients",
+        "treatment_ingredients",
         "condition_names",
         "pseudonymizer",
     }
@@ -237,6 +240,16 @@ def _validated(raw: dict[str, DataFrame], files: dict[str, str]) -> dict[str, Da
                     ~_col(C.severity).isin(*SEVERITIES),
                     C.severity,
                     f"severity is not one of {list(SEVERITIES)}",
+                )
+            ]
+        elif table == T.treatments and INGREDIENTS in frame.columns:
+            frame = frame.withColumn(INGREDIENTS, _text(INGREDIENTS))
+            more = [
+                Check(
+                    (_col(INGREDIENTS) != "") & _col(INGREDIENTS).rlike(r"(^|;)\s*(;|$)"),
+                    INGREDIENTS,
+                    "empty ingredient id (ids are separated by ';'; leave the cell blank for a "
+                    "treatment that is its own ingredient)",
                 )
             ]
         else:
@@ -655,6 +668,11 @@ def _assemble(
         if name in tables
     }
     ci_frame = small.get(T.contraindications, pd.DataFrame({C.treatment: [], C.condition: []}))
+    if T.treatments in small:
+        check_ingredients(small[T.treatments], T.treatments)  # checked on Spark: normalises
+    ingredients, treatment_ingredients = incidence(
+        facts.treatments, small.get(T.treatments), C.treatment
+    )
     known = ci_frame[C.treatment].isin(set(facts.treatments.external_ids)).to_numpy()
     support = np.zeros(n_t, np.int64)
     support[facts.support["t"]] = facts.support["count"]
@@ -701,6 +719,8 @@ def _assemble(
         pseudonymizer=pseudonymizer,
         treatment_names=display_names(small.get(T.treatments), C.treatment, facts.treatments),
         condition_names=display_names(small.get(T.conditions), C.condition, facts.conditions),
+        ingredients=ingredients,
+        treatment_ingredients=treatment_ingredients,
     )
     dataset.matrix = dataset._build_matrix(history, pc)
     return dataset

@@ -96,6 +96,8 @@ SAFETY_RULES = {
     "allergies (the contraindications table) is never offered",
     "severe_interaction": "a treatment with a severe interaction with one of the patient's "
     "active treatments is never offered; a moderate one is flagged",
+    "duplicate_therapy": "an active treatment, or a treatment with the same active ingredient "
+    "(another strength or product, a combination holding it), is {duplicates}",
     "insufficient_evidence": "a treatment received by fewer than {min_support} patients in the "
     "training data is not offered, so no suggestion rests on one or "
     "two people",
@@ -440,6 +442,10 @@ def _safety(manifest: Mapping) -> list[str]:
     fields = {
         "harm_threshold": data.get("harm_threshold", 0),
         "min_support": (data.get("safety") or {}).get("min_support", "the configured minimum"),
+        "duplicates": "offered as a dose change, flagged (the active treatment itself is not "
+        "offered)"
+        if (data.get("safety") or {}).get("duplicates") == "flag"
+        else "never offered",
     }
     lines = [
         f"- `{code}`: " + SAFETY_RULES.get(code, "see the ranking documentation").format(**fields)

@@ -48,6 +48,7 @@ SAFETY_REASONS = {
     "previous_harm": "an adverse outcome with it is on record",
     "contraindicated": "contraindicated for this patient",
     "severe_interaction": "severe interaction with an active therapy",
+    "duplicate_therapy": "the same active ingredient as an active therapy",
 }
 _OUTCOME_WORDS = (
     (0.75, "responded"),
@@ -176,9 +177,16 @@ def basis_markdown(item: Mapping, condition: str | None, namer: Namer) -> list[s
     """Why one recommended therapy: contributing record entries, evidence, flags."""
     lines = []
     for flag in item.get("flags") or []:
+        partner = escape(namer.treatment(str(flag.get("with"))))
+        if flag.get("type") == "duplicate_therapy":
+            lines.append(
+                f"**Dose change:** the same active ingredient as {partner} (an active "
+                "therapy); order it in place of that therapy, not beside it."
+            )
+            continue
         lines.append(
             f"**Caution:** {escape(flag.get('severity', ''))} interaction with "
-            f"{escape(namer.treatment(str(flag.get('with'))))} (an active therapy)."
+            f"{partner} (an active therapy)."
         )
     explanation = item.get("explanation") or {}
     contributions = explanation.get("contributions") or []

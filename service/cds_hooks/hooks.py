@@ -9,7 +9,8 @@ suggestion to propose it (a draft MedicationRequest with intent ``proposal``).
 therapy the model knows,
 
 - a ``warning`` card when a safety rule excludes it for this patient (past harm,
-  contraindication, severe interaction with an active therapy or another draft order);
+  contraindication, severe interaction with an active therapy or another draft order, or the
+  same active ingredient as one: duplicate therapy);
 - an ``info`` card with up to ``RECOMMENDER_CDS_SUGGESTIONS`` alternatives when the draft is
   excluded, or when the model ranks therapies above it for this patient whose response rate on
   record (for the same condition) is at least as high; each alternative is a suggestion that

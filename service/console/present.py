@@ -24,6 +24,7 @@ REASONS = {
     "previous_harm": "harmed this patient before",
     "contraindicated": "contraindicated",
     "severe_interaction": "severe interaction with an active therapy",
+    "duplicate_therapy": "same active ingredient as a current therapy",
     "insufficient_evidence": "too little evidence",
     "already_tried": "already tried",
 }

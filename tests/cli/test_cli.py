@@ -234,3 +234,43 @@ def test_recommend_refuses_an_artifact_with_nan_factors(trained, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "model/item_factors.npy: finite values check failed" in err
+
+
+def test_duplicate_therapy_in_the_cli(tmp_path, capsys):
+    """train --duplicates, recommend --active and the --duplicates override."""
+    from recommender.data.tables import read_tables
+    from tests.ranking.test_duplicates import HCTZ_6, HCTZ_25, LISINOPRIL, TREATMENTS
+
+    rows = [
+        (f"P{i}", t, "responded" if (i + j) % 3 else "no_response", "2020-01-01")
+        for i in range(12)
+        for j, t in enumerate(TREATMENTS)
+    ] + [("NEW", LISINOPRIL, "responded", "2020-01-01")]
+    treatments = pd.DataFrame(
+        [(t, name, held) for t, (name, held) in TREATMENTS.items()],
+        columns=["treatment_id", "name", "ingredients"],
+    )
+    outcomes = pd.DataFrame(rows, columns=["patient_id", "treatment_id", "outcome", "timestamp"])
+    write_tables({"outcomes": outcomes, "treatments": treatments}, tmp_path / "data")
+    assert read_tables(tmp_path / "data").treatments["ingredients"].iloc[0]
+    train = ["train", "--data", str(tmp_path / "data"), "--model", "popular"]
+    assert main([*train, "--out", str(tmp_path / "m")]) == 0
+    assert main([*train, "--out", str(tmp_path / "f"), "--duplicates", "flag"]) == 0
+    capsys.readouterr()
+
+    def offered(model, *more):
+        argv = ["recommend", "--artifact", str(tmp_path / model), "--patient", "NEW", "-k", "9"]
+        assert main([*argv, "--active", HCTZ_25, *more]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    excluded = offered("m")
+    assert HCTZ_6 not in {r["treatment_id"] for r in excluded["recommendations"]}
+    assert {e["treatment_id"]: e["reason"] for e in excluded["excluded"]}[HCTZ_6] == (
+        "duplicate_therapy"
+    )
+    for answer in (offered("f"), offered("m", "--duplicates", "flag")):
+        (item,) = [r for r in answer["recommendations"] if r["treatment_id"] == HCTZ_6]
+        assert item["flags"][0]["type"] == "duplicate_therapy"
+    assert offered("f", "--duplicates", "exclude")["excluded"] == excluded["excluded"]
+    assert main(["recommend", "--artifact", str(tmp_path / "m"), "--all", "--active", "x"]) == 2
+    assert "--active describes one patient" in capsys.readouterr().err

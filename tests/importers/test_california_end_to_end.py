@@ -3,6 +3,7 @@ through the CLI and the service: treatment names are shown."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -96,3 +97,35 @@ def test_service_shows_names(california):
         item["treatment_name"] == names[item["treatment_id"]] for item in body["recommendations"]
     )
     assert patient not in (root / "audit.log").read_text()  # pseudonymous audit trail
+
+
+def test_a_patient_on_hydrochlorothiazide_25_is_not_offered_6_25(california):
+    """The issue's example on real Synthea data: the 25 MG (rxnorm|316049) and the 6.25 MG
+    (rxnorm|316052) products are one ingredient; the CLI's --active reaches the rule."""
+    from recommender.models.persistence import load_artifact
+
+    root, key, patient, names = california
+    hctz_25, hctz_6 = "rxnorm|316049", "rxnorm|316052"
+    model = load_artifact(root / "model").model
+    dataset = model.dataset_
+    assert {hctz_25, hctz_6} <= set(dataset.treatments.external_ids)
+    answer = model.recommend_new(
+        [], ["snomed|38341003"], k=50, condition_id=None, active_treatments=[hctz_25]
+    )
+    assert hctz_6 not in answer.treatment_ids and hctz_25 not in answer.treatment_ids
+    detail = {e.treatment_id: e.detail for e in answer.excluded}[hctz_6]
+    assert "drug|hydrochlorothiazide" in detail and "Hydrochlorothiazide 25 MG" in detail
+    dataset.safety = dataclasses.replace(dataset.safety, duplicates="flag")
+    flagged = model.recommend_new(
+        [], ["snomed|38341003"], k=50, condition_id=None, active_treatments=[hctz_25]
+    )
+    (item,) = [r for r in flagged.recommendations if r.treatment_id == hctz_6]  # 78 patients
+    assert item.flags == [
+        {
+            "type": "duplicate_therapy",
+            "action": "dose_change",
+            "with": hctz_25,
+            "ingredient": "drug|hydrochlorothiazide",
+        }
+    ]
+    assert hctz_25 not in flagged.treatment_ids

@@ -345,6 +345,8 @@ def test_tables_from_the_bundle(tmp_path):
     }
     names = tables.treatments.set_index("treatment_id")["name"]
     assert names["rxnorm|310798"] == "Hydrochlorothiazide 25 MG Oral Tablet"  # contained
+    ingredients = tables.treatments.set_index("treatment_id")["ingredients"]
+    assert ingredients["rxnorm|310798"] == "drug|hydrochlorothiazide"
     assert (
         tables.conditions.set_index("condition_id")["name"]["snomed|91935009"]
         == "Allergy to peanuts"

@@ -525,6 +525,11 @@ def test_mimic_iv_demo(tmp_path):
     )
 
     assert report.layout == "mimic-iv" and report.rows_read["admissions"] == 275
+    ingredients = read_tables(tmp_path / "out").treatments.set_index("treatment_id")["ingredients"]
+    assert ingredients["drug|vancomycin"] == "drug|vancomycin"  # the id is the ingredient
+    held = ingredients.str.split(";")
+    combined = held[held.map(len) > 1]
+    assert {"drug|acetaminophen", "drug|oxycodone"} <= set(combined.explode())
     assert report.rows_read["labevents"] == 107727
     assert "labs_worsened" in set(outcomes["rule"])
     assert {c.split("|")[0] for c in outcomes["condition_id"] if c} == {"icd9", "icd10"}

@@ -76,6 +76,8 @@ def test_exposures_map_branded_drugs_to_ingredients(tmp_path):
     treatments = read_tables(tmp_path / "out").treatments.set_index("treatment_id")["name"]
     assert treatments[omop_cdm.C_ID] == "celecoxib"
     assert "rxnorm|213469" not in treatments.index  # the Celebrex capsule, not a treatment
+    ingredients = read_tables(tmp_path / "out").treatments.set_index("treatment_id")["ingredients"]
+    assert ingredients[omop_cdm.C_ID] == "drug|celecoxib"  # the id space Synthea's names give
     assert report["derived"]["drug_exposure concepts mapped to RxNorm ingredients"] == 3
     assert report["derived"]["drug_exposure concepts kept at their own level (no ingredient)"] == 1
 
@@ -225,6 +227,9 @@ def test_eunomia_imports_from_upper_case_era_tables(eunomia):
     assert len(tables.outcomes) > 40_000
     assert set(tables.outcomes["outcome"]) <= {-1.0, 0.0, 0.5, 1.0}
     assert tables.outcomes["treatment_id"].str.startswith("rxnorm|").all()
+    named = tables.treatments.set_index("treatment_id")
+    plain = named["ingredients"] == "drug|" + named["name"].str.lower()  # eras: ingredients
+    assert named["ingredients"][~plain].to_dict() == {"rxnorm|11248": "drug|vitamin b12"}
     assert tables.outcomes["condition_id"].str.startswith("snomed|").all()
 
 

@@ -175,6 +175,10 @@ def test_patients_conditions_and_dictionaries(tmp_path):
     assert names["rxnorm|7984"] == "Allergy to Penicillin V"
     assert names[f"snomed|{ASTHMA}"] == f"snomed|{ASTHMA}"  # no name anywhere: the id
     assert set(tables.treatments["treatment_id"]) == {k[1] for k in EXPECTED}
+    ingredients = tables.treatments.set_index("treatment_id")["ingredients"]
+    assert ingredients[f"rxnorm|{HCTZ}"] == "drug|hydrochlorothiazide"
+    assert ingredients[f"rxnorm|{PEN}"] == "drug|penicillin v"
+    assert ingredients[f"rxnorm|{APAP}"] == "drug|acetaminophen"
 
 
 def test_rule_parameters_change_the_outcomes(tmp_path):
@@ -441,6 +445,12 @@ def test_california_v2_set(tmp_path):
     _check_resolved_against_raw(src, outcomes)
     assert report.outcomes["patients"] > 800 and report.outcomes["distribution"]["1"] > 3000
     _check_onsets(src, tmp_path / "out", report)
+    # The example: the 25 MG and the 6.25 MG products hold one ingredient.
+    ingredients = read_tables(tmp_path / "out").treatments.set_index("treatment_id")["ingredients"]
+    assert (
+        ingredients["rxnorm|316049"] == ingredients["rxnorm|316052"] == "drug|hydrochlorothiazide"
+    )
+    assert (ingredients != "").all()
 
 
 @pytest.mark.shared_data
@@ -454,6 +464,10 @@ def test_nebraska_v3_set_with_procedures_and_careplans(tmp_path):
     assert not (outcomes[outcomes["source"] != "medications"]["rule"] == "switched").any()
     _check_resolved_against_raw(src, outcomes)
     _check_onsets(src, tmp_path / "out", report)
+    treatments = read_tables(tmp_path / "out").treatments.set_index("treatment_id")
+    drugs = treatments.index.str.startswith("rxnorm|")
+    assert (treatments["ingredients"][drugs] != "").all()
+    assert (treatments["ingredients"][~drugs] == "").all()  # procedures and care plans: their own
     # Independently: medication reasons with no same-code condition starting on or before.
     meds, conditions = _raw(src, "medications"), _raw(src, "conditions")
     starts = conditions.groupby(["PATIENT", "CODE"])["START"].min()

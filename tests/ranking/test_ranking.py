@@ -48,6 +48,25 @@ def severe_partners(tables, treatments):
     )
 
 
+def held(tables):
+    """Treatment id -> its ingredient ids, read from the treatments table (its own id when it
+    lists none)."""
+    ids = set(tables.outcomes.treatment_id)
+    listed = {}
+    if tables.treatments is not None and "ingredients" in tables.treatments:
+        t = tables.treatments
+        listed = {a: set(b.split(";")) for a, b in zip(t.treatment_id, t.ingredients) if b}
+    return {t: listed.get(t, {t}) for t in ids}
+
+
+def duplicates(tables, treatments, ingredients=()):
+    """Treatments sharing an ingredient with ``treatments`` (themselves included) or holding
+    one of ``ingredients``."""
+    holds = held(tables)
+    taken = set(ingredients).union(*[holds[t] for t in treatments if t in holds])
+    return set(treatments) | {t for t, own in holds.items() if own & taken}
+
+
 def forbidden(tables, patient, condition, include_tried, min_support=3):
     """Treatments the rules forbid, computed from the tables without the engine."""
     o = tables.outcomes[tables.outcomes.patient_id == patient]
@@ -58,6 +77,7 @@ def forbidden(tables, patient, condition, include_tried, min_support=3):
     ci = tables.contraindications
     banned |= set(ci.treatment_id[ci.condition_id.isin(own)])
     banned |= severe_partners(tables, active(tables, patient))
+    banned |= duplicates(tables, active(tables, patient))
     support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
     banned |= set(support[support < min_support].index)
     if not include_tried:
@@ -77,7 +97,7 @@ def forbidden(tables, patient, condition, include_tried, min_support=3):
     data=st.data(),
 )
 def test_no_excluded_treatment_in_any_result(seed, kind, k, include_tried, data):
-    tables = random_cohort(seed, n_patients=40, n_treatments=10, n_rows=250)
+    tables = random_cohort(seed, n_patients=40, n_treatments=10, n_rows=250, ingredients=True)
     model = make_model(kind, **FAST[kind]).fit(Dataset.from_tables(tables))
     patients = sorted(model.dataset_.patients.external_ids)
     chosen = data.draw(st.lists(st.sampled_from(patients), min_size=1, max_size=5))
@@ -118,9 +138,10 @@ def test_no_excluded_treatment_in_any_result(seed, kind, k, include_tried, data)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(MODELS)), data=st.data())
 def test_no_harmful_or_contraindicated_treatment_for_new_patients(seed, kind, data):
-    tables = random_cohort(seed, n_patients=30, n_treatments=8, n_rows=150)
+    tables = random_cohort(seed, n_patients=30, n_treatments=8, n_rows=150, ingredients=True)
     model = make_model(kind, **FAST[kind]).fit(Dataset.from_tables(tables))
     treatments = sorted(model.dataset_.treatments.external_ids)
+    ingredients = sorted(set(model.dataset_.ingredients.external_ids) - set(treatments))
     history = data.draw(
         st.lists(
             st.fixed_dictionaries(
@@ -135,7 +156,7 @@ def test_no_harmful_or_contraindicated_treatment_for_new_patients(seed, kind, da
         )
     )
     conditions = data.draw(st.lists(st.sampled_from(["A0", "A1", "C2", "C3", "A3"]), max_size=3))
-    active_now = data.draw(st.lists(st.sampled_from(treatments), max_size=2))
+    active_now = data.draw(st.lists(st.sampled_from(treatments + ingredients), max_size=2))
     answer = model.recommend_new(
         history, conditions, k=8, include_tried=True, active_treatments=active_now
     )
@@ -143,6 +164,9 @@ def test_no_harmful_or_contraindicated_treatment_for_new_patients(seed, kind, da
     ci = tables.contraindications
     banned = harmed | set(ci.treatment_id[ci.condition_id.isin(conditions)])
     banned |= severe_partners(tables, set(active_now))
+    banned |= duplicates(
+        tables, set(active_now) & set(treatments), set(active_now) & set(ingredients)
+    )
     support = tables.outcomes.groupby("treatment_id").patient_id.nunique()
     banned |= set(support[support < 3].index)
     assert not banned & set(answer.treatment_ids)

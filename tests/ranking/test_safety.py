@@ -66,7 +66,9 @@ def test_active_treatments_given_in_the_request_count():
     assert "Y" not in answer.treatment_ids
     assert any("NOT-A-DRUG" in note for note in answer.notes)
     new = model.recommend_new([], conditions=[], k=10, active_treatments=["Y"])
-    assert "X" not in new.treatment_ids and "Y" in new.treatment_ids
+    assert "X" not in new.treatment_ids and "Y" not in new.treatment_ids
+    reasons = {e.treatment_id: e.reason for e in new.excluded}
+    assert reasons["X"] == "severe_interaction" and reasons["Y"] == "duplicate_therapy"
 
 
 def test_minimum_evidence():

@@ -321,3 +321,25 @@ def test_an_engine_bug_is_a_json_500_without_a_traceback(client, clinician, monk
     assert "Traceback" not in text and "secret" not in text
     assert response.get_json()["error"]["code"] == "internal_error"
     assert "RuntimeError" in caplog.text and "P0001" not in caplog.text
+
+
+def test_active_treatments_of_a_new_patient_are_never_offered_again(client, clinician):
+    body = {**NEW_PATIENT, "k": 10, "active_treatments": ["T0", "NOT-KNOWN"]}
+    answer = client.post("/v1/recommendations", json=body, headers=clinician).get_json()
+    assert "T0" not in {r["treatment_id"] for r in answer["recommendations"]}
+    reasons = {e["treatment_id"]: e["reason"] for e in answer["excluded"]}
+    assert reasons["T0"] == "duplicate_therapy"
+    assert any("NOT-KNOWN" in note and "not checked" in note for note in answer["notes"])
+
+
+def test_active_treatments_of_a_known_patient_in_the_query(client, clinician):
+    query = "k=10&condition=C&include_tried=true&active=T0,T2"
+    answer = client.get(f"/v1/patients/P0002/recommendations?{query}", headers=clinician).get_json()
+    offered = {r["treatment_id"] for r in answer["recommendations"]}
+    reasons = {e["treatment_id"]: e["reason"] for e in answer["excluded"]}
+    assert not offered & {"T0", "T2"}
+    assert reasons["T0"] == reasons["T2"] == "duplicate_therapy"
+    error = client.get(
+        "/v1/patients/P0002/recommendations?active=T0,,T2", headers=clinician
+    ).get_json()
+    assert error["error"]["code"] == "invalid_parameter" and "active" in error["error"]["message"]

@@ -689,3 +689,24 @@ def test_the_spec_feedback_examples_validate(cds_client, cds_site):
     for item in examples:
         response = feedback_call(cds_client, cds_site.ehr, SUGGEST, [item])
         assert response.get_json()["error"]["code"] == "unknown_card"
+
+
+def test_order_select_warns_about_a_draft_of_an_active_therapy(cds_client, cds_site):
+    """Lisinopril is active in the prefetch: a new order of it is duplicate therapy."""
+    cards = check_response(
+        call(
+            cds_client, cds_site.ehr, CHECK, order("NEW9", S0, group_a_prefetch("NEW9"))
+        ).get_json()
+    )
+    assert cards[0]["indicator"] == "warning"
+    assert "same active ingredient as an active therapy" in cards[0]["summary"]
+    assert "duplicate therapy" in cards[0]["detail"]
+
+
+def test_order_select_checks_duplicates_between_draft_orders(cds_client, cds_site):
+    prefetch = {"conditions": bundle(), "medications": None, "allergies": None}
+    other = medication_request("NEW10", "draft-2", T0, "2024-03-01", status="draft")
+    body = order("NEW10", T0, prefetch, others=(other,))
+    cards = check_response(call(cds_client, cds_site.ehr, CHECK, body).get_json())
+    assert cards and cards[0]["indicator"] == "warning"
+    assert "same active ingredient" in cards[0]["summary"]

@@ -109,3 +109,28 @@ def test_the_spark_encoding_reports_a_bad_outcome(spark, tmp_path):
         encode_tables(spark, str(tmp_path / "bad"))
     with pytest.raises(DataValidationError, match="no outcomes table"):
         encode_tables(spark, str(tmp_path / "missing"))
+
+
+def test_the_spark_encoding_reads_and_checks_ingredients(spark, tmp_path):
+    outcomes = pd.DataFrame(
+        {"patient_id": ["a", "b", "c"], "treatment_id": ["x", "y", "z"], "outcome": [1, 0, 1]}
+    )
+    treatments = pd.DataFrame(
+        {
+            "treatment_id": ["x", "y", "z"],
+            "name": ["X", "Y", "Z"],
+            "ingredients": ["drug|h", "drug|h;drug|l", ""],
+        }
+    )
+    write_tables({"outcomes": outcomes, "treatments": treatments}, tmp_path / "good")
+    got = encode_tables(spark, str(tmp_path / "good")).dataset
+    expected = Dataset.from_tables(read_tables(tmp_path / "good"))
+    assert got.ingredients == expected.ingredients
+    assert got.ingredients.external_ids.tolist() == ["drug|h", "drug|l", "z"]
+    assert (got.treatment_ingredients != expected.treatment_ingredients).nnz == 0
+    write_tables(
+        {"outcomes": outcomes, "treatments": treatments.assign(ingredients=["drug|h;", "", ""])},
+        tmp_path / "bad",
+    )
+    with pytest.raises(DataValidationError, match=r"treatments.csv.*ingredients.*empty ingredient"):
+        encode_tables(spark, str(tmp_path / "bad"))

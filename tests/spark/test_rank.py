@@ -146,3 +146,20 @@ def test_the_outcome_model_ranks_on_spark_as_locally(spark, tmp_path):
     expected = recommend_all(load_artifact(artifact).model, k=3, condition_id="C01")
     assert len(got) == len(expected) > 0
     assert got["treatment_id"].tolist() == expected["treatment_id"].tolist()
+
+
+@pytest.mark.parametrize("duplicates", ["exclude", "flag"])
+def test_spark_ranking_applies_the_duplicate_therapy_rule(spark, tmp_path, duplicates):
+    from recommender.models import make_model
+    from tests.ranking.test_duplicates import HCTZ_6, HCTZ_25, cohort
+
+    artifact = make_model("als", factors=4, iterations=3).fit(cohort(duplicates))
+    path = artifact.save(tmp_path / "model")
+    out = tmp_path / "ranked.parquet"
+    command = ["recommend", "--engine", "spark", "--artifact", str(path), "--all"]
+    assert main([*command, "--out", str(out), "-k", "10", "--include-tried"]) == 0
+    got = pd.read_parquet(out)
+    expected = recommend_all(load_artifact(path).model, k=10, include_tried=True)
+    assert got["treatment_id"].tolist() == expected["treatment_id"].tolist()
+    offered = set(got.treatment_id[got.patient_id == "A"])
+    assert HCTZ_25 not in offered and (HCTZ_6 in offered) == (duplicates == "flag")
