@@ -65,6 +65,13 @@ DEFAULTS: dict[str, Any] = {
     "CDS_JWT_MAX_LIFETIME": 3600,
     "CDS_JTI_CACHE_SIZE": 100_000,
     "CDS_CARD_TTL_DAYS": 30,
+    "CDS_FHIR_TIMEOUT": 5.0,
+    "CDS_FHIR_MAX_CALLS": 10,
+    "CDS_FHIR_ALLOW_HTTP": False,
+    "CDS_FHIR_CA_FILE": None,
+    "CDS_LOOKBACK_DAYS": 3650,
+    "CDS_ICON_URL": None,
+    "CDS_DETAIL": "short",
     "CONSOLE": True,
     "CONSOLE_SESSION_LIFETIME": 3600,
     "CONSOLE_SECRET_KEY_FILE": None,
@@ -99,6 +106,13 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RECOMMENDER_CDS_JWT_MAX_LIFETIME": ("CDS_JWT_MAX_LIFETIME", int),
     "RECOMMENDER_CDS_JTI_CACHE_SIZE": ("CDS_JTI_CACHE_SIZE", int),
     "RECOMMENDER_CDS_CARD_TTL_DAYS": ("CDS_CARD_TTL_DAYS", int),
+    "RECOMMENDER_CDS_FHIR_TIMEOUT": ("CDS_FHIR_TIMEOUT", float),
+    "RECOMMENDER_CDS_FHIR_MAX_CALLS": ("CDS_FHIR_MAX_CALLS", int),
+    "RECOMMENDER_CDS_FHIR_ALLOW_HTTP": ("CDS_FHIR_ALLOW_HTTP", _boolean),
+    "RECOMMENDER_CDS_FHIR_CA_FILE": ("CDS_FHIR_CA_FILE", str),
+    "RECOMMENDER_CDS_LOOKBACK_DAYS": ("CDS_LOOKBACK_DAYS", int),
+    "RECOMMENDER_CDS_ICON_URL": ("CDS_ICON_URL", str),
+    "RECOMMENDER_CDS_DETAIL": ("CDS_DETAIL", str),
     "RECOMMENDER_CONSOLE": ("CONSOLE", _boolean),
     "RECOMMENDER_CONSOLE_SESSION_LIFETIME": ("CONSOLE_SESSION_LIFETIME", int),
     "RECOMMENDER_CONSOLE_SECRET_KEY_FILE": ("CONSOLE_SECRET_KEY_FILE", str),
@@ -120,6 +134,8 @@ INT_RANGES = {
     "CDS_JWT_MAX_LIFETIME": (10, 86_400),
     "CDS_JTI_CACHE_SIZE": (100, 10_000_000),
     "CDS_CARD_TTL_DAYS": (1, 3650),
+    "CDS_FHIR_MAX_CALLS": (0, 50),
+    "CDS_LOOKBACK_DAYS": (0, 36_500),
     "AUDIT_FSYNC_INTERVAL_MS": (0, 10_000),
     "CONSOLE_SESSION_LIFETIME": (60, 86_400),
 }
@@ -254,13 +270,24 @@ def _check_cds(config: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{_name(key)} must be a comma-separated list; got {value!r}")
         config[key] = tuple(value)
-    for key in ("CDS_JWKS", "CDS_BASE_URL", "CDS_INFO_URL"):
+    for key in ("CDS_JWKS", "CDS_BASE_URL", "CDS_INFO_URL", "CDS_ICON_URL", "CDS_FHIR_CA_FILE"):
         if config[key] is not None and (not isinstance(config[key], str) or not config[key]):
             raise ConfigError(f"{_name(key)} must be a non-empty text; got {config[key]!r}")
-    for key in ("CDS_BASE_URL", "CDS_INFO_URL"):
+    for key in ("CDS_BASE_URL", "CDS_INFO_URL", "CDS_ICON_URL"):
         value = config[key]
         if value is not None and not (value.startswith("https://") or value.startswith("http://")):
             raise ConfigError(f"{_name(key)} must be an absolute http(s) URL; got {value!r}")
+    timeout = config["CDS_FHIR_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ConfigError(
+            f"{_name('CDS_FHIR_TIMEOUT')} must be a number of seconds in (0, 60]; got {timeout!r}"
+        )
+    if not isinstance(config["CDS_FHIR_ALLOW_HTTP"], bool):
+        raise ConfigError(f"{_name('CDS_FHIR_ALLOW_HTTP')} must be true or false")
+    if config["CDS_DETAIL"] not in ("short", "full"):
+        raise ConfigError(
+            f"{_name('CDS_DETAIL')} must be 'short' or 'full'; got {config['CDS_DETAIL']!r}"
+        )
     if config["CDS_ISSUERS"]:
         missing = [_name(key) for key in ("CDS_JWKS", "CDS_BASE_URL") if not config[key]]
         if missing:

@@ -46,6 +46,7 @@ AUDIT_EXTRA = (
     "feedback_id",
     "decision",
     "recommendation_request_id",
+    "fhir_calls",
 )
 
 

@@ -506,8 +506,29 @@ def _add_cds(document: dict) -> None:
                     "stored": {"type": "integer"},
                     "already_stored": {"type": "integer"},
                     "audit_only": {"type": "integer"},
+                    "results": {
+                        "type": "array",
+                        "description": "one per feedback item, in order",
+                        "items": _object(
+                            {
+                                "card": {"type": "string", "nullable": True},
+                                "status": {
+                                    "type": "string",
+                                    "enum": [
+                                        "stored",
+                                        "already_stored",
+                                        "audit_only",
+                                        "unknown_card",
+                                        "invalid",
+                                    ],
+                                },
+                                "message": _string(),
+                            },
+                            ["card", "status"],
+                        ),
+                    },
                 },
-                ["stored", "already_stored", "audit_only"],
+                ["stored", "already_stored", "audit_only", "results"],
             ),
         }
     )

@@ -17,9 +17,11 @@ or writes patient data is audited like the REST endpoints. On only when
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
 
 from ..config import ConfigError
+from .fhir_client import tls_context
 from .security import JwtVerifier, load_keys
 from .store import CdsStore, StoreError
 
@@ -46,6 +48,13 @@ class CdsRuntime:
         except StoreError as exc:
             raise ConfigError(f"RECOMMENDER_CDS_STORE: {exc}") from None
         self.verifier = JwtVerifier(self._keys(), self.store, config["CDS_JWT_MAX_LIFETIME"])
+        try:
+            tls_context(config["CDS_FHIR_CA_FILE"])
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"RECOMMENDER_CDS_FHIR_CA_FILE: {config['CDS_FHIR_CA_FILE']} is not a readable "
+                f"PEM file of certificates ({exc})"
+            ) from None
 
     def _keys(self):
         return load_keys(self.config["CDS_JWKS"], self.config["CDS_ISSUERS"])

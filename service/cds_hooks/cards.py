@@ -6,10 +6,19 @@ Rules of the specification (2.0, "Card Attributes") every card here keeps: a ``s
 ``selectionBehavior`` whenever there are ``suggestions``. Optional fields without a value are
 omitted, never null or empty (:func:`compact`).
 
-The detail always shows the basis of a suggestion: the patient's outcomes that contributed most,
-the evidence (outcomes on record, response rate with its Wilson 95% interval), the model version,
-and that the suggestion supports rather than replaces clinical judgment. Text that comes from
-data (therapy and condition names) is Markdown-escaped, so a name cannot inject a link.
+The detail is short by default (``RECOMMENDER_CDS_DETAIL=short``: about
+:data:`SHORT_DETAIL` characters, each therapy with its response rate on record, what the safety
+rules excluded, the model version; the model card is behind the card's link); ``full`` shows the
+whole basis: the patient's outcomes that contributed most, the evidence (outcomes on record,
+response rate with its Wilson 95% interval) and the predictions. Either way it says that the
+suggestion supports rather than replaces clinical judgment, uses human names (never internal
+ids alone), and lists first what could not be checked (:func:`gaps_markdown`), which is never
+shortened away. Text that comes from data (therapy and condition names) is Markdown-escaped, so a
+name cannot inject a link.
+
+The top suggestion of a card is marked ``isRecommended``. A suggested MedicationRequest carries
+``authoredOn`` (now), ``requester`` (the draft's, else ``context.userId``) and, when the
+patient's record holds an earlier order of the same therapy, its dosage, said so in a note.
 """
 
 from __future__ import annotations
@@ -18,11 +27,26 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from .prefetch import coding_of
 
 SUMMARY_LIMIT = 139
+#: Characters a short detail aims at (what could not be checked is never cut to fit).
+SHORT_DETAIL = 400
+#: How an id's system is named to a clinician.
+SYSTEM_NAMES = {
+    "rxnorm": "RxNorm",
+    "snomed": "SNOMED CT",
+    "icd10": "ICD-10",
+    "icd9": "ICD-9",
+    "ndc": "NDC",
+    "atc": "ATC",
+    "loinc": "LOINC",
+}
+#: FHIR references that can be a MedicationRequest.requester.
+REQUESTERS = ("Practitioner/", "PractitionerRole/", "Organization/", "Patient/", "RelatedPerson/")
 SOURCE_LABEL = "Treatment recommender"
 TOPIC = {
     "system": "urn:treatment-recommender:cds-topic",
@@ -75,13 +99,20 @@ class Card:
 
 @dataclass(frozen=True)
 class Style:
-    """What every card of this deployment shares: the model and the optional info link."""
+    """What every card of one answer shares: the model, the site's link and icon, the detail's
+    length, what could not be checked (Markdown lines) and the EHR user."""
 
     model: Mapping  # the engine's ``model`` block: type, version, data_fingerprint, disclaimer
     info_url: str | None = None
+    icon_url: str | None = None
+    short: bool = True
+    notes: tuple[str, ...] = ()
+    user: str | None = None
 
     def source(self) -> dict:
-        return compact({"label": SOURCE_LABEL, "url": self.info_url, "topic": TOPIC})
+        return compact(
+            {"label": SOURCE_LABEL, "url": self.info_url, "icon": self.icon_url, "topic": TOPIC}
+        )
 
     def links(self) -> list[dict]:
         if not self.info_url:
@@ -95,6 +126,12 @@ class Style:
         ]
 
     def footer(self) -> str:
+        if self.short:
+            more = " More: the model card (link)." if self.info_url else ""
+            return (
+                f"Model {self.model.get('version')}. Decision support from historical outcomes: "
+                f"it supports, not replaces, clinical judgment.{more}"
+            )
         fingerprint = str(self.model.get("data_fingerprint") or "")[:12]
         return (
             f"Model `{self.model.get('version')}` ({self.model.get('type')}), training data "
@@ -102,6 +139,12 @@ class Style:
             "outcomes of similar patients and supports, rather than replaces, the "
             "clinician's judgment."
         )
+
+    def requester(self) -> dict | None:
+        user = self.user
+        if isinstance(user, str) and user.startswith(REQUESTERS) and user.count("/") == 1:
+            return {"reference": user}
+        return None
 
 
 def compact(value: Any) -> Any:
@@ -154,20 +197,31 @@ def _outcome_word(value: float) -> str:
     return next((word for bound, word in _OUTCOME_WORDS if value >= bound), "adverse outcome")
 
 
+def human_id(identifier: str) -> str:
+    """An engine id as a clinician reads it: ``rxnorm|29046`` -> ``RxNorm 29046``,
+    ``text|hydrochlorothiazide`` -> ``hydrochlorothiazide``."""
+    prefix, _, code = str(identifier).partition("|")
+    if not code:
+        return str(identifier)
+    if prefix == "text":
+        return code
+    return f"{SYSTEM_NAMES.get(prefix, prefix)} {code}"
+
+
 class Namer:
-    """Display names: the model's dictionaries, then the EHR's codings, then the id."""
+    """Display names: the model's dictionaries, then the EHR's codings, then the id in words."""
 
     def __init__(self, model, extra: Mapping[str, str] | None = None):
         self.treatments, self.conditions = model.display_names()
         self.extra = dict(extra or {})
 
     def treatment(self, identifier: str) -> str:
-        return self.treatments.get(identifier) or self.extra.get(identifier) or identifier
+        return self.treatments.get(identifier) or self.extra.get(identifier) or human_id(identifier)
 
     def condition(self, identifier: str | None) -> str:
         if identifier is None:
             return "any condition"
-        return self.conditions.get(identifier) or self.extra.get(identifier) or identifier
+        return self.conditions.get(identifier) or self.extra.get(identifier) or human_id(identifier)
 
 
 # --- detail Markdown ------------------------------------------------------------------------------
@@ -279,14 +333,128 @@ def exclusions_markdown(excluded: list[Mapping], namer: Namer) -> list[str]:
     return [f"**Not offered to this patient** (safety rules): {listed}."]
 
 
-def _detail(parts: list[list[str]], style: Style) -> str:
-    """Paragraphs (and lists) of Markdown: list items stay together, other lines are apart."""
-    lines = [line for part in parts for line in part] + [style.footer()]
+def gaps_markdown(unresolved, skipped: Mapping, notes) -> list[str]:
+    """What the safety checks could not see, as Markdown lines every card of the call shows.
+
+    Parameters
+    ----------
+    unresolved : list of :class:`~.medications.Unresolved`
+        Active medications that gave no therapy the model knows.
+    skipped : mapping
+        ``(prefetch key, resource type)`` -> resources skipped as invalid.
+    notes : list of str
+        What the EHR's FHIR server could not supply (:class:`~.fhir_client.FhirClient`).
+    """
+    lines = []
+    if unresolved:
+        shown = [
+            f"{escape(item.name) if item.name else 'a medication without a name'} "
+            f"({escape(item.reason)})"
+            for item in unresolved[:8]
+        ]
+        more = f"; and {len(unresolved) - 8} more" if len(unresolved) > 8 else ""
+        lines.append(
+            f"**Could not check** interactions and duplicate therapy with "
+            f"{len(unresolved)} active medication(s): {'; '.join(shown)}{more}."
+        )
+    if skipped:
+        listed = ", ".join(
+            f"{count} {code(rtype)} in {code(key)}" for (key, rtype), count in skipped.items()
+        )
+        lines.append(
+            f"**Could not check:** {sum(skipped.values())} prefetched resource(s) were not "
+            f"valid FHIR R4 (or not of the type asked for) and were skipped ({listed}); the "
+            "safety checks did not see them."
+        )
+    for note in notes:
+        lines.append(f"**Could not check:** {escape(note)}.")
+    return lines
+
+
+def _detail(parts: list[list[str]], style: Style, short: list[str] | None = None) -> str:
+    """The card's Markdown: the short lines (default) or every part, what could not be checked
+    right after the first line, the footer last. Paragraphs (and lists) of Markdown: list items
+    stay together, other lines are apart."""
+    if style.short and short is not None:
+        return _short_detail(short, style)
+    lines = [line for part in parts for line in part]
+    lines = lines[:1] + list(style.notes) + lines[1:] + [style.footer()]
     text = lines[0]
     for previous, line in zip(lines, lines[1:]):
         together = line.startswith("- ") and (previous.startswith("- ") or previous.endswith(":"))
         text += ("\n" if together else "\n\n") + line
     return text
+
+
+def _short_detail(lines: list[str], style: Style) -> str:
+    """The first line, what could not be checked, then as many of the other lines as fit in
+    :data:`SHORT_DETAIL` characters with the footer (a line that does not fit is left out)."""
+    fixed = [lines[0], *style.notes]
+    footer = style.footer()
+    used = sum(len(line) + 2 for line in fixed) + len(footer)
+    kept = []
+    for line in lines[1:]:
+        if used + len(line) + 2 > SHORT_DETAIL:
+            continue
+        kept.append(line)
+        used += len(line) + 2
+    return "\n\n".join([*fixed, *kept, footer])
+
+
+def _rate_text(item: Mapping) -> str:
+    """``50% responded (n=200)`` from an item's evidence, or empty."""
+    evidence = (item.get("explanation") or {}).get("evidence") or {}
+    rate = evidence.get("response_rate")
+    if rate is None:
+        return ""
+    return f"{_percent(rate)} responded (n={evidence.get('outcomes_recorded', 0)})"
+
+
+def _short_items(items: list[Mapping], namer: Namer) -> str:
+    shown = []
+    for item in items:
+        rate = _rate_text(item)
+        flags = [f.get("severity", "") for f in item.get("flags") or []]
+        caution = f"; caution: {escape(flags[0])} interaction" if flags else ""
+        shown.append(
+            f"{item['rank']}. {escape(namer.treatment(item['treatment_id']))}"
+            + (f" ({rate}{caution})" if rate or caution else "")
+        )
+    return "; ".join(shown)
+
+
+def _short_exclusions(excluded: list[Mapping], namer: Namer) -> list[str]:
+    safety = [e for e in excluded if e.get("reason") in SAFETY_REASONS]
+    if not safety:
+        return []
+    listed = "; ".join(
+        f"{escape(namer.treatment(e['treatment_id']))} ({escape(SAFETY_REASONS[e['reason']])})"
+        for e in safety[:3]
+    )
+    more = f"; and {len(safety) - 3} more" if len(safety) > 3 else ""
+    return [f"Not offered (safety rules): {listed}{more}."]
+
+
+def notice_card(style: Style) -> Card:
+    """A card that only says what could not be checked (when no other card carries it)."""
+    body = compact(
+        {
+            "uuid": str(uuid.uuid4()),
+            "summary": "Safety checks incomplete: some of the record could not be checked",
+            "indicator": "warning",
+            "detail": "\n\n".join(
+                [
+                    "The recommender found nothing to object to, but it could not check "
+                    "everything:",
+                    *style.notes,
+                    style.footer(),
+                ]
+            ),
+            "source": style.source(),
+            "links": style.links(),
+        }
+    )
+    return Card(body, "notice", ())
 
 
 # --- FHIR resources in suggestions ----------------------------------------------------------------
@@ -302,30 +470,38 @@ def medication_request(
     condition_name: str | None,
     template: Mapping | None = None,
     note: str,
+    requester: Mapping | None = None,
+    dosage: list | None = None,
 ) -> dict:
-    """A draft MedicationRequest (FHIR R4) for ``treatment``; dosage is left to the prescriber.
+    """A draft MedicationRequest (FHIR R4) for ``treatment``, authored now.
 
     ``template`` (the draft order being replaced) lends its encounter, requester, category and
-    reason when present.
+    reason when present; else ``requester`` (the EHR user) is the requester. ``dosage`` (the
+    patient's earlier order of the same therapy) becomes ``dosageInstruction``; without it the
+    dose is left to the prescriber.
     """
     template = template or {}
+    from_data = name if name not in (treatment, human_id(treatment)) else None
+    from_data_condition = (
+        condition_name
+        if condition is not None and condition_name not in (condition, human_id(condition))
+        else None
+    )
     resource = {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": intent,
         "category": _list_of_objects(template.get("category")),
-        "medicationCodeableConcept": coding_of(treatment, name if name != treatment else None),
+        "medicationCodeableConcept": coding_of(treatment, from_data),
         "subject": {"reference": f"Patient/{patient_id}"},
         "encounter": _reference(template.get("encounter")),
-        "requester": _reference(template.get("requester")),
-        "reasonCode": [
-            coding_of(condition, condition_name if condition_name != condition else None)
-        ]
-        if condition
-        else None,
+        "authoredOn": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "requester": _reference(template.get("requester")) or _reference(requester),
+        "reasonCode": [coding_of(condition, from_data_condition)] if condition else None,
         "reasonReference": [
             r for r in map(_reference, _list_of_objects(template.get("reasonReference")) or []) if r
         ],
+        "dosageInstruction": _list_of_objects(dosage),
         "note": [{"text": note}],
     }
     return compact(resource)
@@ -352,25 +528,31 @@ def _list_of_objects(value) -> list | None:
 def _suggestion_card(
     text: str,
     parts: list[list[str]],
+    short: list[str],
     suggestions: list[dict],
     offered: dict[str, str],
     answer: Mapping,
     namer: Namer,
     style: Style,
 ) -> Card:
-    """An ``info`` card offering at most one of ``suggestions``.
+    """An ``info`` card offering at most one of ``suggestions``, the first one recommended.
 
-    ``text`` is the summary, ``parts`` the detail's Markdown paragraphs so far (the answer's
-    safety exclusions are appended to it), ``offered`` maps suggestion uuid -> therapy id in
-    suggestion order. The card's own uuid is drawn here, after the suggestions' uuids.
+    ``text`` is the summary, ``parts`` the full detail's Markdown paragraphs so far and
+    ``short`` the short detail's lines (the answer's safety exclusions are appended to both),
+    ``offered`` maps suggestion uuid -> therapy id in suggestion order. The card's own uuid is
+    drawn here, after the suggestions' uuids.
     """
-    parts.append(exclusions_markdown(answer.get("excluded", []), namer))
+    excluded = answer.get("excluded", [])
+    parts.append(exclusions_markdown(excluded, namer))
+    short = short + _short_exclusions(excluded, namer)
+    if suggestions:
+        suggestions[0]["isRecommended"] = True
     body = compact(
         {
             "uuid": str(uuid.uuid4()),
             "summary": text,
             "indicator": "info",
-            "detail": _detail(parts, style),
+            "detail": _detail(parts, style, short),
             "source": style.source(),
             "suggestions": suggestions,
             "selectionBehavior": "at-most-one",
@@ -389,8 +571,13 @@ def recommendation_card(
     encounter_id: str | None,
     namer: Namer,
     style: Style,
+    dosages: Mapping | None = None,
 ) -> Card:
-    """patient-view: the best therapies for one condition, each a "propose" suggestion."""
+    """patient-view: the best therapies for one condition, each a "propose" suggestion.
+
+    ``dosages`` maps a therapy id to the dosage of the patient's earlier order of it.
+    """
+    dosages = dosages or {}
     condition_name = namer.condition(condition)
     best = items[0]
     name = namer.treatment(best["treatment_id"])
@@ -406,9 +593,13 @@ def recommendation_card(
         text = summary("Consider {t} for {c}", t=name, c=condition_name)
     parts = [
         [
-            f"Therapies for **{escape(condition_name)}** ({code(condition)}) that worked best "
-            "for patients comparable to this one, best first:"
+            f"Therapies for **{escape(condition_name)}** ({escape(human_id(condition))}) that "
+            "worked best for patients comparable to this one, best first:"
         ]
+    ]
+    short = [
+        f"Best supported for **{escape(condition_name)}** in comparable patients: "
+        f"{_short_items(items, namer)}."
     ]
     suggestions, offered = [], {}
     encounter = {"encounter": {"reference": f"Encounter/{encounter_id}"}} if encounter_id else None
@@ -417,7 +608,7 @@ def recommendation_card(
         therapy = namer.treatment(treatment)
         parts.append(
             [
-                f"**{item['rank']}. {escape(therapy)}** ({code(treatment)})",
+                f"**{item['rank']}. {escape(therapy)}** ({escape(human_id(treatment))})",
                 *basis_markdown(item, condition, namer),
             ]
         )
@@ -432,8 +623,9 @@ def recommendation_card(
             condition_name=condition_name,
             template=encounter,
             note=f"Proposed from a decision-support suggestion (model "
-            f"{style.model.get('version')}); dose, route and duration are for the "
-            "prescriber to set.",
+            f"{style.model.get('version')}); {_dose_note(dosages.get(treatment))}",
+            requester=style.requester(),
+            dosage=dosages.get(treatment),
         )
         suggestions.append(
             {
@@ -448,7 +640,16 @@ def recommendation_card(
                 ],
             }
         )
-    return _suggestion_card(text, parts, suggestions, offered, answer, namer, style)
+    return _suggestion_card(text, parts, short, suggestions, offered, answer, namer, style)
+
+
+def _dose_note(dosage) -> str:
+    if dosage:
+        return (
+            "the dosage is copied from the patient's latest earlier order of it; the "
+            "prescriber confirms dose, route and duration."
+        )
+    return "dose, route and duration are for the prescriber to set."
 
 
 def warning_card(drafted: str, exclusion: Mapping, namer: Namer, style: Style) -> Card:
@@ -456,18 +657,23 @@ def warning_card(drafted: str, exclusion: Mapping, namer: Namer, style: Style) -
     name = namer.treatment(drafted)
     reason = exclusion["reason"]
     text = summary(f"{{t}}: {SAFETY_REASONS[reason]}", t=name)
+    rule = str(exclusion.get("rule") or reason).replace("_", " ")
     detail = [
-        f"**{escape(name)}** ({code(drafted)}) is not advised for this patient: "
+        f"**{escape(name)}** ({escape(human_id(drafted))}) is not advised for this patient: "
         f"{escape(exclusion.get('detail') or SAFETY_REASONS[reason])}.",
-        f"Rule: {code(exclusion.get('rule') or reason)}. The recommender never suggests "
+        f"Rule: {escape(rule)}. The recommender never suggests "
         "a therapy this rule excludes; it is shown here because it was ordered.",
+    ]
+    short = [
+        f"**{escape(name)}** is not advised for this patient: "
+        f"{escape(exclusion.get('detail') or SAFETY_REASONS[reason])} (rule: {escape(rule)})."
     ]
     body = compact(
         {
             "uuid": str(uuid.uuid4()),
             "summary": text,
             "indicator": "warning",
-            "detail": _detail([detail], style),
+            "detail": _detail([detail], style, short),
             "source": style.source(),
             "overrideReasons": override_reasons(WARNING_OVERRIDES),
             "links": style.links(),
@@ -486,8 +692,10 @@ def alternatives_card(
     patient_id: str,
     namer: Namer,
     style: Style,
+    dosages: Mapping | None = None,
 ) -> Card:
     """order-select: replace the draft order with a better-supported therapy (at most one)."""
+    dosages = dosages or {}
     name = namer.treatment(drafted)
     first = namer.treatment(alternatives[0]["treatment_id"])
     if len(alternatives) == 1:
@@ -505,6 +713,10 @@ def alternatives_card(
     parts = [
         [f"Alternatives to **{escape(name)}** for {escape(namer.condition(condition))}: {why}."]
     ]
+    short = [
+        f"Instead of **{escape(name)}** for {escape(namer.condition(condition))} ({why}): "
+        f"{_short_items(alternatives, namer)}."
+    ]
     suggestions, offered = [], {}
     draft_reference = f"MedicationRequest/{draft['id']}"
     for item in alternatives:
@@ -512,7 +724,7 @@ def alternatives_card(
         alternative = namer.treatment(treatment)
         parts.append(
             [
-                f"**{item['rank']}. {escape(alternative)}** ({code(treatment)})",
+                f"**{item['rank']}. {escape(alternative)}** ({escape(human_id(treatment))})",
                 *basis_markdown(item, condition, namer),
             ]
         )
@@ -527,8 +739,9 @@ def alternatives_card(
             condition_name=namer.condition(condition),
             template=draft,
             note=f"Replaces a draft order of {name} after a decision-support suggestion (model "
-            f"{style.model.get('version')}); dose, route and duration are for the "
-            "prescriber to set.",
+            f"{style.model.get('version')}); {_dose_note(dosages.get(treatment))}",
+            requester=style.requester(),
+            dosage=dosages.get(treatment),
         )
         suggestions.append(
             {
@@ -548,4 +761,4 @@ def alternatives_card(
                 ],
             }
         )
-    return _suggestion_card(text, parts, suggestions, offered, answer, namer, style)
+    return _suggestion_card(text, parts, short, suggestions, offered, answer, namer, style)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from .prefetch import PREFETCH
+from .prefetch import LOOKBACK_DAYS, PREFETCH
 
 PATIENT_VIEW, ORDER_SELECT = "patient-view", "order-select"
 USAGE = (
     "Suggestions rest on historical treatment outcomes of similar patients; they support, "
     "never replace, the clinician's judgment. A patient the model was not trained on needs "
-    "the conditions, medications and allergies prefetch (otherwise 412). The service does "
-    "not call the EHR's FHIR server. Feedback is accepted at {id}/feedback."
+    "the conditions, medications and allergies: prefetched, or fetched by the service from "
+    "fhirServer with fhirAuthorization (otherwise 412). The templates ask for history too "
+    "(stopped and completed medications, resolved and inactive conditions, with the "
+    "Medication resources referred to): the outcome rules (switched, resolved, adverse) need "
+    "it; medications that ended more than {lookback} days ago are not read. "
+    "medicationStatements is optional. Feedback is accepted at {id}/feedback."
 )
 
 #: Service id -> its discovery entry (CDS Hooks 2.0 "Discovery").
@@ -37,11 +41,14 @@ SERVICES = {
 }
 
 
-def discovery_document() -> dict:
-    """The body of ``GET /cds-services``."""
+def discovery_document(lookback_days: int = LOOKBACK_DAYS) -> dict:
+    """The body of ``GET /cds-services`` (``lookback_days``: the medication history read)."""
     return {
         "services": [
-            {**service, "usageRequirements": USAGE.format(id=service["id"])}
+            {
+                **service,
+                "usageRequirements": USAGE.format(id=service["id"], lookback=lookback_days),
+            }
             for service in SERVICES.values()
         ]
     }

@@ -18,8 +18,13 @@ what the card was about, so each item becomes decisions for
   ``acceptedSuggestions`` with ``accepted``), so the clinician heeding it says nothing about the
   therapy beyond what the rule already enforces: recorded in the audit log only.
 
-Each decision's ``feedback_id`` is derived from the card, suggestion or therapy and outcome, so
-a client sending the same feedback again (the specification allows it) stores nothing new.
+Each decision's ``feedback_id`` is derived from the card, suggestion or therapy, outcome and
+override reason code, so a client sending the same feedback again (the specification allows it)
+stores nothing new, while a later override that adds a coded reason is stored.
+
+A batch is processed item by item: an item that is invalid or names an unknown card is reported
+in its own result (``results``: one per item, in order) and does not cost the others. Only when
+no item could be used is the whole request an error (the first item's status and code).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import schemas
 from ..errors import ApiError
 from .store import CardRecord, CdsStore
 
@@ -42,9 +48,9 @@ _CODING = {
 }
 
 
-def feedback_schema() -> dict:
-    """The body of ``POST /cds-services/{id}/feedback`` (CDS Hooks 2.0 "Feedback")."""
-    item = {
+def item_schema() -> dict:
+    """One feedback item (CDS Hooks 2.0 "Feedback")."""
+    return {
         "type": "object",
         "required": ["card", "outcome", "outcomeTimestamp"],
         "properties": {
@@ -70,11 +76,21 @@ def feedback_schema() -> dict:
             "extension": {"type": "object"},
         },
     }
+
+
+def feedback_schema(items: dict | None = None) -> dict:
+    """The body of ``POST /cds-services/{id}/feedback`` (``items``: the item schema checked
+    with the envelope; default :func:`item_schema`)."""
     return {
         "type": "object",
         "required": ["feedback"],
         "properties": {
-            "feedback": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS, "items": item},
+            "feedback": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_ITEMS,
+                "items": item_schema() if items is None else items,
+            },
             "extension": {"type": "object"},
         },
     }
@@ -82,52 +98,89 @@ def feedback_schema() -> dict:
 
 @dataclass
 class Decisions:
-    """What one feedback request amounts to."""
+    """What one feedback request amounts to.
+
+    ``items`` holds, per feedback item in order, its result: ``{"card", "status", "message"?}``
+    with status ``invalid`` / ``unknown_card`` (nothing stored) or, once stored, ``stored``,
+    ``already_stored`` or ``audit_only``; ``records_of`` maps an item's position to its
+    decisions.
+    """
 
     records: list[dict] = field(default_factory=list)  # for FeedbackStore.append
     patients: list[str] = field(default_factory=list)
     treatments: list[str] = field(default_factory=list)
     audit_only: int = 0  # items that store nothing (an accepted warning card)
+    items: list[dict] = field(default_factory=list)
+    records_of: dict = field(default_factory=dict)
+    first_error: ApiError | None = None
+
+    def refuse(self, position: int, card, error: ApiError) -> None:
+        self.items.append(
+            {
+                "card": card if isinstance(card, str) else None,
+                "status": "invalid" if error.status == 400 else "unknown_card",
+                "message": error.message,
+            }
+        )
+        if self.first_error is None:
+            self.first_error = error
 
 
-def decisions(items: list[Mapping], service_id: str, store: CdsStore, principal: str) -> Decisions:
-    """The feedback store records of ``items`` (all cards checked first: all or nothing).
+def decisions(items: list, service_id: str, store: CdsStore, principal: str) -> Decisions:
+    """The feedback store records of ``items``, each item on its own.
 
     Raises
     ------
-    ApiError
-        400 ``invalid_body`` for an accepted outcome without suggestions; 404 ``unknown_card``
-        when a card (or suggestion) was not answered by this service or is past its time to live.
+    StoreError
+        The CDS store cannot be read (nothing is stored then).
     """
-    cards: list[CardRecord] = []
-    unknown = []
-    for item in items:
-        record = store.card(item["card"])
-        if record is None or record.service != service_id:
-            unknown.append(item["card"])
-        cards.append(record)
-    if unknown:
-        raise ApiError(
-            404,
-            "unknown_card",
-            f"{len(unknown)} card(s) were not answered by the "
-            f"service {service_id!r} (or are older than RECOMMENDER_CDS_CARD_TTL_DAYS); "
-            "nothing was stored",
-            {"cards": unknown[:MAX_ITEMS]},
-        )
     result = Decisions()
-    for item, card in zip(items, cards):
+    for position, item in enumerate(items):
+        card_id = item.get("card") if isinstance(item, Mapping) else None
+        problems = schemas.check(item, item_schema(), f"$.feedback[{position}]")
+        if problems:
+            result.refuse(position, card_id, ApiError(400, "invalid_body", problems[0]))
+            continue
+        card = store.card(item["card"])
+        if card is None or card.service != service_id:
+            result.refuse(
+                position,
+                card_id,
+                ApiError(
+                    404,
+                    "unknown_card",
+                    f"card {item['card']!r} was not answered by the service {service_id!r} "
+                    "(or is older than RECOMMENDER_CDS_CARD_TTL_DAYS)",
+                    {"cards": [item["card"]]},
+                ),
+            )
+            continue
+        try:
+            found = list(_item_decisions(item, card, service_id, principal))
+        except ApiError as exc:
+            result.refuse(position, card_id, exc)
+            continue
         if card.patient not in result.patients:
             result.patients.append(card.patient)
-        if card.kind == "warning" and item["outcome"] == "accepted":
+        if not found:
             result.audit_only += 1
+            result.items.append({"card": card.uuid, "status": "audit_only"})
             result.treatments += [t for t in card.treatments if t not in result.treatments]
             continue
-        for decision in _card_decisions(item, card, service_id, principal):
+        result.records_of[position] = found
+        result.items.append({"card": card.uuid, "status": "stored"})
+        for decision in found:
             result.records.append(decision)
             if decision["treatment_id"] not in result.treatments:
                 result.treatments.append(decision["treatment_id"])
     return result
+
+
+def _item_decisions(item: Mapping, card: CardRecord, service_id: str, principal: str):
+    """An item's decisions (none for what is audited only: an accepted warning, a notice)."""
+    if card.kind == "notice" or (card.kind == "warning" and item["outcome"] == "accepted"):
+        return iter(())
+    return _card_decisions(item, card, service_id, principal)
 
 
 def _card_decisions(item: Mapping, card: CardRecord, service_id: str, principal: str):
@@ -153,8 +206,7 @@ def _card_decisions(item: Mapping, card: CardRecord, service_id: str, principal:
                 raise ApiError(
                     404,
                     "unknown_card",
-                    f"card {item['card']!r} has no suggestion "
-                    f"{suggestion['id']!r}; nothing was stored",
+                    f"card {item['card']!r} has no suggestion {suggestion['id']!r}",
                     {"cards": [item["card"]]},
                 )
             yield {
@@ -169,10 +221,12 @@ def _card_decisions(item: Mapping, card: CardRecord, service_id: str, principal:
     if reason:
         text = reason["code"] + (f" ({reason['display']})" if reason.get("display") else "")
     decision = "warning_overridden" if card.kind == "warning" else "overridden"
+    # the reason is part of the id: a later override that adds a coded reason is new
+    coded = f":{reason['system']}|{reason['code']}" if reason else ""
     for treatment in card.treatments:
         yield {
             **base,
-            "feedback_id": f"cds:{card.uuid}:{treatment}:{decision}",
+            "feedback_id": f"cds:{card.uuid}:{treatment}:{decision}{coded}",
             "treatment_id": treatment,
             "decision": decision,
             "reason": text,

@@ -18,7 +18,9 @@ therapy the model knows,
   ``at-most-one``).
 
 A draft order that is allowed and has no better-supported alternative gets no card: silence is
-the right answer for a good order.
+the right answer for a good order, unless something could not be checked (an active medication
+the model cannot identify, a skipped resource, data the FHIR server did not give): then one
+``warning`` card says so (:func:`~.cards.notice_card`), as every other card of the call does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .cards import (
     Namer,
     Style,
     alternatives_card,
+    notice_card,
     recommendation_card,
     warning_card,
 )
@@ -77,6 +80,7 @@ def patient_view(
                     context.get("encounterId"),
                     namer,
                     style,
+                    inputs.dosages,
                 )
             )
             answer.treatments += [item["treatment_id"] for item in items]
@@ -96,6 +100,7 @@ def order_select(
     drafts = _draft_medications(context, served, namer)
     selected = set(context["selections"])
     answer = HookAnswer()
+    checked = False  # a selected draft the model knows was checked
     for reference, draft, treatment in drafts:
         if reference not in selected or treatment is None:
             continue
@@ -131,12 +136,16 @@ def order_select(
                     inputs.patient_id,
                     namer,
                     style,
+                    inputs.dosages,
                 )
             )
             answer.treatments += [item["treatment_id"] for item in alternatives]
+        checked = True
         if len(answer.cards) >= max_cards:
             break
     answer.cards = answer.cards[:max_cards]
+    if checked and not answer.cards and style.notes:
+        answer.cards.append(notice_card(style))
     return answer
 
 

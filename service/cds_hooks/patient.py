@@ -6,9 +6,10 @@
   diagnosis), so the model's record of a known patient is merged with it and the engine is asked
   as for a new patient (``model.recommend_new``), which applies the safety rules to the merged
   record.
-- A patient the model does not know needs the conditions, medications and allergies prefetch;
-  without them the safety rules cannot be applied and the call is refused with 412 (CDS Hooks:
-  "Precondition Failed" when required prefetch is missing and the service cannot fetch it).
+- A patient the model does not know needs the conditions, medications and allergies, from the
+  prefetch or the EHR's FHIR server (:mod:`.fhir_client`); without them the safety rules cannot
+  be applied and the call is refused with 412 (CDS Hooks: "Precondition Failed" when required
+  prefetch is missing and the service cannot fetch it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class PatientInputs:
         As in :class:`~.prefetch.Prefetched`, merged with the model's record when known.
     names : dict
         Display names from the prefetch codings (id -> text).
+    dosages : dict
+        Therapy id -> the dosage of the patient's latest earlier order of it (prefetch).
     """
 
     patient_id: str
@@ -50,6 +53,7 @@ class PatientInputs:
     sex: str | None = None
     birth_year: int | None = None
     names: dict = field(default_factory=dict)
+    dosages: dict = field(default_factory=dict)
 
     def recommend(
         self,
@@ -121,25 +125,35 @@ class PatientInputs:
         return found
 
 
-def gather(served: Served, patient_id: str, prefetched: Prefetched) -> PatientInputs:
+def gather(
+    served: Served, patient_id: str, prefetched: Prefetched, fhir_problem: str | None = None
+) -> PatientInputs:
     """The patient's engine inputs (see the module docstring).
+
+    ``fhir_problem`` says why the EHR's FHIR server could not supply what the prefetch lacks
+    (None: it was not asked, or it answered).
 
     Raises
     ------
     ApiError
         412 ``prefetch_missing`` for a patient the model does not know when the conditions,
-        medications or allergies prefetch is missing.
+        medications or allergies are neither prefetched nor fetched.
     """
     stored = served.model.patient_record(patient_id)
     known = stored is not None
     if not known:
         missing = prefetched.missing_for_new_patient()
         if missing:
+            where = (
+                f"; {fhir_problem}"
+                if fhir_problem
+                else "; no fhirServer with a usable fhirAuthorization to fetch them from"
+            )
             raise ApiError(
                 412,
                 "prefetch_missing",
                 "the model does not know this patient and the "
-                f"request lacks the prefetch {missing}: without the patient's "
+                f"request lacks the prefetch {missing}{where}: without the patient's "
                 "conditions, medications and allergies the safety rules cannot be "
                 "applied",
                 {"missing_prefetch": missing},
@@ -155,6 +169,7 @@ def gather(served: Served, patient_id: str, prefetched: Prefetched) -> PatientIn
         sex=prefetched.sex,
         birth_year=prefetched.birth_year,
         names=dict(prefetched.names),
+        dosages=dict(prefetched.dosages),
     )
     if stored is not None:
         _add_stored_record(inputs, stored, "conditions" in prefetched.provided)

@@ -1,11 +1,19 @@
 """Prefetched FHIR R4 resources -> what the engine takes: outcome history, conditions and
 allergies, active treatments, sex and birth year.
 
-The prefetch templates (:data:`PREFETCH`) ask for the patient, the active conditions, the active
-medication requests and the allergies. Every resource is validated with the R4B models of
-``fhir.resources`` (as the FHIR importer does) and must belong to the patient in context. Codes
-become the importer's ``system|code`` ids (``rxnorm|860975``, ``snomed|44054006``), preferring
-the coding the model knows.
+The prefetch templates (:data:`PREFETCH`) ask for the patient, the conditions (active and past:
+resolved, inactive, in remission), the medication requests and statements (active, on hold,
+completed and stopped, with the Medication resources they refer to, ``_include``) and the
+allergies, so that the outcome rules ("switched", "resolved", "adverse") can work for a patient
+the model has never seen. CDS Hooks 2.0 templates cannot carry a date, so the look-back window
+is applied here: a stopped or completed medication that ended more than ``lookback_days`` ago is
+not read. Codes become the importer's ``system|code`` ids (``rxnorm|860975``,
+``snomed|44054006``), preferring the coding the model knows.
+
+Liberal in what it accepts: a resource that is not valid FHIR R4 or not of the key's type is
+skipped and counted (:attr:`Prefetched.skipped`; every card says so), not a reason to refuse the
+call. A resource about another patient than ``context.patientId`` still refuses the call (400):
+mixing two patients' records is not a small flaw.
 
 The outcome history follows the FHIR importer's rule set (:mod:`recommender.importers.rules`,
 default windows) for this one patient, without pandas so that a call stays fast: medication
@@ -30,13 +38,17 @@ from recommender.importers.fhir_source import reference_key
 from recommender.importers.rules import RULE_OUTCOMES, OutcomeRules
 
 from ..errors import ApiError
+from .medications import Resolution, active_treatments
 
 #: Prefetch key -> FHIR query template (the CDS Hooks discovery document publishes these).
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "conditions": "Condition?patient={{context.patientId}}"
-    "&clinical-status=active,recurrence,relapse",
-    "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
+    "&clinical-status=active,recurrence,relapse,inactive,remission,resolved",
+    "medications": "MedicationRequest?patient={{context.patientId}}"
+    "&status=active,on-hold,completed,stopped&_include=MedicationRequest:medication",
+    "medicationStatements": "MedicationStatement?patient={{context.patientId}}"
+    "&status=active,intended,on-hold,completed,stopped&_include=MedicationStatement:medication",
     "allergies": "AllergyIntolerance?patient={{context.patientId}}",
 }
 #: What each key may hold (besides Medication resources a request refers to).
@@ -44,12 +56,14 @@ EXPECTED = {
     "patient": "Patient",
     "conditions": "Condition",
     "medications": "MedicationRequest",
+    "medicationStatements": "MedicationStatement",
     "allergies": "AllergyIntolerance",
 }
+#: Days of medication history read by default (stopped / completed ones ended within it).
+LOOKBACK_DAYS = 3650
 #: Keys without which a patient the model does not know cannot be checked safely.
 REQUIRED_FOR_NEW_PATIENTS = ("conditions", "medications", "allergies")
 ACTIVE_CLINICAL = {"", "active", "recurrence", "relapse"}
-ACTIVE_MEDICATION = {"active", "on-hold"}
 RULES = OutcomeRules()
 
 
@@ -73,6 +87,15 @@ class Prefetched:
         Therapies of active medication requests (interaction checks).
     sex, birth_year
         From the Patient resource.
+    names : dict
+        Id -> display text seen in the codings.
+    unresolved : list of Unresolved
+        Active medications the safety checks could not use (:mod:`.medications`).
+    skipped : dict
+        ``(key, resource type)`` -> how many resources were skipped as not valid FHIR R4 or
+        not of the key's type.
+    dosages : dict
+        Therapy id -> the ``dosageInstruction`` of the patient's latest request of it.
     """
 
     provided: set = field(default_factory=set)
@@ -84,13 +107,23 @@ class Prefetched:
     sex: str | None = None
     birth_year: int | None = None
     names: dict = field(default_factory=dict)
+    unresolved: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
+    dosages: dict = field(default_factory=dict)
 
     def missing_for_new_patient(self) -> list[str]:
         return [key for key in REQUIRED_FOR_NEW_PATIENTS if key not in self.provided]
 
 
 def parse_prefetch(
-    prefetch: Mapping | None, patient_id: str, known: Callable[[str], bool]
+    prefetch: Mapping | None,
+    patient_id: str,
+    known: Callable[[str], bool],
+    *,
+    is_treatment: Callable[[str], bool] | None = None,
+    fetch_medication: Callable[[str], Mapping | None] | None = None,
+    lookback_days: int | None = LOOKBACK_DAYS,
+    today: date | None = None,
 ) -> Prefetched:
     """Validate and convert a request's ``prefetch`` object.
 
@@ -103,19 +136,30 @@ def parse_prefetch(
         ``context.patientId``; every resource must be about this patient.
     known : callable
         Whether the model knows an id (used to choose among a concept's codings).
+    is_treatment : callable, optional
+        Whether the model knows a therapy id (``active_treatments`` holds only those); default
+        ``known``.
+    fetch_medication : callable, optional
+        ``Medication/<id>`` -> the resource from the EHR's FHIR server, or None; used for a
+        ``medicationReference`` the prefetch does not resolve.
+    lookback_days : int or None
+        Stopped or completed medications that ended longer ago are not read (None: all).
+    today : date, optional
+        The day the window counts back from (default: today, UTC).
 
     Raises
     ------
     ApiError
-        400 ``invalid_prefetch`` for a resource that is not valid FHIR R4, of an unexpected
-        type, or about another patient. Keys this service did not ask for are not read.
+        400 ``invalid_prefetch`` for a value that is not a resource, Bundle or null, or a
+        resource about another patient. Keys this service did not ask for are not read.
     """
     result = Prefetched()
     resources: dict[str, list[dict]] = {}
+    urls: dict[str, dict] = {}  # an entry's fullUrl -> its Medication
     for key, value in (prefetch or {}).items():
         if key not in PREFETCH:
             continue  # not one of our templates: not read (the client should not send it)
-        items = _resources(key, value)
+        items = _resources(key, value, result.skipped, urls)
         if items is None:
             continue  # an OperationOutcome: not provided
         result.provided.add(key)
@@ -125,23 +169,61 @@ def parse_prefetch(
     medications = [
         r for items in resources.values() for r in items if r["resourceType"] == "Medication"
     ]
-    context = Coder(patient_id, known, medications)
+    context = Coder(patient_id, known, medications, fetch=fetch_medication, urls=urls)
     patients = [r for r in resources.get("patient", []) if r["resourceType"] == "Patient"]
     if patients:
         result.sex, result.birth_year = _demographics(patients[0])
     context.read_conditions(result, _of(resources, "conditions"))
     context.read_allergies(result, _of(resources, "allergies"))
-    context.read_medications(result, _of(resources, "medications"), patients[:1])
+    records = _within(
+        _of(resources, "medications") + _of(resources, "medicationStatements"),
+        lookback_days,
+        today or datetime.now(timezone.utc).date(),
+    )
+    taken = active_treatments(records, context.resolve_medication, is_treatment or known)
+    result.active_treatments, result.unresolved = taken.active_treatments, taken.unresolved
+    context.read_medications(result, records, patients[:1])
     result.names = context.names
     return result
+
+
+def provided_keys(prefetch: Mapping | None) -> set[str]:
+    """The template keys a ``prefetch`` object satisfies (present, not an OperationOutcome)."""
+    return {
+        key
+        for key, value in (prefetch or {}).items()
+        if key in PREFETCH
+        and not (isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome")
+    }
 
 
 def _of(resources: dict, key: str) -> list[dict]:
     return [r for r in resources.get(key, []) if r["resourceType"] == EXPECTED[key]]
 
 
-def _resources(key: str, value) -> list[dict] | None:
-    """The validated resources of one prefetch value; None for an OperationOutcome."""
+def _within(records: list[dict], lookback_days: int | None, today: date) -> list[dict]:
+    """``records`` without the stopped / completed ones that ended before the window."""
+    if lookback_days is None:
+        return records
+    kept = []
+    for data in records:
+        status = str(data.get("status") or "").lower()
+        if status in fhir_import.OPEN_STATUS:
+            kept.append(data)
+            continue
+        start, stop = fhir_import.medication_times(data, data["resourceType"])
+        ended = _day(stop) or _day(start)
+        if ended is None or (today - ended).days <= lookback_days:
+            kept.append(data)
+    return kept
+
+
+def _resources(key: str, value, skipped: dict, urls: dict) -> list[dict] | None:
+    """The valid resources of one prefetch value; None for an OperationOutcome.
+
+    Invalid resources and resources of another type are counted in ``skipped``; the Medication
+    entries of a Bundle are recorded under their ``fullUrl`` in ``urls``.
+    """
     if value is None:
         return []
     if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
@@ -162,33 +244,27 @@ def _resources(key: str, value) -> list[dict] | None:
                 f"prefetch {key!r}: Bundle.entry must be a list",
                 {"key": key},
             )
-        items = [entry.get("resource") for entry in entries if isinstance(entry, Mapping)]
-        items = [item for item in items if isinstance(item, Mapping)]
+        pairs = [
+            (entry.get("resource"), entry.get("fullUrl"))
+            for entry in entries
+            if isinstance(entry, Mapping)
+        ]
+        pairs = [(item, url) for item, url in pairs if isinstance(item, Mapping)]
     else:
-        items = [value]
+        pairs = [(value, None)]
     allowed = {EXPECTED[key], "Medication"}
     kept = []
-    for item in items:
+    for item, url in pairs:
         rtype = item.get("resourceType")
         if rtype == "OperationOutcome":
             continue  # a search warning the client passed along
-        if rtype not in allowed:
-            raise ApiError(
-                400,
-                "invalid_prefetch",
-                f"prefetch {key!r} holds a {rtype}; expected {EXPECTED[key]}",
-                {"key": key},
-            )
-        problem = invalid_resource(rtype, item)
-        if problem:
-            raise ApiError(
-                400,
-                "invalid_prefetch",
-                f"prefetch {key!r}: {rtype}/"
-                f"{item.get('id', '?')} is not a valid FHIR R4 {rtype}: {problem}",
-                {"key": key},
-            )
+        rtype = rtype if isinstance(rtype, str) else "(no resourceType)"
+        if rtype not in allowed or invalid_resource(rtype, item):
+            skipped[(key, rtype)] = skipped.get((key, rtype), 0) + 1
+            continue
         kept.append(dict(item))
+        if rtype == "Medication" and isinstance(url, str):
+            urls[url] = kept[-1]
     return kept
 
 
@@ -271,9 +347,18 @@ class _Course:
 class Coder:
     """Code choice, episodes and courses for one patient's prefetch (also reads draft orders)."""
 
-    def __init__(self, patient_id: str, known: Callable[[str], bool], medications: list[dict]):
-        self.patient_id, self.known = patient_id, known
+    def __init__(
+        self,
+        patient_id: str,
+        known: Callable[[str], bool],
+        medications: list[dict],
+        fetch: Callable[[str], Mapping | None] | None = None,
+        urls: Mapping[str, dict] | None = None,
+    ):
+        self.patient_id, self.known, self.fetch = patient_id, known, fetch
         self.medications = {f"Medication/{m['id']}": m for m in medications if m.get("id")}
+        self.urls = dict(urls or {})
+        self.fetched: dict[str, Mapping | None] = {}  # Medication/<id> -> server's answer
         self.episodes: dict[str, tuple[str, date | None, date | None]] = {}  # key -> code, on, off
         self.allergy_rows: list[tuple[str, str, date | None]] = []  # code, name, onset
         self.names: dict[str, str] = {}  # id -> display text seen in the codings
@@ -351,15 +436,33 @@ class Coder:
 
     def medication(self, data: Mapping) -> tuple[str | None, str]:
         """The therapy of a MedicationRequest (coded, or through a referenced Medication)."""
+        resolution = self.resolve_medication(data)
+        return resolution.treatment, resolution.display
+
+    def resolve_medication(self, data: Mapping) -> Resolution:
+        """A record's medication: its own concept, else the Medication it refers to (contained,
+        in the Bundle, else fetched), else the reference's display as text."""
         if data.get("medicationCodeableConcept"):
-            return self.code(data["medicationCodeableConcept"], fhir_import.DRUG_SYSTEMS)
+            return Resolution(
+                *self.code(data["medicationCodeableConcept"], fhir_import.DRUG_SYSTEMS)
+            )
         reference = data.get("medicationReference")
         reference = reference if isinstance(reference, Mapping) else {}
-        target = None
         ref = reference.get("reference") if isinstance(reference.get("reference"), str) else ""
-        contained = data.get("contained") if isinstance(data.get("contained"), list) else []
+        target = self._medication_target(data, ref) if ref else None
+        display = reference.get("display")
+        display = display.strip() if isinstance(display, str) else ""
+        if target is not None:
+            treatment, name = self.code(target.get("code"), fhir_import.DRUG_SYSTEMS)
+            return Resolution(treatment, name or display)
+        if display:
+            return Resolution(f"text|{' '.join(display.lower().split())}", display, bool(ref))
+        return Resolution(None, "", bool(ref))
+
+    def _medication_target(self, data: Mapping, ref: str) -> Mapping | None:
         if ref.startswith("#"):
-            target = next(
+            contained = data.get("contained") if isinstance(data.get("contained"), list) else []
+            return next(
                 (
                     c
                     for c in contained
@@ -369,28 +472,33 @@ class Coder:
                 ),
                 None,
             )
-        elif ref:
-            target = self.medications.get(reference_key(ref, {}) or "")
-        if target is not None:
-            return self.code(target.get("code"), fhir_import.DRUG_SYSTEMS)
-        display = reference.get("display")
-        display = display.strip() if isinstance(display, str) else ""
-        return (f"text|{' '.join(display.lower().split())}", display) if display else (None, "")
+        if ref in self.urls:
+            return self.urls[ref]
+        key = reference_key(ref, {}) or ""
+        if key in self.medications or not key.startswith("Medication/"):
+            return self.medications.get(key)
+        if self.fetch is None:
+            return None
+        if key not in self.fetched:
+            self.fetched[key] = self.fetch(key)
+        return self.fetched[key]
 
     def read_medications(
-        self, result: Prefetched, requests: list[dict], patients: list[dict]
+        self, result: Prefetched, records: list[dict], patients: list[dict]
     ) -> None:
+        """Outcome history (courses) and each therapy's latest dosage, from requests and
+        statements (active treatments are read by :func:`.medications.active_treatments`)."""
         courses: dict[tuple, _Course] = {}
-        for data in requests:
+        latest: dict[str, date] = {}
+        for data in records:
             status = (data.get("status") or "").lower()
             if status in fhir_import.DROPPED_STATUS:
                 continue
             treatment, name = self.medication(data)
             if treatment is None:
                 continue
-            if status in ACTIVE_MEDICATION:
-                _add(result.active_treatments, treatment)
             course = self._course(data, treatment, name, status)
+            self._keep_dosage(result, data, treatment, latest)
             if course is None:
                 continue
             key = (course.treatment, course.indication, course.episode)
@@ -411,10 +519,20 @@ class Coder:
             if item is not None:
                 result.history.append(item)
 
+    @staticmethod
+    def _keep_dosage(result: Prefetched, data: Mapping, treatment: str, latest: dict) -> None:
+        dosage = data.get("dosageInstruction") or data.get("dosage")
+        if not isinstance(dosage, list) or not dosage:
+            return
+        when = _day(fhir_import.medication_times(data, data["resourceType"])[0]) or date.min
+        if treatment not in latest or when >= latest[treatment]:
+            latest[treatment] = when
+            result.dosages[treatment] = [dict(d) for d in dosage if isinstance(d, Mapping)]
+
     def _course(self, data: Mapping, treatment: str, name: str, status: str) -> _Course | None:
         # Start and stop text as the FHIR importer reads a MedicationRequest (authoredOn, else
         # the first dosage boundsPeriod, else dispenseRequest.validityPeriod).
-        start_text, stop_text = fhir_import.medication_times(data, "MedicationRequest")
+        start_text, stop_text = fhir_import.medication_times(data, data["resourceType"])
         start = _day(start_text)
         if start is None:
             return None

@@ -7,10 +7,13 @@ only when all of these hold:
 - the header's ``alg`` is an asymmetric signature algorithm (:data:`ALGORITHMS`: RSA, RSA-PSS,
   ECDSA, EdDSA; the specification recommends ES384 and RS384). ``none`` and the HMAC family are
   refused: the spec forbids unsigned tokens and shared secrets;
-- ``iss`` is on the allow-list (``RECOMMENDER_CDS_ISSUERS``) and the signature verifies with a
-  key of that issuer's JWK Set (``RECOMMENDER_CDS_JWKS``), chosen by ``kid``. The ``jku`` header
-  is never followed: keys come only from the configured set;
-- ``aud`` is the URL of the endpoint being called (``RECOMMENDER_CDS_BASE_URL`` + the path), so
+- ``iss`` is on the allow-list (``RECOMMENDER_CDS_ISSUERS``; a trailing slash does not matter)
+  and the signature verifies with a key of that issuer's JWK Set (``RECOMMENDER_CDS_JWKS``),
+  chosen by ``kid``. The ``jku`` header is followed only for an issuer configured with an
+  allow-list of JWK Set URLs (``jwks_urls``), and only to a URL on it; otherwise keys come
+  only from the configured set (:class:`AllowListedKeys`);
+- ``aud`` is the URL of the endpoint being called (``RECOMMENDER_CDS_BASE_URL`` + the path, a
+  trailing slash aside), or one of the audiences configured for the issuer (``audiences``), so
   a token minted for another service cannot be replayed here;
 - ``exp``, ``iat`` and ``jti`` are present, the token has not expired (30 s of clock skew
   allowed) and expires at most ``RECOMMENDER_CDS_JWT_MAX_LIFETIME`` seconds from now (which
@@ -182,19 +185,23 @@ def load_keys(spec: str, issuers: tuple[str, ...]) -> dict[str, StaticKeys | Rem
             f"RECOMMENDER_CDS_JWKS: {path} must hold a JWK Set or an object "
             "mapping each issuer to its JWK Set"
         )
-    extra = sorted(set(data) - set(issuers))
+    allowed = {normalise_issuer(issuer) for issuer in issuers}
+    extra = sorted(name for name in data if normalise_issuer(name) not in allowed)
     if extra:
         raise ConfigError(
             f"RECOMMENDER_CDS_JWKS: {path} names issuer(s) {extra} that are not in "
             "RECOMMENDER_CDS_ISSUERS"
         )
-    missing = [issuer for issuer in issuers if issuer not in data]
+    named = {normalise_issuer(name) for name in data}
+    missing = [issuer for issuer in issuers if normalise_issuer(issuer) not in named]
     if missing:
         raise ConfigError(f"RECOMMENDER_CDS_JWKS: {path} has no keys for issuer(s) {missing}")
     sources = {}
     for issuer, value in data.items():
         where = f"{path} [{issuer}]"
-        if isinstance(value, str) and value.startswith(("https://", "http://")):
+        if isinstance(value, Mapping) and "keys" not in value:
+            sources[issuer] = issuer_entry(value, path, issuer)
+        elif isinstance(value, str) and value.startswith(("https://", "http://")):
             sources[issuer] = RemoteKeys(value)
         elif isinstance(value, str):
             target = (path.parent / value).expanduser()
@@ -202,6 +209,126 @@ def load_keys(spec: str, issuers: tuple[str, ...]) -> dict[str, StaticKeys | Rem
         else:
             sources[issuer] = StaticKeys(value, where)
     return sources
+
+
+class AllowListedKeys:
+    """An issuer's allow-list of JWK Set URLs (Oracle Health's model): a JWT's ``jku`` is
+    followed only to a URL on the list; without ``jku`` the listed sets are searched in order.
+
+    Parameters
+    ----------
+    urls : sequence of str
+        https URLs (http only on the loopback interface, for tests).
+    audiences : sequence of str
+        ``aud`` values accepted for this issuer besides the endpoint's URL.
+    """
+
+    def __init__(self, urls, audiences=()):
+        self.sources = {url: RemoteKeys(url) for url in urls}
+        self.audiences = tuple(audiences)
+
+    def key(self, kid: str | None, jku: str | None = None) -> PyJWK:
+        if jku is not None:
+            source = self.sources.get(jku)
+            if source is None:
+                raise CdsAuthError(
+                    "invalid_token",
+                    "the JWT 'jku' is not on this issuer's allow-list of JWK Set URLs",
+                )
+            return source.key(kid)
+        problem = None
+        for source in self.sources.values():
+            try:
+                return source.key(kid)
+            except CdsAuthError as exc:
+                if exc.status == 503:
+                    raise
+                problem = exc
+        raise problem or CdsAuthError("invalid_token", "the issuer has no JWK Set URL")
+
+
+class WithAudiences:
+    """A key source with audiences configured for its issuer."""
+
+    def __init__(self, source, audiences):
+        self.source, self.audiences = source, tuple(audiences)
+
+    def key(self, kid: str | None) -> PyJWK:
+        return self.source.key(kid)
+
+
+def issuer_entry(value: Mapping, path: Path, issuer: str):
+    """An issuer's entry of the mapping file in its object form::
+
+        {"jwks_urls": ["https://ehr.example.org/jwks.json"], "audiences": ["https://cds..."]}
+        {"jwks": <JWK Set, path or URL>, "audiences": [...]}
+
+    Raises
+    ------
+    ConfigError
+        Neither ``jwks`` nor ``jwks_urls``, both, unknown members, or lists that are not lists
+        of non-empty texts.
+    """
+    where = f"RECOMMENDER_CDS_JWKS: {path} [{issuer}]"
+    unknown = sorted(set(value) - {"jwks", "jwks_urls", "audiences"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown member(s) {unknown}; allowed: jwks, jwks_urls, audiences"
+        )
+    lists = {}
+    for member in ("jwks_urls", "audiences"):
+        items = value.get(member, [])
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ConfigError(f"{where}: {member} must be a list of non-empty texts")
+        lists[member] = items
+    if ("jwks" in value) == bool(lists["jwks_urls"]):
+        raise ConfigError(f"{where}: give either jwks (a JWK Set, path or URL) or jwks_urls")
+    if lists["jwks_urls"]:
+        for url in lists["jwks_urls"]:
+            _checked_url(url)
+        return AllowListedKeys(lists["jwks_urls"], lists["audiences"])
+    jwks = value["jwks"]
+    if isinstance(jwks, str) and jwks.startswith(("https://", "http://")):
+        source = RemoteKeys(jwks)
+    elif isinstance(jwks, str):
+        target = (path.parent / jwks).expanduser()
+        source = StaticKeys(_read_json(target), f"{target} ({issuer})")
+    else:
+        source = StaticKeys(jwks, f"{path} [{issuer}]")
+    return WithAudiences(source, lists["audiences"])
+
+
+def normalise_issuer(issuer: str) -> str:
+    """An ``iss`` value compared without a trailing slash."""
+    return issuer.rstrip("/")
+
+
+def issuer_of(issuer, keys: Mapping) -> str | None:
+    """The configured issuer a token's ``iss`` names (trailing slash aside), or None."""
+    if not isinstance(issuer, str) or not issuer:
+        return None
+    if issuer in keys:
+        return issuer
+    wanted = normalise_issuer(issuer)
+    return next((name for name in keys if normalise_issuer(name) == wanted), None)
+
+
+def signing_key(source, kid: str | None, jku) -> PyJWK:
+    """The key a token names: ``jku`` counts only for an :class:`AllowListedKeys` issuer (for
+    others the keys are the configured ones and the header is not followed)."""
+    if isinstance(source, AllowListedKeys):
+        return source.key(kid, jku if isinstance(jku, str) else None)
+    return source.key(kid)
+
+
+def accepted_audiences(audiences: Iterable[str], source) -> list[str]:
+    """The endpoint's audiences with and without a trailing slash, then the issuer's own."""
+    found = []
+    for audience in [*audiences, *getattr(source, "audiences", ())]:
+        for variant in (audience, audience.rstrip("/"), audience.rstrip("/") + "/"):
+            if variant not in found:
+                found.append(variant)
+    return found
 
 
 def _read_json(path: Path):
@@ -276,19 +403,21 @@ class JwtVerifier:
             )
         _check_times(unverified)
         issuer = unverified.get("iss")
-        if not isinstance(issuer, str) or issuer not in self.keys:
+        configured = issuer_of(issuer, self.keys)
+        if configured is None:
             raise CdsAuthError(
                 "invalid_token", f"JWT issuer {issuer!r} is not allowed (RECOMMENDER_CDS_ISSUERS)"
             )
         kid = head.get("kid")
-        key = self.keys[issuer].key(kid if isinstance(kid, str) else None)
+        source = self.keys[configured]
+        key = signing_key(source, kid if isinstance(kid, str) else None, head.get("jku"))
         if KEY_TYPES[algorithm[:2]] != key.key_type:
             raise CdsAuthError(
                 "invalid_token",
                 f"the issuer's key {key.key_id!r} "
                 f"({key.key_type}) does not fit algorithm {algorithm}",
             )
-        claims = self._decode(token, key, algorithm, issuer, list(audiences))
+        claims = self._decode(token, key, algorithm, issuer, accepted_audiences(audiences, source))
         now = time.time() if now is None else now
         if claims["exp"] > now + self.max_lifetime + LEEWAY:
             raise CdsAuthError(
@@ -300,7 +429,7 @@ class JwtVerifier:
         if not isinstance(jti, str) or not jti:
             raise CdsAuthError("invalid_token", "the JWT 'jti' must be a non-empty string")
         try:
-            first = self.store.first_use(issuer, jti, claims["exp"] + LEEWAY, now)
+            first = self.store.first_use(configured, jti, claims["exp"] + LEEWAY, now)
         except StoreError as exc:
             log.error("JWT replay cache unavailable: %s", exc)
             raise CdsAuthError(
@@ -313,7 +442,7 @@ class JwtVerifier:
                 "invalid_token", "this JWT (iss, jti) was already used: tokens are accepted once"
             )
         tenant = claims.get("tenant")
-        return ClientIdentity(issuer, tenant if isinstance(tenant, str) else None, jti)
+        return ClientIdentity(configured, tenant if isinstance(tenant, str) else None, jti)
 
     def _decode(
         self, token: str, key: PyJWK, algorithm: str, issuer: str, audiences: list[str]

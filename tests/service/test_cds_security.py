@@ -273,3 +273,94 @@ def test_time_claims_that_are_not_numbers_are_refused(cds_client, cds_site, clai
 def test_a_numeric_nbf_in_the_past_is_accepted(cds_client, cds_site):
     token = cds_site.ehr.token(CDS_BASE + PATH, nbf=time.time() - 5)
     assert post(cds_client, token).status_code == 200
+
+
+# --- issuers, jku allow-lists and audiences ------------------------------------------------------
+
+
+def _signed(ehr, claims: dict, **header) -> str:
+    return jwt.encode(
+        claims, ehr.key, algorithm=ehr.algorithm, headers={"kid": ehr.kid, "typ": "JWT", **header}
+    )
+
+
+def test_the_issuer_matches_with_or_without_a_trailing_slash(make_cds_app, cds_site):
+    client = make_cds_app(CDS_ISSUERS=(EHR_ISSUER + "/",)).test_client()
+    assert post(client, cds_site.ehr.token(CDS_BASE + PATH)).status_code == 200
+    assert audit_lines(cds_site.site)[-1]["principal"] == EHR_ISSUER + "/"
+    slashed = _signed(cds_site.ehr, _claims(iss=EHR_ISSUER + "/"))
+    assert post(make_cds_app().test_client(), slashed).status_code == 200
+
+
+def test_an_audience_with_a_trailing_slash_is_the_same_endpoint(cds_client, cds_site):
+    assert post(cds_client, cds_site.ehr.token(CDS_BASE + PATH + "/")).status_code == 200
+
+
+def test_jku_is_ignored_for_configured_keys(cds_client, cds_site):
+    """The sandbox's header names its jku; a site with the keys configured does not follow it."""
+    token = _signed(
+        cds_site.ehr, _claims(), jku="https://sandbox.cds-hooks.org/.well-known/jwks.json"
+    )
+    assert post(cds_client, token).status_code == 200
+
+
+@pytest.fixture
+def jwks_server(cds_site):
+    served = []
+    keys = json.dumps(cds_site.ehr.jwks()).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            served.append(self.path)
+            self.send_response(200 if self.path == "/ehr/jwks.json" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(keys if self.path == "/ehr/jwks.json" else b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_jku_is_followed_only_within_the_issuers_allow_list(make_cds_app, cds_site, jwks_server):
+    base, served = jwks_server
+    listed = f"{base}/ehr/jwks.json"
+    mapping = cds_site.site.root / "issuers.json"
+    mapping.write_text(
+        json.dumps({EHR_ISSUER: {"jwks_urls": [listed], "audiences": ["https://cds.example.org"]}})
+    )
+    client = make_cds_app(CDS_JWKS=str(mapping)).test_client()
+    assert post(client, _signed(cds_site.ehr, _claims(), jku=listed)).status_code == 200
+    assert post(client, _signed(cds_site.ehr, _claims())).status_code == 200  # no jku: the list
+    refused(
+        post(client, _signed(cds_site.ehr, _claims(), jku=f"{base}/evil/jwks.json")),
+        "not on this issuer's allow-list",
+    )
+    assert served == ["/ehr/jwks.json"]  # the other URL was never fetched
+    # the issuer's configured audience (Epic-style) is accepted for any endpoint
+    assert (
+        post(client, _signed(cds_site.ehr, _claims(aud="https://cds.example.org"))).status_code
+        == 200
+    )
+    refused(post(client, _signed(cds_site.ehr, _claims(aud="https://other.example.org"))), "'aud'")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"jwks_urls": ["http://keys.example.org/jwks.json"]}, "must use https"),
+        ({"jwks_urls": [], "audiences": ["x"]}, "either jwks"),
+        ({"jwks_urls": ["https://a.example.org/k"], "colour": 1}, "unknown member"),
+        ({"jwks": {"keys": []}, "jwks_urls": ["https://a.example.org/k"]}, "either jwks"),
+    ],
+)
+def test_bad_issuer_entries_stop_the_start(cds_site, make_app, entry, message):
+    path = cds_site.site.root / "issuers.json"
+    path.write_text(json.dumps({EHR_ISSUER: entry}))
+    with pytest.raises(ConfigError, match=message):
+        create_app(cds_site.config(CDS_JWKS=str(path)))
