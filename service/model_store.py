@@ -46,8 +46,9 @@ class Served:
         Manifest and model (arrays memory-mapped read-only, shared between workers).
     pseudonymizer : Pseudonymizer
         The key the artifact was trained with (fingerprint checked).
-    conditions, treatments : frozenset of str
-        Ids the model knows, for O(1) request validation.
+    conditions, treatments, ingredients : frozenset of str
+        Ids the model knows, for O(1) request validation (``ingredients``: its active-ingredient
+        ids, what the CDS Hooks duplicate check falls back to for a medication it does not know).
     info : dict
         What ``GET /v1/model`` returns.
     loaded_at : float
@@ -64,6 +65,7 @@ class Served:
     treatments: frozenset
     info: dict
     loaded_at: float
+    ingredients: frozenset = frozenset()
     checks: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -120,6 +122,7 @@ def load_served(path: str | Path, key_file: str | Path) -> Served:
         pseudonymizer=pseudonymizer,
         conditions=frozenset(model.condition_ids()),
         treatments=frozenset(model.treatment_ids()),
+        ingredients=frozenset(model.ingredient_ids()),
         info=model_info(artifact.manifest),
         loaded_at=time.time(),
     )

@@ -30,6 +30,13 @@ class Lookups:
         self.check_fitted()
         return [str(c) for c in self.dataset_.conditions.external_ids]
 
+    def ingredient_ids(self) -> list[str]:
+        """Every active-ingredient id the model knows (``drug|<name>``, or a treatment's own id
+        when its data lists no ingredients), in its order; ``recommend``'s
+        ``active_treatments`` accepts these as well as treatment ids."""
+        self.check_fitted()
+        return [str(i) for i in self.dataset_.ingredients.external_ids]
+
     def display_names(self) -> tuple[dict[str, str], dict[str, str]]:
         """(treatment id -> name, condition id -> name) from the training data's dictionaries."""
         self.check_fitted()

@@ -333,29 +333,43 @@ def exclusions_markdown(excluded: list[Mapping], namer: Namer) -> list[str]:
     return [f"**Not offered to this patient** (safety rules): {listed}."]
 
 
+def _listed(unresolved) -> str:
+    """At most 8 unresolved medications as "name (reason[; ingredients])", then how many more."""
+    shown = []
+    for item in unresolved[:8]:
+        name = escape(item.name) if item.name else "a medication without a name"
+        held = ", ".join(i.removeprefix("drug|") for i in item.ingredients)
+        shown.append(f"{name} ({escape(item.reason)}" + (f"; {escape(held)})" if held else ")"))
+    more = f"; and {len(unresolved) - 8} more" if len(unresolved) > 8 else ""
+    return "; ".join(shown) + more
+
+
 def gaps_markdown(unresolved, skipped: Mapping, notes) -> list[str]:
     """What the safety checks could not see, as Markdown lines every card of the call shows.
 
     Parameters
     ----------
     unresolved : list of :class:`~.medications.Unresolved`
-        Active medications that gave no therapy the model knows.
+        Active medications that gave no therapy the model knows (those with ingredients were
+        checked for duplicate therapy through them).
     skipped : mapping
         ``(prefetch key, resource type)`` -> resources skipped as invalid.
     notes : list of str
         What the EHR's FHIR server could not supply (:class:`~.fhir_client.FhirClient`).
     """
     lines = []
-    if unresolved:
-        shown = [
-            f"{escape(item.name) if item.name else 'a medication without a name'} "
-            f"({escape(item.reason)})"
-            for item in unresolved[:8]
-        ]
-        more = f"; and {len(unresolved) - 8} more" if len(unresolved) > 8 else ""
+    unchecked = [item for item in unresolved if not item.ingredients]
+    by_ingredient = [item for item in unresolved if item.ingredients]
+    if unchecked:
         lines.append(
             f"**Could not check** interactions and duplicate therapy with "
-            f"{len(unresolved)} active medication(s): {'; '.join(shown)}{more}."
+            f"{len(unchecked)} active medication(s): {_listed(unchecked)}."
+        )
+    if by_ingredient:
+        lines.append(
+            f"**Checked for duplicate therapy by active ingredient only**, not for "
+            f"interactions: {len(by_ingredient)} active medication(s) the recommender does not "
+            f"know: {_listed(by_ingredient)}."
         )
     if skipped:
         listed = ", ".join(

@@ -10,12 +10,20 @@ entry's ``fullUrl``), else one fetched from the EHR's FHIR server when the call 
 preferred, as everywhere); one that does not is **unresolved** and every card says that its
 interactions and duplicates could not be checked, with the name the record gives it. A
 medication is never silently dropped from the safety checks.
+
+An unresolved medication whose name gives active ingredients the model knows
+(:func:`recommender.data.ingredients.ingredient_ids`: "Hydrochlorothiazide 25 MG Oral Tablet"
+-> ``drug|hydrochlorothiazide``) still reaches the duplicate-therapy rule through those
+ingredient ids, and its card line says it was checked for duplicates by ingredient only, not
+for interactions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from recommender.data.ingredients import ingredient_ids
 
 #: Statuses that make a medication record "taken now" (interaction and duplicate checks).
 ACTIVE_STATUS = {
@@ -39,10 +47,14 @@ class Unresolved:
     reason : str
         Why, in words a clinician reads (:data:`NOT_FOUND`, :data:`NOT_CODED`,
         :data:`NOT_KNOWN`).
+    ingredients : tuple of str
+        Ingredient ids read from ``name`` that the model knows and that were passed on as
+        active (duplicate therapy checked by ingredient); empty when none.
     """
 
     name: str
     reason: str
+    ingredients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,16 @@ class MedicationList:
     unresolved: list[Unresolved] = field(default_factory=list)
 
 
+def ingredient_reader(known: frozenset[str] | set[str]) -> Callable[[str], list[str]]:
+    """A medication's name -> the ``drug|<name>`` ingredient ids in it that are in ``known``
+    (the model's ingredient ids), for :func:`active_treatments`' fallback."""
+
+    def ingredients_of(name: str) -> list[str]:
+        return [i for i in ingredient_ids(name) if i in known] if name else []
+
+    return ingredients_of
+
+
 def is_active(resource: Mapping) -> bool:
     """Whether a MedicationRequest / MedicationStatement is taken now."""
     status = resource.get("status")
@@ -74,6 +96,7 @@ def active_treatments(
     resources: Iterable[Mapping],
     resolve: Callable[[Mapping], Resolution],
     known: Callable[[str], bool],
+    ingredients_of: Callable[[str], list[str]] | None = None,
 ) -> MedicationList:
     """The engine's ``active_treatments`` for a patient's medication records.
 
@@ -86,12 +109,16 @@ def active_treatments(
         Reads a record's medication (``Coder.resolve_medication``).
     known : callable
         Whether the model knows a therapy id.
+    ingredients_of : callable, optional
+        A medication's name -> the ingredient ids the model knows in it (empty when none);
+        without it an unknown medication gets no ingredient fallback.
 
     Returns
     -------
     MedicationList
-        Known therapy ids in record order without repeats, and one :class:`Unresolved` per
-        active record that gave none (repeats of the same name and reason merged).
+        Known therapy ids and the ingredient ids of unknown medications, in record order
+        without repeats, and one :class:`Unresolved` per active record that gave no therapy id (repeats of
+        the same name and reason merged).
     """
     found = MedicationList()
     for resource in resources:
@@ -103,14 +130,17 @@ def active_treatments(
             if treatment not in found.active_treatments:
                 found.active_treatments.append(treatment)
             continue
-        # The integrator's ingredient fallback (display text -> ingredient ids) goes here.
+        held = tuple(ingredients_of(resolution.display)) if ingredients_of else ()
+        for ingredient in held:
+            if ingredient not in found.active_treatments:
+                found.active_treatments.append(ingredient)
         if resolution.missing_reference:
             reason = NOT_FOUND
         elif treatment is None:
             reason = NOT_CODED
         else:
             reason = NOT_KNOWN
-        item = Unresolved(resolution.display, reason)
+        item = Unresolved(resolution.display, reason, held)
         if item not in found.unresolved:
             found.unresolved.append(item)
     return found

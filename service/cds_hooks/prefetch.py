@@ -122,6 +122,7 @@ def parse_prefetch(
     *,
     is_treatment: Callable[[str], bool] | None = None,
     fetch_medication: Callable[[str], Mapping | None] | None = None,
+    ingredients_of: Callable[[str], list[str]] | None = None,
     lookback_days: int | None = LOOKBACK_DAYS,
     today: date | None = None,
 ) -> Prefetched:
@@ -142,6 +143,10 @@ def parse_prefetch(
     fetch_medication : callable, optional
         ``Medication/<id>`` -> the resource from the EHR's FHIR server, or None; used for a
         ``medicationReference`` the prefetch does not resolve.
+    ingredients_of : callable, optional
+        A medication's name -> the ingredient ids the model knows in it
+        (:func:`.medications.ingredient_reader`): an active medication the model does not know
+        is still checked for duplicate therapy through them.
     lookback_days : int or None
         Stopped or completed medications that ended longer ago are not read (None: all).
     today : date, optional
@@ -180,7 +185,9 @@ def parse_prefetch(
         lookback_days,
         today or datetime.now(timezone.utc).date(),
     )
-    taken = active_treatments(records, context.resolve_medication, is_treatment or known)
+    taken = active_treatments(
+        records, context.resolve_medication, is_treatment or known, ingredients_of
+    )
     result.active_treatments, result.unresolved = taken.active_treatments, taken.unresolved
     context.read_medications(result, records, patients[:1])
     result.names = context.names

@@ -29,6 +29,7 @@ from .cards import Style, gaps_markdown
 from .discovery import ORDER_SELECT, SERVICES, discovery_document
 from .feedback import decisions, feedback_schema
 from .fhir_client import FhirClient, FhirSettings, fetch_missing, usable_authorization
+from .medications import ingredient_reader
 from .patient import gather
 from .prefetch import parse_prefetch, provided_keys
 from .store import CardRecord, StoreError
@@ -149,6 +150,7 @@ def call_service(service_id: str):
         lambda identifier: known(identifier) or identifier in served.conditions,
         is_treatment=known,
         fetch_medication=client.medication if client is not None else None,
+        ingredients_of=ingredient_reader(served.ingredients),
         lookback_days=config["CDS_LOOKBACK_DAYS"] or None,
     )
     if client is not None:

@@ -22,6 +22,7 @@ import jwt
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from recommender.data.ingredients import ingredient_ids
 from recommender.data.tables import validate_tables
 
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -72,7 +73,13 @@ def coded_cohort(n_patients: int = 200, n_probes: int = 10):
         "interactions": pd.DataFrame(
             {"treatment_a": [T2, T1], "treatment_b": [S0, S1], "severity": ["severe", "moderate"]}
         ),
-        "treatments": pd.DataFrame({"treatment_id": list(NAMES), "name": list(NAMES.values())}),
+        "treatments": pd.DataFrame(
+            {
+                "treatment_id": list(NAMES),
+                "name": list(NAMES.values()),
+                "ingredients": [";".join(ingredient_ids(name)) for name in NAMES.values()],
+            }
+        ),
         "conditions": pd.DataFrame(
             {"condition_id": list(CONDITION_NAMES), "name": list(CONDITION_NAMES.values())}
         ),

@@ -139,7 +139,8 @@ def test_a_medication_reference_is_fetched_when_the_bundle_lacks_it(
     assert "Could not check" not in json.dumps(cards)
 
 
-def test_an_unresolvable_medication_is_said_on_a_card(cds_client, cds_site):
+def _unresolvable_prefetch(display: str | None) -> dict:
+    """The record with lisinopril by a reference neither the Bundle nor a server resolves."""
     record = _record()
     prefetch = {
         "patient": record[0],
@@ -147,23 +148,59 @@ def test_an_unresolvable_medication_is_said_on_a_card(cds_client, cds_site):
         "medications": bundle(*record[3:5]),
         "allergies": bundle(record[6]),
     }
-    prefetch["medications"]["entry"][1]["resource"]["medicationReference"]["display"] = (
-        "Lisinopril 10 MG Oral Tablet"
-    )
+    if display is not None:
+        prefetch["medications"]["entry"][1]["resource"]["medicationReference"]["display"] = display
+    return prefetch
+
+
+def test_an_unresolvable_medication_is_said_on_a_card(cds_client, cds_site):
+    prefetch = _unresolvable_prefetch(None)
     response = post(cds_client, cds_site.ehr, CHECK, body("order-select", None, prefetch=prefetch))
     cards = check_response(response.get_json())
     # without the Medication the severe interaction cannot be seen: never silence
     assert [card["indicator"] for card in cards] == ["warning"]
     assert cards[0]["summary"].startswith("Safety checks incomplete")
-    assert (
-        "**Could not check** interactions and duplicate therapy with 1 active"
-        in (cards[0]["detail"])
-    )
-    assert "Lisinopril 10 MG Oral Tablet (its Medication resource is neither" in cards[0]["detail"]
+    detail = cards[0]["detail"]
+    assert "**Could not check** interactions and duplicate therapy with 1 active" in detail
+    assert "a medication without a name (its Medication resource is neither" in detail
     suggestions = post(
         cds_client, cds_site.ehr, SUGGEST, body("patient-view", None, prefetch=prefetch)
     ).get_json()["cards"]
     assert suggestions and all("Could not check" in card["detail"] for card in suggestions)
+
+
+def test_an_unresolvable_medication_is_still_checked_for_duplicates_by_its_name(
+    cds_client, cds_site
+):
+    """The reference's display names lisinopril: the same ingredient is never suggested again,
+    and the cards say interactions were not checked."""
+    prefetch = _unresolvable_prefetch("Lisinopril 20 MG Oral Tablet")
+    cards = check_response(
+        post(
+            cds_client, cds_site.ehr, CHECK, body("order-select", None, prefetch=prefetch)
+        ).get_json()
+    )
+    assert cards[0]["summary"].startswith("Safety checks incomplete")
+    detail = cards[0]["detail"]
+    assert "**Checked for duplicate therapy by active ingredient only**, not for" in detail
+    assert "Lisinopril 20 MG Oral Tablet (its Medication resource is neither" in detail
+    assert "; lisinopril)" in detail and "**Could not check** interactions" not in detail
+    unchecked = post(
+        cds_client,
+        cds_site.ehr,
+        SUGGEST,
+        body("patient-view", None, prefetch=_unresolvable_prefetch(None)),
+    ).get_json()["cards"]
+    # the defect: lisinopril suggested to a patient on it
+    assert any(card["summary"].startswith("Consider Lisinopril") for card in unchecked)
+    code = '"code": "' + S0.split("|")[1] + '"'
+    assert code in json.dumps([s for card in unchecked for s in card.get("suggestions", [])])
+    suggestions = post(
+        cds_client, cds_site.ehr, SUGGEST, body("patient-view", None, prefetch=prefetch)
+    ).get_json()["cards"]
+    assert suggestions and not any("Lisinopril" in card["summary"] for card in suggestions)
+    assert code not in json.dumps([s for card in suggestions for s in card.get("suggestions", [])])
+    assert all("Checked for duplicate therapy" in card["detail"] for card in suggestions)
 
 
 def test_plain_http_is_refused_unless_the_site_allows_it(make_cds_app, cds_site, http_server):

@@ -9,7 +9,7 @@ import pytest
 
 from recommender.data.tables import read_tables
 from recommender.importers.fhir import import_fhir
-from service.cds_hooks.medications import NOT_FOUND, NOT_KNOWN, Unresolved
+from service.cds_hooks.medications import NOT_FOUND, NOT_KNOWN, Unresolved, ingredient_reader
 from service.cds_hooks.prefetch import parse_prefetch
 from service.errors import ApiError
 
@@ -194,6 +194,35 @@ def test_an_unresolvable_medication_is_reported_not_dropped():
     assert parsed.unresolved == [
         Unresolved("Hydrochlorothiazide 25 MG Oral Tablet", NOT_FOUND),
         Unresolved("", NOT_FOUND),
+        Unresolved("Amoxicillin 120 MG/ML Oral Suspension", NOT_KNOWN),
+    ]
+
+
+def test_an_unknown_medication_falls_back_to_the_ingredients_the_model_knows():
+    missing = _by_reference("m1", "Medication/hctz-25", "Hydrochlorothiazide 25 MG Oral Tablet")
+    combination = medication_request(PID, "m2", "rxnorm|999967", "2024-01-01")
+    combination["medicationCodeableConcept"] = {
+        "text": "Amlodipine 5 MG / Olmesartan medoxomil 20 MG Oral Tablet"
+    }
+    unknown = medication_request(PID, "m3", "rxnorm|617993", "2024-01-01")
+    unknown["medicationCodeableConcept"] = {"text": "Amoxicillin 120 MG/ML Oral Suspension"}
+    ingredients = {"drug|hydrochlorothiazide", "drug|amlodipine"}
+    parsed = parse_prefetch(
+        {"medications": bundle(missing, combination, unknown)},
+        PID,
+        {S0}.__contains__,
+        ingredients_of=ingredient_reader(frozenset(ingredients)),
+    )
+    assert parsed.active_treatments == ["drug|hydrochlorothiazide", "drug|amlodipine"]
+    assert parsed.unresolved == [
+        Unresolved(
+            "Hydrochlorothiazide 25 MG Oral Tablet", NOT_FOUND, ("drug|hydrochlorothiazide",)
+        ),
+        Unresolved(
+            "Amlodipine 5 MG / Olmesartan medoxomil 20 MG Oral Tablet",
+            NOT_KNOWN,
+            ("drug|amlodipine",),
+        ),
         Unresolved("Amoxicillin 120 MG/ML Oral Suspension", NOT_KNOWN),
     ]
 
