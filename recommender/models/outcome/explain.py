@@ -18,10 +18,13 @@ For each suggested therapy:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...data.patient import Query
 from .features import PATIENT_GROUPS
+from .forest import feature_bits
 from .propensity import normalise
 
 MAX_CONTRIBUTIONS = 5
@@ -41,7 +44,7 @@ def explain_predictions(model, query: Query, treatments: np.ndarray, condition: 
     if not len(treatments):
         return []
     choice = _choice_set(model, query, treatments, condition)
-    rows, segments = model._one_patient(query, choice, condition)
+    rows, segments, leaves = model._one_patient(query, choice, condition)
     bags = [forest.names.index(b) for b in model._bags]
     at = np.searchsorted(choice, treatments)
     bag_raw = segments[at][:, bags]
@@ -56,7 +59,7 @@ def explain_predictions(model, query: Query, treatments: np.ndarray, condition: 
     low, high = model.interval(bag_raw, n_effective)
     success = 1.0 / (1.0 + np.exp(-bag_raw.mean(axis=1)))
     harm = 1.0 / (1.0 + np.exp(-segments[at, forest.names.index("harm")]))
-    contributions = _contributions(model, rows[at], success)
+    contributions = _contributions(model, rows[at], success, leaves[at])
     basis = BASIS.format(
         history=" and, through collaborative filtering, patients with similar outcome histories"
         if layout.n_factors
@@ -93,56 +96,102 @@ def _choice_set(model, query: Query, treatments: np.ndarray, condition: int) -> 
     return np.union1d(model.dataset_.candidates(condition), treatments)
 
 
-def _contributions(model, X: np.ndarray, success: np.ndarray) -> list[list[dict]]:
+def _contributions(
+    model, X: np.ndarray, success: np.ndarray, leaves: np.ndarray
+) -> list[list[dict]]:
     """Per feature row (a treatment), the strongest occlusion contributions of the patient's
-    features."""
+    features (``leaves``: each row's leaf in each tree of the forest).
+
+    Only the (group, row) pairs where some success tree's path for that row splits on the
+    group's columns are predicted again: elsewhere the occluded row reaches the same leaves,
+    so its contribution is exactly 0.
+    """
     layout = model.layout_
-    groups = _present_groups(layout, X[0])
-    if not groups:
+    present = _present_groups(layout, X[0])
+    if not present:
         return [[] for _ in range(len(X))]
-    variants = []
-    for _, columns, reference in groups:
-        occluded = X.copy()
-        occluded[:, columns] = reference
-        if layout.n_factors and layout.groups[columns[0]] == "history":
-            occluded[:, layout.columns.index("cf_score")] = 0.0
-        variants.append(occluded)
-    raw = model._mean_raw(np.vstack(variants)).reshape(len(groups), len(X))
-    delta = success[None, :] - 1.0 / (1.0 + np.exp(-raw))
-    described = [_describe(model, name, X[0], columns) for name, columns, _ in groups]
+    table = _occlusions(layout, X.shape[1])
+    on_path = model.forest_.path_features(leaves, model._bags)  # (rows, words)
+    moved = (table.bits[present][:, None, :] & on_path[None, :, :]).any(axis=2)  # (groups, rows)
+    g_at, row_at = np.nonzero(moved)
+    delta = np.zeros((len(present), len(X)))
+    if len(g_at):
+        chosen = table.masks[present][g_at]
+        occluded = np.where(chosen, table.values[present][g_at], X[row_at])
+        raw = model._mean_raw(occluded)
+        delta[g_at, row_at] = success[row_at] - 1.0 / (1.0 + np.exp(-raw))
+    described = [_describe(model, *table.groups[g], X[0]) for g in present]
+    order = np.argsort(-np.abs(delta), axis=0, kind="stable")[:MAX_CONTRIBUTIONS]
     result = []
     for i in range(len(X)):
-        order = np.argsort(-np.abs(delta[:, i]), kind="stable")
-        entries = [
-            {**described[g], "contribution": round(float(delta[g, i]), 4)}
-            for g in order[:MAX_CONTRIBUTIONS].tolist()
-            if abs(delta[g, i]) >= MIN_CONTRIBUTION
-        ]
-        result.append(entries)
+        column = delta[:, i].tolist()
+        result.append(
+            [
+                {**described[g], "contribution": round(column[g], 4)}
+                for g in order[:, i].tolist()
+                if abs(column[g]) >= MIN_CONTRIBUTION
+            ]
+        )
     return result
 
 
-def _present_groups(layout, row: np.ndarray) -> list[tuple[str, list[int], float]]:
-    """(group, its columns, the "not known" value) of the patient's known features."""
-    found: dict[str, list[int]] = {}
-    for j, group in enumerate(layout.groups):
-        if group in PATIENT_GROUPS or group.startswith(("diagnosis:", "observation:")):
-            found.setdefault(group, []).append(j)
-    groups = []
-    for group, columns in found.items():
-        values = row[columns]
+@dataclass(frozen=True)
+class _Occlusions:
+    """Every patient feature group of a layout and how it is occluded.
+
+    ``groups``: (group, its columns) in column order; ``masks``: bool (G, n_columns), the
+    columns a group's occlusion replaces; ``values``: float64 (G, n_columns), what it puts
+    there ("absent" 0 for a diagnosis, "not known" NaN otherwise, and a CF score of 0 with
+    the history); ``bits``: uint64 (G, words), the columns as :func:`.forest.feature_bits`.
+    """
+
+    groups: list[tuple[str, list[int]]]
+    masks: np.ndarray
+    values: np.ndarray
+    bits: np.ndarray
+
+
+def _occlusions(layout, n_columns: int) -> _Occlusions:
+    """The layout's :class:`_Occlusions` (fixed by the layout: made once per layout)."""
+    cached = layout.__dict__.get("_occlusions")
+    if cached is None:
+        found: dict[str, list[int]] = {}
+        for j, group in enumerate(layout.groups):
+            if group in PATIENT_GROUPS or group.startswith(("diagnosis:", "observation:")):
+                found.setdefault(group, []).append(j)
+        groups = list(found.items())
+        masks = np.zeros((len(groups), n_columns), bool)
+        values = np.full((len(groups), n_columns), np.nan)
+        for g, (group, columns) in enumerate(groups):
+            masks[g, columns] = True
+            if group.startswith("diagnosis:"):
+                values[g, columns] = 0.0
+            if group == "history":
+                values[g, layout.columns.index("cf_score")] = 0.0
+        bits = np.array([feature_bits(columns, n_columns) for _, columns in groups], np.uint64)
+        cached = _Occlusions(groups, masks, values, bits.reshape(len(groups), -1))
+        layout.__dict__["_occlusions"] = cached
+    return cached
+
+
+def _present_groups(layout, row: np.ndarray) -> list[int]:
+    """Positions in :func:`_occlusions`' groups of the patient's known features."""
+    values = row.tolist()
+    history_count = layout.columns.index("history_count") if layout.n_factors else -1
+    present = []
+    for g, (group, columns) in enumerate(_occlusions(layout, len(values)).groups):
         if group.startswith("diagnosis:"):
-            if values[0] == 1:
-                groups.append((group, columns, 0.0))
+            if values[columns[0]] == 1:
+                present.append(g)
         elif group == "history":
-            if layout.n_factors and row[layout.columns.index("history_count")] > 0:
-                groups.append((group, columns, np.nan))
-        elif not np.isnan(values).all():
-            groups.append((group, columns, np.nan))
-    return groups
+            if layout.n_factors and values[history_count] > 0:
+                present.append(g)
+        elif any(values[j] == values[j] for j in columns):  # some value is not NaN
+            present.append(g)
+    return present
 
 
-def _describe(model, group: str, row: np.ndarray, columns: list[int]) -> dict:
+def _describe(model, group: str, columns: list[int], row: np.ndarray) -> dict:
     """The readable part of a contribution entry (what the feature is and its value)."""
     dataset, layout = model.dataset_, model.layout_
     if group.startswith("diagnosis:"):

@@ -38,7 +38,7 @@ class Forest:
     def __init__(self, booster: lgb.Booster, names: Sequence[str], sizes: Sequence[int]):
         self.booster, self.names, self.sizes = booster, list(names), [int(s) for s in sizes]
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        self._leaf_values = _leaf_table(booster)
+        self._leaf_values, self._path_bits = _leaf_table(booster)
 
     @classmethod
     def merge(cls, boosters: Mapping[str, lgb.Booster]) -> Forest:
@@ -80,11 +80,33 @@ class Forest:
 
     def raw_segments(self, X: np.ndarray) -> np.ndarray:
         """Raw scores float64 (n, n_segments) of every segment, from one traversal."""
+        return self.raw_segments_and_leaves(X)[0]
+
+    def raw_segments_and_leaves(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`raw_segments` and the leaf each row reaches in each tree, int64
+        (n, n_trees)."""
         if not len(X):
-            return np.zeros((0, len(self.names)))
+            return np.zeros((0, len(self.names))), np.zeros((0, sum(self.sizes)), np.int64)
         leaves = np.asarray(self.booster.predict(X, pred_leaf=True, num_threads=1), np.int64)
         values = self._leaf_values[np.arange(leaves.shape[1]), leaves]
-        return np.add.reduceat(values, self.starts, axis=1)
+        return np.add.reduceat(values, self.starts, axis=1), leaves
+
+    def path_features(self, leaves: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Uint64 (n, words): bit ``j`` (of word ``j // 64``) set when a split on the way to a
+        row's leaves in the trees of segments ``names`` reads feature ``j`` (see
+        :func:`feature_bits`).
+
+        A feature no split on a row's paths reads cannot change that row's prediction: the
+        row reaches the same leaves whatever value it holds (used to skip occlusions that
+        would change nothing).
+        """
+        trees = np.concatenate(
+            [
+                np.arange(self.starts[i], self.starts[i] + self.sizes[i])
+                for i in (self.names.index(name) for name in names)
+            ]
+        )
+        return np.bitwise_or.reduce(self._path_bits[trees, leaves[:, trees]], axis=1)
 
     def to_array(self) -> np.ndarray:
         """The model text as uint8 (what an artifact stores)."""
@@ -103,21 +125,35 @@ def _parts(text: str) -> tuple[str, list[str], str]:
     return head, [b.strip("\n") for b in blocks if b.strip()], tail
 
 
-def _leaf_table(booster: lgb.Booster) -> np.ndarray:
-    """Leaf values float64 (n_trees, max leaves) of every tree (padding 0)."""
+def feature_bits(features: Sequence[int], n_features: int) -> np.ndarray:
+    """Uint64 (words,): the bit set of ``features`` as :meth:`Forest.path_features` lays it out."""
+    bits = np.zeros(max(1, -(-n_features // 64)), np.uint64)
+    for j in features:
+        bits[j // 64] |= np.uint64(1) << np.uint64(j % 64)
+    return bits
+
+
+def _leaf_table(booster: lgb.Booster) -> tuple[np.ndarray, np.ndarray]:
+    """Leaf values float64 (n_trees, max leaves) of every tree (padding 0), and uint64
+    (n_trees, max leaves, words): the features split on along the path to each leaf, as bits
+    (:func:`feature_bits`)."""
     trees = booster.dump_model()["tree_info"]
-    table = np.zeros((len(trees), max((t["num_leaves"] for t in trees), default=1)))
+    width, n_features = max((t["num_leaves"] for t in trees), default=1), booster.num_feature()
+    table = np.zeros((len(trees), width))
+    paths = np.zeros((len(trees), width, max(1, -(-n_features // 64))), np.uint64)
     for i, tree in enumerate(trees):
-        stack = [tree["tree_structure"]]
+        stack: list[tuple[dict, tuple[int, ...]]] = [(tree["tree_structure"], ())]
         while stack:
-            node = stack.pop()
+            node, path = stack.pop()
             if "leaf_index" in node:
                 table[i, node["leaf_index"]] = node["leaf_value"]
+                paths[i, node["leaf_index"]] = feature_bits(path, n_features)
             elif "left_child" in node:
-                stack += [node["left_child"], node["right_child"]]
+                below = (*path, int(node["split_feature"]))
+                stack += [(node["left_child"], below), (node["right_child"], below)]
             else:  # a tree of a single leaf
                 table[i, 0] = node.get("leaf_value", 0.0)
-    return table
+    return table, paths
 
 
 def train_booster(

@@ -460,14 +460,14 @@ class OutcomeRecommender(Recommender):
         return self._one_patient(query, treatments, condition)[1]
 
     def _one_patient(self, query: Query, treatments: np.ndarray, condition: int):
-        """(feature rows, raw scores of every segment) of ``treatments`` for the single
-        patient of ``query``, computed once per query and condition."""
+        """(feature rows, raw scores of every segment, leaves (rows, trees)) of ``treatments``
+        for the single patient of ``query``, computed once per query and condition."""
         key = ("outcome.rows", condition, treatments.tobytes())
         cached = query.cache.get(key)
         if cached is None:
             rows = np.zeros(len(treatments), np.int64)
             X = self._rows(query, rows, treatments, np.full(len(treatments), condition))
-            cached = query.cache[key] = (X, self.forest_.raw_segments(X))
+            cached = query.cache[key] = (X, *self.forest_.raw_segments_and_leaves(X))
         return cached
 
     def interval(
