@@ -34,6 +34,24 @@ def wilson_interval(successes: float, total: float, z: float = Z_95) -> tuple[fl
     return max(0.0, (centre - margin) / denominator), min(1.0, (centre + margin) / denominator)
 
 
+def wilson_intervals(
+    successes: np.ndarray, totals: np.ndarray, z: float = Z_95
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`wilson_interval` of each (successes, total) pair: float64 arrays (low, high),
+    (0, 1) where the total is 0, the same values as the scalar function."""
+    successes, totals = np.asarray(successes, np.float64), np.asarray(totals, np.float64)
+    low, high = np.zeros(len(totals)), np.ones(len(totals))
+    at = totals > 0
+    n = totals[at]
+    p = successes[at] / n
+    centre = p + z * z / (2 * n)
+    margin = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denominator = 1 + z * z / n
+    low[at] = np.maximum(0.0, (centre - margin) / denominator)
+    high[at] = np.minimum(1.0, (centre + margin) / denominator)
+    return low, high
+
+
 def evidence(dataset: Dataset, treatment: int, condition: int) -> dict:
     """Outcomes on record for ``treatment`` (for ``condition``, or all when it is -1)."""
     return evidence_many(dataset, np.array([treatment]), condition)[0]

@@ -26,8 +26,8 @@ from ...data.dataset import Dataset
 from ...data.decisions import Decisions, decisions, history_at, prior_history
 from ...data.patient import Query
 from ...exceptions import ParameterError
-from ...ranking.evidence import wilson_interval
-from ...utils.sparse_rows import lookup, take_rows
+from ...ranking.evidence import wilson_intervals
+from ...utils.sparse_rows import lookup, single_row, take_rows
 from ..base import Recommender
 from ..params import integer, optional_seed, real
 from .associations import crossfit_scores, fit_associations, pair_scores
@@ -405,6 +405,12 @@ class OutcomeRecommender(Recommender):
         """Per row: therapies in the patient's history that are candidates of the row's
         condition (the therapies already tried in this episode, as training counts them)."""
         out = np.zeros(len(rows))
+        if history.shape[0] == 1:  # one patient: a sorted lookup per condition, no masks
+            for c in set(conditions.tolist()):
+                if c >= 0:
+                    found = lookup(self.dataset_.candidates(c), history.indices)[1]
+                    out[conditions == c] = int(found.sum())
+            return out
         owner = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
         for c in np.unique(conditions).tolist():
             at = np.flatnonzero(conditions == c)
@@ -481,10 +487,9 @@ class OutcomeRecommender(Recommender):
         else:
             spread = np.zeros(len(p))
         low, high = np.clip(p - spread, 0, 1), np.clip(p + spread, 0, 1)
-        for i, (value, n) in enumerate(zip(p.tolist(), n_effective.tolist())):
-            w_low, w_high = wilson_interval(value * n, n) if n > 0 else (0.0, 1.0)
-            low[i], high[i] = min(low[i], w_low), max(high[i], w_high)
-        return low, high
+        n = np.asarray(n_effective, np.float64)
+        w_low, w_high = wilson_intervals(p * n, n)
+        return np.minimum(low, w_low), np.maximum(high, w_high)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -535,9 +540,7 @@ def _treatment_columns(rows: sp.csr_matrix, n_t: int) -> sp.csr_matrix:
     if rows.shape[0] != 1:
         return rows[:, :n_t].tocsr()
     keep = rows.indices < n_t
-    return sp.csr_matrix(
-        (rows.data[keep], rows.indices[keep], [0, int(keep.sum())]), shape=(1, n_t)
-    )
+    return single_row(rows.indices[keep], rows.data[keep], n_t)
 
 
 def _one_patient_pairs(W: sp.csr_matrix, history: sp.csr_matrix, treatments: np.ndarray):
