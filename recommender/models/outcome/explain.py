@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...data.patient import Query
+from ...utils.sparse_rows import lookup
 from .features import PATIENT_GROUPS
 from .forest import feature_bits
 from .propensity import normalise
@@ -93,7 +94,10 @@ def _choice_set(model, query: Query, treatments: np.ndarray, condition: int) -> 
     asked ones included), or the asked ones without a condition."""
     if condition < 0:
         return np.unique(treatments)
-    return np.union1d(model.dataset_.candidates(condition), treatments)
+    candidates = model.dataset_.candidates(condition)
+    if lookup(candidates, treatments)[1].all():  # the usual case: suggested among them
+        return candidates
+    return np.union1d(candidates, treatments)
 
 
 def _contributions(

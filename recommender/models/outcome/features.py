@@ -142,6 +142,8 @@ def patient_block(
     count and the share that worked); ``users``: (n, n_factors) history factors.
     """
     n = len(covariates)
+    if n == 1:
+        return _one_patient_block(layout, covariates, history, users)
     block = np.full((n, layout.n_patient_columns), np.nan)
     block[:, 0] = covariates.age
     code = {s: i for i, s in enumerate(layout.sexes)}
@@ -169,6 +171,38 @@ def patient_block(
         block[:, k] = counts
         block[:, k + 1] = np.where(counts > 0, worked / np.maximum(counts, 1), np.nan)
         block[:, k + 2 : k + 2 + layout.n_factors] = users
+    return block
+
+
+def _one_patient_block(
+    layout: FeatureLayout,
+    covariates: Covariates,
+    history: sp.csr_matrix | None,
+    users: np.ndarray | None,
+) -> np.ndarray:
+    """:func:`patient_block` of one patient (the service's path): the same values, with
+    plain Python on the few entries instead of array arithmetic sized for many rows."""
+    block = np.full((1, layout.n_patient_columns), np.nan)
+    row = block[0]
+    row[0] = covariates.age[0]
+    row[1] = layout.sexes.index(covariates.sex[0]) if covariates.sex[0] in layout.sexes else np.nan
+    row[2] = 0
+    k = 3
+    if len(layout.diagnoses):
+        row[k : k + len(layout.diagnoses)] = 0.0
+        position = layout.diagnosis_position(covariates.diagnoses.shape[1])
+        for p in position[covariates.diagnoses.indices].tolist():
+            if p >= 0:
+                row[k + p] = 1.0
+    k += len(layout.diagnoses)
+    row[k : k + len(layout.observations)] = covariates.observations[0]
+    k += len(layout.observations)
+    if layout.n_factors:
+        count = len(history.indices) if history is not None else 0
+        row[k] = count
+        if count:
+            row[k + 1] = float(np.count_nonzero(history.data > 0)) / count
+        row[k + 2 : k + 2 + layout.n_factors] = users[0]
     return block
 
 
