@@ -65,3 +65,26 @@ def test_skipped_occlusions_are_exactly_zero_and_the_rest_unchanged(fitted):
                 ]
                 assert [e["contribution"] for e in entries] == expected
     assert checked > 500 and skipped > 0  # the pruning was exercised, not vacuous
+
+
+def test_one_patients_block_equals_its_row_of_the_many_patients_block(fitted):
+    from recommender.data.covariates import current_covariates
+    from recommender.models.outcome.features import patient_block
+    from recommender.models.outcome.model import _treatment_columns
+
+    dataset, layout = fitted.dataset_, fitted.layout_
+    patients = np.arange(0, 300, 3)
+    query = Query.known(dataset, patients, np.full(len(patients), -1))
+    history = _treatment_columns(query.rows, dataset.n_treatments)
+    users = fitted.patient_factors_[patients]
+    covariates = current_covariates(dataset, patients, layout.observations)
+    many = patient_block(layout, covariates, history, users)
+    for i, patient in enumerate(patients.tolist()):
+        one = Query.known(dataset, np.array([patient]), np.array([-1]))
+        block = patient_block(
+            layout,
+            current_covariates(dataset, np.array([patient]), layout.observations),
+            _treatment_columns(one.rows, dataset.n_treatments),
+            fitted.patient_factors_[[patient]],
+        )
+        np.testing.assert_array_equal(block[0], many[i])  # NaN positions too
