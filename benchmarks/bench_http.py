@@ -661,7 +661,9 @@ def in_process_timing(folder: Path, calls: int = 300) -> dict:
         answers[patient, condition] = model.recommend(patient, k=10, condition_id=condition)
         answers[patient, condition].to_dict()
         engine.append(time.perf_counter() - started)
-    model.recommend = lambda patient, k, condition_id, include_tried: answers[patient, condition_id]
+    model.recommend = lambda patient, k, condition_id, include_tried, active_treatments=None: (
+        answers[patient, condition_id]
+    )
     service = []
     for path in paths[:20] + paths:
         started = time.perf_counter()

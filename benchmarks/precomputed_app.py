@@ -34,7 +34,7 @@ def create_app():
             patient, k=int(k), condition_id=condition
         )
 
-    def recommend(patient_id, k=10, condition_id=None, include_tried=False):
+    def recommend(patient_id, k=10, condition_id=None, include_tried=False, active_treatments=None):
         return answers[patient_id, k, condition_id]
 
     model.recommend = recommend
