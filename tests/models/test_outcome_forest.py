@@ -43,3 +43,34 @@ def test_the_saved_text_loads_back(boosters):
     back = Forest.from_array(forest.to_array(), forest.names, forest.sizes)
     np.testing.assert_array_equal(back.raw_segments(X[:20]), forest.raw_segments(X[:20]))
     assert forest.to_array().dtype == np.uint8
+
+
+def test_predictions_from_many_threads_equal_the_serial_ones(boosters):
+    """A LightGBM Booster mixes up concurrent predictions (other calls' leaves and scores,
+    without an error); the forest serialises them, so threaded service workers stay exact."""
+    import threading
+
+    X, built = boosters
+    forest = Forest.merge(built)
+    batches = [X[i : i + 3 + i % 5] for i in range(0, 400, 8)]
+    leaves = [forest.raw_segments(b) for b in batches]
+    sums = [forest.raw_sum(b, ["b1", "b2"]) for b in batches]
+    wrong = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            i = int(rng.integers(len(batches)))
+            if rng.random() < 0.5:
+                same = np.array_equal(forest.raw_segments(batches[i]), leaves[i])
+            else:
+                same = np.array_equal(forest.raw_sum(batches[i], ["b1", "b2"]), sums[i])
+            if not same:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

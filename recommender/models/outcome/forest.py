@@ -13,11 +13,18 @@ Segments are consecutive trees (one tree per boosting round: every objective her
 and each segment's first tree carries LightGBM's initial score, so a segment's sum is its
 booster's raw score (log-odds). The forest is saved as its model text in a uint8 array: no
 pickle.
+
+A LightGBM Booster is not safe to predict from two threads at once: each call sets the
+booster's iteration range and output layout, and concurrent calls (the service's threaded
+workers) were measured to return other calls' leaves and scores, wrong without an error. Every
+prediction here therefore holds the forest's lock (LightGBM releases the GIL inside, so other
+threads still run Python meanwhile).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 
 import lightgbm as lgb
@@ -39,6 +46,19 @@ class Forest:
         self.booster, self.names, self.sizes = booster, list(names), [int(s) for s in sizes]
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self._leaf_values, self._path_bits = _leaf_table(booster)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
+
+    def predict(self, X: np.ndarray, **kwargs) -> np.ndarray:
+        """``booster.predict(X, **kwargs)`` under the forest's lock (see the module docstring)."""
+        with self._lock:
+            return np.asarray(self.booster.predict(X, **kwargs))
 
     @classmethod
     def merge(cls, boosters: Mapping[str, lgb.Booster]) -> Forest:
@@ -68,14 +88,12 @@ class Forest:
             raise ValueError(f"segments {list(names)} are not consecutive in {self.names}")
         if not len(X):
             return np.zeros(0)
-        return np.asarray(
-            self.booster.predict(
-                X,
-                raw_score=True,
-                start_iteration=int(self.starts[first[0]]),
-                num_iteration=sum(self.sizes[i] for i in first),
-                num_threads=1 if len(X) < 5000 else 0,
-            )
+        return self.predict(
+            X,
+            raw_score=True,
+            start_iteration=int(self.starts[first[0]]),
+            num_iteration=sum(self.sizes[i] for i in first),
+            num_threads=1 if len(X) < 5000 else 0,
         )
 
     def raw_segments(self, X: np.ndarray) -> np.ndarray:
@@ -87,7 +105,7 @@ class Forest:
         (n, n_trees)."""
         if not len(X):
             return np.zeros((0, len(self.names))), np.zeros((0, sum(self.sizes)), np.int64)
-        leaves = np.asarray(self.booster.predict(X, pred_leaf=True, num_threads=1), np.int64)
+        leaves = self.predict(X, pred_leaf=True, num_threads=1).astype(np.int64)
         values = self._leaf_values[np.arange(leaves.shape[1]), leaves]
         return np.add.reduceat(values, self.starts, axis=1), leaves
 
