@@ -198,9 +198,10 @@ def _one_patient_block(
     row[k : k + len(layout.observations)] = covariates.observations[0]
     k += len(layout.observations)
     if layout.n_factors:
+        assert users is not None, "history columns need the patient's factors"
         count = len(history.indices) if history is not None else 0
         row[k] = count
-        if count:
+        if history is not None and count:
             row[k + 1] = float(np.count_nonzero(history.data > 0)) / count
         row[k + 2 : k + 2 + layout.n_factors] = users[0]
     return block
