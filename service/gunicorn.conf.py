@@ -118,9 +118,9 @@ def when_ready(server):
 def post_fork(server, worker):
     """One BLAS/OpenMP thread per worker: the workers already use every core, and extra
     threads per process only fight over them (and implicit warns about multithreaded BLAS)."""
-    from threadpoolctl import threadpool_limits
+    from recommender.utils.threads import pin_blas_threads
 
-    threadpool_limits(int(os.environ.get("RECOMMENDER_WORKER_THREADS", "1")))
+    pin_blas_threads(int(os.environ.get("RECOMMENDER_WORKER_THREADS", "1")))
 
 
 def child_exit(server, worker):
