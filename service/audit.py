@@ -172,18 +172,35 @@ class AuditLog:
             with self._lock:
                 if self._fd is None:
                     continue  # closed, or reopened by the next write (which syncs the old file)
-                self._sync(self._fd)
+                try:
+                    # A descriptor of its own, so the fsync (milliseconds) runs without the
+                    # lock: the worker's other threads keep appending meanwhile.
+                    fd = os.dup(self._fd)
+                except OSError as exc:
+                    self._fail(exc)
+                    continue
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                with self._lock:
+                    self._fail(exc)
+            finally:
+                os.close(fd)
 
     def _sync(self, fd: int) -> None:
-        """``fsync`` from the background (lock held); a failure closes the log for good."""
+        """``fsync`` with the lock held; a failure closes the log for good."""
         try:
             os.fsync(fd)
         except OSError as exc:
-            self._failure = (
-                f"the audit log {self.path} could not be made durable ({exc}); no "
-                "further access is served until the service is restarted"
-            )
-            log.error(self._failure)
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        """Close the log for good (lock held): a line could not be made durable."""
+        self._failure = (
+            f"the audit log {self.path} could not be made durable ({exc}); no "
+            "further access is served until the service is restarted"
+        )
+        log.error(self._failure)
 
     def writable(self) -> bool:
         """Whether the next line can be appended (used by ``/ready``).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import time
 
 import pytest
@@ -232,7 +233,7 @@ def test_a_deferred_fsync_runs_after_the_write_within_the_interval(tmp_path, mon
     """With an interval the line is in the file when write returns and one background fsync
     covers a burst of lines, within the interval."""
     synced = []
-    monkeypatch.setattr(audit_module.os, "fsync", synced.append)
+    monkeypatch.setattr(audit_module.os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino))
     log = AuditLog(tmp_path / "audit.log", fsync_interval=0.5)
     for number in range(20):
         log.write({"n": number})
@@ -241,12 +242,36 @@ def test_a_deferred_fsync_runs_after_the_write_within_the_interval(tmp_path, mon
     deadline = time.monotonic() + 5
     while not synced and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert synced == [log._fd]
+    assert synced == [(tmp_path / "audit.log").stat().st_ino]
     time.sleep(0.3)
     assert len(synced) == 1  # nothing written since: nothing more to sync
     log.write({"n": "later"})
     log.close()  # closing syncs what is still pending
     assert len(synced) == 2
+
+
+def test_lines_are_appended_while_the_background_fsync_runs(tmp_path, monkeypatch):
+    """The background fsync holds no lock the writers need: a slow disk delays durability,
+    not the worker's other requests."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_fsync(fd):
+        entered.set()
+        release.wait(10)
+
+    monkeypatch.setattr(audit_module.os, "fsync", slow_fsync)
+    log = AuditLog(tmp_path / "audit.log", fsync_interval=0.01)
+    log.write({"n": 1})
+    assert entered.wait(5)
+    writer = threading.Thread(target=log.write, args=({"n": 2},))
+    writer.start()
+    writer.join(2)
+    blocked = writer.is_alive()
+    release.set()
+    writer.join()
+    assert not blocked
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 2
+    log.close()
 
 
 def test_a_failed_deferred_fsync_closes_the_log(tmp_path, monkeypatch):
