@@ -22,8 +22,8 @@ from collections.abc import Mapping, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from .config import ConfigError
 from .tokens import Principal, TokenStore
@@ -37,6 +37,17 @@ MIN_SECRET_BYTES = 32
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed cookie, with ``Secure`` decided per request in ``auto`` mode."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Flask's, without building the signing serializer when there is no cookie.
+
+        Flask builds it (an HMAC key derivation) for every request, and only the console's
+        paths ever carry the cookie; the answer is the same empty session either way, since
+        the app always has a secret key (:func:`secret_key`).
+        """
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         mode = app.config["CONSOLE_COOKIE_SECURE"]

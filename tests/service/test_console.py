@@ -50,6 +50,25 @@ def test_a_bearer_token_is_not_a_console_session(client, clinician):
     assert client.get("/console/", headers=clinician).status_code == 303
 
 
+def test_requests_without_the_cookie_do_not_build_the_signer(app, client, site, monkeypatch):
+    """The API's requests never carry the console cookie: no HMAC key derivation for them,
+    while a signed-in console request still reads its session."""
+    built = []
+    interface = app.session_interface
+    original = type(interface).get_signing_serializer
+    monkeypatch.setattr(
+        type(interface),
+        "get_signing_serializer",
+        lambda self, flask_app: built.append(1) or original(self, flask_app),
+    )
+    assert client.get("/health").status_code == 200
+    assert built == []
+    assert sign_in(client, site.clinician).status_code == 303
+    built.clear()
+    assert client.get("/console/").status_code == 200  # signed in: the cookie was read
+    assert built
+
+
 def test_sign_in_sets_a_strict_http_only_cookie_without_the_token(client, site):
     response = sign_in(client, site.clinician)
     assert response.status_code == 303 and response.headers["Location"] == "/console/"
