@@ -317,6 +317,9 @@ def test_the_default_worker_count_is_one_more_than_the_usable_cores(monkeypatch,
     monkeypatch.delenv("RECOMMENDER_WORKERS", raising=False)
     import logging.config
 
+    import prometheus_client.values  # noqa: F401 - imported with the variable set, it would
+    # pick its multiprocess value class for the rest of the session (the next app fails)
+
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # no temporary folder made
     monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)  # keep test logging
     settings = {"__file__": str(conf_file())}
