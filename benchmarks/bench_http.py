@@ -173,9 +173,17 @@ class Server:
 
     With ``precomputed=True`` gunicorn serves :mod:`benchmarks.precomputed_app` instead (same
     configuration file and settings): the service with the engine's answers computed beforehand.
+    ``root`` is the checkout whose code serves (this one unless comparing two).
     """
 
-    def __init__(self, folder: Path, workers: int, precomputed: bool = False, **settings: str):
+    def __init__(
+        self,
+        folder: Path,
+        workers: int,
+        precomputed: bool = False,
+        root: Path = ROOT,
+        **settings: str,
+    ):
         self.port = free_port()
         self.folder = folder
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMMENDER_")}
@@ -187,6 +195,8 @@ class Server:
         )
         env.update({f"RECOMMENDER_{name}": value for name, value in settings.items()})
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if root != ROOT:  # another checkout's code (benchmarks/compare_http.py)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         artifact = str(folder / "models" / "artifact")
         if precomputed:
             from recommender.cli.serve import conf_file
@@ -196,7 +206,7 @@ class Server:
                 RECOMMENDER_BIND=f"127.0.0.1:{self.port}",
                 RECOMMENDER_WORKERS=str(workers),
                 BENCH_PATHS=str(folder / "paths.txt"),
-                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+                PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
             )
             command = [
                 sys.executable,
@@ -221,7 +231,12 @@ class Server:
             ]
         self.log = open(folder / "server.log", "w")
         self.process = subprocess.Popen(
-            command, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            env=env,
+            cwd=root,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.wait_ready()
 
