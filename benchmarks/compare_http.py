@@ -18,6 +18,7 @@ Results: benchmarks/results/http_compare.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def main() -> int:
     folder = build(args.size, args.model)
     loader = Loader(folder, args, wrk)
     roots = {"base": base, "this": ROOT}
+    load_before = os.getloadavg()
     rounds: dict[str, list[dict]] = {name: [] for name in roots}
     for number in range(args.rounds):
         for name, root in roots.items():
@@ -142,6 +144,7 @@ def main() -> int:
             "seconds_per_run": args.seconds,
             "workers": args.workers,
             "connections": args.connections,
+            "load_average": {"before": load_before, "after": os.getloadavg()},
             "summary": summaries,
             "runs": rounds,
         },
