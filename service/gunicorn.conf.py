@@ -32,7 +32,7 @@ import tempfile
 # OpenMP reads its thread count once, when the library loads (implicit's fold-in of a new
 # patient runs an OpenMP loop): set it before the app is imported, or every worker spins one
 # thread per core against the others (a 3x slower patient-view with prefetch, measured by
-# benchmarks/bench_cds.py). threadpool_limits in post_fork covers BLAS.
+# benchmarks/bench_cds.py). pin_blas_threads in post_fork covers BLAS.
 os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("RECOMMENDER_WORKER_THREADS", "1"))
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
