@@ -119,3 +119,23 @@ def test_answers_from_many_threads_equal_the_serial_ones(fitted):
     for thread in threads:
         thread.join()
     assert len(serial) > 20 and wrong == []
+
+
+def test_an_explained_request_traverses_the_candidates_once(fitted, monkeypatch):
+    """Scoring the candidates and explaining the chosen share one traversal of the forest,
+    whatever integer type each side holds the candidates in (the dataset's are int32)."""
+    dataset = fitted.dataset_
+    traversals = []
+    original = type(fitted.forest_).raw_segments_and_leaves
+
+    def counted(forest, X):
+        traversals.append(len(X))
+        return original(forest, X)
+
+    monkeypatch.setattr(type(fitted.forest_), "raw_segments_and_leaves", counted)
+    p = next(p for p in range(50) if len(dataset.patient_conditions[p].indices))
+    patient = str(dataset.patients.external_ids[p])
+    condition = str(dataset.conditions.external_ids[dataset.patient_conditions[p].indices[0]])
+    answer = fitted.recommend(patient, k=3, condition_id=condition)
+    assert answer.recommendations and all(r.explanation for r in answer.recommendations)
+    assert len(traversals) == 1

@@ -468,6 +468,9 @@ class OutcomeRecommender(Recommender):
     def _one_patient(self, query: Query, treatments: np.ndarray, condition: int):
         """(feature rows, raw scores of every segment, leaves (rows, trees)) of ``treatments``
         for the single patient of ``query``, computed once per query and condition."""
+        # int64 in the key: the ranker scores the condition's candidates as int64, the
+        # explanation asks with the dataset's int32 candidates; both must hit one entry
+        treatments = np.asarray(treatments, np.int64)
         key = ("outcome.rows", condition, treatments.tobytes())
         cached = query.cache.get(key)
         if cached is None:
