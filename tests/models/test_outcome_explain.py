@@ -139,3 +139,27 @@ def test_an_explained_request_traverses_the_candidates_once(fitted, monkeypatch)
     answer = fitted.recommend(patient, k=3, condition_id=condition)
     assert answer.recommendations and all(r.explanation for r in answer.recommendations)
     assert len(traversals) == 1
+
+
+def test_a_warmed_model_explains_as_lightgbm_does(fitted):
+    """Warming compiles the success trees; the answers, contributions included, stay those
+    LightGBM's scores give (to the rounding shown)."""
+    import pickle
+
+    dataset = fitted.dataset_
+    cold = pickle.loads(pickle.dumps(fitted))  # nothing compiled
+    cold.forest_._compiled.clear()
+    warm = pickle.loads(pickle.dumps(fitted))
+    warm.warm_up()
+    assert warm.forest_._compiled[tuple(warm._bags)] is not None
+    asks = [
+        (str(dataset.patients.external_ids[p]), str(dataset.conditions.external_ids[c]))
+        for p in range(0, 600, 7)
+        for c in dataset.patient_conditions[p].indices[:1].tolist()
+    ]
+    shown = 0
+    for patient, condition in asks:
+        expected = cold.recommend(patient, k=3, condition_id=condition).to_dict()
+        assert warm.recommend(patient, k=3, condition_id=condition).to_dict() == expected
+        shown += sum(len(r["explanation"]["contributions"]) for r in expected["recommendations"])
+    assert len(asks) > 40 and shown > 100

@@ -74,3 +74,65 @@ def test_predictions_from_many_threads_equal_the_serial_ones(boosters):
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+def test_compiled_sums_equal_lightgbms_with_missing_and_unseen_values(boosters):
+    """The compiled trees (lleaves) give LightGBM's raw scores: NaN, a category never seen in
+    training and values beyond every threshold included."""
+    import pickle
+
+    X, built = boosters
+    forest = Forest.merge(built)
+    rows = X[:300].copy()
+    rows[::4, 0] = np.nan
+    rows[1::4, 5] = 9  # an unseen category
+    rows[2::4, 5] = np.nan
+    rows[3::4, 1:5] = 1e6
+    expected = forest.raw_sum(rows, ["b1", "b2"])  # LightGBM: nothing compiled yet
+    assert forest.compile(["b1", "b2"])
+    got = forest.raw_sum(rows, ["b1", "b2"])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert not np.array_equal(got, forest.raw_sum(rows, ["b0", "b1"]))  # still per segments
+    copy = pickle.loads(pickle.dumps(forest))  # machine code is not pickled: compiles again
+    assert copy._compiled == {}
+    np.testing.assert_array_equal(copy.raw_sum(rows, ["b1", "b2"]), expected)
+
+
+def test_lightgbm_scores_the_rows_when_the_trees_cannot_be_compiled(boosters, monkeypatch):
+    from recommender.models.outcome import compiled
+
+    X, built = boosters
+    forest = Forest.merge(built)
+    expected = forest.raw_sum(X[:40], ["b0"])
+
+    def fails(*_args, **_kwargs):
+        raise RuntimeError("no LLVM target for this machine")
+
+    monkeypatch.setattr(compiled, "CompiledSum", fails)
+    assert not forest.compile(["b0"])
+    np.testing.assert_array_equal(forest.raw_sum(X[:40], ["b0"]), expected)
+
+
+def test_compiled_sums_from_many_threads_equal_the_serial_ones(boosters):
+    import threading
+
+    X, built = boosters
+    forest = Forest.merge(built)
+    assert forest.compile(["b0", "b1", "b2"])
+    batches = [X[i : i + 3 + i % 5] for i in range(0, 400, 8)]
+    sums = [forest.raw_sum(b, ["b0", "b1", "b2"]) for b in batches]
+    wrong = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            i = int(rng.integers(len(batches)))
+            if not np.array_equal(forest.raw_sum(batches[i], ["b0", "b1", "b2"]), sums[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

@@ -19,6 +19,10 @@ booster's iteration range and output layout, and concurrent calls (the service's
 workers) were measured to return other calls' leaves and scores, wrong without an error. Every
 prediction here therefore holds the forest's lock (LightGBM releases the GIL inside, so other
 threads still run Python meanwhile).
+
+Once :meth:`Forest.compile` has compiled some consecutive segments (lleaves, see
+:mod:`.compiled`), :meth:`Forest.raw_sum` of those segments scores a few rows through the
+compiled code instead: the same sums, several times faster, and without the lock.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from collections.abc import Mapping, Sequence
 
 import lightgbm as lgb
 import numpy as np
+
+from .compiled import CompiledSum, compile_sum
+
+#: Up to this many rows, a compiled sum scores them on the calling thread; more go to
+#: LightGBM, which spreads a batch over every core.
+COMPILED_ROWS = 2000
 
 
 class Forest:
@@ -47,13 +57,27 @@ class Forest:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self._leaf_values, self._path_bits = _leaf_table(booster)
         self._lock = threading.Lock()
+        self._compiled: dict[tuple[str, ...], CompiledSum | None] = {}
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k != "_lock"}
+        # machine code does not pickle: a copy compiles again when warmed
+        return {k: v for k, v in vars(self).items() if k not in ("_lock", "_compiled")}
 
     def __setstate__(self, state: dict) -> None:
         vars(self).update(state)
         self._lock = threading.Lock()
+        self._compiled = {}
+
+    def compile(self, names: Sequence[str]) -> bool:
+        """Compile the trees of consecutive segments ``names`` for :meth:`raw_sum` (once);
+        False where they could not be compiled (LightGBM keeps scoring them)."""
+        key = tuple(names)
+        if key not in self._compiled:
+            start, count = self._span(names)
+            with self._lock:  # the booster is not read from two threads at once
+                text = self.booster.model_to_string(start_iteration=start, num_iteration=count)
+            self._compiled[key] = compile_sum(text, self.booster.num_feature())
+        return self._compiled[key] is not None
 
     def predict(self, X: np.ndarray, **kwargs) -> np.ndarray:
         """``booster.predict(X, **kwargs)`` under the forest's lock (see the module docstring)."""
@@ -82,19 +106,28 @@ class Forest:
         return self.raw_sum(X, [name])
 
     def raw_sum(self, X: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        """The sum of the raw scores of consecutive segments ``names``, in one LightGBM call."""
-        first = [self.names.index(name) for name in names]
-        if first != list(range(first[0], first[0] + len(first))):
-            raise ValueError(f"segments {list(names)} are not consecutive in {self.names}")
+        """The sum of the raw scores of consecutive segments ``names``, in one call: of the
+        compiled trees for a few rows once :meth:`compile` has compiled them, else LightGBM."""
+        start, count = self._span(names)
         if not len(X):
             return np.zeros(0)
+        compiled = self._compiled.get(tuple(names))
+        if compiled is not None and len(X) <= COMPILED_ROWS:
+            return compiled(X)
         return self.predict(
             X,
             raw_score=True,
-            start_iteration=int(self.starts[first[0]]),
-            num_iteration=sum(self.sizes[i] for i in first),
+            start_iteration=start,
+            num_iteration=count,
             num_threads=1 if len(X) < 5000 else 0,
         )
+
+    def _span(self, names: Sequence[str]) -> tuple[int, int]:
+        """(first tree, tree count) of consecutive segments ``names``."""
+        first = [self.names.index(name) for name in names]
+        if first != list(range(first[0], first[0] + len(first))):
+            raise ValueError(f"segments {list(names)} are not consecutive in {self.names}")
+        return int(self.starts[first[0]]), sum(self.sizes[i] for i in first)
 
     def raw_segments(self, X: np.ndarray) -> np.ndarray:
         """Raw scores float64 (n, n_segments) of every segment, from one traversal."""
