@@ -12,7 +12,8 @@ and the ratios recommend / bare (throughput, and CPU-bound).
     python benchmarks/compare_http.py --base 157fa46            # quick model, 4 rounds
     python benchmarks/compare_http.py --base main~3 --model outcome --rounds 6
 
-Results: benchmarks/results/http_compare.json.
+Results: benchmarks/results/http_compare.json (http_compare_<model>.json for a model other
+than ALS).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def main() -> int:
     rows = [{"code": name, **values} for name, values in summaries.items()]
     print(markdown_table(rows, ["code", *summaries["this"]]))
     path = write_results(
-        "http_compare",
+        "http_compare" if args.model == "als" else f"http_compare_{args.model}",
         {
             "base": commit,
             "this": subprocess.run(
