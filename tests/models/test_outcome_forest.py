@@ -113,6 +113,39 @@ def test_lightgbm_scores_the_rows_when_the_trees_cannot_be_compiled(boosters, mo
     np.testing.assert_array_equal(forest.raw_sum(X[:40], ["b0"]), expected)
 
 
+def test_trees_splitting_on_thousands_of_categories_are_left_to_lightgbm(monkeypatch):
+    """A split on a category code with 2,000 values is a 63-word bit set, which compiles to
+    no faster code: the forest does not compile it (and never calls lleaves) and scores the
+    rows through LightGBM, exactly."""
+    from recommender.models.outcome import compiled
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(6000, 3))
+    X[:, 0] = rng.integers(0, 2000, 6000)
+    effect = rng.normal(size=2000)
+    y = (effect[X[:, 0].astype(int)] + X[:, 1] > 0).astype(int)
+    params = {"num_leaves": 7, "min_data_per_group": 2, "cat_smooth": 1, "verbose": -1}
+    forest = Forest.merge({"wide": train_booster(X, y, np.ones(6000), [0], params, 5)})
+    text = forest.booster.model_to_string()
+    assert compiled.widest_category_set(text) > compiled.MAX_CATEGORY_WORDS
+
+    def must_not_compile(*_args, **_kwargs):
+        raise AssertionError("lleaves was asked to compile wide categorical splits")
+
+    monkeypatch.setattr(compiled, "CompiledSum", must_not_compile)
+    expected = forest.raw_sum(X[:30], ["wide"])
+    assert not forest.compile(["wide"])
+    np.testing.assert_array_equal(forest.raw_sum(X[:30], ["wide"]), expected)
+
+
+def test_the_widest_category_set_is_counted_in_words(boosters):
+    from recommender.models.outcome.compiled import widest_category_set
+
+    _, built = boosters
+    assert widest_category_set(built["b0"].model_to_string()) == 1  # 4 categories: one word
+    assert widest_category_set("tree\nnum_cat=0\n") == 0
+
+
 def test_compiled_sums_from_many_threads_equal_the_serial_ones(boosters):
     import threading
 
