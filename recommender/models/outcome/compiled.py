@@ -22,8 +22,10 @@ rows, one categorical feature): a widest bit set of 2, 8, 16 and 64 words scored
 and 155 us against LightGBM's 140-201 us; the 100k x 2k-therapy benchmark model (widest 63
 words, about ten such splits per tree) scored 100 rows in 535 us against 533 us and took 22 s
 to compile. :func:`compile_sum` therefore leaves trees with a bit set wider than
-:data:`MAX_CATEGORY_WORDS` to LightGBM. The machine code is held in memory only: loading native code from a writable
-cache file would let whoever can write that file run code in the service.
+:data:`MAX_CATEGORY_WORDS` to LightGBM.
+
+The machine code is held in memory only: loading native code from a writable cache file would
+let whoever can write that file run code in the service.
 """
 
 from __future__ import annotations
