@@ -76,8 +76,11 @@ def test_half_open_connections_do_not_stop_health_or_the_api(server):
             assert status == 200 and seconds < 2, (path, status, seconds)
         many = [half_open(running.port) for _ in range(12)]  # more than the threads
         try:
+            # 18 half-open connections ahead of it on 8 threads, each freed at its 3 s
+            # deadline: /health is answered in the third round of deadlines at the latest
+            # (a worker can accept one connection more than it has free threads).
             status, seconds = timed_call(running.port, "/health")
-            assert status == 200 and seconds < 3 + 3  # at worst one read deadline
+            assert status == 200 and seconds < 3 * 3 + 1
         finally:
             for sock in many:
                 sock.close()
