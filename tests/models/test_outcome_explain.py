@@ -148,10 +148,10 @@ def test_a_warmed_model_explains_as_lightgbm_does(fitted):
 
     dataset = fitted.dataset_
     cold = pickle.loads(pickle.dumps(fitted))  # nothing compiled
-    cold.forest_._compiled.clear()
+    assert cold.forest_.compiled is None
     warm = pickle.loads(pickle.dumps(fitted))
     warm.warm_up()
-    assert warm.forest_._compiled[tuple(warm._bags)] is not None
+    assert warm.forest_.compiled is not None
     asks = [
         (str(dataset.patients.external_ids[p]), str(dataset.conditions.external_ids[c]))
         for p in range(0, 600, 7)

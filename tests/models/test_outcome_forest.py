@@ -76,9 +76,10 @@ def test_predictions_from_many_threads_equal_the_serial_ones(boosters):
     assert wrong == []
 
 
-def test_compiled_sums_equal_lightgbms_with_missing_and_unseen_values(boosters):
-    """The compiled trees (lleaves) give LightGBM's raw scores: NaN, a category never seen in
-    training and values beyond every threshold included."""
+def test_compiled_forest_equals_lightgbm_with_missing_and_unseen_values(boosters):
+    """The compiled trees (lleaves) give LightGBM's raw scores per segment (segments of 10, 11
+    and 12 trees: the shorter ones padded) and per compiled sum: NaN, a category never seen
+    in training and values beyond every threshold included."""
     import pickle
 
     X, built = boosters
@@ -88,14 +89,38 @@ def test_compiled_sums_equal_lightgbms_with_missing_and_unseen_values(boosters):
     rows[1::4, 5] = 9  # an unseen category
     rows[2::4, 5] = np.nan
     rows[3::4, 1:5] = 1e6
-    expected = forest.raw_sum(rows, ["b1", "b2"])  # LightGBM: nothing compiled yet
-    assert forest.compile(["b1", "b2"])
-    got = forest.raw_sum(rows, ["b1", "b2"])
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
-    assert not np.array_equal(got, forest.raw_sum(rows, ["b0", "b1"]))  # still per segments
+    segments, leaves = forest.raw_segments_and_leaves(rows)  # LightGBM: nothing compiled yet
+    pair = forest.raw_sum(rows, ["b1", "b2"])
+    assert leaves is not None
+    assert forest.compile(sums=[["b1", "b2"]])
+    assert set(forest._compiled_sums) == {("b1", "b2")}
+    got, no_leaves = forest.raw_segments_and_leaves(rows)
+    assert no_leaves is None
+    np.testing.assert_allclose(got, segments, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(forest.raw_sum(rows, ["b1", "b2"]), pair, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(  # no compiled sum of these: the segments' outputs added
+        forest.raw_sum(rows, ["b0", "b1"]), segments[:, 0] + segments[:, 1], rtol=0, atol=1e-12
+    )
     copy = pickle.loads(pickle.dumps(forest))  # machine code is not pickled: compiles again
-    assert copy._compiled == {}
-    np.testing.assert_array_equal(copy.raw_sum(rows, ["b1", "b2"]), expected)
+    assert copy.compiled is None and copy._compiled_sums == {}
+    np.testing.assert_array_equal(copy.raw_sum(rows, ["b1", "b2"]), pair)
+
+
+def test_segments_as_classes_interleaves_and_pads_the_segments(boosters):
+    import re
+
+    from recommender.models.outcome.forest import segments_as_classes
+
+    _, built = boosters
+    forest = Forest.merge(built)
+    text = segments_as_classes(forest.booster.model_to_string(), forest.sizes)
+    assert re.search(r"(?m)^num_class=3$", text) and re.search(r"(?m)^objective=multiclass", text)
+    blocks = text.split("end of trees")[0].split("\nTree=")[1:]
+    assert len(blocks) == 3 * 12  # 12 iterations of 3 classes
+    padded = [i for i, block in enumerate(blocks) if "\nnum_leaves=1\n" in block]
+    assert padded == [30, 33, 34]  # tree 3r + s is segment s's r-th: b0 has 10, b1 11
+    with pytest.raises(ValueError, match="segments"):
+        segments_as_classes(forest.booster.model_to_string(), [10, 11])
 
 
 def test_lightgbm_scores_the_rows_when_the_trees_cannot_be_compiled(boosters, monkeypatch):
@@ -108,15 +133,38 @@ def test_lightgbm_scores_the_rows_when_the_trees_cannot_be_compiled(boosters, mo
     def fails(*_args, **_kwargs):
         raise RuntimeError("no LLVM target for this machine")
 
-    monkeypatch.setattr(compiled, "CompiledSum", fails)
-    assert not forest.compile(["b0"])
+    monkeypatch.setattr(compiled, "CompiledSegments", fails)
+    assert not forest.compile(sums=[["b0"]])
     np.testing.assert_array_equal(forest.raw_sum(X[:40], ["b0"]), expected)
+    assert forest.raw_segments_and_leaves(X[:5])[1] is not None  # LightGBM's leaves
 
 
-def test_trees_splitting_on_thousands_of_categories_are_left_to_lightgbm(monkeypatch):
-    """A split on a category code with 2,000 values is a 63-word bit set, which compiles to
-    no faster code: the forest does not compile it (and never calls lleaves) and scores the
-    rows through LightGBM, exactly."""
+def test_compiled_code_that_disagrees_on_the_probe_rows_is_not_used(boosters, monkeypatch):
+    """The compiled forest is checked against LightGBM before it is used: a code generator
+    that decided one split wrongly (simulated here by an offset) leaves LightGBM scoring."""
+    from recommender.models.outcome import compiled
+
+    X, built = boosters
+    real = compiled.CompiledSegments
+
+    class Off(real):
+        def __call__(self, rows):
+            out = super().__call__(rows)
+            out[rows[:, 0] > 1.5] += 1e-6
+            return out
+
+    monkeypatch.setattr(compiled, "CompiledSegments", Off)
+    forest = Forest.merge(built)
+    expected = forest.raw_segments(X[:50])
+    assert not forest.compile()
+    assert forest.compiled is None
+    np.testing.assert_array_equal(forest.raw_segments(X[:50]), expected)
+
+
+def test_trees_splitting_on_thousands_of_categories_compile_exactly():
+    """A split on a category code with 2,000 values is a 63-word bit set: compiled from
+    constant memory (lleaves' own code generator materialised it at every visit), scored as
+    LightGBM does, categories beyond the last known one included."""
     from recommender.models.outcome import compiled
 
     rng = np.random.default_rng(1)
@@ -126,16 +174,28 @@ def test_trees_splitting_on_thousands_of_categories_are_left_to_lightgbm(monkeyp
     y = (effect[X[:, 0].astype(int)] + X[:, 1] > 0).astype(int)
     params = {"num_leaves": 7, "min_data_per_group": 2, "cat_smooth": 1, "verbose": -1}
     forest = Forest.merge({"wide": train_booster(X, y, np.ones(6000), [0], params, 5)})
-    text = forest.booster.model_to_string()
-    assert compiled.widest_category_set(text) > compiled.MAX_CATEGORY_WORDS
+    assert compiled.widest_category_set(forest.booster.model_to_string()) > 60
+    rows = X[:300].copy()
+    rows[::3, 0] = rng.integers(1990, 2100, 100)
+    expected = forest.raw_sum(rows, ["wide"])
+    assert forest.compile()
+    np.testing.assert_allclose(forest.raw_sum(rows, ["wide"]), expected, rtol=0, atol=1e-12)
+
+
+def test_trees_wider_than_the_limit_are_left_to_lightgbm(boosters, monkeypatch):
+    from recommender.models.outcome import compiled
+
+    X, built = boosters
+    monkeypatch.setattr(compiled, "MAX_CATEGORY_WORDS", 0)  # 4 categories: one word
 
     def must_not_compile(*_args, **_kwargs):
-        raise AssertionError("lleaves was asked to compile wide categorical splits")
+        raise AssertionError("lleaves was asked to compile")
 
-    monkeypatch.setattr(compiled, "CompiledSum", must_not_compile)
-    expected = forest.raw_sum(X[:30], ["wide"])
-    assert not forest.compile(["wide"])
-    np.testing.assert_array_equal(forest.raw_sum(X[:30], ["wide"]), expected)
+    monkeypatch.setattr(compiled, "CompiledSegments", must_not_compile)
+    forest = Forest.merge(built)
+    expected = forest.raw_sum(X[:30], ["b1"])
+    assert not forest.compile()
+    np.testing.assert_array_equal(forest.raw_sum(X[:30], ["b1"]), expected)
 
 
 def test_the_widest_category_set_is_counted_in_words(boosters):
@@ -151,7 +211,7 @@ def test_compiled_sums_from_many_threads_equal_the_serial_ones(boosters):
 
     X, built = boosters
     forest = Forest.merge(built)
-    assert forest.compile(["b0", "b1", "b2"])
+    assert forest.compile(sums=[["b0", "b1", "b2"]])
     batches = [X[i : i + 3 + i % 5] for i in range(0, 400, 8)]
     sums = [forest.raw_sum(b, ["b0", "b1", "b2"]) for b in batches]
     wrong = []

@@ -20,13 +20,15 @@ workers) were measured to return other calls' leaves and scores, wrong without a
 prediction here therefore holds the forest's lock (LightGBM releases the GIL inside, so other
 threads still run Python meanwhile).
 
-Once :meth:`Forest.compile` has compiled some consecutive segments (lleaves, see
-:mod:`.compiled`), :meth:`Forest.raw_sum` of those segments scores a few rows through the
-compiled code instead: the same sums, several times faster, and without the lock.
+Once :meth:`Forest.compile` has compiled the forest (lleaves, see :mod:`.compiled`), a few
+rows are scored through the compiled code instead (:meth:`Forest.raw_sum` and
+:meth:`Forest.raw_segments_and_leaves`, which then reads no leaves): the same sums, several
+times faster, and without the lock.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -34,11 +36,16 @@ from collections.abc import Mapping, Sequence
 import lightgbm as lgb
 import numpy as np
 
-from .compiled import CompiledSum, compile_sum
+from .compiled import CompiledSegments, compile_segments
 
-#: Up to this many rows, a compiled sum scores them on the calling thread; more go to
+log = logging.getLogger(__name__)
+
+#: Up to this many rows, the compiled forest scores them on the calling thread; more go to
 #: LightGBM, which spreads a batch over every core.
 COMPILED_ROWS = 2000
+#: Probe rows a compiled forest must score as LightGBM does before it is used, and how closely
+#: (log-odds; both sum the same float64 leaf values, in the same order within a segment).
+PROBE_ROWS, PROBE_TOLERANCE = 512, 1e-9
 
 
 class Forest:
@@ -57,27 +64,57 @@ class Forest:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self._leaf_values, self._path_bits = _leaf_table(booster)
         self._lock = threading.Lock()
-        self._compiled: dict[tuple[str, ...], CompiledSum | None] = {}
+        self.compiled: CompiledSegments | None = None
+        self._compiled_sums: dict[tuple[str, ...], CompiledSegments] = {}
+        self._compile_tried = False
 
     def __getstate__(self) -> dict:
         # machine code does not pickle: a copy compiles again when warmed
-        return {k: v for k, v in vars(self).items() if k not in ("_lock", "_compiled")}
+        skip = ("_lock", "compiled", "_compiled_sums", "_compile_tried")
+        return {k: v for k, v in vars(self).items() if k not in skip}
 
     def __setstate__(self, state: dict) -> None:
         vars(self).update(state)
         self._lock = threading.Lock()
-        self._compiled = {}
+        self.compiled, self._compiled_sums, self._compile_tried = None, {}, False
 
-    def compile(self, names: Sequence[str]) -> bool:
-        """Compile the trees of consecutive segments ``names`` for :meth:`raw_sum` (once);
-        False where they could not be compiled (LightGBM keeps scoring them)."""
-        key = tuple(names)
-        if key not in self._compiled:
+    def compile(self, sums: Sequence[Sequence[str]] = ()) -> bool:
+        """Compile, once, every segment's trees into one function of one output per segment,
+        and the trees of each run of consecutive segments in ``sums`` into a function of
+        their sum (:meth:`raw_sum` of them reads no other tree), for the few rows of one
+        patient's request. False where they could not be compiled or the compiled code
+        disagreed with LightGBM on probe rows: LightGBM then keeps scoring every row."""
+        if not self._compile_tried:
+            self._compile_tried = True
+            self.compiled, self._compiled_sums = self._compile_checked(sums)
+        return self.compiled is not None
+
+    def _compile_checked(
+        self, sums: Sequence[Sequence[str]]
+    ) -> tuple[CompiledSegments | None, dict[tuple[str, ...], CompiledSegments]]:
+        """(every segment, each of ``sums``) compiled and checked on probe rows; (None, {})
+        if any of them fails."""
+        with self._lock:  # the booster is not read from two threads at once
+            text = self.booster.model_to_string()
+        probe = probe_rows(text, PROBE_ROWS)
+        expected = self._leaf_sums(probe)[0]
+        n_features = self.booster.num_feature()
+        whole = compile_segments(segments_as_classes(text, self.sizes), len(self.sizes), n_features)
+        if whole is None or not _agree(whole(probe), expected):
+            return None, {}
+        summed = {}
+        for names in sums:
             start, count = self._span(names)
-            with self._lock:  # the booster is not read from two threads at once
-                text = self.booster.model_to_string(start_iteration=start, num_iteration=count)
-            self._compiled[key] = compile_sum(text, self.booster.num_feature())
-        return self._compiled[key] is not None
+            first = self.names.index(names[0])
+            with self._lock:
+                part = self.booster.model_to_string(start_iteration=start, num_iteration=count)
+            one = compile_segments(part, 1, n_features)
+            if one is None or not _agree(
+                one(probe)[:, 0], expected[:, first : first + len(names)].sum(axis=1)
+            ):
+                return None, {}
+            summed[tuple(names)] = one
+        return whole, summed
 
     def predict(self, X: np.ndarray, **kwargs) -> np.ndarray:
         """``booster.predict(X, **kwargs)`` under the forest's lock (see the module docstring)."""
@@ -111,9 +148,12 @@ class Forest:
         start, count = self._span(names)
         if not len(X):
             return np.zeros(0)
-        compiled = self._compiled.get(tuple(names))
-        if compiled is not None and len(X) <= COMPILED_ROWS:
-            return compiled(X)
+        if self.compiled is not None and len(X) <= COMPILED_ROWS:
+            summed = self._compiled_sums.get(tuple(names))
+            if summed is not None:
+                return summed(X)[:, 0]
+            first = self.names.index(names[0])
+            return self.compiled(X)[:, first : first + len(names)].sum(axis=1)
         return self.predict(
             X,
             raw_score=True,
@@ -133,11 +173,17 @@ class Forest:
         """Raw scores float64 (n, n_segments) of every segment, from one traversal."""
         return self.raw_segments_and_leaves(X)[0]
 
-    def raw_segments_and_leaves(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def raw_segments_and_leaves(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`raw_segments` and the leaf each row reaches in each tree, int64
-        (n, n_trees)."""
+        (n, n_trees); no leaves (None) where the compiled forest scored the rows."""
         if not len(X):
             return np.zeros((0, len(self.names))), np.zeros((0, sum(self.sizes)), np.int64)
+        if self.compiled is not None and len(X) <= COMPILED_ROWS:
+            return self.compiled(X), None
+        return self._leaf_sums(X)
+
+    def _leaf_sums(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every segment's raw score, from LightGBM's leaves, and the leaves."""
         leaves = self.predict(X, pred_leaf=True, num_threads=1).astype(np.int64)
         values = self._leaf_values[np.arange(leaves.shape[1]), leaves]
         return np.add.reduceat(values, self.starts, axis=1), leaves
@@ -174,6 +220,73 @@ def _parts(text: str) -> tuple[str, list[str], str]:
     trees, tail = rest.split("\nend of trees\n", 1)
     blocks = re.split(r"\nTree=\d+\n", "\n" + trees)
     return head, [b.strip("\n") for b in blocks if b.strip()], tail
+
+
+#: A tree of one leaf of value 0 (pads a short segment in :func:`segments_as_classes`).
+_EMPTY_TREE = (
+    "num_leaves=1\nnum_cat=0\nsplit_feature=\nsplit_gain=\nthreshold=\ndecision_type=\n"
+    "left_child=\nright_child=\nleaf_value=0\nleaf_weight=\nleaf_count=\ninternal_value=\n"
+    "internal_weight=\ninternal_count=\nis_linear=0\nshrinkage=1"
+)
+
+
+def _agree(compiled: np.ndarray, expected: np.ndarray) -> bool:
+    """Whether compiled raw scores are LightGBM's (logged when not)."""
+    if np.allclose(compiled, expected, rtol=0, atol=PROBE_TOLERANCE):
+        return True
+    log.warning("compiled trees disagree with LightGBM on probe rows; LightGBM scores them")
+    return False
+
+
+def segments_as_classes(text: str, sizes: Sequence[int]) -> str:
+    """A LightGBM multiclass model text whose class ``s`` sums the trees of segment ``s`` of
+    model text ``text`` (segments of ``sizes`` consecutive trees): iteration ``r`` holds each
+    segment's ``r``-th tree in segment order, a one-leaf tree of 0 where a segment has fewer.
+
+    Written for lleaves, which sums tree ``i`` into class ``i % num_class``; LightGBM itself
+    never loads it.
+    """
+    head, trees, tail = _parts(text)
+    if len(trees) != sum(sizes):
+        raise ValueError(f"{len(trees)} trees in the text, segments of {list(sizes)}")
+    n = len(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+    ordered = [
+        trees[starts[s] + r] if r < sizes[s] else _EMPTY_TREE
+        for r in range(max(sizes, default=0))
+        for s in range(n)
+    ]
+    head = re.sub(r"(?m)^num_class=.*$", f"num_class={n}", head)
+    head = re.sub(r"(?m)^num_tree_per_iteration=.*$", f"num_tree_per_iteration={n}", head)
+    head = re.sub(r"(?m)^objective=.*$", f"objective=multiclass num_class:{n}", head)
+    body = [f"Tree={i}\n{tree}\n\n\n" for i, tree in enumerate(ordered)]
+    sizes_line = "tree_sizes=" + " ".join(str(len(b.encode())) for b in body)
+    head = re.sub(r"(?m)^tree_sizes=.*$", sizes_line, head)
+    return head + "\n" + "".join(body) + "end of trees\n" + tail
+
+
+def probe_rows(text: str, n: int, seed: int = 0) -> np.ndarray:
+    """Float64 (n, features) rows over every feature's range in model text ``text``
+    (``feature_infos``): numbers uniform over [min, max] widened by 10% either side, known
+    categories and a few unseen ones, and about 10% missing (NaN) in each column."""
+    found = re.search(r"(?m)^feature_infos=(.*)$", text)
+    if found is None:
+        raise ValueError("not a LightGBM model text: no feature_infos line")
+    infos = found.group(1).split()
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, len(infos)))
+    for j, info in enumerate(infos):
+        if info.startswith("["):
+            low, high = (float(v) for v in info[1:-1].split(":"))
+            pad = 0.1 * (high - low) + 1e-9
+            out[:, j] = rng.uniform(low - pad, high + pad, n)
+        elif info == "none":
+            out[:, j] = rng.normal(size=n)
+        else:
+            known = np.array(info.split(":"), np.float64)
+            out[:, j] = rng.choice(np.concatenate([known, [known.max() + 1, known.max() + 40]]), n)
+        out[rng.random(n) < 0.1, j] = np.nan
+    return out
 
 
 def feature_bits(features: Sequence[int], n_features: int) -> np.ndarray:

@@ -331,11 +331,12 @@ class OutcomeRecommender(Recommender):
         self.layout_ = FeatureLayout.from_arrays(arrays)
 
     def warm_up(self) -> None:
-        """Compile the success trees for the one-patient path (lleaves: a request's few dozen
-        occluded rows are scored several times faster than through LightGBM), then what every
-        model warms. Seconds, once per loaded model; without it LightGBM scores every row."""
+        """Compile the forest for the one-patient path (lleaves: a request's candidates under
+        every segment, then its few dozen occluded rows, are scored several times faster than
+        through LightGBM), then what every model warms. Seconds, once per loaded model;
+        without it LightGBM scores every row."""
         self.check_fitted()
-        self.forest_.compile(self._bags)
+        self.forest_.compile(sums=[self._bags])
         super().warm_up()
 
     @property
@@ -474,8 +475,9 @@ class OutcomeRecommender(Recommender):
         return self._one_patient(query, treatments, condition)[1]
 
     def _one_patient(self, query: Query, treatments: np.ndarray, condition: int):
-        """(feature rows, raw scores of every segment, leaves (rows, trees)) of ``treatments``
-        for the single patient of ``query``, computed once per query and condition."""
+        """(feature rows, raw scores of every segment, leaves (rows, trees) or None where the
+        compiled forest scored them) of ``treatments`` for the single patient of ``query``,
+        computed once per query and condition."""
         # int64 in the key: the ranker scores the condition's candidates as int64, the
         # explanation asks with the dataset's int32 candidates; both must hit one entry
         treatments = np.asarray(treatments, np.int64)
