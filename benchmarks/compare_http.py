@@ -1,8 +1,11 @@
-"""Before/after: the server CPU per request of this checkout against another git revision.
+"""Before/after: the server CPU per request of this checkout against another git revision, or
+of one served model against another.
 
 A change meant to make the service cheaper is measured against the code before it, in the same
 session and on the same model, alternating the two servers round by round so that the load of
-a shared machine falls on both alike. Each round starts ``recommender serve`` from one checkout
+a shared machine falls on both alike (``--base``). With ``--against-model`` the two servers
+run this checkout, one serving ``--model``'s artifact and one the other model's, built from
+the same cohort (is the outcome model's request as cheap as ALS's?). Each round starts ``recommender serve`` from one checkout
 (the other revision in a detached worktree under ``benchmarks/results/tmp/compare/``), warms it,
 then runs wrk against the recommendation endpoint and the bare ``/health`` of that server (as
 ``bench_http.py``, whose cohort, model and load scripts it reuses) and reads the workers' CPU
@@ -11,9 +14,10 @@ and the ratios recommend / bare (throughput, and CPU-bound).
 
     python benchmarks/compare_http.py --base 157fa46            # quick model, 4 rounds
     python benchmarks/compare_http.py --base main~3 --model outcome --rounds 6
+    python benchmarks/compare_http.py --model outcome --against-model als --rounds 6
 
 Results: benchmarks/results/http_compare.json (http_compare_<model>.json for a model other
-than ALS).
+than ALS, http_compare_<model>_vs_<other>.json against another model).
 """
 
 from __future__ import annotations
@@ -98,7 +102,9 @@ def summary(rounds: list[dict]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="git revision to compare against")
+    against = parser.add_mutually_exclusive_group(required=True)
+    against.add_argument("--base", help="git revision to compare against")
+    against.add_argument("--against-model", help="model family to compare --model against")
     parser.add_argument("--size", choices=["quick", "full"], default="quick")
     parser.add_argument("--model", default="als", help="model family of the served artifact")
     parser.add_argument("--rounds", type=int, default=4)
@@ -112,30 +118,40 @@ def main() -> int:
     if wrk is None:
         print("error: compare_http.py needs wrk (not found, and not installable here)")
         return 2
-    base, commit = worktree(args.base)
     folder = build(args.size, args.model)
-    loader = Loader(folder, args, wrk)
-    roots = {"base": base, "this": ROOT}
+    if args.base:
+        base, commit = worktree(args.base)
+        servers = {"base": (base, folder), "this": (ROOT, folder)}
+        name = "http_compare" if args.model == "als" else f"http_compare_{args.model}"
+    else:
+        commit = None
+        servers = {
+            args.against_model: (ROOT, build(args.size, args.against_model)),
+            args.model: (ROOT, folder),
+        }
+        name = f"http_compare_{args.model}_vs_{args.against_model}"
+    loaders = {key: Loader(site, args, wrk) for key, (_, site) in servers.items()}
     load_before = os.getloadavg()
-    rounds: dict[str, list[dict]] = {name: [] for name in roots}
+    rounds: dict[str, list[dict]] = {key: [] for key in servers}
     for number in range(args.rounds):
-        for name, root in roots.items():
-            result = one_round(folder, loader, root, args.workers, args.seconds)
-            rounds[name].append(result)
+        for key, (root, site) in servers.items():
+            result = one_round(site, loaders[key], root, args.workers, args.seconds)
+            rounds[key].append(result)
             print(
-                f"round {number} {name}: recommend {result['recommend']['rps']:.0f} req/s "
+                f"round {number} {key}: recommend {result['recommend']['rps']:.0f} req/s "
                 f"{result['recommend']['server_cpu_ms_per_request']:.2f} ms CPU, bare "
                 f"{result['bare']['rps']:.0f} req/s "
                 f"{result['bare']['server_cpu_ms_per_request']:.2f} ms CPU",
                 flush=True,
             )
     summaries = {name: summary(runs) for name, runs in rounds.items()}
-    rows = [{"code": name, **values} for name, values in summaries.items()]
-    print(markdown_table(rows, ["code", *summaries["this"]]))
+    rows = [{"server": key, **values} for key, values in summaries.items()]
+    print(markdown_table(rows, ["server", *next(iter(summaries.values()))]))
     path = write_results(
-        "http_compare" if args.model == "als" else f"http_compare_{args.model}",
+        name,
         {
             "base": commit,
+            "against_model": args.against_model,
             "this": subprocess.run(
                 ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
             ).stdout.strip(),
