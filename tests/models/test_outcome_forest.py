@@ -206,7 +206,9 @@ def test_the_widest_category_set_is_counted_in_words(boosters):
     assert widest_category_set("tree\nnum_cat=0\n") == 0
 
 
-def test_compiled_sums_from_many_threads_equal_the_serial_ones(boosters):
+def test_compiled_scores_from_many_threads_equal_the_serial_ones(boosters):
+    """The compiled functions run without the forest's lock: threads calling them at once
+    (the sums and every segment's scores) get exactly the serial answers."""
     import threading
 
     X, built = boosters
@@ -214,13 +216,18 @@ def test_compiled_sums_from_many_threads_equal_the_serial_ones(boosters):
     assert forest.compile(sums=[["b0", "b1", "b2"]])
     batches = [X[i : i + 3 + i % 5] for i in range(0, 400, 8)]
     sums = [forest.raw_sum(b, ["b0", "b1", "b2"]) for b in batches]
+    segments = [forest.raw_segments(b) for b in batches]
     wrong = []
 
     def work(seed: int) -> None:
         rng = np.random.default_rng(seed)
         for _ in range(300):
             i = int(rng.integers(len(batches)))
-            if not np.array_equal(forest.raw_sum(batches[i], ["b0", "b1", "b2"]), sums[i]):
+            if rng.random() < 0.5:
+                same = np.array_equal(forest.raw_sum(batches[i], ["b0", "b1", "b2"]), sums[i])
+            else:
+                same = np.array_equal(forest.raw_segments(batches[i]), segments[i])
+            if not same:
                 wrong.append(i)
 
     threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
