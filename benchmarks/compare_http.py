@@ -5,12 +5,13 @@ A change meant to make the service cheaper is measured against the code before i
 session and on the same model, alternating the two servers round by round so that the load of
 a shared machine falls on both alike (``--base``). With ``--against-model`` the two servers
 run this checkout, one serving ``--model``'s artifact and one the other model's, built from
-the same cohort (is the outcome model's request as cheap as ALS's?). Each round starts ``recommender serve`` from one checkout
-(the other revision in a detached worktree under ``benchmarks/results/tmp/compare/``), warms it,
-then runs wrk against the recommendation endpoint and the bare ``/health`` of that server (as
-``bench_http.py``, whose cohort, model and load scripts it reuses) and reads the workers' CPU
-time from ``/proc``. Reports medians over rounds of: requests/s, server CPU ms per request,
-and the ratios recommend / bare (throughput, and CPU-bound).
+the same cohort (is the outcome model's request as cheap as ALS's?). Each round starts
+``recommender serve`` from one checkout (the other revision in a detached worktree under
+``benchmarks/results/tmp/compare/``), warms it, then runs wrk against the recommendation
+endpoint and the bare ``/health`` of that server (as ``bench_http.py``, whose cohort, model
+and load scripts it reuses) and reads the workers' CPU time from ``/proc``. Reports medians
+over rounds of: requests/s, server CPU ms per request, and the ratios recommend / bare
+(throughput, and CPU-bound).
 
     python benchmarks/compare_http.py --base 157fa46            # quick model, 4 rounds
     python benchmarks/compare_http.py --base main~3 --model outcome --rounds 6
