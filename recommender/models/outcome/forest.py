@@ -61,7 +61,7 @@ class Forest:
 
     def __init__(self, booster: lgb.Booster, names: Sequence[str], sizes: Sequence[int]):
         self.booster, self.names, self.sizes = booster, list(names), [int(s) for s in sizes]
-        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.starts = _starts(self.sizes)
         self._leaf_values, self._path_bits = _leaf_table(booster)
         self._lock = threading.Lock()
         self.compiled: CompiledSegments | None = None
@@ -102,12 +102,12 @@ class Forest:
         whole = compile_segments(segments_as_classes(text, self.sizes), len(self.sizes), n_features)
         if whole is None or not _agree(whole(probe), expected):
             return None, {}
+        head, trees, tail = _parts(text)
         summed = {}
         for names in sums:
             start, count = self._span(names)
             first = self.names.index(names[0])
-            with self._lock:
-                part = self.booster.model_to_string(start_iteration=start, num_iteration=count)
+            part = _model_text(head, trees[start : start + count], tail)
             one = compile_segments(part, 1, n_features)
             if one is None or not _agree(
                 one(probe)[:, 0], expected[:, first : first + len(names)].sum(axis=1)
@@ -131,11 +131,7 @@ class Forest:
             _, segment, _ = _parts(text)
             trees += segment
             sizes.append(len(segment))
-        body = [f"Tree={i}\n{tree}\n\n\n" for i, tree in enumerate(trees)]
-        head = re.sub(
-            r"tree_sizes=[^\n]*", "tree_sizes=" + " ".join(str(len(b.encode())) for b in body), head
-        )
-        merged = head + "\n" + "".join(body) + "end of trees\n" + tail
+        merged = _model_text(head, trees, tail)
         return cls(lgb.Booster(model_str=merged), list(texts), sizes)
 
     def raw(self, X: np.ndarray, name: str) -> np.ndarray:
@@ -214,6 +210,16 @@ class Forest:
         return cls(lgb.Booster(model_str=bytes(np.asarray(text, np.uint8)).decode()), names, sizes)
 
 
+def _model_text(head: str, trees: Sequence[str], tail: str) -> str:
+    """A LightGBM model text of ``trees`` (without their ``Tree=i`` line, as :func:`_parts`
+    gives them) between ``head`` and ``tail``, numbered from 0, with the head's
+    ``tree_sizes`` recounted."""
+    body = [f"Tree={i}\n{tree}\n\n\n" for i, tree in enumerate(trees)]
+    sizes = "tree_sizes=" + " ".join(str(len(block.encode())) for block in body)
+    head = re.sub(r"(?m)^tree_sizes=.*$", sizes, head)
+    return head + "\n" + "".join(body) + "end of trees\n" + tail
+
+
 def _parts(text: str) -> tuple[str, list[str], str]:
     """(header, trees without their ``Tree=i`` line, tail) of a LightGBM model text."""
     head, rest = text.split("\nTree=0\n", 1)
@@ -228,6 +234,11 @@ _EMPTY_TREE = (
     "left_child=\nright_child=\nleaf_value=0\nleaf_weight=\nleaf_count=\ninternal_value=\n"
     "internal_weight=\ninternal_count=\nis_linear=0\nshrinkage=1"
 )
+
+
+def _starts(sizes: Sequence[int]) -> np.ndarray:
+    """The first tree of each segment of ``sizes`` consecutive trees, int64."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
 
 def _agree(compiled: np.ndarray, expected: np.ndarray) -> bool:
@@ -250,7 +261,7 @@ def segments_as_classes(text: str, sizes: Sequence[int]) -> str:
     if len(trees) != sum(sizes):
         raise ValueError(f"{len(trees)} trees in the text, segments of {list(sizes)}")
     n = len(sizes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+    starts = _starts(sizes).tolist()
     ordered = [
         trees[starts[s] + r] if r < sizes[s] else _EMPTY_TREE
         for r in range(max(sizes, default=0))
@@ -259,10 +270,7 @@ def segments_as_classes(text: str, sizes: Sequence[int]) -> str:
     head = re.sub(r"(?m)^num_class=.*$", f"num_class={n}", head)
     head = re.sub(r"(?m)^num_tree_per_iteration=.*$", f"num_tree_per_iteration={n}", head)
     head = re.sub(r"(?m)^objective=.*$", f"objective=multiclass num_class:{n}", head)
-    body = [f"Tree={i}\n{tree}\n\n\n" for i, tree in enumerate(ordered)]
-    sizes_line = "tree_sizes=" + " ".join(str(len(b.encode())) for b in body)
-    head = re.sub(r"(?m)^tree_sizes=.*$", sizes_line, head)
-    return head + "\n" + "".join(body) + "end of trees\n" + tail
+    return _model_text(head, ordered, tail)
 
 
 def probe_rows(text: str, n: int, seed: int = 0) -> np.ndarray:
